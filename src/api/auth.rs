@@ -1,0 +1,158 @@
+//! Bearer-token authentication: the tokens file, roles, and the filter each route uses to say
+//! which roles may call it. Tokens are compared in constant time and never logged.
+
+use super::error::ApiError;
+use std::fmt;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use warp::Filter;
+
+/// What a token may do. `Admin` may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Slurm hooks: the job lifecycle events.
+    Hook,
+    /// Node agents: samples.
+    Agent,
+    /// Read-only access to jobs, samples and audit trails.
+    Reader,
+    Admin,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "hook" => Some(Role::Hook),
+            "agent" => Some(Role::Agent),
+            "reader" => Some(Role::Reader),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Shortest token accepted: shorter ones are guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The configured tokens. `Debug` prints only how many there are.
+#[derive(Clone)]
+pub struct Tokens {
+    entries: Arc<Vec<(Role, Vec<u8>)>>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tokens({} configured)", self.entries.len())
+    }
+}
+
+impl Tokens {
+    /// Parses `ROLE TOKEN` lines; `#` starts a comment, blank lines are skipped. Errors name the
+    /// line, never the token.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut entries: Vec<(Role, Vec<u8>)> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let lineno = n + 1;
+            let mut words = line.split_whitespace();
+            let (Some(role), Some(token), None) = (words.next(), words.next(), words.next()) else {
+                return Err(format!("line {lineno}: expected `ROLE TOKEN`"));
+            };
+            let role = Role::parse(role).ok_or_else(|| {
+                format!(
+                    "line {lineno}: unknown role {role:?} (expected hook, agent, reader or admin)"
+                )
+            })?;
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(format!(
+                    "line {lineno}: token is shorter than {MIN_TOKEN_LEN} characters"
+                ));
+            }
+            if entries
+                .iter()
+                .any(|(_, t)| t.as_slice() == token.as_bytes())
+            {
+                return Err(format!("line {lineno}: the same token appears twice"));
+            }
+            entries.push((role, token.as_bytes().to_vec()));
+        }
+        if entries.is_empty() {
+            return Err("no tokens in the file".into());
+        }
+        Ok(Tokens {
+            entries: Arc::new(entries),
+        })
+    }
+
+    /// The role of `token`, comparing against every configured token in constant time.
+    pub fn role_of(&self, token: &[u8]) -> Option<Role> {
+        let mut found = None;
+        for (role, candidate) in self.entries.iter() {
+            if bool::from(candidate.as_slice().ct_eq(token)) {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+}
+
+/// Passes when no tokens are configured, or when the request's bearer token has one of `roles`
+/// (or is an admin token); rejects with 401/403 otherwise.
+pub fn require(
+    tokens: Option<Tokens>,
+    roles: &'static [Role],
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let tokens = tokens.clone();
+            async move {
+                let Some(tokens) = tokens else { return Ok(()) };
+                let bearer = header.as_deref().and_then(|h| {
+                    let (scheme, token) = h.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                });
+                match bearer.and_then(|t| tokens.role_of(t.as_bytes())) {
+                    None => Err(warp::reject::custom(ApiError::Unauthorized)),
+                    Some(Role::Admin) => Ok(()),
+                    Some(role) if roles.contains(&role) => Ok(()),
+                    Some(_) => Err(warp::reject::custom(ApiError::Forbidden)),
+                }
+            }
+        })
+        .untuple_one()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_roles_and_finds_tokens() {
+        let t =
+            Tokens::parse("# c\n\nadmin aaaaaaaaaaaaaaaa\n reader bbbbbbbbbbbbbbbb \n").unwrap();
+        assert_eq!(t.role_of(b"aaaaaaaaaaaaaaaa"), Some(Role::Admin));
+        assert_eq!(t.role_of(b"bbbbbbbbbbbbbbbb"), Some(Role::Reader));
+        assert_eq!(t.role_of(b"bbbbbbbbbbbbbbb"), None);
+        assert_eq!(t.role_of(b""), None);
+        assert_eq!(format!("{t:?}"), "Tokens(2 configured)");
+    }
+
+    #[test]
+    fn rejects_bad_lines_without_echoing_tokens() {
+        for (text, want) in [
+            ("root cccccccccccccccc", "unknown role"),
+            ("admin short", "shorter"),
+            ("admin", "expected"),
+            ("admin a b", "expected"),
+            ("admin dddddddddddddddd\nhook dddddddddddddddd", "twice"),
+            ("# only comments", "no tokens"),
+        ] {
+            let err = Tokens::parse(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(!err.contains("cccc") && !err.contains("dddd"), "{err}");
+        }
+    }
+}

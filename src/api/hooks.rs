@@ -1,0 +1,329 @@
+//! The Slurm lifecycle hooks: `POST /v1/events/job-started` (prolog) and
+//! `POST /v1/events/job-finished` (epilog).
+//!
+//! Both are idempotent, because Slurm runs the hooks on every node of a job and a hook client
+//! retries from its spool: a repeat answers `skipped` and writes nothing. Epilogs race prologs,
+//! so a job-finished for an unknown job that names its user and nodes creates the job already
+//! finished. All events of one job share a correlation id derived from its id unless the caller
+//! sends one.
+
+use super::error::{respond, ApiError};
+use super::{with_correlation, AppState};
+use crate::domain::job::truncate_micros;
+use crate::domain::validate::{self, MAX_GPU_DEVICES, MAX_NODES};
+use crate::domain::{now_micros, slurm_state, GpuVendor, Job, JobState, SchedulerInfo};
+use crate::store::{Applied, AuditContext, Finish, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use warp::reply::{json, Reply, Response};
+
+const SOURCE: &str = "lifecycle-event";
+const PROLOG: &str = "slurm-prolog";
+const EPILOG: &str = "slurm-epilog";
+
+#[derive(Serialize)]
+struct EventOutcome<'a> {
+    status: &'a str,
+    job_id: &'a str,
+    message: &'a str,
+}
+
+fn outcome(status: &str, job_id: &str, message: &str) -> Response {
+    json(&EventOutcome {
+        status,
+        job_id,
+        message,
+    })
+    .into_response()
+}
+
+/// The correlation id of a job's lifecycle: the caller's, or a UUID derived from the job id so
+/// that the prolog and the epilog of one job (separate requests, often from separate nodes)
+/// share it without coordinating.
+pub fn lifecycle_correlation_id(given: Option<String>, job_id: &str) -> String {
+    given.unwrap_or_else(|| {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("jobscope:job:{job_id}").as_bytes(),
+        )
+        .to_string()
+    })
+}
+
+/// Correlation id of one hook request (an event without a job id is rejected later; it still
+/// gets an id so its error response can be traced).
+fn event_correlation(given: Option<String>, job_id: Option<&str>) -> String {
+    match job_id {
+        Some(id) => lifecycle_correlation_id(given, id.trim()),
+        None => given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct JobStarted {
+    job_id: Option<String>,
+    user: Option<String>,
+    node_list: Option<Vec<String>>,
+    timestamp: Option<DateTime<Utc>>,
+    cpu_allocation: Option<i64>,
+    memory_allocation_mb: Option<i64>,
+    gpu_allocation: Option<i64>,
+    gpu_vendor: Option<String>,
+    gpu_devices: Option<Vec<String>>,
+    cgroup_path: Option<String>,
+    partition: Option<String>,
+    account: Option<String>,
+    job_name: Option<String>,
+    cluster_name: Option<String>,
+}
+
+pub async fn job_started(
+    correlation: Option<String>,
+    event: JobStarted,
+    state: AppState,
+) -> Response {
+    let correlation = event_correlation(correlation, event.job_id.as_deref());
+    let result = started(event, &correlation, &state).await;
+    with_correlation(respond(result), &correlation)
+}
+
+/// The job a job-started event describes, validated.
+fn started_job(e: JobStarted) -> Result<Job, ApiError> {
+    let id = validate::required_name("job_id", e.job_id.as_deref(), "job_id is required")?;
+    let user = validate::required_name("user", e.user.as_deref(), "user is required")?;
+    let nodes = node_list(e.node_list.as_deref())?;
+    let cpus = validate::count("cpu_allocation", e.cpu_allocation)?;
+    let memory = validate::count("memory_allocation_mb", e.memory_allocation_mb)?;
+    let gpus = validate::count("gpu_allocation", e.gpu_allocation)?;
+    let gpu_vendor = e
+        .gpu_vendor
+        .map(|v| {
+            v.parse::<GpuVendor>().map_err(|_| {
+                ApiError::Validation(
+                    "Invalid gpu_vendor (expected none, nvidia, amd or mixed)".into(),
+                )
+            })
+        })
+        .transpose()?;
+    let gpu_devices = validate::name_list(
+        "gpu_devices",
+        e.gpu_devices.as_deref().unwrap_or_default(),
+        MAX_GPU_DEVICES,
+    )?;
+    let cgroup_path = validate::optional_name("cgroup_path", e.cgroup_path.as_deref())?;
+    if cgroup_path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        return Err(ApiError::Validation(
+            "cgroup_path must be an absolute path".into(),
+        ));
+    }
+    let cluster = validate::optional_name("cluster_name", e.cluster_name.as_deref())?;
+    let job_name = validate::optional_name("job_name", e.job_name.as_deref())?;
+    let start = e.timestamp.map(truncate_micros).unwrap_or_else(now_micros);
+    let scheduler = SchedulerInfo {
+        kind: Some("slurm".into()),
+        external_job_id: Some(id.clone()),
+        partition: validate::optional_name("partition", e.partition.as_deref())?,
+        account: validate::optional_name("account", e.account.as_deref())?,
+        extra: job_name.map(|name| {
+            let mut extra = serde_json::Map::new();
+            extra.insert("job_name".into(), name.into());
+            extra
+        }),
+        ..SchedulerInfo::default()
+    };
+    let gpu_count = if gpu_devices.is_empty() {
+        gpus
+    } else {
+        Some(gpu_devices.len() as i64)
+    };
+    let base = Job::new(
+        id,
+        user,
+        nodes,
+        JobState::Running,
+        start,
+        cluster.as_deref().unwrap_or("default"),
+        "slurm",
+        "prolog-v1",
+    );
+    Ok(Job {
+        requested_cpus: cpus,
+        allocated_cpus: cpus,
+        requested_memory_mb: memory,
+        allocated_memory_mb: memory,
+        requested_gpus: gpus,
+        allocated_gpus: gpus,
+        scheduler: Some(scheduler),
+        cgroup_path,
+        gpu_vendor,
+        gpu_devices,
+        gpu_count,
+        ..base
+    })
+}
+
+fn node_list(list: Option<&[String]>) -> Result<Vec<String>, ApiError> {
+    match list {
+        None | Some([]) => Err(ApiError::Validation("node_list is required".into())),
+        Some(nodes) => Ok(validate::name_list("node_list", nodes, MAX_NODES)?),
+    }
+}
+
+async fn started(
+    event: JobStarted,
+    correlation: &str,
+    state: &AppState,
+) -> Result<Response, ApiError> {
+    let job = started_job(event)?;
+    let audit = AuditContext {
+        changed_by: PROLOG.into(),
+        source: SOURCE.into(),
+        correlation_id: correlation.to_owned(),
+    };
+    Ok(
+        match state.store.insert_job_if_absent(&job, &audit).await? {
+            Applied::Done(_) => {
+                tracing::info!(job_id = %job.id, user = %job.user, nodes = job.nodes.len(), "job started");
+                outcome("created", &job.id, "Job created")
+            }
+            Applied::Skipped => outcome("skipped", &job.id, "Job already exists"),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct JobFinished {
+    job_id: Option<String>,
+    final_state: Option<String>,
+    slurm_state: Option<String>,
+    exit_code: Option<i64>,
+    signal: Option<i64>,
+    timestamp: Option<DateTime<Utc>>,
+    user: Option<String>,
+    node_list: Option<Vec<String>>,
+}
+
+pub async fn job_finished(
+    correlation: Option<String>,
+    event: JobFinished,
+    state: AppState,
+) -> Response {
+    let correlation = event_correlation(correlation, event.job_id.as_deref());
+    let result = finished(event, &correlation, &state).await;
+    with_correlation(respond(result), &correlation)
+}
+
+async fn finished(
+    e: JobFinished,
+    correlation: &str,
+    state: &AppState,
+) -> Result<Response, ApiError> {
+    let id = validate::required_name("job_id", e.job_id.as_deref(), "job_id is required")?;
+    let exit_code = validate::in_range(
+        "exit_code",
+        e.exit_code,
+        0,
+        255,
+        " (the exit status, not the raw wait status)",
+    )?;
+    let signal = validate::in_range("signal", e.signal, 0, 127, "")?;
+    let raw_state = validate::optional_name("slurm_state", e.slurm_state.as_deref())?
+        .and_then(|s| slurm_state::normalize(&s));
+    let final_state = match e.final_state.as_deref().map(str::trim) {
+        Some(s) => match s.parse::<JobState>() {
+            Ok(st) if st.is_terminal() => st,
+            _ => return Err(ApiError::Validation("Invalid final_state".into())),
+        },
+        None => slurm_state::final_state(raw_state.as_deref(), exit_code, signal),
+    };
+    let finish = Finish {
+        state: final_state,
+        end_time: e.timestamp.map(truncate_micros).unwrap_or_else(now_micros),
+        exit_code,
+        signal,
+        raw_state,
+    };
+    let audit = AuditContext {
+        changed_by: EPILOG.into(),
+        source: SOURCE.into(),
+        correlation_id: correlation.to_owned(),
+    };
+    match state.store.finish_job(&id, &finish, &audit).await {
+        Ok(Applied::Done(job)) => {
+            tracing::info!(job_id = %id, state = %job.state, exit_code = ?job.exit_code, signal = ?job.signal, "job finished");
+            Ok(outcome("updated", &id, "Job updated"))
+        }
+        Ok(Applied::Skipped) => Ok(outcome("skipped", &id, "Job already in terminal state")),
+        Err(StoreError::NotFound) if e.user.is_some() && e.node_list.is_some() => {
+            let user = validate::required_name("user", e.user.as_deref(), "user is required")?;
+            let nodes = node_list(e.node_list.as_deref())?;
+            create_finished(id, user, nodes, &finish, &audit, state).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The epilog arrived first: record the job as already finished. If the prolog lands in the
+/// meantime, finish the job it created instead.
+async fn create_finished(
+    id: String,
+    user: String,
+    nodes: Vec<String>,
+    finish: &Finish,
+    audit: &AuditContext,
+    state: &AppState,
+) -> Result<Response, ApiError> {
+    let base = Job::new(
+        id.clone(),
+        user,
+        nodes,
+        finish.state,
+        finish.end_time,
+        "default",
+        "slurm",
+        "epilog-v1",
+    );
+    let job = Job {
+        end_time: Some(finish.end_time),
+        exit_code: finish.exit_code,
+        signal: finish.signal,
+        scheduler: Some(SchedulerInfo {
+            kind: Some("slurm".into()),
+            external_job_id: Some(id.clone()),
+            raw_state: finish.raw_state.clone(),
+            exit_code: finish.exit_code,
+            ..SchedulerInfo::default()
+        }),
+        ..base
+    };
+    match state.store.insert_job_if_absent(&job, audit).await? {
+        Applied::Done(_) => {
+            tracing::info!(job_id = %id, "job-finished arrived before job-started; created the job finished");
+            Ok(outcome(
+                "created",
+                &id,
+                "Job created in its final state (no job-started event seen)",
+            ))
+        }
+        Applied::Skipped => match state.store.finish_job(&id, finish, audit).await? {
+            Applied::Done(_) => Ok(outcome("updated", &id, "Job updated")),
+            Applied::Skipped => Ok(outcome("skipped", &id, "Job already in terminal state")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_correlation_is_stable_per_job() {
+        let a = lifecycle_correlation_id(None, "4242");
+        assert_eq!(a, lifecycle_correlation_id(None, "4242"));
+        assert_ne!(a, lifecycle_correlation_id(None, "4243"));
+        assert_eq!(
+            lifecycle_correlation_id(Some("given".into()), "4242"),
+            "given"
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! The job resource: `GET/POST /v1/jobs`, `GET/PATCH/DELETE /v1/jobs/{id}`,
+//! `GET/POST /v1/jobs/{id}/metrics` and `GET /v1/jobs/{id}/audit`.
+
+use super::error::ApiError;
+use super::request::{int_param, job_id, time_param};
+use super::{with_correlation, AppState};
+use crate::domain::validate::{self, MAX_NODES};
+use crate::domain::{now_micros, AuditEvent, Job, JobState, MetricSample, SchedulerInfo};
+use crate::store::{AuditContext, JobFilter, JobPatch, SampleQuery};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use warp::http::StatusCode;
+use warp::reply::{json, with_status, Reply, Response};
+
+type Handled = Result<Response, ApiError>;
+
+/// Samples may carry a timestamp this far ahead of the server's clock (node clock skew).
+const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+#[derive(Serialize)]
+struct JobList {
+    jobs: Vec<Job>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+pub async fn list(params: HashMap<String, String>, state: AppState) -> Response {
+    super::error::respond(list_inner(params, state).await)
+}
+
+async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled {
+    let job_state = match params
+        .get("state")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|_| ApiError::Validation("Invalid job state".into()))?,
+        ),
+        None => None,
+    };
+    let filter = JobFilter {
+        state: job_state,
+        user: validate::optional_name("user", params.get("user").map(String::as_str))?,
+        node: validate::optional_name("node", params.get("node").map(String::as_str))?,
+        limit: int_param(&params, "limit", 100, 1, 1000)?,
+        offset: int_param(&params, "offset", 0, 0, i64::MAX)?,
+    };
+    let (jobs, total) = state.store.list_jobs(&filter).await?;
+    Ok(json(&JobList {
+        jobs,
+        total,
+        limit: filter.limit,
+        offset: filter.offset,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CreateJob {
+    id: Option<String>,
+    user: Option<String>,
+    #[serde(default)]
+    nodes: Vec<String>,
+    scheduler: Option<SchedulerInfo>,
+}
+
+pub async fn create(audit: AuditContext, body: CreateJob, state: AppState) -> Response {
+    let correlation = audit.correlation_id.clone();
+    with_correlation(
+        super::error::respond(create_inner(audit, body, state).await),
+        &correlation,
+    )
+}
+
+async fn create_inner(audit: AuditContext, body: CreateJob, state: AppState) -> Handled {
+    let id = validate::required_name("id", body.id.as_deref(), "Job ID is required")?;
+    let user = validate::required_name("user", body.user.as_deref(), "User is required")?;
+    if body.nodes.is_empty() {
+        return Err(ApiError::Validation("At least one node is required".into()));
+    }
+    let nodes = validate::name_list("nodes", &body.nodes, MAX_NODES)?;
+    let scheduler = body.scheduler.map(check_scheduler).transpose()?;
+    let job = Job {
+        scheduler,
+        ..Job::new(
+            id,
+            user,
+            nodes,
+            JobState::Running,
+            now_micros(),
+            "default",
+            "api",
+            "api-v1",
+        )
+    };
+    let stored = state.store.create_job(&job, &audit).await?;
+    Ok(with_status(json(&stored), StatusCode::CREATED).into_response())
+}
+
+/// Scheduler facts given with `POST /v1/jobs`: strings bounded, numbers in range.
+fn check_scheduler(s: SchedulerInfo) -> Result<SchedulerInfo, ApiError> {
+    let name = |field: &str, v: Option<String>| validate::optional_name(field, v.as_deref());
+    Ok(SchedulerInfo {
+        kind: name("scheduler.type", s.kind)?,
+        external_job_id: name("scheduler.external_job_id", s.external_job_id)?,
+        raw_state: name("scheduler.raw_state", s.raw_state)?,
+        submit_time: s.submit_time.map(crate::domain::job::truncate_micros),
+        partition: name("scheduler.partition", s.partition)?,
+        account: name("scheduler.account", s.account)?,
+        qos: name("scheduler.qos", s.qos)?,
+        priority: s.priority,
+        exit_code: validate::in_range("scheduler.exit_code", s.exit_code, 0, 255, "")?,
+        state_reason: name("scheduler.state_reason", s.state_reason)?,
+        time_limit_minutes: validate::count("scheduler.time_limit_minutes", s.time_limit_minutes)?,
+        extra: s.extra,
+    })
+}
+
+pub async fn get(id: String, state: AppState) -> Response {
+    super::error::respond(get_inner(id, state).await)
+}
+
+async fn get_inner(id: String, state: AppState) -> Handled {
+    let id = job_id(&id)?;
+    Ok(json(&state.store.get_job(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PatchJob {
+    state: Option<String>,
+    cpu_usage: Option<f64>,
+    memory_usage_mb: Option<f64>,
+    gpu_usage: Option<f64>,
+}
+
+pub async fn patch(id: String, audit: AuditContext, body: PatchJob, state: AppState) -> Response {
+    let correlation = audit.correlation_id.clone();
+    with_correlation(
+        super::error::respond(patch_inner(id, audit, body, state).await),
+        &correlation,
+    )
+}
+
+async fn patch_inner(id: String, audit: AuditContext, body: PatchJob, state: AppState) -> Handled {
+    let id = job_id(&id)?;
+    let patch = JobPatch {
+        state: body
+            .state
+            .map(|s| {
+                s.parse::<JobState>()
+                    .map_err(|_| ApiError::Validation("Invalid job state".into()))
+            })
+            .transpose()?,
+        cpu_usage: body
+            .cpu_usage
+            .map(|v| validate::percent(v, "CPU usage must be between 0 and 100"))
+            .transpose()?,
+        memory_usage_mb: body
+            .memory_usage_mb
+            .map(|v| validate::megabytes(v, "Memory usage must be non-negative"))
+            .transpose()?,
+        gpu_usage: body
+            .gpu_usage
+            .map(|v| validate::percent(v, "GPU usage must be between 0 and 100"))
+            .transpose()?,
+    };
+    Ok(json(&state.store.update_job(&id, &patch, &audit).await?).into_response())
+}
+
+pub async fn delete(id: String, audit: AuditContext, state: AppState) -> Response {
+    let correlation = audit.correlation_id.clone();
+    with_correlation(
+        super::error::respond(delete_inner(id, audit, state).await),
+        &correlation,
+    )
+}
+
+async fn delete_inner(id: String, audit: AuditContext, state: AppState) -> Handled {
+    let id = job_id(&id)?;
+    state.store.delete_job(&id, &audit).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize)]
+struct SampleList {
+    job_id: String,
+    samples: Vec<MetricSample>,
+    total: i64,
+}
+
+pub async fn list_samples(
+    id: String,
+    params: HashMap<String, String>,
+    state: AppState,
+) -> Response {
+    super::error::respond(list_samples_inner(id, params, state).await)
+}
+
+async fn list_samples_inner(
+    id: String,
+    params: HashMap<String, String>,
+    state: AppState,
+) -> Handled {
+    let id = job_id(&id)?;
+    let query = SampleQuery {
+        start: time_param(&params, "start_time")?,
+        end: time_param(&params, "end_time")?,
+        limit: int_param(&params, "limit", 1000, 1, 10_000)?,
+    };
+    if let (Some(start), Some(end)) = (query.start, query.end) {
+        if start > end {
+            return Err(ApiError::Validation(
+                "start_time must not be after end_time".into(),
+            ));
+        }
+    }
+    let (samples, total) = state.store.list_samples(&id, &query).await?;
+    Ok(json(&SampleList {
+        job_id: id,
+        samples,
+        total,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RecordSample {
+    cpu_usage: Option<f64>,
+    memory_usage_mb: Option<f64>,
+    gpu_usage: Option<f64>,
+    timestamp: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn add_sample(
+    id: String,
+    audit: AuditContext,
+    body: RecordSample,
+    state: AppState,
+) -> Response {
+    let correlation = audit.correlation_id.clone();
+    with_correlation(
+        super::error::respond(add_sample_inner(id, audit, body, state).await),
+        &correlation,
+    )
+}
+
+async fn add_sample_inner(
+    id: String,
+    audit: AuditContext,
+    body: RecordSample,
+    state: AppState,
+) -> Handled {
+    let id = job_id(&id)?;
+    let cpu = body
+        .cpu_usage
+        .ok_or_else(|| ApiError::Validation("cpu_usage is required".into()))?;
+    let memory = body
+        .memory_usage_mb
+        .ok_or_else(|| ApiError::Validation("memory_usage_mb is required".into()))?;
+    let now = now_micros();
+    let timestamp = body
+        .timestamp
+        .map(crate::domain::job::truncate_micros)
+        .unwrap_or(now);
+    if timestamp > now + MAX_CLOCK_SKEW {
+        return Err(ApiError::Validation("timestamp is in the future".into()));
+    }
+    let sample = MetricSample {
+        timestamp,
+        cpu_usage: validate::percent(cpu, "CPU usage must be between 0 and 100")?,
+        memory_usage_mb: validate::megabytes(memory, "Memory usage must be non-negative")?,
+        gpu_usage: body
+            .gpu_usage
+            .map(|v| validate::percent(v, "GPU usage must be between 0 and 100"))
+            .transpose()?,
+    };
+    state
+        .store
+        .add_sample(&id, &sample, &audit.correlation_id)
+        .await?;
+    Ok(with_status(json(&sample), StatusCode::CREATED).into_response())
+}
+
+#[derive(Serialize)]
+struct AuditTrail {
+    job_id: String,
+    events: Vec<AuditEvent>,
+}
+
+pub async fn audit_trail(id: String, state: AppState) -> Response {
+    super::error::respond(audit_trail_inner(id, state).await)
+}
+
+async fn audit_trail_inner(id: String, state: AppState) -> Handled {
+    let id = job_id(&id)?;
+    let events = state.store.audit_trail(&id).await?;
+    Ok(json(&AuditTrail { job_id: id, events }).into_response())
+}

@@ -1,0 +1,168 @@
+//! The HTTP API: routes, the state they share, and how requests are logged.
+//!
+//! Every route matches path and method first, then authentication, then headers and body, so an
+//! unknown path is a 404, a known path with the wrong method a 405, and both are rendered by the
+//! one rejection handler in [`error`]. Handlers turn their own errors into responses, so a
+//! handler's failure never falls through to another route.
+
+pub mod auth;
+pub mod error;
+mod health;
+mod hooks;
+mod jobs;
+mod openapi;
+pub mod request;
+
+use crate::store::Store;
+use auth::{require, Role, Tokens};
+use std::convert::Infallible;
+use warp::filters::BoxedFilter;
+use warp::http::header::HeaderValue;
+use warp::reply::Response;
+use warp::Filter;
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Option<Tokens>,
+}
+
+pub fn with_state(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Adds the `X-Correlation-Id` response header.
+pub(crate) fn with_correlation(mut response: Response, correlation_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(correlation_id) {
+        response.headers_mut().insert("x-correlation-id", value);
+    }
+    response
+}
+
+const READ: &[Role] = &[Role::Reader];
+const WRITE: &[Role] = &[];
+const HOOK: &[Role] = &[Role::Hook];
+const SAMPLE: &[Role] = &[Role::Agent];
+
+/// All routes, with rejections rendered as JSON errors and every request traced.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let tokens = state.tokens.clone();
+    let st = move || with_state(state.clone());
+    let auth = move |roles: &'static [Role]| require(tokens.clone(), roles);
+    use request::{audit_headers, correlation_id, json_body, query_map};
+
+    let health = warp::path!("v1" / "health")
+        .and(warp::get())
+        .and(st())
+        .then(health::health);
+
+    let openapi = warp::path!("v1" / "openapi.yaml")
+        .and(warp::get())
+        .and(auth(READ))
+        .map(openapi::document);
+
+    let job_started = warp::path!("v1" / "events" / "job-started")
+        .and(warp::post())
+        .and(auth(HOOK))
+        .and(correlation_id())
+        .and(json_body())
+        .and(st())
+        .then(hooks::job_started);
+
+    let job_finished = warp::path!("v1" / "events" / "job-finished")
+        .and(warp::post())
+        .and(auth(HOOK))
+        .and(correlation_id())
+        .and(json_body())
+        .and(st())
+        .then(hooks::job_finished);
+
+    let list_jobs = warp::path!("v1" / "jobs")
+        .and(warp::get())
+        .and(auth(READ))
+        .and(query_map())
+        .and(st())
+        .then(jobs::list);
+
+    let create_job = warp::path!("v1" / "jobs")
+        .and(warp::post())
+        .and(auth(WRITE))
+        .and(audit_headers())
+        .and(json_body())
+        .and(st())
+        .then(jobs::create);
+
+    let get_job = warp::path!("v1" / "jobs" / String)
+        .and(warp::get())
+        .and(auth(READ))
+        .and(st())
+        .then(jobs::get);
+
+    let patch_job = warp::path!("v1" / "jobs" / String)
+        .and(warp::patch())
+        .and(auth(WRITE))
+        .and(audit_headers())
+        .and(json_body())
+        .and(st())
+        .then(jobs::patch);
+
+    let delete_job = warp::path!("v1" / "jobs" / String)
+        .and(warp::delete())
+        .and(auth(WRITE))
+        .and(audit_headers())
+        .and(st())
+        .then(jobs::delete);
+
+    let list_samples = warp::path!("v1" / "jobs" / String / "metrics")
+        .and(warp::get())
+        .and(auth(READ))
+        .and(query_map())
+        .and(st())
+        .then(jobs::list_samples);
+
+    let add_sample = warp::path!("v1" / "jobs" / String / "metrics")
+        .and(warp::post())
+        .and(auth(SAMPLE))
+        .and(audit_headers())
+        .and(json_body())
+        .and(st())
+        .then(jobs::add_sample);
+
+    let audit_trail = warp::path!("v1" / "jobs" / String / "audit")
+        .and(warp::get())
+        .and(auth(READ))
+        .and(st())
+        .then(jobs::audit_trail);
+
+    health
+        .or(openapi)
+        .unify()
+        .or(job_started)
+        .unify()
+        .or(job_finished)
+        .unify()
+        .or(list_jobs)
+        .unify()
+        .or(create_job)
+        .unify()
+        .or(get_job)
+        .unify()
+        .or(patch_job)
+        .unify()
+        .or(delete_job)
+        .unify()
+        .or(list_samples)
+        .unify()
+        .or(add_sample)
+        .unify()
+        .or(audit_trail)
+        .unify()
+        .recover(error::handle_rejection)
+        .unify()
+        .with(warp::trace::request())
+        .map(warp::Reply::into_response)
+        .boxed()
+}

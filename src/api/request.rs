@@ -1,0 +1,252 @@
+//! Request plumbing shared by the routes: the size-limited JSON body, the audit headers of API
+//! writes, correlation ids, and parsing of query parameters and path ids.
+
+use super::error::ApiError;
+use crate::domain::validate::{self, MAX_NAME_LEN};
+use crate::store::AuditContext;
+use bytes::Buf;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use warp::Filter;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The request body parsed as JSON, at most [`MAX_BODY_BYTES`] long whether or not the client
+/// sent a Content-Length (a chunked body is cut off as soon as it passes the limit).
+pub fn json_body<T: DeserializeOwned + Send>(
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(|declared: Option<u64>, body| async move {
+            let bytes = read_limited(declared, body)
+                .await
+                .map_err(warp::reject::custom)?;
+            serde_json::from_slice::<T>(&bytes).map_err(|_| {
+                warp::reject::custom(ApiError::InvalidRequest("Invalid JSON body".into()))
+            })
+        })
+}
+
+async fn read_limited<S, B>(declared: Option<u64>, body: S) -> Result<Vec<u8>, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk
+            .map_err(|_| ApiError::InvalidRequest("Could not read the request body".into()))?;
+        if bytes.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            bytes.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(bytes)
+}
+
+/// A correlation id given by the client: visible ASCII, at most 255 characters.
+fn check_correlation_id(value: &str) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty()
+        || value.len() > MAX_NAME_LEN
+        || !value.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::Validation(
+            "X-Correlation-Id must be 1 to 255 visible ASCII characters".into(),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// The request's `X-Correlation-Id`, if it sent one.
+pub fn correlation_id() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone
+{
+    warp::header::optional::<String>("x-correlation-id").and_then(
+        |value: Option<String>| async move {
+            value
+                .map(|v| check_correlation_id(&v))
+                .transpose()
+                .map_err(warp::reject::custom)
+        },
+    )
+}
+
+/// The audit headers every API write must carry (`X-Changed-By`, `X-Source`) and its
+/// correlation id (generated when absent).
+pub fn audit_headers() -> impl Filter<Extract = (AuditContext,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("x-changed-by")
+        .and(warp::header::optional::<String>("x-source"))
+        .and(correlation_id())
+        .and_then(
+            |by: Option<String>, source: Option<String>, correlation: Option<String>| async move {
+                let header = |name: &str, value: Option<String>| {
+                    validate::required_name(
+                        name,
+                        value.as_deref(),
+                        &format!("{name} header is required"),
+                    )
+                    .map_err(|e| warp::reject::custom(ApiError::from(e)))
+                };
+                Ok::<_, warp::Rejection>(AuditContext {
+                    changed_by: header("X-Changed-By", by)?,
+                    source: header("X-Source", source)?,
+                    correlation_id: correlation.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                })
+            },
+        )
+}
+
+/// Query parameters as a map; a malformed query string is `invalid_request`.
+pub fn query_map(
+) -> impl Filter<Extract = (HashMap<String, String>,), Error = warp::Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(|raw: String| async move {
+            parse_query(&raw).map_err(|_| {
+                warp::reject::custom(ApiError::InvalidRequest("Invalid query string".into()))
+            })
+        })
+}
+
+fn parse_query(raw: &str) -> Result<HashMap<String, String>, BadEscape> {
+    let mut map = HashMap::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.insert(percent_decode(k, true)?, percent_decode(v, true)?);
+    }
+    Ok(map)
+}
+
+/// A `%` escape that is not two hex digits, or bytes that are not UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadEscape;
+
+/// Decodes `%XX` escapes (and `+` as space in query strings); invalid escapes or UTF-8 fail.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, BadEscape> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(BadEscape)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| BadEscape)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| BadEscape)?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| BadEscape)
+}
+
+/// A job id from the path: percent-decoded and length-checked.
+pub fn job_id(raw: &str) -> Result<String, ApiError> {
+    let decoded = percent_decode(raw, false)
+        .map_err(|_| ApiError::InvalidRequest("Invalid job id in path".into()))?;
+    Ok(validate::required_name(
+        "job id",
+        Some(&decoded),
+        "Job ID is required",
+    )?)
+}
+
+/// An optional integer parameter: absent is `default`, unparsable is `invalid_request`, outside
+/// `lo..=hi` is `validation_error`.
+pub fn int_param(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<i64, ApiError> {
+    let Some(raw) = params.get(name) else {
+        return Ok(default);
+    };
+    let value: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::InvalidRequest(format!("{name} must be an integer")))?;
+    if value < lo || value > hi {
+        return Err(ApiError::Validation(format!(
+            "{name} must be between {lo} and {hi}"
+        )));
+    }
+    Ok(value)
+}
+
+/// An optional RFC 3339 timestamp parameter.
+pub fn time_param(
+    params: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    params
+        .get(name)
+        .map(|raw| {
+            chrono::DateTime::parse_from_rfc3339(raw.trim())
+                .map(|t| crate::domain::job::truncate_micros(t.to_utc()))
+                .map_err(|_| {
+                    ApiError::InvalidRequest(format!("{name} must be an RFC 3339 timestamp"))
+                })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c", true).unwrap(), "a b c");
+        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
+        assert!(percent_decode("%zz", true).is_err());
+        assert!(percent_decode("%4", true).is_err());
+        assert!(percent_decode("%ff", true).is_err());
+    }
+
+    #[test]
+    fn int_params_distinguish_unparsable_from_out_of_range() {
+        let mut p = HashMap::new();
+        assert_eq!(int_param(&p, "limit", 100, 1, 1000).unwrap(), 100);
+        p.insert("limit".to_string(), "abc".to_string());
+        assert!(matches!(
+            int_param(&p, "limit", 100, 1, 1000),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        p.insert("limit".to_string(), "0".to_string());
+        assert!(matches!(
+            int_param(&p, "limit", 100, 1, 1000),
+            Err(ApiError::Validation(_))
+        ));
+        p.insert("limit".to_string(), "1000".to_string());
+        assert_eq!(int_param(&p, "limit", 100, 1, 1000).unwrap(), 1000);
+    }
+
+    #[test]
+    fn correlation_ids_are_visible_ascii() {
+        assert_eq!(check_correlation_id(" abc-1 ").unwrap(), "abc-1");
+        assert!(check_correlation_id("").is_err());
+        assert!(check_correlation_id("a b").is_err());
+        assert!(check_correlation_id(&"x".repeat(256)).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The `serve` application: connects the store, seeds demo data, binds the listener, and runs
+//! the API and background maintenance until a shutdown signal, then stops in order (stop
+//! accepting, finish in-flight requests, stop maintenance, close the database).
+
+use crate::api::{self, AppState};
+use crate::config::ServeConfig;
+use crate::scheduler;
+use crate::store::Store;
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How often old samples and events are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    config: ServeConfig,
+}
+
+impl Application {
+    /// Everything that can fail at start-up happens here, before the first request.
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database ({})",
+                    redact_url(&config.database_url)
+                )
+            })?;
+        tracing::info!(backend = store.backend_name(), "database ready");
+        if config.demo {
+            let created = scheduler::mock::seed(&store)
+                .await
+                .context("seeding demo data failed")?;
+            tracing::info!(
+                created,
+                total = scheduler::mock::JOB_COUNT,
+                "demo cluster seeded"
+            );
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        if config.tokens.is_none() {
+            tracing::warn!(
+                "no --tokens-file: the API accepts requests without authentication; \
+                 anyone who can reach {} can change jobs",
+                config.listen
+            );
+        }
+        let state = AppState {
+            store,
+            tokens: config.tokens.clone(),
+        };
+        Ok(Application {
+            listener,
+            state,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let pruner = tokio::spawn(prune_loop(
+            self.state.store.clone(),
+            self.config.retention,
+            stop_rx,
+        ));
+
+        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
+        warp::serve(api::routes(self.state.clone()))
+            .incoming(self.listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(10), pruner)
+            .await
+            .is_err()
+        {
+            tracing::warn!("retention pruning did not stop within 10 s");
+        }
+        self.state.store.close().await;
+        Ok(())
+    }
+}
+
+/// Prunes at start and then every [`PRUNE_EVERY`] until told to stop.
+async fn prune_loop(store: Store, retention: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let before = crate::domain::now_micros()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
+        match store.prune(before).await {
+            Ok((samples, events)) if samples + events > 0 => {
+                tracing::info!(samples, events, %before, "pruned data past retention")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "retention pruning failed; will retry"),
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://jobscope.db"),
+            "sqlite://jobscope.db"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Command-line interface: the subcommands and their flags. Every flag can also be set through
+//! the environment variable named in `--help` (the Go service's names where it had one), so
+//! existing deployments keep working.
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jobscope",
+    version,
+    about = "Job observability for HPC clusters",
+    long_about = "jobscope records what the jobs of an HPC cluster do: Slurm's prolog and epilog \
+                  post lifecycle events, every change is stored with an audit trail, and the \
+                  /v1 API serves jobs, their samples and their history.\n\n\
+                  Start with `jobscope serve --demo` and open http://127.0.0.1:8080/v1/jobs."
+)]
+pub struct Cli {
+    /// Log format on stderr. Log levels come from RUST_LOG (default: info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API: lifecycle hooks, jobs, samples and audit trail.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulerKind {
+    /// Jobs come only from the hooks and the API.
+    None,
+    /// Demo cluster: seeds mock nodes, jobs and samples (implied by --demo).
+    Mock,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Use 0.0.0.0 in containers (and then configure --tokens-file).
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// TCP port to listen on (0 picks a free one and logs it).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://jobscope.db")]
+    pub database_url: String,
+
+    /// Days of samples and stream events to keep; older ones are pruned hourly.
+    #[arg(long, env = "METRICS_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub retention_days: u32,
+
+    /// Seed a realistic demo cluster (50 nodes, ~100 jobs with samples). Safe to repeat.
+    #[arg(long, env = "SEED_DEMO", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub demo: bool,
+
+    /// Where jobs come from besides the hooks: none, or mock (with --demo).
+    #[arg(long, env = "SCHEDULER_BACKEND", value_enum)]
+    pub scheduler: Option<SchedulerKind>,
+
+    /// File of `ROLE TOKEN` lines (roles: hook, agent, reader, admin). Without it the API has no
+    /// authentication and serve listens only on loopback addresses.
+    #[arg(long, env = "JOBSCOPE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Allow listening on a non-loopback address without a tokens file. Anyone who can reach
+    /// the port can then change and delete jobs.
+    #[arg(long, env = "JOBSCOPE_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure_no_auth: bool,
+}

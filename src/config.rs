@@ -1,0 +1,208 @@
+//! Typed configuration of `serve`, built once from the parsed command line. Every check here
+//! fails with a message that names the flag and its environment variable; nothing falls back
+//! silently to a default.
+
+use crate::api::auth::Tokens;
+use crate::cli::{SchedulerKind, ServeArgs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub retention: Duration,
+    pub demo: bool,
+    pub scheduler: SchedulerKind,
+    /// `None`: no authentication (only allowed on loopback, or with `insecure_no_auth`).
+    pub tokens: Option<Tokens>,
+    pub insecure_no_auth: bool,
+}
+
+impl ServeConfig {
+    pub fn from_args(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let ip = parse_host(&args.host)?;
+        let database_url = check_database_url(&args.database_url)?;
+        let tokens = match &args.tokens_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "--tokens-file (JOBSCOPE_TOKENS_FILE)",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let tokens = Tokens::parse(&text).map_err(|e| {
+                    invalid(
+                        "--tokens-file (JOBSCOPE_TOKENS_FILE)",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                Some(tokens)
+            }
+            None => None,
+        };
+        if tokens.is_none() && !ip.is_loopback() && !args.insecure_no_auth {
+            return Err(invalid(
+                "--host (HOST)",
+                format!(
+                    "{ip} is not a loopback address and no --tokens-file is configured; anyone who \
+                     can reach the port could change jobs. Configure --tokens-file, or pass \
+                     --insecure-no-auth if the network is trusted"
+                ),
+            ));
+        }
+        let scheduler = match (args.scheduler, args.demo) {
+            (Some(kind), _) => kind,
+            (None, true) => SchedulerKind::Mock,
+            (None, false) => SchedulerKind::None,
+        };
+        if args.demo && scheduler != SchedulerKind::Mock {
+            return Err(invalid(
+                "--scheduler (SCHEDULER_BACKEND)",
+                "--demo seeds mock jobs and needs the mock scheduler; leave --scheduler unset or set it to mock",
+            ));
+        }
+        Ok(ServeConfig {
+            listen: SocketAddr::new(ip, args.port),
+            database_url,
+            retention: Duration::from_secs(u64::from(args.retention_days) * 86_400),
+            demo: args.demo || scheduler == SchedulerKind::Mock,
+            scheduler,
+            tokens,
+            insecure_no_auth: args.insecure_no_auth,
+        })
+    }
+}
+
+fn parse_host(host: &str) -> Result<IpAddr, ConfigError> {
+    if host == "localhost" {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    host.parse().map_err(|_| {
+        invalid(
+            "--host (HOST)",
+            format!("{host:?} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)"),
+        )
+    })
+}
+
+fn check_database_url(url: &str) -> Result<String, ConfigError> {
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if known.iter().any(|prefix| url.starts_with(prefix)) {
+        Ok(url.to_owned())
+    } else {
+        Err(invalid(
+            "--database-url (DATABASE_URL)",
+            "must start with sqlite:// (e.g. sqlite://jobscope.db) or postgres://",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["jobscope", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)
+            .expect("valid command line")
+            .command
+        {
+            Command::Serve(args) => args,
+        }
+    }
+
+    #[test]
+    fn defaults_are_loopback_sqlite_and_no_auth() {
+        let cfg = ServeConfig::from_args(&serve_args(&[])).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.database_url, "sqlite://jobscope.db");
+        assert_eq!(cfg.retention, Duration::from_secs(7 * 86_400));
+        assert!(cfg.tokens.is_none());
+        assert_eq!(cfg.scheduler, SchedulerKind::None);
+        assert!(!cfg.demo);
+    }
+
+    #[test]
+    fn demo_implies_mock_scheduler() {
+        let cfg = ServeConfig::from_args(&serve_args(&["--demo"])).unwrap();
+        assert_eq!(cfg.scheduler, SchedulerKind::Mock);
+        assert!(cfg.demo);
+        let err =
+            ServeConfig::from_args(&serve_args(&["--demo", "--scheduler", "none"])).unwrap_err();
+        assert!(err.to_string().contains("SCHEDULER_BACKEND"), "{err}");
+    }
+
+    #[test]
+    fn public_address_without_tokens_is_refused() {
+        let err = ServeConfig::from_args(&serve_args(&["--host", "0.0.0.0"])).unwrap_err();
+        assert!(err.to_string().contains("--host (HOST)"), "{err}");
+        assert!(
+            ServeConfig::from_args(&serve_args(&["--host", "0.0.0.0", "--insecure-no-auth"]))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = ServeConfig::from_args(&serve_args(&["--host", "not-an-ip"])).unwrap_err();
+        assert!(err.to_string().starts_with("--host (HOST)"), "{err}");
+        let err =
+            ServeConfig::from_args(&serve_args(&["--database-url", "mysql://x"])).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+        let err = Cli::try_parse_from(["jobscope", "serve", "--retention-days", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--retention-days"), "{err}");
+        let err = Cli::try_parse_from(["jobscope", "serve", "--demo=banana"]).unwrap_err();
+        assert!(err.to_string().contains("--demo"), "{err}");
+    }
+
+    #[test]
+    fn tokens_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("tokens");
+        std::fs::write(
+            &good,
+            "# roles\nadmin s3cret-admin-token\nhook hook-token-0123\n",
+        )
+        .unwrap();
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--tokens-file",
+            good.to_str().unwrap(),
+            "--host",
+            "0.0.0.0",
+        ]))
+        .unwrap();
+        assert!(cfg.tokens.is_some());
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, "wizard abcdefghijklmnop\n").unwrap();
+        let err = ServeConfig::from_args(&serve_args(&["--tokens-file", bad.to_str().unwrap()]))
+            .unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(
+            !err.to_string().contains("abcdefghijklmnop"),
+            "a token leaked into an error: {err}"
+        );
+        let missing = dir.path().join("missing");
+        assert!(
+            ServeConfig::from_args(&serve_args(&["--tokens-file", missing.to_str().unwrap()]))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! The job as the API shows it (field names of the Go service, kept for wire compatibility),
+//! its states, and the rows that hang off it (samples, audit events).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Lifecycle state of a job. `completed`, `failed` and `cancelled` are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Whether a job in `self` may move to `next`. Terminal states are final, and a job that
+    /// has started never goes back to pending. Staying in the same state is allowed (a PATCH
+    /// that only updates usage figures repeats the state).
+    pub fn can_move_to(self, next: JobState) -> bool {
+        if self.is_terminal() {
+            return false;
+        }
+        !(self == JobState::Running && next == JobState::Pending)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for a string that names no job state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownState;
+
+impl FromStr for JobState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or(UnknownState)
+    }
+}
+
+/// Which GPU vendor(s) a job's devices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuVendor {
+    None,
+    Nvidia,
+    Amd,
+    Mixed,
+}
+
+impl GpuVendor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuVendor::None => "none",
+            GpuVendor::Nvidia => "nvidia",
+            GpuVendor::Amd => "amd",
+            GpuVendor::Mixed => "mixed",
+        }
+    }
+}
+
+impl FromStr for GpuVendor {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            GpuVendor::None,
+            GpuVendor::Nvidia,
+            GpuVendor::Amd,
+            GpuVendor::Mixed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or(UnknownState)
+    }
+}
+
+/// Scheduler-side facts about a job (the Go service's `scheduler` object).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerInfo {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_job_id: Option<String>,
+    /// The scheduler's own state name, e.g. Slurm's `TIMEOUT` or `OUT_OF_MEMORY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_minutes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A job as the API returns it. Optional fields are omitted when unknown, as the Go service did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub user: String,
+    pub nodes: Vec<String>,
+    pub node_count: i64,
+    pub state: JobState,
+    pub start_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_usage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_usage_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_usage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_cpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_cpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_memory_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_memory_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_gpus: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_gpus: Option<i64>,
+    pub cluster_name: String,
+    pub scheduler_instance: String,
+    pub ingest_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sample_at: Option<DateTime<Utc>>,
+    pub sample_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_cpu_usage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu_usage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_usage_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_gpu_usage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gpu_usage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_vendor: Option<GpuVendor>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i64>,
+}
+
+impl Job {
+    /// A job with the given identity and every figure unknown.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        user: String,
+        nodes: Vec<String>,
+        state: JobState,
+        start_time: chrono::DateTime<chrono::Utc>,
+        cluster_name: &str,
+        scheduler_instance: &str,
+        ingest_version: &str,
+    ) -> Job {
+        Job {
+            id,
+            user,
+            node_count: nodes.len() as i64,
+            nodes,
+            state,
+            start_time,
+            end_time: None,
+            runtime_seconds: None,
+            cpu_usage: None,
+            memory_usage_mb: None,
+            gpu_usage: None,
+            requested_cpus: None,
+            allocated_cpus: None,
+            requested_memory_mb: None,
+            allocated_memory_mb: None,
+            requested_gpus: None,
+            allocated_gpus: None,
+            cluster_name: cluster_name.to_owned(),
+            scheduler_instance: scheduler_instance.to_owned(),
+            ingest_version: ingest_version.to_owned(),
+            last_sample_at: None,
+            sample_count: 0,
+            avg_cpu_usage: None,
+            max_cpu_usage: None,
+            max_memory_usage_mb: None,
+            avg_gpu_usage: None,
+            max_gpu_usage: None,
+            scheduler: None,
+            cgroup_path: None,
+            gpu_vendor: None,
+            gpu_devices: Vec::new(),
+            gpu_count: None,
+            exit_code: None,
+            signal: None,
+        }
+    }
+
+    /// Seconds between start and end, or until `now` for a job still going; never negative
+    /// (node clocks can disagree by a little).
+    pub fn runtime_at(start: DateTime<Utc>, end: Option<DateTime<Utc>>, now: DateTime<Utc>) -> f64 {
+        let until = end.unwrap_or(now);
+        let micros = (until - start).num_microseconds().unwrap_or(0).max(0);
+        micros as f64 / 1_000_000.0
+    }
+}
+
+/// One usage sample of a job (the compat shape of `metric_samples`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSample {
+    pub timestamp: DateTime<Utc>,
+    pub cpu_usage: f64,
+    pub memory_usage_mb: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_usage: Option<f64>,
+}
+
+/// One row of a job's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub job_id: String,
+    pub change_type: String,
+    pub changed_at: DateTime<Utc>,
+    pub changed_by: String,
+    pub source: String,
+    pub correlation_id: String,
+    pub job_snapshot: serde_json::Value,
+}
+
+/// Current time truncated to microseconds: both databases store microseconds, so values read
+/// back compare equal to what was written.
+pub fn now_micros() -> DateTime<Utc> {
+    truncate_micros(Utc::now())
+}
+
+pub fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = t.timestamp_subsec_nanos();
+    t - chrono::Duration::nanoseconds(i64::from(nanos % 1_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_strings() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>(), Ok(state));
+        }
+        assert!("RUNNING".parse::<JobState>().is_err());
+        assert!("".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn terminal_states_are_final() {
+        for from in [JobState::Completed, JobState::Failed, JobState::Cancelled] {
+            for to in JobState::ALL {
+                assert!(!from.can_move_to(to), "{from} -> {to} must be refused");
+            }
+        }
+        assert!(JobState::Pending.can_move_to(JobState::Running));
+        assert!(JobState::Running.can_move_to(JobState::Failed));
+        assert!(JobState::Running.can_move_to(JobState::Running));
+        assert!(!JobState::Running.can_move_to(JobState::Pending));
+    }
+
+    #[test]
+    fn runtime_is_never_negative() {
+        let start = Utc::now();
+        let before = start - chrono::Duration::seconds(5);
+        assert_eq!(Job::runtime_at(start, Some(before), start), 0.0);
+        let later = start + chrono::Duration::milliseconds(1500);
+        assert_eq!(Job::runtime_at(start, Some(later), start), 1.5);
+        assert_eq!(Job::runtime_at(start, None, later), 1.5);
+    }
+
+    #[test]
+    fn truncation_keeps_microseconds() {
+        let t = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        assert_eq!(truncate_micros(t).timestamp_subsec_nanos(), 123_456_000);
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure rules of the job model: states and their transitions, the Slurm state mapping used by
+//! the epilog path, and input validation. Nothing here does I/O, so every rule is unit-tested
+//! directly.
+
+pub mod job;
+pub mod slurm_state;
+pub mod validate;
+
+pub use job::{now_micros, AuditEvent, GpuVendor, Job, JobState, MetricSample, SchedulerInfo};

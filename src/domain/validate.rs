@@ -1,0 +1,180 @@
+//! Input checks shared by every endpoint: lengths, ranges and required values. Each failure is a
+//! message meant for the person who sent the request.
+
+use std::fmt;
+
+/// Longest id, name or header value accepted anywhere.
+pub const MAX_NAME_LEN: usize = 255;
+/// Most nodes one job may list (a whole large cluster fits).
+pub const MAX_NODES: usize = 65_536;
+/// Most GPU devices one job may list.
+pub const MAX_GPU_DEVICES: usize = 1_024;
+
+/// A rejected input value; the text goes to the client as the error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError(pub String);
+
+impl ValidationError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ValidationError(message.into())
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+pub type Checked<T> = Result<T, ValidationError>;
+
+/// A required, non-blank name of at most [`MAX_NAME_LEN`] characters, with no control characters.
+/// `missing` is the message for an absent or blank value.
+pub fn required_name(field: &str, value: Option<&str>, missing: &str) -> Checked<String> {
+    match value.map(str::trim) {
+        None | Some("") => Err(ValidationError::new(missing)),
+        Some(v) => name(field, v).map(str::to_owned),
+    }
+}
+
+/// An optional name: absent or blank is `None`; otherwise checked like [`required_name`].
+pub fn optional_name(field: &str, value: Option<&str>) -> Checked<Option<String>> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => name(field, v).map(|v| Some(v.to_owned())),
+    }
+}
+
+fn name<'a>(field: &str, value: &'a str) -> Checked<&'a str> {
+    if value.chars().count() > MAX_NAME_LEN {
+        return Err(ValidationError::new(format!(
+            "{field} must be at most {MAX_NAME_LEN} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// A list of names (node list, GPU devices): each checked, blanks refused, duplicates dropped
+/// while keeping the first occurrence's order.
+pub fn name_list(field: &str, values: &[String], max: usize) -> Checked<Vec<String>> {
+    if values.len() > max {
+        return Err(ValidationError::new(format!(
+            "{field} must have at most {max} entries"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        let v = required_name(
+            field,
+            Some(v),
+            &format!("{field} entries must not be blank"),
+        )?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// A percentage in 0..=100 (finite).
+pub fn percent(value: f64, message: &str) -> Checked<f64> {
+    if value.is_finite() && (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ValidationError::new(message))
+    }
+}
+
+/// A non-negative amount of megabytes, rounded to whole megabytes.
+pub fn megabytes(value: f64, message: &str) -> Checked<i64> {
+    if value.is_finite() && (0.0..9.0e15).contains(&value) {
+        Ok(value.round() as i64)
+    } else {
+        Err(ValidationError::new(message))
+    }
+}
+
+/// A non-negative count.
+pub fn count(field: &str, value: Option<i64>) -> Checked<Option<i64>> {
+    match value {
+        Some(v) if v < 0 => Err(ValidationError::new(format!(
+            "{field} must be non-negative"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// An integer in `lo..=hi`.
+pub fn in_range(
+    field: &str,
+    value: Option<i64>,
+    lo: i64,
+    hi: i64,
+    hint: &str,
+) -> Checked<Option<i64>> {
+    match value {
+        Some(v) if v < lo || v > hi => Err(ValidationError::new(format!(
+            "{field} must be between {lo} and {hi}{hint}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(
+            required_name("user", Some(" alice "), "User is required").unwrap(),
+            "alice"
+        );
+        assert_eq!(
+            required_name("user", Some("  "), "User is required")
+                .unwrap_err()
+                .0,
+            "User is required"
+        );
+        assert_eq!(
+            required_name("user", None, "User is required")
+                .unwrap_err()
+                .0,
+            "User is required"
+        );
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(required_name("user", Some(&long), "-").is_err());
+        assert!(required_name("user", Some(&"x".repeat(MAX_NAME_LEN)), "-").is_ok());
+        assert!(required_name("user", Some("a\nb"), "-").is_err());
+        assert_eq!(optional_name("account", Some("")).unwrap(), None);
+    }
+
+    #[test]
+    fn name_lists_drop_duplicates_and_refuse_blanks() {
+        let list = vec!["n1".to_string(), "n2".into(), "n1".into()];
+        assert_eq!(name_list("node_list", &list, 10).unwrap(), vec!["n1", "n2"]);
+        assert!(name_list("node_list", &["".to_string()], 10).is_err());
+        assert!(name_list("node_list", &list, 2).is_err());
+    }
+
+    #[test]
+    fn numbers_are_range_checked() {
+        assert!(percent(100.0, "m").is_ok());
+        assert!(percent(100.1, "m").is_err());
+        assert!(percent(-0.1, "m").is_err());
+        assert!(percent(f64::NAN, "m").is_err());
+        assert_eq!(megabytes(1.6, "m").unwrap(), 2);
+        assert!(megabytes(-1.0, "m").is_err());
+        assert!(count("cpus", Some(-1)).is_err());
+        assert_eq!(count("cpus", Some(0)).unwrap(), Some(0));
+        assert!(in_range("exit_code", Some(256), 0, 255, "").is_err());
+        assert!(in_range("exit_code", Some(255), 0, 255, "").is_ok());
+    }
+}

@@ -1,0 +1,261 @@
+//! The store: every read and write of jobs, samples, audit rows and the event log, on SQLite (the
+//! embedded default) or PostgreSQL, chosen by the URL scheme.
+//!
+//! Each mutation is one transaction that writes the job row, its audit row and its event-log row
+//! together, so the audit trail and the streams can never disagree with the data. The SQL is
+//! written once (`queries.rs`) and compiled for both backends; `sqlite.rs` and `postgres.rs` hold
+//! only what differs: connecting, pragmas, migrations and transaction start.
+
+mod postgres;
+pub(crate) mod queries;
+mod sqlite;
+
+use crate::domain::{AuditEvent, Job, JobState, MetricSample};
+use chrono::{DateTime, Utc};
+use std::time::Instant;
+
+/// Who made a change and why; one of these goes into every audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditContext {
+    pub changed_by: String,
+    pub source: String,
+    pub correlation_id: String,
+}
+
+/// Filters of `GET /v1/jobs`, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub user: Option<String>,
+    pub node: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Fields a PATCH may change, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct JobPatch {
+    pub state: Option<JobState>,
+    pub cpu_usage: Option<f64>,
+    pub memory_usage_mb: Option<i64>,
+    pub gpu_usage: Option<f64>,
+}
+
+/// What the epilog (or, later, the reconciler) knows about a job's end.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub state: JobState,
+    pub end_time: DateTime<Utc>,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub raw_state: Option<String>,
+}
+
+/// Range and size of a samples query.
+#[derive(Debug, Clone)]
+pub struct SampleQuery {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// Result of an idempotent insert or update.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The change was written; the job as it is now.
+    Done(Box<Job>),
+    /// Nothing was written: the change had already happened.
+    Skipped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job not found")]
+    NotFound,
+    #[error("job already exists")]
+    AlreadyExists,
+    #[error("job is in terminal state")]
+    Terminal,
+    #[error("a job cannot move from {from} to {to}")]
+    InvalidTransition { from: JobState, to: JobState },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// Calls the same query function on whichever backend this store uses.
+macro_rules! dispatch {
+    ($self:ident, $op:literal, $func:ident ( $($arg:expr),* )) => {{
+        let started = Instant::now();
+        let result = match &$self.backend {
+            Backend::Sqlite(pool) => sqlite::q::$func(pool, $($arg),*).await,
+            Backend::Postgres(pool) => postgres::q::$func(pool, $($arg),*).await,
+        };
+        observe($op, started, &result);
+        result
+    }};
+}
+
+fn observe<T>(operation: &'static str, started: Instant, result: &StoreResult<T>) {
+    let elapsed = started.elapsed();
+    match result {
+        Err(StoreError::Database(err)) => {
+            tracing::error!(operation, error = %err, elapsed_ms = elapsed.as_millis() as u64, "storage operation failed")
+        }
+        _ => tracing::trace!(
+            operation,
+            elapsed_us = elapsed.as_micros() as u64,
+            "storage operation"
+        ),
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`), creating an SQLite file if it is
+    /// missing, and applies pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<Store> {
+        let backend = if is_postgres_url(url) {
+            Backend::Postgres(postgres::connect(url).await?)
+        } else {
+            Backend::Sqlite(sqlite::connect(url).await?)
+        };
+        Ok(Store { backend })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        dispatch!(self, "ping", ping())
+    }
+
+    /// Inserts a new job. `AlreadyExists` when the id is taken.
+    pub async fn create_job(&self, job: &Job, audit: &AuditContext) -> StoreResult<Job> {
+        dispatch!(self, "create_job", create_job(job, audit))
+    }
+
+    /// Inserts the job unless one with its id exists (the prolog path: repeats are skipped).
+    pub async fn insert_job_if_absent(
+        &self,
+        job: &Job,
+        audit: &AuditContext,
+    ) -> StoreResult<Applied> {
+        dispatch!(
+            self,
+            "insert_job_if_absent",
+            insert_job_if_absent(job, audit)
+        )
+    }
+
+    /// Moves a job to its terminal state unless it is terminal already (the epilog path).
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        finish: &Finish,
+        audit: &AuditContext,
+    ) -> StoreResult<Applied> {
+        dispatch!(self, "finish_job", finish_job(id, finish, audit))
+    }
+
+    pub async fn update_job(
+        &self,
+        id: &str,
+        patch: &JobPatch,
+        audit: &AuditContext,
+    ) -> StoreResult<Job> {
+        dispatch!(self, "update_job", update_job(id, patch, audit))
+    }
+
+    pub async fn delete_job(&self, id: &str, audit: &AuditContext) -> StoreResult<()> {
+        dispatch!(self, "delete_job", delete_job(id, audit))
+    }
+
+    pub async fn get_job(&self, id: &str) -> StoreResult<Job> {
+        dispatch!(self, "get_job", get_job(id))
+    }
+
+    /// One page of jobs matching `filter`, newest start first, and the number of all matches.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<(Vec<Job>, i64)> {
+        dispatch!(self, "list_jobs", list_jobs(filter))
+    }
+
+    /// Records one sample and updates the job's current values and aggregates in the same
+    /// statement. No audit row: samples are not changes of the job's identity or state.
+    pub async fn add_sample(
+        &self,
+        id: &str,
+        sample: &MetricSample,
+        correlation_id: &str,
+    ) -> StoreResult<()> {
+        dispatch!(self, "add_sample", add_sample(id, sample, correlation_id))
+    }
+
+    /// Samples of a job in a time range, newest first, and how many the range holds.
+    pub async fn list_samples(
+        &self,
+        id: &str,
+        query: &SampleQuery,
+    ) -> StoreResult<(Vec<MetricSample>, i64)> {
+        dispatch!(self, "list_samples", list_samples(id, query))
+    }
+
+    /// The audit trail of a job, oldest first; it outlives the job.
+    pub async fn audit_trail(&self, id: &str) -> StoreResult<Vec<AuditEvent>> {
+        dispatch!(self, "audit_trail", audit_trail(id))
+    }
+
+    /// Deletes samples and event-log rows older than `before`; returns (samples, events) removed.
+    pub async fn prune(&self, before: DateTime<Utc>) -> StoreResult<(u64, u64)> {
+        dispatch!(self, "prune", prune(before))
+    }
+
+    /// Inserts samples for a job in one statement, without touching aggregates of other jobs;
+    /// used by the demo seeder, which computes the aggregates itself.
+    pub async fn seed_job(
+        &self,
+        job: &Job,
+        samples: &[MetricSample],
+        audit: &AuditContext,
+    ) -> StoreResult<bool> {
+        dispatch!(self, "seed_job", seed_job(job, samples, audit))
+    }
+
+    /// Id of the newest event-log row (0 when the log is empty).
+    pub async fn last_event_id(&self) -> StoreResult<i64> {
+        dispatch!(self, "last_event_id", last_event_id())
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
