@@ -179,7 +179,7 @@ mod tests {
         let good = dir.path().join("tokens");
         std::fs::write(
             &good,
-            "# roles\nadmin s3cret-admin-token\nhook hook-token-0123\n",
+            "# roles\nadmin s3cret-admin-token\nhook hook-token-0123456\n",
         )
         .unwrap();
         let cfg = ServeConfig::from_args(&serve_args(&[

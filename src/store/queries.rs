@@ -539,11 +539,11 @@ macro_rules! store_queries {
             .await?
             .rows_affected();
             if updated == 0 {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = $1")
+                let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
                     .bind(id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-                return Err(if exists.is_some() { StoreError::Terminal } else { StoreError::NotFound });
+                return Err(if exists > 0 { StoreError::Terminal } else { StoreError::NotFound });
             }
             sqlx::query(
                 "INSERT INTO metric_samples (job_id, timestamp, cpu_usage, memory_usage_mb, gpu_usage) VALUES ($1, $2, $3, $4, $5)",
@@ -572,11 +572,11 @@ macro_rules! store_queries {
         }
 
         pub async fn list_samples(pool: &Pool<$db>, id: &str, query: &SampleQuery) -> StoreResult<(Vec<MetricSample>, i64)> {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = $1")
+            let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
                 .bind(id)
-                .fetch_optional(pool)
+                .fetch_one(pool)
                 .await?;
-            if exists.is_none() {
+            if exists == 0 {
                 return Err(StoreError::NotFound);
             }
             let mut count: QueryBuilder<$db> = QueryBuilder::new("SELECT COUNT(*) FROM metric_samples");

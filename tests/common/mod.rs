@@ -1,0 +1,328 @@
+//! Test harness: a fresh database per test on either backend, the real router, and helpers to
+//! send requests in-process (`warp::test`).
+//!
+//! PostgreSQL comes from `JOBSCOPE_TEST_POSTGRES_URL` (default: the local server, user
+//! `postgres`). Each test creates its own database and drops it at the end. When PostgreSQL
+//! cannot be reached the test fails; a developer without PostgreSQL can opt out explicitly with
+//! `JOBSCOPE_TEST_SKIP_POSTGRES=1` (CI never sets it).
+
+#![allow(dead_code)]
+
+use jobscope::api::auth::Tokens;
+use jobscope::api::{routes, AppState};
+use jobscope::store::Store;
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+use warp::http::{HeaderMap, StatusCode};
+
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    backend: Backend,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn admin_url() -> String {
+    std::env::var("JOBSCOPE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
+}
+
+pub fn skip_postgres() -> bool {
+    std::env::var("JOBSCOPE_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    backend,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = admin_url();
+                let name = format!("jobscope_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                        "PostgreSQL is not reachable at {admin}: {e}. Start it (see README) or set \
+                         JOBSCOPE_TEST_POSTGRES_URL; to skip the PostgreSQL half on purpose set \
+                         JOBSCOPE_TEST_SKIP_POSTGRES=1"
+                    )
+                    });
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                let url = format!("{base}/{name}");
+                TestDb {
+                    url,
+                    backend,
+                    pg_name: Some(name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+/// Drops the PostgreSQL database even when the test panicked (its own runtime may be gone, so
+/// this uses a short-lived one on a separate thread).
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let _ = conn
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A response from the router.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts the status and, for errors, the JSON error code; returns the body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let is_json = self
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json"));
+        if is_json {
+            self.json()
+        } else {
+            Value::Null
+        }
+    }
+    /// Asserts an error response: status, `error` code and `message`.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str, message: &str) {
+        let body = self.expect(status);
+        assert_eq!(body["error"], code, "{body}");
+        assert_eq!(body["message"], message, "{body}");
+    }
+}
+
+/// The API over one fresh database.
+pub struct TestApp {
+    pub db: TestDb,
+    pub store: Store,
+    state: AppState,
+    /// Sent as `Authorization: Bearer` when set.
+    pub token: Option<String>,
+}
+
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub const HOOK_TOKEN: &str = "hook-token-0123456789";
+pub const AGENT_TOKEN: &str = "agent-token-0123456789";
+pub const READER_TOKEN: &str = "reader-token-0123456789";
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> TestApp {
+        Self::build(backend, None).await
+    }
+
+    /// With one token of each role configured.
+    pub async fn with_tokens(backend: Backend) -> TestApp {
+        let text = format!(
+            "admin {ADMIN_TOKEN}\nhook {HOOK_TOKEN}\nagent {AGENT_TOKEN}\nreader {READER_TOKEN}\n"
+        );
+        Self::build(backend, Some(Tokens::parse(&text).unwrap())).await
+    }
+
+    async fn build(backend: Backend, tokens: Option<Tokens>) -> TestApp {
+        // Store errors are logged, never sent to clients: show them in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("jobscope=warn")
+            .try_init();
+        let db = TestDb::new(backend).await;
+        let store = Store::connect(&db.url)
+            .await
+            .expect("store connects and migrates");
+        let state = AppState {
+            store: store.clone(),
+            tokens,
+        };
+        TestApp {
+            db,
+            store,
+            state,
+            token: None,
+        }
+    }
+
+    pub async fn finish(self) {
+        self.store.close().await;
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = warp::test::request().method(method).path(path);
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").json(body);
+        }
+        let resp = req.reply(&routes(self.state.clone())).await;
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.body().to_vec(),
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = warp::test::request().method(method).path(path).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.reply(&routes(self.state.clone())).await;
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.body().to_vec(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None, &[]).await
+    }
+
+    /// A write through the job API, with the audit headers it requires.
+    pub async fn write(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        self.request(
+            method,
+            path,
+            body,
+            &[("x-changed-by", "tester"), ("x-source", "integration-test")],
+        )
+        .await
+    }
+
+    pub async fn post_event(&self, kind: &str, body: &Value) -> Reply {
+        self.request("POST", &format!("/v1/events/{kind}"), Some(body), &[])
+            .await
+    }
+
+    /// job-started for `id` on `nodes`, asserting it was created.
+    pub async fn start_job(&self, id: &str, user: &str, nodes: &[&str]) {
+        let body = serde_json::json!({"job_id": id, "user": user, "node_list": nodes});
+        let reply = self.post_event("job-started", &body).await.expect(200);
+        assert_eq!(reply["status"], "created", "{reply}");
+    }
+
+    pub async fn audit(&self, id: &str) -> Vec<Value> {
+        let body = self.get(&format!("/v1/jobs/{id}/audit")).await.expect(200);
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        self.store
+            .last_event_id()
+            .await
+            .expect("event log readable")
+    }
+}
+
+/// Runs the body once on SQLite and once on PostgreSQL, as two tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, |$app:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: &$crate::common::TestApp) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                let app = $crate::common::TestApp::new($crate::common::Backend::Sqlite).await;
+                run(&app).await;
+                app.finish().await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if $crate::common::skip_postgres() {
+                    eprintln!("JOBSCOPE_TEST_SKIP_POSTGRES=1: PostgreSQL half skipped on request");
+                    return;
+                }
+                let app = $crate::common::TestApp::new($crate::common::Backend::Postgres).await;
+                run(&app).await;
+                app.finish().await;
+            }
+        }
+    };
+}

@@ -1,0 +1,113 @@
+//! The OpenAPI document and the router cannot drift apart: every path and method the document
+//! lists is sent to the router, which must not answer 404 or 405; and the served document is the
+//! file in the repository.
+
+mod common;
+
+use common::{Backend, TestApp};
+use serde_json::json;
+
+const SPEC: &str = include_str!("../openapi/jobscope.yaml");
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// (path, method) pairs of the document's `paths:` section, read from its layout: a path is a
+/// two-space-indented key starting with `/`, an operation a four-space-indented method key.
+fn operations() -> Vec<(String, String)> {
+    let mut ops = Vec::new();
+    let mut in_paths = false;
+    let mut current: Option<String> = None;
+    for line in SPEC.lines() {
+        if !line.starts_with(' ') && !line.trim().is_empty() {
+            in_paths = line.trim_end() == "paths:";
+            current = None;
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if let Some(path) = line.strip_prefix("  /") {
+            current = Some(format!("/{}", path.trim_end().trim_end_matches(':')));
+        } else if let (Some(path), Some(rest)) = (&current, line.strip_prefix("    ")) {
+            let key = rest.trim_end().trim_end_matches(':');
+            if METHODS.contains(&key) && !rest.starts_with(' ') {
+                ops.push((path.clone(), key.to_uppercase()));
+            }
+        }
+    }
+    ops
+}
+
+#[test]
+fn the_document_lists_every_route() {
+    let ops = operations();
+    let listed: Vec<String> = ops.iter().map(|(p, m)| format!("{m} {p}")).collect();
+    for want in [
+        "GET /v1/health",
+        "GET /v1/openapi.yaml",
+        "GET /v1/jobs",
+        "POST /v1/jobs",
+        "GET /v1/jobs/{id}",
+        "PATCH /v1/jobs/{id}",
+        "DELETE /v1/jobs/{id}",
+        "GET /v1/jobs/{id}/metrics",
+        "POST /v1/jobs/{id}/metrics",
+        "GET /v1/jobs/{id}/audit",
+        "POST /v1/events/job-started",
+        "POST /v1/events/job-finished",
+    ] {
+        assert!(
+            listed.iter().any(|l| l == want),
+            "{want} missing from openapi/jobscope.yaml: {listed:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let ops = operations();
+    assert!(ops.len() >= 12, "the document parser found only {ops:?}");
+    for (path, method) in ops {
+        // The job exists before each call, so a 404 can only mean a missing route.
+        let _ = app
+            .post_event(
+                "job-started",
+                &json!({"job_id": "walk-1", "user": "u", "node_list": ["n"]}),
+            )
+            .await;
+        let concrete = path.replace("{id}", "walk-1");
+        let body = match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/jobs") => Some(json!({"id": "walk-2", "user": "u", "nodes": ["n"]})),
+            ("POST", p) if p.ends_with("/metrics") => {
+                Some(json!({"cpu_usage": 1, "memory_usage_mb": 1}))
+            }
+            ("POST", "/v1/events/job-started") => {
+                Some(json!({"job_id": "walk-3", "user": "u", "node_list": ["n"]}))
+            }
+            ("POST", "/v1/events/job-finished") => {
+                Some(json!({"job_id": "walk-1", "exit_code": 0}))
+            }
+            ("PATCH", _) => Some(json!({"cpu_usage": 1})),
+            _ => None,
+        };
+        let reply = app.write(&method, &concrete, body.as_ref()).await;
+        let status = reply.status.as_u16();
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path} is documented but the router answers {status}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert!(status < 500, "{method} {path} failed: {status}");
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_served_document_is_the_repository_file() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let reply = app.get("/v1/openapi.yaml").await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert_eq!(reply.header("content-type"), Some("application/yaml"));
+    assert_eq!(reply.body, SPEC.as_bytes());
+    app.finish().await;
+}
