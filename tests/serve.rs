@@ -1,0 +1,145 @@
+//! The `jobscope` binary as an operator runs it: real process, real socket, real signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobscope");
+
+/// Starts `jobscope serve` on a free port; returns the child and its address.
+fn spawn_serve(db: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--port", "0", "--database-url", db])
+        .env("LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("jobscope starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "jobscope serving" {
+            let addr = v["fields"]["addr"].as_str().unwrap().to_string();
+            // keep draining stderr so the child never blocks on a full pipe
+            std::thread::spawn(move || for _ in lines {});
+            return (child, addr);
+        }
+    }
+    let _ = child.kill();
+    panic!("jobscope did not report its address");
+}
+
+#[tokio::test]
+async fn serves_demo_data_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let (mut child, addr) = spawn_serve(&db);
+    let client = reqwest::Client::new();
+    let health: serde_json::Value = client
+        .get(format!("http://{addr}/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "healthy");
+    let jobs: serde_json::Value = client
+        .get(format!("http://{addr}/v1/jobs?limit=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["total"], 100);
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "graceful shutdown took {:?}",
+        started.elapsed()
+    );
+
+    // Restarting with --demo on the same database neither fails nor duplicates anything.
+    let (mut again, addr) = spawn_serve(&db);
+    let jobs: serde_json::Value = client
+        .get(format!("http://{addr}/v1/jobs?limit=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["total"], 100);
+    let _ = again.kill();
+    let _ = again.wait();
+}
+
+#[test]
+fn refuses_public_address_without_tokens() {
+    let out = Command::new(BIN)
+        .args(["serve", "--host", "0.0.0.0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--host (HOST)") && stderr.contains("--tokens-file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_environment_values_name_the_key() {
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("PORT", "eighty")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--port"), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("SEED_DEMO", "maybe")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--demo"));
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("jobscope {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "DATABASE_URL",
+        "METRICS_RETENTION_DAYS",
+        "SEED_DEMO",
+        "SCHEDULER_BACKEND",
+        "JOBSCOPE_TOKENS_FILE",
+    ] {
+        assert!(help.contains(key), "--help does not mention {key}");
+    }
+}
