@@ -30,6 +30,7 @@ fn spawn_serve(db: &str) -> (std::process::Child, String) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("jobscope did not report its address");
 }
 
