@@ -177,6 +177,11 @@ fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
 }
 
 fn main() {
+    // `cargo test --all-targets` also runs bench targets; only run when asked with `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("hook_ingest: run with `cargo bench --bench hook_ingest`");
+        return;
+    }
     let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,8,32")
         .split(',')
         .map(|s| s.trim().parse().unwrap())

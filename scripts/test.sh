@@ -26,9 +26,7 @@ if [[ "${JOBSCOPE_TEST_SKIP_POSTGRES:-0}" != 1 ]]; then
         echo "test.sh: PostgreSQL is not reachable at $PG_URL; the PostgreSQL half of the suite cannot run" >&2
         exit 1
     fi
-    # Databases left behind by an interrupted earlier run.
-    psql -d "$PG_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'jobscope\_test\_%'" |
-        while read -r db; do psql -d "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done
 fi
 
-cargo test --all-targets "$@"
+# Benchmarks are not tests: they run with `cargo bench` (see BENCHMARKS.md).
+cargo test --lib --bins --tests "$@"

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Log format on stderr. Log levels come from RUST_LOG (default: info).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -48,39 +48,53 @@ pub enum SchedulerKind {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Use 0.0.0.0 in containers (and then configure --tokens-file).
-    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "127.0.0.1")]
     pub host: String,
 
     /// TCP port to listen on (0 picks a free one and logs it).
-    #[arg(long, env = "PORT", default_value_t = 8080)]
+    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 8080)]
     pub port: u16,
 
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://jobscope.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://jobscope.db"
+    )]
     pub database_url: String,
 
     /// Days of samples and stream events to keep; older ones are pruned hourly.
-    #[arg(long, env = "METRICS_RETENTION_DAYS", default_value_t = 7,
+    #[arg(long, env = "METRICS_RETENTION_DAYS", value_name = "METRICS_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
 
     /// Seed a realistic demo cluster (50 nodes, ~100 jobs with samples). Safe to repeat.
-    #[arg(long, env = "SEED_DEMO", value_parser = BoolishValueParser::new(),
+    #[arg(long, env = "SEED_DEMO", value_name = "SEED_DEMO", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub demo: bool,
 
     /// Where jobs come from besides the hooks: none, or mock (with --demo).
-    #[arg(long, env = "SCHEDULER_BACKEND", value_enum)]
+    #[arg(
+        long,
+        env = "SCHEDULER_BACKEND",
+        value_name = "SCHEDULER_BACKEND",
+        value_enum
+    )]
     pub scheduler: Option<SchedulerKind>,
 
     /// File of `ROLE TOKEN` lines (roles: hook, agent, reader, admin). Without it the API has no
     /// authentication and serve listens only on loopback addresses.
-    #[arg(long, env = "JOBSCOPE_TOKENS_FILE")]
+    #[arg(
+        long,
+        env = "JOBSCOPE_TOKENS_FILE",
+        value_name = "JOBSCOPE_TOKENS_FILE"
+    )]
     pub tokens_file: Option<PathBuf>,
 
     /// Allow listening on a non-loopback address without a tokens file. Anyone who can reach
     /// the port can then change and delete jobs.
-    #[arg(long, env = "JOBSCOPE_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new(),
+    #[arg(long, env = "JOBSCOPE_INSECURE_NO_AUTH", value_name = "JOBSCOPE_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub insecure_no_auth: bool,
 }

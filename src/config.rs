@@ -45,6 +45,7 @@ impl ServeConfig {
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
+                warn_if_readable_by_others(path);
                 let tokens = Tokens::parse(&text).map_err(|e| {
                     invalid(
                         "--tokens-file (JOBSCOPE_TOKENS_FILE)",
@@ -85,6 +86,19 @@ impl ServeConfig {
             tokens,
             insecure_no_auth: args.insecure_no_auth,
         })
+    }
+}
+
+/// Tokens are secrets: say so when the file can be read by anyone but its owner.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o044 != 0 {
+                tracing::warn!(path = %path.display(), "tokens file is readable by group or others; chmod 600 it");
+            }
+        }
     }
 }
 

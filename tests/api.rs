@@ -275,19 +275,113 @@ on_both_backends!(epilog_before_prolog_creates_the_job_finished, |app| {
     assert_eq!(job["nodes"], json!(["n7"]));
     assert_eq!(job["end_time"], "2026-01-01T10:00:00Z");
     assert_eq!(job["exit_code"], 2);
-    // The late prolog finds the job and writes nothing.
+    // The late prolog supplies what the epilog could not know: the start and the allocation.
     let late = app
         .post_event(
             "job-started",
-            &json!({"job_id": "30", "user": "dmitri", "node_list": ["n7"]}),
+            &json!({"job_id": "30", "user": "dmitri", "node_list": ["n7"], "cpu_allocation": 4,
+                    "timestamp": "2026-01-01T09:58:30Z"}),
         )
         .await
         .expect(200);
-    assert_eq!(late["status"], "skipped");
-    assert_eq!(app.get("/v1/jobs/30").await.expect(200)["state"], "failed");
+    assert_eq!(late["status"], "updated", "{late}");
+    let job = app.get("/v1/jobs/30").await.expect(200);
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["start_time"], "2026-01-01T09:58:30Z");
+    assert_eq!(job["runtime_seconds"], 90.0);
+    assert_eq!(job["allocated_cpus"], 4);
+    // Another node's prolog adds nothing more and writes nothing.
+    let events = app.event_count().await;
+    let again = app
+        .post_event(
+            "job-started",
+            &json!({"job_id": "30", "user": "dmitri", "node_list": ["n7"], "cpu_allocation": 4}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["status"], "skipped");
+    assert_eq!(app.event_count().await, events);
     let audit = app.audit("30").await;
-    assert_eq!(audit.len(), 1);
+    assert_eq!(audit.len(), 2);
     assert_eq!(audit[0]["changed_by"], "slurm-epilog");
+    assert_eq!(audit[1]["changed_by"], "slurm-prolog");
+    assert_eq!(audit[1]["change_type"], "update");
+});
+
+on_both_backends!(controller_and_node_prologs_complement_each_other, |app| {
+    // PrologSlurmctld knows the account and job name but not the GPUs; the node Prolog knows
+    // the GPUs. Whichever comes second fills in what the first lacked.
+    let ctld = json!({"job_id": "35", "user": "erin", "node_list": ["n1", "n2"], "account": "climate", "job_name": "wrf"});
+    let node = json!({"job_id": "35", "user": "erin", "node_list": ["n1", "n2"], "gpu_devices": ["0", "1"],
+                      "gpu_vendor": "nvidia", "account": "ignored-when-known"});
+    assert_eq!(
+        app.post_event("job-started", &ctld).await.expect(200)["status"],
+        "created"
+    );
+    assert_eq!(
+        app.post_event("job-started", &node).await.expect(200)["status"],
+        "updated"
+    );
+    assert_eq!(
+        app.post_event("job-started", &node).await.expect(200)["status"],
+        "skipped"
+    );
+    let job = app.get("/v1/jobs/35").await.expect(200);
+    assert_eq!(job["gpu_devices"], json!(["0", "1"]));
+    assert_eq!(job["gpu_count"], 2);
+    assert_eq!(job["scheduler"]["account"], "climate");
+    assert_eq!(job["scheduler"]["extra"]["job_name"], "wrf");
+    assert_eq!(app.audit("35").await.len(), 2);
+});
+
+on_both_backends!(every_change_appends_one_event_in_order, |app| {
+    let before = app.event_count().await;
+    app.start_job("36", "farah", &["n1"]).await;
+    app.write(
+        "POST",
+        "/v1/jobs/36/metrics",
+        Some(&json!({"cpu_usage": 12.5, "memory_usage_mb": 64})),
+    )
+    .await
+    .expect(201);
+    app.write("PATCH", "/v1/jobs/36", Some(&json!({"gpu_usage": 3})))
+        .await
+        .expect(200);
+    app.post_event("job-finished", &json!({"job_id": "36", "exit_code": 0}))
+        .await
+        .expect(200);
+    app.write("DELETE", "/v1/jobs/36", None).await.expect(204);
+    // rejected changes append nothing
+    app.write("PATCH", "/v1/jobs/36", Some(&json!({"gpu_usage": 3})))
+        .await
+        .expect(404);
+    app.post_event("job-finished", &json!({"job_id": "36", "exit_code": 0}))
+        .await
+        .expect(404);
+
+    let events = app.store.events_after(before, 100).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "job_created",
+            "job_sample",
+            "job_updated",
+            "job_finished",
+            "job_deleted"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(events.iter().all(|e| e.job_id.as_deref() == Some("36")));
+    assert_eq!(events[1].payload["sample"]["cpu_usage"], 12.5);
+    assert_eq!(events[3].payload["previous_state"], "running");
+    assert_eq!(events[3].payload["job"]["state"], "completed");
+    // one correlation id across the whole life of the job
+    let ids: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|e| e.payload["correlation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
 });
 
 on_both_backends!(given_correlation_ids_are_kept_and_echoed, |app| {
@@ -598,11 +692,15 @@ on_both_backends!(delete_keeps_the_audit_trail, |app| {
 on_both_backends!(
     samples_update_aggregates_and_read_back_newest_first,
     |app| {
+        // Yesterday, whatever today is: sample times may not lie in the future.
+        let day = (chrono::Utc::now() - chrono::Duration::days(1))
+            .format("%Y-%m-%dT")
+            .to_string();
         app.start_job("80", "alice", &["n1"]).await;
         let samples = [
-            ("2026-11-01T10:00:00Z", 10.0, 100.0, Some(50.0)),
-            ("2026-11-01T10:01:00Z", 30.0, 300.0, None),
-            ("2026-11-01T10:02:00Z", 20.0, 200.4, Some(70.0)),
+            (format!("{day}10:00:00Z"), 10.0, 100.0, Some(50.0)),
+            (format!("{day}10:01:00Z"), 30.0, 300.0, None),
+            (format!("{day}10:02:00Z"), 20.0, 200.4, Some(70.0)),
         ];
         for (ts, cpu, mem, gpu) in samples {
             let mut body = json!({"cpu_usage": cpu, "memory_usage_mb": mem, "timestamp": ts});
@@ -617,7 +715,7 @@ on_both_backends!(
             assert_eq!(created["timestamp"], ts);
         }
         // A late sample (older than the newest) counts in the aggregates but not as current value.
-        app.write("POST", "/v1/jobs/80/metrics", Some(&json!({"cpu_usage": 40.0, "memory_usage_mb": 50, "timestamp": "2026-11-01T09:59:00Z"})))
+        app.write("POST", "/v1/jobs/80/metrics", Some(&json!({"cpu_usage": 40.0, "memory_usage_mb": 50, "timestamp": &format!("{day}09:59:00Z")})))
         .await
         .expect(201);
 
@@ -631,47 +729,51 @@ on_both_backends!(
         assert_eq!(job["max_memory_usage_mb"], 300);
         assert_eq!(job["avg_gpu_usage"], 60.0);
         assert_eq!(job["max_gpu_usage"], 70.0);
-        assert_eq!(job["last_sample_at"], "2026-11-01T10:02:00Z");
+        assert_eq!(job["last_sample_at"], format!("{day}10:02:00Z"));
 
         let all = app.get("/v1/jobs/80/metrics").await.expect(200);
         assert_eq!(all["job_id"], "80");
         assert_eq!(all["total"], 4);
-        let times: Vec<&str> = all["samples"]
+        let times: Vec<String> = all["samples"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| s["timestamp"].as_str().unwrap())
+            .map(|s| s["timestamp"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(
             times,
             [
-                "2026-11-01T10:02:00Z",
-                "2026-11-01T10:01:00Z",
-                "2026-11-01T10:00:00Z",
-                "2026-11-01T09:59:00Z"
+                format!("{day}10:02:00Z"),
+                format!("{day}10:01:00Z"),
+                format!("{day}10:00:00Z"),
+                format!("{day}09:59:00Z")
             ]
         );
         assert!(all["samples"][1].get("gpu_usage").is_none());
 
         let ranged = app
-            .get(
-                "/v1/jobs/80/metrics?start_time=2026-11-01T10:00:00Z&end_time=2026-11-01T10:01:00Z",
-            )
+            .get(&format!(
+                "/v1/jobs/80/metrics?start_time={day}10:00:00Z&end_time={day}10:01:00Z"
+            ))
             .await
             .expect(200);
         assert_eq!(ranged["total"], 2);
         let from = app
-            .get("/v1/jobs/80/metrics?start_time=2026-11-01T10:01:00%2B00:00")
+            .get(&format!(
+                "/v1/jobs/80/metrics?start_time={day}10:01:00%2B00:00"
+            ))
             .await
             .expect(200);
         assert_eq!(from["total"], 2);
         let until = app
-            .get("/v1/jobs/80/metrics?end_time=2026-11-01T10:00:00Z&limit=1")
+            .get(&format!(
+                "/v1/jobs/80/metrics?end_time={day}10:00:00Z&limit=1"
+            ))
             .await
             .expect(200);
         assert_eq!(until["total"], 2);
         assert_eq!(until["samples"].as_array().unwrap().len(), 1);
-        assert_eq!(until["samples"][0]["timestamp"], "2026-11-01T10:00:00Z");
+        assert_eq!(until["samples"][0]["timestamp"], format!("{day}10:00:00Z"));
 
         app.get("/v1/jobs/80/metrics?limit=10001")
             .await
@@ -683,9 +785,9 @@ on_both_backends!(
                 "invalid_request",
                 "start_time must be an RFC 3339 timestamp",
             );
-        app.get(
-            "/v1/jobs/80/metrics?start_time=2026-11-01T11:00:00Z&end_time=2026-11-01T10:00:00Z",
-        )
+        app.get(&format!(
+            "/v1/jobs/80/metrics?start_time={day}11:00:00Z&end_time={day}10:00:00Z"
+        ))
         .await
         .expect(400);
         app.get("/v1/jobs/nope/metrics")

@@ -6,9 +6,30 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobscope");
 
+/// Settings a developer's or container's environment may carry that would change what the
+/// test starts; they are removed from the child's environment.
+const SERVE_ENV: [&str; 8] = [
+    "HOST",
+    "PORT",
+    "DATABASE_URL",
+    "METRICS_RETENTION_DAYS",
+    "SEED_DEMO",
+    "SCHEDULER_BACKEND",
+    "JOBSCOPE_TOKENS_FILE",
+    "JOBSCOPE_INSECURE_NO_AUTH",
+];
+
+fn jobscope() -> Command {
+    let mut cmd = Command::new(BIN);
+    for key in SERVE_ENV {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
 /// Starts `jobscope serve` on a free port; returns the child and its address.
 fn spawn_serve(db: &str) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
+    let mut child = jobscope()
         .args(["serve", "--demo", "--port", "0", "--database-url", db])
         .env("LOG_FORMAT", "json")
         .env_remove("RUST_LOG")
@@ -90,7 +111,7 @@ async fn serves_demo_data_and_stops_on_sigterm() {
 
 #[test]
 fn refuses_public_address_without_tokens() {
-    let out = Command::new(BIN)
+    let out = jobscope()
         .args(["serve", "--host", "0.0.0.0"])
         .output()
         .unwrap();
@@ -104,7 +125,7 @@ fn refuses_public_address_without_tokens() {
 
 #[test]
 fn invalid_environment_values_name_the_key() {
-    let out = Command::new(BIN)
+    let out = jobscope()
         .args(["serve"])
         .env("PORT", "eighty")
         .output()
@@ -112,7 +133,7 @@ fn invalid_environment_values_name_the_key() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--port"), "{stderr}");
-    let out = Command::new(BIN)
+    let out = jobscope()
         .args(["serve"])
         .env("SEED_DEMO", "maybe")
         .output()
@@ -123,16 +144,13 @@ fn invalid_environment_values_name_the_key() {
 
 #[test]
 fn version_and_help() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = jobscope().arg("--version").output().unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("jobscope {}", env!("CARGO_PKG_VERSION"))
     );
-    let out = Command::new(BIN)
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
+    let out = jobscope().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for key in [
         "DATABASE_URL",

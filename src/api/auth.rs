@@ -87,16 +87,30 @@ impl Tokens {
         })
     }
 
-    /// The role of `token`, comparing against every configured token in constant time.
+    /// The role of `token`, comparing against every configured token in constant time (the
+    /// time depends on the lengths, never on where a guess first differs).
     pub fn role_of(&self, token: &[u8]) -> Option<Role> {
         let mut found = None;
         for (role, candidate) in self.entries.iter() {
-            if bool::from(candidate.as_slice().ct_eq(token)) {
+            if bool::from(constant_time_eq(candidate, token)) {
                 found = Some(*role);
             }
         }
         found
     }
+}
+
+/// Equality that looks at every byte of the longer input whatever the contents, so neither the
+/// position of the first difference nor a length mismatch shows in the timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
+    let len = a.len().max(b.len());
+    let mut same = (a.len() as u64).ct_eq(&(b.len() as u64));
+    for i in 0..len {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        same &= x.ct_eq(&y);
+    }
+    same
 }
 
 /// Passes when no tokens are configured, or when the request's bearer token has one of `roles`

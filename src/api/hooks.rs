@@ -9,7 +9,6 @@
 
 use super::error::{respond, ApiError};
 use super::{with_correlation, AppState};
-use crate::domain::job::truncate_micros;
 use crate::domain::validate::{self, MAX_GPU_DEVICES, MAX_NODES};
 use crate::domain::{now_micros, slurm_state, GpuVendor, Job, JobState, SchedulerInfo};
 use crate::store::{Applied, AuditContext, Finish, StoreError};
@@ -118,7 +117,7 @@ fn started_job(e: JobStarted) -> Result<Job, ApiError> {
     }
     let cluster = validate::optional_name("cluster_name", e.cluster_name.as_deref())?;
     let job_name = validate::optional_name("job_name", e.job_name.as_deref())?;
-    let start = e.timestamp.map(truncate_micros).unwrap_or_else(now_micros);
+    let start = validate::reported_time(e.timestamp, now_micros())?;
     let scheduler = SchedulerInfo {
         kind: Some("slurm".into()),
         external_job_id: Some(id.clone()),
@@ -186,6 +185,11 @@ async fn started(
                 tracing::info!(job_id = %job.id, user = %job.user, nodes = job.nodes.len(), "job started");
                 outcome("created", &job.id, "Job created")
             }
+            Applied::Filled(_) => outcome(
+                "updated",
+                &job.id,
+                "Job already existed; details it lacked were added",
+            ),
             Applied::Skipped => outcome("skipped", &job.id, "Job already exists"),
         },
     )
@@ -208,7 +212,16 @@ pub async fn job_finished(
     event: JobFinished,
     state: AppState,
 ) -> Response {
-    let correlation = event_correlation(correlation, event.job_id.as_deref());
+    // Without a header the epilog continues the trace its prolog started, whatever id that had.
+    let stored = match (&correlation, event.job_id.as_deref()) {
+        (None, Some(id)) => state
+            .store
+            .correlation_of(id.trim())
+            .await
+            .unwrap_or_default(),
+        _ => None,
+    };
+    let correlation = event_correlation(correlation.or(stored), event.job_id.as_deref());
     let result = finished(event, &correlation, &state).await;
     with_correlation(respond(result), &correlation)
 }
@@ -238,7 +251,7 @@ async fn finished(
     };
     let finish = Finish {
         state: final_state,
-        end_time: e.timestamp.map(truncate_micros).unwrap_or_else(now_micros),
+        end_time: validate::reported_time(e.timestamp, now_micros())?,
         exit_code,
         signal,
         raw_state,
@@ -253,7 +266,9 @@ async fn finished(
             tracing::info!(job_id = %id, state = %job.state, exit_code = ?job.exit_code, signal = ?job.signal, "job finished");
             Ok(outcome("updated", &id, "Job updated"))
         }
-        Ok(Applied::Skipped) => Ok(outcome("skipped", &id, "Job already in terminal state")),
+        Ok(Applied::Skipped | Applied::Filled(_)) => {
+            Ok(outcome("skipped", &id, "Job already in terminal state"))
+        }
         Err(StoreError::NotFound) if e.user.is_some() && e.node_list.is_some() => {
             let user = validate::required_name("user", e.user.as_deref(), "user is required")?;
             let nodes = node_list(e.node_list.as_deref())?;
@@ -305,10 +320,15 @@ async fn create_finished(
                 "Job created in its final state (no job-started event seen)",
             ))
         }
-        Applied::Skipped => match state.store.finish_job(&id, finish, audit).await? {
-            Applied::Done(_) => Ok(outcome("updated", &id, "Job updated")),
-            Applied::Skipped => Ok(outcome("skipped", &id, "Job already in terminal state")),
-        },
+        // The prolog landed in the meantime: finish the job it created.
+        Applied::Skipped | Applied::Filled(_) => {
+            match state.store.finish_job(&id, finish, audit).await? {
+                Applied::Done(_) => Ok(outcome("updated", &id, "Job updated")),
+                Applied::Skipped | Applied::Filled(_) => {
+                    Ok(outcome("skipped", &id, "Job already in terminal state"))
+                }
+            }
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! `GET/POST /v1/jobs/{id}/metrics` and `GET /v1/jobs/{id}/audit`.
 
 use super::error::ApiError;
-use super::request::{int_param, job_id, time_param};
-use super::{with_correlation, AppState};
+use super::request::{audited, int_param, job_id, time_param, AuditHeaders};
+use super::AppState;
 use crate::domain::validate::{self, MAX_NODES};
 use crate::domain::{now_micros, AuditEvent, Job, JobState, MetricSample, SchedulerInfo};
 use crate::store::{AuditContext, JobFilter, JobPatch, SampleQuery};
@@ -13,9 +13,6 @@ use warp::http::StatusCode;
 use warp::reply::{json, with_status, Reply, Response};
 
 type Handled = Result<Response, ApiError>;
-
-/// Samples may carry a timestamp this far ahead of the server's clock (node clock skew).
-const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 #[derive(Serialize)]
 struct JobList {
@@ -67,12 +64,11 @@ pub struct CreateJob {
     scheduler: Option<SchedulerInfo>,
 }
 
-pub async fn create(audit: AuditContext, body: CreateJob, state: AppState) -> Response {
-    let correlation = audit.correlation_id.clone();
-    with_correlation(
-        super::error::respond(create_inner(audit, body, state).await),
-        &correlation,
-    )
+pub async fn create(headers: AuditHeaders, body: CreateJob, state: AppState) -> Response {
+    audited(headers.for_new_job(), |audit| {
+        create_inner(audit, body, state)
+    })
+    .await
 }
 
 async fn create_inner(audit: AuditContext, body: CreateJob, state: AppState) -> Handled {
@@ -111,7 +107,7 @@ fn check_scheduler(s: SchedulerInfo) -> Result<SchedulerInfo, ApiError> {
         partition: name("scheduler.partition", s.partition)?,
         account: name("scheduler.account", s.account)?,
         qos: name("scheduler.qos", s.qos)?,
-        priority: s.priority,
+        priority: validate::count("scheduler.priority", s.priority)?,
         exit_code: validate::in_range("scheduler.exit_code", s.exit_code, 0, 255, "")?,
         state_reason: name("scheduler.state_reason", s.state_reason)?,
         time_limit_minutes: validate::count("scheduler.time_limit_minutes", s.time_limit_minutes)?,
@@ -136,12 +132,9 @@ pub struct PatchJob {
     gpu_usage: Option<f64>,
 }
 
-pub async fn patch(id: String, audit: AuditContext, body: PatchJob, state: AppState) -> Response {
-    let correlation = audit.correlation_id.clone();
-    with_correlation(
-        super::error::respond(patch_inner(id, audit, body, state).await),
-        &correlation,
-    )
+pub async fn patch(id: String, headers: AuditHeaders, body: PatchJob, state: AppState) -> Response {
+    let audit = headers.for_job(&state.store, &id).await;
+    audited(audit, |audit| patch_inner(id, audit, body, state)).await
 }
 
 async fn patch_inner(id: String, audit: AuditContext, body: PatchJob, state: AppState) -> Handled {
@@ -170,12 +163,9 @@ async fn patch_inner(id: String, audit: AuditContext, body: PatchJob, state: App
     Ok(json(&state.store.update_job(&id, &patch, &audit).await?).into_response())
 }
 
-pub async fn delete(id: String, audit: AuditContext, state: AppState) -> Response {
-    let correlation = audit.correlation_id.clone();
-    with_correlation(
-        super::error::respond(delete_inner(id, audit, state).await),
-        &correlation,
-    )
+pub async fn delete(id: String, headers: AuditHeaders, state: AppState) -> Response {
+    let audit = headers.for_job(&state.store, &id).await;
+    audited(audit, |audit| delete_inner(id, audit, state)).await
 }
 
 async fn delete_inner(id: String, audit: AuditContext, state: AppState) -> Handled {
@@ -236,15 +226,12 @@ pub struct RecordSample {
 
 pub async fn add_sample(
     id: String,
-    audit: AuditContext,
+    headers: AuditHeaders,
     body: RecordSample,
     state: AppState,
 ) -> Response {
-    let correlation = audit.correlation_id.clone();
-    with_correlation(
-        super::error::respond(add_sample_inner(id, audit, body, state).await),
-        &correlation,
-    )
+    let audit = headers.for_job(&state.store, &id).await;
+    audited(audit, |audit| add_sample_inner(id, audit, body, state)).await
 }
 
 async fn add_sample_inner(
@@ -260,14 +247,7 @@ async fn add_sample_inner(
     let memory = body
         .memory_usage_mb
         .ok_or_else(|| ApiError::Validation("memory_usage_mb is required".into()))?;
-    let now = now_micros();
-    let timestamp = body
-        .timestamp
-        .map(crate::domain::job::truncate_micros)
-        .unwrap_or(now);
-    if timestamp > now + MAX_CLOCK_SKEW {
-        return Err(ApiError::Validation("timestamp is in the future".into()));
-    }
+    let timestamp = validate::reported_time(body.timestamp, now_micros())?;
     let sample = MetricSample {
         timestamp,
         cpu_usage: validate::percent(cpu, "CPU usage must be between 0 and 100")?,

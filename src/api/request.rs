@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use crate::domain::validate::{self, MAX_NAME_LEN};
-use crate::store::AuditContext;
+use crate::store::{AuditContext, Store};
 use bytes::Buf;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -82,29 +82,74 @@ pub fn correlation_id() -> impl Filter<Extract = (Option<String>,), Error = warp
     )
 }
 
-/// The audit headers every API write must carry (`X-Changed-By`, `X-Source`) and its
-/// correlation id (generated when absent).
-pub fn audit_headers() -> impl Filter<Extract = (AuditContext,), Error = warp::Rejection> + Clone {
+/// The audit headers of an API write, validated; see [`AuditHeaders::for_job`].
+#[derive(Debug, Clone)]
+pub struct AuditHeaders {
+    changed_by: String,
+    source: String,
+    correlation_id: Option<String>,
+}
+
+impl AuditHeaders {
+    /// The audit context of a new job: the given correlation id or a fresh UUID.
+    pub fn for_new_job(self) -> AuditContext {
+        let correlation_id = self
+            .correlation_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        AuditContext {
+            changed_by: self.changed_by,
+            source: self.source,
+            correlation_id,
+        }
+    }
+
+    /// The audit context of a change to job `raw_id`: without an `X-Correlation-Id` the change
+    /// continues the job's own trace (the id its first event recorded), so prolog, epilog and
+    /// API changes of one job share one correlation id.
+    pub async fn for_job(self, store: &Store, raw_id: &str) -> AuditContext {
+        if self.correlation_id.is_some() {
+            return self.for_new_job();
+        }
+        let stored = match job_id(raw_id) {
+            Ok(id) => store.correlation_of(&id).await.unwrap_or_default(),
+            Err(_) => None,
+        };
+        AuditHeaders {
+            correlation_id: stored,
+            ..self
+        }
+        .for_new_job()
+    }
+}
+
+/// The audit headers every API write must carry (`X-Changed-By`, `X-Source`) and its optional
+/// correlation id.
+pub fn audit_headers() -> impl Filter<Extract = (AuditHeaders,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("x-changed-by")
         .and(warp::header::optional::<String>("x-source"))
         .and(correlation_id())
-        .and_then(
-            |by: Option<String>, source: Option<String>, correlation: Option<String>| async move {
-                let header = |name: &str, value: Option<String>| {
-                    validate::required_name(
-                        name,
-                        value.as_deref(),
-                        &format!("{name} header is required"),
-                    )
+        .and_then(|by: Option<String>, source: Option<String>, correlation_id: Option<String>| async move {
+            let header = |name: &str, value: Option<String>| {
+                validate::required_name(name, value.as_deref(), &format!("{name} header is required"))
                     .map_err(|e| warp::reject::custom(ApiError::from(e)))
-                };
-                Ok::<_, warp::Rejection>(AuditContext {
-                    changed_by: header("X-Changed-By", by)?,
-                    source: header("X-Source", source)?,
-                    correlation_id: correlation.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                })
-            },
-        )
+            };
+            Ok::<_, warp::Rejection>(AuditHeaders {
+                changed_by: header("X-Changed-By", by)?,
+                source: header("X-Source", source)?,
+                correlation_id,
+            })
+        })
+}
+
+/// Runs a write handler and renders its result with the `X-Correlation-Id` header, success or
+/// failure, so a client can always quote the id of its request.
+pub async fn audited<F, Fut>(audit: AuditContext, handler: F) -> warp::reply::Response
+where
+    F: FnOnce(AuditContext) -> Fut,
+    Fut: std::future::Future<Output = Result<warp::reply::Response, ApiError>>,
+{
+    let correlation = audit.correlation_id.clone();
+    super::with_correlation(super::error::respond(handler(audit).await), &correlation)
 }
 
 /// Query parameters as a map; a malformed query string is `invalid_request`.

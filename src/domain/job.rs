@@ -254,6 +254,65 @@ impl Job {
         }
     }
 
+    /// Ingest version of a job created by an epilog that arrived before its prolog: its start
+    /// time is not known yet (it was recorded as the end time).
+    pub const START_UNKNOWN: &'static str = "epilog-v1";
+
+    /// This job completed with what a later job-started event knows and it does not: Slurm runs
+    /// several prologs per job (the controller's and every node's), each with part of the
+    /// picture, and an epilog can arrive before any of them. Known values are never replaced;
+    /// the start time is taken only when it was unknown.
+    pub fn fill_from_start(&self, started: &Job) -> Job {
+        let mut job = self.clone();
+        macro_rules! fill {
+            ($($field:ident),*) => { $( if job.$field.is_none() { job.$field = started.$field.clone(); } )* };
+        }
+        fill!(
+            requested_cpus,
+            allocated_cpus,
+            requested_memory_mb,
+            allocated_memory_mb,
+            requested_gpus,
+            allocated_gpus,
+            cgroup_path,
+            gpu_vendor,
+            gpu_count
+        );
+        if job.gpu_devices.is_empty() {
+            job.gpu_devices = started.gpu_devices.clone();
+        }
+        if let Some(new) = &started.scheduler {
+            let s = job.scheduler.get_or_insert_with(SchedulerInfo::default);
+            s.kind = s.kind.take().or_else(|| new.kind.clone());
+            s.external_job_id = s
+                .external_job_id
+                .take()
+                .or_else(|| new.external_job_id.clone());
+            s.partition = s.partition.take().or_else(|| new.partition.clone());
+            s.account = s.account.take().or_else(|| new.account.clone());
+            if let Some(extra) = &new.extra {
+                let mine = s.extra.get_or_insert_with(Default::default);
+                for (k, v) in extra {
+                    mine.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        if job.ingest_version == Self::START_UNKNOWN {
+            job.start_time = started
+                .start_time
+                .min(job.end_time.unwrap_or(started.start_time));
+            job.ingest_version = started.ingest_version.clone();
+            if job.state.is_terminal() {
+                job.runtime_seconds = Some(Job::runtime_at(
+                    job.start_time,
+                    job.end_time,
+                    job.start_time,
+                ));
+            }
+        }
+        job
+    }
+
     /// Seconds between start and end, or until `now` for a job still going; never negative
     /// (node clocks can disagree by a little).
     pub fn runtime_at(start: DateTime<Utc>, end: Option<DateTime<Utc>>, now: DateTime<Utc>) -> f64 {
@@ -331,6 +390,78 @@ mod tests {
         let later = start + chrono::Duration::milliseconds(1500);
         assert_eq!(Job::runtime_at(start, Some(later), start), 1.5);
         assert_eq!(Job::runtime_at(start, None, later), 1.5);
+    }
+
+    fn sample_job() -> Job {
+        Job::new(
+            "1".into(),
+            "u".into(),
+            vec!["n1".into()],
+            JobState::Running,
+            now_micros(),
+            "c",
+            "slurm",
+            "prolog-v1",
+        )
+    }
+
+    #[test]
+    fn a_later_start_event_fills_gaps_but_never_overwrites() {
+        let ctld = Job {
+            scheduler: Some(SchedulerInfo {
+                account: Some("phys".into()),
+                ..Default::default()
+            }),
+            ..sample_job()
+        };
+        let node = Job {
+            allocated_cpus: Some(8),
+            gpu_devices: vec!["0".into()],
+            scheduler: Some(SchedulerInfo {
+                account: Some("other".into()),
+                partition: Some("gpu".into()),
+                ..Default::default()
+            }),
+            ..sample_job()
+        };
+        let merged = ctld.fill_from_start(&node);
+        assert_eq!(merged.allocated_cpus, Some(8));
+        assert_eq!(merged.gpu_devices, vec!["0"]);
+        let s = merged.scheduler.clone().unwrap();
+        assert_eq!(s.account.as_deref(), Some("phys"));
+        assert_eq!(s.partition.as_deref(), Some("gpu"));
+        assert_eq!(
+            merged.start_time, ctld.start_time,
+            "a known start time is kept"
+        );
+        assert_eq!(
+            merged.fill_from_start(&node),
+            merged,
+            "merging again changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_late_prolog_supplies_the_start_of_a_job_its_epilog_created() {
+        let end = now_micros();
+        let start = end - chrono::Duration::seconds(90);
+        let epilog_first = Job {
+            state: JobState::Completed,
+            start_time: end,
+            end_time: Some(end),
+            runtime_seconds: Some(0.0),
+            ingest_version: Job::START_UNKNOWN.into(),
+            ..sample_job()
+        };
+        let prolog = Job {
+            start_time: start,
+            ..sample_job()
+        };
+        let merged = epilog_first.fill_from_start(&prolog);
+        assert_eq!(merged.start_time, start);
+        assert_eq!(merged.runtime_seconds, Some(90.0));
+        assert_eq!(merged.ingest_version, "prolog-v1");
+        assert_eq!(merged.state, JobState::Completed);
     }
 
     #[test]

@@ -83,6 +83,22 @@ pub fn name_list(field: &str, values: &[String], max: usize) -> Checked<Vec<Stri
     Ok(out)
 }
 
+/// How far ahead of the server's clock a reported time may be (node clocks drift a little).
+pub const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
+
+/// A reported time, truncated to microseconds; more than [`MAX_CLOCK_SKEW_SECONDS`] in the
+/// future is refused.
+pub fn reported_time(
+    t: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Checked<chrono::DateTime<chrono::Utc>> {
+    let t = t.map(crate::domain::job::truncate_micros).unwrap_or(now);
+    if t > now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECONDS) {
+        return Err(ValidationError::new("timestamp is in the future"));
+    }
+    Ok(t)
+}
+
 /// A percentage in 0..=100 (finite).
 pub fn percent(value: f64, message: &str) -> Checked<f64> {
     if value.is_finite() && (0.0..=100.0).contains(&value) {
@@ -162,6 +178,14 @@ mod tests {
         assert_eq!(name_list("node_list", &list, 10).unwrap(), vec!["n1", "n2"]);
         assert!(name_list("node_list", &["".to_string()], 10).is_err());
         assert!(name_list("node_list", &list, 2).is_err());
+    }
+
+    #[test]
+    fn reported_times_may_not_be_far_in_the_future() {
+        let now = chrono::Utc::now();
+        assert!(reported_time(Some(now + chrono::Duration::seconds(60)), now).is_ok());
+        assert!(reported_time(Some(now + chrono::Duration::seconds(301)), now).is_err());
+        assert_eq!(reported_time(None, now).unwrap(), now);
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! written once (`queries.rs`) and compiled for both backends; `sqlite.rs` and `postgres.rs` hold
 //! only what differs: connecting, pragmas, migrations and transaction start.
 
+mod group_commit;
 mod postgres;
 pub(crate) mod queries;
 mod sqlite;
+
+pub use group_commit::LifecycleOp;
 
 use crate::domain::{AuditEvent, Job, JobState, MetricSample};
 use chrono::{DateTime, Utc};
@@ -59,11 +62,23 @@ pub struct SampleQuery {
     pub limit: i64,
 }
 
+/// One row of the event log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub kind: String,
+    pub job_id: Option<String>,
+    pub payload: serde_json::Value,
+}
+
 /// Result of an idempotent insert or update.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     /// The change was written; the job as it is now.
     Done(Box<Job>),
+    /// The job existed; what it lacked was filled in from the change (a later job-started).
+    Filled(Box<Job>),
     /// Nothing was written: the change had already happened.
     Skipped,
 }
@@ -84,6 +99,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error("the store is shutting down")]
+    Closed,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -98,6 +115,7 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    lifecycle: group_commit::GroupCommit,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -131,12 +149,17 @@ impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://...`), creating an SQLite file if it is
     /// missing, and applies pending migrations.
     pub async fn connect(url: &str) -> StoreResult<Store> {
-        let backend = if is_postgres_url(url) {
-            Backend::Postgres(postgres::connect(url).await?)
+        let (backend, writers) = if is_postgres_url(url) {
+            (
+                Backend::Postgres(postgres::connect(url).await?),
+                postgres::LIFECYCLE_WRITERS,
+            )
         } else {
-            Backend::Sqlite(sqlite::connect(url).await?)
+            // SQLite has one writer at a time anyway.
+            (Backend::Sqlite(sqlite::connect(url).await?), 1)
         };
-        Ok(Store { backend })
+        let lifecycle = group_commit::GroupCommit::start(backend.clone(), writers);
+        Ok(Store { backend, lifecycle })
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -157,16 +180,17 @@ impl Store {
     }
 
     /// Inserts the job unless one with its id exists (the prolog path: repeats are skipped).
+    /// Goes through group commit, like [`Store::finish_job`].
     pub async fn insert_job_if_absent(
         &self,
         job: &Job,
         audit: &AuditContext,
     ) -> StoreResult<Applied> {
-        dispatch!(
-            self,
-            "insert_job_if_absent",
-            insert_job_if_absent(job, audit)
-        )
+        let op = LifecycleOp::Start {
+            job: Box::new(job.clone()),
+            audit: audit.clone(),
+        };
+        self.lifecycle.apply(op).await
     }
 
     /// Moves a job to its terminal state unless it is terminal already (the epilog path).
@@ -176,7 +200,12 @@ impl Store {
         finish: &Finish,
         audit: &AuditContext,
     ) -> StoreResult<Applied> {
-        dispatch!(self, "finish_job", finish_job(id, finish, audit))
+        let op = LifecycleOp::Finish {
+            id: id.to_owned(),
+            finish: finish.clone(),
+            audit: audit.clone(),
+        };
+        self.lifecycle.apply(op).await
     }
 
     pub async fn update_job(
@@ -240,6 +269,16 @@ impl Store {
         audit: &AuditContext,
     ) -> StoreResult<bool> {
         dispatch!(self, "seed_job", seed_job(job, samples, audit))
+    }
+
+    /// The correlation id a job's first event recorded (`None` for an unknown job).
+    pub async fn correlation_of(&self, id: &str) -> StoreResult<Option<String>> {
+        dispatch!(self, "correlation_of", correlation_of(id))
+    }
+
+    /// Up to `limit` event-log rows with an id above `after`, oldest first.
+    pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
+        dispatch!(self, "events_after", events_after(after, limit))
     }
 
     /// Id of the newest event-log row (0 when the log is empty).

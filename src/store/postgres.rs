@@ -8,6 +8,9 @@ use std::time::Duration;
 /// Key of the transaction-level advisory lock that orders event-log ids (see `queries.rs`).
 pub(super) const EVENT_ORDER_LOCK: &str = "SELECT pg_advisory_xact_lock(7411952870412)";
 
+/// Group-commit writer tasks: enough to overlap one batch's statements with another's commit.
+pub(super) const LIFECYCLE_WRITERS: usize = 4;
+
 pub(super) async fn connect(url: &str) -> StoreResult<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(16)

@@ -200,17 +200,62 @@ pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
 macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr) => {
         use crate::store::queries::{change_kind, event_kind, snapshot, AuditRow, JobRow, JOB_COLUMNS};
-        use crate::store::{Applied, AuditContext, Finish, JobFilter, JobPatch, SampleQuery, StoreError, StoreResult};
+        use crate::store::{Applied, AuditContext, Finish, JobFilter, JobPatch, LifecycleOp, SampleQuery, StoreError, StoreResult};
         use crate::domain::{now_micros, AuditEvent, Job, JobState, MetricSample};
         use chrono::{DateTime, Utc};
         use sqlx::types::Json;
         use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row, Transaction};
 
-        type Tx = Transaction<'static, $db>;
-
-        async fn begin_write(pool: &Pool<$db>) -> StoreResult<Tx> {
-            Ok(pool.begin_with($begin_write).await?)
+        /// A write transaction that queues its event-log rows and appends them all at commit:
+        /// the event-order lock (PostgreSQL) is then held only for one insert and the commit,
+        /// however many changes the transaction carries.
+        struct WriteTx {
+            tx: Transaction<'static, $db>,
+            events: Vec<(&'static str, String, serde_json::Value)>,
         }
+
+        impl std::ops::Deref for WriteTx {
+            type Target = Transaction<'static, $db>;
+            fn deref(&self) -> &Self::Target {
+                &self.tx
+            }
+        }
+
+        impl std::ops::DerefMut for WriteTx {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.tx
+            }
+        }
+
+        impl WriteTx {
+            async fn begin(pool: &Pool<$db>) -> StoreResult<WriteTx> {
+                Ok(WriteTx { tx: pool.begin_with($begin_write).await?, events: Vec::new() })
+            }
+
+            fn append_event(&mut self, kind: &'static str, job_id: &str, payload: serde_json::Value) {
+                self.events.push((kind, job_id.to_owned(), payload));
+            }
+
+            async fn commit(mut self) -> StoreResult<()> {
+                if !self.events.is_empty() {
+                    if let Some(lock) = $event_order_lock {
+                        sqlx::query(lock).execute(&mut *self.tx).await?;
+                    }
+                    let occurred_at = now_micros();
+                    let events = std::mem::take(&mut self.events);
+                    let mut qb: QueryBuilder<$db> =
+                        QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
+                    qb.push_values(events, |mut b, (kind, job_id, payload)| {
+                        b.push_bind(occurred_at).push_bind(kind).push_bind(job_id).push_bind(Json(payload));
+                    });
+                    qb.build().execute(&mut *self.tx).await?;
+                }
+                self.tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        type Tx = WriteTx;
 
         pub async fn ping(pool: &Pool<$db>) -> StoreResult<()> {
             sqlx::query("SELECT 1").execute(pool).await?;
@@ -224,30 +269,9 @@ macro_rules! store_queries {
         async fn fetch_job(tx: &mut Tx, id: &str, lock: &str) -> StoreResult<Option<Job>> {
             let row: Option<JobRow> = sqlx::query_as(select_job_sql(&format!("WHERE id = $1 {lock}")))
                 .bind(id)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut ***tx)
                 .await?;
             row.map(|r| r.into_job(now_micros())).transpose()
-        }
-
-        async fn append_event(
-            tx: &mut Tx,
-            kind: &str,
-            job_id: &str,
-            payload: serde_json::Value,
-        ) -> StoreResult<i64> {
-            if let Some(lock) = $event_order_lock {
-                sqlx::query(lock).execute(&mut **tx).await?;
-            }
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO events (occurred_at, kind, job_id, payload) VALUES ($1, $2, $3, $4) RETURNING id",
-            )
-            .bind(now_micros())
-            .bind(kind)
-            .bind(job_id)
-            .bind(Json(payload))
-            .fetch_one(&mut **tx)
-            .await?;
-            Ok(id)
         }
 
         async fn append_audit(
@@ -268,7 +292,7 @@ macro_rules! store_queries {
             .bind(&audit.source)
             .bind(&audit.correlation_id)
             .bind(Json(job_snapshot))
-            .execute(&mut **tx)
+            .execute(&mut ***tx)
             .await?;
             Ok(())
         }
@@ -287,7 +311,7 @@ macro_rules! store_queries {
             if let Some(prev) = before {
                 payload["previous_state"] = serde_json::Value::from(prev.as_str());
             }
-            append_event(tx, change_kind(before, job.state), &job.id, payload).await?;
+            tx.append_event(change_kind(before, job.state), &job.id, payload);
             Ok(())
         }
 
@@ -348,74 +372,138 @@ macro_rules! store_queries {
                     .push_bind(now);
             });
             qb.push(" ON CONFLICT (id) DO NOTHING");
-            let inserted = qb.build().execute(&mut **tx).await?.rows_affected() == 1;
+            let inserted = qb.build().execute(&mut ***tx).await?.rows_affected() == 1;
             if inserted {
                 let mut nodes: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO job_nodes (job_id, node) ");
                 nodes.push_values(job.nodes.iter(), |mut b, node| {
                     b.push_bind(job.id.clone()).push_bind(node.clone());
                 });
                 nodes.push(" ON CONFLICT DO NOTHING");
-                nodes.build().execute(&mut **tx).await?;
+                nodes.build().execute(&mut ***tx).await?;
             }
             Ok(inserted)
         }
 
-        /// Inserts `job` and writes its `create` audit and event rows; `None` when the id exists.
-        async fn insert_new(pool: &Pool<$db>, job: &Job, audit: &AuditContext) -> StoreResult<Option<Job>> {
-            let mut tx = begin_write(pool).await?;
-            if !insert_job_row(&mut tx, job, &audit.correlation_id).await? {
+        /// Inserts `job` and queues its `create` audit and event rows; `None` when the id exists.
+        async fn insert_new_in(tx: &mut Tx, job: &Job, audit: &AuditContext) -> StoreResult<Option<Job>> {
+            if !insert_job_row(tx, job, &audit.correlation_id).await? {
                 return Ok(None);
             }
-            let stored = fetch_job(&mut tx, &job.id, "")
+            let stored = fetch_job(tx, &job.id, "")
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished after insert", job.id)))?;
-            record_change(&mut tx, None, &stored, "create", audit).await?;
-            tx.commit().await?;
+            record_change(tx, None, &stored, "create", audit).await?;
             Ok(Some(stored))
         }
 
         pub async fn create_job(pool: &Pool<$db>, job: &Job, audit: &AuditContext) -> StoreResult<Job> {
-            insert_new(pool, job, audit).await?.ok_or(StoreError::AlreadyExists)
+            let mut tx = WriteTx::begin(pool).await?;
+            let stored = insert_new_in(&mut tx, job, audit).await?.ok_or(StoreError::AlreadyExists)?;
+            tx.commit().await?;
+            Ok(stored)
         }
 
-        pub async fn insert_job_if_absent(pool: &Pool<$db>, job: &Job, audit: &AuditContext) -> StoreResult<Applied> {
-            Ok(match insert_new(pool, job, audit).await? {
-                Some(stored) => Applied::Done(Box::new(stored)),
-                None => Applied::Skipped,
-            })
-        }
-
-        pub async fn finish_job(pool: &Pool<$db>, id: &str, finish: &Finish, audit: &AuditContext) -> StoreResult<Applied> {
-            let mut tx = begin_write(pool).await?;
-            let Some(current) = fetch_job(&mut tx, id, $row_lock).await? else {
+        /// Moves a job to its terminal state unless it is terminal already.
+        async fn finish_in(tx: &mut Tx, id: &str, finish: &Finish, audit: &AuditContext) -> StoreResult<Applied> {
+            let Some(current) = fetch_job(tx, id, $row_lock).await? else {
                 return Err(StoreError::NotFound);
             };
             if current.state.is_terminal() {
                 return Ok(Applied::Skipped);
             }
-            let runtime = Job::runtime_at(current.start_time, Some(finish.end_time), finish.end_time);
+            // An end before the start (clocks of different nodes) is recorded as the start.
+            let end_time = finish.end_time.max(current.start_time);
+            let runtime = Job::runtime_at(current.start_time, Some(end_time), end_time);
             sqlx::query(
                 "UPDATE jobs SET state = $2, end_time = $3, runtime_seconds = $4, exit_code = $5, signal = $6, \
                  scheduler_exit_code = $5, raw_state = COALESCE($7, raw_state), updated_at = $8 WHERE id = $1",
             )
             .bind(id)
             .bind(finish.state.as_str())
-            .bind(finish.end_time)
+            .bind(end_time)
             .bind(runtime)
             .bind(finish.exit_code)
             .bind(finish.signal)
             .bind(finish.raw_state.as_deref())
             .bind(now_micros())
-            .execute(&mut *tx)
+            .execute(&mut ***tx)
             .await?;
-            let updated = fetch_job(&mut tx, id, "").await?.ok_or(StoreError::NotFound)?;
-            record_change(&mut tx, Some(current.state), &updated, "update", audit).await?;
-            tx.commit().await?;
+            let updated = fetch_job(tx, id, "").await?.ok_or(StoreError::NotFound)?;
+            record_change(tx, Some(current.state), &updated, "update", audit).await?;
             Ok(Applied::Done(Box::new(updated)))
         }
 
+        /// A job-started event for a job that exists: fills in what the stored job lacks (see
+        /// `Job::fill_from_start`); `Skipped` when it adds nothing, as for a plain repeat.
+        async fn fill_from_start_in(tx: &mut Tx, started: &Job, audit: &AuditContext) -> StoreResult<Applied> {
+            let Some(current) = fetch_job(tx, &started.id, $row_lock).await? else {
+                return Ok(Applied::Skipped);
+            };
+            let merged = current.fill_from_start(started);
+            if merged == current {
+                return Ok(Applied::Skipped);
+            }
+            let s = merged.scheduler.clone().unwrap_or_default();
+            sqlx::query(
+                "UPDATE jobs SET start_time = $2, runtime_seconds = $3, ingest_version = $4, requested_cpus = $5, \
+                 allocated_cpus = $6, requested_memory_mb = $7, allocated_memory_mb = $8, requested_gpus = $9, \
+                 allocated_gpus = $10, cgroup_path = $11, gpu_vendor = $12, gpu_devices = $13, gpu_count = $14, \
+                 scheduler_type = $15, external_job_id = $16, partition = $17, account = $18, scheduler_extra = $19, \
+                 updated_at = $20 WHERE id = $1",
+            )
+            .bind(&merged.id)
+            .bind(merged.start_time)
+            .bind(if merged.state.is_terminal() { merged.runtime_seconds } else { None })
+            .bind(&merged.ingest_version)
+            .bind(merged.requested_cpus)
+            .bind(merged.allocated_cpus)
+            .bind(merged.requested_memory_mb)
+            .bind(merged.allocated_memory_mb)
+            .bind(merged.requested_gpus)
+            .bind(merged.allocated_gpus)
+            .bind(merged.cgroup_path.as_deref())
+            .bind(merged.gpu_vendor.map(|v| v.as_str()))
+            .bind(Json(&merged.gpu_devices))
+            .bind(merged.gpu_count)
+            .bind(s.kind.as_deref())
+            .bind(s.external_job_id.as_deref())
+            .bind(s.partition.as_deref())
+            .bind(s.account.as_deref())
+            .bind(s.extra.as_ref().map(Json))
+            .bind(now_micros())
+            .execute(&mut ***tx)
+            .await?;
+            let updated = fetch_job(tx, &started.id, "").await?.ok_or(StoreError::NotFound)?;
+            record_change(tx, Some(current.state), &updated, "update", audit).await?;
+            Ok(Applied::Filled(Box::new(updated)))
+        }
+
+        /// Applies a batch of lifecycle changes in one transaction (group commit). Each change
+        /// gets its own result; a database error aborts the whole batch and is returned instead,
+        /// so the caller can retry the changes one by one.
+        pub async fn apply_lifecycle(pool: &Pool<$db>, ops: &[LifecycleOp]) -> StoreResult<Vec<StoreResult<Applied>>> {
+            let mut tx = WriteTx::begin(pool).await?;
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                let result = match op {
+                    LifecycleOp::Start { job, audit } => match insert_new_in(&mut tx, job, audit).await {
+                        Ok(Some(stored)) => Ok(Applied::Done(Box::new(stored))),
+                        Ok(None) => fill_from_start_in(&mut tx, job, audit).await,
+                        Err(err) => Err(err),
+                    },
+                    LifecycleOp::Finish { id, finish, audit } => finish_in(&mut tx, id, finish, audit).await,
+                };
+                match result {
+                    Err(StoreError::Database(err)) => return Err(StoreError::Database(err)),
+                    other => results.push(other),
+                }
+            }
+            tx.commit().await?;
+            Ok(results)
+        }
+
         pub async fn update_job(pool: &Pool<$db>, id: &str, patch: &JobPatch, audit: &AuditContext) -> StoreResult<Job> {
-            let mut tx = begin_write(pool).await?;
+            let mut tx = WriteTx::begin(pool).await?;
             let current = fetch_job(&mut tx, id, $row_lock)
                 .await?
                 .ok_or(StoreError::NotFound)?;
@@ -445,7 +533,7 @@ macro_rules! store_queries {
             .bind(end_time)
             .bind(runtime)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             let updated = fetch_job(&mut tx, id, "").await?.ok_or(StoreError::NotFound)?;
             record_change(&mut tx, Some(current.state), &updated, "update", audit).await?;
@@ -454,15 +542,15 @@ macro_rules! store_queries {
         }
 
         pub async fn delete_job(pool: &Pool<$db>, id: &str, audit: &AuditContext) -> StoreResult<()> {
-            let mut tx = begin_write(pool).await?;
+            let mut tx = WriteTx::begin(pool).await?;
             let current = fetch_job(&mut tx, id, $row_lock)
                 .await?
                 .ok_or(StoreError::NotFound)?;
-            sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut **tx).await?;
             let snap = snapshot(&current);
             append_audit(&mut tx, id, "delete", audit, &snap).await?;
             let payload = serde_json::json!({ "job": snap, "correlation_id": audit.correlation_id });
-            append_event(&mut tx, event_kind::JOB_DELETED, id, payload).await?;
+            tx.append_event(event_kind::JOB_DELETED, id, payload);
             tx.commit().await?;
             Ok(())
         }
@@ -508,7 +596,7 @@ macro_rules! store_queries {
         }
 
         pub async fn add_sample(pool: &Pool<$db>, id: &str, sample: &MetricSample, correlation_id: &str) -> StoreResult<()> {
-            let mut tx = begin_write(pool).await?;
+            let mut tx = WriteTx::begin(pool).await?;
             // Current values follow the newest sample only: a late sample (from an agent's spool)
             // still counts in the aggregates but does not overwrite fresher figures.
             let updated = sqlx::query(
@@ -535,13 +623,13 @@ macro_rules! store_queries {
             .bind(sample.cpu_usage)
             .bind(sample.memory_usage_mb)
             .bind(sample.gpu_usage)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
             if updated == 0 {
                 let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
                     .bind(id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?;
                 return Err(if exists > 0 { StoreError::Terminal } else { StoreError::NotFound });
             }
@@ -553,10 +641,10 @@ macro_rules! store_queries {
             .bind(sample.cpu_usage)
             .bind(sample.memory_usage_mb)
             .bind(sample.gpu_usage)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             let payload = serde_json::json!({ "job_id": id, "sample": sample, "correlation_id": correlation_id });
-            append_event(&mut tx, event_kind::JOB_SAMPLE, id, payload).await?;
+            tx.append_event(event_kind::JOB_SAMPLE, id, payload);
             tx.commit().await?;
             Ok(())
         }
@@ -631,7 +719,7 @@ macro_rules! store_queries {
         }
 
         pub async fn seed_job(pool: &Pool<$db>, job: &Job, samples: &[MetricSample], audit: &AuditContext) -> StoreResult<bool> {
-            let mut tx = begin_write(pool).await?;
+            let mut tx = WriteTx::begin(pool).await?;
             if !insert_job_row(&mut tx, job, &audit.correlation_id).await? {
                 return Ok(false);
             }
@@ -643,7 +731,7 @@ macro_rules! store_queries {
                 .bind(cpu_sum)
                 .bind(gpu.iter().sum::<f64>())
                 .bind(gpu.len() as i64)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             for chunk in samples.chunks(500) {
                 let mut qb: QueryBuilder<$db> = QueryBuilder::new(
@@ -656,12 +744,42 @@ macro_rules! store_queries {
                         .push_bind(s.memory_usage_mb)
                         .push_bind(s.gpu_usage);
                 });
-                qb.build().execute(&mut *tx).await?;
+                qb.build().execute(&mut **tx).await?;
             }
             let stored = fetch_job(&mut tx, &job.id, "").await?.ok_or(StoreError::NotFound)?;
             record_change(&mut tx, None, &stored, "create", audit).await?;
             tx.commit().await?;
             Ok(true)
+        }
+
+        pub async fn correlation_of(pool: &Pool<$db>, id: &str) -> StoreResult<Option<String>> {
+            Ok(sqlx::query_scalar("SELECT correlation_id FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?)
+        }
+
+        pub async fn events_after(pool: &Pool<$db>, after: i64, limit: i64) -> StoreResult<Vec<crate::store::StoredEvent>> {
+            let rows = sqlx::query(
+                "SELECT id, occurred_at, kind, job_id, payload FROM events WHERE id > $1 ORDER BY id ASC LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let Json(payload): Json<serde_json::Value> = r.try_get("payload")?;
+                    Ok(crate::store::StoredEvent {
+                        id: r.try_get("id")?,
+                        occurred_at: r.try_get("occurred_at")?,
+                        kind: r.try_get("kind")?,
+                        job_id: r.try_get("job_id")?,
+                        payload,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
         }
 
         pub async fn last_event_id(pool: &Pool<$db>) -> StoreResult<i64> {
