@@ -182,6 +182,12 @@ fn main() {
         eprintln!("hook_ingest: run with `cargo bench --bench hook_ingest`");
         return;
     }
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,8,32")
         .split(',')
         .map(|s| s.trim().parse().unwrap())

@@ -888,6 +888,11 @@ on_both_backends!(oversized_and_malformed_requests, |app| {
             "validation_error",
             "job id must be at most 255 characters",
         );
+    app.get("/v1/jobs/%20abc").await.expect_error(
+        400,
+        "validation_error",
+        "job id must not start or end with white space",
+    );
     app.get("/v1/jobs/a%2Fb")
         .await
         .expect_error(404, "not_found", "Job not found");

@@ -212,25 +212,25 @@ pub async fn job_finished(
     event: JobFinished,
     state: AppState,
 ) -> Response {
-    // Without a header the epilog continues the trace its prolog started, whatever id that had.
-    let stored = match (&correlation, event.job_id.as_deref()) {
-        (None, Some(id)) => state
-            .store
-            .correlation_of(id.trim())
-            .await
-            .unwrap_or_default(),
-        _ => None,
+    // Without a header the epilog continues the trace its prolog started (the store records
+    // the change under the job's own correlation id and the response echoes it).
+    let inherit = correlation.is_none();
+    let fallback = event_correlation(correlation, event.job_id.as_deref());
+    let (response, recorded) = match finished(event, &fallback, inherit, &state).await {
+        Ok((response, recorded)) => (response, recorded),
+        Err(err) => (err.into_response(), None),
     };
-    let correlation = event_correlation(correlation.or(stored), event.job_id.as_deref());
-    let result = finished(event, &correlation, &state).await;
-    with_correlation(respond(result), &correlation)
+    with_correlation(response, recorded.as_deref().unwrap_or(&fallback))
 }
 
+/// Handles a job-finished event; the response and, when the change continued the job's stored
+/// trace, the correlation id it was recorded under.
 async fn finished(
     e: JobFinished,
     correlation: &str,
+    inherit_correlation: bool,
     state: &AppState,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, Option<String>), ApiError> {
     let id = validate::required_name("job_id", e.job_id.as_deref(), "job_id is required")?;
     let exit_code = validate::in_range(
         "exit_code",
@@ -255,6 +255,7 @@ async fn finished(
         exit_code,
         signal,
         raw_state,
+        inherit_correlation,
     };
     let audit = AuditContext {
         changed_by: EPILOG.into(),
@@ -264,15 +265,22 @@ async fn finished(
     match state.store.finish_job(&id, &finish, &audit).await {
         Ok(Applied::Done(job)) => {
             tracing::info!(job_id = %id, state = %job.state, exit_code = ?job.exit_code, signal = ?job.signal, "job finished");
-            Ok(outcome("updated", &id, "Job updated"))
+            Ok((
+                outcome("updated", &id, "Job updated"),
+                job.correlation_id.clone(),
+            ))
         }
-        Ok(Applied::Skipped | Applied::Filled(_)) => {
-            Ok(outcome("skipped", &id, "Job already in terminal state"))
-        }
+        Ok(Applied::Skipped | Applied::Filled(_)) => Ok((
+            outcome("skipped", &id, "Job already in terminal state"),
+            None,
+        )),
         Err(StoreError::NotFound) if e.user.is_some() && e.node_list.is_some() => {
             let user = validate::required_name("user", e.user.as_deref(), "user is required")?;
             let nodes = node_list(e.node_list.as_deref())?;
-            create_finished(id, user, nodes, &finish, &audit, state).await
+            Ok((
+                create_finished(id, user, nodes, &finish, &audit, state).await?,
+                None,
+            ))
         }
         Err(err) => Err(err.into()),
     }

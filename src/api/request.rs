@@ -208,6 +208,11 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, BadEscape>
 pub fn job_id(raw: &str) -> Result<String, ApiError> {
     let decoded = percent_decode(raw, false)
         .map_err(|_| ApiError::InvalidRequest("Invalid job id in path".into()))?;
+    if decoded.trim() != decoded {
+        return Err(ApiError::Validation(
+            "job id must not start or end with white space".into(),
+        ));
+    }
     Ok(validate::required_name(
         "job id",
         Some(&decoded),

@@ -201,6 +201,9 @@ pub struct Job {
     pub exit_code: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i64>,
+    /// The trace id of the job's lifecycle: the correlation id its first event recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 impl Job {
@@ -251,6 +254,7 @@ impl Job {
             gpu_count: None,
             exit_code: None,
             signal: None,
+            correlation_id: None,
         }
     }
 

@@ -77,6 +77,7 @@ async fn writer(backend: Backend, receiver: Arc<Mutex<mpsc::Receiver<Request>>>)
             batch
         };
         let (ops, replies): (Vec<LifecycleOp>, Vec<_>) = batch.into_iter().unzip();
+        tracing::trace!(events = ops.len(), "lifecycle batch");
         match apply(&backend, &ops).await {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {

@@ -52,6 +52,9 @@ pub struct Finish {
     pub exit_code: Option<i64>,
     pub signal: Option<i64>,
     pub raw_state: Option<String>,
+    /// Record the change under the job's stored correlation id instead of the one given (the
+    /// caller sent none, so the change continues the job's trace).
+    pub inherit_correlation: bool,
 }
 
 /// Range and size of a samples query.

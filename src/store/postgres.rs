@@ -26,6 +26,7 @@ pub(super) mod q {
         sqlx::Postgres,
         "BEGIN",
         Some(super::EVENT_ORDER_LOCK),
-        "FOR UPDATE"
+        "FOR UPDATE",
+        "GREATEST(0, EXTRACT(EPOCH FROM ($3 - start_time)))::DOUBLE PRECISION"
     );
 }

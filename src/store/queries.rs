@@ -5,8 +5,9 @@
 //! `RETURNING` and `CAST(x AS DOUBLE PRECISION)`, so one text serves both; the arguments carry
 //! what does differ: the statement that opens a write transaction, an optional statement run just
 //! before an event row is appended (PostgreSQL takes a transaction lock there so event ids are
-//! handed out in commit order even with several `serve` replicas), and the row-lock clause of a
-//! read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already holds the write lock).
+//! handed out in commit order even with several `serve` replicas), the row-lock clause of a
+//! read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already holds the write lock), and
+//! the expression for the seconds from `start_time` to the timestamp parameter `$3`.
 
 use crate::domain::{AuditEvent, GpuVendor, Job, JobState, SchedulerInfo};
 use chrono::{DateTime, Utc};
@@ -70,6 +71,7 @@ pub(crate) struct JobRow {
     gpu_count: Option<i64>,
     exit_code: Option<i64>,
     signal: Option<i64>,
+    correlation_id: String,
 }
 
 impl JobRow {
@@ -143,6 +145,7 @@ impl JobRow {
             gpu_count: self.gpu_count,
             exit_code: self.exit_code,
             signal: self.signal,
+            correlation_id: Some(self.correlation_id),
         })
     }
 }
@@ -198,7 +201,7 @@ pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
 }
 
 macro_rules! store_queries {
-    ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr) => {
+    ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr) => {
         use crate::store::queries::{change_kind, event_kind, snapshot, AuditRow, JobRow, JOB_COLUMNS};
         use crate::store::{Applied, AuditContext, Finish, JobFilter, JobPatch, LifecycleOp, SampleQuery, StoreError, StoreResult};
         use crate::domain::{now_micros, AuditEvent, Job, JobState, MetricSample};
@@ -211,6 +214,10 @@ macro_rules! store_queries {
         /// however many changes the transaction carries.
         struct WriteTx {
             tx: Transaction<'static, $db>,
+            /// `job_nodes` rows of jobs inserted in this transaction.
+            nodes: Vec<(String, String)>,
+            /// Audit rows: (job id, change type, context, snapshot).
+            audits: Vec<(String, &'static str, AuditContext, serde_json::Value)>,
             events: Vec<(&'static str, String, serde_json::Value)>,
         }
 
@@ -229,19 +236,51 @@ macro_rules! store_queries {
 
         impl WriteTx {
             async fn begin(pool: &Pool<$db>) -> StoreResult<WriteTx> {
-                Ok(WriteTx { tx: pool.begin_with($begin_write).await?, events: Vec::new() })
+                Ok(WriteTx {
+                    tx: pool.begin_with($begin_write).await?,
+                    nodes: Vec::new(),
+                    audits: Vec::new(),
+                    events: Vec::new(),
+                })
             }
 
             fn append_event(&mut self, kind: &'static str, job_id: &str, payload: serde_json::Value) {
                 self.events.push((kind, job_id.to_owned(), payload));
             }
 
+            /// Appends the queued rows, one multi-row insert per table, and commits.
             async fn commit(mut self) -> StoreResult<()> {
+                let now = now_micros();
+                let nodes = std::mem::take(&mut self.nodes);
+                for chunk in nodes.chunks(1000) {
+                    let mut qb: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO job_nodes (job_id, node) ");
+                    qb.push_values(chunk, |mut b, (job_id, node)| {
+                        b.push_bind(job_id.clone()).push_bind(node.clone());
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build().execute(&mut *self.tx).await?;
+                }
+                let audits = std::mem::take(&mut self.audits);
+                if !audits.is_empty() {
+                    let mut qb: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO job_audit_events (job_id, change_type, changed_at, changed_by, source, correlation_id, job_snapshot) ",
+                    );
+                    qb.push_values(audits, |mut b, (job_id, change_type, audit, snapshot)| {
+                        b.push_bind(job_id)
+                            .push_bind(change_type)
+                            .push_bind(now)
+                            .push_bind(audit.changed_by)
+                            .push_bind(audit.source)
+                            .push_bind(audit.correlation_id)
+                            .push_bind(Json(snapshot));
+                    });
+                    qb.build().execute(&mut *self.tx).await?;
+                }
                 if !self.events.is_empty() {
                     if let Some(lock) = $event_order_lock {
                         sqlx::query(lock).execute(&mut *self.tx).await?;
                     }
-                    let occurred_at = now_micros();
+                    let occurred_at = now;
                     let events = std::mem::take(&mut self.events);
                     let mut qb: QueryBuilder<$db> =
                         QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
@@ -274,39 +313,16 @@ macro_rules! store_queries {
             row.map(|r| r.into_job(now_micros())).transpose()
         }
 
-        async fn append_audit(
-            tx: &mut Tx,
-            job_id: &str,
-            change_type: &str,
-            audit: &AuditContext,
-            job_snapshot: &serde_json::Value,
-        ) -> StoreResult<()> {
-            sqlx::query(
-                "INSERT INTO job_audit_events (job_id, change_type, changed_at, changed_by, source, correlation_id, job_snapshot) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(job_id)
-            .bind(change_type)
-            .bind(now_micros())
-            .bind(&audit.changed_by)
-            .bind(&audit.source)
-            .bind(&audit.correlation_id)
-            .bind(Json(job_snapshot))
-            .execute(&mut ***tx)
-            .await?;
-            Ok(())
-        }
-
         /// Audit row and event row of a change, in the caller's transaction.
         async fn record_change(
             tx: &mut Tx,
             before: Option<JobState>,
             job: &Job,
-            change_type: &str,
+            change_type: &'static str,
             audit: &AuditContext,
         ) -> StoreResult<()> {
             let snap = snapshot(job);
-            append_audit(tx, &job.id, change_type, audit, &snap).await?;
+            tx.audits.push((job.id.clone(), change_type, audit.clone(), snap.clone()));
             let mut payload = serde_json::json!({ "job": snap, "correlation_id": audit.correlation_id });
             if let Some(prev) = before {
                 payload["previous_state"] = serde_json::Value::from(prev.as_str());
@@ -315,9 +331,9 @@ macro_rules! store_queries {
             Ok(())
         }
 
-        /// `INSERT ... ON CONFLICT (id) DO NOTHING` of a whole job and its node rows; false when
-        /// the id was taken.
-        async fn insert_job_row(tx: &mut Tx, job: &Job, correlation_id: &str) -> StoreResult<bool> {
+        /// `INSERT ... ON CONFLICT (id) DO NOTHING` of a whole job (its node rows are queued for
+        /// commit); the stored job, or `None` when the id was taken.
+        async fn insert_job_row(tx: &mut Tx, job: &Job, correlation_id: &str) -> StoreResult<Option<Job>> {
             let now = now_micros();
             let s = job.scheduler.clone().unwrap_or_default();
             let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!("INSERT INTO jobs ({JOB_COLUMNS}) "));
@@ -371,27 +387,18 @@ macro_rules! store_queries {
                     .push_bind(now)
                     .push_bind(now);
             });
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            let inserted = qb.build().execute(&mut ***tx).await?.rows_affected() == 1;
-            if inserted {
-                let mut nodes: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO job_nodes (job_id, node) ");
-                nodes.push_values(job.nodes.iter(), |mut b, node| {
-                    b.push_bind(job.id.clone()).push_bind(node.clone());
-                });
-                nodes.push(" ON CONFLICT DO NOTHING");
-                nodes.build().execute(&mut ***tx).await?;
-            }
-            Ok(inserted)
+            qb.push(format!(" ON CONFLICT (id) DO NOTHING RETURNING {JOB_COLUMNS}"));
+            let row: Option<JobRow> = qb.build_query_as().fetch_optional(&mut ***tx).await?;
+            let Some(row) = row else { return Ok(None) };
+            tx.nodes.extend(job.nodes.iter().map(|n| (job.id.clone(), n.clone())));
+            Ok(Some(row.into_job(now)?))
         }
 
         /// Inserts `job` and queues its `create` audit and event rows; `None` when the id exists.
         async fn insert_new_in(tx: &mut Tx, job: &Job, audit: &AuditContext) -> StoreResult<Option<Job>> {
-            if !insert_job_row(tx, job, &audit.correlation_id).await? {
+            let Some(stored) = insert_job_row(tx, job, &audit.correlation_id).await? else {
                 return Ok(None);
-            }
-            let stored = fetch_job(tx, &job.id, "")
-                .await?
-                .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished after insert", job.id)))?;
+            };
             record_change(tx, None, &stored, "create", audit).await?;
             Ok(Some(stored))
         }
@@ -403,34 +410,48 @@ macro_rules! store_queries {
             Ok(stored)
         }
 
-        /// Moves a job to its terminal state unless it is terminal already.
+        /// Moves a job to its terminal state unless it is terminal already: one statement in the
+        /// common case (a running job). An end before the start (node clocks disagree) is
+        /// recorded as the start.
         async fn finish_in(tx: &mut Tx, id: &str, finish: &Finish, audit: &AuditContext) -> StoreResult<Applied> {
-            let Some(current) = fetch_job(tx, id, $row_lock).await? else {
-                return Err(StoreError::NotFound);
-            };
-            if current.state.is_terminal() {
-                return Ok(Applied::Skipped);
+            let update = format!(
+                "UPDATE jobs SET state = $2, \
+                 end_time = CASE WHEN $3 < start_time THEN start_time ELSE $3 END, \
+                 runtime_seconds = {}, exit_code = $4, signal = $5, scheduler_exit_code = $4, \
+                 raw_state = COALESCE($6, raw_state), updated_at = $7 \
+                 WHERE id = $1 AND state = $8 RETURNING {JOB_COLUMNS}",
+                $runtime_until_3
+            );
+            for previous in [JobState::Running, JobState::Pending] {
+                let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(update.clone()))
+                    .bind(id)
+                    .bind(finish.state.as_str())
+                    .bind(finish.end_time)
+                    .bind(finish.exit_code)
+                    .bind(finish.signal)
+                    .bind(finish.raw_state.as_deref())
+                    .bind(now_micros())
+                    .bind(previous.as_str())
+                    .fetch_optional(&mut ***tx)
+                    .await?;
+                if let Some(row) = row {
+                    let updated = row.into_job(now_micros())?;
+                    let audit = match (&updated.correlation_id, finish.inherit_correlation) {
+                        (Some(stored), true) => AuditContext { correlation_id: stored.clone(), ..audit.clone() },
+                        _ => audit.clone(),
+                    };
+                    record_change(tx, Some(previous), &updated, "update", &audit).await?;
+                    return Ok(Applied::Done(Box::new(updated)));
+                }
             }
-            // An end before the start (clocks of different nodes) is recorded as the start.
-            let end_time = finish.end_time.max(current.start_time);
-            let runtime = Job::runtime_at(current.start_time, Some(end_time), end_time);
-            sqlx::query(
-                "UPDATE jobs SET state = $2, end_time = $3, runtime_seconds = $4, exit_code = $5, signal = $6, \
-                 scheduler_exit_code = $5, raw_state = COALESCE($7, raw_state), updated_at = $8 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(finish.state.as_str())
-            .bind(end_time)
-            .bind(runtime)
-            .bind(finish.exit_code)
-            .bind(finish.signal)
-            .bind(finish.raw_state.as_deref())
-            .bind(now_micros())
-            .execute(&mut ***tx)
-            .await?;
-            let updated = fetch_job(tx, id, "").await?.ok_or(StoreError::NotFound)?;
-            record_change(tx, Some(current.state), &updated, "update", audit).await?;
-            Ok(Applied::Done(Box::new(updated)))
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut ***tx)
+                .await?;
+            match state {
+                None => Err(StoreError::NotFound),
+                Some(_) => Ok(Applied::Skipped),
+            }
         }
 
         /// A job-started event for a job that exists: fills in what the stored job lacks (see
@@ -444,13 +465,13 @@ macro_rules! store_queries {
                 return Ok(Applied::Skipped);
             }
             let s = merged.scheduler.clone().unwrap_or_default();
-            sqlx::query(
+            let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
                 "UPDATE jobs SET start_time = $2, runtime_seconds = $3, ingest_version = $4, requested_cpus = $5, \
                  allocated_cpus = $6, requested_memory_mb = $7, allocated_memory_mb = $8, requested_gpus = $9, \
                  allocated_gpus = $10, cgroup_path = $11, gpu_vendor = $12, gpu_devices = $13, gpu_count = $14, \
                  scheduler_type = $15, external_job_id = $16, partition = $17, account = $18, scheduler_extra = $19, \
-                 updated_at = $20 WHERE id = $1",
-            )
+                 updated_at = $20 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+            )))
             .bind(&merged.id)
             .bind(merged.start_time)
             .bind(if merged.state.is_terminal() { merged.runtime_seconds } else { None })
@@ -471,9 +492,9 @@ macro_rules! store_queries {
             .bind(s.account.as_deref())
             .bind(s.extra.as_ref().map(Json))
             .bind(now_micros())
-            .execute(&mut ***tx)
+            .fetch_one(&mut ***tx)
             .await?;
-            let updated = fetch_job(tx, &started.id, "").await?.ok_or(StoreError::NotFound)?;
+            let updated = row.into_job(now_micros())?;
             record_change(tx, Some(current.state), &updated, "update", audit).await?;
             Ok(Applied::Filled(Box::new(updated)))
         }
@@ -520,11 +541,11 @@ macro_rules! store_queries {
             } else {
                 (None, None)
             };
-            sqlx::query(
+            let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
                 "UPDATE jobs SET state = $2, cpu_usage = COALESCE($3, cpu_usage), \
                  memory_usage_mb = COALESCE($4, memory_usage_mb), gpu_usage = COALESCE($5, gpu_usage), \
-                 end_time = $6, runtime_seconds = $7, updated_at = $8 WHERE id = $1",
-            )
+                 end_time = $6, runtime_seconds = $7, updated_at = $8 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+            )))
             .bind(id)
             .bind(next.as_str())
             .bind(patch.cpu_usage)
@@ -533,9 +554,9 @@ macro_rules! store_queries {
             .bind(end_time)
             .bind(runtime)
             .bind(now)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
             .await?;
-            let updated = fetch_job(&mut tx, id, "").await?.ok_or(StoreError::NotFound)?;
+            let updated = row.into_job(now_micros())?;
             record_change(&mut tx, Some(current.state), &updated, "update", audit).await?;
             tx.commit().await?;
             Ok(updated)
@@ -548,7 +569,7 @@ macro_rules! store_queries {
                 .ok_or(StoreError::NotFound)?;
             sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut **tx).await?;
             let snap = snapshot(&current);
-            append_audit(&mut tx, id, "delete", audit, &snap).await?;
+            tx.audits.push((id.to_owned(), "delete", audit.clone(), snap.clone()));
             let payload = serde_json::json!({ "job": snap, "correlation_id": audit.correlation_id });
             tx.append_event(event_kind::JOB_DELETED, id, payload);
             tx.commit().await?;
@@ -720,7 +741,7 @@ macro_rules! store_queries {
 
         pub async fn seed_job(pool: &Pool<$db>, job: &Job, samples: &[MetricSample], audit: &AuditContext) -> StoreResult<bool> {
             let mut tx = WriteTx::begin(pool).await?;
-            if !insert_job_row(&mut tx, job, &audit.correlation_id).await? {
+            if insert_job_row(&mut tx, job, &audit.correlation_id).await?.is_none() {
                 return Ok(false);
             }
             // Sums behind the averages, so later samples keep the averages exact.

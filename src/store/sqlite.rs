@@ -30,6 +30,7 @@ pub(super) mod q {
         sqlx::Sqlite,
         "BEGIN IMMEDIATE",
         None::<&'static str>,
-        ""
+        "",
+        "MAX(0.0, (julianday($3) - julianday(start_time)) * 86400.0)"
     );
 }
