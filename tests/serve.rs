@@ -55,29 +55,21 @@ fn spawn_serve(db: &str) -> (std::process::Child, String) {
     panic!("jobscope did not report its address");
 }
 
+async fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("request sent");
+    response.json().await.expect("JSON body")
+}
+
 #[tokio::test]
 async fn serves_demo_data_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("demo.db").display());
     let (mut child, addr) = spawn_serve(&db);
-    let client = reqwest::Client::new();
-    let health: serde_json::Value = client
-        .get(format!("http://{addr}/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&addr, "/v1/health").await;
     assert_eq!(health["status"], "healthy");
-    let jobs: serde_json::Value = client
-        .get(format!("http://{addr}/v1/jobs?limit=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = get_json(&addr, "/v1/jobs?limit=5").await;
     assert_eq!(jobs["total"], 100);
 
     let started = Instant::now();
@@ -96,14 +88,7 @@ async fn serves_demo_data_and_stops_on_sigterm() {
 
     // Restarting with --demo on the same database neither fails nor duplicates anything.
     let (mut again, addr) = spawn_serve(&db);
-    let jobs: serde_json::Value = client
-        .get(format!("http://{addr}/v1/jobs?limit=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = get_json(&addr, "/v1/jobs?limit=5").await;
     assert_eq!(jobs["total"], 100);
     let _ = again.kill();
     let _ = again.wait();
