@@ -38,6 +38,13 @@ async fn roles_are_enforced(backend: Backend) {
         "This token's role may not use this endpoint",
     );
     app.write("DELETE", "/v1/jobs/1", None).await.expect(403);
+    app.write(
+        "POST",
+        "/v1/jobs/1/metrics",
+        Some(&json!({"cpu_usage": 1, "memory_usage_mb": 1})),
+    )
+    .await
+    .expect(403);
 
     // reader: reads only
     app.token = Some(READER_TOKEN.into());
@@ -66,6 +73,8 @@ async fn roles_are_enforced(backend: Backend) {
         .await
         .expect(403);
     app.write("DELETE", "/v1/jobs/1", None).await.expect(403);
+    app.get("/v1/jobs").await.expect(403);
+    app.get("/v1/jobs/1/metrics").await.expect(403);
 
     // admin: everything
     app.token = Some(ADMIN_TOKEN.into());
