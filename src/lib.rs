@@ -9,5 +9,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod scheduler;
 pub mod store;

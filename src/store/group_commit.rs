@@ -14,7 +14,7 @@ use super::{
 use crate::domain::Job;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 /// Most events applied in one transaction.
 const MAX_BATCH: usize = 64;
@@ -43,11 +43,15 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts `writers` writer tasks over `backend`; they stop when every handle is dropped.
-    pub(super) fn start(backend: Backend, writers: usize) -> GroupCommit {
+    pub(super) fn start(
+        backend: Backend,
+        writers: usize,
+        commits: Arc<watch::Sender<u64>>,
+    ) -> GroupCommit {
         let (queue, receiver) = mpsc::channel::<Request>(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..writers.max(1) {
-            tokio::spawn(writer(backend.clone(), receiver.clone()));
+            tokio::spawn(writer(backend.clone(), receiver.clone(), commits.clone()));
         }
         GroupCommit { queue }
     }
@@ -62,7 +66,11 @@ impl GroupCommit {
     }
 }
 
-async fn writer(backend: Backend, receiver: Arc<Mutex<mpsc::Receiver<Request>>>) {
+async fn writer(
+    backend: Backend,
+    receiver: Arc<Mutex<mpsc::Receiver<Request>>>,
+    commits: Arc<watch::Sender<u64>>,
+) {
     loop {
         let batch = {
             let mut rx = receiver.lock().await;
@@ -80,6 +88,7 @@ async fn writer(backend: Backend, receiver: Arc<Mutex<mpsc::Receiver<Request>>>)
         tracing::trace!(events = ops.len(), "lifecycle batch");
         match apply(&backend, &ops).await {
             Ok(results) => {
+                commits.send_modify(|n| *n = n.wrapping_add(1));
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
@@ -93,6 +102,9 @@ async fn writer(backend: Backend, receiver: Arc<Mutex<mpsc::Receiver<Request>>>)
                     let result = apply(&backend, std::slice::from_ref(&op))
                         .await
                         .and_then(|mut r| r.pop().ok_or(StoreError::Closed)?);
+                    if result.is_ok() {
+                        commits.send_modify(|n| *n = n.wrapping_add(1));
+                    }
                     let _ = reply.send(result);
                 }
             }

@@ -119,6 +119,8 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     lifecycle: group_commit::GroupCommit,
+    /// Rung after every commit that wrote event-log rows (see `crate::events`).
+    commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -161,8 +163,25 @@ impl Store {
             // SQLite has one writer at a time anyway.
             (Backend::Sqlite(sqlite::connect(url).await?), 1)
         };
-        let lifecycle = group_commit::GroupCommit::start(backend.clone(), writers);
-        Ok(Store { backend, lifecycle })
+        let commits = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
+        let lifecycle = group_commit::GroupCommit::start(backend.clone(), writers, commits.clone());
+        Ok(Store {
+            backend,
+            lifecycle,
+            commits,
+        })
+    }
+
+    /// A receiver that sees a change after every commit that appended events.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    fn ring<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
+        if result.is_ok() {
+            self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        result
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -179,7 +198,8 @@ impl Store {
 
     /// Inserts a new job. `AlreadyExists` when the id is taken.
     pub async fn create_job(&self, job: &Job, audit: &AuditContext) -> StoreResult<Job> {
-        dispatch!(self, "create_job", create_job(job, audit))
+        let result = dispatch!(self, "create_job", create_job(job, audit));
+        self.ring(result)
     }
 
     /// Inserts the job unless one with its id exists (the prolog path: repeats are skipped).
@@ -217,11 +237,13 @@ impl Store {
         patch: &JobPatch,
         audit: &AuditContext,
     ) -> StoreResult<Job> {
-        dispatch!(self, "update_job", update_job(id, patch, audit))
+        let result = dispatch!(self, "update_job", update_job(id, patch, audit));
+        self.ring(result)
     }
 
     pub async fn delete_job(&self, id: &str, audit: &AuditContext) -> StoreResult<()> {
-        dispatch!(self, "delete_job", delete_job(id, audit))
+        let result = dispatch!(self, "delete_job", delete_job(id, audit));
+        self.ring(result)
     }
 
     pub async fn get_job(&self, id: &str) -> StoreResult<Job> {
@@ -241,7 +263,8 @@ impl Store {
         sample: &MetricSample,
         correlation_id: &str,
     ) -> StoreResult<()> {
-        dispatch!(self, "add_sample", add_sample(id, sample, correlation_id))
+        let result = dispatch!(self, "add_sample", add_sample(id, sample, correlation_id));
+        self.ring(result)
     }
 
     /// Samples of a job in a time range, newest first, and how many the range holds.
@@ -271,7 +294,8 @@ impl Store {
         samples: &[MetricSample],
         audit: &AuditContext,
     ) -> StoreResult<bool> {
-        dispatch!(self, "seed_job", seed_job(job, samples, audit))
+        let result = dispatch!(self, "seed_job", seed_job(job, samples, audit));
+        self.ring(result)
     }
 
     /// The correlation id a job's first event recorded (`None` for an unknown job).
