@@ -4,6 +4,7 @@
 
 use crate::api::{self, AppState};
 use crate::config::ServeConfig;
+use crate::events::EventFeed;
 use crate::scheduler;
 use crate::store::Store;
 use anyhow::Context;
@@ -20,7 +21,12 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     config: ServeConfig,
+    /// Set to true at shutdown: ends streams, the event feed and maintenance.
+    stop: watch::Sender<bool>,
 }
+
+/// Live events a stream subscriber may fall behind by before it replays from the log.
+const FEED_CAPACITY: usize = 4096;
 
 impl Application {
     /// Everything that can fail at start-up happens here, before the first request.
@@ -54,14 +60,21 @@ impl Application {
                 config.listen
             );
         }
+        let (stop, stopped) = watch::channel(false);
+        let events = EventFeed::start(store.clone(), FEED_CAPACITY, stopped.clone())
+            .await
+            .context("cannot read the event log")?;
         let state = AppState {
             store,
             tokens: config.tokens.clone(),
+            events,
+            shutdown: stopped,
         };
         Ok(Application {
             listener,
             state,
             config,
+            stop,
         })
     }
 
@@ -81,22 +94,27 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let (stop_tx, stop_rx) = watch::channel(false);
         let pruner = tokio::spawn(prune_loop(
             self.state.store.clone(),
             self.config.retention,
-            stop_rx,
+            self.stop.subscribe(),
         ));
 
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
+        // Streams never end on their own: tell them to close as soon as shutdown starts, so
+        // the graceful shutdown does not wait for them.
+        let stop = self.stop.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        };
         warp::serve(api::routes(self.state.clone()))
             .incoming(self.listener)
             .graceful(shutdown)
             .run()
             .await;
-
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        let _ = self.stop.send(true);
         if tokio::time::timeout(Duration::from_secs(10), pruner)
             .await
             .is_err()

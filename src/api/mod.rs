@@ -12,6 +12,7 @@ mod hooks;
 mod jobs;
 mod openapi;
 pub mod request;
+mod stream;
 
 use crate::store::Store;
 use auth::{require, Role, Tokens};
@@ -26,6 +27,10 @@ use warp::Filter;
 pub struct AppState {
     pub store: Store,
     pub tokens: Option<Tokens>,
+    /// Committed events, for the streams.
+    pub events: crate::events::EventFeed,
+    /// Turns true when the server shuts down; open streams end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn with_state(
@@ -137,6 +142,22 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(jobs::audit_trail);
 
+    let stream_jobs = warp::path!("v1" / "stream" / "jobs")
+        .and(warp::get())
+        .and(auth(READ))
+        .and(query_map())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(st())
+        .then(stream::jobs);
+
+    let stream_job = warp::path!("v1" / "stream" / "jobs" / String)
+        .and(warp::get())
+        .and(auth(READ))
+        .and(query_map())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(st())
+        .then(stream::job);
+
     health
         .or(openapi)
         .unify()
@@ -159,6 +180,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(add_sample)
         .unify()
         .or(audit_trail)
+        .unify()
+        .or(stream_jobs)
+        .unify()
+        .or(stream_job)
         .unify()
         .recover(error::handle_rejection)
         .unify()

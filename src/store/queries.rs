@@ -637,23 +637,23 @@ macro_rules! store_queries {
                                         ELSE (gpu_usage_sum + $5) / (gpu_sample_count + 1) END, \
                    max_gpu_usage = CASE WHEN CAST($5 AS DOUBLE PRECISION) IS NOT NULL AND (max_gpu_usage IS NULL OR $5 > max_gpu_usage) \
                                         THEN $5 ELSE max_gpu_usage END \
-                 WHERE id = $1 AND state IN ('pending', 'running')",
+                 WHERE id = $1 AND state IN ('pending', 'running') \
+                 RETURNING user_name, state, nodes, partition",
             )
             .bind(id)
             .bind(sample.timestamp)
             .bind(sample.cpu_usage)
             .bind(sample.memory_usage_mb)
             .bind(sample.gpu_usage)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(updated) = updated else {
                 let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
                     .bind(id)
                     .fetch_one(&mut **tx)
                     .await?;
                 return Err(if exists > 0 { StoreError::Terminal } else { StoreError::NotFound });
-            }
+            };
             sqlx::query(
                 "INSERT INTO metric_samples (job_id, timestamp, cpu_usage, memory_usage_mb, gpu_usage) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -664,7 +664,17 @@ macro_rules! store_queries {
             .bind(sample.gpu_usage)
             .execute(&mut **tx)
             .await?;
-            let payload = serde_json::json!({ "job_id": id, "sample": sample, "correlation_id": correlation_id });
+            // Who the sample belongs to, so stream filters (user, state, node, partition) apply
+            // to samples without a lookup per event.
+            let Json(nodes): Json<Vec<String>> = updated.try_get("nodes")?;
+            let job = serde_json::json!({
+                "id": id,
+                "user": updated.try_get::<String, _>("user_name")?,
+                "state": updated.try_get::<String, _>("state")?,
+                "nodes": nodes,
+                "scheduler": { "partition": updated.try_get::<Option<String>, _>("partition")? },
+            });
+            let payload = serde_json::json!({ "job_id": id, "job": job, "sample": sample, "correlation_id": correlation_id });
             tx.append_event(event_kind::JOB_SAMPLE, id, payload);
             tx.commit().await?;
             Ok(())

@@ -166,6 +166,8 @@ pub struct TestApp {
     state: AppState,
     /// Sent as `Authorization: Bearer` when set.
     pub token: Option<String>,
+    /// Dropping it stops the event feed.
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -196,15 +198,22 @@ impl TestApp {
         let store = Store::connect(&db.url)
             .await
             .expect("store connects and migrates");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let events = jobscope::events::EventFeed::start(store.clone(), 4096, stopped.clone())
+            .await
+            .expect("event feed starts");
         let state = AppState {
             store: store.clone(),
             tokens,
+            events,
+            shutdown: stopped,
         };
         TestApp {
             db,
             store,
             state,
             token: None,
+            _stop: stop,
         }
     }
 
@@ -253,6 +262,22 @@ impl TestApp {
             status: resp.status(),
             headers: resp.headers().clone(),
             body: resp.body().to_vec(),
+        }
+    }
+
+    /// Status of a request without reading its body (streams never end).
+    pub async fn status_only(&self, method: &str, path: &str, body: Option<&Value>) -> u16 {
+        let mut req = warp::test::request()
+            .method(method)
+            .path(path)
+            .header("x-changed-by", "tester")
+            .header("x-source", "integration-test");
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        match req.filter(&routes(self.state.clone())).await {
+            Ok(response) => response.status().as_u16(),
+            Err(rejection) => panic!("the router rejected {method} {path}: {rejection:?}"),
         }
     }
 

@@ -1,0 +1,470 @@
+//! Server-Sent Events: `GET /v1/stream/jobs` (every job, filtered) and `GET /v1/stream/jobs/{id}`
+//! (one job, its samples included, closing with `stream_closed` once the job has finished).
+//!
+//! Each connection gets a pump task that first replays the event log after the client's cursor
+//! (`Last-Event-ID`, or `?last_event_id=`; the header wins), then forwards live events from the
+//! [`EventFeed`](crate::events::EventFeed), skipping ids it already sent: no gap, no duplicate.
+//! The pump writes into a small bounded channel, so a client that does not read holds at most
+//! that many events; the feed itself never waits for anyone. A pump that falls behind the feed
+//! replays from the log again (nothing is lost); if it falls behind twice in a minute the
+//! connection is closed and the client resumes with its `Last-Event-ID`. A cursor older than the
+//! log's retention gets a `reset` event: the client should refetch state through REST.
+
+use super::error::{respond, ApiError};
+use super::request::job_id;
+use super::AppState;
+use crate::domain::validate;
+use crate::domain::JobState;
+use crate::store::{Store, StoredEvent};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, watch};
+use warp::reply::{Reply, Response};
+use warp::sse::Event;
+
+/// Events buffered per connection between its pump and the socket.
+const CONNECTION_BUFFER: usize = 64;
+/// Log rows read per query while replaying.
+const REPLAY_BATCH: i64 = 500;
+/// Silence after which a `: ping` comment is sent.
+const PING_AFTER: Duration = Duration::from_secs(15);
+/// Reconnection delay suggested to EventSource clients.
+const RETRY_HINT: Duration = Duration::from_secs(3);
+/// A second fall-behind within this window closes the connection.
+const LAG_WINDOW: Duration = Duration::from_secs(60);
+
+/// Which events a connection wants.
+#[derive(Debug, Clone, Default)]
+struct StreamFilter {
+    user: Option<String>,
+    states: Vec<JobState>,
+    partition: Option<String>,
+    node: Option<String>,
+    job_ids: Vec<String>,
+    exclude_samples: bool,
+}
+
+fn comma_list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
+    params
+        .get(key)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl StreamFilter {
+    fn parse(
+        params: &HashMap<String, String>,
+        exclude_samples_default: bool,
+    ) -> Result<StreamFilter, ApiError> {
+        let states = comma_list(params, "states")
+            .iter()
+            .map(|s| {
+                s.parse::<JobState>()
+                    .map_err(|_| ApiError::Validation(format!("Invalid job state {s:?} in states")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let job_ids = comma_list(params, "job_ids");
+        let job_ids = validate::name_list("job_ids", &job_ids, 1000)?;
+        let exclude_samples = match params.get("exclude_samples").map(|s| s.trim()) {
+            None | Some("") => exclude_samples_default,
+            Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(_) => {
+                return Err(ApiError::Validation(
+                    "exclude_samples must be true or false".into(),
+                ))
+            }
+        };
+        Ok(StreamFilter {
+            user: validate::optional_name("user", params.get("user").map(String::as_str))?,
+            states,
+            partition: validate::optional_name(
+                "partition",
+                params.get("partition").map(String::as_str),
+            )?,
+            node: validate::optional_name("node", params.get("node").map(String::as_str))?,
+            job_ids,
+            exclude_samples,
+        })
+    }
+
+    fn matches(&self, event: &StoredEvent) -> bool {
+        if self.exclude_samples && event.kind == "job_sample" {
+            return false;
+        }
+        let job = &event.payload["job"];
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        if !self.job_ids.is_empty()
+            && !event
+                .job_id
+                .as_ref()
+                .is_some_and(|id| self.job_ids.contains(id))
+        {
+            return false;
+        }
+        if let Some(user) = &self.user {
+            if text(&job["user"]).as_ref() != Some(user) {
+                return false;
+            }
+        }
+        if !self.states.is_empty() && !self.states.iter().any(|s| job["state"] == s.as_str()) {
+            return false;
+        }
+        if let Some(partition) = &self.partition {
+            if text(&job["scheduler"]["partition"]).as_ref() != Some(partition) {
+                return false;
+            }
+        }
+        if let Some(node) = &self.node {
+            let on_node = job["nodes"]
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().any(|n| n == node.as_str()));
+            if !on_node {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The seeds' envelope: `{"type", "stream", "data", "timestamp"}`.
+fn envelope(
+    kind: &str,
+    stream: &str,
+    data: Value,
+    timestamp: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    json!({ "type": kind, "stream": stream, "data": data, "timestamp": timestamp })
+}
+
+fn log_event(event: &StoredEvent, stream: &str) -> Event {
+    let name = if event.kind == "job_sample" {
+        "job_sample"
+    } else {
+        "job_event"
+    };
+    let data = envelope(
+        &event.kind,
+        stream,
+        event.payload.clone(),
+        event.occurred_at,
+    );
+    Event::default()
+        .id(event.id.to_string())
+        .event(name)
+        .data(data.to_string())
+}
+
+fn control_event(name: &str, cursor: i64, stream: &str, data: Value) -> Event {
+    let data = envelope(name, stream, data, crate::domain::now_micros());
+    Event::default()
+        .id(cursor.to_string())
+        .event(name)
+        .data(data.to_string())
+}
+
+/// The client's resume cursor: the `Last-Event-ID` header, else `?last_event_id=`.
+fn cursor(
+    header: Option<String>,
+    params: &HashMap<String, String>,
+) -> Result<Option<i64>, ApiError> {
+    match header.or_else(|| params.get("last_event_id").cloned()) {
+        None => Ok(None),
+        Some(raw) if raw.trim().is_empty() => Ok(None),
+        Some(raw) => raw
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(
+                    "Last-Event-ID must be an event id (a non-negative integer)".into(),
+                )
+            }),
+    }
+}
+
+/// What one connection streams.
+struct Subscription {
+    stream: &'static str,
+    filter: StreamFilter,
+    /// For `/v1/stream/jobs/{id}`: close after the job's terminal event.
+    single_job: Option<String>,
+}
+
+pub async fn jobs(
+    params: HashMap<String, String>,
+    last_event_id: Option<String>,
+    state: AppState,
+) -> Response {
+    let result = StreamFilter::parse(&params, true).and_then(|filter| {
+        let start = cursor(last_event_id, &params)?;
+        Ok(open(
+            state,
+            Subscription {
+                stream: "jobs",
+                filter,
+                single_job: None,
+            },
+            start,
+        ))
+    });
+    respond(result)
+}
+
+pub async fn job(
+    id: String,
+    params: HashMap<String, String>,
+    last_event_id: Option<String>,
+    state: AppState,
+) -> Response {
+    let result = job_id(&id).and_then(|id| {
+        let filter = StreamFilter {
+            job_ids: vec![id.clone()],
+            exclude_samples: false,
+            ..StreamFilter::default()
+        };
+        let start = cursor(last_event_id, &params)?;
+        Ok(open(
+            state,
+            Subscription {
+                stream: "job",
+                filter,
+                single_job: Some(id),
+            },
+            start,
+        ))
+    });
+    respond(result)
+}
+
+/// Starts the pump and returns the SSE response.
+fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
+    // Subscribe before reading the log, so nothing committed in between is missed.
+    let live = state.events.subscribe();
+    let (tx, rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(pump(
+        state.store.clone(),
+        state.events.head(),
+        live,
+        sub,
+        start,
+        tx,
+        shutdown.clone(),
+    ));
+    let events =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+            .map(Ok::<Event, Infallible>)
+            .take_until(async move {
+                let mut shutdown = shutdown;
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            });
+    let body = warp::sse::keep_alive()
+        .interval(PING_AFTER)
+        .text("ping")
+        .stream(events);
+    let mut response = warp::sse::reply(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-cache"),
+    );
+    headers.insert(
+        "x-accel-buffering",
+        warp::http::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+/// Why a pump stopped early.
+enum Stop {
+    /// The client went away or the server is shutting down.
+    Gone,
+}
+
+async fn send(tx: &mpsc::Sender<Event>, event: Event) -> Result<(), Stop> {
+    tx.send(event).await.map_err(|_| Stop::Gone)
+}
+
+async fn pump(
+    store: Store,
+    head: i64,
+    mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    sub: Subscription,
+    start: Option<i64>,
+    tx: mpsc::Sender<Event>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = run_pump(&store, head, &mut live, &sub, start, &tx, shutdown).await;
+}
+
+async fn run_pump(
+    store: &Store,
+    head: i64,
+    live: &mut broadcast::Receiver<Arc<StoredEvent>>,
+    sub: &Subscription,
+    start: Option<i64>,
+    tx: &mpsc::Sender<Event>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Stop> {
+    let mut cursor = start.unwrap_or(head);
+    let connected = json!({ "resumed_from": start, "filters": format!("{:?}", sub.filter) });
+    send(
+        tx,
+        control_event("connected", cursor, sub.stream, connected).retry(RETRY_HINT),
+    )
+    .await?;
+
+    if start.is_some() && !cursor_is_retained(store, cursor).await {
+        let reset = json!({ "reason": "the requested events are no longer retained; refetch state through the REST API" });
+        let now_head = store.last_event_id().await.unwrap_or(head);
+        cursor = now_head.max(head);
+        send(tx, control_event("reset", cursor, sub.stream, reset)).await?;
+    }
+    cursor = replay(store, cursor, sub, tx).await?;
+    if close_if_finished(store, sub, cursor, tx).await? {
+        return Ok(());
+    }
+
+    let mut last_lag: Option<Instant> = None;
+    loop {
+        let received = tokio::select! {
+            r = live.recv() => r,
+            _ = shutdown.wait_for(|stop| *stop) => return Err(Stop::Gone),
+            _ = tx.closed() => return Err(Stop::Gone),
+        };
+        match received {
+            Ok(event) => {
+                if event.id <= cursor {
+                    continue;
+                }
+                cursor = event.id;
+                if sub.filter.matches(&event) {
+                    send(tx, log_event(&event, sub.stream)).await?;
+                    if is_terminal_for(sub, &event) {
+                        send(
+                            tx,
+                            control_event(
+                                "stream_closed",
+                                cursor,
+                                sub.stream,
+                                json!({"reason": "job finished"}),
+                            ),
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                if last_lag.is_some_and(|t| t.elapsed() < LAG_WINDOW) {
+                    tracing::info!(
+                        missed,
+                        stream = sub.stream,
+                        "closing a stream that keeps falling behind"
+                    );
+                    return Err(Stop::Gone);
+                }
+                last_lag = Some(Instant::now());
+                cursor = replay(store, cursor, sub, tx).await?;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
+        }
+    }
+}
+
+/// Whether the log still holds every event after `cursor`.
+async fn cursor_is_retained(store: &Store, cursor: i64) -> bool {
+    match store.events_after(0, 1).await {
+        Ok(first) => match first.first() {
+            Some(oldest) => cursor + 1 >= oldest.id,
+            // An empty log: retained only if the client has not seen anything we lost.
+            None => cursor <= store.last_event_id().await.unwrap_or(0),
+        },
+        Err(_) => true,
+    }
+}
+
+/// Sends every matching logged event after `cursor`; returns the new cursor.
+async fn replay(
+    store: &Store,
+    mut cursor: i64,
+    sub: &Subscription,
+    tx: &mpsc::Sender<Event>,
+) -> Result<i64, Stop> {
+    loop {
+        let page = match store.events_after(cursor, REPLAY_BATCH).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(error = %err, "stream replay could not read the event log");
+                let _ = send(
+                    tx,
+                    control_event(
+                        "error",
+                        cursor,
+                        sub.stream,
+                        json!({"reason": "event log unavailable"}),
+                    ),
+                )
+                .await;
+                return Err(Stop::Gone);
+            }
+        };
+        let full = page.len() as i64 == REPLAY_BATCH;
+        for event in page {
+            cursor = event.id;
+            if sub.filter.matches(&event) {
+                send(tx, log_event(&event, sub.stream)).await?;
+            }
+        }
+        if !full {
+            return Ok(cursor);
+        }
+    }
+}
+
+fn is_terminal_for(sub: &Subscription, event: &StoredEvent) -> bool {
+    sub.single_job.is_some() && matches!(event.kind.as_str(), "job_finished" | "job_deleted")
+}
+
+/// For a single-job stream: after the replay, a job that is already finished (or gone) ends the
+/// stream with `stream_closed`.
+async fn close_if_finished(
+    store: &Store,
+    sub: &Subscription,
+    cursor: i64,
+    tx: &mpsc::Sender<Event>,
+) -> Result<bool, Stop> {
+    let Some(id) = &sub.single_job else {
+        return Ok(false);
+    };
+    let reason = match store.get_job(id).await {
+        Ok(job) if job.state.is_terminal() => "job finished",
+        Ok(_) => return Ok(false),
+        Err(crate::store::StoreError::NotFound) => "job not found",
+        Err(_) => return Ok(false),
+    };
+    send(
+        tx,
+        control_event(
+            "stream_closed",
+            cursor,
+            sub.stream,
+            json!({ "reason": reason }),
+        ),
+    )
+    .await?;
+    Ok(true)
+}

@@ -1,0 +1,337 @@
+//! Server-Sent Events over a real socket (server on port 0) and a real HTTP client, on both
+//! backends: event names and envelope, filters, resume with Last-Event-ID without gap or
+//! duplicate, single-job streams that close, reset for an expired cursor, and shutdown.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Backend, TestDb};
+use futures_util::{Stream, StreamExt};
+use jobscope::app::Application;
+use jobscope::cli::SchedulerKind;
+use jobscope::config::ServeConfig;
+use serde_json::{json, Value};
+use std::pin::Pin;
+use std::time::Duration;
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// One parsed SSE event.
+#[derive(Debug)]
+struct Sse {
+    name: String,
+    id: Option<i64>,
+    data: Value,
+}
+
+/// Reads SSE events from a response body.
+struct SseClient {
+    body: ByteStream,
+    buffer: String,
+}
+
+impl SseClient {
+    async fn connect(base: &str, path: &str, last_event_id: Option<i64>) -> SseClient {
+        let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.expect("stream request");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        assert_eq!(resp.headers()["cache-control"], "no-cache");
+        assert_eq!(resp.headers()["x-accel-buffering"], "no");
+        SseClient {
+            body: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event, or `None` when the server ended the stream.
+    async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment (ping) or the retry hint alone
+                }
+                return Some(Sse {
+                    name,
+                    id,
+                    data: serde_json::from_str(&data).expect("data is JSON"),
+                });
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .expect("an event within 10 s")?;
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk.expect("body chunk")));
+        }
+    }
+}
+
+struct Server {
+    base: String,
+    store: jobscope::store::Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: TestDb,
+}
+
+async fn start(backend: Backend) -> Server {
+    let db = TestDb::new(backend).await;
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        retention: Duration::from_secs(86_400),
+        demo: false,
+        scheduler: SchedulerKind::None,
+        tokens: None,
+        insecure_no_auth: false,
+    };
+    let app = Application::build(config).await.expect("serve starts");
+    let base = format!("http://{}", app.local_addr());
+    let store = app.store().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Server {
+        base,
+        store,
+        stop: Some(stop),
+        task,
+        _db: db,
+    }
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("x-changed-by", "t")
+            .header("x-source", "stream-test")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+    async fn started(&self, id: &str, user: &str) {
+        self.post(
+            "/v1/events/job-started",
+            json!({"job_id": id, "user": user, "node_list": ["n1"]}),
+        )
+        .await;
+    }
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let done = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        assert!(
+            done.is_ok(),
+            "graceful shutdown must not wait for open streams"
+        );
+    }
+}
+
+async fn filters_envelope_and_order(backend: Backend) {
+    let server = start(backend).await;
+    let mut alice = SseClient::connect(&server.base, "/v1/stream/jobs?user=alice", None).await;
+    let connected = alice.next().await.unwrap();
+    assert_eq!(connected.name, "connected");
+    assert_eq!(connected.data["type"], "connected");
+    assert_eq!(connected.data["stream"], "jobs");
+
+    server.started("s1", "alice").await;
+    server.started("s2", "bob").await;
+    server
+        .post(
+            "/v1/jobs/s1/metrics",
+            json!({"cpu_usage": 10, "memory_usage_mb": 1}),
+        )
+        .await;
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "s1", "exit_code": 0}),
+        )
+        .await;
+
+    let created = alice.next().await.unwrap();
+    assert_eq!(created.name, "job_event");
+    assert_eq!(created.data["type"], "job_created");
+    assert_eq!(created.data["stream"], "jobs");
+    assert_eq!(created.data["data"]["job"]["id"], "s1");
+    assert!(created.data["timestamp"].is_string());
+    // bob's job is filtered out and samples are excluded by default on the global stream
+    let finished = alice.next().await.unwrap();
+    assert_eq!(finished.data["type"], "job_finished");
+    assert_eq!(finished.data["data"]["job"]["state"], "completed");
+    assert!(finished.id.unwrap() > created.id.unwrap());
+    server.shutdown().await;
+}
+
+async fn resume_without_gap_or_duplicate(backend: Backend) {
+    let server = start(backend).await;
+    let mut client =
+        SseClient::connect(&server.base, "/v1/stream/jobs?exclude_samples=false", None).await;
+    assert_eq!(client.next().await.unwrap().name, "connected");
+    for i in 0..3 {
+        server.started(&format!("r{i}"), "carol").await;
+    }
+    let mut last = 0;
+    for _ in 0..3 {
+        let e = client.next().await.unwrap();
+        assert!(e.id.unwrap() > last);
+        last = e.id.unwrap();
+    }
+    drop(client);
+    // changes while disconnected
+    server.started("r3", "carol").await;
+    server
+        .post(
+            "/v1/jobs/r3/metrics",
+            json!({"cpu_usage": 1, "memory_usage_mb": 1}),
+        )
+        .await;
+    let mut again = SseClient::connect(
+        &server.base,
+        "/v1/stream/jobs?exclude_samples=false",
+        Some(last),
+    )
+    .await;
+    let connected = again.next().await.unwrap();
+    assert_eq!(connected.name, "connected");
+    assert_eq!(connected.data["data"]["resumed_from"], last);
+    let missed1 = again.next().await.unwrap();
+    let missed2 = again.next().await.unwrap();
+    assert_eq!(
+        (missed1.data["type"].as_str(), missed2.data["type"].as_str()),
+        (Some("job_created"), Some("job_sample"))
+    );
+    assert_eq!(missed1.data["data"]["job"]["id"], "r3");
+    assert_eq!(missed2.name, "job_sample");
+    assert!(missed1.id.unwrap() > last && missed2.id.unwrap() > missed1.id.unwrap());
+    // and then live, nothing repeated
+    server.started("r4", "carol").await;
+    let live = again.next().await.unwrap();
+    assert_eq!(live.data["data"]["job"]["id"], "r4");
+    assert!(live.id.unwrap() > missed2.id.unwrap());
+    server.shutdown().await;
+}
+
+async fn single_job_stream_closes(backend: Backend) {
+    let server = start(backend).await;
+    server.started("j1", "dmitri").await;
+    let mut client =
+        SseClient::connect(&server.base, "/v1/stream/jobs/j1?last_event_id=0", None).await;
+    assert_eq!(client.next().await.unwrap().name, "connected");
+    assert_eq!(client.next().await.unwrap().data["type"], "job_created");
+    server
+        .post(
+            "/v1/jobs/j1/metrics",
+            json!({"cpu_usage": 50, "memory_usage_mb": 2}),
+        )
+        .await;
+    let sample = client.next().await.unwrap();
+    assert_eq!(sample.name, "job_sample");
+    assert_eq!(sample.data["data"]["sample"]["cpu_usage"], 50.0);
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "j1", "exit_code": 3}),
+        )
+        .await;
+    let finished = client.next().await.unwrap();
+    assert_eq!(finished.data["data"]["job"]["state"], "failed");
+    let closed = client.next().await.unwrap();
+    assert_eq!(closed.name, "stream_closed");
+    assert!(
+        client.next().await.is_none(),
+        "the stream ends after stream_closed"
+    );
+
+    // A finished job's stream replays and closes at once.
+    let mut late = SseClient::connect(&server.base, "/v1/stream/jobs/j1", None).await;
+    assert_eq!(late.next().await.unwrap().name, "connected");
+    assert_eq!(late.next().await.unwrap().name, "stream_closed");
+    server.shutdown().await;
+}
+
+async fn expired_cursor_gets_reset(backend: Backend) {
+    let server = start(backend).await;
+    server.started("x1", "erin").await;
+    server.started("x2", "erin").await;
+    let pruned = server
+        .store
+        .prune(chrono::Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(pruned.1 >= 2);
+    server.started("x3", "erin").await;
+    let mut client = SseClient::connect(&server.base, "/v1/stream/jobs", Some(1)).await;
+    assert_eq!(client.next().await.unwrap().name, "connected");
+    let reset = client.next().await.unwrap();
+    assert_eq!(reset.name, "reset");
+    assert_eq!(reset.data["type"], "reset");
+    // then live events continue
+    server.started("x4", "erin").await;
+    assert_eq!(client.next().await.unwrap().data["data"]["job"]["id"], "x4");
+    server.shutdown().await;
+}
+
+async fn bad_stream_parameters_are_400(backend: Backend) {
+    let server = start(backend).await;
+    let client = reqwest::Client::new();
+    for path in [
+        "/v1/stream/jobs?states=running,done",
+        "/v1/stream/jobs?exclude_samples=maybe",
+    ] {
+        let resp = client
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+    }
+    let resp = client
+        .get(format!("{}/v1/stream/jobs", server.base))
+        .header("last-event-id", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.shutdown().await;
+}
+
+macro_rules! both {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() {
+                if super::common::skip_postgres() { return; }
+                super::$name(super::Backend::Postgres).await
+            } )*
+        }
+    };
+}
+
+both!(
+    filters_envelope_and_order,
+    resume_without_gap_or_duplicate,
+    single_job_stream_closes,
+    expired_cursor_gets_reset,
+    bad_stream_parameters_are_400
+);
