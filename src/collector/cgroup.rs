@@ -1,0 +1,680 @@
+//! Reading one job's cgroup into a [`CgroupSample`], and CPU percentage from two samples.
+//!
+//! Every figure is an `Option`: a file this kernel or controller set does not provide is `None`,
+//! never 0, because downstream a 0 reads as a measurement (the Go service invented numbers; we
+//! never do). The files are read while the job may be ending, so a vanished directory, a
+//! truncated file or garbage bytes cost the figures of that file and one warning naming it,
+//! never a panic or a failed sample. v1 figures are converted to the v2 units here so nothing
+//! downstream needs to know the cgroup version.
+
+use super::discovery::{CgroupPaths, JobCgroup};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+
+/// The kernel's USER_HZ, the unit of v1 `cpuacct.stat`; 100 on every mainstream architecture.
+pub const USER_HZ: NonZeroU64 = NonZeroU64::new(100).expect("100 is not zero");
+
+/// v1 reports "no limit" as `PAGE_COUNTER_MAX` pages: i64::MAX rounded down to the page size
+/// (9223372036854771712 with 4 KiB pages). Anything this close to i64::MAX is that, whatever the
+/// page size (up to 1 MiB); no machine has 8 EiB of memory.
+const V1_UNLIMITED_MIN: u64 = (i64::MAX as u64) & !0xF_FFFF;
+
+/// The errno of a read in a cgroup that was removed while the file was open.
+const ENODEV: i32 = 19;
+
+/// What a job's cgroup said at one instant. Cumulative figures are counters since the cgroup
+/// was created; CPU times are microseconds, memory and IO are bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupSample {
+    pub cpu_usage_usec: Option<u64>,
+    pub cpu_user_usec: Option<u64>,
+    pub cpu_system_usec: Option<u64>,
+    pub cpu_nr_throttled: Option<u64>,
+    pub cpu_throttled_usec: Option<u64>,
+    pub memory_current_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    /// `None` also when the cgroup has no limit (`max`, or v1's huge sentinel).
+    pub memory_limit_bytes: Option<u64>,
+    /// v2 `anon`; v1 `total_rss`, its closest equivalent.
+    pub memory_anon_bytes: Option<u64>,
+    /// v2 `file`; v1 `total_cache`. Both include shmem.
+    pub memory_file_bytes: Option<u64>,
+    pub memory_shmem_bytes: Option<u64>,
+    pub oom_kills: Option<u64>,
+    /// IO counters, summed over the devices in `io.stat`.
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    pub io_read_ops: Option<u64>,
+    pub io_write_ops: Option<u64>,
+    pub pids_current: Option<u64>,
+    pub cpu_pressure: Option<Pressure>,
+    pub memory_pressure: Option<Pressure>,
+    pub io_pressure: Option<Pressure>,
+    /// The cgroup disappeared during the read (the job ended); the figures are what was read.
+    pub vanished: bool,
+}
+
+/// The `some` line of a PSI file: share of wall time at least one task stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// Percent over the last 10 s.
+    pub some_avg10: f64,
+    /// Cumulative stall time, microseconds.
+    pub some_total_usec: u64,
+}
+
+/// Reads cgroups into samples, reusing one buffer so a node with thousands of jobs does not
+/// allocate per file.
+#[derive(Debug)]
+pub struct CgroupReader {
+    user_hz: NonZeroU64,
+    buf: Vec<u8>,
+    saw_missing: bool,
+}
+
+impl Default for CgroupReader {
+    fn default() -> Self {
+        Self::new(USER_HZ)
+    }
+}
+
+impl CgroupReader {
+    /// `user_hz` is the tick rate of v1 `cpuacct.stat` (`getconf CLK_TCK`).
+    pub fn new(user_hz: NonZeroU64) -> Self {
+        Self {
+            user_hz,
+            buf: Vec::with_capacity(4096),
+            saw_missing: false,
+        }
+    }
+
+    pub fn read(&mut self, cgroup: &JobCgroup) -> CgroupSample {
+        self.saw_missing = false;
+        let mut s = CgroupSample::default();
+        match &cgroup.paths {
+            CgroupPaths::V2(dir) => {
+                self.read_v2(dir, &mut s);
+                s.vanished = self.saw_missing && !dir.is_dir();
+            }
+            CgroupPaths::V1(dirs) => {
+                self.read_v1(dirs, &mut s);
+                s.vanished = self.saw_missing && dirs.values().any(|d| !d.is_dir());
+            }
+        }
+        s
+    }
+
+    fn read_v2(&mut self, dir: &Path, s: &mut CgroupSample) {
+        const CPU: [&str; 5] = [
+            "usage_usec",
+            "user_usec",
+            "system_usec",
+            "nr_throttled",
+            "throttled_usec",
+        ];
+        [
+            s.cpu_usage_usec,
+            s.cpu_user_usec,
+            s.cpu_system_usec,
+            s.cpu_nr_throttled,
+            s.cpu_throttled_usec,
+        ] = self
+            .parse(dir, "cpu.stat", |t| keyed(t, CPU))
+            .unwrap_or_default();
+        s.memory_current_bytes = self.parse(dir, "memory.current", parse_u64);
+        s.memory_peak_bytes = self.parse(dir, "memory.peak", parse_u64);
+        s.memory_limit_bytes = self
+            .parse(dir, "memory.max", |t| match t.trim() {
+                "max" => Some(None),
+                n => parse_u64(n).map(Some),
+            })
+            .flatten();
+        [
+            s.memory_anon_bytes,
+            s.memory_file_bytes,
+            s.memory_shmem_bytes,
+        ] = self
+            .parse(dir, "memory.stat", |t| keyed(t, ["anon", "file", "shmem"]))
+            .unwrap_or_default();
+        [s.oom_kills] = self
+            .parse(dir, "memory.events", |t| keyed(t, ["oom_kill"]))
+            .unwrap_or_default();
+        if let Some(io) = self.parse(dir, "io.stat", io_totals) {
+            [
+                s.io_read_bytes,
+                s.io_write_bytes,
+                s.io_read_ops,
+                s.io_write_ops,
+            ] = io.map(Some);
+        }
+        s.pids_current = self.parse(dir, "pids.current", parse_u64);
+        s.cpu_pressure = self.parse(dir, "cpu.pressure", pressure);
+        s.memory_pressure = self.parse(dir, "memory.pressure", pressure);
+        s.io_pressure = self.parse(dir, "io.pressure", pressure);
+    }
+
+    fn read_v1(&mut self, dirs: &BTreeMap<String, PathBuf>, s: &mut CgroupSample) {
+        // A co-mounted hierarchy is named after all its controllers (`cpu,cpuacct`).
+        let controller = |name: &str| {
+            dirs.iter()
+                .find(|(mount, _)| mount.split(',').any(|c| c == name))
+                .map(|(_, dir)| dir)
+        };
+        if let Some(dir) = controller("cpuacct") {
+            s.cpu_usage_usec = self
+                .parse(dir, "cpuacct.usage", parse_u64)
+                .map(|ns| ns / 1000);
+            let [user, system] = self
+                .parse(dir, "cpuacct.stat", |t| keyed(t, ["user", "system"]))
+                .unwrap_or_default();
+            let hz = u128::from(self.user_hz.get());
+            let to_usec = |ticks: u64| u64::try_from(u128::from(ticks) * 1_000_000 / hz).ok();
+            s.cpu_user_usec = user.and_then(to_usec);
+            s.cpu_system_usec = system.and_then(to_usec);
+        }
+        if let Some(dir) = controller("memory") {
+            s.memory_current_bytes = self.parse(dir, "memory.usage_in_bytes", parse_u64);
+            s.memory_peak_bytes = self.parse(dir, "memory.max_usage_in_bytes", parse_u64);
+            s.memory_limit_bytes = self
+                .parse(dir, "memory.limit_in_bytes", parse_u64)
+                .filter(|&limit| limit < V1_UNLIMITED_MIN);
+            const STAT: [&str; 3] = ["total_rss", "total_cache", "total_shmem"];
+            [
+                s.memory_anon_bytes,
+                s.memory_file_bytes,
+                s.memory_shmem_bytes,
+            ] = self
+                .parse(dir, "memory.stat", |t| keyed(t, STAT))
+                .unwrap_or_default();
+            [s.oom_kills] = self
+                .parse(dir, "memory.oom_control", |t| keyed(t, ["oom_kill"]))
+                .unwrap_or_default();
+        }
+    }
+
+    /// `None` for an absent file (silently: the kernel or controller set lacks it) and for
+    /// content `parse` rejects (with one warning naming the file).
+    fn parse<T>(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let path = dir.join(name);
+        self.buf.clear();
+        match File::open(&path).and_then(|mut f| f.read_to_end(&mut self.buf)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(ENODEV) => {
+                self.saw_missing = true;
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read cgroup file");
+                return None;
+            }
+        }
+        let parsed = std::str::from_utf8(&self.buf).ok().and_then(parse);
+        if parsed.is_none() {
+            tracing::warn!(file = %path.display(), "unparsable cgroup file, its figures are skipped");
+        }
+        parsed
+    }
+}
+
+fn parse_u64(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// The wanted keys of a `key value` file. Unknown keys are ignored (kernels add them); a wanted
+/// key with a bad value rejects the file, since a garbled line makes its neighbours suspect.
+fn keyed<const N: usize>(text: &str, keys: [&str; N]) -> Option<[Option<u64>; N]> {
+    let mut out = [None; N];
+    for line in text.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let Some(key) = words.next() else { continue };
+        if let Some(i) = keys.iter().position(|k| *k == key) {
+            out[i] = Some(words.next()?.parse().ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// `io.stat`: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0` per device with any IO,
+/// so an empty file is a real zero.
+fn io_totals(text: &str) -> Option<[u64; 4]> {
+    const KEYS: [&str; 4] = ["rbytes", "wbytes", "rios", "wios"];
+    let mut sums = [0u64; 4];
+    for line in text.lines() {
+        for field in line.split_ascii_whitespace().skip(1) {
+            let (key, value) = field.split_once('=')?;
+            if let Some(i) = KEYS.iter().position(|k| *k == key) {
+                sums[i] = sums[i].checked_add(value.parse().ok()?)?;
+            }
+        }
+    }
+    Some(sums)
+}
+
+/// PSI: `some avg10=0.00 avg60=0.00 avg300=0.00 total=0`, then a `full` line.
+fn pressure(text: &str) -> Option<Pressure> {
+    let some = text.lines().find_map(|l| l.strip_prefix("some "))?;
+    let (mut avg10, mut total) = (None, None);
+    for field in some.split_ascii_whitespace() {
+        match field.split_once('=')? {
+            ("avg10", v) => avg10 = v.parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p)),
+            ("total", v) => total = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Pressure {
+        some_avg10: avg10?,
+        some_total_usec: total?,
+    })
+}
+
+/// A job's cumulative CPU time and when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuPoint {
+    pub usage_usec: u64,
+    pub at: DateTime<Utc>,
+}
+
+/// CPU use over the interval as a share of the allocated CPUs, 0..=100. `None` for a job's
+/// first sample, for a clock that did not move forward, for no CPUs, and for a counter that
+/// went backwards (the cgroup was recreated, so the difference means nothing).
+pub fn cpu_percent(prev: Option<CpuPoint>, cur: CpuPoint, cpus: u32) -> Option<f64> {
+    let prev = prev?;
+    let wall_usec = (cur.at - prev.at).num_microseconds().filter(|&w| w > 0)?;
+    let used_usec = cur.usage_usec.checked_sub(prev.usage_usec)?;
+    if cpus == 0 {
+        return None;
+    }
+    // Reads are not atomic with their timestamps, so a busy job can come out a little over 100.
+    let percent = used_usec as f64 / wall_usec as f64 / f64::from(cpus) * 100.0;
+    Some(percent.clamp(0.0, 100.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::discovery::tests::{v2_dir, write};
+    use super::super::discovery::{discover, JobKey, DEFAULT_CGROUP_ROOT};
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    const PSI: &str = "some avg10=1.50 avg60=0.80 avg300=0.20 total=123456\n\
+        full avg10=0.00 avg60=0.00 avg300=0.00 total=789\n";
+    const PSI_IDLE: &str = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n\
+        full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+    /// Every v2 file, as a kernel with all controllers enabled writes it.
+    const V2_FILES: [(&str, &str); 11] = [
+        (
+            "cpu.stat",
+            "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n\
+            core_sched.force_idle_usec 0\nnr_periods 10\nnr_throttled 3\nthrottled_usec 2500\n\
+            nr_bursts 0\nburst_usec 0\n",
+        ),
+        ("memory.current", "104857600\n"),
+        ("memory.peak", "209715200\n"),
+        ("memory.max", "4294967296\n"),
+        (
+            "memory.stat",
+            "anon 73400320\nfile 26214400\nkernel 1048576\nshmem 4096\n",
+        ),
+        (
+            "memory.events",
+            "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\noom_group_kill 0\n",
+        ),
+        (
+            "io.stat",
+            "8:0 rbytes=1000 wbytes=2000 rios=10 wios=20 dbytes=0 dios=0\n\
+            259:0 rbytes=5 wbytes=6 rios=1 wios=2 dbytes=0 dios=0\n",
+        ),
+        ("pids.current", "7\n"),
+        ("cpu.pressure", PSI),
+        ("memory.pressure", PSI),
+        ("io.pressure", PSI_IDLE),
+    ];
+
+    /// A v2 job cgroup under `root` with the given files.
+    fn v2_job(root: &Path, files: &[(&str, &str)]) -> (JobCgroup, PathBuf) {
+        let dir = v2_dir(root, "system.slice/slurmstepd.scope/job_42");
+        for (name, content) in files {
+            write(&dir, name, content.as_bytes());
+        }
+        let job_key = JobKey::JobId("42".into());
+        (
+            JobCgroup {
+                job_key,
+                paths: CgroupPaths::V2(dir.clone()),
+            },
+            dir,
+        )
+    }
+
+    /// Runs `f` with log output captured, to check what was warned about which file.
+    fn capturing_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let logged = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+        (out, logged)
+    }
+
+    fn psi(some_avg10: f64, some_total_usec: u64) -> Option<Pressure> {
+        Some(Pressure {
+            some_avg10,
+            some_total_usec,
+        })
+    }
+
+    #[test]
+    fn v2_every_figure_from_real_formats() {
+        let t = tempfile::tempdir().unwrap();
+        let (job, _) = v2_job(t.path(), &V2_FILES);
+        let (s, logged) = capturing_logs(|| CgroupReader::default().read(&job));
+        assert_eq!(logged, "");
+        let want = CgroupSample {
+            cpu_usage_usec: Some(1_500_000),
+            cpu_user_usec: Some(1_000_000),
+            cpu_system_usec: Some(500_000),
+            cpu_nr_throttled: Some(3),
+            cpu_throttled_usec: Some(2500),
+            memory_current_bytes: Some(104_857_600),
+            memory_peak_bytes: Some(209_715_200),
+            memory_limit_bytes: Some(4_294_967_296),
+            memory_anon_bytes: Some(73_400_320),
+            memory_file_bytes: Some(26_214_400),
+            memory_shmem_bytes: Some(4096),
+            oom_kills: Some(1),
+            io_read_bytes: Some(1005),
+            io_write_bytes: Some(2006),
+            io_read_ops: Some(11),
+            io_write_ops: Some(22),
+            pids_current: Some(7),
+            cpu_pressure: psi(1.5, 123_456),
+            memory_pressure: psi(1.5, 123_456),
+            io_pressure: psi(0.0, 0),
+            vanished: false,
+        };
+        assert_eq!(s, want);
+    }
+
+    #[test]
+    fn absent_files_are_none_unlimited_is_none_and_an_empty_io_stat_is_zero() {
+        let t = tempfile::tempdir().unwrap();
+        // A hierarchy without the cpu controller: no throttling keys; no memory/pids files.
+        let cpu_stat = "usage_usec 10\nuser_usec 6\nsystem_usec 4\n";
+        let files = [
+            ("cpu.stat", cpu_stat),
+            ("memory.max", "max\n"),
+            ("io.stat", ""),
+        ];
+        let (job, _) = v2_job(t.path(), &files);
+        let (s, logged) = capturing_logs(|| CgroupReader::default().read(&job));
+        assert_eq!(logged, "");
+        let want = CgroupSample {
+            cpu_usage_usec: Some(10),
+            cpu_user_usec: Some(6),
+            cpu_system_usec: Some(4),
+            io_read_bytes: Some(0),
+            io_write_bytes: Some(0),
+            io_read_ops: Some(0),
+            io_write_ops: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(s, want);
+    }
+
+    #[test]
+    fn malformed_truncated_huge_and_non_utf8_files_cost_their_figures_and_one_warning_each() {
+        let t = tempfile::tempdir().unwrap();
+        let (job, dir) = v2_job(t.path(), &V2_FILES);
+        // Truncated mid-line: what was written before the cut is still good.
+        write(
+            &dir,
+            "cpu.stat",
+            b"usage_usec 1500000\nuser_usec 1000000\nsyst",
+        );
+        let bad: [(&str, &[u8]); 7] = [
+            ("memory.current", b"18446744073709551616\n"), // u64::MAX + 1
+            ("memory.peak", b""),
+            ("memory.max", b"-1\n"),
+            ("memory.stat", b"anon \xff\xfe\x00\x80\nfile 1\n"),
+            (
+                "io.stat",
+                b"8:0 rbytes=1 wbytes=2 rios=3 wios=4\n8:16 rbytes=12 wb",
+            ),
+            (
+                "cpu.pressure",
+                b"some avg10=NaN avg60=0.00 avg300=0.00 total=1\n",
+            ),
+            (
+                "memory.pressure",
+                b"full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            ),
+        ];
+        for (name, content) in bad {
+            write(&dir, name, content);
+        }
+        let (s, logged) = capturing_logs(|| CgroupReader::default().read(&job));
+        let want = CgroupSample {
+            cpu_usage_usec: Some(1_500_000),
+            cpu_user_usec: Some(1_000_000),
+            oom_kills: Some(1),
+            pids_current: Some(7),
+            io_pressure: psi(0.0, 0),
+            ..Default::default()
+        };
+        assert_eq!(s, want);
+        assert_eq!(logged.matches("WARN").count(), bad.len(), "{logged}");
+        for (name, _) in bad {
+            let named = logged.matches(&format!("/{name}")).count();
+            assert_eq!(named, 1, "{name}: {logged}");
+        }
+    }
+
+    #[test]
+    fn any_bytes_at_all_never_panic() {
+        let t = tempfile::tempdir().unwrap();
+        let (job, dir) = v2_job(t.path(), &V2_FILES);
+        let junk: [&[u8]; 6] = [
+            b"\n\n",
+            b"usage_usec",
+            b"= =",
+            b"\0\0",
+            b"8:0 =",
+            b"some total=-1",
+        ];
+        let mut reader = CgroupReader::default();
+        for content in junk {
+            for (name, _) in V2_FILES {
+                write(&dir, name, content);
+            }
+            let (s, _) = capturing_logs(|| reader.read(&job));
+            assert_eq!(
+                (s.cpu_usage_usec, s.memory_limit_bytes, s.cpu_pressure),
+                (None, None, None)
+            );
+        }
+    }
+
+    #[test]
+    fn a_cgroup_removed_between_discovery_and_read_is_vanished_not_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let root = v2_dir(t.path(), "");
+        let (_, dir) = v2_job(&root, &V2_FILES);
+        let found = discover(&root, None, &Default::default()).unwrap();
+        assert_eq!(found.len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+        let s = CgroupReader::default().read(&found[0]);
+        assert_eq!(
+            s,
+            CgroupSample {
+                vanished: true,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn v1_figures_in_v2_units_with_the_tick_rate_as_a_parameter() {
+        let t = tempfile::tempdir().unwrap();
+        let job_dir = |hierarchy: &str| t.path().join(hierarchy).join("slurm/uid_1000/job_8");
+        let (cpu, memory) = (job_dir("cpu,cpuacct"), job_dir("memory"));
+        write(&cpu, "cpuacct.usage", b"2500000000\n");
+        write(&cpu, "cpuacct.stat", b"user 150\nsystem 50\n");
+        let stat = "cache 1\nrss 2\nshmem 0\ntotal_cache 8192\ntotal_rss 40960\ntotal_shmem 4096\n";
+        for (name, content) in [
+            ("memory.usage_in_bytes", "52428800\n"),
+            ("memory.max_usage_in_bytes", "62914560\n"),
+            ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.stat", stat),
+            (
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            ),
+        ] {
+            write(&memory, name, content.as_bytes());
+        }
+        std::fs::create_dir_all(job_dir("freezer")).unwrap();
+        let job = discover(t.path(), None, &Default::default())
+            .unwrap()
+            .remove(0);
+
+        let want = CgroupSample {
+            cpu_usage_usec: Some(2_500_000),
+            cpu_user_usec: Some(1_500_000),
+            cpu_system_usec: Some(500_000),
+            memory_current_bytes: Some(52_428_800),
+            memory_peak_bytes: Some(62_914_560),
+            memory_limit_bytes: None,
+            memory_anon_bytes: Some(40960),
+            memory_file_bytes: Some(8192),
+            memory_shmem_bytes: Some(4096),
+            oom_kills: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(CgroupReader::default().read(&job), want);
+        let s = CgroupReader::new(NonZeroU64::new(250).unwrap()).read(&job);
+        assert_eq!(
+            (s.cpu_user_usec, s.cpu_system_usec),
+            (Some(600_000), Some(200_000))
+        );
+        write(&memory, "memory.limit_in_bytes", b"1073741824\n");
+        let s = CgroupReader::default().read(&job);
+        assert_eq!(s.memory_limit_bytes, Some(1 << 30));
+        // The memory hierarchy goes first as the job ends: keep the CPU figures, flag it.
+        std::fs::remove_dir_all(&memory).unwrap();
+        let s = CgroupReader::default().read(&job);
+        let got = (s.cpu_usage_usec, s.memory_current_bytes, s.vanished);
+        assert_eq!(got, (Some(2_500_000), None, true));
+    }
+
+    #[test]
+    fn cpu_percent_edge_cases() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let at = |secs: i64, usage_usec: u64| {
+            let at = t0 + chrono::Duration::seconds(secs);
+            CpuPoint { usage_usec, at }
+        };
+        let pct = |prev: CpuPoint, cur: CpuPoint, cpus: u32| cpu_percent(Some(prev), cur, cpus);
+        assert_eq!(cpu_percent(None, at(10, 5_000_000), 4), None);
+        assert_eq!(pct(at(0, 0), at(10, 20_000_000), 4), Some(50.0));
+        assert_eq!(pct(at(0, 0), at(10, 0), 4), Some(0.0));
+        assert_eq!(pct(at(0, 0), at(10, 41_000_000), 4), Some(100.0));
+        assert_eq!(pct(at(0, 0), at(0, 1_000), 4), None);
+        assert_eq!(pct(at(10, 0), at(0, 1_000), 4), None);
+        assert_eq!(pct(at(0, 0), at(10, 1_000), 0), None);
+        assert_eq!(pct(at(0, 9_000_000), at(10, 1_000), 4), None);
+    }
+
+    /// CPU time this process has used: utime + stime from `/proc/self/stat`, in ticks.
+    fn own_cpu_usec() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let ticks: u64 = after_name
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse::<u64>().unwrap())
+            .sum();
+        ticks * 1_000_000 / USER_HZ.get()
+    }
+
+    #[test]
+    fn a_real_v2_cgroup_counts_the_cpu_this_process_burns() {
+        let root = Path::new(DEFAULT_CGROUP_ROOT);
+        let hierarchy = [root.to_path_buf(), root.join("unified")]
+            .into_iter()
+            .find(|d| d.join("cgroup.controllers").is_file());
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let own = own.lines().find_map(|l| l.strip_prefix("0::"));
+        let (Some(hierarchy), Some(own)) = (hierarchy, own) else {
+            eprintln!(
+                "no cgroup v2 hierarchy under {DEFAULT_CGROUP_ROOT} or no v2 line in \
+                 /proc/self/cgroup: only checking that a missing cgroup reads as nothing"
+            );
+            let paths = CgroupPaths::V2(root.join("unified/absent"));
+            let job = JobCgroup {
+                job_key: JobKey::JobId("0".into()),
+                paths,
+            };
+            let s = CgroupReader::default().read(&job);
+            assert_eq!(
+                s,
+                CgroupSample {
+                    vanished: true,
+                    ..Default::default()
+                }
+            );
+            return;
+        };
+        let paths = CgroupPaths::V2(hierarchy.join(own.trim_start_matches('/')));
+        let job = JobCgroup {
+            job_key: JobKey::JobId("self".into()),
+            paths,
+        };
+        let mut reader = CgroupReader::default();
+        let before = reader.read(&job).cpu_usage_usec;
+        let own_before = own_cpu_usec();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+        let own_used = own_cpu_usec() - own_before;
+        let after = reader.read(&job);
+        let (Some(before), Some(now)) = (before, after.cpu_usage_usec) else {
+            panic!("cpu.stat of {job:?} has no usage_usec: {after:?}");
+        };
+        // The cgroup holds this process and maybe others, so it grew by at least what we used,
+        // less one tick of /proc's resolution.
+        let grown = now.saturating_sub(before);
+        assert!(own_used >= 100_000, "burned only {own_used} µs");
+        assert!(
+            grown + 10_000 >= own_used,
+            "cgroup {grown} µs < process {own_used} µs"
+        );
+        assert!(!after.vanished);
+    }
+}

@@ -1,0 +1,13 @@
+//! What a job actually used, measured on its node. [`discovery`] finds the job-level cgroups of
+//! running jobs in whichever layout Slurm produced; [`cgroup`] reads one of them into a
+//! [`CgroupSample`] and turns two samples into a CPU percentage.
+//!
+//! Both halves are pure functions of a directory tree (the root is a parameter), so every layout
+//! and every damaged file is tested on fixture trees, and nothing here holds state between
+//! intervals: the sampling loop that calls them owns the previous sample.
+
+pub mod cgroup;
+pub mod discovery;
+
+pub use cgroup::{cpu_percent, CgroupReader, CgroupSample, CpuPoint, Pressure, USER_HZ};
+pub use discovery::{discover, CgroupPaths, CgroupVersion, JobCgroup, JobKey, DEFAULT_CGROUP_ROOT};
