@@ -85,14 +85,20 @@ struct Server {
     store: jobscope::store::Store,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _db: TestDb,
+    _db: Option<TestDb>,
 }
 
 async fn start(backend: Backend) -> Server {
     let db = TestDb::new(backend).await;
+    let url = db.url.clone();
+    start_on(&url, Some(db)).await
+}
+
+/// A `serve` on an existing database (a second replica when `db` is `None`).
+async fn start_on(url: &str, db: Option<TestDb>) -> Server {
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
+        database_url: url.to_string(),
         retention: Duration::from_secs(86_400),
         demo: false,
         scheduler: SchedulerKind::None,
@@ -312,6 +318,41 @@ async fn bad_stream_parameters_are_400(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status(), 400);
     server.shutdown().await;
+}
+
+/// Two `serve` processes' worth of replicas on one PostgreSQL: a commit on one rings the other
+/// (LISTEN/NOTIFY), and a stream client on one sees hooks posted to the other, in order.
+#[tokio::test]
+async fn replicas_on_one_postgres_hear_each_other() {
+    if common::skip_postgres() {
+        return;
+    }
+    let a = start(Backend::Postgres).await;
+    let url = a._db.as_ref().unwrap().url.clone();
+    let b = start_on(&url, None).await;
+
+    let mut doorbell = b.store.commits();
+    doorbell.borrow_and_update();
+    a.started("rep-0", "gwen").await;
+    tokio::time::timeout(Duration::from_secs(5), doorbell.changed())
+        .await
+        .expect("replica B is notified of A's commit")
+        .unwrap();
+
+    let mut client = SseClient::connect(&b.base, "/v1/stream/jobs", None).await;
+    assert_eq!(client.next().await.unwrap().name, "connected");
+    for i in 1..=3 {
+        a.started(&format!("rep-{i}"), "gwen").await;
+    }
+    let mut last = 0;
+    for i in 1..=3 {
+        let e = client.next().await.unwrap();
+        assert_eq!(e.data["data"]["job"]["id"], format!("rep-{i}"));
+        assert!(e.id.unwrap() > last);
+        last = e.id.unwrap();
+    }
+    b.shutdown().await;
+    a.shutdown().await;
 }
 
 macro_rules! both {

@@ -164,6 +164,9 @@ impl Store {
             (Backend::Sqlite(sqlite::connect(url).await?), 1)
         };
         let commits = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
+        if let Backend::Postgres(pool) = &backend {
+            postgres::listen_for_commits(pool.clone(), commits.clone());
+        }
         let lifecycle = group_commit::GroupCommit::start(backend.clone(), writers, commits.clone());
         Ok(Store {
             backend,

@@ -1,12 +1,20 @@
 //! PostgreSQL backend: production, and the one several `serve` replicas can share.
 
 use super::StoreResult;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
-/// Key of the transaction-level advisory lock that orders event-log ids (see `queries.rs`).
-pub(super) const EVENT_ORDER_LOCK: &str = "SELECT pg_advisory_xact_lock(7411952870412)";
+/// Channel on which a commit that appended events notifies every `serve` replica.
+pub(super) const EVENTS_CHANNEL: &str = "jobscope_events";
+
+/// Run before a transaction appends event rows: the advisory lock that orders event-log ids
+/// (see `queries.rs`), and a notification that PostgreSQL delivers to every listening replica
+/// when (and only if) the transaction commits. One statement, one round trip.
+pub(super) const EVENT_ORDER_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(7411952870412), pg_notify('jobscope_events', '')";
 
 /// Group-commit writer tasks: enough to overlap one batch's statements with another's commit.
 pub(super) const LIFECYCLE_WRITERS: usize = 4;
@@ -19,6 +27,42 @@ pub(super) async fn connect(url: &str) -> StoreResult<PgPool> {
         .await?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     Ok(pool)
+}
+
+/// Rings `commits` whenever any replica (this one included) commits events, so every replica's
+/// event feed reads the log at once instead of at its next poll. A lost connection rings too:
+/// notifications sent while it was down are gone, and the log has whatever they announced.
+pub(super) fn listen_for_commits(pool: PgPool, commits: Arc<watch::Sender<u64>>) {
+    tokio::spawn(async move {
+        let mut listener = loop {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut listener) => match listener.listen(EVENTS_CHANNEL).await {
+                    Ok(()) => break listener,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot LISTEN for other replicas' commits; retrying")
+                    }
+                },
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot LISTEN for other replicas' commits; retrying")
+                }
+            }
+            if pool.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        };
+        loop {
+            match listener.try_recv().await {
+                Ok(_) => commits.send_modify(|n| *n = n.wrapping_add(1)),
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "lost the LISTEN connection; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
 }
 
 pub(super) mod q {
