@@ -188,6 +188,7 @@ fn main() {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
+    jobscope::install_crypto_provider();
     let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,8,32")
         .split(',')
         .map(|s| s.trim().parse().unwrap())

@@ -69,6 +69,8 @@ impl Application {
             tokens: config.tokens.clone(),
             events,
             shutdown: stopped,
+            tickets: Default::default(),
+            streams: Default::default(),
         };
         Ok(Application {
             listener,

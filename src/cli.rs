@@ -35,6 +35,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the HTTP API: lifecycle hooks, jobs, samples and audit trail.
     Serve(ServeArgs),
+    /// Follow the live stream in the terminal: one line per state change, sample or gap.
+    #[command(long_about = crate::watch::LONG_ABOUT)]
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,4 +100,35 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSCOPE_INSECURE_NO_AUTH", value_name = "JOBSCOPE_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub insecure_no_auth: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Follow this one job (its samples included) and exit when it ends, with a status taken
+    /// from its final state. Without it, follow every job matching --user/--states.
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: Option<String>,
+
+    /// Only this user's jobs (the all-jobs stream only).
+    #[arg(long, value_name = "USER", conflicts_with = "job_id")]
+    pub user: Option<String>,
+
+    /// Only jobs in these states, comma-separated: pending,running,completed,failed,cancelled
+    /// (the all-jobs stream only).
+    #[arg(long, value_name = "STATES", conflicts_with = "job_id")]
+    pub states: Option<String>,
+
+    /// Base URL of a `jobscope serve`.
+    #[arg(
+        long,
+        env = "JOBSCOPE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+
+    /// File holding the API token (sent as `Authorization: Bearer`); needed when the server has
+    /// a tokens file. A reader token is enough.
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }

@@ -135,12 +135,13 @@ mod tests {
     fn serve_args(extra: &[&str]) -> ServeArgs {
         let mut argv = vec!["jobscope", "serve"];
         argv.extend_from_slice(extra);
-        match Cli::try_parse_from(argv)
+        let command = Cli::try_parse_from(argv)
             .expect("valid command line")
-            .command
-        {
-            Command::Serve(args) => args,
-        }
+            .command;
+        let Command::Serve(args) = command else {
+            panic!("parsed as another command: {command:?}")
+        };
+        args
     }
 
     #[test]

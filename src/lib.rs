@@ -13,3 +13,13 @@ pub mod domain;
 pub mod events;
 pub mod scheduler;
 pub mod store;
+pub mod watch;
+
+/// Installs ring as the process's rustls provider. reqwest is built with `rustls-no-provider`
+/// so that one crypto provider (ring, which sqlx's TLS uses too) is in the tree; no HTTP client
+/// can be built before this has run. Idempotent: a provider installed first is kept.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

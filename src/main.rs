@@ -23,8 +23,11 @@ fn init_tracing(format: LogFormat) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    jobscope::install_crypto_provider();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        // watch reports its own errors: its exit status carries the watched job's outcome.
+        Command::Watch(args) => return jobscope::watch::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,6 +56,8 @@ fn the_document_lists_every_route() {
         "POST /v1/events/job-finished",
         "GET /v1/stream/jobs",
         "GET /v1/stream/jobs/{id}",
+        "POST /v1/stream/tickets",
+        "GET /v1/stream/status",
     ] {
         assert!(
             listed.iter().any(|l| l == want),
@@ -68,7 +70,7 @@ fn the_document_lists_every_route() {
 async fn every_documented_operation_is_routed() {
     let app = TestApp::new(Backend::Sqlite).await;
     let ops = operations();
-    assert!(ops.len() >= 14, "the document parser found only {ops:?}");
+    assert!(ops.len() >= 16, "the document parser found only {ops:?}");
     for (path, method) in ops {
         // The job exists before each call, so a 404 can only mean a missing route.
         let _ = app

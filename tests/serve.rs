@@ -56,6 +56,7 @@ fn spawn_serve(db: &str) -> (std::process::Child, String) {
 }
 
 async fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    jobscope::install_crypto_provider();
     let response = reqwest::get(format!("http://{addr}{path}"))
         .await
         .expect("request sent");

@@ -32,7 +32,7 @@ struct SseClient {
 
 impl SseClient {
     async fn connect(base: &str, path: &str, last_event_id: Option<i64>) -> SseClient {
-        let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+        let mut req = common::http().get(format!("{base}{path}"));
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
@@ -123,7 +123,7 @@ async fn start_on(url: &str, db: Option<TestDb>) -> Server {
 
 impl Server {
     async fn post(&self, path: &str, body: Value) {
-        let resp = reqwest::Client::new()
+        let resp = common::http()
             .post(format!("{}{path}", self.base))
             .header("x-changed-by", "t")
             .header("x-source", "stream-test")
@@ -298,7 +298,7 @@ async fn expired_cursor_gets_reset(backend: Backend) {
 
 async fn bad_stream_parameters_are_400(backend: Backend) {
     let server = start(backend).await;
-    let client = reqwest::Client::new();
+    let client = common::http();
     for path in [
         "/v1/stream/jobs?states=running,done",
         "/v1/stream/jobs?exclude_samples=maybe",
@@ -376,3 +376,135 @@ both!(
     expired_cursor_gets_reset,
     bad_stream_parameters_are_400
 );
+
+/// With tokens configured: EventSource-style access through a single-use ticket, a token in
+/// the URL, and the admin's view of open connections.
+#[tokio::test]
+async fn tickets_tokens_in_urls_and_stream_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "reader reader-token-0123456789\nadmin admin-token-0123456789\n",
+    )
+    .unwrap();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        retention: Duration::from_secs(86_400),
+        demo: false,
+        scheduler: SchedulerKind::None,
+        tokens: Some(
+            jobscope::api::auth::Tokens::parse(&std::fs::read_to_string(&tokens).unwrap()).unwrap(),
+        ),
+        insecure_no_auth: false,
+    };
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let http = common::http();
+
+    // no credentials
+    let resp = http
+        .get(format!("{base}/v1/stream/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // a ticket works once
+    let ticket: Value = http
+        .post(format!("{base}/v1/stream/tickets"))
+        .bearer_auth("reader-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ticket["expires_in_seconds"], 60);
+    let t = ticket["ticket"].as_str().unwrap();
+    let mut by_ticket =
+        SseClient::connect(&base, &format!("/v1/stream/jobs?ticket={t}"), None).await;
+    assert_eq!(by_ticket.next().await.unwrap().name, "connected");
+    let again = http
+        .get(format!("{base}/v1/stream/jobs?ticket={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401, "a used ticket is refused");
+    // a long-lived token in the URL, on a running job's stream
+    http.post(format!("{base}/v1/events/job-started"))
+        .bearer_auth("admin-token-0123456789")
+        .json(&json!({"job_id": "j9", "user": "u", "node_list": ["n"]}))
+        .send()
+        .await
+        .unwrap();
+    let mut by_token = SseClient::connect(
+        &base,
+        "/v1/stream/jobs/j9?access_token=reader-token-0123456789",
+        None,
+    )
+    .await;
+    assert_eq!(by_token.next().await.unwrap().name, "connected");
+
+    // the admin sees both connections; a reader may not look
+    let status = http
+        .get(format!("{base}/v1/stream/status"))
+        .bearer_auth("reader-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 403);
+    let status: Value = http
+        .get(format!("{base}/v1/stream/status"))
+        .bearer_auth("admin-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["connections"], 2, "{status}");
+    assert_eq!(status["streams"]["jobs"]["sse"], 1);
+    assert_eq!(status["streams"]["job"]["sse"], 1);
+    assert_eq!(status["jobs"]["j9"], 1);
+
+    // A closed connection is no longer counted. The server notices when writing to it fails,
+    // so give it events to write.
+    drop(by_ticket);
+    let mut connections = Value::Null;
+    for i in 0..50 {
+        http.post(format!("{base}/v1/events/job-started"))
+            .bearer_auth("admin-token-0123456789")
+            .json(&json!({"job_id": format!("w{i}"), "user": "u", "node_list": ["n"]}))
+            .send()
+            .await
+            .unwrap();
+        let s: Value = http
+            .get(format!("{base}/v1/stream/status"))
+            .bearer_auth("admin-token-0123456789")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        connections = s["connections"].clone();
+        if connections == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(connections, 1);
+    drop(by_token);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("shutdown")
+        .unwrap()
+        .unwrap();
+}

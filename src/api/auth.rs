@@ -2,8 +2,10 @@
 //! which roles may call it. Tokens are compared in constant time and never logged.
 
 use super::error::ApiError;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use warp::Filter;
 
@@ -113,6 +115,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> subtle::Choice {
     same
 }
 
+/// The bearer token of an `Authorization` header.
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, token) = header?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether `token` has one of `roles` (an admin token always does).
+fn check_role(tokens: &Tokens, token: Option<&str>, roles: &[Role]) -> Result<(), ApiError> {
+    match token.and_then(|t| tokens.role_of(t.as_bytes())) {
+        None => Err(ApiError::Unauthorized),
+        Some(Role::Admin) => Ok(()),
+        Some(role) if roles.contains(&role) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden),
+    }
+}
+
 /// Passes when no tokens are configured, or when the request's bearer token has one of `roles`
 /// (or is an admin token); rejects with 401/403 otherwise.
 pub fn require(
@@ -124,18 +142,88 @@ pub fn require(
             let tokens = tokens.clone();
             async move {
                 let Some(tokens) = tokens else { return Ok(()) };
-                let bearer = header.as_deref().and_then(|h| {
-                    let (scheme, token) = h.split_once(' ')?;
-                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-                });
-                match bearer.and_then(|t| tokens.role_of(t.as_bytes())) {
-                    None => Err(warp::reject::custom(ApiError::Unauthorized)),
-                    Some(Role::Admin) => Ok(()),
-                    Some(role) if roles.contains(&role) => Ok(()),
-                    Some(_) => Err(warp::reject::custom(ApiError::Forbidden)),
-                }
+                check_role(&tokens, bearer(header.as_deref()), roles).map_err(warp::reject::custom)
             }
         })
+        .untuple_one()
+}
+
+/// How long a stream ticket stays valid.
+pub const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// Short-lived, single-use credentials for the streams. Browsers' EventSource cannot send an
+/// `Authorization` header, and a long-lived token in a URL ends up in proxy logs and browser
+/// history; a ticket in the URL is worthless a minute later or once used.
+#[derive(Clone, Default)]
+pub struct Tickets {
+    issued: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tickets")
+    }
+}
+
+impl Tickets {
+    /// A new ticket (244 random bits), valid for [`TICKET_TTL`].
+    pub fn issue(&self) -> String {
+        let ticket = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let now = Instant::now();
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        issued.retain(|_, expires| *expires > now);
+        issued.insert(ticket.clone(), now + TICKET_TTL);
+        ticket
+    }
+
+    /// Uses up `ticket`: true once, if it was issued and has not expired.
+    pub fn redeem(&self, ticket: &str) -> bool {
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        issued
+            .remove(ticket)
+            .is_some_and(|expires| expires > Instant::now())
+    }
+}
+
+/// Authentication of the stream routes: a bearer header with one of `roles`, or in the URL a
+/// ticket (`?ticket=`, from `POST /v1/stream/tickets`) or a token (`?access_token=`). The
+/// request log never contains query strings, so neither is logged.
+pub fn require_stream(
+    tokens: Option<Tokens>,
+    tickets: Tickets,
+    roles: &'static [Role],
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(super::request::query_map())
+        .and_then(
+            move |header: Option<String>, params: HashMap<String, String>| {
+                let tokens = tokens.clone();
+                let tickets = tickets.clone();
+                async move {
+                    let Some(tokens) = tokens else { return Ok(()) };
+                    let result = if header.is_some() {
+                        check_role(&tokens, bearer(header.as_deref()), roles)
+                    } else if let Some(ticket) = params.get("ticket") {
+                        if tickets.redeem(ticket) {
+                            Ok(())
+                        } else {
+                            Err(ApiError::Unauthorized)
+                        }
+                    } else {
+                        check_role(
+                            &tokens,
+                            params.get("access_token").map(String::as_str),
+                            roles,
+                        )
+                    };
+                    result.map_err(warp::reject::custom)
+                }
+            },
+        )
         .untuple_one()
 }
 
@@ -152,6 +240,16 @@ mod tests {
         assert_eq!(t.role_of(b"bbbbbbbbbbbbbbb"), None);
         assert_eq!(t.role_of(b""), None);
         assert_eq!(format!("{t:?}"), "Tokens(2 configured)");
+    }
+
+    #[test]
+    fn tickets_are_single_use() {
+        let tickets = Tickets::default();
+        let t = tickets.issue();
+        assert_eq!(t.len(), 64);
+        assert!(tickets.redeem(&t));
+        assert!(!tickets.redeem(&t), "a ticket works once");
+        assert!(!tickets.redeem("made-up"));
     }
 
     #[test]

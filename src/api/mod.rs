@@ -12,7 +12,7 @@ mod hooks;
 mod jobs;
 mod openapi;
 pub mod request;
-mod stream;
+pub mod stream;
 
 use crate::store::Store;
 use auth::{require, Role, Tokens};
@@ -31,6 +31,10 @@ pub struct AppState {
     pub events: crate::events::EventFeed,
     /// Turns true when the server shuts down; open streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Stream tickets issued and not yet used.
+    pub tickets: auth::Tickets,
+    /// Open stream connections.
+    pub streams: stream::StreamRegistry,
 }
 
 pub fn with_state(
@@ -48,6 +52,7 @@ pub(crate) fn with_correlation(mut response: Response, correlation_id: &str) -> 
 }
 
 const READ: &[Role] = &[Role::Reader];
+/// Admin only.
 const WRITE: &[Role] = &[];
 const HOOK: &[Role] = &[Role::Hook];
 const SAMPLE: &[Role] = &[Role::Agent];
@@ -55,8 +60,11 @@ const SAMPLE: &[Role] = &[Role::Agent];
 /// All routes, with rejections rendered as JSON errors and every request traced.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let tokens = state.tokens.clone();
+    let tickets = state.tickets.clone();
     let st = move || with_state(state.clone());
+    let stream_tokens = tokens.clone();
     let auth = move |roles: &'static [Role]| require(tokens.clone(), roles);
+    let stream_auth = move || auth::require_stream(stream_tokens.clone(), tickets.clone(), READ);
     use request::{audit_headers, correlation_id, json_body, query_map};
 
     let health = warp::path!("v1" / "health")
@@ -144,7 +152,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let stream_jobs = warp::path!("v1" / "stream" / "jobs")
         .and(warp::get())
-        .and(auth(READ))
+        .and(stream_auth())
         .and(query_map())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
@@ -152,11 +160,23 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let stream_job = warp::path!("v1" / "stream" / "jobs" / String)
         .and(warp::get())
-        .and(auth(READ))
+        .and(stream_auth())
         .and(query_map())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
         .then(stream::job);
+
+    let stream_ticket = warp::path!("v1" / "stream" / "tickets")
+        .and(warp::post())
+        .and(auth(READ))
+        .and(st())
+        .then(stream::ticket);
+
+    let stream_status = warp::path!("v1" / "stream" / "status")
+        .and(warp::get())
+        .and(auth(WRITE))
+        .and(st())
+        .then(stream::status);
 
     health
         .or(openapi)
@@ -184,6 +204,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(stream_jobs)
         .unify()
         .or(stream_job)
+        .unify()
+        .or(stream_ticket)
+        .unify()
+        .or(stream_status)
         .unify()
         .recover(error::handle_rejection)
         .unify()

@@ -37,6 +37,104 @@ const RETRY_HINT: Duration = Duration::from_secs(3);
 /// A second fall-behind within this window closes the connection.
 const LAG_WINDOW: Duration = Duration::from_secs(60);
 
+/// Open stream connections, by stream and protocol and by job, for `GET /v1/stream/status`.
+#[derive(Clone, Default)]
+pub struct StreamRegistry {
+    counts: Arc<std::sync::Mutex<Counts>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    by_stream: std::collections::BTreeMap<(&'static str, &'static str), usize>,
+    by_job: std::collections::BTreeMap<String, usize>,
+}
+
+/// Counts one open connection until dropped.
+struct Registered {
+    registry: StreamRegistry,
+    key: (&'static str, &'static str),
+    job: Option<String>,
+}
+
+impl StreamRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(
+        &self,
+        stream: &'static str,
+        protocol: &'static str,
+        job: Option<String>,
+    ) -> Registered {
+        let mut counts = self.lock();
+        *counts.by_stream.entry((stream, protocol)).or_default() += 1;
+        if let Some(job) = &job {
+            *counts.by_job.entry(job.clone()).or_default() += 1;
+        }
+        Registered {
+            registry: self.clone(),
+            key: (stream, protocol),
+            job,
+        }
+    }
+
+    /// `{"connections", "streams": {stream: {protocol: n}}, "jobs": {job_id: n}}`.
+    pub fn snapshot(&self) -> Value {
+        let counts = self.lock();
+        let mut streams = serde_json::Map::new();
+        for ((stream, protocol), n) in &counts.by_stream {
+            let entry = streams
+                .entry(stream.to_string())
+                .or_insert_with(|| json!({}));
+            entry[*protocol] = json!(n);
+        }
+        json!({
+            "connections": counts.by_stream.values().sum::<usize>(),
+            "streams": streams,
+            "jobs": counts.by_job,
+        })
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut counts = self.registry.lock();
+        if let Some(n) = counts.by_stream.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_stream.remove(&self.key);
+            }
+        }
+        if let Some(job) = &self.job {
+            if let Some(n) = counts.by_job.get_mut(job) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.by_job.remove(job);
+                }
+            }
+        }
+    }
+}
+
+/// `GET /v1/stream/status` (admin): open connections per stream and protocol, and per job.
+pub async fn status(state: AppState) -> Response {
+    warp::reply::json(&state.streams.snapshot()).into_response()
+}
+
+/// `POST /v1/stream/tickets` (reader): a single-use ticket, valid for 60 s, that the streams
+/// accept as `?ticket=` (for EventSource, which cannot send headers).
+pub async fn ticket(state: AppState) -> Response {
+    let ticket = state.tickets.issue();
+    let ttl = super::auth::TICKET_TTL;
+    let expires_at =
+        crate::domain::now_micros() + chrono::Duration::from_std(ttl).unwrap_or_default();
+    let body =
+        json!({ "ticket": ticket, "expires_in_seconds": ttl.as_secs(), "expires_at": expires_at });
+    warp::reply::with_status(warp::reply::json(&body), warp::http::StatusCode::CREATED)
+        .into_response()
+}
+
 /// Which events a connection wants.
 #[derive(Debug, Clone, Default)]
 struct StreamFilter {
@@ -201,6 +299,8 @@ struct Subscription {
     filter: StreamFilter,
     /// For `/v1/stream/jobs/{id}`: close after the job's terminal event.
     single_job: Option<String>,
+    /// Counts the connection in `GET /v1/stream/status` while it is open.
+    _registration: Option<Registered>,
 }
 
 pub async fn jobs(
@@ -216,6 +316,7 @@ pub async fn jobs(
                 stream: "jobs",
                 filter,
                 single_job: None,
+                _registration: None,
             },
             start,
         ))
@@ -242,6 +343,7 @@ pub async fn job(
                 stream: "job",
                 filter,
                 single_job: Some(id),
+                _registration: None,
             },
             start,
         ))
@@ -255,6 +357,14 @@ fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
     let live = state.events.subscribe();
     let (tx, rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
     let shutdown = state.shutdown.clone();
+    let sub = Subscription {
+        _registration: Some(
+            state
+                .streams
+                .register(sub.stream, "sse", sub.single_job.clone()),
+        ),
+        ..sub
+    };
     tokio::spawn(pump(
         state.store.clone(),
         state.events.head(),
@@ -307,6 +417,7 @@ async fn pump(
     tx: mpsc::Sender<Event>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // `sub` holds the connection's registration; it is dropped (uncounted) when this returns.
     let _ = run_pump(&store, head, &mut live, &sub, start, &tx, shutdown).await;
 }
 

@@ -207,6 +207,8 @@ impl TestApp {
             tokens,
             events,
             shutdown: stopped,
+            tickets: Default::default(),
+            streams: Default::default(),
         };
         TestApp {
             db,
@@ -319,6 +321,12 @@ impl TestApp {
             .await
             .expect("event log readable")
     }
+}
+
+/// An HTTP client for tests that talk to a real socket.
+pub fn http() -> reqwest::Client {
+    jobscope::install_crypto_provider();
+    reqwest::Client::new()
 }
 
 /// Runs the body once on SQLite and once on PostgreSQL, as two tests.
