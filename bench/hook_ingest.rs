@@ -115,6 +115,7 @@ fn config(database_url: &str) -> ServeConfig {
         scheduler: SchedulerKind::None,
         tokens: None,
         insecure_no_auth: false,
+        allowed_origins: Vec::new(),
     }
 }
 

@@ -71,6 +71,7 @@ impl Application {
             shutdown: stopped,
             tickets: Default::default(),
             streams: Default::default(),
+            allowed_origins: config.allowed_origins.clone().into(),
         };
         Ok(Application {
             listener,

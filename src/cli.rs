@@ -100,6 +100,17 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSCOPE_INSECURE_NO_AUTH", value_name = "JOBSCOPE_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub insecure_no_auth: bool,
+
+    /// Origins (`scheme://host[:port]`, comma-separated) whose web pages may open WebSocket
+    /// streams. Pages served from the server's own host, and clients that send no Origin
+    /// header (scripts, terminals), are always allowed; every other Origin gets 403.
+    #[arg(
+        long,
+        env = "JOBSCOPE_ALLOWED_ORIGINS",
+        value_name = "JOBSCOPE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

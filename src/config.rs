@@ -31,6 +31,9 @@ pub struct ServeConfig {
     /// `None`: no authentication (only allowed on loopback, or with `insecure_no_auth`).
     pub tokens: Option<Tokens>,
     pub insecure_no_auth: bool,
+    /// Origins (lower-case `scheme://host[:port]`) allowed to open WebSockets besides the
+    /// server's own host.
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServeConfig {
@@ -85,6 +88,7 @@ impl ServeConfig {
             scheduler,
             tokens,
             insecure_no_auth: args.insecure_no_auth,
+            allowed_origins: check_origins(&args.allowed_origins)?,
         })
     }
 }
@@ -124,6 +128,34 @@ fn check_database_url(url: &str) -> Result<String, ConfigError> {
             "must start with sqlite:// (e.g. sqlite://jobscope.db) or postgres://",
         ))
     }
+}
+
+/// Normalises `--allowed-origins` to what browsers send in `Origin`: lower-case
+/// `scheme://host[:port]`, no path. Empty entries (a trailing comma) are skipped.
+fn check_origins(origins: &[String]) -> Result<Vec<String>, ConfigError> {
+    let key = "--allowed-origins (JOBSCOPE_ALLOWED_ORIGINS)";
+    let mut out = Vec::new();
+    for raw in origins {
+        let origin = raw.trim().trim_end_matches('/').to_ascii_lowercase();
+        if origin.is_empty() {
+            continue;
+        }
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        match host {
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => {
+                out.push(origin)
+            }
+            _ => {
+                return Err(invalid(
+                    key,
+                    format!("{raw:?} is not an origin like https://dashboard.example.org[:port]"),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -186,6 +218,32 @@ mod tests {
         assert!(err.to_string().contains("--retention-days"), "{err}");
         let err = Cli::try_parse_from(["jobscope", "serve", "--demo=banana"]).unwrap_err();
         assert!(err.to_string().contains("--demo"), "{err}");
+    }
+
+    #[test]
+    fn allowed_origins_are_normalised_and_checked() {
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--allowed-origins",
+            "https://Dash.example.org/,http://localhost:3000,",
+        ]))
+        .unwrap();
+        assert_eq!(
+            cfg.allowed_origins,
+            ["https://dash.example.org", "http://localhost:3000"]
+        );
+        assert!(ServeConfig::from_args(&serve_args(&[]))
+            .unwrap()
+            .allowed_origins
+            .is_empty());
+        let err = ServeConfig::from_args(&serve_args(&["--allowed-origins", "dash.example.org"]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("JOBSCOPE_ALLOWED_ORIGINS"),
+            "{err}"
+        );
+        let err = ServeConfig::from_args(&serve_args(&["--allowed-origins", "https://a.org/path"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("--allowed-origins"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn the_document_lists_every_route() {
         "GET /v1/stream/jobs/{id}",
         "POST /v1/stream/tickets",
         "GET /v1/stream/status",
+        "GET /v1/ws",
     ] {
         assert!(
             listed.iter().any(|l| l == want),

@@ -104,6 +104,7 @@ async fn start_on(url: &str, db: Option<TestDb>) -> Server {
         scheduler: SchedulerKind::None,
         tokens: None,
         insecure_no_auth: false,
+        allowed_origins: Vec::new(),
     };
     let app = Application::build(config).await.expect("serve starts");
     let base = format!("http://{}", app.local_addr());
@@ -339,7 +340,10 @@ async fn replicas_on_one_postgres_hear_each_other() {
         .expect("replica B is notified of A's commit")
         .unwrap();
 
-    let mut client = SseClient::connect(&b.base, "/v1/stream/jobs", None).await;
+    // Resume after rep-0 on B: a fresh connection starts at B's feed head, which may still be
+    // catching up with A's commit; a cursor makes the starting point exact.
+    let after_rep0 = b.store.last_event_id().await.unwrap();
+    let mut client = SseClient::connect(&b.base, "/v1/stream/jobs", Some(after_rep0)).await;
     assert_eq!(client.next().await.unwrap().name, "connected");
     for i in 1..=3 {
         a.started(&format!("rep-{i}"), "gwen").await;
@@ -399,6 +403,7 @@ async fn tickets_tokens_in_urls_and_stream_status() {
             jobscope::api::auth::Tokens::parse(&std::fs::read_to_string(&tokens).unwrap()).unwrap(),
         ),
         insecure_no_auth: false,
+        allowed_origins: Vec::new(),
     };
     let app = Application::build(config).await.unwrap();
     let base = format!("http://{}", app.local_addr());

@@ -40,6 +40,7 @@ impl Server {
             scheduler: SchedulerKind::None,
             tokens,
             insecure_no_auth: false,
+            allowed_origins: Vec::new(),
         };
         let app = Application::build(config).await.expect("serve starts");
         let base = format!("http://{}", app.local_addr());

@@ -13,6 +13,7 @@ mod jobs;
 mod openapi;
 pub mod request;
 pub mod stream;
+mod ws;
 
 use crate::store::Store;
 use auth::{require, Role, Tokens};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub tickets: auth::Tickets,
     /// Open stream connections.
     pub streams: stream::StreamRegistry,
+    /// Origins allowed to open WebSockets besides the server's own host (`--allowed-origins`).
+    pub allowed_origins: std::sync::Arc<[String]>,
 }
 
 pub fn with_state(
@@ -172,6 +175,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(stream::ticket);
 
+    let websocket = warp::path!("v1" / "ws")
+        .and(warp::get())
+        .and(stream_auth())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::ws())
+        .and(st())
+        .then(ws::upgrade);
+
     let stream_status = warp::path!("v1" / "stream" / "status")
         .and(warp::get())
         .and(auth(WRITE))
@@ -208,6 +220,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(stream_ticket)
         .unify()
         .or(stream_status)
+        .unify()
+        .or(websocket)
         .unify()
         .recover(error::handle_rejection)
         .unify()

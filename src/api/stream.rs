@@ -27,7 +27,7 @@ use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
 /// Events buffered per connection between its pump and the socket.
-const CONNECTION_BUFFER: usize = 64;
+pub(super) const CONNECTION_BUFFER: usize = 64;
 /// Log rows read per query while replaying.
 const REPLAY_BATCH: i64 = 500;
 /// Silence after which a `: ping` comment is sent.
@@ -50,7 +50,7 @@ struct Counts {
 }
 
 /// Counts one open connection until dropped.
-struct Registered {
+pub(super) struct Registered {
     registry: StreamRegistry,
     key: (&'static str, &'static str),
     job: Option<String>,
@@ -61,7 +61,7 @@ impl StreamRegistry {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn register(
+    pub(super) fn register(
         &self,
         stream: &'static str,
         protocol: &'static str,
@@ -137,7 +137,7 @@ pub async fn ticket(state: AppState) -> Response {
 
 /// Which events a connection wants.
 #[derive(Debug, Clone, Default)]
-struct StreamFilter {
+pub(super) struct StreamFilter {
     user: Option<String>,
     states: Vec<JobState>,
     partition: Option<String>,
@@ -160,7 +160,7 @@ fn comma_list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
 }
 
 impl StreamFilter {
-    fn parse(
+    pub(super) fn parse(
         params: &HashMap<String, String>,
         exclude_samples_default: bool,
     ) -> Result<StreamFilter, ApiError> {
@@ -196,7 +196,7 @@ impl StreamFilter {
         })
     }
 
-    fn matches(&self, event: &StoredEvent) -> bool {
+    pub(super) fn matches(&self, event: &StoredEvent) -> bool {
         if self.exclude_samples && event.kind == "job_sample" {
             return false;
         }
@@ -245,34 +245,59 @@ fn envelope(
     json!({ "type": kind, "stream": stream, "data": data, "timestamp": timestamp })
 }
 
-fn log_event(event: &StoredEvent, stream: &str) -> Event {
+/// One message of a stream, before it is framed as an SSE event or a WebSocket message.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Outgoing {
+    /// The event-log id (for control messages: the cursor at that point).
+    pub id: i64,
+    /// The SSE event name: `connected`, `job_event`, `job_sample`, `reset`, `stream_closed`, `error`.
+    pub name: &'static str,
+    /// The envelope `{"type", "stream", "data", "timestamp"}`.
+    pub envelope: Value,
+}
+
+impl Outgoing {
+    fn sse(self) -> Event {
+        let event = Event::default()
+            .id(self.id.to_string())
+            .event(self.name)
+            .data(self.envelope.to_string());
+        if self.name == "connected" {
+            event.retry(RETRY_HINT)
+        } else {
+            event
+        }
+    }
+}
+
+fn log_event(event: &StoredEvent, stream: &str) -> Outgoing {
     let name = if event.kind == "job_sample" {
         "job_sample"
     } else {
         "job_event"
     };
-    let data = envelope(
-        &event.kind,
-        stream,
-        event.payload.clone(),
-        event.occurred_at,
-    );
-    Event::default()
-        .id(event.id.to_string())
-        .event(name)
-        .data(data.to_string())
+    Outgoing {
+        id: event.id,
+        name,
+        envelope: envelope(
+            &event.kind,
+            stream,
+            event.payload.clone(),
+            event.occurred_at,
+        ),
+    }
 }
 
-fn control_event(name: &str, cursor: i64, stream: &str, data: Value) -> Event {
-    let data = envelope(name, stream, data, crate::domain::now_micros());
-    Event::default()
-        .id(cursor.to_string())
-        .event(name)
-        .data(data.to_string())
+fn control_event(name: &'static str, cursor: i64, stream: &str, data: Value) -> Outgoing {
+    Outgoing {
+        id: cursor,
+        name,
+        envelope: envelope(name, stream, data, crate::domain::now_micros()),
+    }
 }
 
 /// The client's resume cursor: the `Last-Event-ID` header, else `?last_event_id=`.
-fn cursor(
+pub(super) fn cursor(
     header: Option<String>,
     params: &HashMap<String, String>,
 ) -> Result<Option<i64>, ApiError> {
@@ -294,13 +319,13 @@ fn cursor(
 }
 
 /// What one connection streams.
-struct Subscription {
-    stream: &'static str,
-    filter: StreamFilter,
+pub(super) struct Subscription {
+    pub(super) stream: &'static str,
+    pub(super) filter: StreamFilter,
     /// For `/v1/stream/jobs/{id}`: close after the job's terminal event.
-    single_job: Option<String>,
+    pub(super) single_job: Option<String>,
     /// Counts the connection in `GET /v1/stream/status` while it is open.
-    _registration: Option<Registered>,
+    pub(super) _registration: Option<Registered>,
 }
 
 pub async fn jobs(
@@ -355,7 +380,7 @@ pub async fn job(
 fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
     // Subscribe before reading the log, so nothing committed in between is missed.
     let live = state.events.subscribe();
-    let (tx, rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
+    let (tx, rx) = mpsc::channel::<Outgoing>(CONNECTION_BUFFER);
     let shutdown = state.shutdown.clone();
     let sub = Subscription {
         _registration: Some(
@@ -376,7 +401,7 @@ fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
     ));
     let events =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .map(Ok::<Event, Infallible>)
+            .map(|message| Ok::<Event, Infallible>(message.sse()))
             .take_until(async move {
                 let mut shutdown = shutdown;
                 let _ = shutdown.wait_for(|stop| *stop).await;
@@ -404,17 +429,17 @@ enum Stop {
     Gone,
 }
 
-async fn send(tx: &mpsc::Sender<Event>, event: Event) -> Result<(), Stop> {
+async fn send(tx: &mpsc::Sender<Outgoing>, event: Outgoing) -> Result<(), Stop> {
     tx.send(event).await.map_err(|_| Stop::Gone)
 }
 
-async fn pump(
+pub(super) async fn pump(
     store: Store,
     head: i64,
     mut live: broadcast::Receiver<Arc<StoredEvent>>,
     sub: Subscription,
     start: Option<i64>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Outgoing>,
     shutdown: watch::Receiver<bool>,
 ) {
     // `sub` holds the connection's registration; it is dropped (uncounted) when this returns.
@@ -427,14 +452,14 @@ async fn run_pump(
     live: &mut broadcast::Receiver<Arc<StoredEvent>>,
     sub: &Subscription,
     start: Option<i64>,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<Outgoing>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Stop> {
     let mut cursor = start.unwrap_or(head);
     let connected = json!({ "resumed_from": start, "filters": format!("{:?}", sub.filter) });
     send(
         tx,
-        control_event("connected", cursor, sub.stream, connected).retry(RETRY_HINT),
+        control_event("connected", cursor, sub.stream, connected),
     )
     .await?;
 
@@ -513,7 +538,7 @@ async fn replay(
     store: &Store,
     mut cursor: i64,
     sub: &Subscription,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<Outgoing>,
 ) -> Result<i64, Stop> {
     loop {
         let page = match store.events_after(cursor, REPLAY_BATCH).await {
@@ -556,7 +581,7 @@ async fn close_if_finished(
     store: &Store,
     sub: &Subscription,
     cursor: i64,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<Outgoing>,
 ) -> Result<bool, Stop> {
     let Some(id) = &sub.single_job else {
         return Ok(false);

@@ -303,8 +303,8 @@ pub fn cpu_percent(prev: Option<CpuPoint>, cur: CpuPoint, cpus: u32) -> Option<f
 mod tests {
     use super::super::discovery::tests::{v2_dir, write};
     use super::super::discovery::{discover, JobKey, DEFAULT_CGROUP_ROOT};
+    use super::super::node::tests::capturing_logs;
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     const PSI: &str = "some avg10=1.50 avg60=0.80 avg300=0.20 total=123456\n\
         full avg10=0.00 avg60=0.00 avg300=0.00 total=789\n";
@@ -354,30 +354,6 @@ mod tests {
             },
             dir,
         )
-    }
-
-    /// Runs `f` with log output captured, to check what was warned about which file.
-    fn capturing_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl io::Write for Sink {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let out = tracing::subscriber::with_default(subscriber, f);
-        let logged = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
-        (out, logged)
     }
 
     fn psi(some_avg10: f64, some_total_usec: u64) -> Option<Pressure> {

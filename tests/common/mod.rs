@@ -209,6 +209,7 @@ impl TestApp {
             shutdown: stopped,
             tickets: Default::default(),
             streams: Default::default(),
+            allowed_origins: Default::default(),
         };
         TestApp {
             db,
