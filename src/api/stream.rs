@@ -376,29 +376,39 @@ pub async fn job(
     respond(result)
 }
 
-/// Starts the pump and returns the SSE response.
-fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
-    // Subscribe before reading the log, so nothing committed in between is missed.
-    let live = state.events.subscribe();
-    let (tx, rx) = mpsc::channel::<Outgoing>(CONNECTION_BUFFER);
-    let shutdown = state.shutdown.clone();
+/// Registers `sub` under `protocol` in the connection registry and returns its pump. The feed
+/// is subscribed here, before the pump reads the log, so nothing committed in between is missed.
+pub(super) fn pump_for(
+    state: &AppState,
+    sub: Subscription,
+    protocol: &'static str,
+    start: Option<i64>,
+    tx: mpsc::Sender<Outgoing>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let registration = state
+        .streams
+        .register(sub.stream, protocol, sub.single_job.clone());
     let sub = Subscription {
-        _registration: Some(
-            state
-                .streams
-                .register(sub.stream, "sse", sub.single_job.clone()),
-        ),
+        _registration: Some(registration),
         ..sub
     };
-    tokio::spawn(pump(
+    let live = state.events.subscribe();
+    pump(
         state.store.clone(),
         state.events.head(),
         live,
         sub,
         start,
         tx,
-        shutdown.clone(),
-    ));
+        state.shutdown.clone(),
+    )
+}
+
+/// Starts the pump and returns the SSE response.
+fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
+    let (tx, rx) = mpsc::channel::<Outgoing>(CONNECTION_BUFFER);
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(pump_for(&state, sub, "sse", start, tx));
     let events =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
             .map(|message| Ok::<Event, Infallible>(message.sse()))
@@ -433,7 +443,7 @@ async fn send(tx: &mpsc::Sender<Outgoing>, event: Outgoing) -> Result<(), Stop> 
     tx.send(event).await.map_err(|_| Stop::Gone)
 }
 
-pub(super) async fn pump(
+async fn pump(
     store: Store,
     head: i64,
     mut live: broadcast::Receiver<Arc<StoredEvent>>,

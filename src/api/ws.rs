@@ -281,28 +281,9 @@ impl Connection {
 
     /// Runs the subscription's pump and re-frames its events onto the connection's channel.
     fn start(&mut self, id: String, sub: Subscription, start: Option<i64>) {
-        let state = &self.state;
-        let sub = Subscription {
-            _registration: Some(
-                state
-                    .streams
-                    .register(sub.stream, "ws", sub.single_job.clone()),
-            ),
-            ..sub
-        };
-        // Subscribe before reading the head, so nothing committed in between is missed.
-        let live = state.events.subscribe();
         // Capacity 1: the connection's channel is the buffer; this one only hands over.
         let (events_tx, events) = mpsc::channel::<stream::Outgoing>(1);
-        let pump = stream::pump(
-            state.store.clone(),
-            state.events.head(),
-            live,
-            sub,
-            start,
-            events_tx,
-            state.shutdown.clone(),
-        );
+        let pump = stream::pump_for(&self.state, sub, "ws", start, events_tx);
         let forward = forward(id.clone(), events, self.out.clone());
         let task = tokio::spawn(async move {
             futures_util::future::join(pump, forward).await;
