@@ -5,10 +5,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Backend, TestDb};
+use common::{Backend, TestServer};
 use futures_util::{Stream, StreamExt};
-use jobscope::app::Application;
-use jobscope::cli::SchedulerKind;
 use jobscope::config::ServeConfig;
 use serde_json::{json, Value};
 use std::pin::Pin;
@@ -80,75 +78,8 @@ impl SseClient {
     }
 }
 
-struct Server {
-    base: String,
-    store: jobscope::store::Store,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _db: Option<TestDb>,
-}
-
-async fn start(backend: Backend) -> Server {
-    let db = TestDb::new(backend).await;
-    let url = db.url.clone();
-    start_on(&url, Some(db)).await
-}
-
-/// A `serve` on an existing database (a second replica when `db` is `None`).
-async fn start_on(url: &str, db: Option<TestDb>) -> Server {
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: url.to_string(),
-        retention: Duration::from_secs(86_400),
-        demo: false,
-        scheduler: SchedulerKind::None,
-        tokens: None,
-        insecure_no_auth: false,
-        allowed_origins: Vec::new(),
-    };
-    let app = Application::build(config).await.expect("serve starts");
-    let base = format!("http://{}", app.local_addr());
-    let store = app.store().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    Server {
-        base,
-        store,
-        stop: Some(stop),
-        task,
-        _db: db,
-    }
-}
-
-impl Server {
-    async fn post(&self, path: &str, body: Value) {
-        let resp = common::http()
-            .post(format!("{}{path}", self.base))
-            .header("x-changed-by", "t")
-            .header("x-source", "stream-test")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    }
-    async fn started(&self, id: &str, user: &str) {
-        self.post(
-            "/v1/events/job-started",
-            json!({"job_id": id, "user": user, "node_list": ["n1"]}),
-        )
-        .await;
-    }
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let done = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(
-            done.is_ok(),
-            "graceful shutdown must not wait for open streams"
-        );
-    }
+async fn start(backend: Backend) -> TestServer {
+    TestServer::start(backend).await
 }
 
 async fn filters_envelope_and_order(backend: Backend) {
@@ -329,8 +260,7 @@ async fn replicas_on_one_postgres_hear_each_other() {
         return;
     }
     let a = start(Backend::Postgres).await;
-    let url = a._db.as_ref().unwrap().url.clone();
-    let b = start_on(&url, None).await;
+    let b = TestServer::start_with(common::serve_config(a.database_url()), None).await;
 
     let mut doorbell = b.store.commits();
     doorbell.borrow_and_update();
@@ -392,25 +322,15 @@ async fn tickets_tokens_in_urls_and_stream_status() {
         "reader reader-token-0123456789\nadmin admin-token-0123456789\n",
     )
     .unwrap();
-    let db = TestDb::new(Backend::Sqlite).await;
+    let db = common::TestDb::new(Backend::Sqlite).await;
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
-        retention: Duration::from_secs(86_400),
-        demo: false,
-        scheduler: SchedulerKind::None,
         tokens: Some(
             jobscope::api::auth::Tokens::parse(&std::fs::read_to_string(&tokens).unwrap()).unwrap(),
         ),
-        insecure_no_auth: false,
-        allowed_origins: Vec::new(),
+        ..common::serve_config(&db.url)
     };
-    let app = Application::build(config).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let server = TestServer::start_with(config, Some(db)).await;
+    let base = server.base.clone();
     let http = common::http();
 
     // no credentials
@@ -506,10 +426,5 @@ async fn tickets_tokens_in_urls_and_stream_status() {
     }
     assert_eq!(connections, 1);
     drop(by_token);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("shutdown")
-        .unwrap()
-        .unwrap();
+    server.shutdown().await;
 }

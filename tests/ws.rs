@@ -6,10 +6,8 @@
 
 mod common;
 
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, TestServer};
 use futures_util::{SinkExt, StreamExt};
-use jobscope::app::Application;
-use jobscope::cli::SchedulerKind;
 use jobscope::config::ServeConfig;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -19,78 +17,25 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Server {
-    base: String,
-    ws_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _db: TestDb,
-}
-
-async fn start() -> Server {
+async fn start() -> TestServer {
     let db = TestDb::new(Backend::Sqlite).await;
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
-        retention: Duration::from_secs(86_400),
-        demo: false,
-        scheduler: SchedulerKind::None,
-        tokens: None,
-        insecure_no_auth: false,
         allowed_origins: vec!["https://dash.example.org".into()],
+        ..common::serve_config(&db.url)
     };
-    let app = Application::build(config).await.expect("serve starts");
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    Server {
-        base: format!("http://{addr}"),
-        ws_url: format!("ws://{addr}/v1/ws"),
-        stop: Some(stop),
-        task,
-        _db: db,
-    }
+    TestServer::start_with(config, Some(db)).await
 }
 
-impl Server {
-    async fn post(&self, path: &str, body: Value) {
-        let resp = common::http()
-            .post(format!("{}{path}", self.base))
-            .header("x-changed-by", "t")
-            .header("x-source", "ws-test")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    }
+fn ws_url(server: &TestServer) -> String {
+    format!("ws://{}/v1/ws", server.addr)
+}
 
-    async fn started(&self, id: &str, user: &str) {
-        self.post(
-            "/v1/events/job-started",
-            json!({"job_id": id, "user": user, "node_list": ["n1"]}),
-        )
-        .await;
-    }
-
-    async fn connect(&self) -> Socket {
-        let (socket, resp) = tokio_tungstenite::connect_async(self.ws_url.as_str())
-            .await
-            .expect("websocket handshake");
-        assert_eq!(resp.status(), 101);
-        socket
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let done = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(
-            done.is_ok(),
-            "graceful shutdown must not wait for WebSockets"
-        );
-    }
+async fn connect(server: &TestServer) -> Socket {
+    let (socket, resp) = tokio_tungstenite::connect_async(ws_url(server))
+        .await
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    socket
 }
 
 async fn send(ws: &mut Socket, message: Value) {
@@ -127,7 +72,7 @@ async fn subscribe(ws: &mut Socket, stream: &str, options: Value) -> String {
 #[tokio::test]
 async fn subscriptions_ack_deliver_in_order_and_unsubscribe() {
     let server = start().await;
-    let mut ws = server.connect().await;
+    let mut ws = connect(&server).await;
     let alice = subscribe(&mut ws, "jobs", json!({"user": "alice"})).await;
     let all = subscribe(&mut ws, "jobs", json!({"states": ["pending", "running"]})).await;
     assert_ne!(alice, all);
@@ -187,7 +132,7 @@ async fn subscriptions_ack_deliver_in_order_and_unsubscribe() {
 #[tokio::test]
 async fn malformed_messages_get_errors_and_the_connection_stays_up() {
     let server = start().await;
-    let mut ws = server.connect().await;
+    let mut ws = connect(&server).await;
     for bad in [
         Message::text("not json"),
         Message::text(r#"{"type":"subscribe"}"#),
@@ -217,7 +162,7 @@ async fn foreign_origins_are_refused_before_upgrading() {
     let server = start().await;
     let host = server.base.trim_start_matches("http://").to_owned();
     let handshake = |origin: Option<String>| {
-        let mut req = server.ws_url.as_str().into_client_request().unwrap();
+        let mut req = ws_url(&server).into_client_request().unwrap();
         if let Some(origin) = origin {
             req.headers_mut().insert("origin", origin.parse().unwrap());
         }
@@ -247,7 +192,7 @@ async fn foreign_origins_are_refused_before_upgrading() {
 #[tokio::test]
 async fn resume_with_last_event_id_has_no_gap_or_duplicate() {
     let server = start().await;
-    let mut first = server.connect().await;
+    let mut first = connect(&server).await;
     subscribe(&mut first, "jobs", json!({})).await;
     for i in 0..3 {
         server.started(&format!("r{i}"), "carol").await;
@@ -259,7 +204,7 @@ async fn resume_with_last_event_id_has_no_gap_or_duplicate() {
     drop(first);
 
     // Resume after the first event: the other two are replayed, then live ones follow.
-    let mut ws = server.connect().await;
+    let mut ws = connect(&server).await;
     let sub = subscribe(&mut ws, "jobs", json!({"last_event_id": ids[0]})).await;
     server.started("r3", "carol").await;
     let mut got = Vec::new();
@@ -282,7 +227,7 @@ async fn resume_with_last_event_id_has_no_gap_or_duplicate() {
 async fn job_streams_close_and_connections_are_counted_and_end_on_shutdown() {
     let server = start().await;
     server.started("j1", "u").await;
-    let mut ws = server.connect().await;
+    let mut ws = connect(&server).await;
     let sub = subscribe(&mut ws, "job", json!({"job_id": "j1", "last_event_id": 0})).await;
     let created = next(&mut ws).await.unwrap();
     assert_eq!(created["type"], "job_created");

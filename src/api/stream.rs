@@ -500,16 +500,7 @@ async fn run_pump(
                 if sub.filter.matches(&event) {
                     send(tx, log_event(&event, sub.stream)).await?;
                     if is_terminal_for(sub, &event) {
-                        send(
-                            tx,
-                            control_event(
-                                "stream_closed",
-                                cursor,
-                                sub.stream,
-                                json!({"reason": "job finished"}),
-                            ),
-                        )
-                        .await?;
+                        send_closed(tx, cursor, sub, "job finished").await?;
                         return Ok(());
                     }
                 }
@@ -581,6 +572,22 @@ async fn replay(
     }
 }
 
+/// The last message of a single-job stream.
+async fn send_closed(
+    tx: &mpsc::Sender<Outgoing>,
+    cursor: i64,
+    sub: &Subscription,
+    reason: &str,
+) -> Result<(), Stop> {
+    let closed = control_event(
+        "stream_closed",
+        cursor,
+        sub.stream,
+        json!({ "reason": reason }),
+    );
+    send(tx, closed).await
+}
+
 fn is_terminal_for(sub: &Subscription, event: &StoredEvent) -> bool {
     sub.single_job.is_some() && matches!(event.kind.as_str(), "job_finished" | "job_deleted")
 }
@@ -602,15 +609,6 @@ async fn close_if_finished(
         Err(crate::store::StoreError::NotFound) => "job not found",
         Err(_) => return Ok(false),
     };
-    send(
-        tx,
-        control_event(
-            "stream_closed",
-            cursor,
-            sub.stream,
-            json!({ "reason": reason }),
-        ),
-    )
-    .await?;
+    send_closed(tx, cursor, sub, reason).await?;
     Ok(true)
 }

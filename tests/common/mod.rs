@@ -324,6 +324,101 @@ impl TestApp {
     }
 }
 
+/// `serve` settings for tests: loopback port 0, no demo, no tokens, one day of retention.
+pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
+    jobscope::config::ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.to_string(),
+        retention: std::time::Duration::from_secs(86_400),
+        demo: false,
+        scheduler: jobscope::cli::SchedulerKind::None,
+        tokens: None,
+        insecure_no_auth: false,
+        allowed_origins: Vec::new(),
+    }
+}
+
+/// A real `serve` on a real socket, running until [`TestServer::shutdown`].
+pub struct TestServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub store: Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    db: Option<TestDb>,
+}
+
+impl TestServer {
+    /// On a fresh database of `backend`.
+    pub async fn start(backend: Backend) -> TestServer {
+        let db = TestDb::new(backend).await;
+        let config = serve_config(&db.url);
+        Self::start_with(config, Some(db)).await
+    }
+
+    /// With `config`; `db` is kept alive as long as the server (none for a second replica).
+    pub async fn start_with(
+        config: jobscope::config::ServeConfig,
+        db: Option<TestDb>,
+    ) -> TestServer {
+        let app = jobscope::app::Application::build(config)
+            .await
+            .expect("serve starts");
+        let addr = app.local_addr();
+        let store = app.store().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base: format!("http://{addr}"),
+            addr,
+            store,
+            stop: Some(stop),
+            task,
+            db,
+        }
+    }
+
+    /// The database URL, to start a second replica on it.
+    pub fn database_url(&self) -> &str {
+        &self.db.as_ref().expect("this server owns its database").url
+    }
+
+    /// An API write (audit headers included); asserts success.
+    pub async fn post(&self, path: &str, body: Value) {
+        let resp = http()
+            .post(format!("{}{path}", self.base))
+            .header("x-changed-by", "t")
+            .header("x-source", "socket-test")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+
+    /// job-started for `id` by `user` on one node.
+    pub async fn started(&self, id: &str, user: &str) {
+        self.post(
+            "/v1/events/job-started",
+            serde_json::json!({"job_id": id, "user": user, "node_list": ["n1"]}),
+        )
+        .await;
+    }
+
+    /// Stops the server; fails if the graceful shutdown takes over 10 s (open streams must not
+    /// hold it up).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let done = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+        assert!(
+            done.is_ok(),
+            "graceful shutdown must not wait for open streams"
+        );
+    }
+}
+
 /// An HTTP client for tests that talk to a real socket.
 pub fn http() -> reqwest::Client {
     jobscope::install_crypto_provider();
