@@ -56,6 +56,7 @@ fn the_document_lists_every_route() {
         "POST /v1/events/job-finished",
         "GET /v1/stream/jobs",
         "GET /v1/stream/jobs/{id}",
+        "GET /v1/stream/cluster",
         "POST /v1/stream/tickets",
         "GET /v1/stream/status",
         "GET /v1/ws",

@@ -289,6 +289,63 @@ async fn replicas_on_one_postgres_hear_each_other() {
     a.shutdown().await;
 }
 
+async fn cluster_stream_reports_status_and_changes(backend: Backend) {
+    let server = start(backend).await;
+    server.started("k1", "hiro").await;
+    server.started("k2", "hiro").await;
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "k2", "exit_code": 0}),
+        )
+        .await;
+    // From the current end of the log (a fresh connection would start at the feed's head,
+    // which may still be catching up with the commits above).
+    let now = server.store.last_event_id().await.unwrap();
+    let mut client = SseClient::connect(
+        &server.base,
+        "/v1/stream/cluster?interval_seconds=1",
+        Some(now),
+    )
+    .await;
+    assert_eq!(client.next().await.unwrap().name, "connected");
+    let status = client.next().await.unwrap();
+    assert_eq!(status.name, "status");
+    assert_eq!(status.data["stream"], "cluster");
+    let by_state = &status.data["data"]["jobs_by_state"];
+    assert_eq!(by_state["running"], 1, "{status:?}");
+    assert_eq!(by_state["completed"], 1);
+    for state in ["pending", "failed", "cancelled"] {
+        assert_eq!(by_state[state], 0, "every state is present");
+    }
+    assert_eq!(status.data["data"]["delivery_lag_events"], 0);
+    // change events come on the same connection, and the status repeats
+    server.started("k3", "hiro").await;
+    let mut saw_change = false;
+    let mut statuses = 0;
+    while !(saw_change && statuses >= 1) {
+        let e = client.next().await.unwrap();
+        match e.name.as_str() {
+            "job_event" => {
+                assert_eq!(e.data["data"]["job"]["id"], "k3");
+                saw_change = true;
+            }
+            "status" => statuses += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let resp = common::http()
+        .get(format!(
+            "{}/v1/stream/cluster?interval_seconds=0",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.shutdown().await;
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite {
@@ -308,7 +365,8 @@ both!(
     resume_without_gap_or_duplicate,
     single_job_stream_closes,
     expired_cursor_gets_reset,
-    bad_stream_parameters_are_400
+    bad_stream_parameters_are_400,
+    cluster_stream_reports_status_and_changes
 );
 
 /// With tokens configured: EventSource-style access through a single-use ticket, a token in

@@ -169,6 +169,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(stream::job);
 
+    let stream_cluster = warp::path!("v1" / "stream" / "cluster")
+        .and(warp::get())
+        .and(stream_auth())
+        .and(query_map())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(st())
+        .then(stream::cluster);
+
     let stream_ticket = warp::path!("v1" / "stream" / "tickets")
         .and(warp::post())
         .and(auth(READ))
@@ -216,6 +224,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(stream_jobs)
         .unify()
         .or(stream_job)
+        .unify()
+        .or(stream_cluster)
         .unify()
         .or(stream_ticket)
         .unify()

@@ -324,6 +324,8 @@ pub(super) struct Subscription {
     pub(super) filter: StreamFilter,
     /// For `/v1/stream/jobs/{id}`: close after the job's terminal event.
     pub(super) single_job: Option<String>,
+    /// For `/v1/stream/cluster`: how often to send a `status` event.
+    pub(super) status_every: Option<Duration>,
     /// Counts the connection in `GET /v1/stream/status` while it is open.
     pub(super) _registration: Option<Registered>,
 }
@@ -341,12 +343,63 @@ pub async fn jobs(
                 stream: "jobs",
                 filter,
                 single_job: None,
+                status_every: None,
                 _registration: None,
             },
             start,
         ))
     });
     respond(result)
+}
+
+/// Default period of the cluster stream's `status` event.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// `GET /v1/stream/cluster`: a `status` event every `interval_seconds` (default 5) with the
+/// cluster at a glance, plus the same change events as `/v1/stream/jobs`.
+pub async fn cluster(
+    params: HashMap<String, String>,
+    last_event_id: Option<String>,
+    state: AppState,
+) -> Response {
+    let result = StreamFilter::parse(&params, true).and_then(|filter| {
+        let start = cursor(last_event_id, &params)?;
+        let every = super::request::int_param(
+            &params,
+            "interval_seconds",
+            STATUS_EVERY.as_secs() as i64,
+            1,
+            3600,
+        )?;
+        Ok(open(
+            state,
+            Subscription {
+                stream: "cluster",
+                filter,
+                single_job: None,
+                status_every: Some(Duration::from_secs(every as u64)),
+                _registration: None,
+            },
+            start,
+        ))
+    });
+    respond(result)
+}
+
+/// The cluster at a glance: jobs by state, GPUs in use, and how far this connection is behind
+/// the event log. Nodes join when node reports exist.
+async fn cluster_status(store: &Store, cursor: i64) -> Value {
+    let (jobs, running_gpus) = match store.job_counts().await {
+        Ok(counts) => counts,
+        Err(_) => return json!({ "error": "database unavailable" }),
+    };
+    let last_event_id = store.last_event_id().await.unwrap_or(cursor);
+    json!({
+        "jobs_by_state": jobs,
+        "running_gpus": running_gpus,
+        "last_event_id": last_event_id,
+        "delivery_lag_events": (last_event_id - cursor).max(0),
+    })
 }
 
 pub async fn job(
@@ -368,6 +421,7 @@ pub async fn job(
                 stream: "job",
                 filter,
                 single_job: Some(id),
+                status_every: None,
                 _registration: None,
             },
             start,
@@ -465,7 +519,12 @@ async fn run_pump(
     tx: &mpsc::Sender<Outgoing>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Stop> {
-    let mut cursor = start.unwrap_or(head);
+    // Without a cursor the stream starts "now": after the newest committed event (the feed's
+    // head may trail the log by a moment; an event at or below the cursor is never sent).
+    let mut cursor = match start {
+        Some(cursor) => cursor,
+        None => store.last_event_id().await.unwrap_or(head).max(head),
+    };
     let connected = json!({ "resumed_from": start, "filters": format!("{:?}", sub.filter) });
     send(
         tx,
@@ -485,11 +544,23 @@ async fn run_pump(
     }
 
     let mut last_lag: Option<Instant> = None;
+    let mut status = sub.status_every.map(|every| {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticker
+    });
     loop {
         let received = tokio::select! {
-            r = live.recv() => r,
+            r = live.recv() => Some(r),
             _ = shutdown.wait_for(|stop| *stop) => return Err(Stop::Gone),
             _ = tx.closed() => return Err(Stop::Gone),
+            _ = async { status.as_mut()?.tick().await; Some(()) }, if status.is_some() => None,
+        };
+        let Some(received) = received else {
+            // the status period of a cluster stream
+            let data = cluster_status(store, cursor).await;
+            send(tx, control_event("status", cursor, sub.stream, data)).await?;
+            continue;
         };
         match received {
             Ok(event) => {

@@ -257,6 +257,7 @@ impl Connection {
                 stream: "jobs",
                 filter: StreamFilter::parse(&params, true).map_err(|e| e.to_string())?,
                 single_job: None,
+                status_every: None,
                 _registration: None,
             }
         } else {
@@ -272,6 +273,7 @@ impl Connection {
                 stream: "job",
                 filter: StreamFilter::parse(&job_params, false).map_err(|e| e.to_string())?,
                 single_job: Some(id),
+                status_every: None,
                 _registration: None,
             }
         };

@@ -306,6 +306,11 @@ impl Store {
         dispatch!(self, "correlation_of", correlation_of(id))
     }
 
+    /// Jobs per state (all five states present) and the GPUs held by running jobs.
+    pub async fn job_counts(&self) -> StoreResult<(std::collections::BTreeMap<String, i64>, i64)> {
+        dispatch!(self, "job_counts", job_counts())
+    }
+
     /// Up to `limit` event-log rows with an id above `after`, oldest first.
     pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
         dispatch!(self, "events_after", events_after(after, limit))

@@ -790,6 +790,25 @@ macro_rules! store_queries {
                 .await?)
         }
 
+        pub async fn job_counts(pool: &Pool<$db>) -> StoreResult<(std::collections::BTreeMap<String, i64>, i64)> {
+            let rows = sqlx::query(
+                "SELECT state, COUNT(*) AS n, \
+                 CAST(COALESCE(SUM(CASE WHEN state = 'running' THEN COALESCE(gpu_count, 0) ELSE 0 END), 0) AS BIGINT) AS gpus \
+                 FROM jobs GROUP BY state",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut counts: std::collections::BTreeMap<String, i64> =
+                JobState::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+            let mut gpus = 0;
+            for row in rows {
+                let state: String = row.try_get("state")?;
+                counts.insert(state, row.try_get("n")?);
+                gpus += row.try_get::<i64, _>("gpus")?;
+            }
+            Ok((counts, gpus))
+        }
+
         pub async fn events_after(pool: &Pool<$db>, after: i64, limit: i64) -> StoreResult<Vec<crate::store::StoredEvent>> {
             let rows = sqlx::query(
                 "SELECT id, occurred_at, kind, job_id, payload FROM events WHERE id > $1 ORDER BY id ASC LIMIT $2",
