@@ -31,6 +31,7 @@ pub(super) mod q {
         "BEGIN IMMEDIATE",
         None::<&'static str>,
         "",
-        "MAX(0.0, (julianday($3) - julianday(start_time)) * 86400.0)"
+        // julianday() is exact to about a millisecond; round rather than show float noise.
+        "ROUND(MAX(0.0, (julianday($3) - julianday(start_time)) * 86400.0), 3)"
     );
 }
