@@ -644,12 +644,13 @@ mod tests {
             panic!("cpu.stat of {job:?} has no usage_usec: {after:?}");
         };
         // The cgroup holds this process and maybe others, so it grew by at least what we used,
-        // less one tick of /proc's resolution.
+        // within the issue's ±10 % (the kernel flushes cgroup CPU statistics lazily) and one
+        // tick of /proc's resolution.
         let grown = now.saturating_sub(before);
         assert!(own_used >= 100_000, "burned only {own_used} µs");
         assert!(
-            grown + 10_000 >= own_used,
-            "cgroup {grown} µs < process {own_used} µs"
+            grown as f64 + 10_000.0 >= own_used as f64 * 0.9,
+            "cgroup {grown} µs < 90 % of the process's {own_used} µs"
         );
         assert!(!after.vanished);
     }
