@@ -635,7 +635,7 @@ mod tests {
         let own_before = own_cpu_usec();
         let start = std::time::Instant::now();
         let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(200) {
+        while start.elapsed() < std::time::Duration::from_millis(500) {
             x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
         }
         let own_used = own_cpu_usec() - own_before;
@@ -647,7 +647,7 @@ mod tests {
         // within the issue's ±10 % (the kernel flushes cgroup CPU statistics lazily) and one
         // tick of /proc's resolution.
         let grown = now.saturating_sub(before);
-        assert!(own_used >= 100_000, "burned only {own_used} µs");
+        assert!(own_used >= 250_000, "burned only {own_used} µs");
         assert!(
             grown as f64 + 10_000.0 >= own_used as f64 * 0.9,
             "cgroup {grown} µs < 90 % of the process's {own_used} µs"
