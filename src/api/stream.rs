@@ -335,21 +335,7 @@ pub async fn jobs(
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let result = StreamFilter::parse(&params, true).and_then(|filter| {
-        let start = cursor(last_event_id, &params)?;
-        Ok(open(
-            state,
-            Subscription {
-                stream: "jobs",
-                filter,
-                single_job: None,
-                status_every: None,
-                _registration: None,
-            },
-            start,
-        ))
-    });
-    respond(result)
+    respond(open_filtered(&params, last_event_id, state, "jobs", None))
 }
 
 /// Default period of the cluster stream's `status` event.
@@ -362,28 +348,38 @@ pub async fn cluster(
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let result = StreamFilter::parse(&params, true).and_then(|filter| {
-        let start = cursor(last_event_id, &params)?;
-        let every = super::request::int_param(
-            &params,
-            "interval_seconds",
-            STATUS_EVERY.as_secs() as i64,
-            1,
-            3600,
-        )?;
-        Ok(open(
-            state,
-            Subscription {
-                stream: "cluster",
-                filter,
-                single_job: None,
-                status_every: Some(Duration::from_secs(every as u64)),
-                _registration: None,
-            },
-            start,
-        ))
+    let every = super::request::int_param(
+        &params,
+        "interval_seconds",
+        STATUS_EVERY.as_secs() as i64,
+        1,
+        3600,
+    );
+    let result = every.and_then(|every| {
+        let every = Duration::from_secs(every as u64);
+        open_filtered(&params, last_event_id, state, "cluster", Some(every))
     });
     respond(result)
+}
+
+/// A stream of all jobs' changes under the query's filters and cursor (`jobs`, `cluster`).
+fn open_filtered(
+    params: &HashMap<String, String>,
+    last_event_id: Option<String>,
+    state: AppState,
+    stream: &'static str,
+    status_every: Option<Duration>,
+) -> Result<Response, ApiError> {
+    let filter = StreamFilter::parse(params, true)?;
+    let start = cursor(last_event_id, params)?;
+    let sub = Subscription {
+        stream,
+        filter,
+        single_job: None,
+        status_every,
+        _registration: None,
+    };
+    Ok(open(state, sub, start))
 }
 
 /// The cluster at a glance: jobs by state, GPUs in use, and how far this connection is behind
