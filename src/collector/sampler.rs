@@ -66,6 +66,17 @@ impl KnownJob {
     }
 }
 
+/// The node's name: `explicit` when given, else the host name up to its first dot (Slurm's
+/// usual node name).
+pub fn node_name(explicit: Option<&str>, proc_root: &Path) -> Option<String> {
+    if let Some(name) = explicit.map(str::trim).filter(|n| !n.is_empty()) {
+        return Some(name.to_owned());
+    }
+    let host = std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok()?;
+    let short = host.trim().split('.').next()?.to_owned();
+    (!short.is_empty()).then_some(short)
+}
+
 /// Which GPUs to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GpuChoice {
