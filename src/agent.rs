@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub spool_dir: PathBuf,
     pub spool_limits: SpoolLimits,
     pub timeout: Duration,
+    /// The hook's settings (`--hook-config`, or its default file), for draining its spool.
+    pub hook: crate::hook::config::HookConfig,
 }
 
 impl AgentConfig {
@@ -80,8 +82,44 @@ impl AgentConfig {
                 when_full: WhenFull::DropOldest,
             },
             timeout: args.timeout,
+            hook: hook_settings(args.hook_config.clone()),
         })
     }
+}
+
+/// The hook's settings as `jobscope hook` would resolve them from its file.
+fn hook_settings(file: Option<PathBuf>) -> crate::hook::config::HookConfig {
+    let args = crate::cli::HookArgs {
+        kind: crate::hook::HookKind::Epilog,
+        config: file,
+        server: None,
+        token_file: None,
+        timeout: None,
+        spool_dir: None,
+        gpu_vendor: None,
+    };
+    let (config, warnings) = crate::hook::config::resolve(&args, &|p| std::fs::read_to_string(p));
+    for w in warnings {
+        tracing::warn!("hook settings: {w}");
+    }
+    config
+}
+
+/// The hook's spool and a client with the hook's token, when this node has a hook spool.
+fn hook_drain(
+    config: &crate::hook::config::HookConfig,
+) -> Option<(Spool, crate::hook::HookClient)> {
+    if !config.spool_dir.is_dir() {
+        return None;
+    }
+    let spool = crate::hook::open_spool(&config.spool_dir)
+        .map_err(|e| tracing::warn!(dir = %config.spool_dir.display(), error = %e, "cannot open the hook spool; not delivering it"))
+        .ok()?;
+    let client = crate::hook::HookClient::from_config(config)
+        .map_err(|e| tracing::warn!(error = %e, "cannot build the hook client; not delivering the hook spool"))
+        .ok()?;
+    tracing::info!(dir = %config.spool_dir.display(), "delivering the Slurm hook's spooled events too");
+    Some((spool, client))
 }
 
 /// Counts since start, logged at shutdown and (with the metrics issue) exported.
@@ -245,6 +283,7 @@ pub async fn run(
         spool = %config.spool_dir.display(),
         "jobscope agent sampling"
     );
+    let hook_spool = hook_drain(&config.hook);
     let mut totals = AgentTotals::default();
     let mut known: Vec<KnownJob> = Vec::new();
     let mut server_down = false;
@@ -254,6 +293,18 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => break,
+        }
+        if let Some((spool, client)) = &hook_spool {
+            let report =
+                crate::hook::deliver_spooled(spool, client, config.sampler.interval / 2).await;
+            if report.delivered + report.dropped > 0 {
+                tracing::info!(
+                    delivered = report.delivered,
+                    dropped = report.dropped,
+                    remaining = report.remaining,
+                    "hook spool delivered"
+                );
+            }
         }
         match uplink.running_jobs().await {
             Ok(jobs) => known = jobs,

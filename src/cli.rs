@@ -42,6 +42,10 @@ pub enum Command {
     /// the figures to `jobscope serve`.
     #[command(long_about = AGENT_ABOUT)]
     Agent(AgentArgs),
+    /// Slurm Prolog/Epilog client: post job-started/job-finished, spool what cannot be
+    /// delivered. Always exits 0.
+    #[command(long_about = HOOK_ABOUT)]
+    Hook(HookArgs),
 }
 
 const AGENT_ABOUT: &str = "Run on every compute node. Each interval the agent asks the server \
@@ -135,6 +139,12 @@ pub struct AgentArgs {
     /// Limit for one request to the server.
     #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+
+    /// The Slurm hook's settings file: the agent also delivers the events `jobscope hook` spooled
+    /// on this node (with the hook token named there), so an event is not stuck until the next
+    /// job's hook runs. Skipped when the hook's spool directory does not exist.
+    #[arg(long, env = "JOBSCOPE_HOOK_CONFIG", value_name = "FILE")]
+    pub hook_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,6 +271,53 @@ pub struct WatchArgs {
     /// a tokens file. A reader token is enough.
     #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+// ---- jobscope hook -----------------------------------------------------------------------------
+
+const HOOK_ABOUT: &str = "Slurm hook client. Install `jobscope hook prolog` as Prolog= and \
+PrologSlurmctld=, `jobscope hook epilog` as Epilog= and EpilogSlurmctld= (through a wrapper script: \
+Slurm runs a path without arguments). It reads the job from the SLURM_* environment, posts \
+/v1/events/job-started or /v1/events/job-finished with the hook token, and spools the event when \
+the server cannot be reached; spooled events are sent, oldest first, by the next hook run and by \
+`jobscope agent`.\n\n\
+It always exits 0 (a failing Prolog drains the node) and logs problems on stderr (RUST_LOG, \
+default warn). Settings come from the TOML file (--config; keys server, token_file, timeout, \
+spool_dir, gpu_vendor), then from these flags or their environment variables, the later winning; \
+see scripts/slurm/hook.toml.example.";
+
+#[derive(Debug, Clone, Args)]
+pub struct HookArgs {
+    /// Which event to send: prolog (job started) or epilog (job finished).
+    #[arg(value_enum)]
+    pub kind: crate::hook::HookKind,
+
+    /// TOML settings file. A missing default file is fine; a malformed one is logged and ignored.
+    #[arg(long, env = "JOBSCOPE_HOOK_CONFIG", value_name = "FILE", default_value = None,
+          long_help = "TOML settings file [default: /etc/jobscope/hook.toml]. A missing default \
+                       file is fine; a malformed one is logged and defaults are used.")]
+    pub config: Option<PathBuf>,
+
+    /// Base URL of `jobscope serve` [file key: server; default http://127.0.0.1:8080].
+    #[arg(long, env = "JOBSCOPE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// File whose first line is the hook token [file key: token_file].
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Limit per request, connection included: 2s, 1.5, 500ms [file key: timeout; default 2s].
+    #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Where undelivered events wait [file key: spool_dir; default /var/spool/jobscope].
+    #[arg(long, env = "JOBSCOPE_HOOK_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// gpu_vendor reported for the job's GPUs: nvidia, amd, mixed or none [file key: gpu_vendor;
+    /// default: amd on nodes with /dev/kfd and no /dev/nvidiactl, else nvidia].
+    #[arg(long, env = "JOBSCOPE_GPU_VENDOR", value_name = "VENDOR")]
+    pub gpu_vendor: Option<String>,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod collector;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod hook;
 pub mod scheduler;
 pub mod spool;
 pub mod store;

@@ -434,3 +434,69 @@ async fn the_agent_measures_a_real_cgroup_against_the_process_own_accounting() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_agent_delivers_what_the_slurm_hook_spooled() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start_with(serve_config(&db.url), Some(db)).await;
+    start_job(&server, "7201", "hook-node").await;
+    let t = tempfile::tempdir().unwrap();
+    // The epilog could not reach the server and spooled its event.
+    let hook_spool = t.path().join("hook-spool");
+    let spool = jobscope::hook::open_spool(&hook_spool).unwrap();
+    let event = jobscope::hook::event::Event {
+        path: "/v1/events/job-finished".into(),
+        job_id: "7201".into(),
+        body: json!({"job_id": "7201", "exit_code": 3, "signal": 0}),
+    };
+    spool.push(&serde_json::to_vec(&event).unwrap()).unwrap();
+    let config = t.path().join("hook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nspool_dir = \"{}\"\ntimeout = \"1s\"\n",
+            server.base,
+            hook_spool.display()
+        ),
+    )
+    .unwrap();
+    let empty_root = t.path().join("cgroup");
+    std::fs::create_dir_all(&empty_root).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_jobscope"))
+        .args([
+            "agent",
+            "--server",
+            &server.base,
+            "--node",
+            "hook-node",
+            "--interval",
+            "200ms",
+            "--gpu",
+            "none",
+        ])
+        .arg("--cgroup-root")
+        .arg(&empty_root)
+        .arg("--spool-dir")
+        .arg(t.path().join("agent-spool"))
+        .arg("--hook-config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Agent(child);
+    let job = wait_for(
+        &server.base,
+        "/v1/jobs/7201",
+        Duration::from_secs(20),
+        |j| j["state"] != "running",
+    )
+    .await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["exit_code"], 3);
+    assert_eq!(
+        spool.depth().unwrap().records,
+        0,
+        "delivered events leave the spool"
+    );
+    server.shutdown().await;
+}

@@ -74,6 +74,8 @@ pub struct JobStarted {
     account: Option<String>,
     job_name: Option<String>,
     cluster_name: Option<String>,
+    /// Slurm 26.05+'s cluster-unique job id (`SLURM_JOB_SLUID`).
+    sluid: Option<String>,
 }
 
 pub async fn job_started(
@@ -123,6 +125,7 @@ fn started_job(e: JobStarted) -> Result<Job, ApiError> {
         external_job_id: Some(id.clone()),
         partition: validate::optional_name("partition", e.partition.as_deref())?,
         account: validate::optional_name("account", e.account.as_deref())?,
+        sluid: validate::optional_name("sluid", e.sluid.as_deref())?,
         extra: job_name.map(|name| {
             let mut extra = serde_json::Map::new();
             extra.insert("job_name".into(), name.into());

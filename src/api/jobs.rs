@@ -112,6 +112,7 @@ fn check_scheduler(s: SchedulerInfo) -> Result<SchedulerInfo, ApiError> {
         state_reason: name("scheduler.state_reason", s.state_reason)?,
         time_limit_minutes: validate::count("scheduler.time_limit_minutes", s.time_limit_minutes)?,
         extra: s.extra,
+        sluid: name("scheduler.sluid", s.sluid)?,
     })
 }
 

@@ -26,7 +26,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, user_name, nodes, node_count, state, s
     max_memory_usage_mb, avg_gpu_usage, max_gpu_usage, scheduler_type, external_job_id, raw_state, \
     submit_time, partition, account, qos, priority, scheduler_exit_code, state_reason, \
     time_limit_minutes, scheduler_extra, cgroup_path, gpu_vendor, gpu_devices, gpu_count, exit_code, \
-    signal, correlation_id, created_at, updated_at, memory_usage_bytes, max_memory_usage_bytes, gpus";
+    signal, correlation_id, created_at, updated_at, memory_usage_bytes, max_memory_usage_bytes, gpus, sluid";
 
 /// A `jobs` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -80,6 +80,7 @@ pub(crate) struct JobRow {
     memory_usage_bytes: Option<i64>,
     max_memory_usage_bytes: Option<i64>,
     gpus: Option<Json<Vec<crate::collector::GpuReading>>>,
+    sluid: Option<String>,
 }
 
 impl JobRow {
@@ -117,6 +118,7 @@ impl JobRow {
             state_reason: self.state_reason,
             time_limit_minutes: self.time_limit_minutes,
             extra: self.scheduler_extra.map(|Json(m)| m),
+            sluid: self.sluid,
         };
         Ok(Job {
             id: self.id,
@@ -688,7 +690,8 @@ macro_rules! store_queries {
                     .push_bind(now)
                     .push_bind(j.memory_usage_bytes)
                     .push_bind(j.max_memory_usage_bytes)
-                    .push_bind((!j.gpus.is_empty()).then(|| Json(j.gpus.clone())));
+                    .push_bind((!j.gpus.is_empty()).then(|| Json(j.gpus.clone())))
+                    .push_bind(s.sluid.clone());
             });
             qb.push(format!(" ON CONFLICT (id) DO NOTHING RETURNING {JOB_COLUMNS}"));
             let row: Option<JobRow> = qb.build_query_as().fetch_optional(&mut ***tx).await?;
@@ -773,7 +776,7 @@ macro_rules! store_queries {
                  allocated_cpus = $6, requested_memory_mb = $7, allocated_memory_mb = $8, requested_gpus = $9, \
                  allocated_gpus = $10, cgroup_path = $11, gpu_vendor = $12, gpu_devices = $13, gpu_count = $14, \
                  scheduler_type = $15, external_job_id = $16, partition = $17, account = $18, scheduler_extra = $19, \
-                 updated_at = $20 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                 updated_at = $20, sluid = $21 WHERE id = $1 RETURNING {JOB_COLUMNS}"
             )))
             .bind(&merged.id)
             .bind(merged.start_time)
@@ -795,6 +798,7 @@ macro_rules! store_queries {
             .bind(s.account.as_deref())
             .bind(s.extra.as_ref().map(Json))
             .bind(now_micros())
+            .bind(s.sluid.as_deref())
             .fetch_one(&mut ***tx)
             .await?;
             let updated = row.into_job(now_micros())?;
