@@ -111,6 +111,55 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// `serve`'s Prometheus export (`GET /metrics`).
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Export per-job series (CPU, memory, IO, GPUs of every running job). Set it to false on a
+    /// large cluster where each `jobscope agent --metrics-listen` serves its own node's jobs;
+    /// cluster, node and service series stay.
+    #[arg(long, env = "JOBSCOPE_PER_JOB_METRICS", value_name = "BOOL", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub per_job_metrics: bool,
+
+    /// How long a finished job's series stay in /metrics, so their last values get scraped
+    /// (e.g. 30s, 2m, 1h; at least one scrape interval).
+    #[arg(long, env = "JOBSCOPE_METRICS_GRACE", value_name = "DURATION", default_value = "2m",
+          value_parser = parse_duration)]
+    pub metrics_grace: std::time::Duration,
+
+    /// A bearer token that may read GET /metrics and nothing else (at least 16 characters), for
+    /// Prometheus. Reader and admin tokens of --tokens-file may read it too. Prefer the
+    /// environment variable: command lines are visible to every user of the machine.
+    #[arg(long, env = "JOBSCOPE_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+}
+
+/// A duration such as `90s`, `2m`, `1h` or `500ms` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m or 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    if !seconds.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Clone, Args)]

@@ -11,6 +11,7 @@ pub mod collector;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod metrics;
 pub mod scheduler;
 pub mod store;
 pub mod watch;

@@ -234,7 +234,28 @@ pub async fn add_sample(
     audited(audit, |audit| add_sample_inner(id, audit, body, state)).await
 }
 
+/// Stores the sample and counts it as ingested or rejected (`/metrics`).
 async fn add_sample_inner(
+    id: String,
+    audit: AuditContext,
+    body: RecordSample,
+    state: AppState,
+) -> Handled {
+    let metrics = state.metrics.clone();
+    let result = store_sample(id, audit, body, state).await;
+    match &result {
+        Ok(_) => metrics.samples_ingested(1),
+        Err(ApiError::Validation(_) | ApiError::InvalidRequest(_)) => {
+            metrics.samples_rejected("invalid", 1)
+        }
+        Err(ApiError::NotFound(_)) => metrics.samples_rejected("unknown_job", 1),
+        Err(ApiError::Conflict(_)) => metrics.samples_rejected("finished_job", 1),
+        Err(_) => {}
+    }
+    result
+}
+
+async fn store_sample(
     id: String,
     audit: AuditContext,
     body: RecordSample,
