@@ -780,15 +780,24 @@ impl Snapshot {
                 *job_count.entry(node.as_str()).or_default() += running;
             }
         }
-        header(
-            out,
-            "hpc_node_job_count",
-            Kind::Gauge,
-            "Running jobs on the node.",
-        );
-        for (node, n) in &job_count {
-            let labels = text::labels(&[("node", node)]);
-            sample(out, "hpc_node_job_count", &labels, *n);
+        let node_labels: Vec<String> = job_count
+            .keys()
+            .map(|node| text::labels(&[("node", node)]))
+            .collect();
+        // The Go service's name has a histogram's suffix, which promtool rejects on a gauge:
+        // untyped, like hpc_job_state_total, with a correctly named gauge beside it.
+        for (name, kind, help) in [
+            (
+                "hpc_node_job_count",
+                Kind::Untyped,
+                "Running jobs on the node (the Go service's name; a gauge, see hpc_node_running_jobs).",
+            ),
+            ("hpc_node_running_jobs", Kind::Gauge, "Running jobs on the node."),
+        ] {
+            header(out, name, kind, help);
+            for (labels, n) in node_labels.iter().zip(job_count.values()) {
+                sample(out, name, labels, *n);
+            }
         }
         type Pick = fn(&NodeEntry) -> Option<f64>;
         let figures: [(&str, &str, Pick); 8] = [
