@@ -13,6 +13,7 @@ pub mod domain;
 pub mod events;
 pub mod metrics;
 pub mod scheduler;
+pub mod spool;
 pub mod store;
 pub mod watch;
 

@@ -237,12 +237,13 @@ pub async fn add_sample(
 /// Stores the sample and counts it as ingested or rejected (`/metrics`).
 async fn add_sample_inner(
     id: String,
-    audit: AuditContext,
+    // Samples write no audit row; the context only carries the correlation id to the response.
+    _audit: AuditContext,
     body: RecordSample,
     state: AppState,
 ) -> Handled {
     let metrics = state.metrics.clone();
-    let result = store_sample(id, audit, body, state).await;
+    let result = store_sample(id, body, state).await;
     match &result {
         Ok(_) => metrics.samples_ingested(1),
         Err(ApiError::Validation(_) | ApiError::InvalidRequest(_)) => {
@@ -257,7 +258,6 @@ async fn add_sample_inner(
 
 async fn store_sample(
     id: String,
-    audit: AuditContext,
     body: RecordSample,
     state: AppState,
 ) -> Handled {
@@ -271,17 +271,21 @@ async fn store_sample(
     let timestamp = validate::reported_time(body.timestamp, now_micros())?;
     let sample = MetricSample {
         timestamp,
-        cpu_usage: validate::percent(cpu, "CPU usage must be between 0 and 100")?,
-        memory_usage_mb: validate::megabytes(memory, "Memory usage must be non-negative")?,
+        cpu_usage: Some(validate::percent(
+            cpu,
+            "CPU usage must be between 0 and 100",
+        )?),
+        memory_usage_mb: Some(validate::megabytes(
+            memory,
+            "Memory usage must be non-negative",
+        )?),
         gpu_usage: body
             .gpu_usage
             .map(|v| validate::percent(v, "GPU usage must be between 0 and 100"))
             .transpose()?,
+        detail: Default::default(),
     };
-    state
-        .store
-        .add_sample(&id, &sample, &audit.correlation_id)
-        .await?;
+    state.store.add_sample(&id, &sample).await?;
     Ok(with_status(json(&sample), StatusCode::CREATED).into_response())
 }
 

@@ -207,6 +207,10 @@ impl StreamFilter {
     }
 
     pub(super) fn matches(&self, event: &StoredEvent) -> bool {
+        // Node (and other non-job) events have their own streams.
+        if event.job_id.is_none() {
+            return false;
+        }
         if self.exclude_samples && event.kind == "job_sample" {
             return false;
         }

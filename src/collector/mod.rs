@@ -10,8 +10,10 @@ pub mod cgroup;
 pub mod discovery;
 pub mod gpu;
 pub mod node;
+pub mod report;
 
 pub use cgroup::{cpu_percent, CgroupReader, CgroupSample, CpuPoint, Pressure, USER_HZ};
 pub use discovery::{discover, CgroupPaths, CgroupVersion, JobCgroup, JobKey, DEFAULT_CGROUP_ROOT};
 pub use gpu::{AmdSysfs, FakeGpus, GpuReading, GpuSource, GpuVendor, DEFAULT_DRM_ROOT};
 pub use node::{cpu_usage_percent, CpuTicks, NodeSample, NodeSampler, DEFAULT_PROC_ROOT};
+pub use report::{JobReport, NodeStats, SampleBatch};

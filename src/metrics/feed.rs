@@ -43,7 +43,12 @@ async fn load(metrics: &Metrics, store: &Store) -> StoreResult<i64> {
         let before = store.last_event_id().await?;
         let (counts, _) = store.job_counts().await?;
         let running = running_jobs(store).await?;
-        let nodes: Vec<serde_json::Value> = Vec::new();
+        let nodes: Vec<serde_json::Value> = store
+            .list_nodes()
+            .await?
+            .iter()
+            .filter_map(|n| serde_json::to_value(n).ok())
+            .collect();
         let after = store.last_event_id().await?;
         // Events are numbered in commit order, so when none was committed between the two
         // reads, the counts and jobs read in between are exactly the state at `before`.

@@ -359,6 +359,52 @@ impl Metrics {
         Ok(())
     }
 
+    /// For the agent, once per collection round: every job sample of `batch` and the node's own
+    /// figures, exactly as `POST /v1/samples` would store them (the same checks; an item that
+    /// fails them is skipped here too). `labels` gives each job's user, account and partition
+    /// (the agent's job list); a job without an entry is exported with its id and node only.
+    /// Jobs of earlier rounds missing from this batch start their grace period.
+    pub fn record_agent_batch(
+        &self,
+        batch: &crate::collector::SampleBatch,
+        labels: &std::collections::HashMap<String, JobLabels>,
+    ) {
+        let now = crate::domain::now_micros();
+        let Ok((node, at)) = batch.check_envelope(now) else {
+            return;
+        };
+        let mut running = Vec::with_capacity(batch.jobs.len());
+        for report in &batch.jobs {
+            let Ok(item) = report.to_item(&node, at, now) else {
+                continue;
+            };
+            let job = labels.get(&item.job_id).cloned().unwrap_or_else(|| JobLabels {
+                job_id: item.job_id.clone(),
+                nodes: vec![node.clone()],
+                ..JobLabels::default()
+            });
+            if self.record_job_sample(&job, &item.sample).is_ok() {
+                running.push(item.job_id);
+            }
+        }
+        if let Ok(Some(report)) = batch.node_report(&node, at) {
+            let doc = serde_json::json!({
+                "name": report.name,
+                "cpus": report.cpus,
+                "memory_total_bytes": report.memory_total_bytes,
+                "memory_used_bytes": report.memory_used_bytes,
+                "cpu_usage_percent": report.cpu_usage_percent,
+                "load_1": report.load_1,
+                "gpus": report.gpus,
+                "last_report_at": report.reported_at,
+                "report_interval_seconds": report.interval_seconds,
+                "stale": false,
+            });
+            self.update(|s| s.record_node(&doc));
+        }
+        self.retain_running_jobs(running.iter().map(String::as_str));
+    }
+
     /// The whole exposition: snapshot series, the registry's counters and histograms, and the
     /// process's figures. CPU work proportional to the running jobs; callers on an async
     /// runtime run it on a blocking thread.
