@@ -288,7 +288,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(websocket)
         .unify()
         .recover(error::handle_rejection)
-        .unify();
+        .unify()
+        // Boxed so the wrapper below does not nest the whole route tree's type once more.
+        .boxed();
 
     // Every request, rejected ones included, counted under its route template.
     warp::any()

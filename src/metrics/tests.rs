@@ -392,3 +392,60 @@ fn scrapes_are_not_blocked_by_ingestion() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
 }
+
+#[test]
+fn the_agent_feeds_a_whole_batch() {
+    let metrics = Metrics::default();
+    let batch: crate::collector::SampleBatch = serde_json::from_value(json!({
+        "node": "node-09",
+        "collected_at": chrono::Utc::now(),
+        "interval_seconds": 10.0,
+        "jobs": [
+            {"job_id": "77", "cpu_usage_percent": 50.0, "cpu_usage_usec": 3_000_000,
+             "memory_peak_bytes": 100, "io_write_bytes": 5,
+             "gpus": [{"index": 0, "uuid": null, "pci_bus_id": null, "vendor": "nvidia",
+                       "utilization_percent": 30.0, "memory_used_bytes": null, "memory_total_bytes": null,
+                       "power_watts": 100.0, "energy_joules": 5.0, "temperature_celsius": null,
+                       "processes": []}]},
+            {"job_id": "", "cpu_usage_percent": 50.0}
+        ],
+        "node_stats": {"cpu_usage_percent": 10.0, "memory_total_bytes": 1000, "memory_used_bytes": 10,
+                       "load_1": 1.5, "cpu_count": 8}
+    }))
+    .expect("a valid batch");
+    let labels = [(
+        "77".to_owned(),
+        JobLabels {
+            job_id: "77".into(),
+            user: "erin".into(),
+            account: None,
+            partition: Some("gpu".into()),
+            nodes: vec!["node-09".into()],
+        },
+    )]
+    .into_iter()
+    .collect();
+    metrics.record_agent_batch(&batch, &labels);
+    let text = metrics.render();
+    assert_eq!(
+        value(&text, r#"hpc_job_cpu_seconds_total{job_id="77",node="node-09"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_job_info{job_id="77",user="erin",account="",partition="gpu"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_job_gpu_device_power_watts{job_id="77",node="node-09",gpu_vendor="nvidia",gpu_id="0"}"#
+        ),
+        Some(100.0)
+    );
+    assert_eq!(value(&text, r#"hpc_node_cpu_load{node="node-09"}"#), Some(1.5));
+    assert_eq!(
+        value(&text, r#"hpc_node_report_interval_seconds{node="node-09"}"#),
+        Some(10.0)
+    );
+    assert_eq!(value(&text, r#"jobscope_metrics_tracked_jobs"#), Some(1.0), "the invalid item is skipped");
+}
