@@ -135,7 +135,12 @@ pub struct MetricsArgs {
     /// A bearer token that may read GET /metrics and nothing else (at least 16 characters), for
     /// Prometheus. Reader and admin tokens of --tokens-file may read it too. Prefer the
     /// environment variable: command lines are visible to every user of the machine.
-    #[arg(long, env = "JOBSCOPE_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "JOBSCOPE_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub metrics_token: Option<String>,
 }
 

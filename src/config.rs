@@ -59,7 +59,10 @@ impl std::fmt::Debug for MetricsToken {
 fn metrics_config(args: &crate::cli::MetricsArgs) -> Result<MetricsConfig, ConfigError> {
     let token = match args.metrics_token.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(token) if token.len() < crate::api::auth::MIN_TOKEN_LEN || token.contains(char::is_whitespace) => {
+        Some(token)
+            if token.len() < crate::api::auth::MIN_TOKEN_LEN
+                || token.contains(char::is_whitespace) =>
+        {
             return Err(invalid(
                 "--metrics-token (JOBSCOPE_METRICS_TOKEN)",
                 format!(

@@ -130,11 +130,11 @@ async fn a_jobs_life(backend: Backend) {
         Some(1.0)
     );
     // After the (1 s) grace period every series of j1 is gone; j2's stay.
-    let text = scrape_until(&base, "j1's series gone", |t| {
-        !t.contains("job_id=\"j1\"")
-    })
-    .await;
-    assert!(text.contains(r#"hpc_job_info{job_id="j2",user="bob""#), "{text}");
+    let text = scrape_until(&base, "j1's series gone", |t| !t.contains("job_id=\"j1\"")).await;
+    assert!(
+        text.contains(r#"hpc_job_info{job_id="j2",user="bob""#),
+        "{text}"
+    );
     server.shutdown().await;
 }
 
@@ -242,7 +242,10 @@ async fn scrapes_answer_during_heavy_ingestion() {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let during = scraper.await.unwrap();
-    assert!(during >= 2, "only {during} scrapes finished while 320 samples were posted");
+    assert!(
+        during >= 2,
+        "only {during} scrapes finished while 320 samples were posted"
+    );
     scrape_until(&base, "every sample counted and the last one shown", |t| {
         value(t, "jobscope_samples_ingested_total") == Some(320.0)
             && value(

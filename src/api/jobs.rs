@@ -256,11 +256,7 @@ async fn add_sample_inner(
     result
 }
 
-async fn store_sample(
-    id: String,
-    body: RecordSample,
-    state: AppState,
-) -> Handled {
+async fn store_sample(id: String, body: RecordSample, state: AppState) -> Handled {
     let id = job_id(&id)?;
     let cpu = body
         .cpu_usage

@@ -85,7 +85,12 @@ pub fn observe(
 ) {
     let route = route_template(path);
     let status = response.status();
-    metrics.http_request(route, method_label(method), status.as_u16(), started.elapsed());
+    metrics.http_request(
+        route,
+        method_label(method),
+        status.as_u16(),
+        started.elapsed(),
+    );
     let event = match route {
         "/v1/events/job-started" => "job-started",
         "/v1/events/job-finished" => "job-finished",
@@ -174,7 +179,10 @@ mod tests {
     #[test]
     fn routes_are_templates() {
         assert_eq!(route_template("/v1/jobs/4242"), "/v1/jobs/{id}");
-        assert_eq!(route_template("/v1/jobs/4242/metrics"), "/v1/jobs/{id}/metrics");
+        assert_eq!(
+            route_template("/v1/jobs/4242/metrics"),
+            "/v1/jobs/{id}/metrics"
+        );
         assert_eq!(route_template("/v1/stream/jobs/x"), "/v1/stream/jobs/{id}");
         assert_eq!(route_template("/metrics"), "/metrics");
         assert_eq!(route_template("/v1/jobs/1/2/3/4"), "other");

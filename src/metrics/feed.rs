@@ -62,7 +62,11 @@ async fn load(metrics: &Metrics, store: &Store) -> StoreResult<i64> {
             }
             let jobs = running.len();
             metrics.update(|s| s.reset(&counts, &running, &nodes, before));
-            tracing::info!(running_jobs = jobs, cursor = before, "metrics snapshot loaded");
+            tracing::info!(
+                running_jobs = jobs,
+                cursor = before,
+                "metrics snapshot loaded"
+            );
             return Ok(before);
         }
     }

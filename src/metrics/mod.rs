@@ -292,18 +292,13 @@ impl Metrics {
 
     /// One collection round of the agent (or of `serve --collect`) took `elapsed`.
     pub fn collector_duration(&self, elapsed: Duration) {
-        self.inner
-            .collector_duration
-            .observe(elapsed.as_secs_f64());
+        self.inner.collector_duration.observe(elapsed.as_secs_f64());
     }
 
     /// A lifecycle hook answered: `event` is `job-started` or `job-finished`, `outcome` one of
     /// [`HOOK_OUTCOMES`].
     pub fn hook_event(&self, event: &'static str, outcome: &'static str) {
-        self.inner
-            .hooks
-            .with_label_values(&[event, outcome])
-            .inc();
+        self.inner.hooks.with_label_values(&[event, outcome]).inc();
     }
 
     /// One HTTP request. `route` must be a route template (bounded), never the raw path.
@@ -378,11 +373,14 @@ impl Metrics {
             let Ok(item) = report.to_item(&node, at, now) else {
                 continue;
             };
-            let job = labels.get(&item.job_id).cloned().unwrap_or_else(|| JobLabels {
-                job_id: item.job_id.clone(),
-                nodes: vec![node.clone()],
-                ..JobLabels::default()
-            });
+            let job = labels
+                .get(&item.job_id)
+                .cloned()
+                .unwrap_or_else(|| JobLabels {
+                    job_id: item.job_id.clone(),
+                    nodes: vec![node.clone()],
+                    ..JobLabels::default()
+                });
             if self.record_job_sample(&job, &item.sample).is_ok() {
                 running.push(item.job_id);
             }

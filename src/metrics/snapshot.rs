@@ -242,8 +242,7 @@ impl JobEntry {
         ]);
         let (id, user) = (self.id.clone(), self.user.clone());
         for (node, usage) in self.usage.iter_mut() {
-            usage.labels_user =
-                text::labels(&[("job_id", &id), ("user", &user), ("node", node)]);
+            usage.labels_user = text::labels(&[("job_id", &id), ("user", &user), ("node", node)]);
             usage.labels = text::labels(&[("job_id", &id), ("node", node)]);
         }
     }
@@ -343,9 +342,7 @@ impl JobEntry {
             .or(usage.memory_bytes);
         usage.gpu_usage = sample.gpu_usage.or(usage.gpu_usage);
         usage.cpu_seconds = sample.cpu_time_seconds.or(usage.cpu_seconds);
-        usage.cpu_throttled_seconds = sample
-            .cpu_throttled_seconds
-            .or(usage.cpu_throttled_seconds);
+        usage.cpu_throttled_seconds = sample.cpu_throttled_seconds.or(usage.cpu_throttled_seconds);
         usage.memory_peak_bytes = sample.memory_peak_bytes.or(usage.memory_peak_bytes);
         usage.oom_kills = sample.oom_kills.or(usage.oom_kills);
         usage.io_read_bytes = sample.io_read_bytes.or(usage.io_read_bytes);
@@ -513,7 +510,10 @@ impl Snapshot {
 
     fn apply_job_event(&mut self, event: &StoredEvent, now: Instant) -> serde_json::Result<()> {
         let doc = JobDoc::deserialize(&event.payload["job"])?;
-        let state = doc.state.as_deref().and_then(|s| s.parse::<JobState>().ok());
+        let state = doc
+            .state
+            .as_deref()
+            .and_then(|s| s.parse::<JobState>().ok());
         let previous = event.payload["previous_state"]
             .as_str()
             .and_then(|s| s.parse::<JobState>().ok());
@@ -588,7 +588,10 @@ impl Snapshot {
             // A sample for a running job this snapshot has not seen (it started before a
             // restart and the load missed it): track it with what the payload says.
             None if job.state.as_deref() == Some("running") => {
-                let doc = JobDoc { id: id.clone(), ..job };
+                let doc = JobDoc {
+                    id: id.clone(),
+                    ..job
+                };
                 self.upsert_job(&doc);
                 if let Some(entry) = self.jobs.get_mut(&id) {
                     entry.record(&sample);
@@ -644,7 +647,8 @@ impl Snapshot {
     pub(crate) fn record_node(&mut self, node: &serde_json::Value) {
         match NodeDoc::deserialize(node) {
             Ok(doc) if !doc.name.is_empty() => {
-                self.nodes.insert(doc.name.clone(), NodeEntry::from_doc(&doc));
+                self.nodes
+                    .insert(doc.name.clone(), NodeEntry::from_doc(&doc));
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "metrics: skipped a node it cannot read"),
@@ -724,16 +728,9 @@ impl Snapshot {
             u.1 += job.allocated_cpus.unwrap_or(0.0);
             u.2 += job.allocated_gpus.unwrap_or(0.0);
         }
-        let user_labels: Vec<String> = users
-            .keys()
-            .map(|u| text::labels(&[("user", u)]))
-            .collect();
+        let user_labels: Vec<String> = users.keys().map(|u| text::labels(&[("user", u)])).collect();
         for (name, help, pick) in [
-            (
-                "hpc_user_running_jobs",
-                "Running jobs per user.",
-                0usize,
-            ),
+            ("hpc_user_running_jobs", "Running jobs per user.", 0usize),
             (
                 "hpc_user_allocated_cpus",
                 "CPUs allocated to running jobs, per user.",
@@ -769,11 +766,8 @@ impl Snapshot {
 
     fn render_nodes(&self, out: &mut String) {
         // Running jobs per node, from the jobs themselves: right even on nodes without an agent.
-        let mut job_count: BTreeMap<&str, f64> = self
-            .nodes
-            .keys()
-            .map(|n| (n.as_str(), 0.0))
-            .collect();
+        let mut job_count: BTreeMap<&str, f64> =
+            self.nodes.keys().map(|n| (n.as_str(), 0.0)).collect();
         for job in self.jobs.values() {
             let running = if job.ended.is_none() { 1.0 } else { 0.0 };
             for node in &job.nodes {
@@ -817,11 +811,9 @@ impl Snapshot {
                 NodeEntry::gpu_usage,
             ),
             ("hpc_node_total_cpus", "CPUs of the node.", |n| n.cpus),
-            (
-                "hpc_node_total_memory_bytes",
-                "Memory of the node.",
-                |n| n.memory_total,
-            ),
+            ("hpc_node_total_memory_bytes", "Memory of the node.", |n| {
+                n.memory_total
+            }),
             (
                 "hpc_node_cpu_load",
                 "One-minute load average of the node.",
@@ -854,7 +846,12 @@ impl Snapshot {
         );
         for node in self.nodes.values() {
             if let Some(stale) = node.stale {
-                sample(out, "hpc_node_stale", &node.labels, f64::from(u8::from(stale)));
+                sample(
+                    out,
+                    "hpc_node_stale",
+                    &node.labels,
+                    f64::from(u8::from(stale)),
+                );
             }
         }
         header(
@@ -965,11 +962,9 @@ impl Snapshot {
                 "GPUs allocated to the job.",
                 |j| j.allocated_gpus,
             ),
-            (
-                "hpc_job_time_limit_seconds",
-                "The job's time limit.",
-                |j| j.time_limit_seconds,
-            ),
+            ("hpc_job_time_limit_seconds", "The job's time limit.", |j| {
+                j.time_limit_seconds
+            }),
         ];
         for (name, help, pick) in allocations {
             header(out, name, Kind::Gauge, help);

@@ -85,13 +85,21 @@ fn events_drive_job_series_and_counts() {
     s.reset(&counts(0), &[], &[], 0);
     let now = Instant::now();
     s.apply_event(
-        &event(1, "job_created", "7", json!({"job": job("7", "alice", "running")})),
+        &event(
+            1,
+            "job_created",
+            "7",
+            json!({"job": job("7", "alice", "running")}),
+        ),
         now,
     );
     s.apply_event(&sample_event(2, "7", "alice", "node-02", 12.5), now);
     let text = render(&s, now);
     assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(1.0));
-    assert_eq!(value(&text, r#"hpc_job_state_total{state="pending"}"#), Some(0.0));
+    assert_eq!(
+        value(&text, r#"hpc_job_state_total{state="pending"}"#),
+        Some(0.0)
+    );
     assert_eq!(value(&text, "hpc_job_total"), Some(1.0));
     assert_eq!(
         value(
@@ -101,7 +109,10 @@ fn events_drive_job_series_and_counts() {
         Some(1.0)
     );
     assert_eq!(
-        value(&text, r#"hpc_job_cpu_seconds_total{job_id="7",node="node-02"}"#),
+        value(
+            &text,
+            r#"hpc_job_cpu_seconds_total{job_id="7",node="node-02"}"#
+        ),
         Some(12.5)
     );
     assert_eq!(
@@ -135,14 +146,26 @@ fn events_drive_job_series_and_counts() {
     // Unmeasured figures are absent, never 0.
     assert!(!text.contains("hpc_job_gpu_device_power_watts{job_id=\"7\",node=\"node-02\",gpu_vendor=\"nvidia\",gpu_id=\"1\"}"));
     assert!(!text.contains("hpc_job_pids{"));
-    assert_eq!(value(&text, r#"hpc_job_allocated_cpus{job_id="7"}"#), Some(8.0));
+    assert_eq!(
+        value(&text, r#"hpc_job_allocated_cpus{job_id="7"}"#),
+        Some(8.0)
+    );
     assert_eq!(
         value(&text, r#"hpc_job_allocated_memory_bytes{job_id="7"}"#),
         Some(1024.0 * 1024.0 * 1024.0)
     );
-    assert_eq!(value(&text, r#"hpc_job_time_limit_seconds{job_id="7"}"#), Some(3600.0));
-    assert_eq!(value(&text, r#"hpc_user_running_jobs{user="alice"}"#), Some(1.0));
-    assert_eq!(value(&text, r#"hpc_node_job_count{node="node-02"}"#), Some(1.0));
+    assert_eq!(
+        value(&text, r#"hpc_job_time_limit_seconds{job_id="7"}"#),
+        Some(3600.0)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_user_running_jobs{user="alice"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_node_job_count{node="node-02"}"#),
+        Some(1.0)
+    );
     let runtime = value(
         &text,
         r#"hpc_job_runtime_seconds{job_id="7",user="alice",node="node-01"}"#,
@@ -171,7 +194,10 @@ fn a_finished_jobs_series_vanish_after_the_grace_period() {
     // Within the grace period: the last values and the final runtime are still there.
     let during = render(&s, t0 + Duration::from_secs(119));
     assert_eq!(
-        value(&during, r#"hpc_job_cpu_seconds_total{job_id="9",node="node-01"}"#),
+        value(
+            &during,
+            r#"hpc_job_cpu_seconds_total{job_id="9",node="node-01"}"#
+        ),
         Some(3.0)
     );
     assert_eq!(
@@ -188,7 +214,10 @@ fn a_finished_jobs_series_vanish_after_the_grace_period() {
         Some(1.0)
     );
     // A finished job no longer counts as running anywhere.
-    assert_eq!(value(&during, r#"hpc_node_job_count{node="node-01"}"#), Some(0.0));
+    assert_eq!(
+        value(&during, r#"hpc_node_job_count{node="node-01"}"#),
+        Some(0.0)
+    );
     // After it: every series of the job is gone, the counts stay.
     let after = render(&s, t0 + Duration::from_secs(121));
     assert!(!after.contains("job_id=\"9\""), "{after}");
@@ -203,7 +232,12 @@ fn label_values_are_escaped_in_the_exposition() {
     s.reset(&counts(0), &[], &[], 0);
     let user = "ev\"il\\us\ner";
     s.apply_event(
-        &event(1, "job_created", "x\"1", json!({"job": job("x\"1", user, "running")})),
+        &event(
+            1,
+            "job_created",
+            "x\"1",
+            json!({"job": job("x\"1", user, "running")}),
+        ),
         Instant::now(),
     );
     let text = render(&s, Instant::now());
@@ -226,24 +260,45 @@ fn deleted_and_pending_jobs_adjust_counts_only() {
     s.reset(&counts(0), &[], &[], 0);
     let now = Instant::now();
     s.apply_event(
-        &event(1, "job_created", "p", json!({"job": job("p", "u", "pending")})),
+        &event(
+            1,
+            "job_created",
+            "p",
+            json!({"job": job("p", "u", "pending")}),
+        ),
         now,
     );
     s.apply_event(
-        &event(2, "job_created", "r", json!({"job": job("r", "u", "running")})),
+        &event(
+            2,
+            "job_created",
+            "r",
+            json!({"job": job("r", "u", "running")}),
+        ),
         now,
     );
     s.apply_event(
-        &event(3, "job_deleted", "r", json!({"job": job("r", "u", "running")})),
+        &event(
+            3,
+            "job_deleted",
+            "r",
+            json!({"job": job("r", "u", "running")}),
+        ),
         now,
     );
     let text = render(&s, now);
     assert_eq!(value(&text, r#"hpc_jobs{state="pending"}"#), Some(1.0));
     assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(0.0));
     assert_eq!(value(&text, "hpc_job_total"), Some(2.0));
-    assert!(!text.contains("job_id="), "pending and deleted jobs have no series");
+    assert!(
+        !text.contains("job_id="),
+        "pending and deleted jobs have no series"
+    );
     // A payload of the wrong shape is skipped, not a panic.
-    s.apply_event(&event(4, "job_sample", "r", json!({"sample": "nonsense"})), now);
+    s.apply_event(
+        &event(4, "job_sample", "r", json!({"sample": "nonsense"})),
+        now,
+    );
     s.apply_event(&event(5, "job_updated", "r", json!({"job": 17})), now);
 }
 
@@ -261,13 +316,31 @@ fn node_reports_become_node_series() {
     });
     s.reset(&counts(0), &[], &[node], 0);
     let text = render(&s, Instant::now());
-    assert_eq!(value(&text, r#"hpc_node_total_cpus{node="node-07"}"#), Some(64.0));
-    assert_eq!(value(&text, r#"hpc_node_cpu_load{node="node-07"}"#), Some(3.5));
-    assert_eq!(value(&text, r#"hpc_node_gpu_usage_percent{node="node-07"}"#), Some(60.0));
-    assert_eq!(value(&text, r#"hpc_node_state{node="node-07",state="mixed"}"#), Some(1.0));
-    assert_eq!(value(&text, r#"hpc_node_state{node="node-07",state="idle"}"#), Some(0.0));
     assert_eq!(
-        value(&text, r#"hpc_node_last_report_timestamp_seconds{node="node-07"}"#),
+        value(&text, r#"hpc_node_total_cpus{node="node-07"}"#),
+        Some(64.0)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_node_cpu_load{node="node-07"}"#),
+        Some(3.5)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_node_gpu_usage_percent{node="node-07"}"#),
+        Some(60.0)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_node_state{node="node-07",state="mixed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_node_state{node="node-07",state="idle"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_node_last_report_timestamp_seconds{node="node-07"}"#
+        ),
         Some(1767225600.0)
     );
     assert_eq!(
@@ -278,7 +351,10 @@ fn node_reports_become_node_series() {
         Some(40.0)
     );
     // The node's own count comes from running jobs, not from the report's figure.
-    assert_eq!(value(&text, r#"hpc_node_job_count{node="node-07"}"#), Some(0.0));
+    assert_eq!(
+        value(&text, r#"hpc_node_job_count{node="node-07"}"#),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -303,10 +379,16 @@ fn the_agent_feeds_samples_directly() {
         .unwrap();
     let text = metrics.render();
     assert_eq!(
-        value(&text, r#"hpc_job_cpu_seconds_total{job_id="55",node="node-03"}"#),
+        value(
+            &text,
+            r#"hpc_job_cpu_seconds_total{job_id="55",node="node-03"}"#
+        ),
         Some(7.0)
     );
-    assert_eq!(value(&text, r#"hpc_job_pids{job_id="55",node="node-03"}"#), Some(4.0));
+    assert_eq!(
+        value(&text, r#"hpc_job_pids{job_id="55",node="node-03"}"#),
+        Some(4.0)
+    );
     assert_eq!(
         value(
             &text,
@@ -331,7 +413,10 @@ fn per_job_series_can_be_switched_off() {
     let text = metrics.render();
     assert!(!text.contains("job_id="), "{text}");
     assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(1.0));
-    assert_eq!(value(&text, r#"hpc_user_running_jobs{user="dora"}"#), Some(1.0));
+    assert_eq!(
+        value(&text, r#"hpc_user_running_jobs{user="dora"}"#),
+        Some(1.0)
+    );
     assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
     assert!(text.contains("jobscope_hook_events_total{event=\"job-started\",outcome=\"error\"} 0"));
 }
@@ -428,11 +513,17 @@ fn the_agent_feeds_a_whole_batch() {
     metrics.record_agent_batch(&batch, &labels);
     let text = metrics.render();
     assert_eq!(
-        value(&text, r#"hpc_job_cpu_seconds_total{job_id="77",node="node-09"}"#),
+        value(
+            &text,
+            r#"hpc_job_cpu_seconds_total{job_id="77",node="node-09"}"#
+        ),
         Some(3.0)
     );
     assert_eq!(
-        value(&text, r#"hpc_job_info{job_id="77",user="erin",account="",partition="gpu"}"#),
+        value(
+            &text,
+            r#"hpc_job_info{job_id="77",user="erin",account="",partition="gpu"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(
@@ -442,10 +533,17 @@ fn the_agent_feeds_a_whole_batch() {
         ),
         Some(100.0)
     );
-    assert_eq!(value(&text, r#"hpc_node_cpu_load{node="node-09"}"#), Some(1.5));
+    assert_eq!(
+        value(&text, r#"hpc_node_cpu_load{node="node-09"}"#),
+        Some(1.5)
+    );
     assert_eq!(
         value(&text, r#"hpc_node_report_interval_seconds{node="node-09"}"#),
         Some(10.0)
     );
-    assert_eq!(value(&text, r#"jobscope_metrics_tracked_jobs"#), Some(1.0), "the invalid item is skipped");
+    assert_eq!(
+        value(&text, r#"jobscope_metrics_tracked_jobs"#),
+        Some(1.0),
+        "the invalid item is skipped"
+    );
 }
