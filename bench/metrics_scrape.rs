@@ -61,6 +61,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    // `cargo test --all-targets` also runs bench targets; only run when asked with `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("metrics_scrape: run with `cargo bench --bench metrics_scrape`");
+        return;
+    }
     let sizes = env_list("BENCH_JOBS", "1000,10000");
     let scrapes = env_list("BENCH_SCRAPES", "20")[0].max(1);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
