@@ -110,6 +110,14 @@ impl Application {
             self.stop.subscribe(),
         ));
 
+        let collector = self.config.collect.clone().map(|c| {
+            tokio::spawn(crate::agent::collect_in_process(
+                self.state.store.clone(),
+                c.sampler,
+                c.gpu,
+                self.stop.subscribe(),
+            ))
+        });
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
         // Streams never end on their own: tell them to close as soon as shutdown starts, so
         // the graceful shutdown does not wait for them.
@@ -130,6 +138,16 @@ impl Application {
             .is_err()
         {
             tracing::warn!("retention pruning did not stop within 10 s");
+        }
+        if let Some(collector) = collector {
+            // A pass in flight finishes its store write; sampling itself never blocks shutdown
+            // for longer than one pass.
+            if tokio::time::timeout(Duration::from_secs(10), collector)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the in-process collector did not stop within 10 s");
+            }
         }
         self.state.store.close().await;
         Ok(())

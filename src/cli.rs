@@ -38,6 +38,103 @@ pub enum Command {
     /// Follow the live stream in the terminal: one line per state change, sample or gap.
     #[command(long_about = crate::watch::LONG_ABOUT)]
     Watch(WatchArgs),
+    /// Run on a compute node: sample every running job's cgroup, GPUs and the node, and push
+    /// the figures to `jobscope serve`.
+    #[command(long_about = AGENT_ABOUT)]
+    Agent(AgentArgs),
+}
+
+const AGENT_ABOUT: &str = "Run on every compute node. Each interval the agent asks the server \
+which jobs run on this node, finds their cgroups (cgroup v2 and v1, every Slurm layout), reads \
+CPU, memory, IO, pids and pressure, assigns NVIDIA (NVML) and AMD (amdgpu sysfs) GPUs to jobs, \
+reads the node's CPU, memory and load, and posts one batch to POST /v1/samples. Nothing is \
+invented: what cannot be read is left out. When the server cannot be reached, batches wait in \
+a bounded spool on disk and are sent oldest first when it answers again.\n\n\
+Example: jobscope agent --server https://jobscope.example:8080 --token-file /etc/jobscope/agent.token";
+
+/// A duration: `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`15`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 15s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Base URL of `jobscope serve`.
+    #[arg(
+        long,
+        env = "JOBSCOPE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+
+    /// File whose first line is an `agent` token (needed when the server has a tokens file).
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// This node's name as Slurm knows it (default: the short host name).
+    #[arg(long, env = "JOBSCOPE_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Time between samples: 15s, 500ms, 1m, or a bare number of seconds.
+    #[arg(long, env = "JOBSCOPE_INTERVAL", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+
+    /// Where the cgroup hierarchy is mounted.
+    #[arg(long, env = "JOBSCOPE_CGROUP_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+
+    /// Where procfs is mounted (node figures, process cgroups for GPU assignment).
+    #[arg(long, env = "JOBSCOPE_PROC_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_PROC_ROOT)]
+    pub proc_root: PathBuf,
+
+    /// DRM class directory of amdgpu cards.
+    #[arg(long, env = "JOBSCOPE_DRM_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_DRM_ROOT)]
+    pub drm_root: PathBuf,
+
+    /// GPUs to read: auto (NVML, else amdgpu), nvidia, amd or none.
+    #[arg(long, env = "JOBSCOPE_GPU", value_enum, default_value_t = crate::collector::GpuChoice::Auto)]
+    pub gpu: crate::collector::GpuChoice,
+
+    /// Directory of batches waiting for the server.
+    #[arg(
+        long,
+        env = "JOBSCOPE_AGENT_SPOOL_DIR",
+        value_name = "DIR",
+        default_value = "/var/spool/jobscope/agent"
+    )]
+    pub spool_dir: PathBuf,
+
+    /// Most batches the spool keeps; past it the oldest are dropped (and counted).
+    #[arg(long, value_name = "N", default_value_t = 5760, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub spool_max_batches: u64,
+
+    /// Most megabytes the spool keeps; past it the oldest batches are dropped (and counted).
+    #[arg(long, value_name = "MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub spool_max_mb: u64,
+
+    /// Limit for one request to the server.
+    #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +209,28 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Also sample this machine's jobs in-process, as `jobscope agent` would (a single-node
+    /// setup, no HTTP hop). Uses --node, --collect-interval, --cgroup-root and --gpu.
+    #[arg(long, env = "JOBSCOPE_COLLECT", value_name = "JOBSCOPE_COLLECT", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub collect: bool,
+
+    /// With --collect: this node's Slurm name (default: the short host name).
+    #[arg(long, env = "JOBSCOPE_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// With --collect: time between samples.
+    #[arg(long, env = "JOBSCOPE_INTERVAL", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub collect_interval: std::time::Duration,
+
+    /// With --collect: where the cgroup hierarchy is mounted.
+    #[arg(long, env = "JOBSCOPE_CGROUP_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+
+    /// With --collect: GPUs to read (auto, nvidia, amd, none).
+    #[arg(long, env = "JOBSCOPE_GPU", value_enum, default_value_t = crate::collector::GpuChoice::Auto)]
+    pub gpu: crate::collector::GpuChoice,
+
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -144,29 +263,6 @@ pub struct MetricsArgs {
     pub metrics_token: Option<String>,
 }
 
-/// A duration such as `90s`, `2m`, `1h` or `500ms` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m or 1h"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
-    };
-    if !seconds.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&seconds) {
-        return Err(format!("{text:?} is out of range"));
-    }
-    Ok(std::time::Duration::from_secs_f64(seconds))
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// Follow this one job (its samples included) and exit when it ends, with a status taken
@@ -196,4 +292,24 @@ pub struct WatchArgs {
     /// a tokens file. A reader token is enough.
     #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration(" 0.5 "), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 }

@@ -34,6 +34,8 @@ pub struct ServeConfig {
     /// Origins (lower-case `scheme://host[:port]`) allowed to open WebSockets besides the
     /// server's own host.
     pub allowed_origins: Vec<String>,
+    /// `--collect`: sample this machine's jobs in-process.
+    pub collect: Option<CollectConfig>,
     /// `GET /metrics`: per-job series, grace period, and its own token.
     pub metrics: MetricsConfig,
 }
@@ -86,6 +88,13 @@ fn metrics_config(args: &crate::cli::MetricsArgs) -> Result<MetricsConfig, Confi
         },
         token,
     })
+}
+
+/// What `serve --collect` samples, and how often.
+#[derive(Debug, Clone)]
+pub struct CollectConfig {
+    pub sampler: crate::collector::SamplerConfig,
+    pub gpu: crate::collector::GpuChoice,
 }
 
 impl ServeConfig {
@@ -141,9 +150,41 @@ impl ServeConfig {
             tokens,
             insecure_no_auth: args.insecure_no_auth,
             allowed_origins: check_origins(&args.allowed_origins)?,
+            collect: collect_config(args)?,
             metrics: metrics_config(&args.metrics)?,
         })
     }
+}
+
+fn collect_config(args: &ServeArgs) -> Result<Option<CollectConfig>, ConfigError> {
+    if !args.collect {
+        return Ok(None);
+    }
+    let proc_root = std::path::PathBuf::from(crate::collector::DEFAULT_PROC_ROOT);
+    let node = crate::collector::sampler::node_name(args.node.as_deref(), &proc_root).ok_or_else(
+        || {
+            invalid(
+                "--node (JOBSCOPE_NODE)",
+                "not set and the host name cannot be read; pass the Slurm node name",
+            )
+        },
+    )?;
+    if args.collect_interval < Duration::from_millis(100) {
+        return Err(invalid(
+            "--collect-interval (JOBSCOPE_INTERVAL)",
+            "at least 100ms",
+        ));
+    }
+    Ok(Some(CollectConfig {
+        sampler: crate::collector::SamplerConfig {
+            node,
+            cgroup_root: args.cgroup_root.clone(),
+            proc_root,
+            drm_root: crate::collector::DEFAULT_DRM_ROOT.into(),
+            interval: args.collect_interval,
+        },
+        gpu: args.gpu,
+    }))
 }
 
 /// Tokens are secrets: say so when the file can be read by anyone but its owner.

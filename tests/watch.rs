@@ -41,6 +41,7 @@ impl Server {
             tokens,
             insecure_no_auth: false,
             allowed_origins: Vec::new(),
+            collect: None,
             metrics: Default::default(),
         };
         let app = Application::build(config).await.expect("serve starts");
