@@ -40,6 +40,8 @@ impl Application {
                 )
             })?;
         tracing::info!(backend = store.backend_name(), "database ready");
+        let metrics = crate::metrics::Metrics::new(config.metrics.options.clone());
+        store.observe_with(metrics.storage());
         if config.demo {
             let created = scheduler::mock::seed(&store)
                 .await
@@ -64,6 +66,9 @@ impl Application {
         let events = EventFeed::start(store.clone(), FEED_CAPACITY, stopped.clone())
             .await
             .context("cannot read the event log")?;
+        crate::metrics::feed::start(metrics.clone(), store.clone(), &events, stopped.clone())
+            .await
+            .context("cannot load the metrics snapshot")?;
         let state = AppState {
             store,
             tokens: config.tokens.clone(),
@@ -72,6 +77,8 @@ impl Application {
             tickets: Default::default(),
             streams: Default::default(),
             allowed_origins: config.allowed_origins.clone().into(),
+            metrics,
+            metrics_token: config.metrics.token.clone().map(|t| t.0),
         };
         Ok(Application {
             listener,

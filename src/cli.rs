@@ -240,6 +240,37 @@ pub struct ServeArgs {
     /// With --collect: GPUs to read (auto, nvidia, amd, none).
     #[arg(long, env = "JOBSCOPE_GPU", value_enum, default_value_t = crate::collector::GpuChoice::Auto)]
     pub gpu: crate::collector::GpuChoice,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// `serve`'s Prometheus export (`GET /metrics`).
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Export per-job series (CPU, memory, IO, GPUs of every running job). Set it to false on a
+    /// large cluster where each `jobscope agent --metrics-listen` serves its own node's jobs;
+    /// cluster, node and service series stay.
+    #[arg(long, env = "JOBSCOPE_PER_JOB_METRICS", value_name = "BOOL", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub per_job_metrics: bool,
+
+    /// How long a finished job's series stay in /metrics, so their last values get scraped
+    /// (e.g. 30s, 2m, 1h; at least one scrape interval).
+    #[arg(long, env = "JOBSCOPE_METRICS_GRACE", value_name = "DURATION", default_value = "2m",
+          value_parser = parse_duration)]
+    pub metrics_grace: std::time::Duration,
+
+    /// A bearer token that may read GET /metrics and nothing else (at least 16 characters), for
+    /// Prometheus. Reader and admin tokens of --tokens-file may read it too. Prefer the
+    /// environment variable: command lines are visible to every user of the machine.
+    #[arg(
+        long,
+        env = "JOBSCOPE_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -36,6 +36,58 @@ pub struct ServeConfig {
     pub allowed_origins: Vec<String>,
     /// `--collect`: sample this machine's jobs in-process.
     pub collect: Option<CollectConfig>,
+    /// `GET /metrics`: per-job series, grace period, and its own token.
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus export's settings.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub options: crate::metrics::MetricsOptions,
+    /// `--metrics-token`; never logged (`Debug` shows only whether it is set).
+    pub token: Option<MetricsToken>,
+}
+
+/// A secret that only `Debug`-prints as `***`.
+#[derive(Clone)]
+pub struct MetricsToken(pub std::sync::Arc<str>);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+fn metrics_config(args: &crate::cli::MetricsArgs) -> Result<MetricsConfig, ConfigError> {
+    let token = match args.metrics_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(token)
+            if token.len() < crate::api::auth::MIN_TOKEN_LEN
+                || token.contains(char::is_whitespace) =>
+        {
+            return Err(invalid(
+                "--metrics-token (JOBSCOPE_METRICS_TOKEN)",
+                format!(
+                    "must be at least {} characters without spaces (e.g. `openssl rand -hex 24`)",
+                    crate::api::auth::MIN_TOKEN_LEN
+                ),
+            ))
+        }
+        Some(token) => Some(MetricsToken(token.into())),
+    };
+    if args.metrics_grace < std::time::Duration::from_secs(1) {
+        return Err(invalid(
+            "--metrics-grace (JOBSCOPE_METRICS_GRACE)",
+            "must be at least 1s, or a finished job's last values may never be scraped",
+        ));
+    }
+    Ok(MetricsConfig {
+        options: crate::metrics::MetricsOptions {
+            per_job: args.per_job_metrics,
+            grace: args.metrics_grace,
+        },
+        token,
+    })
 }
 
 /// What `serve --collect` samples, and how often.
@@ -99,6 +151,7 @@ impl ServeConfig {
             insecure_no_auth: args.insecure_no_auth,
             allowed_origins: check_origins(&args.allowed_origins)?,
             collect: collect_config(args)?,
+            metrics: metrics_config(&args.metrics)?,
         })
     }
 }
@@ -259,6 +312,41 @@ mod tests {
         assert!(err.to_string().contains("--retention-days"), "{err}");
         let err = Cli::try_parse_from(["jobscope", "serve", "--demo=banana"]).unwrap_err();
         assert!(err.to_string().contains("--demo"), "{err}");
+    }
+
+    #[test]
+    fn metrics_flags_are_parsed_and_checked() {
+        let cfg = ServeConfig::from_args(&serve_args(&[])).unwrap();
+        assert!(cfg.metrics.options.per_job);
+        assert_eq!(cfg.metrics.options.grace, Duration::from_secs(120));
+        assert!(cfg.metrics.token.is_none());
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--per-job-metrics=false",
+            "--metrics-grace",
+            "90s",
+            "--metrics-token",
+            "0123456789abcdef0123",
+        ]))
+        .unwrap();
+        assert!(!cfg.metrics.options.per_job);
+        assert_eq!(cfg.metrics.options.grace, Duration::from_secs(90));
+        assert_eq!(format!("{:?}", cfg.metrics.token), "Some(***)");
+        let err = ServeConfig::from_args(&serve_args(&["--metrics-token", "short"])).unwrap_err();
+        assert!(err.to_string().contains("JOBSCOPE_METRICS_TOKEN"), "{err}");
+        let err = Cli::try_parse_from(["jobscope", "serve", "--metrics-grace", "2 fortnights"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--metrics-grace"), "{err}");
+        let err = ServeConfig::from_args(&serve_args(&["--metrics-grace", "0s"])).unwrap_err();
+        assert!(err.to_string().contains("--metrics-grace"), "{err}");
+        assert_eq!(
+            crate::cli::parse_duration("1h").unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            crate::cli::parse_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(crate::cli::parse_duration("-1s").is_err());
     }
 
     #[test]

@@ -174,6 +174,8 @@ pub struct Store {
     lifecycle: group_commit::GroupCommit,
     /// Rung after every commit that wrote event-log rows (see `crate::events`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where operation timings go once `/metrics` exists (shared by every clone).
+    observer: std::sync::Arc<std::sync::OnceLock<crate::metrics::StorageMetrics>>,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -184,13 +186,27 @@ macro_rules! dispatch {
             Backend::Sqlite(pool) => sqlite::q::$func(pool, $($arg),*).await,
             Backend::Postgres(pool) => postgres::q::$func(pool, $($arg),*).await,
         };
-        observe($op, started, &result);
+        $self.observe($op, started, &result);
         result
     }};
 }
 
-fn observe<T>(operation: &'static str, started: Instant, result: &StoreResult<T>) {
+fn observe<T>(
+    observer: Option<&crate::metrics::StorageMetrics>,
+    operation: &'static str,
+    started: Instant,
+    result: &StoreResult<T>,
+) {
     let elapsed = started.elapsed();
+    if let Some(observer) = observer {
+        // A database failure is a failed operation; "not found", "already exists" and the like
+        // are answers.
+        let failed = matches!(
+            result,
+            Err(StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Closed)
+        );
+        observer.observe(operation, elapsed, !failed);
+    }
     match result {
         Err(StoreError::Database(err)) => {
             tracing::error!(operation, error = %err, elapsed_ms = elapsed.as_millis() as u64, "storage operation failed")
@@ -225,7 +241,18 @@ impl Store {
             backend,
             lifecycle,
             commits,
+            observer: Default::default(),
         })
+    }
+
+    /// Reports every storage operation's duration and outcome to `metrics` from now on (on
+    /// every clone of this store). Only the first call counts.
+    pub fn observe_with(&self, metrics: crate::metrics::StorageMetrics) {
+        let _ = self.observer.set(metrics);
+    }
+
+    fn observe<T>(&self, operation: &'static str, started: Instant, result: &StoreResult<T>) {
+        observe(self.observer.get(), operation, started, result);
     }
 
     /// A receiver that sees a change after every commit that appended events.
@@ -269,7 +296,10 @@ impl Store {
             job: Box::new(job.clone()),
             audit: audit.clone(),
         };
-        self.lifecycle.apply(op).await
+        let started = Instant::now();
+        let result = self.lifecycle.apply(op).await;
+        self.observe("insert_job_if_absent", started, &result);
+        result
     }
 
     /// Moves a job to its terminal state unless it is terminal already (the epilog path).
@@ -284,7 +314,10 @@ impl Store {
             finish: finish.clone(),
             audit: audit.clone(),
         };
-        self.lifecycle.apply(op).await
+        let started = Instant::now();
+        let result = self.lifecycle.apply(op).await;
+        self.observe("finish_job", started, &result);
+        result
     }
 
     pub async fn update_job(

@@ -210,6 +210,8 @@ impl TestApp {
             tickets: Default::default(),
             streams: Default::default(),
             allowed_origins: Default::default(),
+            metrics: Default::default(),
+            metrics_token: None,
         };
         TestApp {
             db,
@@ -336,6 +338,7 @@ pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
         collect: None,
+        metrics: Default::default(),
     }
 }
 
