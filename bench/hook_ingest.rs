@@ -116,6 +116,7 @@ fn config(database_url: &str) -> ServeConfig {
         tokens: None,
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
+        client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
     }
 }
 

@@ -111,6 +111,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Seconds a client may leave the server's data unread (its receive window closed) before
+    /// the kernel drops the connection (TCP_USER_TIMEOUT). Frees what a stuck stream client holds.
+    #[arg(
+        long,
+        env = "JOBSCOPE_CLIENT_STALL_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub client_stall_timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

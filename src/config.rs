@@ -34,6 +34,8 @@ pub struct ServeConfig {
     /// Origins (lower-case `scheme://host[:port]`) allowed to open WebSockets besides the
     /// server's own host.
     pub allowed_origins: Vec<String>,
+    /// How long a peer may leave sent data unread before the kernel drops it (TCP_USER_TIMEOUT).
+    pub client_stall_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -89,6 +91,7 @@ impl ServeConfig {
             tokens,
             insecure_no_auth: args.insecure_no_auth,
             allowed_origins: check_origins(&args.allowed_origins)?,
+            client_stall_timeout: Duration::from_secs(args.client_stall_timeout),
         })
     }
 }

@@ -41,6 +41,7 @@ impl Server {
             tokens,
             insecure_no_auth: false,
             allowed_origins: Vec::new(),
+            client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
         };
         let app = Application::build(config).await.expect("serve starts");
         let base = format!("http://{}", app.local_addr());

@@ -12,7 +12,9 @@ mod hooks;
 mod jobs;
 mod openapi;
 pub mod request;
+pub mod socket;
 pub mod stream;
+mod stream_filter;
 mod ws;
 
 use crate::store::Store;
@@ -177,6 +179,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(stream::cluster);
 
+    let stream_nodes = warp::path!("v1" / "stream" / "nodes")
+        .and(warp::get())
+        .and(stream_auth())
+        .and(query_map())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(st())
+        .then(stream::nodes);
+
     let stream_ticket = warp::path!("v1" / "stream" / "tickets")
         .and(warp::post())
         .and(auth(READ))
@@ -226,6 +236,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(stream_job)
         .unify()
         .or(stream_cluster)
+        .unify()
+        .or(stream_nodes)
         .unify()
         .or(stream_ticket)
         .unify()
