@@ -3,15 +3,21 @@
 //!
 //! A stream connection holds at most [`super::stream::CONNECTION_BUFFER`] messages in the
 //! server's memory plus hyper's write queue (at most 16 chunks); beyond that the kernel's send
-//! buffer takes what the peer has not acknowledged (up to `net.ipv4.tcp_wmem`'s maximum). A
-//! peer that stops reading altogether closes its receive window; `TCP_USER_TIMEOUT` makes the
-//! kernel drop the connection once queued data has waited that long (Linux applies it to
-//! zero-window probing too), which ends the connection's task and frees all of the above.
+//! buffer takes what the peer has not acknowledged. Left to autotuning that buffer grows up to
+//! `net.ipv4.tcp_wmem`'s maximum (4 MiB by default; 2.4 MB was measured queued for one stuck
+//! client), so it is fixed at [`SEND_BUFFER`] (the kernel doubles it for bookkeeping): ample
+//! for a LAN, and what each stuck client can cost the host. A peer that stops reading
+//! altogether closes its receive window; `TCP_USER_TIMEOUT` makes the kernel drop the
+//! connection once queued data has waited that long (Linux applies it to zero-window probing
+//! too), which ends the connection's task and frees all of the above.
 //! `TCP_NODELAY`: stream events are small writes that should leave at once, not wait for the
 //! previous one's acknowledgement.
 
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// Kernel send buffer per connection.
+pub const SEND_BUFFER: usize = 256 * 1024;
 
 /// Default of `--client-stall-timeout`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -20,6 +26,7 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn tune_listener(listener: &TcpListener, stall_timeout: Duration) -> std::io::Result<()> {
     let socket = socket2::SockRef::from(listener);
     socket.set_tcp_nodelay(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     socket.set_tcp_user_timeout(Some(stall_timeout))?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -40,6 +47,8 @@ mod tests {
         let (accepted, _) = listener.accept().await.unwrap();
         let socket = socket2::SockRef::from(&accepted);
         assert!(socket.tcp_nodelay().unwrap());
+        // Linux reports twice the requested size; autotuning would start at 16 KiB.
+        assert!(socket.send_buffer_size().unwrap() >= super::SEND_BUFFER);
         #[cfg(target_os = "linux")]
         assert_eq!(
             socket.tcp_user_timeout().unwrap(),
