@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod scheduler;
+pub mod spool;
 pub mod store;
 pub mod watch;
 

@@ -236,7 +236,8 @@ pub async fn add_sample(
 
 async fn add_sample_inner(
     id: String,
-    audit: AuditContext,
+    // Samples write no audit row; the context only carries the correlation id to the response.
+    _audit: AuditContext,
     body: RecordSample,
     state: AppState,
 ) -> Handled {
@@ -250,17 +251,21 @@ async fn add_sample_inner(
     let timestamp = validate::reported_time(body.timestamp, now_micros())?;
     let sample = MetricSample {
         timestamp,
-        cpu_usage: validate::percent(cpu, "CPU usage must be between 0 and 100")?,
-        memory_usage_mb: validate::megabytes(memory, "Memory usage must be non-negative")?,
+        cpu_usage: Some(validate::percent(
+            cpu,
+            "CPU usage must be between 0 and 100",
+        )?),
+        memory_usage_mb: Some(validate::megabytes(
+            memory,
+            "Memory usage must be non-negative",
+        )?),
         gpu_usage: body
             .gpu_usage
             .map(|v| validate::percent(v, "GPU usage must be between 0 and 100"))
             .transpose()?,
+        detail: Default::default(),
     };
-    state
-        .store
-        .add_sample(&id, &sample, &audit.correlation_id)
-        .await?;
+    state.store.add_sample(&id, &sample).await?;
     Ok(with_status(json(&sample), StatusCode::CREATED).into_response())
 }
 

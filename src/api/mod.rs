@@ -10,8 +10,10 @@ pub mod error;
 mod health;
 mod hooks;
 mod jobs;
+mod nodes;
 mod openapi;
 pub mod request;
+mod samples;
 pub mod socket;
 pub mod stream;
 mod stream_filter;
@@ -61,6 +63,8 @@ const READ: &[Role] = &[Role::Reader];
 const WRITE: &[Role] = &[];
 const HOOK: &[Role] = &[Role::Hook];
 const SAMPLE: &[Role] = &[Role::Agent];
+/// Readers, and agents learning which jobs run on their node.
+const NODE_JOBS: &[Role] = &[Role::Reader, Role::Agent];
 
 /// All routes, with rejections rendered as JSON errors and every request traced.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -70,7 +74,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let stream_tokens = tokens.clone();
     let auth = move |roles: &'static [Role]| require(tokens.clone(), roles);
     let stream_auth = move || auth::require_stream(stream_tokens.clone(), tickets.clone(), READ);
-    use request::{audit_headers, correlation_id, json_body, query_map};
+    use request::{audit_headers, correlation_id, json_body, json_body_limited, query_map};
 
     let health = warp::path!("v1" / "health")
         .and(warp::get())
@@ -155,6 +159,33 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(jobs::audit_trail);
 
+    let ingest_samples = warp::path!("v1" / "samples")
+        .and(warp::post())
+        .and(auth(SAMPLE))
+        .and(json_body_limited(samples::MAX_BATCH_BYTES))
+        .and(st())
+        .then(samples::ingest);
+
+    let list_nodes = warp::path!("v1" / "nodes")
+        .and(warp::get())
+        .and(auth(READ))
+        .and(query_map())
+        .and(st())
+        .then(nodes::list);
+
+    let get_node = warp::path!("v1" / "nodes" / String)
+        .and(warp::get())
+        .and(auth(READ))
+        .and(st())
+        .then(nodes::get);
+
+    let node_jobs = warp::path!("v1" / "nodes" / String / "jobs")
+        .and(warp::get())
+        .and(auth(NODE_JOBS))
+        .and(query_map())
+        .and(st())
+        .then(nodes::jobs);
+
     let stream_jobs = warp::path!("v1" / "stream" / "jobs")
         .and(warp::get())
         .and(stream_auth())
@@ -230,6 +261,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(add_sample)
         .unify()
         .or(audit_trail)
+        .unify()
+        .or(ingest_samples)
+        .unify()
+        .or(list_nodes)
+        .unify()
+        .or(get_node)
+        .unify()
+        .or(node_jobs)
         .unify()
         .or(stream_jobs)
         .unify()
