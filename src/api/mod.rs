@@ -239,6 +239,23 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(stream::status);
 
+    // The live streams, boxed as one filter: the whole chain's type would otherwise outgrow
+    // the compiler's query depth.
+    let streams = stream_jobs
+        .or(stream_job)
+        .unify()
+        .or(stream_cluster)
+        .unify()
+        .or(stream_nodes)
+        .unify()
+        .or(stream_ticket)
+        .unify()
+        .or(stream_status)
+        .unify()
+        .or(websocket)
+        .unify()
+        .boxed();
+
     health
         .or(openapi)
         .unify()
@@ -270,19 +287,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(node_jobs)
         .unify()
-        .or(stream_jobs)
-        .unify()
-        .or(stream_job)
-        .unify()
-        .or(stream_cluster)
-        .unify()
-        .or(stream_nodes)
-        .unify()
-        .or(stream_ticket)
-        .unify()
-        .or(stream_status)
-        .unify()
-        .or(websocket)
+        .or(streams)
         .unify()
         .recover(error::handle_rejection)
         .unify()

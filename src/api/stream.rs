@@ -371,16 +371,31 @@ pub async fn cluster(
     respond(result)
 }
 
-/// The cluster at a glance, shared by all connections: jobs by state, GPUs in use, and the
-/// newest event id. Nodes join when node reports exist.
+/// The cluster at a glance, shared by all connections: jobs and nodes by state (every state
+/// present), GPUs held by running jobs, stale nodes (agent silent), and the newest event id.
 async fn compute_cluster_status(store: &Store) -> Value {
     let (jobs, running_gpus) = match store.job_counts().await {
         Ok(counts) => counts,
         Err(_) => return json!({ "error": "database unavailable" }),
     };
+    // A node's state depends on its last report's age, so it is derived at read time.
+    let nodes = match store.list_nodes().await {
+        Ok(nodes) => nodes,
+        Err(_) => return json!({ "error": "database unavailable" }),
+    };
+    let mut nodes_by_state: std::collections::BTreeMap<&str, usize> = crate::domain::NodeState::ALL
+        .iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+    for node in &nodes {
+        *nodes_by_state.entry(node.state.as_str()).or_default() += 1;
+    }
     let last_event_id = store.last_event_id().await.ok();
     json!({
         "jobs_by_state": jobs,
+        "nodes_by_state": nodes_by_state,
+        "nodes_total": nodes.len(),
+        "stale_nodes": nodes.iter().filter(|n| n.stale).count(),
         "running_gpus": running_gpus,
         "last_event_id": last_event_id,
     })

@@ -8,13 +8,10 @@
 
 use super::error::ApiError;
 use crate::domain::validate;
-use crate::domain::JobState;
+use crate::domain::{JobState, NodeState};
 use crate::store::StoredEvent;
 use serde_json::Value;
 use std::collections::HashMap;
-
-/// Node states as `GET /v1/nodes` reports them (the contract's `state` field).
-pub const NODE_STATES: &[&str] = &["idle", "allocated", "mixed", "down", "drained", "unknown"];
 
 /// Most entries in a `job_ids` or `node_names` list.
 const MAX_LIST: usize = 1000;
@@ -41,7 +38,7 @@ pub(super) struct JobEvents {
 #[derive(Debug, Clone, Default)]
 pub(super) struct NodeEvents {
     pub(super) node_names: Vec<String>,
-    pub(super) states: Vec<&'static str>,
+    pub(super) states: Vec<NodeState>,
     pub(super) partition: Option<String>,
 }
 
@@ -105,16 +102,13 @@ impl StreamFilter {
         let states = comma_list(params, "states")
             .iter()
             .map(|s| {
-                NODE_STATES
-                    .iter()
-                    .copied()
-                    .find(|known| known.eq_ignore_ascii_case(s))
-                    .ok_or_else(|| {
-                        ApiError::Validation(format!(
-                            "Invalid node state {s:?} in states (expected {})",
-                            NODE_STATES.join(", ")
-                        ))
-                    })
+                s.to_ascii_lowercase().parse::<NodeState>().map_err(|_| {
+                    let known: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::Validation(format!(
+                        "Invalid node state {s:?} in states (expected {})",
+                        known.join(", ")
+                    ))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let node_names =
@@ -199,11 +193,7 @@ impl NodeEvents {
         {
             return false;
         }
-        if !self.states.is_empty()
-            && !node["state"]
-                .as_str()
-                .is_some_and(|state| self.states.contains(&state))
-        {
+        if !self.states.is_empty() && !self.states.iter().any(|s| node["state"] == s.as_str()) {
             return false;
         }
         if let Some(partition) = &self.partition {
