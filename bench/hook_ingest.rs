@@ -145,6 +145,7 @@ fn config(database_url: &str) -> ServeConfig {
         allowed_origins: Vec::new(),
         collect: None,
         metrics: Default::default(),
+        client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
     }
 }
 

@@ -55,6 +55,8 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        api::socket::tune_listener(&listener, config.client_stall_timeout)
+            .context("cannot set the listener's socket options")?;
         if config.tokens.is_none() {
             tracing::warn!(
                 "no --tokens-file: the API accepts requests without authentication; \

@@ -241,6 +241,17 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSCOPE_GPU", value_enum, default_value_t = crate::collector::GpuChoice::Auto)]
     pub gpu: crate::collector::GpuChoice,
 
+    /// Seconds a client may leave the server's data unread (its receive window closed) before
+    /// the kernel drops the connection (TCP_USER_TIMEOUT). Frees what a stuck stream client holds.
+    #[arg(
+        long,
+        env = "JOBSCOPE_CLIENT_STALL_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub client_stall_timeout: u64,
+
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }

@@ -34,6 +34,8 @@ pub struct ServeConfig {
     /// Origins (lower-case `scheme://host[:port]`) allowed to open WebSockets besides the
     /// server's own host.
     pub allowed_origins: Vec<String>,
+    /// How long a peer may leave sent data unread before the kernel drops it (TCP_USER_TIMEOUT).
+    pub client_stall_timeout: Duration,
     /// `--collect`: sample this machine's jobs in-process.
     pub collect: Option<CollectConfig>,
     /// `GET /metrics`: per-job series, grace period, and its own token.
@@ -152,6 +154,7 @@ impl ServeConfig {
             allowed_origins: check_origins(&args.allowed_origins)?,
             collect: collect_config(args)?,
             metrics: metrics_config(&args.metrics)?,
+            client_stall_timeout: Duration::from_secs(args.client_stall_timeout),
         })
     }
 }

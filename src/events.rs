@@ -3,12 +3,16 @@
 //! each commit and fans the new log rows out to subscribers, so a subscriber that falls behind or
 //! reconnects can always be replayed from the log instead of losing events.
 //!
+//! Each event is fanned out once, as an `Arc<FeedEvent>`: the text the streams send for it is
+//! encoded by the first subscriber that needs it and shared by all the others
+//! ([`FeedEvent::encoded`]), so a delivery costs a reference count, not a serialisation.
+//!
 //! Event ids are handed out in commit order (SQLite has one writer; on PostgreSQL the store takes
 //! a transaction lock before appending events), so reading the log by "id greater than the last
 //! one seen" after a commit never skips a row.
 
 use crate::store::{Store, StoredEvent};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
@@ -18,11 +22,47 @@ const READ_BATCH: i64 = 500;
 /// the same database until they ring through PostgreSQL NOTIFY.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// How many encodings of one event are cached (one per stream name that frames it).
+pub const ENCODINGS: usize = 4;
+
+/// One committed event as the feed hands it out: the log row, plus its encodings cached for
+/// every subscriber (see the module doc). Derefs to the [`StoredEvent`].
+#[derive(Debug)]
+pub struct FeedEvent {
+    event: StoredEvent,
+    encoded: [OnceLock<Arc<str>>; ENCODINGS],
+}
+
+impl FeedEvent {
+    pub fn new(event: StoredEvent) -> FeedEvent {
+        FeedEvent {
+            event,
+            encoded: Default::default(),
+        }
+    }
+
+    /// The encoding in `slot` (below [`ENCODINGS`]), made by `encode` the first time it is
+    /// asked for. Callers give each distinct encoding its own slot.
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&StoredEvent) -> String) -> Arc<str> {
+        self.encoded[slot % ENCODINGS]
+            .get_or_init(|| encode(&self.event).into())
+            .clone()
+    }
+}
+
+impl std::ops::Deref for FeedEvent {
+    type Target = StoredEvent;
+    fn deref(&self) -> &StoredEvent {
+        &self.event
+    }
+}
+
 /// Handle to the running feed; cheap to clone.
 #[derive(Clone)]
 pub struct EventFeed {
-    live: broadcast::Sender<Arc<StoredEvent>>,
+    live: broadcast::Sender<Arc<FeedEvent>>,
     head: watch::Receiver<i64>,
+    capacity: usize,
 }
 
 impl EventFeed {
@@ -35,7 +75,8 @@ impl EventFeed {
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<EventFeed> {
         let start = store.last_event_id().await?;
-        let (live, _) = broadcast::channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (live, _) = broadcast::channel(capacity);
         let (head_tx, head) = watch::channel(start);
         let sender = live.clone();
         let mut doorbell = store.commits();
@@ -61,7 +102,7 @@ impl EventFeed {
                     for event in batch {
                         cursor = event.id;
                         // No receiver is fine: nobody is watching.
-                        let _ = sender.send(Arc::new(event));
+                        let _ = sender.send(Arc::new(FeedEvent::new(event)));
                     }
                     let _ = head_tx.send(cursor);
                     if !full {
@@ -70,13 +111,28 @@ impl EventFeed {
                 }
             }
         });
-        Ok(EventFeed { live, head })
+        Ok(EventFeed {
+            live,
+            head,
+            capacity,
+        })
     }
 
     /// Live events from now on. Subscribe *before* reading the log for a catch-up, then skip
     /// live events with an id at or below the last one sent: no gap and no duplicate.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
         self.live.subscribe()
+    }
+
+    /// Events a subscriber may fall behind by before it misses some.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether `receiver` has fallen so far behind that the feed overwrote events it had not
+    /// taken yet (it learns so itself only on its next `recv`).
+    pub fn has_lagged(&self, receiver: &broadcast::Receiver<Arc<FeedEvent>>) -> bool {
+        receiver.len() > self.capacity
     }
 
     /// Id of the newest event fanned out so far.

@@ -9,8 +9,10 @@
 //!
 //! With a JOB_ID it ends when the server sends `stream_closed`, and its exit status is the job's
 //! outcome, so that scripts can wait on a job ([`LONG_ABOUT`] has the table):
-//! completed 0; failed the job's exit code when it is 1..=255, else 1; cancelled 130; a job that
-//! does not exist 3; a refused request 2. Ctrl-C ends it quietly with 130.
+//! completed 0; failed the job's exit code when it is 1..=255, else 1; cancelled 130. Its own
+//! outcomes use 124 (the job does not exist) and 125 (a refused request or another error),
+//! after `timeout(1)`'s convention: batch scripts rarely exit with those. Ctrl-C ends it
+//! quietly with 130.
 //!
 //! The SSE frames are parsed here ([`SseParser`]) rather than with a crate: the format is a few
 //! lines of spec, and reconnection needs the parser's `id` bookkeeping anyway.
@@ -37,9 +39,12 @@ a script can wait on a job:
   completed                0
   failed                   the job's exit code if it is 1..=255, else 1
   cancelled                130
-  job not found            3
-  request refused (4xx)    2   (bad filter, 401 missing or unknown token, 403 role)
+  job not found            124
+  request refused (4xx)    125 (bad filter, 401 missing or unknown token, 403 role)
+  other error              125
   Ctrl-C                   130
+A failed job's own code can be any of 1..=255; 124 and 125 are rare for batch scripts, and \
+watch names its own errors on stderr.
 
 Example: jobscope watch 4242 && echo done";
 
@@ -47,9 +52,9 @@ Example: jobscope watch 4242 && echo done";
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// Exit statuses that are not a job's outcome.
-const EXIT_REFUSED: u8 = 2;
-const EXIT_NOT_FOUND: u8 = 3;
+/// Exit statuses that are not a job's outcome (outside the common job codes 1, 2, 126-128+n).
+const EXIT_REFUSED: u8 = 125;
+const EXIT_NOT_FOUND: u8 = 124;
 const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs `jobscope watch`; reports its own errors on stderr.
@@ -67,7 +72,7 @@ pub async fn run(args: WatchArgs) -> ExitCode {
         }
         Err(Fatal::Other(err)) => {
             eprintln!("jobscope watch: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_REFUSED)
         }
     }
 }
@@ -443,7 +448,10 @@ pub fn format_event(name: &str, envelope: &Value) -> Option<String> {
             data["previous_state"].as_str(),
             envelope["type"].as_str().unwrap_or(""),
         ),
-        "reset" => "missed events: server no longer has them; state may have changed".into(),
+        "reset" => {
+            "missed events (too old to replay, or this client fell behind); state may have changed"
+                .into()
+        }
         _ => return None,
     };
     Some(format!("{at}  {text}"))

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 async fn next_event(
-    rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<jobscope::store::StoredEvent>>,
-) -> std::sync::Arc<jobscope::store::StoredEvent> {
+    rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<jobscope::events::FeedEvent>>,
+) -> std::sync::Arc<jobscope::events::FeedEvent> {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("an event within 5 s")

@@ -346,6 +346,112 @@ async fn cluster_stream_reports_status_and_changes(backend: Backend) {
     server.shutdown().await;
 }
 
+/// An agent's report from `node` with one sample per job in `jobs`: one `node_updated` event
+/// when the node's row changes (its first report always does).
+async fn report(server: &TestServer, node: &str, jobs: &[&str]) {
+    let at = chrono::Utc::now().to_rfc3339();
+    let samples: Vec<Value> = jobs
+        .iter()
+        .map(|id| json!({"job_id": id, "cpu_usage_percent": 50.0, "memory_current_bytes": 1u64 << 20}))
+        .collect();
+    server
+        .post(
+            "/v1/samples",
+            json!({"node": node, "collected_at": at, "interval_seconds": 15, "jobs": samples,
+                   "node_stats": {"cpu_usage_percent": 10.0, "memory_total_bytes": 1u64 << 34,
+                                  "memory_used_bytes": 1u64 << 30, "cpu_count": 8}}),
+        )
+        .await;
+}
+
+/// `/v1/stream/nodes` carries the `node_updated` events of agent reports, filtered by name and
+/// state, and nothing of jobs; the cluster status counts nodes by state.
+async fn nodes_stream_filters_node_events(backend: Backend) {
+    let server = start(backend).await;
+    server
+        .post(
+            "/v1/events/job-started",
+            json!({"job_id": "nj1", "user": "ivy", "node_list": ["node-a"]}),
+        )
+        .await;
+    let now = server.store.last_event_id().await.unwrap();
+    let mut named = SseClient::connect(
+        &server.base,
+        "/v1/stream/nodes?node_names=node-a,node-b",
+        Some(now),
+    )
+    .await;
+    let mut allocated =
+        SseClient::connect(&server.base, "/v1/stream/nodes?states=allocated", Some(now)).await;
+    let mut cluster = SseClient::connect(
+        &server.base,
+        "/v1/stream/cluster?interval_seconds=1",
+        Some(now),
+    )
+    .await;
+    for client in [&mut named, &mut allocated, &mut cluster] {
+        assert_eq!(client.next().await.unwrap().name, "connected");
+    }
+    report(&server, "node-a", &["nj1"]).await; // runs nj1: allocated
+    report(&server, "node-c", &[]).await; // idle, not named
+    report(&server, "node-b", &[]).await; // idle
+    server.started("nj2", "ivy").await; // a job event: never on the node stream
+
+    let a = named.next().await.unwrap();
+    assert_eq!(a.name, "node_event");
+    assert_eq!(a.data["type"], "node_updated");
+    assert_eq!(a.data["stream"], "nodes");
+    assert_eq!(a.data["data"]["node"]["name"], "node-a");
+    assert_eq!(a.data["data"]["node"]["state"], "allocated");
+    let b = named.next().await.unwrap();
+    assert_eq!(b.data["data"]["node"]["name"], "node-b");
+    assert_eq!(b.data["data"]["node"]["state"], "idle");
+    assert!(b.id.unwrap() > a.id.unwrap());
+    let only = allocated.next().await.unwrap();
+    assert_eq!(only.data["data"]["node"]["name"], "node-a");
+    assert_eq!(only.id, a.id);
+
+    // Nothing else matched: a fresh report of node-b (a change in its figures) comes next.
+    server
+        .post(
+            "/v1/samples",
+            json!({"node": "node-b", "collected_at": chrono::Utc::now().to_rfc3339(),
+                   "interval_seconds": 15, "jobs": [],
+                   "node_stats": {"cpu_usage_percent": 90.0, "memory_total_bytes": 1u64 << 34,
+                                  "memory_used_bytes": 1u64 << 31, "cpu_count": 8}}),
+        )
+        .await;
+    let again = named.next().await.unwrap();
+    assert_eq!(again.data["data"]["node"]["name"], "node-b");
+    assert_eq!(again.data["data"]["node"]["cpu_usage_percent"], 90.0);
+
+    // The cluster stream: node events are not among its changes; its status counts nodes.
+    let status = loop {
+        let e = cluster.next().await.unwrap();
+        match e.name.as_str() {
+            "status" if e.data["data"]["nodes_total"] == 3 => break e,
+            "status" => continue,
+            "job_event" => assert_eq!(e.data["data"]["job"]["id"], "nj2"),
+            other => panic!("unexpected {other} on the cluster stream"),
+        }
+    };
+    let nodes = &status.data["data"]["nodes_by_state"];
+    assert_eq!(nodes["allocated"], 1, "{status:?}");
+    assert_eq!(nodes["idle"], 2);
+    assert_eq!(nodes["down"], 0, "every state is present");
+    assert_eq!(status.data["data"]["stale_nodes"], 0);
+
+    let resp = common::http()
+        .get(format!("{}/v1/stream/nodes?states=sleeping", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "validation_error", "{body}");
+    server.shutdown().await;
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite {
@@ -366,7 +472,8 @@ both!(
     single_job_stream_closes,
     expired_cursor_gets_reset,
     bad_stream_parameters_are_400,
-    cluster_stream_reports_status_and_changes
+    cluster_stream_reports_status_and_changes,
+    nodes_stream_filters_node_events
 );
 
 /// With tokens configured: EventSource-style access through a single-use ticket, a token in

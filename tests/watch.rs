@@ -43,6 +43,7 @@ impl Server {
             allowed_origins: Vec::new(),
             collect: None,
             metrics: Default::default(),
+            client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
         };
         let app = Application::build(config).await.expect("serve starts");
         let base = format!("http://{}", app.local_addr());
@@ -274,7 +275,7 @@ async fn a_job_already_ended_or_unknown_exits_at_once() {
     );
 
     let mut unknown = Watcher::spawn(&["nope", "--server", &server.base]);
-    assert_eq!(unknown.exit_code().await, 3);
+    assert_eq!(unknown.exit_code().await, 124, "not a job's exit code 3");
     assert!(
         unknown.err.iter().any(|l| l.contains("job nope not found")),
         "{:?}",
@@ -289,7 +290,7 @@ async fn a_refused_stream_is_fatal_with_status_two() {
     let server = Server::start(Some(tokens)).await;
 
     let mut anonymous = Watcher::spawn(&["--server", &server.base]);
-    assert_eq!(anonymous.exit_code().await, 2);
+    assert_eq!(anonymous.exit_code().await, 125);
     assert!(
         anonymous.err.iter().any(|l| l.contains("401")),
         "{:?}",
@@ -308,7 +309,7 @@ async fn a_refused_stream_is_fatal_with_status_two() {
         "--states",
         "sleeping",
     ]);
-    assert_eq!(bad_filter.exit_code().await, 2);
+    assert_eq!(bad_filter.exit_code().await, 125);
     assert!(
         bad_filter.err.iter().any(|l| l.contains("400")),
         "{:?}",

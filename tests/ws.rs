@@ -129,6 +129,51 @@ async fn subscriptions_ack_deliver_in_order_and_unsubscribe() {
     server.shutdown().await;
 }
 
+/// The `nodes` stream: node events of agent reports, filtered as on SSE, beside a `jobs`
+/// subscription that never carries them.
+#[tokio::test]
+async fn nodes_subscriptions_get_node_events() {
+    let server = start().await;
+    let mut ws = connect(&server).await;
+    let nodes = subscribe(&mut ws, "nodes", json!({"node_names": ["gpu-7"]})).await;
+    let jobs = subscribe(&mut ws, "jobs", json!({})).await;
+    for node in ["cpu-1", "gpu-7"] {
+        server
+            .post(
+                "/v1/samples",
+                json!({"node": node, "collected_at": chrono::Utc::now().to_rfc3339(),
+                       "interval_seconds": 15, "jobs": [],
+                       "node_stats": {"cpu_usage_percent": 5.0, "cpu_count": 4}}),
+            )
+            .await;
+    }
+    server.started("w1", "una").await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = next(&mut ws).await.unwrap();
+        got.push((m["subscription"].as_str().unwrap().to_owned(), m));
+    }
+    let (sub, node) = &got[0];
+    assert_eq!(sub, &nodes);
+    assert_eq!(node["type"], "node_updated");
+    assert_eq!(node["stream"], "nodes");
+    assert_eq!(node["data"]["node"]["name"], "gpu-7");
+    assert!(node["id"].as_i64().unwrap() > 0);
+    let (sub, job) = &got[1];
+    assert_eq!(sub, &jobs);
+    assert_eq!(job["data"]["job"]["id"], "w1");
+    // bad options are answered with an error, the connection stays
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "stream": "nodes", "options": {"user": "x"}}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "error");
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await.unwrap(), json!({"type": "pong"}));
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn malformed_messages_get_errors_and_the_connection_stays_up() {
     let server = start().await;

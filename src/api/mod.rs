@@ -15,7 +15,9 @@ mod nodes;
 mod openapi;
 pub mod request;
 mod samples;
+pub mod socket;
 pub mod stream;
+mod stream_filter;
 mod ws;
 
 use crate::store::Store;
@@ -215,6 +217,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(stream::cluster);
 
+    let stream_nodes = warp::path!("v1" / "stream" / "nodes")
+        .and(warp::get())
+        .and(stream_auth())
+        .and(query_map())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(st())
+        .then(stream::nodes);
+
     let stream_ticket = warp::path!("v1" / "stream" / "tickets")
         .and(warp::post())
         .and(auth(READ))
@@ -235,6 +245,23 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(auth(WRITE))
         .and(st())
         .then(stream::status);
+
+    // The live streams, boxed as one filter: the whole chain's type would otherwise outgrow
+    // the compiler's query depth.
+    let streams = stream_jobs
+        .or(stream_job)
+        .unify()
+        .or(stream_cluster)
+        .unify()
+        .or(stream_nodes)
+        .unify()
+        .or(stream_ticket)
+        .unify()
+        .or(stream_status)
+        .unify()
+        .or(websocket)
+        .unify()
+        .boxed();
 
     let prometheus = warp::path!("metrics")
         .and(warp::get())
@@ -275,17 +302,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(node_jobs)
         .unify()
-        .or(stream_jobs)
-        .unify()
-        .or(stream_job)
-        .unify()
-        .or(stream_cluster)
-        .unify()
-        .or(stream_ticket)
-        .unify()
-        .or(stream_status)
-        .unify()
-        .or(websocket)
+        .or(streams)
         .unify()
         .recover(error::handle_rejection)
         .unify()

@@ -1,20 +1,32 @@
-//! Server-Sent Events: `GET /v1/stream/jobs` (every job, filtered) and `GET /v1/stream/jobs/{id}`
-//! (one job, its samples included, closing with `stream_closed` once the job has finished).
+//! Server-Sent Events: `GET /v1/stream/jobs` (every job, filtered), `GET /v1/stream/jobs/{id}`
+//! (one job, its samples included, closing with `stream_closed` once the job has finished),
+//! `GET /v1/stream/nodes` (node state and usage) and `GET /v1/stream/cluster` (a periodic
+//! status plus the job changes).
 //!
 //! Each connection gets a pump task that first replays the event log after the client's cursor
 //! (`Last-Event-ID`, or `?last_event_id=`; the header wins), then forwards live events from the
-//! [`EventFeed`](crate::events::EventFeed), skipping ids it already sent: no gap, no duplicate.
-//! The pump writes into a small bounded channel, so a client that does not read holds at most
-//! that many events; the feed itself never waits for anyone. A pump that falls behind the feed
-//! replays from the log again (nothing is lost); if it falls behind twice in a minute the
-//! connection is closed and the client resumes with its `Last-Event-ID`. A cursor older than the
+//! [`EventFeed`], skipping ids it already sent: no gap, no duplicate. A cursor older than the
 //! log's retention gets a `reset` event: the client should refetch state through REST.
+//!
+//! **Slow clients.** The pump writes into a small bounded channel ([`CONNECTION_BUFFER`]), so a
+//! client that does not read holds at most that many messages here; the feed never waits for
+//! anyone. Once such a client has fallen behind by more than the feed keeps, it has *lagged*:
+//! the pump drops its backlog and sends `reset` (with the last id it did deliver, so the client
+//! may also reconnect from there and replay the gap from the log), then continues live. A second
+//! lag within [`LAG_WINDOW`] ends the stream. Lagging clients are never replayed from the log
+//! by the server itself: after a burst, thousands of them doing so at once would load the
+//! database for nothing. What the socket holds beyond the channel (hyper's write queue, the
+//! kernel's send buffer) is bounded too; a peer that stops reading altogether is dropped by the
+//! kernel (`TCP_USER_TIMEOUT`, see [`super::socket`]).
+//!
+//! Messages are framed once per event and stream name, not once per subscriber (see
+//! [`FeedEvent::encoded`]).
 
 use super::error::{respond, ApiError};
 use super::request::job_id;
+pub(super) use super::stream_filter::StreamFilter;
 use super::AppState;
-use crate::domain::validate;
-use crate::domain::JobState;
+use crate::events::{EventFeed, FeedEvent};
 use crate::store::{Store, StoredEvent};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -26,7 +38,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
-/// Events buffered per connection between its pump and the socket.
+/// Messages buffered per connection between its pump and the socket.
 pub(super) const CONNECTION_BUFFER: usize = 64;
 /// Log rows read per query while replaying.
 const REPLAY_BATCH: i64 = 500;
@@ -34,13 +46,22 @@ const REPLAY_BATCH: i64 = 500;
 const PING_AFTER: Duration = Duration::from_secs(15);
 /// Reconnection delay suggested to EventSource clients.
 const RETRY_HINT: Duration = Duration::from_secs(3);
-/// A second fall-behind within this window closes the connection.
+/// A second lag within this window closes the connection.
 const LAG_WINDOW: Duration = Duration::from_secs(60);
+/// While a send waits for a client to read, how often the pump checks whether it has lagged.
+const LAG_CHECK: Duration = Duration::from_millis(100);
+/// Catch-up passes over the log before going live (each pass covers what was committed during
+/// the previous one); a client still behind after them is handled as lagging.
+const CATCH_UP_PASSES: usize = 3;
+/// How long one cluster status is shared by every `/v1/stream/cluster` connection.
+const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
 
-/// Open stream connections, by stream and protocol and by job, for `GET /v1/stream/status`.
+/// What the open streams share: connection counts by stream and protocol and by job (for
+/// `GET /v1/stream/status`), and the cluster status every `/v1/stream/cluster` connection sends.
 #[derive(Clone, Default)]
 pub struct StreamRegistry {
     counts: Arc<std::sync::Mutex<Counts>>,
+    status: Arc<tokio::sync::Mutex<Option<(Instant, Value)>>>,
 }
 
 #[derive(Default)]
@@ -87,6 +108,20 @@ impl StreamRegistry {
             .iter()
             .map(|((stream, protocol), n)| (*stream, *protocol, *n))
             .collect()
+    }
+
+    /// The cluster at a glance, computed at most once per [`STATUS_MAX_AGE`] for all
+    /// connections: concurrent callers wait for the one computing it.
+    async fn cluster_status(&self, store: &Store) -> Value {
+        let mut cached = self.status.lock().await;
+        if let Some((at, status)) = cached.as_ref() {
+            if at.elapsed() < STATUS_MAX_AGE {
+                return status.clone();
+            }
+        }
+        let status = compute_cluster_status(store).await;
+        *cached = Some((Instant::now(), status.clone()));
+        status
     }
 
     /// `{"connections", "streams": {stream: {protocol: n}}, "jobs": {job_id: n}}`.
@@ -145,118 +180,42 @@ pub async fn ticket(state: AppState) -> Response {
         .into_response()
 }
 
-/// Which events a connection wants.
-#[derive(Debug, Clone, Default)]
-pub(super) struct StreamFilter {
-    user: Option<String>,
-    states: Vec<JobState>,
-    partition: Option<String>,
-    node: Option<String>,
-    job_ids: Vec<String>,
-    exclude_samples: bool,
+/// The stream names, each with its own cached encoding of an event (the envelope names the
+/// stream).
+const STREAM_NAMES: [&str; crate::events::ENCODINGS] = ["jobs", "job", "cluster", "nodes"];
+
+fn encoding_slot(stream: &str) -> usize {
+    STREAM_NAMES
+        .iter()
+        .position(|name| *name == stream)
+        .unwrap_or(0)
 }
 
-fn comma_list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
-    params
-        .get(key)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
+/// The seeds' envelope: `{"type", "stream", "data", "timestamp"}`, serialised from borrowed
+/// parts (the payload is not copied).
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    stream: &'a str,
+    data: &'a Value,
+    timestamp: chrono::DateTime<chrono::Utc>,
 }
 
-impl StreamFilter {
-    pub(super) fn parse(
-        params: &HashMap<String, String>,
-        exclude_samples_default: bool,
-    ) -> Result<StreamFilter, ApiError> {
-        let states = comma_list(params, "states")
-            .iter()
-            .map(|s| {
-                s.parse::<JobState>()
-                    .map_err(|_| ApiError::Validation(format!("Invalid job state {s:?} in states")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let job_ids = comma_list(params, "job_ids");
-        let job_ids = validate::name_list("job_ids", &job_ids, 1000)?;
-        let exclude_samples = match params.get("exclude_samples").map(|s| s.trim()) {
-            None | Some("") => exclude_samples_default,
-            Some("true") | Some("1") => true,
-            Some("false") | Some("0") => false,
-            Some(_) => {
-                return Err(ApiError::Validation(
-                    "exclude_samples must be true or false".into(),
-                ))
-            }
-        };
-        Ok(StreamFilter {
-            user: validate::optional_name("user", params.get("user").map(String::as_str))?,
-            states,
-            partition: validate::optional_name(
-                "partition",
-                params.get("partition").map(String::as_str),
-            )?,
-            node: validate::optional_name("node", params.get("node").map(String::as_str))?,
-            job_ids,
-            exclude_samples,
-        })
-    }
-
-    pub(super) fn matches(&self, event: &StoredEvent) -> bool {
-        // Node (and other non-job) events have their own streams.
-        if event.job_id.is_none() {
-            return false;
-        }
-        if self.exclude_samples && event.kind == "job_sample" {
-            return false;
-        }
-        let job = &event.payload["job"];
-        let text = |v: &Value| v.as_str().map(str::to_owned);
-        if !self.job_ids.is_empty()
-            && !event
-                .job_id
-                .as_ref()
-                .is_some_and(|id| self.job_ids.contains(id))
-        {
-            return false;
-        }
-        if let Some(user) = &self.user {
-            if text(&job["user"]).as_ref() != Some(user) {
-                return false;
-            }
-        }
-        if !self.states.is_empty() && !self.states.iter().any(|s| job["state"] == s.as_str()) {
-            return false;
-        }
-        if let Some(partition) = &self.partition {
-            if text(&job["scheduler"]["partition"]).as_ref() != Some(partition) {
-                return false;
-            }
-        }
-        if let Some(node) = &self.node {
-            let on_node = job["nodes"]
-                .as_array()
-                .is_some_and(|nodes| nodes.iter().any(|n| n == node.as_str()));
-            if !on_node {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// The seeds' envelope: `{"type", "stream", "data", "timestamp"}`.
-fn envelope(
+fn envelope_text(
     kind: &str,
     stream: &str,
-    data: Value,
+    data: &Value,
     timestamp: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    json!({ "type": kind, "stream": stream, "data": data, "timestamp": timestamp })
+) -> String {
+    let envelope = Envelope {
+        kind,
+        stream,
+        data,
+        timestamp,
+    };
+    // Serialising a `Value` with string keys cannot fail.
+    serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{}"))
 }
 
 /// One message of a stream, before it is framed as an SSE event or a WebSocket message.
@@ -264,10 +223,11 @@ fn envelope(
 pub(super) struct Outgoing {
     /// The event-log id (for control messages: the cursor at that point).
     pub id: i64,
-    /// The SSE event name: `connected`, `job_event`, `job_sample`, `reset`, `stream_closed`, `error`.
+    /// The SSE event name: `connected`, `job_event`, `job_sample`, `node_event`, `status`,
+    /// `reset`, `stream_closed`, `error`.
     pub name: &'static str,
-    /// The envelope `{"type", "stream", "data", "timestamp"}`.
-    pub envelope: Value,
+    /// The envelope as JSON text; shared by every subscriber of a logged event.
+    pub json: Arc<str>,
 }
 
 impl Outgoing {
@@ -275,30 +235,40 @@ impl Outgoing {
         let event = Event::default()
             .id(self.id.to_string())
             .event(self.name)
-            .data(self.envelope.to_string());
+            .data(&*self.json);
         if self.name == "connected" {
             event.retry(RETRY_HINT)
         } else {
             event
         }
     }
+
+    /// The envelope with the event `id` and the WebSocket `subscription` added. The envelope is
+    /// a JSON object made here, so the two fields are spliced in before its closing brace.
+    pub(super) fn ws_text(&self, subscription: &str) -> String {
+        let body = self.json.strip_suffix('}').unwrap_or(&self.json);
+        let subscription = Value::from(subscription);
+        format!(r#"{body},"id":{},"subscription":{subscription}}}"#, self.id)
+    }
 }
 
-fn log_event(event: &StoredEvent, stream: &str) -> Outgoing {
-    let name = if event.kind == "job_sample" {
-        "job_sample"
-    } else {
-        "job_event"
-    };
+/// The SSE event name of a logged event.
+fn event_name(kind: &str) -> &'static str {
+    match kind {
+        "job_sample" => "job_sample",
+        "node_updated" => "node_event",
+        _ => "job_event",
+    }
+}
+
+fn log_event(event: &FeedEvent, stream: &str) -> Outgoing {
+    let json = event.encoded(encoding_slot(stream), |e| {
+        envelope_text(&e.kind, stream, &e.payload, e.occurred_at)
+    });
     Outgoing {
         id: event.id,
-        name,
-        envelope: envelope(
-            &event.kind,
-            stream,
-            event.payload.clone(),
-            event.occurred_at,
-        ),
+        name: event_name(&event.kind),
+        json,
     }
 }
 
@@ -306,7 +276,7 @@ fn control_event(name: &'static str, cursor: i64, stream: &str, data: Value) -> 
     Outgoing {
         id: cursor,
         name,
-        envelope: envelope(name, stream, data, crate::domain::now_micros()),
+        json: envelope_text(name, stream, &data, crate::domain::now_micros()).into(),
     }
 }
 
@@ -344,12 +314,42 @@ pub(super) struct Subscription {
     pub(super) _registration: Option<Registered>,
 }
 
+impl Subscription {
+    pub(super) fn new(stream: &'static str, filter: StreamFilter) -> Subscription {
+        Subscription {
+            stream,
+            filter,
+            single_job: None,
+            status_every: None,
+            _registration: None,
+        }
+    }
+}
+
 pub async fn jobs(
     params: HashMap<String, String>,
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    respond(open_filtered(&params, last_event_id, state, "jobs", None))
+    let result = StreamFilter::parse(&params, true).and_then(|filter| {
+        let start = cursor(last_event_id, &params)?;
+        Ok(open(state, Subscription::new("jobs", filter), start))
+    });
+    respond(result)
+}
+
+/// `GET /v1/stream/nodes`: `node_updated` events, filtered by `node_names`, `states`,
+/// `partition`.
+pub async fn nodes(
+    params: HashMap<String, String>,
+    last_event_id: Option<String>,
+    state: AppState,
+) -> Response {
+    let result = StreamFilter::parse_nodes(&params).and_then(|filter| {
+        let start = cursor(last_event_id, &params)?;
+        Ok(open(state, Subscription::new("nodes", filter), start))
+    });
+    respond(result)
 }
 
 /// Default period of the cluster stream's `status` event.
@@ -362,54 +362,62 @@ pub async fn cluster(
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let every = super::request::int_param(
-        &params,
-        "interval_seconds",
-        STATUS_EVERY.as_secs() as i64,
-        1,
-        3600,
-    );
-    let result = every.and_then(|every| {
-        let every = Duration::from_secs(every as u64);
-        open_filtered(&params, last_event_id, state, "cluster", Some(every))
-    });
+    let result = (|| {
+        let every = super::request::int_param(
+            &params,
+            "interval_seconds",
+            STATUS_EVERY.as_secs() as i64,
+            1,
+            3600,
+        )?;
+        let filter = StreamFilter::parse(&params, true)?;
+        let start = cursor(last_event_id, &params)?;
+        let sub = Subscription {
+            status_every: Some(Duration::from_secs(every as u64)),
+            ..Subscription::new("cluster", filter)
+        };
+        Ok(open(state, sub, start))
+    })();
     respond(result)
 }
 
-/// A stream of all jobs' changes under the query's filters and cursor (`jobs`, `cluster`).
-fn open_filtered(
-    params: &HashMap<String, String>,
-    last_event_id: Option<String>,
-    state: AppState,
-    stream: &'static str,
-    status_every: Option<Duration>,
-) -> Result<Response, ApiError> {
-    let filter = StreamFilter::parse(params, true)?;
-    let start = cursor(last_event_id, params)?;
-    let sub = Subscription {
-        stream,
-        filter,
-        single_job: None,
-        status_every,
-        _registration: None,
-    };
-    Ok(open(state, sub, start))
-}
-
-/// The cluster at a glance: jobs by state, GPUs in use, and how far this connection is behind
-/// the event log. Nodes join when node reports exist.
-async fn cluster_status(store: &Store, cursor: i64) -> Value {
+/// The cluster at a glance, shared by all connections: jobs and nodes by state (every state
+/// present), GPUs held by running jobs, stale nodes (agent silent), and the newest event id.
+async fn compute_cluster_status(store: &Store) -> Value {
     let (jobs, running_gpus) = match store.job_counts().await {
         Ok(counts) => counts,
         Err(_) => return json!({ "error": "database unavailable" }),
     };
-    let last_event_id = store.last_event_id().await.unwrap_or(cursor);
+    // A node's state depends on its last report's age, so it is derived at read time.
+    let nodes = match store.list_nodes().await {
+        Ok(nodes) => nodes,
+        Err(_) => return json!({ "error": "database unavailable" }),
+    };
+    let mut nodes_by_state: std::collections::BTreeMap<&str, usize> = crate::domain::NodeState::ALL
+        .iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+    for node in &nodes {
+        *nodes_by_state.entry(node.state.as_str()).or_default() += 1;
+    }
+    let last_event_id = store.last_event_id().await.ok();
     json!({
         "jobs_by_state": jobs,
+        "nodes_by_state": nodes_by_state,
+        "nodes_total": nodes.len(),
+        "stale_nodes": nodes.iter().filter(|n| n.stale).count(),
         "running_gpus": running_gpus,
         "last_event_id": last_event_id,
-        "delivery_lag_events": (last_event_id - cursor).max(0),
     })
+}
+
+/// The shared status plus how far this connection is behind the event log.
+async fn cluster_status(state: &StreamRegistry, store: &Store, cursor: i64) -> Value {
+    let mut status = state.cluster_status(store).await;
+    if let Some(last) = status["last_event_id"].as_i64() {
+        status["delivery_lag_events"] = json!((last - cursor).max(0));
+    }
+    status
 }
 
 pub async fn job(
@@ -419,23 +427,12 @@ pub async fn job(
     state: AppState,
 ) -> Response {
     let result = job_id(&id).and_then(|id| {
-        let filter = StreamFilter {
-            job_ids: vec![id.clone()],
-            exclude_samples: false,
-            ..StreamFilter::default()
-        };
         let start = cursor(last_event_id, &params)?;
-        Ok(open(
-            state,
-            Subscription {
-                stream: "job",
-                filter,
-                single_job: Some(id),
-                status_every: None,
-                _registration: None,
-            },
-            start,
-        ))
+        let sub = Subscription {
+            single_job: Some(id.clone()),
+            ..Subscription::new("job", StreamFilter::single_job(id, false))
+        };
+        Ok(open(state, sub, start))
     });
     respond(result)
 }
@@ -457,15 +454,17 @@ pub(super) fn pump_for(
         ..sub
     };
     let live = state.events.subscribe();
-    pump(
-        state.store.clone(),
-        state.events.head(),
+    let pump = Pump {
+        store: state.store.clone(),
+        feed: state.events.clone(),
+        registry: state.streams.clone(),
         live,
         sub,
-        start,
         tx,
-        state.shutdown.clone(),
-    )
+        cursor: 0,
+        last_lag: None,
+    };
+    pump.run(start, state.shutdown.clone())
 }
 
 /// Starts the pump and returns the SSE response.
@@ -497,109 +496,261 @@ fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
     response
 }
 
-/// Why a pump stopped early.
+/// Why a pump stopped early, or must change course.
 enum Stop {
     /// The client went away or the server is shutting down.
     Gone,
+    /// The feed overwrote events this connection had not taken yet.
+    Lagged,
 }
 
-async fn send(tx: &mpsc::Sender<Outgoing>, event: Outgoing) -> Result<(), Stop> {
-    tx.send(event).await.map_err(|_| Stop::Gone)
-}
-
-async fn pump(
+/// One connection's pump: replay, then live events, into the connection's channel.
+struct Pump {
     store: Store,
-    head: i64,
-    mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    feed: EventFeed,
+    registry: StreamRegistry,
+    live: broadcast::Receiver<Arc<FeedEvent>>,
+    /// Holds the connection's registration; dropped (uncounted) when the pump ends.
     sub: Subscription,
-    start: Option<i64>,
     tx: mpsc::Sender<Outgoing>,
-    shutdown: watch::Receiver<bool>,
-) {
-    // `sub` holds the connection's registration; it is dropped (uncounted) when this returns.
-    let _ = run_pump(&store, head, &mut live, &sub, start, &tx, shutdown).await;
+    /// Id of the last event this connection has been given (or skipped as not matching).
+    cursor: i64,
+    last_lag: Option<Instant>,
 }
 
-async fn run_pump(
-    store: &Store,
-    head: i64,
-    live: &mut broadcast::Receiver<Arc<StoredEvent>>,
-    sub: &Subscription,
-    start: Option<i64>,
-    tx: &mpsc::Sender<Outgoing>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), Stop> {
-    // Without a cursor the stream starts "now": after the newest committed event (the feed's
-    // head may trail the log by a moment; an event at or below the cursor is never sent).
-    let mut cursor = match start {
-        Some(cursor) => cursor,
-        None => store.last_event_id().await.unwrap_or(head).max(head),
-    };
-    let connected = json!({ "resumed_from": start, "filters": format!("{:?}", sub.filter) });
-    send(
-        tx,
-        control_event("connected", cursor, sub.stream, connected),
-    )
-    .await?;
-
-    if start.is_some() && !cursor_is_retained(store, cursor).await {
-        let reset = json!({ "reason": "the requested events are no longer retained; refetch state through the REST API" });
-        let now_head = store.last_event_id().await.unwrap_or(head);
-        cursor = now_head.max(head);
-        send(tx, control_event("reset", cursor, sub.stream, reset)).await?;
-    }
-    cursor = replay(store, cursor, sub, tx).await?;
-    if close_if_finished(store, sub, cursor, tx).await? {
-        return Ok(());
-    }
-
-    let mut last_lag: Option<Instant> = None;
-    let mut status = sub.status_every.map(|every| {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        ticker
-    });
-    loop {
-        let received = tokio::select! {
-            r = live.recv() => Some(r),
-            _ = shutdown.wait_for(|stop| *stop) => return Err(Stop::Gone),
-            _ = tx.closed() => return Err(Stop::Gone),
-            _ = async { status.as_mut()?.tick().await; Some(()) }, if status.is_some() => None,
-        };
-        let Some(received) = received else {
-            // the status period of a cluster stream
-            let data = cluster_status(store, cursor).await;
-            send(tx, control_event("status", cursor, sub.stream, data)).await?;
-            continue;
-        };
-        match received {
-            Ok(event) => {
-                if event.id <= cursor {
-                    continue;
+impl Pump {
+    async fn run(mut self, start: Option<i64>, shutdown: watch::Receiver<bool>) {
+        match self.catch_up(start).await {
+            Ok(true) => {}
+            Ok(false) | Err(Stop::Gone) => return,
+            Err(Stop::Lagged) => {
+                if !matches!(self.lagged().await, Ok(true)) {
+                    return;
                 }
-                cursor = event.id;
-                if sub.filter.matches(&event) {
-                    send(tx, log_event(&event, sub.stream)).await?;
-                    if is_terminal_for(sub, &event) {
-                        send_closed(tx, cursor, sub, "job finished").await?;
-                        return Ok(());
+            }
+        }
+        self.live_loop(shutdown).await;
+    }
+
+    /// Sends `message`. With `check_lag`, a send that has to wait for the client gives up as
+    /// soon as the feed has overwritten events this connection had not taken.
+    async fn send(&self, message: Outgoing, check_lag: bool) -> Result<(), Stop> {
+        let message = match self.tx.try_send(message) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Gone),
+            Err(mpsc::error::TrySendError::Full(message)) => message,
+        };
+        if !check_lag {
+            return self.tx.send(message).await.map_err(|_| Stop::Gone);
+        }
+        let reserve = self.tx.reserve();
+        tokio::pin!(reserve);
+        let mut check = tokio::time::interval(LAG_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                permit = &mut reserve => {
+                    permit.map_err(|_| Stop::Gone)?.send(message);
+                    return Ok(());
+                }
+                _ = check.tick() => {
+                    if self.feed.has_lagged(&self.live) {
+                        return Err(Stop::Lagged);
                     }
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                if last_lag.is_some_and(|t| t.elapsed() < LAG_WINDOW) {
-                    tracing::info!(
-                        missed,
-                        stream = sub.stream,
-                        "closing a stream that keeps falling behind"
+        }
+    }
+
+    /// `connected`, a `reset` for a cursor past retention, then the log after the cursor.
+    /// `Ok(false)`: the stream is complete (a finished job's stream).
+    async fn catch_up(&mut self, start: Option<i64>) -> Result<bool, Stop> {
+        // Without a cursor the stream starts "now": after the newest committed event (the
+        // feed's head may trail the log by a moment; an event at or below the cursor is never
+        // sent).
+        let head = self.feed.head();
+        self.cursor = match start {
+            Some(cursor) => cursor,
+            None => self.store.last_event_id().await.unwrap_or(head).max(head),
+        };
+        let connected =
+            json!({ "resumed_from": start, "filters": format!("{:?}", self.sub.filter) });
+        let stream = self.sub.stream;
+        self.send(
+            control_event("connected", self.cursor, stream, connected),
+            false,
+        )
+        .await?;
+
+        if start.is_some() && !cursor_is_retained(&self.store, self.cursor).await {
+            let reset = json!({ "reason": "the requested events are no longer retained; refetch state through the REST API" });
+            let now_head = self.store.last_event_id().await.unwrap_or(head);
+            self.cursor = now_head.max(head);
+            self.send(control_event("reset", self.cursor, stream, reset), false)
+                .await?;
+        }
+        // The log, until a pass ends with the live receiver still holding everything since.
+        for pass in 0.. {
+            self.replay().await?;
+            if !self.feed.has_lagged(&self.live) {
+                break;
+            }
+            if pass + 1 == CATCH_UP_PASSES {
+                return Err(Stop::Lagged);
+            }
+            // Everything the feed sent so far is in the log: read it there, live from here.
+            self.live = self.live.resubscribe();
+        }
+        Ok(!self.close_if_finished().await?)
+    }
+
+    async fn live_loop(&mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut status = self.sub.status_every.map(|every| {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            ticker
+        });
+        loop {
+            let received = tokio::select! {
+                r = self.live.recv() => Some(r),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = self.tx.closed() => return,
+                _ = async { status.as_mut()?.tick().await; Some(()) }, if status.is_some() => None,
+            };
+            let step = match received {
+                // the status period of a cluster stream
+                None => self.send_status().await.map(|()| true),
+                Some(Ok(event)) => self.deliver(&event).await,
+                Some(Err(broadcast::error::RecvError::Lagged(_))) => Err(Stop::Lagged),
+                Some(Err(broadcast::error::RecvError::Closed)) => Err(Stop::Gone),
+            };
+            let lagged = match step {
+                Ok(true) => continue,
+                Ok(false) | Err(Stop::Gone) => return,
+                Err(Stop::Lagged) => self.lagged().await,
+            };
+            match lagged {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return,
+            }
+        }
+    }
+
+    async fn send_status(&self) -> Result<(), Stop> {
+        let data = cluster_status(&self.registry, &self.store, self.cursor).await;
+        let status = control_event("status", self.cursor, self.sub.stream, data);
+        self.send(status, true).await
+    }
+
+    /// One live event; `Ok(false)` when the stream is complete.
+    async fn deliver(&mut self, event: &FeedEvent) -> Result<bool, Stop> {
+        if event.id <= self.cursor {
+            return Ok(true);
+        }
+        let matched = self.sub.filter.matches(event);
+        if matched {
+            self.send(log_event(event, self.sub.stream), true).await?;
+        }
+        // Only now: a lagged send did not deliver it.
+        self.cursor = event.id;
+        if matched && is_terminal_for(&self.sub, event) {
+            self.send_closed("job finished").await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The connection fell behind the feed. The first time in [`LAG_WINDOW`]: drop the backlog,
+    /// send `reset` and go on live (`Ok(true)`, or `Ok(false)` when a single job's stream is
+    /// complete); the second time: end the stream.
+    async fn lagged(&mut self) -> Result<bool, Stop> {
+        let stream = self.sub.stream;
+        if self.last_lag.is_some_and(|t| t.elapsed() < LAG_WINDOW) {
+            tracing::info!(
+                stream,
+                cursor = self.cursor,
+                "closing a stream whose client keeps falling behind"
+            );
+            return Ok(false);
+        }
+        self.last_lag = Some(Instant::now());
+        let delivered = self.cursor;
+        // A receiver at the feed's tail; events the feed sent before it, above `head`, are
+        // among those skipped, which the reset announces.
+        self.live = self.live.resubscribe();
+        self.cursor = self.cursor.max(self.feed.head());
+        tracing::info!(
+            stream,
+            delivered,
+            skipped_to = self.cursor,
+            "a stream client fell behind; sending reset"
+        );
+        let reset = json!({
+            "reason": "this connection fell behind the live feed and events were skipped; refetch state through the REST API, or reconnect with Last-Event-ID set to last_delivered_event_id to replay them from the log",
+            "last_delivered_event_id": delivered,
+            "skipped_to_event_id": self.cursor,
+        });
+        self.send(control_event("reset", self.cursor, stream, reset), true)
+            .await?;
+        Ok(!self.close_if_finished().await?)
+    }
+
+    /// Sends every matching logged event after the cursor.
+    async fn replay(&mut self) -> Result<(), Stop> {
+        loop {
+            let page = match self.store.events_after(self.cursor, REPLAY_BATCH).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "stream replay could not read the event log");
+                    let error = control_event(
+                        "error",
+                        self.cursor,
+                        self.sub.stream,
+                        json!({"reason": "event log unavailable"}),
                     );
+                    let _ = self.send(error, false).await;
                     return Err(Stop::Gone);
                 }
-                last_lag = Some(Instant::now());
-                cursor = replay(store, cursor, sub, tx).await?;
+            };
+            let full = page.len() as i64 == REPLAY_BATCH;
+            for event in page {
+                self.cursor = event.id;
+                if self.sub.filter.matches(&event) {
+                    let event = FeedEvent::new(event);
+                    self.send(log_event(&event, self.sub.stream), false).await?;
+                }
             }
-            Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
+            if !full {
+                return Ok(());
+            }
         }
+    }
+
+    /// The last message of a single-job stream.
+    async fn send_closed(&self, reason: &str) -> Result<(), Stop> {
+        let closed = control_event(
+            "stream_closed",
+            self.cursor,
+            self.sub.stream,
+            json!({ "reason": reason }),
+        );
+        self.send(closed, false).await
+    }
+
+    /// For a single-job stream: a job that is already finished (or gone) ends the stream with
+    /// `stream_closed`; `Ok(true)` then.
+    async fn close_if_finished(&self) -> Result<bool, Stop> {
+        let Some(id) = &self.sub.single_job else {
+            return Ok(false);
+        };
+        let reason = match self.store.get_job(id).await {
+            Ok(job) if job.state.is_terminal() => "job finished",
+            Ok(_) => return Ok(false),
+            Err(crate::store::StoreError::NotFound) => "job not found",
+            Err(_) => return Ok(false),
+        };
+        self.send_closed(reason).await?;
+        Ok(true)
     }
 }
 
@@ -615,81 +766,47 @@ async fn cursor_is_retained(store: &Store, cursor: i64) -> bool {
     }
 }
 
-/// Sends every matching logged event after `cursor`; returns the new cursor.
-async fn replay(
-    store: &Store,
-    mut cursor: i64,
-    sub: &Subscription,
-    tx: &mpsc::Sender<Outgoing>,
-) -> Result<i64, Stop> {
-    loop {
-        let page = match store.events_after(cursor, REPLAY_BATCH).await {
-            Ok(page) => page,
-            Err(err) => {
-                tracing::warn!(error = %err, "stream replay could not read the event log");
-                let _ = send(
-                    tx,
-                    control_event(
-                        "error",
-                        cursor,
-                        sub.stream,
-                        json!({"reason": "event log unavailable"}),
-                    ),
-                )
-                .await;
-                return Err(Stop::Gone);
-            }
-        };
-        let full = page.len() as i64 == REPLAY_BATCH;
-        for event in page {
-            cursor = event.id;
-            if sub.filter.matches(&event) {
-                send(tx, log_event(&event, sub.stream)).await?;
-            }
-        }
-        if !full {
-            return Ok(cursor);
-        }
-    }
-}
-
-/// The last message of a single-job stream.
-async fn send_closed(
-    tx: &mpsc::Sender<Outgoing>,
-    cursor: i64,
-    sub: &Subscription,
-    reason: &str,
-) -> Result<(), Stop> {
-    let closed = control_event(
-        "stream_closed",
-        cursor,
-        sub.stream,
-        json!({ "reason": reason }),
-    );
-    send(tx, closed).await
-}
-
 fn is_terminal_for(sub: &Subscription, event: &StoredEvent) -> bool {
     sub.single_job.is_some() && matches!(event.kind.as_str(), "job_finished" | "job_deleted")
 }
 
-/// For a single-job stream: after the replay, a job that is already finished (or gone) ends the
-/// stream with `stream_closed`.
-async fn close_if_finished(
-    store: &Store,
-    sub: &Subscription,
-    cursor: i64,
-    tx: &mpsc::Sender<Outgoing>,
-) -> Result<bool, Stop> {
-    let Some(id) = &sub.single_job else {
-        return Ok(false);
-    };
-    let reason = match store.get_job(id).await {
-        Ok(job) if job.state.is_terminal() => "job finished",
-        Ok(_) => return Ok(false),
-        Err(crate::store::StoreError::NotFound) => "job not found",
-        Err(_) => return Ok(false),
-    };
-    send_closed(tx, cursor, sub, reason).await?;
-    Ok(true)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(kind: &str, payload: Value) -> FeedEvent {
+        FeedEvent::new(StoredEvent {
+            id: 9,
+            occurred_at: chrono::Utc::now(),
+            kind: kind.into(),
+            job_id: None,
+            payload,
+        })
+    }
+
+    #[test]
+    fn an_event_is_encoded_once_per_stream_name() {
+        let event = stored("node_updated", json!({"node": {"name": "n1"}}));
+        let a = log_event(&event, "nodes");
+        let b = log_event(&event, "nodes");
+        assert!(Arc::ptr_eq(&a.json, &b.json), "shared, not re-encoded");
+        assert_eq!(a.name, "node_event");
+        let envelope: Value = serde_json::from_str(&a.json).unwrap();
+        assert_eq!(envelope["type"], "node_updated");
+        assert_eq!(envelope["stream"], "nodes");
+        assert_eq!(envelope["data"]["node"]["name"], "n1");
+        let other: Value = serde_json::from_str(&log_event(&event, "cluster").json).unwrap();
+        assert_eq!(other["stream"], "cluster");
+    }
+
+    #[test]
+    fn ws_text_adds_id_and_subscription() {
+        let event = stored("job_created", json!({"a": "}"}));
+        let message = log_event(&event, "jobs");
+        let ws: Value = serde_json::from_str(&message.ws_text("s\"1")).unwrap();
+        assert_eq!(ws["id"], 9);
+        assert_eq!(ws["subscription"], "s\"1");
+        assert_eq!(ws["data"]["a"], "}");
+        assert_eq!(ws["type"], "job_created");
+    }
 }

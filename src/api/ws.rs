@@ -1,8 +1,9 @@
 //! WebSocket streams: `GET /v1/ws`. One connection carries several subscriptions to the same
-//! streams as the SSE routes (`jobs`, filtered; `job`, one job with its samples), each answered
-//! with an ack and then replayed from the event log after its `last_event_id` and followed live.
+//! streams as the SSE routes (`jobs`, filtered; `job`, one job with its samples; `nodes`,
+//! filtered), each answered with an ack and then replayed from the event log after its
+//! `last_event_id` and followed live.
 //!
-//! Each subscription runs the SSE pump ([`stream::pump`]) unchanged, so replay, the no-gap /
+//! Each subscription runs the SSE pump ([`stream::pump_for`]) unchanged, so replay, the no-gap /
 //! no-duplicate hand-over to live events, `reset`, `stream_closed`, falling behind and shutdown
 //! behave exactly as on the SSE routes; its events are re-framed as JSON messages carrying the
 //! event id and the subscription id. Everything the server sends goes through one bounded
@@ -45,6 +46,7 @@ const JOBS_OPTIONS: &[&str] = &[
     "last_event_id",
 ];
 const JOB_OPTIONS: &[&str] = &["job_id", "exclude_samples", "last_event_id"];
+const NODES_OPTIONS: &[&str] = &["node_names", "states", "partition", "last_event_id"];
 
 /// The keep-alive timing of a connection; tests use shorter intervals.
 #[derive(Debug, Clone, Copy)]
@@ -248,18 +250,21 @@ impl Connection {
         let allowed = match stream {
             "jobs" => JOBS_OPTIONS,
             "job" => JOB_OPTIONS,
-            other => return Err(format!("unknown stream {other:?} (expected jobs or job)")),
+            "nodes" => NODES_OPTIONS,
+            other => {
+                return Err(format!(
+                    "unknown stream {other:?} (expected jobs, job or nodes)"
+                ))
+            }
         };
         let params = option_params(options, allowed)?;
         let start = stream::cursor(None, &params).map_err(|e| e.to_string())?;
         let sub = if stream == "jobs" {
-            Subscription {
-                stream: "jobs",
-                filter: StreamFilter::parse(&params, true).map_err(|e| e.to_string())?,
-                single_job: None,
-                status_every: None,
-                _registration: None,
-            }
+            let filter = StreamFilter::parse(&params, true).map_err(|e| e.to_string())?;
+            Subscription::new("jobs", filter)
+        } else if stream == "nodes" {
+            let filter = StreamFilter::parse_nodes(&params).map_err(|e| e.to_string())?;
+            Subscription::new("nodes", filter)
         } else {
             let id = params
                 .get("job_id")
@@ -352,7 +357,7 @@ async fn forward(
         let Some(message) = ws_message(&event, &subscription) else {
             continue;
         };
-        if out.send(Message::text(message.to_string())).await.is_err() {
+        if out.send(Message::text(message)).await.is_err() {
             return;
         }
     }
@@ -360,15 +365,11 @@ async fn forward(
 
 /// A stream message as a WebSocket message: its envelope plus `id` and `subscription`. The
 /// `connected` greeting is dropped: the `subscribed` ack stands in for it.
-fn ws_message(message: &stream::Outgoing, subscription: &str) -> Option<Value> {
+fn ws_message(message: &stream::Outgoing, subscription: &str) -> Option<String> {
     if message.name == "connected" {
         return None;
     }
-    let mut envelope = message.envelope.clone();
-    let object = envelope.as_object_mut()?;
-    object.insert("id".into(), json!(message.id));
-    object.insert("subscription".into(), json!(subscription));
-    Some(envelope)
+    Some(message.ws_text(subscription))
 }
 
 #[cfg(test)]
@@ -405,9 +406,9 @@ mod tests {
         let event = stream::Outgoing {
             id: 42,
             name: "job_event",
-            envelope: json!({"type": "job_created", "stream": "jobs", "data": {"a": 1}}),
+            json: r#"{"type":"job_created","stream":"jobs","data":{"a":1}}"#.into(),
         };
-        let message = ws_message(&event, "s1").unwrap();
+        let message: Value = serde_json::from_str(&ws_message(&event, "s1").unwrap()).unwrap();
         assert_eq!(
             message,
             json!({"type": "job_created", "stream": "jobs", "data": {"a": 1}, "id": 42, "subscription": "s1"})
@@ -415,7 +416,7 @@ mod tests {
         let connected = stream::Outgoing {
             id: 7,
             name: "connected",
-            envelope: json!({"type": "connected"}),
+            json: r#"{"type":"connected"}"#.into(),
         };
         assert!(ws_message(&connected, "s1").is_none());
     }

@@ -6,7 +6,7 @@
 use super::Metrics;
 use crate::domain::JobState;
 use crate::events::EventFeed;
-use crate::store::{JobFilter, Store, StoreResult, StoredEvent};
+use crate::store::{JobFilter, Store, StoreResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
@@ -116,7 +116,7 @@ async fn catch_up(metrics: &Metrics, store: &Store, mut cursor: i64) -> StoreRes
 async fn follow(
     metrics: Metrics,
     store: Store,
-    mut live: broadcast::Receiver<Arc<StoredEvent>>,
+    mut live: broadcast::Receiver<Arc<crate::events::FeedEvent>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);

@@ -339,6 +339,7 @@ pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
         allowed_origins: Vec::new(),
         collect: None,
         metrics: Default::default(),
+        client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
     }
 }
 

@@ -1,0 +1,303 @@
+//! Which event-log rows a stream connection wants: the query filters of the job streams
+//! (`/v1/stream/jobs`, `/v1/stream/cluster`, `/v1/stream/jobs/{id}`, WebSocket `jobs`/`job`)
+//! and of the node stream (`/v1/stream/nodes`, WebSocket `nodes`), parsed and validated once
+//! per connection and then applied to every event the connection sees.
+//!
+//! Matching runs once per event per subscriber, so it borrows from the event's JSON and never
+//! allocates.
+
+use super::error::ApiError;
+use crate::domain::validate;
+use crate::domain::{JobState, NodeState};
+use crate::store::StoredEvent;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Most entries in a `job_ids` or `node_names` list.
+const MAX_LIST: usize = 1000;
+
+/// Which events a connection wants.
+#[derive(Debug, Clone)]
+pub(super) enum StreamFilter {
+    Jobs(JobEvents),
+    Nodes(NodeEvents),
+}
+
+/// Filters of the job streams; every field empty means "all jobs".
+#[derive(Debug, Clone, Default)]
+pub(super) struct JobEvents {
+    pub(super) user: Option<String>,
+    pub(super) states: Vec<JobState>,
+    pub(super) partition: Option<String>,
+    pub(super) node: Option<String>,
+    pub(super) job_ids: Vec<String>,
+    pub(super) exclude_samples: bool,
+}
+
+/// Filters of the node stream.
+#[derive(Debug, Clone, Default)]
+pub(super) struct NodeEvents {
+    pub(super) node_names: Vec<String>,
+    pub(super) states: Vec<NodeState>,
+    pub(super) partition: Option<String>,
+}
+
+fn comma_list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
+    params
+        .get(key)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn optional(params: &HashMap<String, String>, key: &str) -> Result<Option<String>, ApiError> {
+    Ok(validate::optional_name(
+        key,
+        params.get(key).map(String::as_str),
+    )?)
+}
+
+impl StreamFilter {
+    /// The job streams' filters: `user`, `states`, `partition`, `node`, `job_ids`,
+    /// `exclude_samples` (default `exclude_samples_default`).
+    pub(super) fn parse(
+        params: &HashMap<String, String>,
+        exclude_samples_default: bool,
+    ) -> Result<StreamFilter, ApiError> {
+        let states = comma_list(params, "states")
+            .iter()
+            .map(|s| {
+                s.parse::<JobState>()
+                    .map_err(|_| ApiError::Validation(format!("Invalid job state {s:?} in states")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let job_ids = validate::name_list("job_ids", &comma_list(params, "job_ids"), MAX_LIST)?;
+        let exclude_samples = match params.get("exclude_samples").map(|s| s.trim()) {
+            None | Some("") => exclude_samples_default,
+            Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(_) => {
+                return Err(ApiError::Validation(
+                    "exclude_samples must be true or false".into(),
+                ))
+            }
+        };
+        Ok(StreamFilter::Jobs(JobEvents {
+            user: optional(params, "user")?,
+            states,
+            partition: optional(params, "partition")?,
+            node: optional(params, "node")?,
+            job_ids,
+            exclude_samples,
+        }))
+    }
+
+    /// The node stream's filters: `node_names`, `states` (node states), `partition`.
+    pub(super) fn parse_nodes(params: &HashMap<String, String>) -> Result<StreamFilter, ApiError> {
+        let states = comma_list(params, "states")
+            .iter()
+            .map(|s| {
+                s.to_ascii_lowercase().parse::<NodeState>().map_err(|_| {
+                    let known: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::Validation(format!(
+                        "Invalid node state {s:?} in states (expected {})",
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let node_names =
+            validate::name_list("node_names", &comma_list(params, "node_names"), MAX_LIST)?;
+        Ok(StreamFilter::Nodes(NodeEvents {
+            node_names,
+            states,
+            partition: optional(params, "partition")?,
+        }))
+    }
+
+    /// One job's stream: its lifecycle, and its samples unless excluded.
+    pub(super) fn single_job(id: String, exclude_samples: bool) -> StreamFilter {
+        StreamFilter::Jobs(JobEvents {
+            job_ids: vec![id],
+            exclude_samples,
+            ..JobEvents::default()
+        })
+    }
+
+    pub(super) fn matches(&self, event: &StoredEvent) -> bool {
+        match self {
+            StreamFilter::Jobs(filter) => filter.matches(event),
+            StreamFilter::Nodes(filter) => filter.matches(event),
+        }
+    }
+}
+
+fn is_job_event(kind: &str) -> bool {
+    kind.starts_with("job_")
+}
+
+impl JobEvents {
+    fn matches(&self, event: &StoredEvent) -> bool {
+        if !is_job_event(&event.kind) {
+            return false;
+        }
+        if self.exclude_samples && event.kind == "job_sample" {
+            return false;
+        }
+        let job = &event.payload["job"];
+        if !self.job_ids.is_empty()
+            && !event
+                .job_id
+                .as_ref()
+                .is_some_and(|id| self.job_ids.contains(id))
+        {
+            return false;
+        }
+        if let Some(user) = &self.user {
+            if job["user"].as_str() != Some(user.as_str()) {
+                return false;
+            }
+        }
+        if !self.states.is_empty() && !self.states.iter().any(|s| job["state"] == s.as_str()) {
+            return false;
+        }
+        if let Some(partition) = &self.partition {
+            if job["scheduler"]["partition"].as_str() != Some(partition.as_str()) {
+                return false;
+            }
+        }
+        if let Some(node) = &self.node {
+            if !contains(&job["nodes"], node) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl NodeEvents {
+    fn matches(&self, event: &StoredEvent) -> bool {
+        if event.kind != "node_updated" {
+            return false;
+        }
+        let node = &event.payload["node"];
+        if !self.node_names.is_empty()
+            && !node["name"]
+                .as_str()
+                .is_some_and(|name| self.node_names.iter().any(|n| n == name))
+        {
+            return false;
+        }
+        if !self.states.is_empty() && !self.states.iter().any(|s| node["state"] == s.as_str()) {
+            return false;
+        }
+        if let Some(partition) = &self.partition {
+            if !contains(&node["partitions"], partition) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether a JSON array of strings holds `wanted`.
+fn contains(list: &Value, wanted: &str) -> bool {
+    list.as_array()
+        .is_some_and(|items| items.iter().any(|n| n.as_str() == Some(wanted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: &str, job_id: Option<&str>, payload: Value) -> StoredEvent {
+        StoredEvent {
+            id: 1,
+            occurred_at: chrono::Utc::now(),
+            kind: kind.into(),
+            job_id: job_id.map(str::to_owned),
+            payload,
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn node(name: &str, state: &str, partitions: &[&str]) -> StoredEvent {
+        event(
+            "node_updated",
+            None,
+            json!({"node": {"name": name, "state": state, "partitions": partitions}}),
+        )
+    }
+
+    #[test]
+    fn node_filters_select_by_name_state_and_partition() {
+        let all = StreamFilter::parse_nodes(&params(&[])).unwrap();
+        assert!(all.matches(&node("n1", "idle", &["cpu"])));
+        let job = event(
+            "job_created",
+            Some("1"),
+            json!({"job": {"id": "1", "state": "running"}}),
+        );
+        assert!(!all.matches(&job), "the node stream carries no job events");
+
+        let f = StreamFilter::parse_nodes(&params(&[
+            ("node_names", "n1, n2"),
+            ("states", "down,Drained"),
+            ("partition", "gpu"),
+        ]))
+        .unwrap();
+        assert!(f.matches(&node("n2", "drained", &["cpu", "gpu"])));
+        assert!(!f.matches(&node("n3", "down", &["gpu"])), "name");
+        assert!(!f.matches(&node("n1", "idle", &["gpu"])), "state");
+        assert!(!f.matches(&node("n1", "down", &["cpu"])), "partition");
+        assert!(!f.matches(&event("node_updated", None, json!({}))));
+
+        for bad in [("states", "sleeping"), ("node_names", "a,\u{7}")] {
+            assert!(
+                StreamFilter::parse_nodes(&params(&[bad])).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn job_streams_carry_only_job_events() {
+        let all = StreamFilter::parse(&params(&[("exclude_samples", "false")]), true).unwrap();
+        assert!(!all.matches(&node("n1", "idle", &[])));
+        let sample = event(
+            "job_sample",
+            Some("7"),
+            json!({"job_id": "7", "job": {"id": "7", "user": "ann", "state": "running",
+                   "nodes": ["n1"], "scheduler": {"partition": "gpu"}}, "sample": {}}),
+        );
+        assert!(all.matches(&sample));
+        let f = StreamFilter::parse(
+            &params(&[
+                ("user", "ann"),
+                ("node", "n1"),
+                ("partition", "gpu"),
+                ("states", "running"),
+                ("job_ids", "7,8"),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert!(f.matches(&sample));
+        let excluded = StreamFilter::parse(&params(&[]), true).unwrap();
+        assert!(!excluded.matches(&sample));
+        let single = StreamFilter::single_job("8".into(), false);
+        assert!(!single.matches(&sample));
+    }
+}
