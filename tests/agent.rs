@@ -401,7 +401,14 @@ async fn the_agent_measures_a_real_cgroup_against_the_process_own_accounting() {
         .as_f64()
         .expect("real cpu.stat");
     let own_first = process_cpu_usec(pid);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Until the burner has used a second of CPU (on a loaded machine that can take longer than
+    // a second of wall time), at most 30 s.
+    let burn_start = Instant::now();
+    while process_cpu_usec(pid) - own_first < 1_000_000
+        && burn_start.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let own_last = process_cpu_usec(pid);
     let total = first["total"].as_i64().unwrap();
     let last = wait_for(
