@@ -340,3 +340,45 @@ on_both_backends!(sample_and_node_events_reach_the_log, |app| {
     assert_eq!(events[1].payload["node"]["name"], "node-6");
     assert_eq!(events[1].payload["node"]["running_jobs"], 1);
 });
+
+on_both_backends!(a_batch_sent_twice_is_stored_once, |app| {
+    app.start_job("700", "alice", &["node-7"]).await;
+    let body = batch(
+        "node-7",
+        &ago(1),
+        vec![
+            job_sample("700", Some(20.0), 1 << 20, &ago(20)),
+            job_sample("700", Some(40.0), 1 << 20, &ago(5)),
+        ],
+    );
+    let first = app
+        .request("POST", "/v1/samples", Some(&body), &[])
+        .await
+        .expect(200);
+    assert_eq!(
+        (first["accepted"].as_i64(), first["duplicates"].as_i64()),
+        (Some(2), Some(0))
+    );
+    let events = app.event_count().await;
+    // The agent timed out waiting for that answer and sends the batch again.
+    let again = app
+        .request("POST", "/v1/samples", Some(&body), &[])
+        .await
+        .expect(200);
+    assert_eq!(
+        (again["accepted"].as_i64(), again["duplicates"].as_i64()),
+        (Some(0), Some(2))
+    );
+    let job = app.get("/v1/jobs/700").await.expect(200);
+    assert_eq!(job["sample_count"], 2);
+    assert_eq!(job["avg_cpu_usage"], 30.0);
+    assert_eq!(
+        app.get("/v1/jobs/700/metrics").await.expect(200)["total"],
+        2
+    );
+    assert_eq!(
+        app.event_count().await,
+        events + 1,
+        "only the node's update, no sample events"
+    );
+});

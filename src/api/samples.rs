@@ -27,6 +27,8 @@ struct Rejected {
 struct BatchAnswer {
     node: String,
     accepted: usize,
+    /// Samples this server already had (the batch was sent before): stored once.
+    duplicates: usize,
     rejected: Vec<Rejected>,
 }
 
@@ -89,6 +91,7 @@ async fn ingest_inner(batch: SampleBatch, state: AppState) -> Result<Response, A
     Ok(json(&BatchAnswer {
         node,
         accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
         rejected,
     })
     .into_response())

@@ -97,7 +97,10 @@ pub enum SampleRejection {
 /// What became of a batch: how many were stored, and the index and reason of each rejection.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestOutcome {
+    /// Samples stored by this call.
     pub accepted: usize,
+    /// Samples already stored (a batch delivered twice); not counted again.
+    pub duplicates: usize,
     pub rejected: Vec<(usize, SampleRejection)>,
 }
 

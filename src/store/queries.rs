@@ -977,6 +977,7 @@ macro_rules! store_queries {
             }
             outcome.accepted = accepted.len();
 
+            let mut inserted: std::collections::HashMap<(String, DateTime<Utc>), usize> = std::collections::HashMap::new();
             for chunk in accepted.chunks(400) {
                 let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!("INSERT INTO metric_samples ({SAMPLE_COLUMNS}) "));
                 qb.push_values(chunk, |mut b, item| {
@@ -1008,8 +1009,27 @@ macro_rules! store_queries {
                         .push_bind(d.pressure.clone().filter(|p| !p.is_empty()).map(Json))
                         .push_bind((!d.gpus.is_empty()).then(|| Json(d.gpus.clone())));
                 });
-                qb.build().execute(&mut **tx).await?;
+                // A batch sent again (the agent timed out waiting for an answer the server did
+                // send) inserts nothing twice: (job, node, time) is unique, and only the rows
+                // really inserted count in the aggregates and the events.
+                qb.push(" ON CONFLICT DO NOTHING RETURNING job_id, timestamp");
+                for row in qb.build().fetch_all(&mut **tx).await? {
+                    let key: (String, DateTime<Utc>) = (row.try_get("job_id")?, row.try_get("timestamp")?);
+                    *inserted.entry(key).or_insert(0usize) += 1;
+                }
             }
+            let accepted: Vec<&SampleItem> = accepted
+                .into_iter()
+                .filter(|item| match inserted.get_mut(&(item.job_id.clone(), item.sample.timestamp)) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        true
+                    }
+                    _ => false,
+                })
+                .collect();
+            outcome.duplicates = outcome.accepted - accepted.len();
+            outcome.accepted = accepted.len();
 
             let deltas = JobDelta::of(&accepted);
             for chunk in deltas.chunks(500) {
