@@ -36,6 +36,9 @@ pub struct AgentConfig {
     pub timeout: Duration,
     /// The hook's settings (`--hook-config`, or its default file), for draining its spool.
     pub hook: crate::hook::config::HookConfig,
+    /// `--metrics-listen`: where this node's series are served, and their grace period.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub metrics_grace: Duration,
 }
 
 impl AgentConfig {
@@ -83,6 +86,8 @@ impl AgentConfig {
             },
             timeout: args.timeout,
             hook: hook_settings(args.hook_config.clone()),
+            metrics_listen: args.metrics_listen,
+            metrics_grace: args.metrics_grace,
         })
     }
 }
@@ -283,6 +288,10 @@ pub async fn run(
         spool = %config.spool_dir.display(),
         "jobscope agent sampling"
     );
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, config.metrics_grace, stop.clone()).await?),
+        None => None,
+    };
     let hook_spool = hook_drain(&config.hook);
     let mut totals = AgentTotals::default();
     let mut known: Vec<KnownJob> = Vec::new();
@@ -314,51 +323,121 @@ pub async fn run(
                 tracing::debug!(error = %err, "cannot fetch this node's running jobs; using the last list")
             }
         }
+        let pass_started = std::time::Instant::now();
         let batch = sample_once(&sampler, known.clone()).await?;
         totals.passes += 1;
-        let body = match serde_json::to_vec(&batch) {
-            Ok(body) => body,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot encode a batch; dropped");
-                totals.batches_dropped += 1;
-                continue;
-            }
-        };
-        let spooled_before = spool.depth().map(|d| d.records).unwrap_or(0);
-        if spooled_before == 0 {
-            match uplink.post(body.clone()).await {
-                Delivery::Accepted { accepted, rejected } => {
-                    totals.batches_sent += 1;
-                    totals.samples_accepted += accepted;
-                    totals.samples_rejected += rejected;
-                    if server_down {
-                        tracing::info!("the server answers again");
-                        server_down = false;
-                    }
-                    continue;
-                }
-                Delivery::Refused(why) => {
-                    totals.batches_dropped += 1;
-                    tracing::error!(reason = %why, "the server refused a batch; dropped");
-                    continue;
-                }
-                Delivery::Retry(why) => {
-                    if !server_down {
-                        tracing::warn!(reason = %why, "cannot deliver samples; spooling until the server answers");
-                        server_down = true;
-                    }
-                }
-            }
+        if let Some(metrics) = &metrics {
+            metrics.collector_duration(pass_started.elapsed());
+            metrics.record_agent_batch(&batch, &job_labels(&known));
         }
-        // The spool is not empty, or the server just failed: queue behind what waits, so the
-        // server receives batches oldest first.
-        spool_batch(&spool, &body, &mut totals);
-        if !server_down || spooled_before > 0 {
-            server_down = !drain(&uplink, &spool, &mut totals).await;
+        let before = totals.clone();
+        deliver(&uplink, &spool, &batch, &mut totals, &mut server_down).await;
+        if let Some(metrics) = &metrics {
+            for (outcome, n) in [
+                ("sent", totals.batches_sent - before.batches_sent),
+                ("spooled", totals.batches_spooled - before.batches_spooled),
+                ("dropped", totals.batches_dropped - before.batches_dropped),
+            ] {
+                for _ in 0..n {
+                    metrics.agent_batch(outcome);
+                }
+            }
+            metrics.set_spool_depth(spool.depth().map_or(0, |d| d.records as i64));
         }
     }
     tracing::info!(?totals, "jobscope agent stopped");
     Ok(totals)
+}
+
+/// Sends one batch, or queues it behind the spooled ones (the server then receives batches
+/// oldest first), and drains the spool while the server answers.
+async fn deliver(
+    uplink: &Uplink,
+    spool: &Spool,
+    batch: &SampleBatch,
+    totals: &mut AgentTotals,
+    server_down: &mut bool,
+) {
+    let body = match serde_json::to_vec(batch) {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot encode a batch; dropped");
+            totals.batches_dropped += 1;
+            return;
+        }
+    };
+    let spooled_before = spool.depth().map(|d| d.records).unwrap_or(0);
+    if spooled_before == 0 {
+        match uplink.post(body.clone()).await {
+            Delivery::Accepted { accepted, rejected } => {
+                totals.batches_sent += 1;
+                totals.samples_accepted += accepted;
+                totals.samples_rejected += rejected;
+                if *server_down {
+                    tracing::info!("the server answers again");
+                    *server_down = false;
+                }
+                return;
+            }
+            Delivery::Refused(why) => {
+                totals.batches_dropped += 1;
+                tracing::error!(reason = %why, "the server refused a batch; dropped");
+                return;
+            }
+            Delivery::Retry(why) => {
+                if !*server_down {
+                    tracing::warn!(reason = %why, "cannot deliver samples; spooling until the server answers");
+                    *server_down = true;
+                }
+            }
+        }
+    }
+    spool_batch(spool, &body, totals);
+    if !*server_down || spooled_before > 0 {
+        *server_down = !drain(uplink, spool, totals).await;
+    }
+}
+
+/// Each known job's labels for the agent's per-job series.
+fn job_labels(known: &[KnownJob]) -> std::collections::HashMap<String, crate::metrics::JobLabels> {
+    known
+        .iter()
+        .map(|j| {
+            let labels = crate::metrics::JobLabels {
+                job_id: j.id.clone(),
+                user: j.user.clone().unwrap_or_default(),
+                account: j.account.clone(),
+                partition: j.partition.clone(),
+                nodes: j.nodes.clone(),
+            };
+            (j.id.clone(), labels)
+        })
+        .collect()
+}
+
+/// Binds `--metrics-listen` (an error at start, not later) and serves this node's series.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    grace: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<crate::metrics::Metrics> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-listen: cannot listen on {addr}"))?;
+    let metrics = crate::metrics::Metrics::new(crate::metrics::MetricsOptions {
+        per_job: true,
+        grace,
+    });
+    tracing::info!(%addr, "serving this node's metrics on /metrics");
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    tokio::spawn(crate::api::metrics::serve_standalone(
+        listener,
+        metrics.clone(),
+        shutdown,
+    ));
+    Ok(metrics)
 }
 
 async fn sample_once(
@@ -459,6 +538,7 @@ pub async fn collect_in_process(
     store: Store,
     config: SamplerConfig,
     gpu: crate::collector::GpuChoice,
+    metrics: crate::metrics::Metrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let (gpus, gpu_line) = open_gpus(gpu, &config.drm_root);
@@ -491,6 +571,7 @@ pub async fn collect_in_process(
                 continue;
             }
         };
+        let pass_started = std::time::Instant::now();
         let batch = match sample_once(&sampler, known).await {
             Ok(batch) => batch,
             Err(err) => {
@@ -498,6 +579,7 @@ pub async fn collect_in_process(
                 continue;
             }
         };
+        metrics.collector_duration(pass_started.elapsed());
         let prepared = match batch.prepare(now_micros()) {
             Ok(p) => p,
             Err(err) => {
@@ -517,12 +599,13 @@ pub async fn collect_in_process(
             .await
         {
             Ok(outcome) if !outcome.rejected.is_empty() => {
+                metrics.samples_ingested(outcome.accepted as u64);
                 tracing::debug!(
                     rejected = outcome.rejected.len(),
                     "samples of jobs the store does not have running"
                 )
             }
-            Ok(_) => {}
+            Ok(outcome) => metrics.samples_ingested(outcome.accepted as u64),
             Err(err) => tracing::warn!(error = %err, "collector could not store a batch"),
         }
     }

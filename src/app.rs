@@ -117,6 +117,7 @@ impl Application {
                 self.state.store.clone(),
                 c.sampler,
                 c.gpu,
+                self.state.metrics.clone(),
                 self.stop.subscribe(),
             ))
         });

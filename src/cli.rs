@@ -145,6 +145,16 @@ pub struct AgentArgs {
     /// job's hook runs. Skipped when the hook's spool directory does not exist.
     #[arg(long, env = "JOBSCOPE_HOOK_CONFIG", value_name = "FILE")]
     pub hook_config: Option<PathBuf>,
+
+    /// Serve this node's per-job, node and agent series on `ADDR` (`GET /metrics`, no
+    /// authentication: bind it to an address only Prometheus reaches). For large clusters,
+    /// scrape agents directly and run serve with --per-job-metrics=false.
+    #[arg(long, env = "JOBSCOPE_AGENT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// How long a finished job's series stay on the agent's /metrics.
+    #[arg(long, env = "JOBSCOPE_METRICS_GRACE", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub metrics_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,6 +22,16 @@ impl Drop for Agent {
 }
 
 fn spawn_agent(server: &str, node: &str, cgroup_root: &Path, spool: &Path) -> Agent {
+    spawn_agent_with(server, node, cgroup_root, spool, &[])
+}
+
+fn spawn_agent_with(
+    server: &str,
+    node: &str,
+    cgroup_root: &Path,
+    spool: &Path,
+    extra: &[&str],
+) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_jobscope"))
         .args([
             "agent",
@@ -39,6 +49,7 @@ fn spawn_agent(server: &str, node: &str, cgroup_root: &Path, spool: &Path) -> Ag
         .arg("--spool-dir")
         .arg(spool)
         .args(["--timeout", "1s"])
+        .args(extra)
         .env("RUST_LOG", "jobscope=info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -123,7 +134,17 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
     let root = t.path().join("cgroup");
     let job_dir = fixture_job(&root, "7001");
     start_job(&server, "7001", "fx-node").await;
-    let _agent = spawn_agent(&base, "fx-node", &root, &t.path().join("spool"));
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let _agent = spawn_agent_with(
+        &base,
+        "fx-node",
+        &root,
+        &t.path().join("spool"),
+        &["--metrics-listen", &metrics_addr],
+    );
 
     // Samples arrive, with exactly what the cgroup files hold.
     let samples = wait_for(
@@ -190,6 +211,22 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
         (30.0..=70.0).contains(&cpu),
         "one of two CPUs busy reads about 50 %, got {cpu}"
     );
+    // The agent serves its own node's series (for clusters too large to scrape centrally).
+    let scrape = http()
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scrape.contains(
+            r#"hpc_job_memory_usage_bytes{job_id="7001",user="alice",node="fx-node"} 104857600"#
+        ),
+        "{scrape}"
+    );
+    assert!(scrape.contains("jobscope_agent_batches_total"), "{scrape}");
     let node = get(&base, "/v1/nodes/fx-node").await;
     assert_eq!(node["running_jobs"], 1);
     assert!(

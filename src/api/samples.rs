@@ -44,7 +44,10 @@ fn reason_text(reason: SampleRejection) -> (&'static str, &'static str) {
 }
 
 pub async fn ingest(batch: SampleBatch, state: AppState) -> Response {
-    super::error::respond(ingest_inner(batch, state).await)
+    let metrics = state.metrics.clone();
+    let result = ingest_inner(batch, state).await;
+    metrics.sample_batch(result.is_ok());
+    super::error::respond(result)
 }
 
 async fn ingest_inner(batch: SampleBatch, state: AppState) -> Result<Response, ApiError> {
@@ -77,6 +80,14 @@ async fn ingest_inner(batch: SampleBatch, state: AppState) -> Result<Response, A
         });
     }
     rejected.sort_by_key(|r| r.index);
+    state.metrics.samples_ingested(outcome.accepted as u64);
+    // (`job_finished` cannot happen here: agents' samples are judged by the job's end time.)
+    for reason in ["invalid", "unknown_job", "after_job_end"] {
+        let n = rejected.iter().filter(|r| r.reason == reason).count() as u64;
+        if n > 0 {
+            state.metrics.samples_rejected(reason, n);
+        }
+    }
     let node = prepared.node;
     if let Some(first) = rejected.first() {
         tracing::info!(

@@ -32,6 +32,11 @@ pub struct KnownJob {
     /// `gpu_devices` of the job-started event: Slurm indices (device minor numbers), UUIDs or
     /// PCI bus ids.
     pub gpu_devices: Vec<String>,
+    /// Who and where, for the agent's own per-job metrics labels.
+    pub user: Option<String>,
+    pub account: Option<String>,
+    pub partition: Option<String>,
+    pub nodes: Vec<String>,
 }
 
 impl KnownJob {
@@ -56,12 +61,24 @@ impl KnownJob {
                     .collect()
             })
             .unwrap_or_default();
+        let nodes = job["nodes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(KnownJob {
             id,
             sluid: text(&job["sluid"]),
             cgroup_path: text(&job["cgroup_path"]),
             cpus_on_node,
             gpu_devices,
+            user: text(&job["user"]),
+            account: text(&job["scheduler"]["account"]),
+            partition: text(&job["scheduler"]["partition"]),
+            nodes,
         })
     }
 }

@@ -263,7 +263,8 @@ impl Metrics {
     }
 
     /// `n` samples were refused. `reason`: `invalid` (failed validation), `unknown_job`,
-    /// `finished_job`; another value adds a series, so keep to a fixed set.
+    /// `finished_job` (compat endpoint) and `after_job_end` (an agent's sample collected after
+    /// the job ended); another value adds a series, so keep to a fixed set.
     pub fn samples_rejected(&self, reason: &'static str, n: u64) {
         self.inner
             .samples_rejected
