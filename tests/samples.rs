@@ -340,3 +340,28 @@ on_both_backends!(sample_and_node_events_reach_the_log, |app| {
     assert_eq!(events[1].payload["node"]["name"], "node-6");
     assert_eq!(events[1].payload["node"]["running_jobs"], 1);
 });
+
+// A batch may carry up to 10,000 job samples, and each stored one appends an event: the event
+// rows must not exceed a statement's bound-parameter limit (SQLite's is 32,766, four per event).
+on_both_backends!(a_full_batch_stores_every_sample_and_event, |app| {
+    app.start_job("200", "alice", &["node-9"]).await;
+    let events_before = app.event_count().await;
+    let at = ago(5);
+    let jobs: Vec<Value> = (0..9_000)
+        .map(|_| json!({"job_id": "200", "collected_at": at, "memory_current_bytes": 1u64 << 30}))
+        .collect();
+    let answer = app
+        .request(
+            "POST",
+            "/v1/samples",
+            Some(&batch("node-9", &at, jobs)),
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(answer["accepted"], 9_000, "{answer}");
+    assert_eq!(app.event_count().await, events_before + 9_001);
+    let job = app.get("/v1/jobs/200").await.expect(200);
+    assert_eq!(job["sample_count"], 9_000);
+    assert_eq!(job["memory_usage_bytes"], 1u64 << 30);
+});
