@@ -152,7 +152,7 @@ enum Delivery {
     Accepted { accepted: u64, rejected: u64 },
     /// The server will never take this batch as it is (malformed, too large): drop it.
     Refused(String),
-    /// Try again later: unreachable, timed out, 5xx, or not authorised (a fixable setup error).
+    /// Try again later: unreachable, timed out, 5xx, or a fixable setup error (see [`retry_later`]).
     Retry(String),
 }
 
@@ -235,15 +235,28 @@ impl Uplink {
         }
         let text = response.text().await.unwrap_or_default();
         let detail = format!("{status}: {}", text.chars().take(300).collect::<String>());
-        if status == StatusCode::UNAUTHORIZED
-            || status == StatusCode::FORBIDDEN
-            || status.is_server_error()
-        {
+        if retry_later(status) {
             Delivery::Retry(detail)
         } else {
             Delivery::Refused(detail)
         }
     }
+}
+
+/// Whether a batch the server did not take may be taken later as it is: the server or the setup
+/// is at fault (down, overloaded, a token or `--server` URL an admin will fix, a proxy without
+/// the route yet), not the batch. Only a refusal of the batch itself (400, 413, 422) drops it.
+fn retry_later(status: StatusCode) -> bool {
+    status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+        )
 }
 
 fn describe(err: &reqwest::Error) -> String {
@@ -607,6 +620,24 @@ pub async fn collect_in_process(
             }
             Ok(outcome) => metrics.samples_ingested(outcome.accepted as u64),
             Err(err) => tracing::warn!(error = %err, "collector could not store a batch"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_batch_itself_drops_it() {
+        for kept in [401, 403, 404, 405, 408, 429, 500, 502, 503] {
+            assert!(
+                retry_later(StatusCode::from_u16(kept).unwrap()),
+                "{kept} must keep the batch for later"
+            );
+        }
+        for dropped in [400, 413, 422] {
+            assert!(!retry_later(StatusCode::from_u16(dropped).unwrap()));
         }
     }
 }

@@ -357,7 +357,7 @@ pub fn parse_cpu_list(list: &str) -> Option<u32> {
         let n = match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-                b.checked_sub(a)? + 1
+                b.checked_sub(a)?.checked_add(1)?
             }
             None => {
                 part.trim().parse::<u32>().ok()?;
@@ -445,6 +445,9 @@ mod tests {
         assert_eq!(parse_cpu_list(""), None);
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("a-b"), None);
+        // a malformed file never panics (the range's size would overflow a u32)
+        assert_eq!(parse_cpu_list("0-4294967295"), None);
+        assert_eq!(parse_cpu_list("0-4294967294,1-4294967295"), None);
     }
 
     #[test]

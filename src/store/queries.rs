@@ -584,12 +584,17 @@ macro_rules! store_queries {
                     }
                     let occurred_at = now;
                     let events = std::mem::take(&mut self.events);
-                    let mut qb: QueryBuilder<$db> =
-                        QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
-                    qb.push_values(events, |mut b, (kind, job_id, payload)| {
-                        b.push_bind(occurred_at).push_bind(kind).push_bind(job_id).push_bind(Json(payload));
-                    });
-                    qb.build().execute(&mut *self.tx).await?;
+                    // A sample batch queues an event per job sample (up to 10,000): chunks keep
+                    // each statement under SQLite's 32,766 bound parameters. Chunks are inserted
+                    // in order, in this transaction, so event ids keep the queue's order.
+                    for chunk in events.chunks(2000) {
+                        let mut qb: QueryBuilder<$db> =
+                            QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
+                        qb.push_values(chunk, |mut b, (kind, job_id, payload)| {
+                            b.push_bind(occurred_at).push_bind(*kind).push_bind(job_id.clone()).push_bind(Json(payload));
+                        });
+                        qb.build().execute(&mut *self.tx).await?;
+                    }
                 }
                 self.tx.commit().await?;
                 Ok(())
