@@ -116,6 +116,7 @@ fn config(database_url: &str) -> ServeConfig {
         tokens: None,
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
+        slurm: None,
     }
 }
 

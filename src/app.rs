@@ -102,6 +102,13 @@ impl Application {
             self.config.retention,
             self.stop.subscribe(),
         ));
+        let reconciler = self.config.slurm.clone().map(|cfg| {
+            tokio::spawn(scheduler::slurm::reconcile::run(
+                cfg,
+                self.state.store.clone(),
+                self.stop.subscribe(),
+            ))
+        });
 
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
         // Streams never end on their own: tell them to close as soon as shutdown starts, so
@@ -123,6 +130,14 @@ impl Application {
             .is_err()
         {
             tracing::warn!("retention pruning did not stop within 10 s");
+        }
+        if let Some(task) = reconciler {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the Slurm reconciler did not stop within 10 s");
+            }
         }
         self.state.store.close().await;
         Ok(())

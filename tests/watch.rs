@@ -41,6 +41,7 @@ impl Server {
             tokens,
             insecure_no_auth: false,
             allowed_origins: Vec::new(),
+            slurm: None,
         };
         let app = Application::build(config).await.expect("serve starts");
         let base = format!("http://{}", app.local_addr());

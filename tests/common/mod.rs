@@ -335,6 +335,7 @@ pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
         tokens: None,
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
+        slurm: None,
     }
 }
 
