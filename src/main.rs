@@ -46,6 +46,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         // watch reports its own errors: its exit status carries the watched job's outcome.
         Command::Watch(args) => return jobscope::watch::run(args).await,
+        Command::Agent(args) => agent(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +55,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn agent(args: jobscope::cli::AgentArgs) -> anyhow::Result<()> {
+    let config = jobscope::agent::AgentConfig::from_args(&args)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    jobscope::agent::run(config, stopped).await?;
+    Ok(())
 }
 
 /// Whether the command line names the `hook` subcommand.

@@ -53,6 +53,15 @@ async fn roles_are_enforced(backend: Backend) {
     app.get("/v1/jobs/1/audit").await.expect(200);
     app.get("/v1/jobs/1/metrics").await.expect(200);
     app.get("/v1/openapi.yaml").await.expect(200);
+    app.get("/v1/nodes").await.expect(200);
+    app.request(
+        "POST",
+        "/v1/samples",
+        Some(&json!({"node": "n", "collected_at": chrono::Utc::now().to_rfc3339()})),
+        &[],
+    )
+    .await
+    .expect(403);
     app.post_event("job-finished", &json!({"job_id": "1"}))
         .await
         .expect(403);
@@ -75,6 +84,14 @@ async fn roles_are_enforced(backend: Backend) {
     app.write("DELETE", "/v1/jobs/1", None).await.expect(403);
     app.get("/v1/jobs").await.expect(403);
     app.get("/v1/jobs/1/metrics").await.expect(403);
+    let batch =
+        json!({"node": "node-1", "collected_at": chrono::Utc::now().to_rfc3339(), "jobs": []});
+    app.request("POST", "/v1/samples", Some(&batch), &[])
+        .await
+        .expect(200);
+    // the running jobs of a node (what to sample), but not the node list
+    app.get("/v1/nodes/node-1/jobs").await.expect(200);
+    app.get("/v1/nodes").await.expect(403);
 
     // admin: everything
     app.token = Some(ADMIN_TOKEN.into());

@@ -42,6 +42,8 @@ impl Server {
             insecure_no_auth: false,
             allowed_origins: Vec::new(),
             slurm: None,
+            collect: None,
+            metrics: Default::default(),
         };
         let app = Application::build(config).await.expect("serve starts");
         let base = format!("http://{}", app.local_addr());

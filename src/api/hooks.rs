@@ -27,13 +27,19 @@ struct EventOutcome<'a> {
     message: &'a str,
 }
 
-fn outcome(status: &str, job_id: &str, message: &str) -> Response {
-    json(&EventOutcome {
+/// The outcome of a hook, carried in the response's extensions for `/metrics`.
+#[derive(Clone, Copy)]
+pub(crate) struct HookOutcome(pub(crate) &'static str);
+
+fn outcome(status: &'static str, job_id: &str, message: &str) -> Response {
+    let mut response = json(&EventOutcome {
         status,
         job_id,
         message,
     })
-    .into_response()
+    .into_response();
+    response.extensions_mut().insert(HookOutcome(status));
+    response
 }
 
 /// The correlation id of a job's lifecycle: the caller's, or a UUID derived from the job id so

@@ -235,12 +235,29 @@ pub async fn add_sample(
     audited(audit, |audit| add_sample_inner(id, audit, body, state)).await
 }
 
+/// Stores the sample and counts it as ingested or rejected (`/metrics`).
 async fn add_sample_inner(
     id: String,
-    audit: AuditContext,
+    // Samples write no audit row; the context only carries the correlation id to the response.
+    _audit: AuditContext,
     body: RecordSample,
     state: AppState,
 ) -> Handled {
+    let metrics = state.metrics.clone();
+    let result = store_sample(id, body, state).await;
+    match &result {
+        Ok(_) => metrics.samples_ingested(1),
+        Err(ApiError::Validation(_) | ApiError::InvalidRequest(_)) => {
+            metrics.samples_rejected("invalid", 1)
+        }
+        Err(ApiError::NotFound(_)) => metrics.samples_rejected("unknown_job", 1),
+        Err(ApiError::Conflict(_)) => metrics.samples_rejected("finished_job", 1),
+        Err(_) => {}
+    }
+    result
+}
+
+async fn store_sample(id: String, body: RecordSample, state: AppState) -> Handled {
     let id = job_id(&id)?;
     let cpu = body
         .cpu_usage
@@ -251,17 +268,21 @@ async fn add_sample_inner(
     let timestamp = validate::reported_time(body.timestamp, now_micros())?;
     let sample = MetricSample {
         timestamp,
-        cpu_usage: validate::percent(cpu, "CPU usage must be between 0 and 100")?,
-        memory_usage_mb: validate::megabytes(memory, "Memory usage must be non-negative")?,
+        cpu_usage: Some(validate::percent(
+            cpu,
+            "CPU usage must be between 0 and 100",
+        )?),
+        memory_usage_mb: Some(validate::megabytes(
+            memory,
+            "Memory usage must be non-negative",
+        )?),
         gpu_usage: body
             .gpu_usage
             .map(|v| validate::percent(v, "GPU usage must be between 0 and 100"))
             .transpose()?,
+        detail: Default::default(),
     };
-    state
-        .store
-        .add_sample(&id, &sample, &audit.correlation_id)
-        .await?;
+    state.store.add_sample(&id, &sample).await?;
     Ok(with_status(json(&sample), StatusCode::CREATED).into_response())
 }
 

@@ -10,8 +10,11 @@ pub mod error;
 mod health;
 pub mod hooks;
 mod jobs;
+pub mod metrics;
+mod nodes;
 mod openapi;
 pub mod request;
+mod samples;
 pub mod stream;
 mod ws;
 
@@ -38,6 +41,10 @@ pub struct AppState {
     pub streams: stream::StreamRegistry,
     /// Origins allowed to open WebSockets besides the server's own host (`--allowed-origins`).
     pub allowed_origins: std::sync::Arc<[String]>,
+    /// The Prometheus export: snapshot and service counters.
+    pub metrics: crate::metrics::Metrics,
+    /// A token that may read `/metrics` only (`--metrics-token`), besides reader tokens.
+    pub metrics_token: Option<std::sync::Arc<str>>,
 }
 
 pub fn with_state(
@@ -59,16 +66,20 @@ const READ: &[Role] = &[Role::Reader];
 const WRITE: &[Role] = &[];
 const HOOK: &[Role] = &[Role::Hook];
 const SAMPLE: &[Role] = &[Role::Agent];
+/// Readers, and agents learning which jobs run on their node.
+const NODE_JOBS: &[Role] = &[Role::Reader, Role::Agent];
 
 /// All routes, with rejections rendered as JSON errors and every request traced.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let tokens = state.tokens.clone();
     let tickets = state.tickets.clone();
+    let metrics = state.metrics.clone();
+    let metrics_auth = auth::require_metrics(tokens.clone(), state.metrics_token.clone());
     let st = move || with_state(state.clone());
     let stream_tokens = tokens.clone();
     let auth = move |roles: &'static [Role]| require(tokens.clone(), roles);
     let stream_auth = move || auth::require_stream(stream_tokens.clone(), tickets.clone(), READ);
-    use request::{audit_headers, correlation_id, json_body, query_map};
+    use request::{audit_headers, correlation_id, json_body, json_body_limited, query_map};
 
     let health = warp::path!("v1" / "health")
         .and(warp::get())
@@ -153,6 +164,33 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(jobs::audit_trail);
 
+    let ingest_samples = warp::path!("v1" / "samples")
+        .and(warp::post())
+        .and(auth(SAMPLE))
+        .and(json_body_limited(samples::MAX_BATCH_BYTES))
+        .and(st())
+        .then(samples::ingest);
+
+    let list_nodes = warp::path!("v1" / "nodes")
+        .and(warp::get())
+        .and(auth(READ))
+        .and(query_map())
+        .and(st())
+        .then(nodes::list);
+
+    let get_node = warp::path!("v1" / "nodes" / String)
+        .and(warp::get())
+        .and(auth(READ))
+        .and(st())
+        .then(nodes::get);
+
+    let node_jobs = warp::path!("v1" / "nodes" / String / "jobs")
+        .and(warp::get())
+        .and(auth(NODE_JOBS))
+        .and(query_map())
+        .and(st())
+        .then(nodes::jobs);
+
     let stream_jobs = warp::path!("v1" / "stream" / "jobs")
         .and(warp::get())
         .and(stream_auth())
@@ -198,7 +236,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(stream::status);
 
-    health
+    let prometheus = warp::path!("metrics")
+        .and(warp::get())
+        .and(metrics_auth)
+        .and(st())
+        .then(self::metrics::scrape);
+
+    let api = health
+        .or(prometheus)
+        .unify()
         .or(openapi)
         .unify()
         .or(job_started)
@@ -221,6 +267,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(audit_trail)
         .unify()
+        .or(ingest_samples)
+        .unify()
+        .or(list_nodes)
+        .unify()
+        .or(get_node)
+        .unify()
+        .or(node_jobs)
+        .unify()
         .or(stream_jobs)
         .unify()
         .or(stream_job)
@@ -235,6 +289,24 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(error::handle_rejection)
         .unify()
+        // Boxed so the wrapper below does not nest the whole route tree's type once more.
+        .boxed();
+
+    // Every request, rejected ones included, counted under its route template.
+    warp::any()
+        .map(std::time::Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(api)
+        .map(
+            move |started: std::time::Instant,
+                  method: warp::http::Method,
+                  path: warp::path::FullPath,
+                  response: Response| {
+                self::metrics::observe(&metrics, started, &method, path.as_str(), &response);
+                response
+            },
+        )
         .with(warp::trace::request())
         .map(warp::Reply::into_response)
         .boxed()

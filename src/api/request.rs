@@ -17,10 +17,18 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// sent a Content-Length (a chunked body is cut off as soon as it passes the limit).
 pub fn json_body<T: DeserializeOwned + Send>(
 ) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    json_body_limited(MAX_BODY_BYTES)
+}
+
+/// The request body parsed as JSON, at most `limit` bytes long (for the few endpoints whose
+/// bodies are legitimately larger than [`MAX_BODY_BYTES`], such as an agent's sample batch).
+pub fn json_body_limited<T: DeserializeOwned + Send>(
+    limit: usize,
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
-        .and_then(|declared: Option<u64>, body| async move {
-            let bytes = read_limited(declared, body)
+        .and_then(move |declared: Option<u64>, body| async move {
+            let bytes = read_limited(declared, body, limit)
                 .await
                 .map_err(warp::reject::custom)?;
             serde_json::from_slice::<T>(&bytes).map_err(|_| {
@@ -29,21 +37,25 @@ pub fn json_body<T: DeserializeOwned + Send>(
         })
 }
 
-async fn read_limited<S, B>(declared: Option<u64>, body: S) -> Result<Vec<u8>, ApiError>
+async fn read_limited<S, B>(
+    declared: Option<u64>,
+    body: S,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
     }
     let mut body = std::pin::pin!(body);
     let mut bytes: Vec<u8> = Vec::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk
             .map_err(|_| ApiError::InvalidRequest("Could not read the request body".into()))?;
-        if bytes.len() + chunk.remaining() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        if bytes.len() + chunk.remaining() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();

@@ -79,6 +79,16 @@ impl StreamRegistry {
         }
     }
 
+    /// Open connections per (stream, protocol), for `/metrics`.
+    pub fn connection_counts(&self) -> Vec<(&'static str, &'static str, usize)> {
+        let counts = self.lock();
+        counts
+            .by_stream
+            .iter()
+            .map(|((stream, protocol), n)| (*stream, *protocol, *n))
+            .collect()
+    }
+
     /// `{"connections", "streams": {stream: {protocol: n}}, "jobs": {job_id: n}}`.
     pub fn snapshot(&self) -> Value {
         let counts = self.lock();
@@ -197,6 +207,10 @@ impl StreamFilter {
     }
 
     pub(super) fn matches(&self, event: &StoredEvent) -> bool {
+        // Node (and other non-job) events have their own streams.
+        if event.job_id.is_none() {
+            return false;
+        }
         if self.exclude_samples && event.kind == "job_sample" {
             return false;
         }

@@ -56,6 +56,7 @@ pub struct CgroupSample {
     pub memory_pressure: Option<Pressure>,
     pub io_pressure: Option<Pressure>,
     /// The cgroup disappeared during the read (the job ended); the figures are what was read.
+    #[serde(default)]
     pub vanished: bool,
 }
 

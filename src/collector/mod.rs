@@ -10,8 +10,15 @@ pub mod cgroup;
 pub mod discovery;
 pub mod gpu;
 pub mod node;
+pub mod report;
+pub mod sampler;
 
 pub use cgroup::{cpu_percent, CgroupReader, CgroupSample, CpuPoint, Pressure, USER_HZ};
 pub use discovery::{discover, CgroupPaths, CgroupVersion, JobCgroup, JobKey, DEFAULT_CGROUP_ROOT};
-pub use gpu::{AmdSysfs, FakeGpus, GpuReading, GpuSource, GpuVendor, DEFAULT_DRM_ROOT};
+pub use gpu::{
+    normalise_bus_id, AmdSysfs, FakeGpus, GpuReading, GpuSource, GpuVendor, NvmlGpus,
+    DEFAULT_DRM_ROOT,
+};
 pub use node::{cpu_usage_percent, CpuTicks, NodeSample, NodeSampler, DEFAULT_PROC_ROOT};
+pub use report::{JobReport, NodeStats, SampleBatch};
+pub use sampler::{open_gpus, GpuChoice, KnownJob, PassNotes, Sampler, SamplerConfig};

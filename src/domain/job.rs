@@ -208,6 +208,14 @@ pub struct Job {
     /// The trace id of the job's lifecycle: the correlation id its first event recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// Exact memory of the newest agent sample, beside the compat `memory_usage_mb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_usage_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_usage_bytes: Option<i64>,
+    /// The job's GPUs as its newest agent sample saw them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::collector::GpuReading>,
 }
 
 impl Job {
@@ -259,6 +267,9 @@ impl Job {
             exit_code: None,
             signal: None,
             correlation_id: None,
+            memory_usage_bytes: None,
+            max_memory_usage_bytes: None,
+            gpus: Vec::new(),
         }
     }
 
@@ -331,14 +342,18 @@ impl Job {
     }
 }
 
-/// One usage sample of a job (the compat shape of `metric_samples`).
+/// One usage sample of a job: the compat fields of `metric_samples` (the Go service's), and what a
+/// node agent measured beside them. `cpu_usage` is `null` on a job's first agent sample (a
+/// percentage needs two readings) and `memory_usage_mb` where the cgroup has no memory figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricSample {
     pub timestamp: DateTime<Utc>,
-    pub cpu_usage: f64,
-    pub memory_usage_mb: i64,
+    pub cpu_usage: Option<f64>,
+    pub memory_usage_mb: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_usage: Option<f64>,
+    #[serde(flatten)]
+    pub detail: super::usage::SampleDetail,
 }
 
 /// One row of a job's audit trail.

@@ -4,6 +4,8 @@
 
 pub mod job;
 pub mod slurm_state;
+pub mod usage;
 pub mod validate;
 
 pub use job::{now_micros, AuditEvent, GpuVendor, Job, JobState, MetricSample, SchedulerInfo};
+pub use usage::{Node, NodeState, SampleDetail};

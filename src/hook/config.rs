@@ -6,7 +6,7 @@
 //! an unknown key or a bad value is logged and its default used; the event is still sent or
 //! spooled.
 
-use crate::cli::HookArgs;
+use crate::cli::{parse_duration, HookArgs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,28 +144,6 @@ fn set_key(cfg: &mut HookConfig, key: &str, value: &str) -> Result<(), String> {
             _ => Err(format!("{value:?}: expected nvidia, amd, mixed or none")),
         },
         _ => Err(format!("unknown key {key}")),
-    }
-}
-
-/// `2`, `1.5`, `2s`, `1.5s`, `500ms` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
-            Ok(Duration::from_secs_f64(v * scale))
-        }
-        _ => Err(format!(
-            "{s:?} is not a duration (examples: 2s, 1.5s, 500ms)"
-        )),
     }
 }
 

@@ -164,9 +164,10 @@ fn demo_samples(
             let ramp = ((m + 1) as f64 / 10.0).min(1.0);
             MetricSample {
                 timestamp: start + Duration::seconds(m * 60 + 30),
-                cpu_usage: (level + (rng.unit() - 0.5) * 20.0).clamp(0.0, 100.0),
-                memory_usage_mb: (plateau * ramp) as i64,
+                cpu_usage: Some((level + (rng.unit() - 0.5) * 20.0).clamp(0.0, 100.0)),
+                memory_usage_mb: Some((plateau * ramp) as i64),
                 gpu_usage: gpu.then(|| (level * 0.9 + (rng.unit() - 0.5) * 30.0).clamp(0.0, 100.0)),
+                detail: Default::default(),
             }
         })
         .collect()
@@ -175,16 +176,18 @@ fn demo_samples(
 /// The job's current values and aggregates, as the store would have computed them sample by sample.
 fn apply_aggregates(job: &mut Job, samples: &[MetricSample]) {
     let Some(last) = samples.last() else { return };
-    let n = samples.len() as f64;
+    let cpu: Vec<f64> = samples.iter().filter_map(|s| s.cpu_usage).collect();
     let gpu: Vec<f64> = samples.iter().filter_map(|s| s.gpu_usage).collect();
-    job.cpu_usage = Some(last.cpu_usage);
-    job.memory_usage_mb = Some(last.memory_usage_mb);
+    job.cpu_usage = last.cpu_usage;
+    job.memory_usage_mb = last.memory_usage_mb;
     job.gpu_usage = last.gpu_usage;
     job.last_sample_at = Some(last.timestamp);
     job.sample_count = samples.len() as i64;
-    job.avg_cpu_usage = Some(samples.iter().map(|s| s.cpu_usage).sum::<f64>() / n);
-    job.max_cpu_usage = samples.iter().map(|s| s.cpu_usage).reduce(f64::max);
-    job.max_memory_usage_mb = samples.iter().map(|s| s.memory_usage_mb).max();
+    if !cpu.is_empty() {
+        job.avg_cpu_usage = Some(cpu.iter().sum::<f64>() / cpu.len() as f64);
+        job.max_cpu_usage = cpu.iter().copied().reduce(f64::max);
+    }
+    job.max_memory_usage_mb = samples.iter().filter_map(|s| s.memory_usage_mb).max();
     if !gpu.is_empty() {
         job.avg_gpu_usage = Some(gpu.iter().sum::<f64>() / gpu.len() as f64);
         job.max_gpu_usage = gpu.iter().copied().reduce(f64::max);
@@ -238,7 +241,7 @@ mod tests {
                     "{} sample after end",
                     job.id
                 );
-                assert!((0.0..=100.0).contains(&s.cpu_usage));
+                assert!((0.0..=100.0).contains(&s.cpu_usage.expect("demo samples have CPU")));
             }
             assert_eq!(job.sample_count as usize, samples.len());
             assert_eq!(

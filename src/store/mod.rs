@@ -13,7 +13,8 @@ mod sqlite;
 
 pub use group_commit::LifecycleOp;
 
-use crate::domain::{AuditEvent, Job, JobState, MetricSample};
+use crate::collector::GpuReading;
+use crate::domain::{AuditEvent, Job, JobState, MetricSample, Node};
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
@@ -63,6 +64,58 @@ pub struct SampleQuery {
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
     pub limit: i64,
+}
+
+/// One sample of a batch, for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleItem {
+    pub job_id: String,
+    pub sample: MetricSample,
+}
+
+/// Which samples a finished job still takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Agents: a sample collected up to the job's end is the job's, however late it arrives.
+    UntilJobEnd,
+    /// The compat single-sample endpoint: a finished job takes no more samples.
+    WhileRunning,
+}
+
+/// Why one sample of a batch was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleRejection {
+    /// No job has this id (yet: a sample can beat its prolog, and is then lost).
+    UnknownJob,
+    /// Collected after the job ended: the cgroup was reused or the clock is off.
+    AfterJobEnd,
+    /// The job is finished (single-sample endpoint).
+    JobFinished,
+}
+
+/// What became of a batch: how many were stored, and the index and reason of each rejection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    pub rejected: Vec<(usize, SampleRejection)>,
+}
+
+/// A node's own figures from its agent's report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeReport {
+    pub name: String,
+    pub reported_at: DateTime<Utc>,
+    /// The agent's sampling interval, so the node can be called stale after three missed.
+    pub interval_seconds: Option<f64>,
+    pub cpus: Option<i64>,
+    pub memory_total_bytes: Option<i64>,
+    pub memory_used_bytes: Option<i64>,
+    pub cpu_usage_percent: Option<f64>,
+    pub load_1: Option<f64>,
+    pub load_5: Option<f64>,
+    pub load_15: Option<f64>,
+    pub gpus: Vec<GpuReading>,
 }
 
 /// One row of the event log.
@@ -121,6 +174,8 @@ pub struct Store {
     lifecycle: group_commit::GroupCommit,
     /// Rung after every commit that wrote event-log rows (see `crate::events`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where operation timings go once `/metrics` exists (shared by every clone).
+    observer: std::sync::Arc<std::sync::OnceLock<crate::metrics::StorageMetrics>>,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -131,13 +186,27 @@ macro_rules! dispatch {
             Backend::Sqlite(pool) => sqlite::q::$func(pool, $($arg),*).await,
             Backend::Postgres(pool) => postgres::q::$func(pool, $($arg),*).await,
         };
-        observe($op, started, &result);
+        $self.observe($op, started, &result);
         result
     }};
 }
 
-fn observe<T>(operation: &'static str, started: Instant, result: &StoreResult<T>) {
+fn observe<T>(
+    observer: Option<&crate::metrics::StorageMetrics>,
+    operation: &'static str,
+    started: Instant,
+    result: &StoreResult<T>,
+) {
     let elapsed = started.elapsed();
+    if let Some(observer) = observer {
+        // A database failure is a failed operation; "not found", "already exists" and the like
+        // are answers.
+        let failed = matches!(
+            result,
+            Err(StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Closed)
+        );
+        observer.observe(operation, elapsed, !failed);
+    }
     match result {
         Err(StoreError::Database(err)) => {
             tracing::error!(operation, error = %err, elapsed_ms = elapsed.as_millis() as u64, "storage operation failed")
@@ -172,7 +241,18 @@ impl Store {
             backend,
             lifecycle,
             commits,
+            observer: Default::default(),
         })
+    }
+
+    /// Reports every storage operation's duration and outcome to `metrics` from now on (on
+    /// every clone of this store). Only the first call counts.
+    pub fn observe_with(&self, metrics: crate::metrics::StorageMetrics) {
+        let _ = self.observer.set(metrics);
+    }
+
+    fn observe<T>(&self, operation: &'static str, started: Instant, result: &StoreResult<T>) {
+        observe(self.observer.get(), operation, started, result);
     }
 
     /// A receiver that sees a change after every commit that appended events.
@@ -216,7 +296,10 @@ impl Store {
             job: Box::new(job.clone()),
             audit: audit.clone(),
         };
-        self.lifecycle.apply(op).await
+        let started = Instant::now();
+        let result = self.lifecycle.apply(op).await;
+        self.observe("insert_job_if_absent", started, &result);
+        result
     }
 
     /// Moves a job to its terminal state unless it is terminal already (the epilog path).
@@ -231,7 +314,10 @@ impl Store {
             finish: finish.clone(),
             audit: audit.clone(),
         };
-        self.lifecycle.apply(op).await
+        let started = Instant::now();
+        let result = self.lifecycle.apply(op).await;
+        self.observe("finish_job", started, &result);
+        result
     }
 
     pub async fn update_job(
@@ -270,16 +356,44 @@ impl Store {
         dispatch!(self, "list_jobs", list_jobs(filter))
     }
 
-    /// Records one sample and updates the job's current values and aggregates in the same
-    /// statement. No audit row: samples are not changes of the job's identity or state.
-    pub async fn add_sample(
+    /// Records one sample of a pending or running job (the Go service's
+    /// `POST /v1/jobs/{id}/metrics`): `NotFound` for an unknown job, `Terminal` for a finished one.
+    pub async fn add_sample(&self, id: &str, sample: &MetricSample) -> StoreResult<()> {
+        let items = [SampleItem {
+            job_id: id.to_owned(),
+            sample: sample.clone(),
+        }];
+        let outcome = self
+            .ingest_samples(&items, None, LatePolicy::WhileRunning)
+            .await?;
+        match outcome.rejected.first() {
+            None => Ok(()),
+            Some((_, SampleRejection::UnknownJob)) => Err(StoreError::NotFound),
+            Some(_) => Err(StoreError::Terminal),
+        }
+    }
+
+    /// Stores a batch of samples (and the reporting node's figures) in one transaction; each
+    /// item is accepted or rejected on its own. No audit rows: samples do not change a job's
+    /// identity or state. One `job_sample` event per accepted sample, one `node_updated` event
+    /// when the node's row changed.
+    pub async fn ingest_samples(
         &self,
-        id: &str,
-        sample: &MetricSample,
-        correlation_id: &str,
-    ) -> StoreResult<()> {
-        let result = dispatch!(self, "add_sample", add_sample(id, sample, correlation_id));
+        items: &[SampleItem],
+        node: Option<&NodeReport>,
+        policy: LatePolicy,
+    ) -> StoreResult<IngestOutcome> {
+        let result = dispatch!(self, "ingest_samples", ingest_samples(items, node, policy));
         self.ring(result)
+    }
+
+    /// Every node, by name.
+    pub async fn list_nodes(&self) -> StoreResult<Vec<Node>> {
+        dispatch!(self, "list_nodes", list_nodes())
+    }
+
+    pub async fn get_node(&self, name: &str) -> StoreResult<Option<Node>> {
+        dispatch!(self, "get_node", get_node(name))
     }
 
     /// Samples of a job in a time range, newest first, and how many the range holds.

@@ -9,7 +9,12 @@
 //! read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already holds the write lock), and
 //! the expression for the seconds from `start_time` to the timestamp parameter `$3`.
 
-use crate::domain::{AuditEvent, GpuVendor, Job, JobState, SchedulerInfo};
+use crate::domain::usage::is_stale;
+use crate::domain::{
+    AuditEvent, GpuVendor, Job, JobState, MetricSample, Node, NodeState, SampleDetail,
+    SchedulerInfo,
+};
+use crate::store::{LatePolicy, SampleItem, SampleRejection};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
@@ -21,7 +26,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, user_name, nodes, node_count, state, s
     max_memory_usage_mb, avg_gpu_usage, max_gpu_usage, scheduler_type, external_job_id, raw_state, \
     submit_time, partition, account, qos, priority, scheduler_exit_code, state_reason, \
     time_limit_minutes, scheduler_extra, cgroup_path, gpu_vendor, gpu_devices, gpu_count, exit_code, \
-    signal, correlation_id, created_at, updated_at, sluid";
+    signal, correlation_id, created_at, updated_at, memory_usage_bytes, max_memory_usage_bytes, gpus, sluid";
 
 /// A `jobs` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -72,6 +77,9 @@ pub(crate) struct JobRow {
     exit_code: Option<i64>,
     signal: Option<i64>,
     correlation_id: String,
+    memory_usage_bytes: Option<i64>,
+    max_memory_usage_bytes: Option<i64>,
+    gpus: Option<Json<Vec<crate::collector::GpuReading>>>,
     sluid: Option<String>,
 }
 
@@ -148,6 +156,9 @@ impl JobRow {
             exit_code: self.exit_code,
             signal: self.signal,
             correlation_id: Some(self.correlation_id),
+            memory_usage_bytes: self.memory_usage_bytes,
+            max_memory_usage_bytes: self.max_memory_usage_bytes,
+            gpus: self.gpus.map(|Json(g)| g).unwrap_or_default(),
         })
     }
 }
@@ -181,12 +192,287 @@ impl From<AuditRow> for AuditEvent {
 }
 
 /// Kinds of rows in the event log.
+/// Columns of `metric_samples` in the order the batch insert binds them (and `SampleRow` reads).
+pub(crate) const SAMPLE_COLUMNS: &str = "job_id, timestamp, cpu_usage, memory_usage_mb, gpu_usage, node, \
+    cpu_time_seconds, cpu_user_seconds, cpu_system_seconds, cpu_throttled_seconds, cpu_nr_throttled, \
+    memory_usage_bytes, memory_peak_bytes, memory_limit_bytes, memory_anon_bytes, memory_file_bytes, \
+    memory_shmem_bytes, oom_kills, io_read_bytes, io_write_bytes, io_read_ops, io_write_ops, pids, pressure, gpus";
+
+/// A `metric_samples` row as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SampleRow {
+    timestamp: DateTime<Utc>,
+    cpu_usage: Option<f64>,
+    memory_usage_mb: Option<i64>,
+    gpu_usage: Option<f64>,
+    node: Option<String>,
+    cpu_time_seconds: Option<f64>,
+    cpu_user_seconds: Option<f64>,
+    cpu_system_seconds: Option<f64>,
+    cpu_throttled_seconds: Option<f64>,
+    cpu_nr_throttled: Option<i64>,
+    memory_usage_bytes: Option<i64>,
+    memory_peak_bytes: Option<i64>,
+    memory_limit_bytes: Option<i64>,
+    memory_anon_bytes: Option<i64>,
+    memory_file_bytes: Option<i64>,
+    memory_shmem_bytes: Option<i64>,
+    oom_kills: Option<i64>,
+    io_read_bytes: Option<i64>,
+    io_write_bytes: Option<i64>,
+    io_read_ops: Option<i64>,
+    io_write_ops: Option<i64>,
+    pids: Option<i64>,
+    pressure: Option<Json<crate::domain::usage::Pressure>>,
+    gpus: Option<Json<Vec<crate::collector::GpuReading>>>,
+}
+
+impl From<SampleRow> for MetricSample {
+    fn from(r: SampleRow) -> Self {
+        MetricSample {
+            timestamp: r.timestamp,
+            cpu_usage: r.cpu_usage,
+            memory_usage_mb: r.memory_usage_mb,
+            gpu_usage: r.gpu_usage,
+            detail: SampleDetail {
+                node: r.node,
+                cpu_time_seconds: r.cpu_time_seconds,
+                cpu_user_seconds: r.cpu_user_seconds,
+                cpu_system_seconds: r.cpu_system_seconds,
+                cpu_throttled_seconds: r.cpu_throttled_seconds,
+                cpu_nr_throttled: r.cpu_nr_throttled,
+                memory_usage_bytes: r.memory_usage_bytes,
+                memory_peak_bytes: r.memory_peak_bytes,
+                memory_limit_bytes: r.memory_limit_bytes,
+                memory_anon_bytes: r.memory_anon_bytes,
+                memory_file_bytes: r.memory_file_bytes,
+                memory_shmem_bytes: r.memory_shmem_bytes,
+                oom_kills: r.oom_kills,
+                io_read_bytes: r.io_read_bytes,
+                io_write_bytes: r.io_write_bytes,
+                io_read_ops: r.io_read_ops,
+                io_write_ops: r.io_write_ops,
+                pids: r.pids,
+                pressure: r.pressure.map(|Json(p)| p),
+                gpus: r.gpus.map(|Json(g)| g).unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// What a sample batch needs to know of a job it names.
+pub(crate) struct SampledJob {
+    pub(crate) state: JobState,
+    pub(crate) end_time: Option<DateTime<Utc>>,
+    pub(crate) user: String,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) partition: Option<String>,
+    pub(crate) correlation_id: String,
+}
+
+impl SampledJob {
+    /// Whether a sample collected at `at` belongs to this job. An agent's last samples often
+    /// arrive after the epilog: what was measured before the job's end is still the job's.
+    pub(crate) fn accepts(
+        &self,
+        at: DateTime<Utc>,
+        policy: LatePolicy,
+    ) -> Result<(), SampleRejection> {
+        if !self.state.is_terminal() {
+            return Ok(());
+        }
+        match (policy, self.end_time) {
+            (LatePolicy::UntilJobEnd, Some(end)) if at <= end => Ok(()),
+            (LatePolicy::UntilJobEnd, _) => Err(SampleRejection::AfterJobEnd),
+            (LatePolicy::WhileRunning, _) => Err(SampleRejection::JobFinished),
+        }
+    }
+}
+
+/// One job's share of a sample batch, folded so that the job row is updated once.
+pub(crate) struct JobDelta<'a> {
+    pub(crate) job_id: &'a str,
+    pub(crate) newest_at: DateTime<Utc>,
+    pub(crate) newest_cpu: Option<f64>,
+    pub(crate) newest_memory_mb: Option<i64>,
+    pub(crate) newest_gpu: Option<f64>,
+    pub(crate) newest_memory_bytes: Option<i64>,
+    pub(crate) newest_gpus: Option<&'a [crate::collector::GpuReading]>,
+    pub(crate) samples: i64,
+    pub(crate) cpu_samples: i64,
+    pub(crate) cpu_sum: f64,
+    pub(crate) cpu_max: Option<f64>,
+    pub(crate) memory_mb_max: Option<i64>,
+    pub(crate) memory_bytes_max: Option<i64>,
+    pub(crate) gpu_samples: i64,
+    pub(crate) gpu_sum: f64,
+    pub(crate) gpu_max: Option<f64>,
+}
+
+impl<'a> JobDelta<'a> {
+    /// Folds the items per job, in the order jobs first appear.
+    pub(crate) fn of(items: &[&'a SampleItem]) -> Vec<JobDelta<'a>> {
+        fn max<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+                (x, None) => x,
+                (None, y) => y,
+            }
+        }
+        let mut order: Vec<JobDelta<'a>> = Vec::new();
+        let mut index: std::collections::HashMap<&'a str, usize> = std::collections::HashMap::new();
+        for item in items {
+            let s = &item.sample;
+            let i = *index.entry(item.job_id.as_str()).or_insert_with(|| {
+                order.push(JobDelta {
+                    job_id: item.job_id.as_str(),
+                    newest_at: s.timestamp,
+                    newest_cpu: None,
+                    newest_memory_mb: None,
+                    newest_gpu: None,
+                    newest_memory_bytes: None,
+                    newest_gpus: None,
+                    samples: 0,
+                    cpu_samples: 0,
+                    cpu_sum: 0.0,
+                    cpu_max: None,
+                    memory_mb_max: None,
+                    memory_bytes_max: None,
+                    gpu_samples: 0,
+                    gpu_sum: 0.0,
+                    gpu_max: None,
+                });
+                order.len() - 1
+            });
+            let d = &mut order[i];
+            if d.samples == 0 || s.timestamp >= d.newest_at {
+                d.newest_at = s.timestamp;
+                d.newest_cpu = s.cpu_usage;
+                d.newest_memory_mb = s.memory_usage_mb;
+                d.newest_gpu = s.gpu_usage;
+                d.newest_memory_bytes = s.detail.memory_usage_bytes;
+                d.newest_gpus = (!s.detail.gpus.is_empty()).then_some(s.detail.gpus.as_slice());
+            }
+            d.samples += 1;
+            if let Some(cpu) = s.cpu_usage {
+                d.cpu_samples += 1;
+                d.cpu_sum += cpu;
+            }
+            d.cpu_max = max(d.cpu_max, s.cpu_usage);
+            d.memory_mb_max = max(d.memory_mb_max, s.memory_usage_mb);
+            d.memory_bytes_max = max(
+                d.memory_bytes_max,
+                max(s.detail.memory_usage_bytes, s.detail.memory_peak_bytes),
+            );
+            if let Some(gpu) = s.gpu_usage {
+                d.gpu_samples += 1;
+                d.gpu_sum += gpu;
+            }
+            d.gpu_max = max(d.gpu_max, s.gpu_usage);
+        }
+        order
+    }
+}
+
+/// `UPDATE jobs ... FROM (VALUES ...)`, split around the VALUES list of [`JobDelta`] rows
+/// (columns in the order `ingest_samples` binds them). Current values follow the newest sample
+/// only, so a late sample from an agent's spool counts in the aggregates without overwriting
+/// fresher figures; an unknown figure never overwrites a known one.
+pub(crate) const JOB_DELTA_UPDATE_HEAD: &str = "UPDATE jobs SET \
+    cpu_usage = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column3 IS NOT NULL THEN s.column3 ELSE jobs.cpu_usage END, \
+    memory_usage_mb = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column4 IS NOT NULL THEN s.column4 ELSE jobs.memory_usage_mb END, \
+    gpu_usage = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column5 IS NOT NULL THEN s.column5 ELSE jobs.gpu_usage END, \
+    memory_usage_bytes = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column6 IS NOT NULL THEN s.column6 ELSE jobs.memory_usage_bytes END, \
+    gpus = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column7 IS NOT NULL THEN s.column7 ELSE jobs.gpus END, \
+    last_sample_at = CASE WHEN jobs.last_sample_at IS NULL OR s.column2 > jobs.last_sample_at THEN s.column2 ELSE jobs.last_sample_at END, \
+    sample_count = jobs.sample_count + s.column8, \
+    cpu_sample_count = jobs.cpu_sample_count + s.column9, \
+    cpu_usage_sum = jobs.cpu_usage_sum + s.column10, \
+    avg_cpu_usage = CASE WHEN jobs.cpu_sample_count + s.column9 > 0 \
+        THEN (jobs.cpu_usage_sum + s.column10) / (jobs.cpu_sample_count + s.column9) ELSE jobs.avg_cpu_usage END, \
+    max_cpu_usage = CASE WHEN s.column11 IS NOT NULL AND (jobs.max_cpu_usage IS NULL OR s.column11 > jobs.max_cpu_usage) THEN s.column11 ELSE jobs.max_cpu_usage END, \
+    max_memory_usage_mb = CASE WHEN s.column12 IS NOT NULL AND (jobs.max_memory_usage_mb IS NULL OR s.column12 > jobs.max_memory_usage_mb) THEN s.column12 ELSE jobs.max_memory_usage_mb END, \
+    max_memory_usage_bytes = CASE WHEN s.column13 IS NOT NULL AND (jobs.max_memory_usage_bytes IS NULL OR s.column13 > jobs.max_memory_usage_bytes) THEN s.column13 ELSE jobs.max_memory_usage_bytes END, \
+    gpu_sample_count = jobs.gpu_sample_count + s.column14, \
+    gpu_usage_sum = jobs.gpu_usage_sum + s.column15, \
+    avg_gpu_usage = CASE WHEN jobs.gpu_sample_count + s.column14 > 0 \
+        THEN (jobs.gpu_usage_sum + s.column15) / (jobs.gpu_sample_count + s.column14) ELSE jobs.avg_gpu_usage END, \
+    max_gpu_usage = CASE WHEN s.column16 IS NOT NULL AND (jobs.max_gpu_usage IS NULL OR s.column16 > jobs.max_gpu_usage) THEN s.column16 ELSE jobs.max_gpu_usage END \
+    FROM (";
+pub(crate) const JOB_DELTA_UPDATE_TAIL: &str = ") AS s WHERE jobs.id = s.column1";
+
+/// Columns of `nodes` that `NodeRow` reads.
+pub(crate) const NODE_COLUMNS: &str =
+    "name, state, state_reason, partitions, cpus, memory_total_bytes, \
+    cpu_usage_percent, memory_used_bytes, load_1, load_5, load_15, gpus, report_interval_seconds, \
+    last_report_at, updated_at";
+
+/// The `running_jobs` column of a node query.
+pub(crate) const RUNNING_JOBS_OF_NODE: &str =
+    "(SELECT COUNT(*) FROM job_nodes jn JOIN jobs j ON j.id = jn.job_id \
+    WHERE jn.node = nodes.name AND j.state = 'running') AS running_jobs";
+
+/// A `nodes` row as stored, with its running job count.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct NodeRow {
+    name: String,
+    state: Option<String>,
+    state_reason: Option<String>,
+    partitions: Json<Vec<String>>,
+    cpus: Option<i64>,
+    memory_total_bytes: Option<i64>,
+    cpu_usage_percent: Option<f64>,
+    memory_used_bytes: Option<i64>,
+    load_1: Option<f64>,
+    load_5: Option<f64>,
+    load_15: Option<f64>,
+    gpus: Json<Vec<crate::collector::GpuReading>>,
+    report_interval_seconds: Option<f64>,
+    last_report_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    pub(crate) running_jobs: i64,
+}
+
+impl NodeRow {
+    /// The API view of the row: a scheduler's state wins; without one the state is derived from
+    /// the agent's reports at `now`.
+    pub(crate) fn into_node(self, now: DateTime<Utc>) -> Result<Node, super::StoreError> {
+        let stale = is_stale(self.last_report_at, self.report_interval_seconds, now);
+        let state = match &self.state {
+            Some(s) => s.parse::<NodeState>().map_err(|_| {
+                super::StoreError::Corrupt(format!("node {}: bad state {s:?}", self.name))
+            })?,
+            None => NodeState::from_agent(stale, self.running_jobs),
+        };
+        Ok(Node {
+            name: self.name,
+            state,
+            state_reason: self.state_reason,
+            partitions: self.partitions.0,
+            cpus: self.cpus,
+            memory_total_bytes: self.memory_total_bytes,
+            cpu_usage_percent: self.cpu_usage_percent,
+            memory_used_bytes: self.memory_used_bytes,
+            load_1: self.load_1,
+            load_5: self.load_5,
+            load_15: self.load_15,
+            gpus: self.gpus.0,
+            running_jobs: self.running_jobs,
+            last_report_at: self.last_report_at,
+            report_interval_seconds: self.report_interval_seconds,
+            stale,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 pub(crate) mod event_kind {
     pub const JOB_CREATED: &str = "job_created";
     pub const JOB_UPDATED: &str = "job_updated";
     pub const JOB_FINISHED: &str = "job_finished";
     pub const JOB_DELETED: &str = "job_deleted";
     pub const JOB_SAMPLE: &str = "job_sample";
+    pub const NODE_UPDATED: &str = "node_updated";
 }
 
 /// The event-log kind of a change from `before` to the job as it is now.
@@ -204,9 +490,17 @@ pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
 
 macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr) => {
-        use crate::store::queries::{change_kind, event_kind, snapshot, AuditRow, JobRow, JOB_COLUMNS};
-        use crate::store::{Applied, AuditContext, Finish, JobFilter, JobPatch, LifecycleOp, SampleQuery, StoreError, StoreResult};
+        use crate::store::queries::{
+            change_kind, event_kind, snapshot, AuditRow, JobDelta, JobRow, NodeRow, SampleRow, SampledJob, JOB_COLUMNS,
+            JOB_DELTA_UPDATE_HEAD, JOB_DELTA_UPDATE_TAIL, NODE_COLUMNS, RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
+        };
+        use crate::store::{
+            Applied, AuditContext, Finish, IngestOutcome, JobFilter, JobPatch, LatePolicy, LifecycleOp, NodeReport,
+            SampleItem, SampleQuery, SampleRejection, StoreError, StoreResult,
+        };
         use crate::domain::{now_micros, AuditEvent, Job, JobState, MetricSample};
+        #[allow(unused_imports)]
+        use crate::domain::Node;
         use chrono::{DateTime, Utc};
         use sqlx::types::Json;
         use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row, Transaction};
@@ -220,7 +514,8 @@ macro_rules! store_queries {
             nodes: Vec<(String, String)>,
             /// Audit rows: (job id, change type, context, snapshot).
             audits: Vec<(String, &'static str, AuditContext, serde_json::Value)>,
-            events: Vec<(&'static str, String, serde_json::Value)>,
+            /// Event-log rows: (kind, job id — none for node events, payload).
+            events: Vec<(&'static str, Option<String>, serde_json::Value)>,
         }
 
         impl std::ops::Deref for WriteTx {
@@ -247,7 +542,12 @@ macro_rules! store_queries {
             }
 
             fn append_event(&mut self, kind: &'static str, job_id: &str, payload: serde_json::Value) {
-                self.events.push((kind, job_id.to_owned(), payload));
+                self.events.push((kind, Some(job_id.to_owned()), payload));
+            }
+
+            /// An event about no job in particular (a node's change).
+            fn append_other_event(&mut self, kind: &'static str, payload: serde_json::Value) {
+                self.events.push((kind, None, payload));
             }
 
             /// Appends the queued rows, one multi-row insert per table, and commits.
@@ -388,6 +688,9 @@ macro_rules! store_queries {
                     .push_bind(correlation_id.to_owned())
                     .push_bind(now)
                     .push_bind(now)
+                    .push_bind(j.memory_usage_bytes)
+                    .push_bind(j.max_memory_usage_bytes)
+                    .push_bind((!j.gpus.is_empty()).then(|| Json(j.gpus.clone())))
                     .push_bind(s.sluid.clone());
             });
             qb.push(format!(" ON CONFLICT (id) DO NOTHING RETURNING {JOB_COLUMNS}"));
@@ -660,68 +963,213 @@ macro_rules! store_queries {
             Ok((jobs, total))
         }
 
-        pub async fn add_sample(pool: &Pool<$db>, id: &str, sample: &MetricSample, correlation_id: &str) -> StoreResult<()> {
+        /// Stores a batch of samples in one transaction: one multi-row insert of the samples, one
+        /// `UPDATE ... FROM (VALUES ...)` of every job's current values and aggregates (computed in
+        /// SQL from the stored sums, never from a stale copy), the node's row, and one event per
+        /// accepted sample. Items are accepted or rejected one by one; a rejection never fails
+        /// the batch.
+        pub async fn ingest_samples(
+            pool: &Pool<$db>,
+            items: &[SampleItem],
+            node: Option<&NodeReport>,
+            policy: LatePolicy,
+        ) -> StoreResult<IngestOutcome> {
             let mut tx = WriteTx::begin(pool).await?;
-            // Current values follow the newest sample only: a late sample (from an agent's spool)
-            // still counts in the aggregates but does not overwrite fresher figures.
-            let updated = sqlx::query(
-                "UPDATE jobs SET \
-                   cpu_usage = CASE WHEN last_sample_at IS NULL OR $2 >= last_sample_at THEN $3 ELSE cpu_usage END, \
-                   memory_usage_mb = CASE WHEN last_sample_at IS NULL OR $2 >= last_sample_at THEN $4 ELSE memory_usage_mb END, \
-                   gpu_usage = CASE WHEN CAST($5 AS DOUBLE PRECISION) IS NOT NULL AND (last_sample_at IS NULL OR $2 >= last_sample_at) THEN $5 ELSE gpu_usage END, \
-                   last_sample_at = CASE WHEN last_sample_at IS NULL OR $2 > last_sample_at THEN $2 ELSE last_sample_at END, \
-                   sample_count = sample_count + 1, \
-                   cpu_usage_sum = cpu_usage_sum + $3, \
-                   avg_cpu_usage = (cpu_usage_sum + $3) / (sample_count + 1), \
-                   max_cpu_usage = CASE WHEN max_cpu_usage IS NULL OR $3 > max_cpu_usage THEN $3 ELSE max_cpu_usage END, \
-                   max_memory_usage_mb = CASE WHEN max_memory_usage_mb IS NULL OR $4 > max_memory_usage_mb THEN $4 ELSE max_memory_usage_mb END, \
-                   gpu_usage_sum = gpu_usage_sum + COALESCE($5, 0), \
-                   gpu_sample_count = gpu_sample_count + CASE WHEN CAST($5 AS DOUBLE PRECISION) IS NULL THEN 0 ELSE 1 END, \
-                   avg_gpu_usage = CASE WHEN CAST($5 AS DOUBLE PRECISION) IS NULL THEN avg_gpu_usage \
-                                        ELSE (gpu_usage_sum + $5) / (gpu_sample_count + 1) END, \
-                   max_gpu_usage = CASE WHEN CAST($5 AS DOUBLE PRECISION) IS NOT NULL AND (max_gpu_usage IS NULL OR $5 > max_gpu_usage) \
-                                        THEN $5 ELSE max_gpu_usage END \
-                 WHERE id = $1 AND state IN ('pending', 'running') \
-                 RETURNING user_name, state, nodes, partition",
-            )
-            .bind(id)
-            .bind(sample.timestamp)
-            .bind(sample.cpu_usage)
-            .bind(sample.memory_usage_mb)
-            .bind(sample.gpu_usage)
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some(updated) = updated else {
-                let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                return Err(if exists > 0 { StoreError::Terminal } else { StoreError::NotFound });
-            };
-            sqlx::query(
-                "INSERT INTO metric_samples (job_id, timestamp, cpu_usage, memory_usage_mb, gpu_usage) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id)
-            .bind(sample.timestamp)
-            .bind(sample.cpu_usage)
-            .bind(sample.memory_usage_mb)
-            .bind(sample.gpu_usage)
-            .execute(&mut **tx)
-            .await?;
-            // Who the sample belongs to, so stream filters (user, state, node, partition) apply
-            // to samples without a lookup per event.
-            let Json(nodes): Json<Vec<String>> = updated.try_get("nodes")?;
-            let job = serde_json::json!({
-                "id": id,
-                "user": updated.try_get::<String, _>("user_name")?,
-                "state": updated.try_get::<String, _>("state")?,
-                "nodes": nodes,
-                "scheduler": { "partition": updated.try_get::<Option<String>, _>("partition")? },
-            });
-            let payload = serde_json::json!({ "job_id": id, "job": job, "sample": sample, "correlation_id": correlation_id });
-            tx.append_event(event_kind::JOB_SAMPLE, id, payload);
+            let mut ids: Vec<&str> = items.iter().map(|i| i.job_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut jobs: std::collections::HashMap<String, SampledJob> = std::collections::HashMap::new();
+            for chunk in ids.chunks(500) {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT id, state, end_time, user_name, nodes, partition, correlation_id FROM jobs WHERE id IN (",
+                );
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.to_string());
+                }
+                qb.push(")");
+                for r in qb.build().fetch_all(&mut **tx).await? {
+                    let Json(nodes): Json<Vec<String>> = r.try_get("nodes")?;
+                    let state: String = r.try_get("state")?;
+                    let job = SampledJob {
+                        state: state.parse().map_err(|_| StoreError::Corrupt(format!("bad job state {state:?}")))?,
+                        end_time: r.try_get("end_time")?,
+                        user: r.try_get("user_name")?,
+                        nodes,
+                        partition: r.try_get("partition")?,
+                        correlation_id: r.try_get("correlation_id")?,
+                    };
+                    jobs.insert(r.try_get("id")?, job);
+                }
+            }
+
+            let mut outcome = IngestOutcome::default();
+            let mut accepted: Vec<&SampleItem> = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                let verdict = match jobs.get(&item.job_id) {
+                    None => Err(SampleRejection::UnknownJob),
+                    Some(job) => job.accepts(item.sample.timestamp, policy),
+                };
+                match verdict {
+                    Ok(()) => accepted.push(item),
+                    Err(reason) => outcome.rejected.push((index, reason)),
+                }
+            }
+            outcome.accepted = accepted.len();
+
+            for chunk in accepted.chunks(400) {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!("INSERT INTO metric_samples ({SAMPLE_COLUMNS}) "));
+                qb.push_values(chunk, |mut b, item| {
+                    let s = &item.sample;
+                    let d = &s.detail;
+                    b.push_bind(item.job_id.clone())
+                        .push_bind(s.timestamp)
+                        .push_bind(s.cpu_usage)
+                        .push_bind(s.memory_usage_mb)
+                        .push_bind(s.gpu_usage)
+                        .push_bind(d.node.clone())
+                        .push_bind(d.cpu_time_seconds)
+                        .push_bind(d.cpu_user_seconds)
+                        .push_bind(d.cpu_system_seconds)
+                        .push_bind(d.cpu_throttled_seconds)
+                        .push_bind(d.cpu_nr_throttled)
+                        .push_bind(d.memory_usage_bytes)
+                        .push_bind(d.memory_peak_bytes)
+                        .push_bind(d.memory_limit_bytes)
+                        .push_bind(d.memory_anon_bytes)
+                        .push_bind(d.memory_file_bytes)
+                        .push_bind(d.memory_shmem_bytes)
+                        .push_bind(d.oom_kills)
+                        .push_bind(d.io_read_bytes)
+                        .push_bind(d.io_write_bytes)
+                        .push_bind(d.io_read_ops)
+                        .push_bind(d.io_write_ops)
+                        .push_bind(d.pids)
+                        .push_bind(d.pressure.clone().filter(|p| !p.is_empty()).map(Json))
+                        .push_bind((!d.gpus.is_empty()).then(|| Json(d.gpus.clone())));
+                });
+                qb.build().execute(&mut **tx).await?;
+            }
+
+            let deltas = JobDelta::of(&accepted);
+            for chunk in deltas.chunks(500) {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new(JOB_DELTA_UPDATE_HEAD);
+                qb.push_values(chunk, |mut b, d| {
+                    b.push_bind(d.job_id.to_owned())
+                        .push_bind(d.newest_at)
+                        .push_bind(d.newest_cpu)
+                        .push_bind(d.newest_memory_mb)
+                        .push_bind(d.newest_gpu)
+                        .push_bind(d.newest_memory_bytes)
+                        .push_bind(d.newest_gpus.map(|g| Json(g.to_vec())))
+                        .push_bind(d.samples)
+                        .push_bind(d.cpu_samples)
+                        .push_bind(d.cpu_sum)
+                        .push_bind(d.cpu_max)
+                        .push_bind(d.memory_mb_max)
+                        .push_bind(d.memory_bytes_max)
+                        .push_bind(d.gpu_samples)
+                        .push_bind(d.gpu_sum)
+                        .push_bind(d.gpu_max);
+                });
+                qb.push(JOB_DELTA_UPDATE_TAIL);
+                qb.build().execute(&mut **tx).await?;
+            }
+
+            for item in &accepted {
+                let Some(job) = jobs.get(&item.job_id) else { continue };
+                // Who the sample belongs to, so stream filters (user, state, node, partition)
+                // apply to samples without a lookup per event.
+                let summary = serde_json::json!({
+                    "id": item.job_id,
+                    "user": job.user,
+                    "state": job.state.as_str(),
+                    "nodes": job.nodes,
+                    "scheduler": { "partition": job.partition },
+                });
+                let payload = serde_json::json!({
+                    "job_id": item.job_id,
+                    "job": summary,
+                    "sample": item.sample,
+                    "correlation_id": job.correlation_id,
+                });
+                tx.append_event(event_kind::JOB_SAMPLE, &item.job_id, payload);
+            }
+
+            if let Some(report) = node {
+                if let Some(node) = upsert_node_report(&mut tx, report).await? {
+                    tx.append_other_event(event_kind::NODE_UPDATED, serde_json::json!({ "node": node }));
+                }
+            }
             tx.commit().await?;
-            Ok(())
+            Ok(outcome)
+        }
+
+        /// Writes an agent's node figures unless a newer report is already stored (a spooled
+        /// batch arriving late); the node as it is now, or `None` when nothing changed.
+        async fn upsert_node_report(tx: &mut Tx, r: &NodeReport) -> StoreResult<Option<crate::domain::Node>> {
+            let now = now_micros();
+            let row: Option<NodeRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "INSERT INTO nodes (name, cpus, memory_total_bytes, cpu_usage_percent, memory_used_bytes, \
+                   load_1, load_5, load_15, gpus, report_interval_seconds, last_report_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                 ON CONFLICT (name) DO UPDATE SET \
+                   cpus = COALESCE(excluded.cpus, nodes.cpus), \
+                   memory_total_bytes = excluded.memory_total_bytes, \
+                   cpu_usage_percent = excluded.cpu_usage_percent, \
+                   memory_used_bytes = excluded.memory_used_bytes, \
+                   load_1 = excluded.load_1, load_5 = excluded.load_5, load_15 = excluded.load_15, \
+                   gpus = excluded.gpus, \
+                   report_interval_seconds = excluded.report_interval_seconds, \
+                   last_report_at = excluded.last_report_at, \
+                   updated_at = excluded.updated_at \
+                 WHERE nodes.last_report_at IS NULL OR excluded.last_report_at >= nodes.last_report_at \
+                 RETURNING {NODE_COLUMNS}, CAST(0 AS BIGINT) AS running_jobs"
+            )))
+            .bind(&r.name)
+            .bind(r.cpus)
+            .bind(r.memory_total_bytes)
+            .bind(r.cpu_usage_percent)
+            .bind(r.memory_used_bytes)
+            .bind(r.load_1)
+            .bind(r.load_5)
+            .bind(r.load_15)
+            .bind(Json(&r.gpus))
+            .bind(r.interval_seconds)
+            .bind(r.reported_at)
+            .bind(now)
+            .fetch_optional(&mut ***tx)
+            .await?;
+            let Some(mut row) = row else { return Ok(None) };
+            row.running_jobs = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM job_nodes jn JOIN jobs j ON j.id = jn.job_id WHERE jn.node = $1 AND j.state = 'running'",
+            )
+            .bind(&r.name)
+            .fetch_one(&mut ***tx)
+            .await?;
+            Ok(Some(row.into_node(now)?))
+        }
+
+        /// Every node, by name, with its running job count.
+        pub async fn list_nodes(pool: &Pool<$db>) -> StoreResult<Vec<crate::domain::Node>> {
+            let now = now_micros();
+            let rows: Vec<NodeRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {NODE_COLUMNS}, {RUNNING_JOBS_OF_NODE} FROM nodes ORDER BY name"
+            )))
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(|r| r.into_node(now)).collect()
+        }
+
+        pub async fn get_node(pool: &Pool<$db>, name: &str) -> StoreResult<Option<crate::domain::Node>> {
+            let now = now_micros();
+            let row: Option<NodeRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {NODE_COLUMNS}, {RUNNING_JOBS_OF_NODE} FROM nodes WHERE name = $1"
+            )))
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| r.into_node(now)).transpose()
         }
 
         fn push_sample_range(qb: &mut QueryBuilder<$db>, id: &str, query: &SampleQuery) {
@@ -747,21 +1195,11 @@ macro_rules! store_queries {
             let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
             let mut page: QueryBuilder<$db> =
-                QueryBuilder::new("SELECT timestamp, cpu_usage, memory_usage_mb, gpu_usage FROM metric_samples");
+                QueryBuilder::new(format!("SELECT {SAMPLE_COLUMNS} FROM metric_samples"));
             push_sample_range(&mut page, id, query);
             page.push(" ORDER BY timestamp DESC, id DESC LIMIT ").push_bind(query.limit);
-            let rows = page.build().fetch_all(pool).await?;
-            let samples = rows
-                .iter()
-                .map(|r| {
-                    Ok(MetricSample {
-                        timestamp: r.try_get("timestamp")?,
-                        cpu_usage: r.try_get("cpu_usage")?,
-                        memory_usage_mb: r.try_get("memory_usage_mb")?,
-                        gpu_usage: r.try_get("gpu_usage")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let rows: Vec<SampleRow> = page.build_query_as().fetch_all(pool).await?;
+            let samples = rows.into_iter().map(MetricSample::from).collect();
             Ok((samples, total))
         }
 
@@ -799,11 +1237,14 @@ macro_rules! store_queries {
                 return Ok(false);
             }
             // Sums behind the averages, so later samples keep the averages exact.
-            let cpu_sum: f64 = samples.iter().map(|s| s.cpu_usage).sum();
+            let cpu: Vec<f64> = samples.iter().filter_map(|s| s.cpu_usage).collect();
             let gpu: Vec<f64> = samples.iter().filter_map(|s| s.gpu_usage).collect();
-            sqlx::query("UPDATE jobs SET cpu_usage_sum = $2, gpu_usage_sum = $3, gpu_sample_count = $4 WHERE id = $1")
+            sqlx::query(
+                "UPDATE jobs SET cpu_usage_sum = $2, cpu_sample_count = $3, gpu_usage_sum = $4, gpu_sample_count = $5 WHERE id = $1",
+            )
                 .bind(&job.id)
-                .bind(cpu_sum)
+                .bind(cpu.iter().sum::<f64>())
+                .bind(cpu.len() as i64)
                 .bind(gpu.iter().sum::<f64>())
                 .bind(gpu.len() as i64)
                 .execute(&mut **tx)

@@ -2,15 +2,17 @@
 //! [`GpuReading`] they all return, the amdgpu sysfs source ([`AmdSysfs`]) and a test double
 //! ([`FakeGpus`]).
 //!
-//! NVIDIA support plugs in as another `GpuSource` (NVML through `nvml-wrapper`, loaded at run
-//! time and initialised once); it is not here yet. Sources block (sysfs reads, NVML calls), so
+//! NVIDIA devices come through NVML ([`NvmlGpus`], `nvml-wrapper`, loaded at run time and
+//! initialised once). Sources block (sysfs reads, NVML calls), so
 //! callers run them on a blocking thread (`spawn_blocking`). Assigning devices to jobs is the
 //! caller's business: it should match on `uuid` or `pci_bus_id`, since Slurm's indices and a
 //! vendor library's order can differ.
 
 mod amd;
+mod nvidia;
 
 pub use amd::{AmdSysfs, DEFAULT_DRM_ROOT};
+pub use nvidia::{normalise_bus_id, NvmlGpus, NVML_LIBRARY};
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +34,10 @@ pub struct GpuReading {
     pub uuid: Option<String>,
     /// Domain-qualified, lowercase as sysfs writes it: `0000:03:00.0`.
     pub pci_bus_id: Option<String>,
+    /// The device node's minor number (`/dev/nvidiaN`, the card's DRM minor for AMD): what
+    /// Slurm's GPU indices (`SLURM_JOB_GPUS`) count, whatever order the vendor library uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor: Option<u32>,
     pub vendor: GpuVendor,
     pub utilization_percent: Option<f64>,
     pub memory_used_bytes: Option<u64>,
@@ -52,6 +58,7 @@ impl GpuReading {
             index,
             uuid: None,
             pci_bus_id: None,
+            minor: None,
             vendor,
             utilization_percent: None,
             memory_used_bytes: None,

@@ -1,0 +1,95 @@
+//! `POST /v1/samples`: a node agent's batch of job samples and node figures.
+//!
+//! The envelope (node name, time, size) is checked as a whole; each job sample is then accepted
+//! or rejected on its own, so one bad or late item never costs the others. The answer lists every
+//! rejection with its index, so the agent can log what it lost and why.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::collector::SampleBatch;
+use crate::domain::now_micros;
+use crate::store::{LatePolicy, SampleRejection};
+use serde::Serialize;
+use warp::reply::{json, Reply, Response};
+
+/// Largest batch body: a node with thousands of jobs and GPUs fits with room to spare.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Serialize)]
+struct Rejected {
+    index: usize,
+    job_id: String,
+    reason: &'static str,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchAnswer {
+    node: String,
+    accepted: usize,
+    rejected: Vec<Rejected>,
+}
+
+fn reason_text(reason: SampleRejection) -> (&'static str, &'static str) {
+    match reason {
+        SampleRejection::UnknownJob => ("unknown_job", "no job with this id"),
+        SampleRejection::AfterJobEnd => (
+            "after_job_end",
+            "collected after the job ended; not the job's",
+        ),
+        SampleRejection::JobFinished => ("job_finished", "the job is finished"),
+    }
+}
+
+pub async fn ingest(batch: SampleBatch, state: AppState) -> Response {
+    super::error::respond(ingest_inner(batch, state).await)
+}
+
+async fn ingest_inner(batch: SampleBatch, state: AppState) -> Result<Response, ApiError> {
+    let prepared = batch.prepare(now_micros())?;
+    let outcome = state
+        .store
+        .ingest_samples(
+            &prepared.items,
+            prepared.node_report.as_ref(),
+            LatePolicy::UntilJobEnd,
+        )
+        .await?;
+    let mut rejected: Vec<Rejected> = prepared
+        .invalid
+        .into_iter()
+        .map(|i| Rejected {
+            index: i.index,
+            job_id: i.job_id,
+            reason: "invalid",
+            message: i.message,
+        })
+        .collect();
+    for (i, reason) in outcome.rejected {
+        let (reason, message) = reason_text(reason);
+        rejected.push(Rejected {
+            index: prepared.positions[i],
+            job_id: prepared.items[i].job_id.clone(),
+            reason,
+            message: message.to_owned(),
+        });
+    }
+    rejected.sort_by_key(|r| r.index);
+    let node = prepared.node;
+    if let Some(first) = rejected.first() {
+        tracing::info!(
+            node = %node,
+            accepted = outcome.accepted,
+            rejected = rejected.len(),
+            first_reason = first.reason,
+            first_job = %first.job_id,
+            "sample batch partly rejected"
+        );
+    }
+    Ok(json(&BatchAnswer {
+        node,
+        accepted: outcome.accepted,
+        rejected,
+    })
+    .into_response())
+}

@@ -1,0 +1,572 @@
+//! One sampling pass on a node: find the running jobs' cgroups, read each, turn counters into a
+//! CPU percentage against the previous pass, assign GPUs to jobs, read the node, and produce the
+//! [`SampleBatch`] that `POST /v1/samples` takes. The agent and `serve --collect` both drive it.
+//!
+//! The sampler owns what must survive between passes (the previous CPU readings, the GPU source,
+//! read buffers) and nothing else. Everything it does is blocking file and FFI I/O, so callers
+//! run [`Sampler::sample`] on a blocking thread. It never invents a figure: a job it cannot
+//! attribute, a cgroup it cannot read, a GPU it cannot place are left out (and counted), never
+//! filled in.
+
+use super::discovery::{discover, CgroupPaths, JobCgroup, JobKey};
+use super::report::{JobReport, NodeStats, SampleBatch};
+use super::{
+    cpu_percent, AmdSysfs, CgroupReader, CpuPoint, GpuReading, GpuSource, NodeSampler, NvmlGpus,
+};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What the server says about a job running on this node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KnownJob {
+    pub id: String,
+    /// Slurm 26.05's job cgroup directory name (`SLURM_JOB_SLUID`), when the prolog sent it.
+    pub sluid: Option<String>,
+    /// An explicit cgroup from the job-started event; it wins over discovery.
+    pub cgroup_path: Option<String>,
+    /// CPUs the job holds on this node, when the scheduler said (single-node jobs, or an even
+    /// split); the job's own `cpuset` is preferred when the cgroup has one.
+    pub cpus_on_node: Option<u32>,
+    /// `gpu_devices` of the job-started event: Slurm indices (device minor numbers), UUIDs or
+    /// PCI bus ids.
+    pub gpu_devices: Vec<String>,
+}
+
+impl KnownJob {
+    /// From a job as the API serves it (`GET /v1/nodes/{name}/jobs` items, or the store's Job
+    /// serialised): read leniently, since a newer server may add fields and an older one lack
+    /// `sluid`.
+    pub fn from_json(job: &serde_json::Value) -> Option<KnownJob> {
+        let id = job["id"].as_str()?.to_owned();
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        let node_count = job["node_count"].as_u64().unwrap_or(1).max(1);
+        let cpus = job["allocated_cpus"]
+            .as_u64()
+            .or_else(|| job["requested_cpus"].as_u64());
+        let cpus_on_node = cpus
+            .filter(|c| *c > 0 && c % node_count == 0)
+            .and_then(|c| u32::try_from(c / node_count).ok());
+        let gpu_devices = job["gpu_devices"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(KnownJob {
+            id,
+            sluid: text(&job["sluid"]),
+            cgroup_path: text(&job["cgroup_path"]),
+            cpus_on_node,
+            gpu_devices,
+        })
+    }
+}
+
+/// The node's name: `explicit` when given, else the host name up to its first dot (Slurm's
+/// usual node name).
+pub fn node_name(explicit: Option<&str>, proc_root: &Path) -> Option<String> {
+    if let Some(name) = explicit.map(str::trim).filter(|n| !n.is_empty()) {
+        return Some(name.to_owned());
+    }
+    let host = std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok()?;
+    let short = host.trim().split('.').next()?.to_owned();
+    (!short.is_empty()).then_some(short)
+}
+
+/// Which GPUs to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GpuChoice {
+    /// NVML if it loads, else amdgpu sysfs if a card is there, else none.
+    Auto,
+    Nvidia,
+    Amd,
+    None,
+}
+
+/// Where a sampler reads from.
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub node: String,
+    pub cgroup_root: PathBuf,
+    pub proc_root: PathBuf,
+    pub drm_root: PathBuf,
+    pub interval: Duration,
+}
+
+/// What one pass could not use, for the agent's counters and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassNotes {
+    /// Cgroups in SLUID directories no job-started event has named.
+    pub unattributed_cgroups: usize,
+    /// Jobs whose cgroup vanished during the read (they ended).
+    pub vanished: usize,
+    /// The cgroup root could not be read at all.
+    pub root_unreadable: bool,
+}
+
+/// The node's sampler; see the module docs.
+pub struct Sampler {
+    config: SamplerConfig,
+    cgroups: CgroupReader,
+    node: NodeSampler,
+    gpus: Option<Box<dyn GpuSource>>,
+    previous_cpu: HashMap<String, CpuPoint>,
+    warned_root: bool,
+}
+
+impl Sampler {
+    pub fn new(config: SamplerConfig, gpus: Option<Box<dyn GpuSource>>) -> Sampler {
+        Sampler {
+            node: NodeSampler::new(config.proc_root.clone()),
+            cgroups: CgroupReader::new(super::USER_HZ),
+            config,
+            gpus,
+            previous_cpu: HashMap::new(),
+            warned_root: false,
+        }
+    }
+
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// Reads every job cgroup and the node once. `known` are the jobs the server has running
+    /// here; discovery adds jobs it does not know (their samples are rejected per item and
+    /// counted there, which tells an admin a prolog was lost).
+    pub fn sample(&mut self, known: &[KnownJob], now: DateTime<Utc>) -> (SampleBatch, PassNotes) {
+        let mut notes = PassNotes::default();
+        let cgroups = self.job_cgroups(known, &mut notes);
+        let by_id: HashMap<&str, &KnownJob> = known.iter().map(|j| (j.id.as_str(), j)).collect();
+
+        let devices = self.gpus.as_mut().map(|g| g.devices()).unwrap_or_default();
+        let owners = self.gpu_owners(&devices, &cgroups, known);
+
+        let mut jobs = Vec::with_capacity(cgroups.len());
+        let mut seen = HashSet::with_capacity(cgroups.len());
+        for (id, cgroup) in &cgroups {
+            let read_at = Utc::now();
+            let sample = self.cgroups.read(cgroup);
+            if sample.vanished {
+                notes.vanished += 1;
+            }
+            let cpus =
+                cpuset_size(cgroup).or_else(|| by_id.get(id.as_str()).and_then(|j| j.cpus_on_node));
+            let cpu_usage_percent = match (sample.cpu_usage_usec, cpus) {
+                (Some(usage_usec), cpus) => {
+                    let point = CpuPoint {
+                        usage_usec,
+                        at: read_at,
+                    };
+                    let previous = self.previous_cpu.insert(id.clone(), point);
+                    cpus.and_then(|c| cpu_percent(previous, point, c))
+                }
+                (None, _) => None,
+            };
+            seen.insert(id.clone());
+            let gpus: Vec<GpuReading> = devices
+                .iter()
+                .zip(&owners)
+                .filter(|(_, owner)| owner.contains(id))
+                .map(|(d, _)| d.clone())
+                .collect();
+            jobs.push(JobReport {
+                job_id: id.clone(),
+                collected_at: Some(read_at),
+                cpu_usage_percent,
+                cgroup: sample,
+                gpus,
+            });
+        }
+        self.previous_cpu.retain(|id, _| seen.contains(id));
+
+        let node_stats = NodeStats {
+            sample: self.node.sample(),
+            gpus: devices,
+        };
+        let batch = SampleBatch {
+            node: self.config.node.clone(),
+            collected_at: now,
+            interval_seconds: Some(self.config.interval.as_secs_f64()),
+            jobs,
+            node_stats: Some(node_stats),
+        };
+        (batch, notes)
+    }
+
+    /// Job id → its job-level cgroup: discovered ones, overridden by explicit paths.
+    fn job_cgroups(
+        &mut self,
+        known: &[KnownJob],
+        notes: &mut PassNotes,
+    ) -> Vec<(String, JobCgroup)> {
+        let root = self.config.cgroup_root.clone();
+        let sluids: HashMap<String, String> = known
+            .iter()
+            .filter_map(|j| Some((j.sluid.clone()?, j.id.clone())))
+            .collect();
+        let mut found: HashMap<String, JobCgroup> = HashMap::new();
+        match discover(&root, Some(&self.config.node), &sluids) {
+            Ok(cgroups) => {
+                self.warned_root = false;
+                for cgroup in cgroups {
+                    match &cgroup.job_key {
+                        JobKey::JobId(id) => {
+                            found.insert(id.clone(), cgroup);
+                        }
+                        JobKey::Sluid(_) => notes.unattributed_cgroups += 1,
+                    }
+                }
+            }
+            Err(err) => {
+                notes.root_unreadable = true;
+                if !self.warned_root {
+                    self.warned_root = true;
+                    tracing::warn!(root = %root.display(), error = %err, "cannot read the cgroup root; no job samples until it is readable");
+                }
+            }
+        }
+        for job in known {
+            if let Some(path) = &job.cgroup_path {
+                let key = JobKey::JobId(job.id.clone());
+                if let Some(cgroup) = JobCgroup::from_explicit(&root, key, Path::new(path)) {
+                    found.insert(job.id.clone(), cgroup);
+                }
+            }
+        }
+        let mut out: Vec<(String, JobCgroup)> = found.into_iter().collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// For each device, the ids of the jobs it belongs to: a job whose processes run on it, or
+    /// a job whose `gpu_devices` names it (so a GPU held and unused shows up at 0 %).
+    fn gpu_owners(
+        &self,
+        devices: &[GpuReading],
+        cgroups: &[(String, JobCgroup)],
+        known: &[KnownJob],
+    ) -> Vec<HashSet<String>> {
+        let dir_to_job: HashMap<String, &str> = cgroups
+            .iter()
+            .filter_map(|(id, cg)| Some((job_dir_name(cg)?, id.as_str())))
+            .collect();
+        devices
+            .iter()
+            .map(|device| {
+                let mut owners: HashSet<String> = HashSet::new();
+                for pid in &device.processes {
+                    if let Some(id) = self.job_of_pid(*pid, &dir_to_job) {
+                        owners.insert(id.to_owned());
+                    }
+                }
+                for job in known {
+                    if job
+                        .gpu_devices
+                        .iter()
+                        .any(|name| names_device(name, device))
+                    {
+                        owners.insert(job.id.clone());
+                    }
+                }
+                owners
+            })
+            .collect()
+    }
+
+    /// The job whose cgroup directory appears in the process's cgroup paths.
+    fn job_of_pid<'a>(&self, pid: u32, dir_to_job: &HashMap<String, &'a str>) -> Option<&'a str> {
+        let text =
+            std::fs::read_to_string(self.config.proc_root.join(pid.to_string()).join("cgroup"))
+                .ok()?;
+        text.lines()
+            .filter_map(|line| line.splitn(3, ':').nth(2))
+            .flat_map(|path| path.split('/'))
+            .find_map(|component| dir_to_job.get(component).copied())
+    }
+}
+
+/// Name of the job-level directory (`job_42`, or a SLUID), which every process of the job has
+/// in its `/proc/<pid>/cgroup` paths.
+fn job_dir_name(cgroup: &JobCgroup) -> Option<String> {
+    let dir = match &cgroup.paths {
+        CgroupPaths::V2(dir) => dir,
+        CgroupPaths::V1(dirs) => dirs.values().next()?,
+    };
+    Some(dir.file_name()?.to_str()?.to_owned())
+}
+
+/// Whether one of a job's `gpu_devices` entries names `device`: a UUID, a PCI bus id, or a
+/// Slurm index, which counts device minor numbers (not the vendor library's order).
+pub fn names_device(name: &str, device: &GpuReading) -> bool {
+    let name = name.trim();
+    if let Ok(index) = name.parse::<u32>() {
+        return device.minor.unwrap_or(device.index) == index;
+    }
+    device
+        .uuid
+        .as_deref()
+        .is_some_and(|u| u.eq_ignore_ascii_case(name))
+        || device
+            .pci_bus_id
+            .as_deref()
+            .is_some_and(|p| super::normalise_bus_id(name) == *p)
+}
+
+/// CPUs in the job's cpuset (`cpuset.cpus.effective` on v2, `cpuset.cpus` in v1's cpuset
+/// hierarchy): exactly what the job may run on, on this node.
+pub fn cpuset_size(cgroup: &JobCgroup) -> Option<u32> {
+    let file = match &cgroup.paths {
+        CgroupPaths::V2(dir) => dir.join("cpuset.cpus.effective"),
+        CgroupPaths::V1(dirs) => dirs
+            .iter()
+            .find(|(controller, _)| controller.split(',').any(|c| c == "cpuset"))?
+            .1
+            .join("cpuset.cpus"),
+    };
+    parse_cpu_list(std::fs::read_to_string(file).ok()?.trim())
+}
+
+/// Size of a kernel CPU list (`0-3,8,10-11`); `None` when malformed or empty.
+pub fn parse_cpu_list(list: &str) -> Option<u32> {
+    if list.is_empty() {
+        return None;
+    }
+    let mut total: u32 = 0;
+    for part in list.split(',') {
+        let n = match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                b.checked_sub(a)? + 1
+            }
+            None => {
+                part.trim().parse::<u32>().ok()?;
+                1
+            }
+        };
+        total = total.checked_add(n)?;
+    }
+    Some(total)
+}
+
+/// The GPU source chosen by `choice`, and a line saying what was found. `None` means the GPU
+/// part is off.
+pub fn open_gpus(choice: GpuChoice, drm_root: &Path) -> (Option<Box<dyn GpuSource>>, String) {
+    let nvidia = || match NvmlGpus::open() {
+        Ok(g) => {
+            let line = format!("NVIDIA GPUs through NVML: {} device(s)", g.device_count());
+            Ok((Box::new(g) as Box<dyn GpuSource>, line))
+        }
+        Err(reason) => Err(reason),
+    };
+    let amd = || {
+        let mut source = AmdSysfs::new(drm_root);
+        let n = source.devices().len();
+        if n > 0 {
+            Ok((
+                Box::new(source) as Box<dyn GpuSource>,
+                format!("AMD GPUs through amdgpu sysfs: {n} card(s)"),
+            ))
+        } else {
+            Err(format!("no amdgpu card under {}", drm_root.display()))
+        }
+    };
+    let chosen = match choice {
+        GpuChoice::None => Err("GPU sampling disabled (--gpu none)".to_owned()),
+        GpuChoice::Nvidia => nvidia(),
+        GpuChoice::Amd => amd(),
+        GpuChoice::Auto => {
+            nvidia().or_else(|nv| amd().map_err(|amd| format!("no GPUs: {nv}; {amd}")))
+        }
+    };
+    match chosen {
+        Ok((source, line)) => (Some(source), line),
+        Err(reason) => (None, format!("GPU sampling off: {reason}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::discovery::tests::{v2_dir, write};
+    use super::super::{FakeGpus, GpuVendor};
+    use super::*;
+
+    fn config(root: &Path, proc_root: &Path) -> SamplerConfig {
+        SamplerConfig {
+            node: "node-1".into(),
+            cgroup_root: root.to_path_buf(),
+            proc_root: proc_root.to_path_buf(),
+            drm_root: root.join("no-drm"),
+            interval: Duration::from_secs(15),
+        }
+    }
+
+    /// A v2 root with the default slice and slurmstepd scope.
+    fn v2_root(root: &Path) {
+        for dir in ["", "system.slice", "system.slice/slurmstepd.scope"] {
+            v2_dir(root, dir);
+        }
+    }
+
+    fn gpu(index: u32, minor: u32, pids: Vec<u32>, util: f64) -> GpuReading {
+        GpuReading {
+            uuid: Some(format!("GPU-{index}")),
+            minor: Some(minor),
+            utilization_percent: Some(util),
+            processes: pids,
+            ..GpuReading::new(index, GpuVendor::Nvidia)
+        }
+    }
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), Some(7));
+        assert_eq!(parse_cpu_list("5"), Some(1));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("a-b"), None);
+    }
+
+    #[test]
+    fn known_jobs_are_read_leniently() {
+        let job = serde_json::json!({"id": "7", "node_count": 2, "allocated_cpus": 8,
+            "gpu_devices": ["0", "GPU-x"], "sluid": "s5K1KKYAYG5D00", "cgroup_path": ""});
+        let k = KnownJob::from_json(&job).unwrap();
+        assert_eq!(k.cpus_on_node, Some(4));
+        assert_eq!(k.sluid.as_deref(), Some("s5K1KKYAYG5D00"));
+        assert_eq!(k.cgroup_path, None, "blank is absent");
+        assert_eq!(k.gpu_devices, ["0", "GPU-x"]);
+        let uneven = serde_json::json!({"id": "8", "node_count": 3, "allocated_cpus": 8});
+        assert_eq!(
+            KnownJob::from_json(&uneven).unwrap().cpus_on_node,
+            None,
+            "no guess"
+        );
+        assert!(KnownJob::from_json(&serde_json::json!({"user": "x"})).is_none());
+    }
+
+    #[test]
+    fn slurm_indices_name_minor_numbers_not_positions() {
+        // NVML lists the device with minor 1 first.
+        let first = gpu(0, 1, vec![], 0.0);
+        assert!(names_device("1", &first));
+        assert!(!names_device("0", &first));
+        assert!(
+            names_device("gpu-0", &first),
+            "UUIDs compare case-insensitively"
+        );
+        let mut with_bus = first.clone();
+        with_bus.pci_bus_id = Some("0000:3b:00.0".into());
+        assert!(names_device("00000000:3B:00.0", &with_bus));
+    }
+
+    #[test]
+    fn a_pass_reads_jobs_assigns_gpus_and_reports_idle_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("cgroup");
+        let proc_root = t.path().join("proc");
+        v2_root(&root);
+        let job7 = v2_dir(&root, "system.slice/slurmstepd.scope/job_7");
+        write(
+            &job7,
+            "cpu.stat",
+            b"usage_usec 1000000\nuser_usec 800000\nsystem_usec 200000\n",
+        );
+        write(&job7, "memory.current", b"1048576\n");
+        write(&job7, "cpuset.cpus.effective", b"0-1\n");
+        let job8 = v2_dir(&root, "system.slice/slurmstepd.scope/job_8");
+        write(&job8, "cpu.stat", b"usage_usec 5\n");
+        // pid 4242 of job 7 runs on GPU minor 0; job 8 holds GPU minor 1 and runs nothing on it.
+        write(
+            &proc_root,
+            "4242/cgroup",
+            b"0::/system.slice/slurmstepd.scope/job_7/step_0/user/task_0\n",
+        );
+        write(
+            &proc_root,
+            "stat",
+            b"cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n",
+        );
+        let fake = FakeGpus::new(vec![gpu(0, 0, vec![4242], 97.0), gpu(1, 1, vec![], 0.0)]);
+        let mut sampler = Sampler::new(config(&root, &proc_root), Some(Box::new(fake)));
+        let known = vec![
+            KnownJob {
+                id: "7".into(),
+                ..KnownJob::default()
+            },
+            KnownJob {
+                id: "8".into(),
+                cpus_on_node: Some(1),
+                gpu_devices: vec!["1".into()],
+                ..KnownJob::default()
+            },
+        ];
+        let (batch, notes) = sampler.sample(&known, Utc::now());
+        assert_eq!(notes, PassNotes::default());
+        assert_eq!(batch.node, "node-1");
+        assert_eq!(batch.interval_seconds, Some(15.0));
+        let ids: Vec<&str> = batch.jobs.iter().map(|j| j.job_id.as_str()).collect();
+        assert_eq!(ids, ["7", "8"]);
+        let j7 = &batch.jobs[0];
+        assert_eq!(j7.cpu_usage_percent, None, "first pass: counters only");
+        assert_eq!(j7.cgroup.cpu_usage_usec, Some(1_000_000));
+        assert_eq!(j7.cgroup.memory_current_bytes, Some(1_048_576));
+        assert_eq!(j7.gpus.len(), 1);
+        assert_eq!(j7.gpus[0].utilization_percent, Some(97.0));
+        let j8 = &batch.jobs[1];
+        assert_eq!(j8.gpus.len(), 1, "held GPU reported");
+        assert_eq!(j8.gpus[0].utilization_percent, Some(0.0));
+        assert_eq!(batch.node_stats.as_ref().unwrap().gpus.len(), 2);
+
+        // Second pass: job 7 used 1 s more of its 2 CPUs.
+        std::thread::sleep(Duration::from_millis(50));
+        write(&job7, "cpu.stat", b"usage_usec 1050000\n");
+        let (batch, _) = sampler.sample(&known, Utc::now());
+        let pct = batch.jobs[0]
+            .cpu_usage_percent
+            .expect("second pass has a percentage");
+        assert!(pct > 0.0 && pct <= 100.0, "{pct}");
+
+        // Job 8 ends: its cgroup goes, and its CPU history with it.
+        std::fs::remove_dir_all(&job8).unwrap();
+        let (batch, _) = sampler.sample(&known, Utc::now());
+        assert_eq!(batch.jobs.len(), 1);
+        assert!(!sampler.previous_cpu.contains_key("8"));
+    }
+
+    #[test]
+    fn unnamed_sluid_directories_are_counted_not_guessed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("cgroup");
+        v2_root(&root);
+        let dir = v2_dir(&root, "system.slice/slurmstepd.scope/s5K1KKYAYG5D00");
+        write(&dir, "cpu.stat", b"usage_usec 5\n");
+        let mut sampler = Sampler::new(config(&root, &t.path().join("proc")), None);
+        let (batch, notes) = sampler.sample(&[], Utc::now());
+        assert!(batch.jobs.is_empty());
+        assert_eq!(notes.unattributed_cgroups, 1);
+        let known = [KnownJob {
+            id: "99".into(),
+            sluid: Some("s5K1KKYAYG5D00".into()),
+            ..KnownJob::default()
+        }];
+        let (batch, notes) = sampler.sample(&known, Utc::now());
+        assert_eq!(batch.jobs[0].job_id, "99");
+        assert_eq!(notes.unattributed_cgroups, 0);
+    }
+
+    #[test]
+    fn an_unreadable_root_is_noted_and_the_node_still_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let mut sampler = Sampler::new(
+            config(&t.path().join("missing"), &t.path().join("proc")),
+            None,
+        );
+        let (batch, notes) = sampler.sample(&[], Utc::now());
+        assert!(notes.root_unreadable);
+        assert!(batch.node_stats.is_some());
+    }
+}

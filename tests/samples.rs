@@ -1,0 +1,342 @@
+//! `POST /v1/samples` and the node resource through the real router, on SQLite and on
+//! PostgreSQL: per-item acceptance, late samples, aggregates in SQL, events, nodes.
+
+mod common;
+
+use serde_json::{json, Value};
+
+fn job_sample(id: &str, cpu: Option<f64>, memory: u64, at: &str) -> Value {
+    let mut s = json!({
+        "job_id": id, "collected_at": at,
+        "cpu_usage_usec": 5_000_000u64, "cpu_user_usec": 4_000_000u64, "cpu_system_usec": 1_000_000u64,
+        "memory_current_bytes": memory, "memory_peak_bytes": memory + 1024,
+        "io_read_bytes": 4096, "io_write_bytes": 8192, "pids_current": 3, "oom_kills": 0,
+        "cpu_pressure": {"some_avg10": 1.5, "some_total_usec": 1234},
+        "gpus": [
+            {"index": 0, "uuid": "GPU-aaaa", "pci_bus_id": "0000:3b:00.0", "vendor": "nvidia",
+             "utilization_percent": 80.0, "memory_used_bytes": 1000, "memory_total_bytes": 80000,
+             "power_watts": 250.0, "energy_joules": 1.0e6, "temperature_celsius": 60.0, "processes": [77]},
+            {"index": 1, "uuid": "GPU-bbbb", "pci_bus_id": "0000:3c:00.0", "vendor": "nvidia",
+             "utilization_percent": 0.0, "memory_used_bytes": 0, "memory_total_bytes": 80000,
+             "power_watts": 60.0, "energy_joules": 2.0e5, "temperature_celsius": 30.0, "processes": []}
+        ]
+    });
+    if let Some(cpu) = cpu {
+        s["cpu_usage_percent"] = json!(cpu);
+    }
+    s
+}
+
+fn batch(node: &str, at: &str, jobs: Vec<Value>) -> Value {
+    json!({
+        "node": node, "collected_at": at, "interval_seconds": 15,
+        "jobs": jobs,
+        "node_stats": {"cpu_usage_percent": 42.0, "memory_total_bytes": 1u64 << 36,
+                       "memory_used_bytes": 1u64 << 34, "load_1": 3.5, "load_5": 2.0, "load_15": 1.0,
+                       "cpu_count": 64}
+    })
+}
+
+fn ago(seconds: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(seconds)).to_rfc3339()
+}
+
+on_both_backends!(a_batch_is_stored_item_by_item, |app| {
+    app.start_job("100", "alice", &["node-1"]).await;
+    app.start_job("101", "bob", &["node-1"]).await;
+    let events_before = app.event_count().await;
+
+    let body = batch(
+        "node-1",
+        &ago(1),
+        vec![
+            job_sample("100", None, 3 << 20, &ago(30)),
+            job_sample("100", Some(50.0), 5 << 20, &ago(15)),
+            job_sample("101", Some(25.0), 7 << 20, &ago(15)),
+            job_sample("999", Some(10.0), 1 << 20, &ago(15)),
+            job_sample("101", Some(250.0), 1 << 20, &ago(15)),
+        ],
+    );
+    let answer = app
+        .request("POST", "/v1/samples", Some(&body), &[])
+        .await
+        .expect(200);
+    assert_eq!(answer["node"], "node-1");
+    assert_eq!(answer["accepted"], 3);
+    let rejected = answer["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{answer}");
+    assert_eq!(rejected[0]["index"], 3);
+    assert_eq!(rejected[0]["reason"], "unknown_job");
+    assert_eq!(rejected[1]["index"], 4);
+    assert_eq!(rejected[1]["reason"], "invalid");
+    assert!(rejected[1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cpu_usage_percent"));
+
+    // Three samples and one node change: four events.
+    assert_eq!(app.event_count().await, events_before + 4);
+
+    let job = app.get("/v1/jobs/100").await.expect(200);
+    assert_eq!(job["sample_count"], 2);
+    assert_eq!(job["cpu_usage"], 50.0, "the newest sample's percentage");
+    assert_eq!(
+        job["avg_cpu_usage"], 50.0,
+        "the first sample had no percentage"
+    );
+    assert_eq!(job["memory_usage_mb"], 5);
+    assert_eq!(job["memory_usage_bytes"], 5 << 20);
+    assert_eq!(
+        job["max_memory_usage_bytes"],
+        (5 << 20) + 1024,
+        "peak counts"
+    );
+    assert_eq!(job["gpu_usage"], 40.0, "mean of an 80 % and an idle GPU");
+    assert_eq!(job["gpus"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        job["gpus"][1]["utilization_percent"], 0.0,
+        "idle GPU reported, not hidden"
+    );
+
+    let samples = app.get("/v1/jobs/100/metrics").await.expect(200);
+    assert_eq!(samples["total"], 2);
+    let newest = &samples["samples"][0];
+    assert_eq!(newest["cpu_usage"], 50.0);
+    assert_eq!(newest["node"], "node-1");
+    assert_eq!(newest["cpu_time_seconds"], 5.0);
+    assert_eq!(newest["cpu_user_seconds"], 4.0);
+    assert_eq!(newest["io_write_bytes"], 8192);
+    assert_eq!(newest["pids"], 3);
+    assert_eq!(newest["pressure"]["cpu"]["some_avg10"], 1.5);
+    assert_eq!(newest["gpus"][0]["uuid"], "GPU-aaaa");
+    assert!(
+        newest.get("memory_anon_bytes").is_none(),
+        "not measured, not invented"
+    );
+    let first = &samples["samples"][1];
+    assert!(first["cpu_usage"].is_null(), "first sample: counters only");
+    assert_eq!(first["memory_usage_mb"], 3);
+
+    let node = app.get("/v1/nodes/node-1").await.expect(200);
+    assert_eq!(node["name"], "node-1");
+    assert_eq!(node["state"], "allocated");
+    assert_eq!(node["running_jobs"], 2);
+    assert_eq!(node["cpus"], 64);
+    assert_eq!(node["load_1"], 3.5);
+    assert_eq!(node["cpu_usage_percent"], 42.0);
+    assert_eq!(node["stale"], false);
+    assert_eq!(node["report_interval_seconds"], 15.0);
+});
+
+on_both_backends!(
+    late_samples_count_only_when_collected_before_the_end,
+    |app| {
+        app.post_event(
+        "job-started",
+        &json!({"job_id": "200", "user": "alice", "node_list": ["node-2"], "timestamp": ago(300)}),
+    )
+    .await
+    .expect(200);
+        app.post_event(
+            "job-finished",
+            &json!({"job_id": "200", "exit_code": 0, "timestamp": ago(60)}),
+        )
+        .await
+        .expect(200);
+        let body = batch(
+            "node-2",
+            &ago(1),
+            vec![
+                job_sample("200", Some(30.0), 1 << 20, &ago(90)),
+                job_sample("200", Some(30.0), 1 << 20, &ago(10)),
+            ],
+        );
+        let answer = app
+            .request("POST", "/v1/samples", Some(&body), &[])
+            .await
+            .expect(200);
+        assert_eq!(answer["accepted"], 1, "{answer}");
+        assert_eq!(answer["rejected"][0]["index"], 1);
+        assert_eq!(answer["rejected"][0]["reason"], "after_job_end");
+        let job = app.get("/v1/jobs/200").await.expect(200);
+        assert_eq!(job["state"], "completed");
+        assert_eq!(job["sample_count"], 1);
+
+        // The compat single-sample endpoint still refuses finished jobs.
+        app.write(
+            "POST",
+            "/v1/jobs/200/metrics",
+            Some(&json!({"cpu_usage": 1.0, "memory_usage_mb": 1})),
+        )
+        .await
+        .expect(409);
+    }
+);
+
+on_both_backends!(
+    a_spooled_older_batch_does_not_overwrite_newer_figures,
+    |app| {
+        app.start_job("300", "alice", &["node-3"]).await;
+        let newer = batch(
+            "node-3",
+            &ago(5),
+            vec![job_sample("300", Some(90.0), 9 << 20, &ago(5))],
+        );
+        app.request("POST", "/v1/samples", Some(&newer), &[])
+            .await
+            .expect(200);
+        let mut older = batch(
+            "node-3",
+            &ago(60),
+            vec![job_sample("300", Some(10.0), 1 << 20, &ago(60))],
+        );
+        older["node_stats"]["load_1"] = json!(99.0);
+        app.request("POST", "/v1/samples", Some(&older), &[])
+            .await
+            .expect(200);
+        let job = app.get("/v1/jobs/300").await.expect(200);
+        assert_eq!(job["sample_count"], 2);
+        assert_eq!(
+            job["cpu_usage"], 90.0,
+            "current values follow the newest sample"
+        );
+        assert_eq!(job["avg_cpu_usage"], 50.0, "aggregates count both");
+        assert_eq!(job["max_cpu_usage"], 90.0);
+        let node = app.get("/v1/nodes/node-3").await.expect(200);
+        assert_eq!(
+            node["load_1"], 3.5,
+            "the older report did not overwrite the node"
+        );
+    }
+);
+
+on_both_backends!(bad_batches_are_refused_whole, |app| {
+    let no_node = json!({"collected_at": ago(1), "jobs": []});
+    app.request("POST", "/v1/samples", Some(&no_node), &[])
+        .await
+        .expect_error(400, "invalid_request", "Invalid JSON body");
+    let blank = json!({"node": " ", "collected_at": ago(1), "jobs": []});
+    app.request("POST", "/v1/samples", Some(&blank), &[])
+        .await
+        .expect_error(400, "validation_error", "node is required");
+    let future = json!({"node": "n", "collected_at": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()});
+    app.request("POST", "/v1/samples", Some(&future), &[])
+        .await
+        .expect(400);
+    let bad_interval = json!({"node": "n", "collected_at": ago(1), "interval_seconds": -3});
+    app.request("POST", "/v1/samples", Some(&bad_interval), &[])
+        .await
+        .expect(400);
+    // Larger than the batch limit: refused before it is read.
+    let huge = vec![b' '; jobscope_batch_limit() + 1];
+    app.raw(
+        "POST",
+        "/v1/samples",
+        &huge,
+        &[("content-type", "application/json")],
+    )
+    .await
+    .expect(413);
+    // A batch bigger than the 64 KiB of other endpoints is fine here.
+    app.start_job("400", "alice", &["node-4"]).await;
+    let many: Vec<Value> = (0..300)
+        .map(|_| job_sample("400", Some(1.0), 1 << 20, &ago(3)))
+        .collect();
+    let big = batch("node-4", &ago(1), many);
+    assert!(serde_json::to_vec(&big).unwrap().len() > 64 * 1024);
+    let answer = app
+        .request("POST", "/v1/samples", Some(&big), &[])
+        .await
+        .expect(200);
+    assert_eq!(answer["accepted"], 300);
+    assert_eq!(
+        app.get("/v1/jobs/400").await.expect(200)["sample_count"],
+        300
+    );
+});
+
+fn jobscope_batch_limit() -> usize {
+    16 * 1024 * 1024
+}
+
+on_both_backends!(
+    nodes_are_listed_filtered_and_serve_their_running_jobs,
+    |app| {
+        app.start_job("500", "alice", &["node-a", "node-b"]).await;
+        app.start_job("501", "bob", &["node-b"]).await;
+        for node in ["node-a", "node-b", "node-c"] {
+            app.request(
+                "POST",
+                "/v1/samples",
+                Some(&batch(node, &ago(1), vec![])),
+                &[],
+            )
+            .await
+            .expect(200);
+        }
+        let all = app.get("/v1/nodes").await.expect(200);
+        assert_eq!(all["total"], 3);
+        let names: Vec<&str> = all["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["node-a", "node-b", "node-c"]);
+        let idle = app.get("/v1/nodes?state=idle").await.expect(200);
+        assert_eq!(idle["total"], 1);
+        assert_eq!(idle["nodes"][0]["name"], "node-c");
+        app.get("/v1/nodes?state=busy").await.expect_error(
+            400,
+            "validation_error",
+            "state must be one of idle, allocated, mixed, down, drained, unknown",
+        );
+        app.get("/v1/nodes/nope")
+            .await
+            .expect_error(404, "not_found", "Node nope not found");
+
+        let jobs = app.get("/v1/nodes/node-b/jobs").await.expect(200);
+        assert_eq!(jobs["total"], 2);
+        let jobs = app.get("/v1/nodes/node-a/jobs").await.expect(200);
+        assert_eq!(jobs["total"], 1);
+        assert_eq!(jobs["jobs"][0]["id"], "500");
+        app.post_event("job-finished", &json!({"job_id": "500", "exit_code": 0}))
+            .await
+            .expect(200);
+        let jobs = app.get("/v1/nodes/node-a/jobs").await.expect(200);
+        assert_eq!(jobs["total"], 0, "finished jobs are no longer sampled");
+        // a node nobody has reported yet has no jobs rather than an error
+        assert_eq!(
+            app.get("/v1/nodes/node-z/jobs").await.expect(200)["total"],
+            0
+        );
+    }
+);
+
+on_both_backends!(sample_and_node_events_reach_the_log, |app| {
+    app.start_job("600", "carol", &["node-6"]).await;
+    let after = app.event_count().await;
+    app.request(
+        "POST",
+        "/v1/samples",
+        Some(&batch(
+            "node-6",
+            &ago(1),
+            vec![job_sample("600", Some(12.5), 1 << 20, &ago(2))],
+        )),
+        &[],
+    )
+    .await
+    .expect(200);
+    let events = app.store.events_after(after, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].kind, "job_sample");
+    assert_eq!(events[0].job_id.as_deref(), Some("600"));
+    assert_eq!(events[0].payload["job"]["user"], "carol");
+    assert_eq!(events[0].payload["sample"]["cpu_usage"], 12.5);
+    assert_eq!(events[0].payload["sample"]["node"], "node-6");
+    assert_eq!(events[1].kind, "node_updated");
+    assert_eq!(events[1].job_id, None);
+    assert_eq!(events[1].payload["node"]["name"], "node-6");
+    assert_eq!(events[1].payload["node"]["running_jobs"], 1);
+});
