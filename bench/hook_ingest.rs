@@ -143,6 +143,7 @@ fn config(database_url: &str) -> ServeConfig {
         tokens: None,
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
+        slurm: None,
         collect: None,
         metrics: Default::default(),
         client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,

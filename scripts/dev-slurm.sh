@@ -382,6 +382,9 @@ start_slurmrestd() {
 		slurmrestd -s "$RESTD_PLUGINS" -a rest_auth/jwt "127.0.0.1:$RESTD_PORT" \
 		</dev/null >>"$LOG/slurmrestd.log" 2>&1 &
 	echo $! >"$RUN/slurmrestd.pid"
+	# nohup, env and setpriv exec each other: until the chain reaches slurmrestd, the pid's name is
+	# one of theirs. Wait for it, or a loaded machine reads that as "slurmrestd exited".
+	wait_pidfile slurmrestd
 	printf '%s\n' "$RESTD_PLUGINS" >"$RUN/slurmrestd.plugins"
 	say "  slurmrestd started on 127.0.0.1:$RESTD_PORT ($RESTD_PLUGINS)"
 }

@@ -1,11 +1,14 @@
 #!/bin/bash
 # e2e-slurm.sh: jobscope end to end on a real Slurm (Debian's packages, via scripts/dev-slurm.sh).
 #
-# Starts `jobscope serve` (SQLite, tokens), a throw-away single-node Slurm whose Prolog, Epilog,
-# PrologSlurmctld and EpilogSlurmctld are `jobscope hook`, then submits real jobs and checks what the
-# API says about each: state, exit code, signal, user, partition, GPU devices, audit trail. Then it
-# stops the server while jobs start and finish, brings it back, and checks that the spooled events
-# arrive and nothing is missing. Needs root (slurmd runs jobs as their users) and apt.
+# Starts a throw-away single-node Slurm whose Prolog, Epilog, PrologSlurmctld and EpilogSlurmctld are
+# `jobscope hook`, and `jobscope serve --scheduler slurm` (SQLite, tokens, slurmrestd with JWT, reconcile
+# every 2 s), then submits real jobs and checks what the API says about each: state, exit code, signal,
+# user, partition, GPU devices, audit trail (prolog, epilog, reconciler). Cancelled and timed-out jobs
+# must end with Slurm's state, and a job whose epilog never reaches the server must be finalized by the
+# reconciler. Then it stops the server while jobs start and finish, brings it back (without the
+# reconciler, which would otherwise fill the gap itself) and checks that the spooled events arrive and
+# nothing is missing. Needs root (slurmd runs jobs as their users) and apt.
 #
 # A bash script rather than a Rust test: it installs packages, starts daemons as root and drives
 # sbatch/scancel/scontrol, which is shell work; `cargo test` stays runnable by anyone without root.
@@ -82,9 +85,9 @@ chmod 0600 "$WORK/tokens"
 printf '%s\n' "$HOOK_TOKEN" >"$WORK/hook.token"
 chmod 0600 "$WORK/hook.token"
 
-start_serve() {
+start_serve() { # extra serve flags
 	env -u DATABASE_URL -u SCHEDULER_BACKEND RUST_LOG=info,warp=warn "$BIN" --log-format json serve --port "$PORT" \
-		--database-url "sqlite://$WORK/jobscope.db" --tokens-file "$WORK/tokens" \
+		--database-url "sqlite://$WORK/jobscope.db" --tokens-file "$WORK/tokens" "$@" \
 		>>"$WORK/serve.log" 2>&1 &
 	SERVE_PID=$!
 	local i
@@ -106,17 +109,22 @@ stop_serve() {
 api() { curl -fsS -H "Authorization: Bearer $READER_TOKEN" "$BASE$1"; }
 
 # ---- Slurm ------------------------------------------------------------------------------------------
-say "=== starting serve and Slurm (hooks: $BIN hook prolog|epilog)"
-start_serve
-JOBSCOPE_HOOK_BIN=$BIN JOBSCOPE_SERVER=$BASE JOBSCOPE_TOKEN_FILE=$WORK/hook.token \
-	JOBSCOPE_HOOK_SPOOL_DIR=$SPOOL JOBSCOPE_TIMEOUT=2s \
-	"$REPO/scripts/dev-slurm.sh" start >"$WORK/dev-slurm.log" 2>&1 || {
-	cat "$WORK/dev-slurm.log"
-	die "dev-slurm start failed"
+say "=== starting Slurm (hooks: $BIN hook prolog|epilog) and serve --scheduler slurm"
+dev_slurm_start() { # extra environment for the hook wrappers
+	env "$@" JOBSCOPE_HOOK_BIN="$BIN" JOBSCOPE_SERVER="$BASE" JOBSCOPE_TOKEN_FILE="$WORK/hook.token" \
+		JOBSCOPE_HOOK_SPOOL_DIR="$SPOOL" JOBSCOPE_TIMEOUT=2s \
+		"$REPO/scripts/dev-slurm.sh" start >>"$WORK/dev-slurm.log" 2>&1 || {
+		cat "$WORK/dev-slurm.log"
+		die "dev-slurm start failed"
+	}
 }
+dev_slurm_start
 # shellcheck source=/dev/null
 . "$JOBSCOPE_SLURM_DIR/env"
 TEST_USER=$JOBSCOPE_SLURM_TEST_USER
+SLURM_FLAGS=(--scheduler slurm --slurmrestd-url "$SLURMRESTD_URL" --slurmrestd-user "$SLURMRESTD_USER"
+	--slurmrestd-token-file "$SLURMRESTD_TOKEN_FILE" --reconcile-interval 2s)
+start_serve "${SLURM_FLAGS[@]}"
 
 submit() { (cd /tmp && sbatch --parsable "$@") | cut -d';' -f1; }
 slurm_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
@@ -142,6 +150,16 @@ wait_final() { # job timeout_s
 }
 
 field() { api "/v1/jobs/$1" | jq -c "$2"; }
+
+# Until the jq expression is true of the job in jobscope (or the timeout passes).
+wait_api() { # job expr timeout_s
+	local t0=$SECONDS
+	while ((SECONDS - t0 < $3)); do
+		[ "$(api "/v1/jobs/$1" 2>/dev/null | jq -r "$2" 2>/dev/null)" = true ] && return 0
+		sleep 0.3
+	done
+	return 1
+}
 
 # ---- jobs ---------------------------------------------------------------------------------------------
 say "=== submitting jobs"
@@ -174,17 +192,21 @@ check "fail: state,exit,signal" "$(field "$J_FAIL" '[.state,.exit_code,.signal]'
 check "gpu: devices,count,vendor" "$(field "$J_GPU" '[.gpu_devices,.gpu_count,.gpu_vendor]')" '[["0"],1,"nvidia"]'
 check "other user" "$(field "$J_USER" .user)" "\"$TEST_USER\""
 check "other user: state" "$(field "$J_USER" .state)" '"completed"'
-# Cancelled and timed-out jobs look like 0:0 to the epilog (slurm-facts): without the slurmrestd
-# reconciler (serve --scheduler slurm) jobscope can only record that they ended.
-check "cancel: ended (epilog view)" "$(field "$J_CANCEL" '.state != "running" and .end_time != null')" true
-check "timeout: ended (epilog view)" "$(field "$J_TIME" '.state != "running" and .end_time != null')" true
-say "  info cancel ended as $(field "$J_CANCEL" '[.state,.exit_code,.signal]'), timeout as $(field "$J_TIME" '[.state,.exit_code,.signal]') (epilog view)"
+# Cancelled and timed-out jobs look like 0:0 to the epilog (slurm-facts); the reconciler sets
+# Slurm's state within two intervals.
 check "timeout: Slurm says" "$(slurm_state "$J_TIME")" TIMEOUT
+for j in $J_OK $J_CANCEL $J_TIME; do
+	wait_api "$j" '.scheduler.raw_state != null' 20 || bad "job $j: no state from Slurm after 20 s"
+done
+check "cancel: state,exit,signal,raw" "$(field "$J_CANCEL" '[.state,.exit_code,.signal,.scheduler.raw_state]')" '["cancelled",0,15,"CANCELLED"]'
+check "timeout: state,exit,signal,raw" "$(field "$J_TIME" '[.state,.exit_code,.signal,.scheduler.raw_state]')" '["cancelled",0,15,"TIMEOUT"]'
+check "cancel: corrected by" "$(api "/v1/jobs/$J_CANCEL/audit" | jq -r '.events[-1].changed_by')" slurm-reconciler
+check "ok: raw state" "$(field "$J_OK" .scheduler.raw_state)" '"COMPLETED"'
 
-# Audit trail: both prolog contexts and the epilogs, all from the hooks.
-check "ok: audit creators" "$(api "/v1/jobs/$J_OK/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-epilog","slurm-prolog"]'
+# Audit trail: the prologs and epilogs from the hooks, then Slurm's confirmation.
+check "ok: audit creators" "$(api "/v1/jobs/$J_OK/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-epilog","slurm-prolog","slurm-reconciler"]'
 check "ok: audit starts with create" "$(api "/v1/jobs/$J_OK/audit" | jq -r '.events[0].change_type')" create
-check "ok: one finish in the trail" "$(api "/v1/jobs/$J_OK/audit" | jq '[.events[] | select(.job_snapshot.state == "completed")] | length')" 1
+check "ok: one finish in the trail" "$(api "/v1/jobs/$J_OK/audit" | jq '[.events[] | select(.job_snapshot.state == "completed" and .job_snapshot.scheduler.raw_state == null)] | length')" 1
 
 # Array: every task is its own job with the array's name.
 n=0
@@ -195,6 +217,16 @@ done
 check "array: tasks seen" "$n" 3
 check "array: all completed" "$(api '/v1/jobs?limit=1000' | jq -c '[.jobs[] | select(.scheduler.extra.job_name == "arr") | .state] | unique')" '["completed"]'
 check "spool empty while the server is up" "$(find "$SPOOL" -name '*.rec' | wc -l)" 0
+
+# ---- an epilog that never arrives ----------------------------------------------------------------------
+say "=== epilogs blocked: the reconciler finalizes the job"
+dev_slurm_start JOBSCOPE_EPILOG=/bin/true # both epilog slots now do nothing
+B1=$(submit -J blocked --wrap 'sleep 1; exit 4')
+wait_state "$B1" FAILED 60 || bad "job $B1 did not fail in Slurm"
+wait_api "$B1" '.state == "failed"' 10 || bad "job $B1 not finalized within 10 s (5 intervals)"
+check "blocked: state,exit,raw" "$(field "$B1" '[.state,.exit_code,.scheduler.raw_state]')" '["failed",4,"FAILED"]'
+check "blocked: audit" "$(api "/v1/jobs/$B1/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-prolog","slurm-reconciler"]'
+dev_slurm_start # epilogs back
 
 # ---- server down ----------------------------------------------------------------------------------------
 say "=== server down while jobs start and finish"
@@ -212,11 +244,12 @@ sleep 2 # the epilogs run after the state changes
 spooled=$(find "$SPOOL" -name '*.rec' | wc -l)
 # Two prologs and two epilogs per job (controller and node).
 check "spooled events with the server down" "$spooled" 8
-start_serve
+start_serve # without the reconciler: only the spool can bring these jobs back
 D3=$(submit -J after --wrap 'true') # its hooks drain the spool first
 wait_final "$D3" 60 || bad "job $D3 not finished"
 for j in $D1 $D2; do wait_final "$j" 30 || bad "spooled job $j did not arrive"; done
 check "down1 after the outage" "$(field "$D1" '[.state,.exit_code,.user,.scheduler.extra.job_name]')" '["completed",0,"root","down1"]'
+check "down1: from the hooks" "$(api "/v1/jobs/$D1/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-epilog","slurm-prolog"]'
 check "down2 after the outage" "$(field "$D2" '[.state,.exit_code]')" '["failed",2]'
 check "down1 times are the hooks', not the delivery's" \
 	"$(field "$D1" "(.end_time | sub(\"\\\\.[0-9]+\";\"\") | fromdateiso8601) < $(date +%s) - 1 and .runtime_seconds < 30")" true

@@ -111,6 +111,13 @@ impl Application {
             self.config.retention,
             self.stop.subscribe(),
         ));
+        let reconciler = self.config.slurm.clone().map(|cfg| {
+            tokio::spawn(scheduler::slurm::reconcile::run(
+                cfg,
+                self.state.store.clone(),
+                self.stop.subscribe(),
+            ))
+        });
 
         let collector = self.config.collect.clone().map(|c| {
             tokio::spawn(crate::agent::collect_in_process(
@@ -150,6 +157,14 @@ impl Application {
                 .is_err()
             {
                 tracing::warn!("the in-process collector did not stop within 10 s");
+            }
+        }
+        if let Some(task) = reconciler {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the Slurm reconciler did not stop within 10 s");
             }
         }
         self.state.store.close().await;

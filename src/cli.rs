@@ -163,6 +163,9 @@ pub enum SchedulerKind {
     None,
     /// Demo cluster: seeds mock nodes, jobs and samples (implied by --demo).
     Mock,
+    /// Slurm through slurmrestd: confirms final states, finds lost prologs and epilogs
+    /// (needs --slurmrestd-url).
+    Slurm,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -264,6 +267,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub metrics: MetricsArgs,
+
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
 }
 
 /// `serve`'s Prometheus export (`GET /metrics`).
@@ -292,6 +298,33 @@ pub struct MetricsArgs {
         hide_env_values = true
     )]
     pub metrics_token: Option<String>,
+}
+
+/// Flags of `--scheduler slurm`.
+#[derive(Debug, Clone, Args)]
+pub struct SlurmArgs {
+    /// slurmrestd: http://host:6820, https://..., or unix:/path/to/slurmrestd.socket.
+    #[arg(long, env = "SLURMRESTD_URL", value_name = "URL")]
+    pub slurmrestd_url: Option<String>,
+
+    /// User name sent as X-SLURM-USER-NAME (JWT authentication).
+    #[arg(long, env = "SLURMRESTD_USER", value_name = "USER")]
+    pub slurmrestd_user: Option<String>,
+
+    /// File holding the JWT sent as X-SLURM-USER-TOKEN (e.g. from `scontrol token`); re-read
+    /// when it changes.
+    #[arg(long, env = "SLURMRESTD_TOKEN_FILE", value_name = "FILE")]
+    pub slurmrestd_token_file: Option<PathBuf>,
+
+    /// How often to reconcile jobs with Slurm: 30s, 1m, 500ms.
+    #[arg(
+        long,
+        env = "JOBSCOPE_RECONCILE_INTERVAL",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub reconcile_interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Args)]

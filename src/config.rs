@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub allowed_origins: Vec<String>,
     /// How long a peer may leave sent data unread before the kernel drops it (TCP_USER_TIMEOUT).
     pub client_stall_timeout: Duration,
+    /// Set with `--scheduler slurm`.
+    pub slurm: Option<crate::scheduler::slurm::SlurmConfig>,
     /// `--collect`: sample this machine's jobs in-process.
     pub collect: Option<CollectConfig>,
     /// `GET /metrics`: per-job series, grace period, and its own token.
@@ -152,11 +154,47 @@ impl ServeConfig {
             tokens,
             insecure_no_auth: args.insecure_no_auth,
             allowed_origins: check_origins(&args.allowed_origins)?,
+            slurm: slurm_config(scheduler, &args.slurm)?,
             collect: collect_config(args)?,
             metrics: metrics_config(&args.metrics)?,
             client_stall_timeout: Duration::from_secs(args.client_stall_timeout),
         })
     }
+}
+
+/// `--scheduler slurm` and its flags.
+fn slurm_config(
+    scheduler: SchedulerKind,
+    args: &crate::cli::SlurmArgs,
+) -> Result<Option<crate::scheduler::slurm::SlurmConfig>, ConfigError> {
+    if scheduler != SchedulerKind::Slurm {
+        return Ok(None);
+    }
+    let key = "--slurmrestd-url (SLURMRESTD_URL)";
+    let url = match args.slurmrestd_url.as_deref().map(str::trim) {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.to_owned(),
+        Some(u) if u.starts_with("unix:/") => u.to_owned(),
+        Some(u) => {
+            return Err(invalid(
+                key,
+                format!("{u:?} must be http://host:port, https://... or unix:/path"),
+            ))
+        }
+        None => return Err(invalid(key, "--scheduler slurm needs the slurmrestd URL")),
+    };
+    let interval = args.reconcile_interval;
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(86_400) {
+        return Err(invalid(
+            "--reconcile-interval (JOBSCOPE_RECONCILE_INTERVAL)",
+            "must be between 100ms and 24h",
+        ));
+    }
+    Ok(Some(crate::scheduler::slurm::SlurmConfig {
+        url,
+        user: args.slurmrestd_user.clone(),
+        token_file: args.slurmrestd_token_file.clone(),
+        interval,
+    }))
 }
 
 fn collect_config(args: &ServeArgs) -> Result<Option<CollectConfig>, ConfigError> {
@@ -282,6 +320,54 @@ mod tests {
         assert!(cfg.tokens.is_none());
         assert_eq!(cfg.scheduler, SchedulerKind::None);
         assert!(!cfg.demo);
+    }
+
+    #[test]
+    fn slurm_scheduler_needs_a_slurmrestd_url() {
+        let err = ServeConfig::from_args(&serve_args(&["--scheduler", "slurm"])).unwrap_err();
+        assert!(err.to_string().contains("SLURMRESTD_URL"), "{err}");
+        let err = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "localhost:6820",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("unix:/path"), "{err}");
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "unix:/run/slurmrestd.socket",
+            "--reconcile-interval",
+            "5s",
+        ]))
+        .unwrap();
+        let slurm = cfg.slurm.unwrap();
+        assert_eq!(slurm.url, "unix:/run/slurmrestd.socket");
+        assert_eq!(slurm.interval, Duration::from_secs(5));
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "http://127.0.0.1:6820",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.slurm.unwrap().interval, Duration::from_secs(30));
+        let err = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "http://x",
+            "--reconcile-interval",
+            "0",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("--reconcile-interval"), "{err}");
+        assert!(ServeConfig::from_args(&serve_args(&[]))
+            .unwrap()
+            .slurm
+            .is_none());
     }
 
     #[test]

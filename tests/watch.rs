@@ -41,6 +41,7 @@ impl Server {
             tokens,
             insecure_no_auth: false,
             allowed_origins: Vec::new(),
+            slurm: None,
             collect: None,
             metrics: Default::default(),
             client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,

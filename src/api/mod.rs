@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod error;
 mod health;
-mod hooks;
+pub mod hooks;
 mod jobs;
 pub mod metrics;
 mod nodes;

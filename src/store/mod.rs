@@ -333,6 +333,18 @@ impl Store {
         self.ring(result)
     }
 
+    /// The scheduler's final word on a job (see `queries::confirm_final`): finishes a running
+    /// job or corrects a finished one; `Skipped` when nothing changes.
+    pub async fn confirm_final(
+        &self,
+        id: &str,
+        finish: &Finish,
+        audit: &AuditContext,
+    ) -> StoreResult<Applied> {
+        let result = dispatch!(self, "confirm_final", confirm_final(id, finish, audit));
+        self.ring(result)
+    }
+
     pub async fn delete_job(&self, id: &str, audit: &AuditContext) -> StoreResult<()> {
         let result = dispatch!(self, "delete_job", delete_job(id, audit));
         self.ring(result)

@@ -874,6 +874,46 @@ macro_rules! store_queries {
             Ok(updated)
         }
 
+        /// The scheduler's word on a job's end (the slurmrestd reconciler): finishes a job still
+        /// running, and corrects the state, exit code, signal and raw state of one an epilog
+        /// already finished (a cancelled or timed-out job looks like a success to the epilog).
+        /// `Skipped` when the job already says the same; the end time an epilog recorded is kept.
+        pub async fn confirm_final(pool: &Pool<$db>, id: &str, finish: &Finish, audit: &AuditContext) -> StoreResult<Applied> {
+            let mut tx = WriteTx::begin(pool).await?;
+            let current = fetch_job(&mut tx, id, $row_lock)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if !current.state.is_terminal() {
+                let applied = finish_in(&mut tx, id, finish, audit).await?;
+                tx.commit().await?;
+                return Ok(applied);
+            }
+            let raw = current.scheduler.as_ref().and_then(|s| s.raw_state.clone());
+            if current.state == finish.state
+                && current.exit_code == finish.exit_code
+                && current.signal == finish.signal
+                && (finish.raw_state.is_none() || raw == finish.raw_state)
+            {
+                return Ok(Applied::Skipped);
+            }
+            let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
+                "UPDATE jobs SET state = $2, exit_code = $3, signal = $4, scheduler_exit_code = $3, \
+                 raw_state = COALESCE($5, raw_state), updated_at = $6 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+            )))
+            .bind(id)
+            .bind(finish.state.as_str())
+            .bind(finish.exit_code)
+            .bind(finish.signal)
+            .bind(finish.raw_state.as_deref())
+            .bind(now_micros())
+            .fetch_one(&mut **tx)
+            .await?;
+            let updated = row.into_job(now_micros())?;
+            record_change(&mut tx, Some(current.state), &updated, "update", audit).await?;
+            tx.commit().await?;
+            Ok(Applied::Done(Box::new(updated)))
+        }
+
         pub async fn delete_job(pool: &Pool<$db>, id: &str, audit: &AuditContext) -> StoreResult<()> {
             let mut tx = WriteTx::begin(pool).await?;
             let current = fetch_job(&mut tx, id, $row_lock)

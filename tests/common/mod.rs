@@ -337,6 +337,7 @@ pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
         tokens: None,
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
+        slurm: None,
         collect: None,
         metrics: Default::default(),
         client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
