@@ -515,28 +515,14 @@ async fn the_agent_delivers_what_the_slurm_hook_spooled() {
     .unwrap();
     let empty_root = t.path().join("cgroup");
     std::fs::create_dir_all(&empty_root).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_jobscope"))
-        .args([
-            "agent",
-            "--server",
-            &server.base,
-            "--node",
-            "hook-node",
-            "--interval",
-            "200ms",
-            "--gpu",
-            "none",
-        ])
-        .arg("--cgroup-root")
-        .arg(&empty_root)
-        .arg("--spool-dir")
-        .arg(t.path().join("agent-spool"))
-        .arg("--hook-config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _agent = Agent(child);
+    let config = config.to_str().unwrap().to_owned();
+    let _agent = spawn_agent_with(
+        &server.base,
+        "hook-node",
+        &empty_root,
+        &t.path().join("agent-spool"),
+        &["--hook-config", &config],
+    );
     let job = wait_for(
         &server.base,
         "/v1/jobs/7201",

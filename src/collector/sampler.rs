@@ -53,32 +53,25 @@ impl KnownJob {
         let cpus_on_node = cpus
             .filter(|c| *c > 0 && c % node_count == 0)
             .and_then(|c| u32::try_from(c / node_count).ok());
-        let gpu_devices = job["gpu_devices"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let nodes = job["nodes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         Some(KnownJob {
             id,
-            sluid: text(&job["sluid"]),
+            sluid: text(&job["scheduler"]["sluid"]),
             cgroup_path: text(&job["cgroup_path"]),
             cpus_on_node,
-            gpu_devices,
+            gpu_devices: strings(&job["gpu_devices"]),
             user: text(&job["user"]),
             account: text(&job["scheduler"]["account"]),
             partition: text(&job["scheduler"]["partition"]),
-            nodes,
+            nodes: strings(&job["nodes"]),
         })
     }
 }
@@ -453,7 +446,7 @@ mod tests {
     #[test]
     fn known_jobs_are_read_leniently() {
         let job = serde_json::json!({"id": "7", "node_count": 2, "allocated_cpus": 8,
-            "gpu_devices": ["0", "GPU-x"], "sluid": "s5K1KKYAYG5D00", "cgroup_path": ""});
+            "gpu_devices": ["0", "GPU-x"], "scheduler": {"sluid": "s5K1KKYAYG5D00"}, "cgroup_path": ""});
         let k = KnownJob::from_json(&job).unwrap();
         assert_eq!(k.cpus_on_node, Some(4));
         assert_eq!(k.sluid.as_deref(), Some("s5K1KKYAYG5D00"));
