@@ -23,6 +23,14 @@
 //! | [`Metrics::hook_event`] | `jobscope_hook_events_total{event,outcome}` |
 //! | [`Metrics::http_request`] | `jobscope_http_request_duration_seconds{route,method,status}` |
 //! | [`StorageMetrics::observe`] | `storage_operation_duration_seconds{operation,success}`, `storage_operation_errors_total{operation}` |
+//!
+//! # In the agent (`jobscope agent --metrics-listen ADDR`)
+//!
+//! Build one `Metrics::new(MetricsOptions { per_job: true, grace })`, call
+//! [`Metrics::record_agent_batch`] with every batch the sampler produces (before delivery, so the
+//! node's series stay current while the server is down), and serve it with
+//! `crate::api::metrics::serve_standalone(listener, metrics, shutdown)`. The job, node and agent
+//! series are then the same as `serve`'s, for this node's jobs only.
 
 pub mod feed;
 mod process;
