@@ -109,6 +109,8 @@ fn spawn_serve() -> Server {
             };
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("jobscope did not report its address");
 }
 
@@ -391,7 +393,7 @@ fn main() {
         .unwrap();
     for &n in &connections {
         // The server and this process each hold one descriptor per connection.
-        if (n as u64) + 100 > limit {
+        if n + 100 > limit {
             println!("skipping N={n}: needs {} open files", n + 100);
             continue;
         }

@@ -91,6 +91,8 @@ fn spawn_serve(stall_timeout_s: u64) -> Server {
             };
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("jobscope did not report its address");
 }
 
