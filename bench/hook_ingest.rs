@@ -6,7 +6,10 @@
 //! Run: `cargo bench --bench hook_ingest` (see BENCHMARKS.md). Options by environment:
 //! `BENCH_CLIENTS` (default "1,8,32"), `BENCH_SECONDS` per run (default 10),
 //! `BENCH_BACKENDS` (default "sqlite,postgres"), `JOBSCOPE_BENCH_POSTGRES_URL`
-//! (default postgres://postgres@127.0.0.1:5432/postgres).
+//! (default postgres://postgres@127.0.0.1:5432/postgres). `BENCH_SCRAPE_MS` (default 0: off)
+//! scrapes `/metrics` at that period during each run, and `BENCH_RUNNING_JOBS` (default 0)
+//! starts that many jobs first, so the scrapes carry their series: ingestion with and without
+//! a Prometheus scraping compares the two settings.
 
 use jobscope::app::Application;
 use jobscope::cli::SchedulerKind;
@@ -94,9 +97,33 @@ async fn drive(
             })
         })
         .collect();
+    let scrape_every: u64 = env_or("BENCH_SCRAPE_MS", "0").parse().unwrap();
+    let scraper = (scrape_every > 0).then(|| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut scrapes = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(scrape_every));
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let resp = client.get(format!("http://{addr}/metrics")).send().await;
+                if let Ok(resp) = resp {
+                    if resp.status().is_success() && resp.bytes().await.is_ok() {
+                        scrapes += 1;
+                    }
+                }
+            }
+            scrapes
+        })
+    });
     let mut latencies_us = Vec::new();
     for t in tasks {
         latencies_us.extend(t.await.unwrap());
+    }
+    if let Some(scraper) = scraper {
+        eprintln!(
+            "hook_ingest: {} scrapes of /metrics during the run",
+            scraper.await.unwrap()
+        );
     }
     RunResult {
         events: counter.load(Ordering::Relaxed),
@@ -116,6 +143,9 @@ fn config(database_url: &str) -> ServeConfig {
         tokens: None,
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
+        slurm: None,
+        collect: None,
+        metrics: Default::default(),
         client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
     }
 }
@@ -178,6 +208,23 @@ fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<f64> {
         })
 }
 
+/// Starts `n` jobs that stay running (their series are in every scrape).
+async fn start_jobs(addr: std::net::SocketAddr, n: usize) {
+    let client = reqwest::Client::new();
+    for i in 0..n {
+        let body = json!({"job_id": format!("running-{i}"), "user": format!("u{}", i % 50),
+                          "node_list": [format!("node-{:03}", i % 100)], "cpu_allocation": 32,
+                          "gpu_allocation": 2, "partition": "gpu", "account": "bench"});
+        let resp = client
+            .post(format!("http://{addr}/v1/events/job-started"))
+            .json(&body)
+            .send()
+            .await
+            .expect("job-started");
+        assert!(resp.status().is_success());
+    }
+}
+
 fn main() {
     // `cargo test --all-targets` also runs bench targets; only run when asked with `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
@@ -236,6 +283,8 @@ fn main() {
             }));
             // warm-up: connections, prepared statements
             rt.block_on(drive(addr, c, 1, "warmup"));
+            let running: usize = env_or("BENCH_RUNNING_JOBS", "0").parse().unwrap();
+            rt.block_on(start_jobs(addr, running));
             let result = rt.block_on(drive(addr, c, seconds, "run"));
             let _ = stop_tx.send(());
             let _ = rt.block_on(server);

@@ -17,8 +17,11 @@
 #   SLURMCTLD_PORT         default 6817;  SLURMD_PORT  default 6818
 #   JOBSCOPE_SLURM_TEST_USER   second local user for jobs as someone else, default jobscope-test
 #   JOBSCOPE_SLURM_WAIT    seconds to wait for the node and slurmrestd, default 60
-#   JOBSCOPE_PROLOG / JOBSCOPE_EPILOG   hook executables (default: scripts/slurm/prolog.sh / epilog.sh)
+#   JOBSCOPE_PROLOG / JOBSCOPE_EPILOG   hook executables (default: `jobscope hook prolog|epilog` with a
+#                          built binary from $CARGO_TARGET_DIR, target/ or PATH, else scripts/slurm/*.sh)
 #   JOBSCOPE_HOOK_BIN      a jobscope binary: hooks run `$JOBSCOPE_HOOK_BIN hook prolog|epilog`
+#   JOBSCOPE_HOOK_CONFIG   its settings file (default <dir>/etc/hook.toml, usually absent)
+#   JOBSCOPE_HOOK_SPOOL_DIR  its spool (default <dir>/hook-spool)
 #   JOBSCOPE_SLURM_DUMP_HOOK_ENV=1   hooks also write their environment to <dir>/hook-env/<context>.<jobid>
 #   JOBSCOPE_* (everything else, e.g. JOBSCOPE_SERVER, JOBSCOPE_TOKEN_FILE, JOBSCOPE_TIMEOUT) is copied
 #   into the hook wrappers as it is at `start` time: Slurm runs hooks with an empty environment.
@@ -57,11 +60,24 @@ usage() {
 }
 
 # ---- hook selection ---------------------------------------------------------------------------------
-# The one place that decides what Slurm's Prolog/Epilog run. Today the default is the shell scripts; once
-# the `jobscope` binary exists, make hook_default return "$REPO/target/release/jobscope hook <kind>" (or
-# whatever `command -v jobscope` finds).
+# The one place that decides what Slurm's Prolog/Epilog run by default: a built `jobscope` binary
+# (`jobscope hook <kind>`: spools what it cannot deliver), else the curl scripts.
+hook_binary() { # -> path of a jobscope binary, if one is built or installed
+	local b
+	for b in ${CARGO_TARGET_DIR:+"$CARGO_TARGET_DIR/release/jobscope" "$CARGO_TARGET_DIR/debug/jobscope"} \
+		"$REPO/target/release/jobscope" "$REPO/target/debug/jobscope" "$(command -v jobscope 2>/dev/null || true)"; do
+		[ -n "$b" ] && [ -x "$b" ] && printf '%s\n' "$b" && return 0
+	done
+	return 1
+}
+
 hook_default() { # kind: prolog|epilog -> words of the command, one per line
-	printf '%s\n' "$REPO/scripts/slurm/$1.sh"
+	local bin
+	if bin=$(hook_binary); then
+		printf '%s\n' "$bin" hook "$1"
+	else
+		printf '%s\n' "$REPO/scripts/slurm/$1.sh"
+	fi
 }
 
 hook_command() { # kind -> words of the command, one per line
@@ -95,9 +111,13 @@ write_hook_wrappers() {
 			say "export PATH=$SYSPATH"
 			# Keep the hooks away from /etc/jobscope/hook.env unless the caller chose a file.
 			printf 'export JOBSCOPE_HOOK_ENV=%q\n' "${JOBSCOPE_HOOK_ENV:-$DIR/etc/hook.env}"
+			# The same for `jobscope hook`: its settings file and spool stay in $DIR unless chosen.
+			printf 'export JOBSCOPE_HOOK_CONFIG=%q\n' "${JOBSCOPE_HOOK_CONFIG:-$DIR/etc/hook.toml}"
+			printf 'export JOBSCOPE_HOOK_SPOOL_DIR=%q\n' "${JOBSCOPE_HOOK_SPOOL_DIR:-$DIR/hook-spool}"
 			while IFS= read -r var; do
 				case $var in
-				JOBSCOPE_SLURM_* | JOBSCOPE_PROLOG | JOBSCOPE_EPILOG | JOBSCOPE_HOOK_BIN | JOBSCOPE_HOOK_ENV) ;;
+				JOBSCOPE_SLURM_* | JOBSCOPE_PROLOG | JOBSCOPE_EPILOG | JOBSCOPE_HOOK_BIN | JOBSCOPE_HOOK_ENV | \
+					JOBSCOPE_HOOK_CONFIG | JOBSCOPE_HOOK_SPOOL_DIR) ;;
 				*) printf 'export %s=%q\n' "$var" "${!var}" ;;
 				esac
 			done < <(compgen -e | grep '^JOBSCOPE_' || true)
@@ -362,6 +382,9 @@ start_slurmrestd() {
 		slurmrestd -s "$RESTD_PLUGINS" -a rest_auth/jwt "127.0.0.1:$RESTD_PORT" \
 		</dev/null >>"$LOG/slurmrestd.log" 2>&1 &
 	echo $! >"$RUN/slurmrestd.pid"
+	# nohup, env and setpriv exec each other: until the chain reaches slurmrestd, the pid's name is
+	# one of theirs. Wait for it, or a loaded machine reads that as "slurmrestd exited".
+	wait_pidfile slurmrestd
 	printf '%s\n' "$RESTD_PLUGINS" >"$RUN/slurmrestd.plugins"
 	say "  slurmrestd started on 127.0.0.1:$RESTD_PORT ($RESTD_PLUGINS)"
 }

@@ -40,6 +40,8 @@ impl Application {
                 )
             })?;
         tracing::info!(backend = store.backend_name(), "database ready");
+        let metrics = crate::metrics::Metrics::new(config.metrics.options.clone());
+        store.observe_with(metrics.storage());
         if config.demo {
             let created = scheduler::mock::seed(&store)
                 .await
@@ -66,6 +68,9 @@ impl Application {
         let events = EventFeed::start(store.clone(), FEED_CAPACITY, stopped.clone())
             .await
             .context("cannot read the event log")?;
+        crate::metrics::feed::start(metrics.clone(), store.clone(), &events, stopped.clone())
+            .await
+            .context("cannot load the metrics snapshot")?;
         let state = AppState {
             store,
             tokens: config.tokens.clone(),
@@ -74,6 +79,8 @@ impl Application {
             tickets: Default::default(),
             streams: Default::default(),
             allowed_origins: config.allowed_origins.clone().into(),
+            metrics,
+            metrics_token: config.metrics.token.clone().map(|t| t.0),
         };
         Ok(Application {
             listener,
@@ -104,7 +111,23 @@ impl Application {
             self.config.retention,
             self.stop.subscribe(),
         ));
+        let reconciler = self.config.slurm.clone().map(|cfg| {
+            tokio::spawn(scheduler::slurm::reconcile::run(
+                cfg,
+                self.state.store.clone(),
+                self.stop.subscribe(),
+            ))
+        });
 
+        let collector = self.config.collect.clone().map(|c| {
+            tokio::spawn(crate::agent::collect_in_process(
+                self.state.store.clone(),
+                c.sampler,
+                c.gpu,
+                self.state.metrics.clone(),
+                self.stop.subscribe(),
+            ))
+        });
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
         // Streams never end on their own: tell them to close as soon as shutdown starts, so
         // the graceful shutdown does not wait for them.
@@ -125,6 +148,24 @@ impl Application {
             .is_err()
         {
             tracing::warn!("retention pruning did not stop within 10 s");
+        }
+        if let Some(collector) = collector {
+            // A pass in flight finishes its store write; sampling itself never blocks shutdown
+            // for longer than one pass.
+            if tokio::time::timeout(Duration::from_secs(10), collector)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the in-process collector did not stop within 10 s");
+            }
+        }
+        if let Some(task) = reconciler {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the Slurm reconciler did not stop within 10 s");
+            }
         }
         self.state.store.close().await;
         Ok(())

@@ -38,6 +38,123 @@ pub enum Command {
     /// Follow the live stream in the terminal: one line per state change, sample or gap.
     #[command(long_about = crate::watch::LONG_ABOUT)]
     Watch(WatchArgs),
+    /// Run on a compute node: sample every running job's cgroup, GPUs and the node, and push
+    /// the figures to `jobscope serve`.
+    #[command(long_about = AGENT_ABOUT)]
+    Agent(AgentArgs),
+    /// Slurm Prolog/Epilog client: post job-started/job-finished, spool what cannot be
+    /// delivered. Always exits 0.
+    #[command(long_about = HOOK_ABOUT)]
+    Hook(HookArgs),
+}
+
+const AGENT_ABOUT: &str = "Run on every compute node. Each interval the agent asks the server \
+which jobs run on this node, finds their cgroups (cgroup v2 and v1, every Slurm layout), reads \
+CPU, memory, IO, pids and pressure, assigns NVIDIA (NVML) and AMD (amdgpu sysfs) GPUs to jobs, \
+reads the node's CPU, memory and load, and posts one batch to POST /v1/samples. Nothing is \
+invented: what cannot be read is left out. When the server cannot be reached, batches wait in \
+a bounded spool on disk and are sent oldest first when it answers again.\n\n\
+Example: jobscope agent --server https://jobscope.example:8080 --token-file /etc/jobscope/agent.token";
+
+/// A duration: `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`15`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 15s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Base URL of `jobscope serve`.
+    #[arg(
+        long,
+        env = "JOBSCOPE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+
+    /// File whose first line is an `agent` token (needed when the server has a tokens file).
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// This node's name as Slurm knows it (default: the short host name).
+    #[arg(long, env = "JOBSCOPE_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Time between samples: 15s, 500ms, 1m, or a bare number of seconds.
+    #[arg(long, env = "JOBSCOPE_INTERVAL", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+
+    /// Where the cgroup hierarchy is mounted.
+    #[arg(long, env = "JOBSCOPE_CGROUP_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+
+    /// Where procfs is mounted (node figures, process cgroups for GPU assignment).
+    #[arg(long, env = "JOBSCOPE_PROC_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_PROC_ROOT)]
+    pub proc_root: PathBuf,
+
+    /// DRM class directory of amdgpu cards.
+    #[arg(long, env = "JOBSCOPE_DRM_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_DRM_ROOT)]
+    pub drm_root: PathBuf,
+
+    /// GPUs to read: auto (NVML, else amdgpu), nvidia, amd or none.
+    #[arg(long, env = "JOBSCOPE_GPU", value_enum, default_value_t = crate::collector::GpuChoice::Auto)]
+    pub gpu: crate::collector::GpuChoice,
+
+    /// Directory of batches waiting for the server.
+    #[arg(
+        long,
+        env = "JOBSCOPE_AGENT_SPOOL_DIR",
+        value_name = "DIR",
+        default_value = "/var/spool/jobscope/agent"
+    )]
+    pub spool_dir: PathBuf,
+
+    /// Most batches the spool keeps; past it the oldest are dropped (and counted).
+    #[arg(long, value_name = "N", default_value_t = 5760, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub spool_max_batches: u64,
+
+    /// Most megabytes the spool keeps; past it the oldest batches are dropped (and counted).
+    #[arg(long, value_name = "MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub spool_max_mb: u64,
+
+    /// Limit for one request to the server.
+    #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+
+    /// The Slurm hook's settings file: the agent also delivers the events `jobscope hook` spooled
+    /// on this node (with the hook token named there), so an event is not stuck until the next
+    /// job's hook runs. Skipped when the hook's spool directory does not exist.
+    #[arg(long, env = "JOBSCOPE_HOOK_CONFIG", value_name = "FILE")]
+    pub hook_config: Option<PathBuf>,
+
+    /// Serve this node's per-job, node and agent series on `ADDR` (`GET /metrics`, no
+    /// authentication: bind it to an address only Prometheus reaches). For large clusters,
+    /// scrape agents directly and run serve with --per-job-metrics=false.
+    #[arg(long, env = "JOBSCOPE_AGENT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// How long a finished job's series stay on the agent's /metrics.
+    #[arg(long, env = "JOBSCOPE_METRICS_GRACE", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub metrics_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,6 +163,9 @@ pub enum SchedulerKind {
     None,
     /// Demo cluster: seeds mock nodes, jobs and samples (implied by --demo).
     Mock,
+    /// Slurm through slurmrestd: confirms final states, finds lost prologs and epilogs
+    /// (needs --slurmrestd-url).
+    Slurm,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,6 +232,28 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Also sample this machine's jobs in-process, as `jobscope agent` would (a single-node
+    /// setup, no HTTP hop). Uses --node, --collect-interval, --cgroup-root and --gpu.
+    #[arg(long, env = "JOBSCOPE_COLLECT", value_name = "JOBSCOPE_COLLECT", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub collect: bool,
+
+    /// With --collect: this node's Slurm name (default: the short host name).
+    #[arg(long, env = "JOBSCOPE_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// With --collect: time between samples.
+    #[arg(long, env = "JOBSCOPE_INTERVAL", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub collect_interval: std::time::Duration,
+
+    /// With --collect: where the cgroup hierarchy is mounted.
+    #[arg(long, env = "JOBSCOPE_CGROUP_ROOT", value_name = "DIR", default_value = crate::collector::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+
+    /// With --collect: GPUs to read (auto, nvidia, amd, none).
+    #[arg(long, env = "JOBSCOPE_GPU", value_enum, default_value_t = crate::collector::GpuChoice::Auto)]
+    pub gpu: crate::collector::GpuChoice,
+
     /// Seconds a client may leave the server's data unread (its receive window closed) before
     /// the kernel drops the connection (TCP_USER_TIMEOUT). Frees what a stuck stream client holds.
     #[arg(
@@ -122,6 +264,67 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub client_stall_timeout: u64,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+/// `serve`'s Prometheus export (`GET /metrics`).
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Export per-job series (CPU, memory, IO, GPUs of every running job). Set it to false on a
+    /// large cluster where each `jobscope agent --metrics-listen` serves its own node's jobs;
+    /// cluster, node and service series stay.
+    #[arg(long, env = "JOBSCOPE_PER_JOB_METRICS", value_name = "BOOL", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub per_job_metrics: bool,
+
+    /// How long a finished job's series stay in /metrics, so their last values get scraped
+    /// (e.g. 30s, 2m, 1h; at least one scrape interval).
+    #[arg(long, env = "JOBSCOPE_METRICS_GRACE", value_name = "DURATION", default_value = "2m",
+          value_parser = parse_duration)]
+    pub metrics_grace: std::time::Duration,
+
+    /// A bearer token that may read GET /metrics and nothing else (at least 16 characters), for
+    /// Prometheus. Reader and admin tokens of --tokens-file may read it too. Prefer the
+    /// environment variable: command lines are visible to every user of the machine.
+    #[arg(
+        long,
+        env = "JOBSCOPE_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+}
+
+/// Flags of `--scheduler slurm`.
+#[derive(Debug, Clone, Args)]
+pub struct SlurmArgs {
+    /// slurmrestd: http://host:6820, https://..., or unix:/path/to/slurmrestd.socket.
+    #[arg(long, env = "SLURMRESTD_URL", value_name = "URL")]
+    pub slurmrestd_url: Option<String>,
+
+    /// User name sent as X-SLURM-USER-NAME (JWT authentication).
+    #[arg(long, env = "SLURMRESTD_USER", value_name = "USER")]
+    pub slurmrestd_user: Option<String>,
+
+    /// File holding the JWT sent as X-SLURM-USER-TOKEN (e.g. from `scontrol token`); re-read
+    /// when it changes.
+    #[arg(long, env = "SLURMRESTD_TOKEN_FILE", value_name = "FILE")]
+    pub slurmrestd_token_file: Option<PathBuf>,
+
+    /// How often to reconcile jobs with Slurm: 30s, 1m, 500ms.
+    #[arg(
+        long,
+        env = "JOBSCOPE_RECONCILE_INTERVAL",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub reconcile_interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -153,4 +356,71 @@ pub struct WatchArgs {
     /// a tokens file. A reader token is enough.
     #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+// ---- jobscope hook -----------------------------------------------------------------------------
+
+const HOOK_ABOUT: &str = "Slurm hook client. Install `jobscope hook prolog` as Prolog= and \
+PrologSlurmctld=, `jobscope hook epilog` as Epilog= and EpilogSlurmctld= (through a wrapper script: \
+Slurm runs a path without arguments). It reads the job from the SLURM_* environment, posts \
+/v1/events/job-started or /v1/events/job-finished with the hook token, and spools the event when \
+the server cannot be reached; spooled events are sent, oldest first, by the next hook run and by \
+`jobscope agent`.\n\n\
+It always exits 0 (a failing Prolog drains the node) and logs problems on stderr (RUST_LOG, \
+default warn). Settings come from the TOML file (--config; keys server, token_file, timeout, \
+spool_dir, gpu_vendor), then from these flags or their environment variables, the later winning; \
+see scripts/slurm/hook.toml.example.";
+
+#[derive(Debug, Clone, Args)]
+pub struct HookArgs {
+    /// Which event to send: prolog (job started) or epilog (job finished).
+    #[arg(value_enum)]
+    pub kind: crate::hook::HookKind,
+
+    /// TOML settings file. A missing default file is fine; a malformed one is logged and ignored.
+    #[arg(long, env = "JOBSCOPE_HOOK_CONFIG", value_name = "FILE", default_value = None,
+          long_help = "TOML settings file [default: /etc/jobscope/hook.toml]. A missing default \
+                       file is fine; a malformed one is logged and defaults are used.")]
+    pub config: Option<PathBuf>,
+
+    /// Base URL of `jobscope serve` [file key: server; default http://127.0.0.1:8080].
+    #[arg(long, env = "JOBSCOPE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// File whose first line is the hook token [file key: token_file].
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Limit per request, connection included: 2s, 1.5, 500ms [file key: timeout; default 2s].
+    #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Where undelivered events wait [file key: spool_dir; default /var/spool/jobscope].
+    #[arg(long, env = "JOBSCOPE_HOOK_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// gpu_vendor reported for the job's GPUs: nvidia, amd, mixed or none [file key: gpu_vendor;
+    /// default: amd on nodes with /dev/kfd and no /dev/nvidiactl, else nvidia].
+    #[arg(long, env = "JOBSCOPE_GPU_VENDOR", value_name = "VENDOR")]
+    pub gpu_vendor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration(" 0.5 "), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 }

@@ -36,6 +36,69 @@ pub struct ServeConfig {
     pub allowed_origins: Vec<String>,
     /// How long a peer may leave sent data unread before the kernel drops it (TCP_USER_TIMEOUT).
     pub client_stall_timeout: Duration,
+    /// Set with `--scheduler slurm`.
+    pub slurm: Option<crate::scheduler::slurm::SlurmConfig>,
+    /// `--collect`: sample this machine's jobs in-process.
+    pub collect: Option<CollectConfig>,
+    /// `GET /metrics`: per-job series, grace period, and its own token.
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus export's settings.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub options: crate::metrics::MetricsOptions,
+    /// `--metrics-token`; never logged (`Debug` shows only whether it is set).
+    pub token: Option<MetricsToken>,
+}
+
+/// A secret that only `Debug`-prints as `***`.
+#[derive(Clone)]
+pub struct MetricsToken(pub std::sync::Arc<str>);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+fn metrics_config(args: &crate::cli::MetricsArgs) -> Result<MetricsConfig, ConfigError> {
+    let token = match args.metrics_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(token)
+            if token.len() < crate::api::auth::MIN_TOKEN_LEN
+                || token.contains(char::is_whitespace) =>
+        {
+            return Err(invalid(
+                "--metrics-token (JOBSCOPE_METRICS_TOKEN)",
+                format!(
+                    "must be at least {} characters without spaces (e.g. `openssl rand -hex 24`)",
+                    crate::api::auth::MIN_TOKEN_LEN
+                ),
+            ))
+        }
+        Some(token) => Some(MetricsToken(token.into())),
+    };
+    if args.metrics_grace < std::time::Duration::from_secs(1) {
+        return Err(invalid(
+            "--metrics-grace (JOBSCOPE_METRICS_GRACE)",
+            "must be at least 1s, or a finished job's last values may never be scraped",
+        ));
+    }
+    Ok(MetricsConfig {
+        options: crate::metrics::MetricsOptions {
+            per_job: args.per_job_metrics,
+            grace: args.metrics_grace,
+        },
+        token,
+    })
+}
+
+/// What `serve --collect` samples, and how often.
+#[derive(Debug, Clone)]
+pub struct CollectConfig {
+    pub sampler: crate::collector::SamplerConfig,
+    pub gpu: crate::collector::GpuChoice,
 }
 
 impl ServeConfig {
@@ -91,9 +154,78 @@ impl ServeConfig {
             tokens,
             insecure_no_auth: args.insecure_no_auth,
             allowed_origins: check_origins(&args.allowed_origins)?,
+            slurm: slurm_config(scheduler, &args.slurm)?,
+            collect: collect_config(args)?,
+            metrics: metrics_config(&args.metrics)?,
             client_stall_timeout: Duration::from_secs(args.client_stall_timeout),
         })
     }
+}
+
+/// `--scheduler slurm` and its flags.
+fn slurm_config(
+    scheduler: SchedulerKind,
+    args: &crate::cli::SlurmArgs,
+) -> Result<Option<crate::scheduler::slurm::SlurmConfig>, ConfigError> {
+    if scheduler != SchedulerKind::Slurm {
+        return Ok(None);
+    }
+    let key = "--slurmrestd-url (SLURMRESTD_URL)";
+    let url = match args.slurmrestd_url.as_deref().map(str::trim) {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.to_owned(),
+        Some(u) if u.starts_with("unix:/") => u.to_owned(),
+        Some(u) => {
+            return Err(invalid(
+                key,
+                format!("{u:?} must be http://host:port, https://... or unix:/path"),
+            ))
+        }
+        None => return Err(invalid(key, "--scheduler slurm needs the slurmrestd URL")),
+    };
+    let interval = args.reconcile_interval;
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(86_400) {
+        return Err(invalid(
+            "--reconcile-interval (JOBSCOPE_RECONCILE_INTERVAL)",
+            "must be between 100ms and 24h",
+        ));
+    }
+    Ok(Some(crate::scheduler::slurm::SlurmConfig {
+        url,
+        user: args.slurmrestd_user.clone(),
+        token_file: args.slurmrestd_token_file.clone(),
+        interval,
+    }))
+}
+
+fn collect_config(args: &ServeArgs) -> Result<Option<CollectConfig>, ConfigError> {
+    if !args.collect {
+        return Ok(None);
+    }
+    let proc_root = std::path::PathBuf::from(crate::collector::DEFAULT_PROC_ROOT);
+    let node = crate::collector::sampler::node_name(args.node.as_deref(), &proc_root).ok_or_else(
+        || {
+            invalid(
+                "--node (JOBSCOPE_NODE)",
+                "not set and the host name cannot be read; pass the Slurm node name",
+            )
+        },
+    )?;
+    if args.collect_interval < Duration::from_millis(100) {
+        return Err(invalid(
+            "--collect-interval (JOBSCOPE_INTERVAL)",
+            "at least 100ms",
+        ));
+    }
+    Ok(Some(CollectConfig {
+        sampler: crate::collector::SamplerConfig {
+            node,
+            cgroup_root: args.cgroup_root.clone(),
+            proc_root,
+            drm_root: crate::collector::DEFAULT_DRM_ROOT.into(),
+            interval: args.collect_interval,
+        },
+        gpu: args.gpu,
+    }))
 }
 
 /// Tokens are secrets: say so when the file can be read by anyone but its owner.
@@ -191,6 +323,54 @@ mod tests {
     }
 
     #[test]
+    fn slurm_scheduler_needs_a_slurmrestd_url() {
+        let err = ServeConfig::from_args(&serve_args(&["--scheduler", "slurm"])).unwrap_err();
+        assert!(err.to_string().contains("SLURMRESTD_URL"), "{err}");
+        let err = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "localhost:6820",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("unix:/path"), "{err}");
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "unix:/run/slurmrestd.socket",
+            "--reconcile-interval",
+            "5s",
+        ]))
+        .unwrap();
+        let slurm = cfg.slurm.unwrap();
+        assert_eq!(slurm.url, "unix:/run/slurmrestd.socket");
+        assert_eq!(slurm.interval, Duration::from_secs(5));
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "http://127.0.0.1:6820",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.slurm.unwrap().interval, Duration::from_secs(30));
+        let err = ServeConfig::from_args(&serve_args(&[
+            "--scheduler",
+            "slurm",
+            "--slurmrestd-url",
+            "http://x",
+            "--reconcile-interval",
+            "0",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("--reconcile-interval"), "{err}");
+        assert!(ServeConfig::from_args(&serve_args(&[]))
+            .unwrap()
+            .slurm
+            .is_none());
+    }
+
+    #[test]
     fn demo_implies_mock_scheduler() {
         let cfg = ServeConfig::from_args(&serve_args(&["--demo"])).unwrap();
         assert_eq!(cfg.scheduler, SchedulerKind::Mock);
@@ -221,6 +401,41 @@ mod tests {
         assert!(err.to_string().contains("--retention-days"), "{err}");
         let err = Cli::try_parse_from(["jobscope", "serve", "--demo=banana"]).unwrap_err();
         assert!(err.to_string().contains("--demo"), "{err}");
+    }
+
+    #[test]
+    fn metrics_flags_are_parsed_and_checked() {
+        let cfg = ServeConfig::from_args(&serve_args(&[])).unwrap();
+        assert!(cfg.metrics.options.per_job);
+        assert_eq!(cfg.metrics.options.grace, Duration::from_secs(120));
+        assert!(cfg.metrics.token.is_none());
+        let cfg = ServeConfig::from_args(&serve_args(&[
+            "--per-job-metrics=false",
+            "--metrics-grace",
+            "90s",
+            "--metrics-token",
+            "0123456789abcdef0123",
+        ]))
+        .unwrap();
+        assert!(!cfg.metrics.options.per_job);
+        assert_eq!(cfg.metrics.options.grace, Duration::from_secs(90));
+        assert_eq!(format!("{:?}", cfg.metrics.token), "Some(***)");
+        let err = ServeConfig::from_args(&serve_args(&["--metrics-token", "short"])).unwrap_err();
+        assert!(err.to_string().contains("JOBSCOPE_METRICS_TOKEN"), "{err}");
+        let err = Cli::try_parse_from(["jobscope", "serve", "--metrics-grace", "2 fortnights"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--metrics-grace"), "{err}");
+        let err = ServeConfig::from_args(&serve_args(&["--metrics-grace", "0s"])).unwrap_err();
+        assert!(err.to_string().contains("--metrics-grace"), "{err}");
+        assert_eq!(
+            crate::cli::parse_duration("1h").unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            crate::cli::parse_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(crate::cli::parse_duration("-1s").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`store`] in one transaction with its audit row and an event-log row; the [`api`] serves the
 //! `/v1` REST surface wire-compatible with the Go service jobscope replaces.
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cli;
@@ -11,6 +12,8 @@ pub mod collector;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod hook;
+pub mod metrics;
 pub mod scheduler;
 pub mod spool;
 pub mod store;

@@ -7,9 +7,9 @@ use jobscope::config::ServeConfig;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,warp=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -21,13 +21,32 @@ fn init_tracing(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A hook must exit 0 even when Slurm's wrapper passes something odd: a failing Prolog
+        // drains the node. --help and --version still print and exit as usual.
+        Err(err) if is_hook_invocation() && err.use_stderr() => {
+            eprintln!("jobscope hook: {err}");
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => err.exit(),
+    };
+    // Hooks run for every job: only problems are worth a line.
+    let default_filter = match cli.command {
+        Command::Hook(_) => "warn",
+        _ => "info,warp=warn",
+    };
+    init_tracing(cli.log_format, default_filter);
     jobscope::install_crypto_provider();
     let result = match cli.command {
+        Command::Hook(args) => {
+            jobscope::hook::run(args).await;
+            return ExitCode::SUCCESS;
+        }
         Command::Serve(args) => serve(args).await,
         // watch reports its own errors: its exit status carries the watched job's outcome.
         Command::Watch(args) => return jobscope::watch::run(args).await,
+        Command::Agent(args) => agent(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,6 +55,22 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn agent(args: jobscope::cli::AgentArgs) -> anyhow::Result<()> {
+    let config = jobscope::agent::AgentConfig::from_args(&args)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    jobscope::agent::run(config, stopped).await?;
+    Ok(())
+}
+
+/// Whether the command line names the `hook` subcommand.
+fn is_hook_invocation() -> bool {
+    std::env::args().skip(1).any(|a| a == "hook")
 }
 
 async fn serve(args: jobscope::cli::ServeArgs) -> anyhow::Result<()> {

@@ -98,6 +98,12 @@ impl SpoolEntry {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// When the record was pushed (from its name).
+    pub fn pushed_at(&self) -> Option<SystemTime> {
+        let nanos: u64 = self.name.get(..20)?.parse().ok()?;
+        Some(UNIX_EPOCH + std::time::Duration::from_nanos(nanos))
+    }
 }
 
 /// Bytes a payload of `len` bytes takes in the spool.
@@ -667,6 +673,12 @@ mod tests {
         let a = next_name();
         let b = next_name();
         assert!(is_record_name(&a), "{a}");
+        let entry = SpoolEntry {
+            name: a.clone(),
+            bytes: 0,
+        };
+        let age = entry.pushed_at().unwrap().elapsed().unwrap_or_default();
+        assert!(age.as_secs() < 60, "{age:?}");
         assert!(a < b);
         assert!(!is_record_name(
             "00000000000000000001-0000000001-0000000001.tmp"

@@ -334,6 +334,33 @@ on_both_backends!(controller_and_node_prologs_complement_each_other, |app| {
     assert_eq!(app.audit("35").await.len(), 2);
 });
 
+on_both_backends!(sluid_is_stored_and_filled_in_by_a_later_prolog, |app| {
+    // Slurm 26.05+ sends SLURM_JOB_SLUID; the first prolog may come from an older hook without it.
+    let first = json!({"job_id": "36", "user": "erin", "node_list": ["n1"]});
+    let later =
+        json!({"job_id": "36", "user": "erin", "node_list": ["n1"], "sluid": "s5K1KKYAYG5D00"});
+    app.post_event("job-started", &first).await.expect(200);
+    assert!(app.get("/v1/jobs/36").await.expect(200)["scheduler"]
+        .get("sluid")
+        .is_none());
+    assert_eq!(
+        app.post_event("job-started", &later).await.expect(200)["status"],
+        "updated"
+    );
+    let job = app.get("/v1/jobs/36").await.expect(200);
+    assert_eq!(job["scheduler"]["sluid"], "s5K1KKYAYG5D00");
+    let fresh =
+        json!({"job_id": "37", "user": "erin", "node_list": ["n1"], "sluid": "s5K1KKYAYG5D01"});
+    app.post_event("job-started", &fresh).await.expect(200);
+    assert_eq!(
+        app.get("/v1/jobs/37").await.expect(200)["scheduler"]["sluid"],
+        "s5K1KKYAYG5D01"
+    );
+    let bad =
+        json!({"job_id": "38", "user": "erin", "node_list": ["n1"], "sluid": "x".repeat(300)});
+    app.post_event("job-started", &bad).await.expect(400);
+});
+
 on_both_backends!(every_change_appends_one_event_in_order, |app| {
     let before = app.event_count().await;
     app.start_job("36", "farah", &["n1"]).await;

@@ -52,6 +52,10 @@ fn the_document_lists_every_route() {
         "GET /v1/jobs/{id}/metrics",
         "POST /v1/jobs/{id}/metrics",
         "GET /v1/jobs/{id}/audit",
+        "POST /v1/samples",
+        "GET /v1/nodes",
+        "GET /v1/nodes/{name}",
+        "GET /v1/nodes/{name}/jobs",
         "POST /v1/events/job-started",
         "POST /v1/events/job-finished",
         "GET /v1/stream/jobs",
@@ -81,7 +85,17 @@ async fn every_documented_operation_is_routed() {
                 &json!({"job_id": "walk-1", "user": "u", "node_list": ["n"]}),
             )
             .await;
-        let concrete = path.replace("{id}", "walk-1");
+        // The node exists too (an agent's report creates it), so a 404 on a node path can
+        // only mean a missing route.
+        let _ = app
+            .request(
+                "POST",
+                "/v1/samples",
+                Some(&json!({"node": "n", "collected_at": chrono::Utc::now(), "node_stats": {}})),
+                &[],
+            )
+            .await;
+        let concrete = path.replace("{id}", "walk-1").replace("{name}", "n");
         let body = match (method.as_str(), path.as_str()) {
             ("POST", "/v1/jobs") => Some(json!({"id": "walk-2", "user": "u", "nodes": ["n"]})),
             ("POST", p) if p.ends_with("/metrics") => {
@@ -94,6 +108,9 @@ async fn every_documented_operation_is_routed() {
                 Some(json!({"job_id": "walk-1", "exit_code": 0}))
             }
             ("PATCH", _) => Some(json!({"cpu_usage": 1})),
+            ("POST", "/v1/samples") => Some(
+                json!({"node": "n", "collected_at": chrono::Utc::now(), "jobs": [{"job_id": "walk-1"}]}),
+            ),
             _ => None,
         };
         let status = app.status_only(&method, &concrete, body.as_ref()).await;

@@ -340,3 +340,75 @@ on_both_backends!(sample_and_node_events_reach_the_log, |app| {
     assert_eq!(events[1].payload["node"]["name"], "node-6");
     assert_eq!(events[1].payload["node"]["running_jobs"], 1);
 });
+
+on_both_backends!(a_batch_sent_twice_is_stored_once, |app| {
+    app.start_job("700", "alice", &["node-7"]).await;
+    let body = batch(
+        "node-7",
+        &ago(1),
+        vec![
+            job_sample("700", Some(20.0), 1 << 20, &ago(20)),
+            job_sample("700", Some(40.0), 1 << 20, &ago(5)),
+        ],
+    );
+    let first = app
+        .request("POST", "/v1/samples", Some(&body), &[])
+        .await
+        .expect(200);
+    assert_eq!(
+        (first["accepted"].as_i64(), first["duplicates"].as_i64()),
+        (Some(2), Some(0))
+    );
+    let events = app.event_count().await;
+    // The agent timed out waiting for that answer and sends the batch again.
+    let again = app
+        .request("POST", "/v1/samples", Some(&body), &[])
+        .await
+        .expect(200);
+    assert_eq!(
+        (again["accepted"].as_i64(), again["duplicates"].as_i64()),
+        (Some(0), Some(2))
+    );
+    let job = app.get("/v1/jobs/700").await.expect(200);
+    assert_eq!(job["sample_count"], 2);
+    assert_eq!(job["avg_cpu_usage"], 30.0);
+    assert_eq!(
+        app.get("/v1/jobs/700/metrics").await.expect(200)["total"],
+        2
+    );
+    assert_eq!(
+        app.event_count().await,
+        events + 1,
+        "only the node's update, no sample events"
+    );
+});
+
+// A batch may carry up to 10,000 job samples, and each stored one appends an event: the event
+// rows must not exceed a statement's bound-parameter limit (SQLite's is 32,766, four per event).
+on_both_backends!(a_full_batch_stores_every_sample_and_event, |app| {
+    app.start_job("200", "alice", &["node-9"]).await;
+    let events_before = app.event_count().await;
+    let at = ago(5);
+    // Distinct instants: a node's sample of a job at one instant is stored once.
+    let base = chrono::Utc::now() - chrono::Duration::seconds(20);
+    let jobs: Vec<Value> = (0..9_000)
+        .map(|i| {
+            let collected = (base + chrono::Duration::milliseconds(i)).to_rfc3339();
+            json!({"job_id": "200", "collected_at": collected, "memory_current_bytes": 1u64 << 30})
+        })
+        .collect();
+    let answer = app
+        .request(
+            "POST",
+            "/v1/samples",
+            Some(&batch("node-9", &at, jobs)),
+            &[],
+        )
+        .await
+        .expect(200);
+    assert_eq!(answer["accepted"], 9_000, "{answer}");
+    assert_eq!(app.event_count().await, events_before + 9_001);
+    let job = app.get("/v1/jobs/200").await.expect(200);
+    assert_eq!(job["sample_count"], 9_000);
+    assert_eq!(job["memory_usage_bytes"], 1u64 << 30);
+});

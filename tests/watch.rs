@@ -41,6 +41,9 @@ impl Server {
             tokens,
             insecure_no_auth: false,
             allowed_origins: Vec::new(),
+            slurm: None,
+            collect: None,
+            metrics: Default::default(),
             client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
         };
         let app = Application::build(config).await.expect("serve starts");

@@ -153,6 +153,8 @@ async fn nodes_subscriptions_get_node_events() {
         let m = next(&mut ws).await.unwrap();
         got.push((m["subscription"].as_str().unwrap().to_owned(), m));
     }
+    // The two subscriptions are pumped independently: their messages may interleave either way.
+    got.sort_by_key(|(sub, _)| sub != &nodes);
     let (sub, node) = &got[0];
     assert_eq!(sub, &nodes);
     assert_eq!(node["type"], "node_updated");

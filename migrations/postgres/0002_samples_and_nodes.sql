@@ -27,6 +27,11 @@ ALTER TABLE metric_samples
     ADD COLUMN pressure              JSONB,
     ADD COLUMN gpus                  JSONB;
 
+-- An agent that timed out waiting for the answer sends its batch again: a node's sample of a job at
+-- one instant is stored once. (Samples posted through the compat API have no node, and NULLs never
+-- collide, so they are unaffected.)
+CREATE UNIQUE INDEX metric_samples_job_node_time_idx ON metric_samples (job_id, node, timestamp);
+
 -- Averages of CPU divide by the samples that had a percentage, not by all samples.
 ALTER TABLE jobs
     ADD COLUMN cpu_sample_count       BIGINT NOT NULL DEFAULT 0,

@@ -148,6 +148,37 @@ pub fn require(
         .untuple_one()
 }
 
+/// Authentication of `GET /metrics`: open when neither tokens nor a metrics token are
+/// configured; otherwise the bearer token must be the metrics token (`--metrics-token`, which
+/// may read nothing else) or a reader's (or an admin's).
+pub fn require_metrics(
+    tokens: Option<Tokens>,
+    metrics_token: Option<Arc<str>>,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let tokens = tokens.clone();
+            let metrics_token = metrics_token.clone();
+            async move {
+                if tokens.is_none() && metrics_token.is_none() {
+                    return Ok(());
+                }
+                let presented = bearer(header.as_deref());
+                if let (Some(expected), Some(presented)) = (&metrics_token, presented) {
+                    if bool::from(constant_time_eq(expected.as_bytes(), presented.as_bytes())) {
+                        return Ok(());
+                    }
+                }
+                let result = match &tokens {
+                    Some(tokens) => check_role(tokens, presented, &[Role::Reader]),
+                    None => Err(ApiError::Unauthorized),
+                };
+                result.map_err(warp::reject::custom)
+            }
+        })
+        .untuple_one()
+}
+
 /// How long a stream ticket stays valid.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
 

@@ -27,13 +27,19 @@ struct EventOutcome<'a> {
     message: &'a str,
 }
 
-fn outcome(status: &str, job_id: &str, message: &str) -> Response {
-    json(&EventOutcome {
+/// The outcome of a hook, carried in the response's extensions for `/metrics`.
+#[derive(Clone, Copy)]
+pub(crate) struct HookOutcome(pub(crate) &'static str);
+
+fn outcome(status: &'static str, job_id: &str, message: &str) -> Response {
+    let mut response = json(&EventOutcome {
         status,
         job_id,
         message,
     })
-    .into_response()
+    .into_response();
+    response.extensions_mut().insert(HookOutcome(status));
+    response
 }
 
 /// The correlation id of a job's lifecycle: the caller's, or a UUID derived from the job id so
@@ -74,6 +80,8 @@ pub struct JobStarted {
     account: Option<String>,
     job_name: Option<String>,
     cluster_name: Option<String>,
+    /// Slurm 26.05+'s cluster-unique job id (`SLURM_JOB_SLUID`).
+    sluid: Option<String>,
 }
 
 pub async fn job_started(
@@ -123,6 +131,7 @@ fn started_job(e: JobStarted) -> Result<Job, ApiError> {
         external_job_id: Some(id.clone()),
         partition: validate::optional_name("partition", e.partition.as_deref())?,
         account: validate::optional_name("account", e.account.as_deref())?,
+        sluid: validate::optional_name("sluid", e.sluid.as_deref())?,
         extra: job_name.map(|name| {
             let mut extra = serde_json::Map::new();
             extra.insert("job_name".into(), name.into());

@@ -112,6 +112,7 @@ fn check_scheduler(s: SchedulerInfo) -> Result<SchedulerInfo, ApiError> {
         state_reason: name("scheduler.state_reason", s.state_reason)?,
         time_limit_minutes: validate::count("scheduler.time_limit_minutes", s.time_limit_minutes)?,
         extra: s.extra,
+        sluid: name("scheduler.sluid", s.sluid)?,
     })
 }
 
@@ -234,6 +235,7 @@ pub async fn add_sample(
     audited(audit, |audit| add_sample_inner(id, audit, body, state)).await
 }
 
+/// Stores the sample and counts it as ingested or rejected (`/metrics`).
 async fn add_sample_inner(
     id: String,
     // Samples write no audit row; the context only carries the correlation id to the response.
@@ -241,6 +243,21 @@ async fn add_sample_inner(
     body: RecordSample,
     state: AppState,
 ) -> Handled {
+    let metrics = state.metrics.clone();
+    let result = store_sample(id, body, state).await;
+    match &result {
+        Ok(_) => metrics.samples_ingested(1),
+        Err(ApiError::Validation(_) | ApiError::InvalidRequest(_)) => {
+            metrics.samples_rejected("invalid", 1)
+        }
+        Err(ApiError::NotFound(_)) => metrics.samples_rejected("unknown_job", 1),
+        Err(ApiError::Conflict(_)) => metrics.samples_rejected("finished_job", 1),
+        Err(_) => {}
+    }
+    result
+}
+
+async fn store_sample(id: String, body: RecordSample, state: AppState) -> Handled {
     let id = job_id(&id)?;
     let cpu = body
         .cpu_usage

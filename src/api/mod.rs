@@ -8,8 +8,9 @@
 pub mod auth;
 pub mod error;
 mod health;
-mod hooks;
+pub mod hooks;
 mod jobs;
+pub mod metrics;
 mod nodes;
 mod openapi;
 pub mod request;
@@ -42,6 +43,10 @@ pub struct AppState {
     pub streams: stream::StreamRegistry,
     /// Origins allowed to open WebSockets besides the server's own host (`--allowed-origins`).
     pub allowed_origins: std::sync::Arc<[String]>,
+    /// The Prometheus export: snapshot and service counters.
+    pub metrics: crate::metrics::Metrics,
+    /// A token that may read `/metrics` only (`--metrics-token`), besides reader tokens.
+    pub metrics_token: Option<std::sync::Arc<str>>,
 }
 
 pub fn with_state(
@@ -70,6 +75,8 @@ const NODE_JOBS: &[Role] = &[Role::Reader, Role::Agent];
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let tokens = state.tokens.clone();
     let tickets = state.tickets.clone();
+    let metrics = state.metrics.clone();
+    let metrics_auth = auth::require_metrics(tokens.clone(), state.metrics_token.clone());
     let st = move || with_state(state.clone());
     let stream_tokens = tokens.clone();
     let auth = move |roles: &'static [Role]| require(tokens.clone(), roles);
@@ -256,7 +263,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed();
 
-    health
+    let prometheus = warp::path!("metrics")
+        .and(warp::get())
+        .and(metrics_auth)
+        .and(st())
+        .then(self::metrics::scrape);
+
+    let api = health
+        .or(prometheus)
+        .unify()
         .or(openapi)
         .unify()
         .or(job_started)
@@ -291,6 +306,24 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(error::handle_rejection)
         .unify()
+        // Boxed so the wrapper below does not nest the whole route tree's type once more.
+        .boxed();
+
+    // Every request, rejected ones included, counted under its route template.
+    warp::any()
+        .map(std::time::Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(api)
+        .map(
+            move |started: std::time::Instant,
+                  method: warp::http::Method,
+                  path: warp::path::FullPath,
+                  response: Response| {
+                self::metrics::observe(&metrics, started, &method, path.as_str(), &response);
+                response
+            },
+        )
         .with(warp::trace::request())
         .map(warp::Reply::into_response)
         .boxed()

@@ -27,6 +27,8 @@ struct Rejected {
 struct BatchAnswer {
     node: String,
     accepted: usize,
+    /// Samples this server already had (the batch was sent before): stored once.
+    duplicates: usize,
     rejected: Vec<Rejected>,
 }
 
@@ -42,57 +44,65 @@ fn reason_text(reason: SampleRejection) -> (&'static str, &'static str) {
 }
 
 pub async fn ingest(batch: SampleBatch, state: AppState) -> Response {
-    super::error::respond(ingest_inner(batch, state).await)
+    let metrics = state.metrics.clone();
+    let result = ingest_inner(batch, state).await;
+    metrics.sample_batch(result.is_ok());
+    super::error::respond(result)
 }
 
 async fn ingest_inner(batch: SampleBatch, state: AppState) -> Result<Response, ApiError> {
-    let now = now_micros();
-    let (node, at) = batch.check_envelope(now)?;
-    let node_report = batch.node_report(&node, at)?;
-    let mut rejected = Vec::new();
-    let mut items = Vec::with_capacity(batch.jobs.len());
-    // Positions in `items` → positions in the batch, for the store's per-item verdicts.
-    let mut positions = Vec::with_capacity(batch.jobs.len());
-    for (index, report) in batch.jobs.iter().enumerate() {
-        match report.to_item(&node, at, now) {
-            Ok(item) => {
-                items.push(item);
-                positions.push(index);
-            }
-            Err(err) => rejected.push(Rejected {
-                index,
-                job_id: report.job_id.chars().take(255).collect(),
-                reason: "invalid",
-                message: err.0,
-            }),
-        }
-    }
+    let prepared = batch.prepare(now_micros())?;
     let outcome = state
         .store
-        .ingest_samples(&items, node_report.as_ref(), LatePolicy::UntilJobEnd)
+        .ingest_samples(
+            &prepared.items,
+            prepared.node_report.as_ref(),
+            LatePolicy::UntilJobEnd,
+        )
         .await?;
+    let mut rejected: Vec<Rejected> = prepared
+        .invalid
+        .into_iter()
+        .map(|i| Rejected {
+            index: i.index,
+            job_id: i.job_id,
+            reason: "invalid",
+            message: i.message,
+        })
+        .collect();
     for (i, reason) in outcome.rejected {
         let (reason, message) = reason_text(reason);
         rejected.push(Rejected {
-            index: positions[i],
-            job_id: items[i].job_id.clone(),
+            index: prepared.positions[i],
+            job_id: prepared.items[i].job_id.clone(),
             reason,
             message: message.to_owned(),
         });
     }
     rejected.sort_by_key(|r| r.index);
-    if !rejected.is_empty() {
+    state.metrics.samples_ingested(outcome.accepted as u64);
+    // (`job_finished` cannot happen here: agents' samples are judged by the job's end time.)
+    for reason in ["invalid", "unknown_job", "after_job_end"] {
+        let n = rejected.iter().filter(|r| r.reason == reason).count() as u64;
+        if n > 0 {
+            state.metrics.samples_rejected(reason, n);
+        }
+    }
+    let node = prepared.node;
+    if let Some(first) = rejected.first() {
         tracing::info!(
             node = %node,
             accepted = outcome.accepted,
             rejected = rejected.len(),
-            first_reason = rejected[0].reason,
+            first_reason = first.reason,
+            first_job = %first.job_id,
             "sample batch partly rejected"
         );
     }
     Ok(json(&BatchAnswer {
         node,
         accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
         rejected,
     })
     .into_response())

@@ -100,6 +100,16 @@ impl StreamRegistry {
         }
     }
 
+    /// Open connections per (stream, protocol), for `/metrics`.
+    pub fn connection_counts(&self) -> Vec<(&'static str, &'static str, usize)> {
+        let counts = self.lock();
+        counts
+            .by_stream
+            .iter()
+            .map(|((stream, protocol), n)| (*stream, *protocol, *n))
+            .collect()
+    }
+
     /// The cluster at a glance, computed at most once per [`STATUS_MAX_AGE`] for all
     /// connections: concurrent callers wait for the one computing it.
     async fn cluster_status(&self, store: &Store) -> Value {

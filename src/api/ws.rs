@@ -459,6 +459,8 @@ mod tests {
             tickets: Default::default(),
             streams: Default::default(),
             allowed_origins: Default::default(),
+            metrics: Default::default(),
+            metrics_token: None,
         };
         let heartbeat = Heartbeat {
             ping_every: Duration::from_millis(100),

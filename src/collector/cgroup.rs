@@ -634,10 +634,16 @@ mod tests {
         let mut reader = CgroupReader::default();
         let before = reader.read(&job).cpu_usage_usec;
         let own_before = own_cpu_usec();
+        // Burn until this process has used 500 ms of CPU (not of wall time: on a loaded machine
+        // the scheduler may give it far less than the wall clock), giving up after 20 s.
         let start = std::time::Instant::now();
         let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(500) {
-            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        while own_cpu_usec() - own_before < 500_000
+            && start.elapsed() < std::time::Duration::from_secs(20)
+        {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
         }
         let own_used = own_cpu_usec() - own_before;
         let after = reader.read(&job);

@@ -209,6 +209,56 @@ impl SampleBatch {
     }
 }
 
+/// A job sample of a batch that could not be used as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidItem {
+    pub index: usize,
+    pub job_id: String,
+    pub message: String,
+}
+
+/// A batch turned into what the store takes: the usable samples (with their positions in the
+/// batch, so the store's per-item verdicts can be reported against them), the invalid ones, and
+/// the node's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedBatch {
+    pub node: String,
+    pub items: Vec<SampleItem>,
+    pub positions: Vec<usize>,
+    pub invalid: Vec<InvalidItem>,
+    pub node_report: Option<NodeReport>,
+}
+
+impl SampleBatch {
+    /// Checks the envelope (an error refuses the whole batch) and converts every job sample,
+    /// setting aside the invalid ones.
+    pub fn prepare(&self, now: DateTime<Utc>) -> Checked<PreparedBatch> {
+        let (node, at) = self.check_envelope(now)?;
+        let node_report = self.node_report(&node, at)?;
+        let mut prepared = PreparedBatch {
+            items: Vec::with_capacity(self.jobs.len()),
+            positions: Vec::with_capacity(self.jobs.len()),
+            invalid: Vec::new(),
+            node_report,
+            node,
+        };
+        for (index, report) in self.jobs.iter().enumerate() {
+            match report.to_item(&prepared.node, at, now) {
+                Ok(item) => {
+                    prepared.items.push(item);
+                    prepared.positions.push(index);
+                }
+                Err(err) => prepared.invalid.push(InvalidItem {
+                    index,
+                    job_id: report.job_id.chars().take(validate::MAX_NAME_LEN).collect(),
+                    message: err.0,
+                }),
+            }
+        }
+        Ok(prepared)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

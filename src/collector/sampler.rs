@@ -32,6 +32,11 @@ pub struct KnownJob {
     /// `gpu_devices` of the job-started event: Slurm indices (device minor numbers), UUIDs or
     /// PCI bus ids.
     pub gpu_devices: Vec<String>,
+    /// Who and where, for the agent's own per-job metrics labels.
+    pub user: Option<String>,
+    pub account: Option<String>,
+    pub partition: Option<String>,
+    pub nodes: Vec<String>,
 }
 
 impl KnownJob {
@@ -56,14 +61,37 @@ impl KnownJob {
                     .collect()
             })
             .unwrap_or_default();
+        let nodes = job["nodes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(KnownJob {
             id,
             sluid: text(&job["sluid"]),
             cgroup_path: text(&job["cgroup_path"]),
             cpus_on_node,
             gpu_devices,
+            user: text(&job["user"]),
+            account: text(&job["scheduler"]["account"]),
+            partition: text(&job["scheduler"]["partition"]),
+            nodes,
         })
     }
+}
+
+/// The node's name: `explicit` when given, else the host name up to its first dot (Slurm's
+/// usual node name).
+pub fn node_name(explicit: Option<&str>, proc_root: &Path) -> Option<String> {
+    if let Some(name) = explicit.map(str::trim).filter(|n| !n.is_empty()) {
+        return Some(name.to_owned());
+    }
+    let host = std::fs::read_to_string(proc_root.join("sys/kernel/hostname")).ok()?;
+    let short = host.trim().split('.').next()?.to_owned();
+    (!short.is_empty()).then_some(short)
 }
 
 /// Which GPUs to read.
@@ -329,7 +357,7 @@ pub fn parse_cpu_list(list: &str) -> Option<u32> {
         let n = match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-                b.checked_sub(a)? + 1
+                b.checked_sub(a)?.checked_add(1)?
             }
             None => {
                 part.trim().parse::<u32>().ok()?;
@@ -417,6 +445,9 @@ mod tests {
         assert_eq!(parse_cpu_list(""), None);
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("a-b"), None);
+        // a malformed file never panics (the range's size would overflow a u32)
+        assert_eq!(parse_cpu_list("0-4294967295"), None);
+        assert_eq!(parse_cpu_list("0-4294967294,1-4294967295"), None);
     }
 
     #[test]

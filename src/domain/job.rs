@@ -138,6 +138,10 @@ pub struct SchedulerInfo {
     pub time_limit_minutes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Slurm's cluster-unique job id (`SLURM_JOB_SLUID`, Slurm 26.05+; e.g. `s5K1KKYAYG5D00`),
+    /// which also names the job's cgroup directory there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sluid: Option<String>,
 }
 
 /// A job as the API returns it. Optional fields are omitted when unknown, as the Go service did.
@@ -305,6 +309,7 @@ impl Job {
                 .or_else(|| new.external_job_id.clone());
             s.partition = s.partition.take().or_else(|| new.partition.clone());
             s.account = s.account.take().or_else(|| new.account.clone());
+            s.sluid = s.sluid.take().or_else(|| new.sluid.clone());
             if let Some(extra) = &new.extra {
                 let mine = s.extra.get_or_insert_with(Default::default);
                 for (k, v) in extra {

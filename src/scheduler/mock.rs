@@ -141,6 +141,7 @@ pub fn demo_job(i: usize, now: DateTime<Utc>) -> (Job, Vec<MetricSample>) {
         state_reason: (state == JobState::Pending).then(|| "Resources".into()),
         time_limit_minutes: Some(*rng.pick(&[60, 120, 240, 1440])),
         extra: None,
+        sluid: None,
     });
     apply_aggregates(&mut job, &samples);
     (job, samples)

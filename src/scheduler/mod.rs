@@ -2,3 +2,4 @@
 //! (slurmrestd reconciliation) lands here too.
 
 pub mod mock;
+pub mod slurm;

@@ -118,6 +118,7 @@ async fn apply(backend: &Backend, ops: &[LifecycleOp]) -> StoreResult<Vec<StoreR
         Backend::Sqlite(pool) => sqlite::q::apply_lifecycle(pool, ops).await,
         Backend::Postgres(pool) => postgres::q::apply_lifecycle(pool, ops).await,
     };
-    observe("apply_lifecycle", started, &result);
+    // Timed per operation (queue wait included) by `Store`; here only traced.
+    observe(None, "apply_lifecycle", started, &result);
     result
 }

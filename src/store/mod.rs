@@ -97,7 +97,10 @@ pub enum SampleRejection {
 /// What became of a batch: how many were stored, and the index and reason of each rejection.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestOutcome {
+    /// Samples stored by this call.
     pub accepted: usize,
+    /// Samples already stored (a batch delivered twice); not counted again.
+    pub duplicates: usize,
     pub rejected: Vec<(usize, SampleRejection)>,
 }
 
@@ -174,6 +177,8 @@ pub struct Store {
     lifecycle: group_commit::GroupCommit,
     /// Rung after every commit that wrote event-log rows (see `crate::events`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where operation timings go once `/metrics` exists (shared by every clone).
+    observer: std::sync::Arc<std::sync::OnceLock<crate::metrics::StorageMetrics>>,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -184,13 +189,27 @@ macro_rules! dispatch {
             Backend::Sqlite(pool) => sqlite::q::$func(pool, $($arg),*).await,
             Backend::Postgres(pool) => postgres::q::$func(pool, $($arg),*).await,
         };
-        observe($op, started, &result);
+        $self.observe($op, started, &result);
         result
     }};
 }
 
-fn observe<T>(operation: &'static str, started: Instant, result: &StoreResult<T>) {
+fn observe<T>(
+    observer: Option<&crate::metrics::StorageMetrics>,
+    operation: &'static str,
+    started: Instant,
+    result: &StoreResult<T>,
+) {
     let elapsed = started.elapsed();
+    if let Some(observer) = observer {
+        // A database failure is a failed operation; "not found", "already exists" and the like
+        // are answers.
+        let failed = matches!(
+            result,
+            Err(StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Closed)
+        );
+        observer.observe(operation, elapsed, !failed);
+    }
     match result {
         Err(StoreError::Database(err)) => {
             tracing::error!(operation, error = %err, elapsed_ms = elapsed.as_millis() as u64, "storage operation failed")
@@ -225,7 +244,18 @@ impl Store {
             backend,
             lifecycle,
             commits,
+            observer: Default::default(),
         })
+    }
+
+    /// Reports every storage operation's duration and outcome to `metrics` from now on (on
+    /// every clone of this store). Only the first call counts.
+    pub fn observe_with(&self, metrics: crate::metrics::StorageMetrics) {
+        let _ = self.observer.set(metrics);
+    }
+
+    fn observe<T>(&self, operation: &'static str, started: Instant, result: &StoreResult<T>) {
+        observe(self.observer.get(), operation, started, result);
     }
 
     /// A receiver that sees a change after every commit that appended events.
@@ -269,7 +299,10 @@ impl Store {
             job: Box::new(job.clone()),
             audit: audit.clone(),
         };
-        self.lifecycle.apply(op).await
+        let started = Instant::now();
+        let result = self.lifecycle.apply(op).await;
+        self.observe("insert_job_if_absent", started, &result);
+        result
     }
 
     /// Moves a job to its terminal state unless it is terminal already (the epilog path).
@@ -284,7 +317,10 @@ impl Store {
             finish: finish.clone(),
             audit: audit.clone(),
         };
-        self.lifecycle.apply(op).await
+        let started = Instant::now();
+        let result = self.lifecycle.apply(op).await;
+        self.observe("finish_job", started, &result);
+        result
     }
 
     pub async fn update_job(
@@ -294,6 +330,18 @@ impl Store {
         audit: &AuditContext,
     ) -> StoreResult<Job> {
         let result = dispatch!(self, "update_job", update_job(id, patch, audit));
+        self.ring(result)
+    }
+
+    /// The scheduler's final word on a job (see `queries::confirm_final`): finishes a running
+    /// job or corrects a finished one; `Skipped` when nothing changes.
+    pub async fn confirm_final(
+        &self,
+        id: &str,
+        finish: &Finish,
+        audit: &AuditContext,
+    ) -> StoreResult<Applied> {
+        let result = dispatch!(self, "confirm_final", confirm_final(id, finish, audit));
         self.ring(result)
     }
 

@@ -26,7 +26,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, user_name, nodes, node_count, state, s
     max_memory_usage_mb, avg_gpu_usage, max_gpu_usage, scheduler_type, external_job_id, raw_state, \
     submit_time, partition, account, qos, priority, scheduler_exit_code, state_reason, \
     time_limit_minutes, scheduler_extra, cgroup_path, gpu_vendor, gpu_devices, gpu_count, exit_code, \
-    signal, correlation_id, created_at, updated_at, memory_usage_bytes, max_memory_usage_bytes, gpus";
+    signal, correlation_id, created_at, updated_at, memory_usage_bytes, max_memory_usage_bytes, gpus, sluid";
 
 /// A `jobs` row as stored.
 #[derive(Debug, sqlx::FromRow)]
@@ -80,6 +80,7 @@ pub(crate) struct JobRow {
     memory_usage_bytes: Option<i64>,
     max_memory_usage_bytes: Option<i64>,
     gpus: Option<Json<Vec<crate::collector::GpuReading>>>,
+    sluid: Option<String>,
 }
 
 impl JobRow {
@@ -117,6 +118,7 @@ impl JobRow {
             state_reason: self.state_reason,
             time_limit_minutes: self.time_limit_minutes,
             extra: self.scheduler_extra.map(|Json(m)| m),
+            sluid: self.sluid,
         };
         Ok(Job {
             id: self.id,
@@ -582,12 +584,17 @@ macro_rules! store_queries {
                     }
                     let occurred_at = now;
                     let events = std::mem::take(&mut self.events);
-                    let mut qb: QueryBuilder<$db> =
-                        QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
-                    qb.push_values(events, |mut b, (kind, job_id, payload)| {
-                        b.push_bind(occurred_at).push_bind(kind).push_bind(job_id).push_bind(Json(payload));
-                    });
-                    qb.build().execute(&mut *self.tx).await?;
+                    // A sample batch queues an event per job sample (up to 10,000): chunks keep
+                    // each statement under SQLite's 32,766 bound parameters. Chunks are inserted
+                    // in order, in this transaction, so event ids keep the queue's order.
+                    for chunk in events.chunks(2000) {
+                        let mut qb: QueryBuilder<$db> =
+                            QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
+                        qb.push_values(chunk, |mut b, (kind, job_id, payload)| {
+                            b.push_bind(occurred_at).push_bind(*kind).push_bind(job_id.clone()).push_bind(Json(payload));
+                        });
+                        qb.build().execute(&mut *self.tx).await?;
+                    }
                 }
                 self.tx.commit().await?;
                 Ok(())
@@ -688,7 +695,8 @@ macro_rules! store_queries {
                     .push_bind(now)
                     .push_bind(j.memory_usage_bytes)
                     .push_bind(j.max_memory_usage_bytes)
-                    .push_bind((!j.gpus.is_empty()).then(|| Json(j.gpus.clone())));
+                    .push_bind((!j.gpus.is_empty()).then(|| Json(j.gpus.clone())))
+                    .push_bind(s.sluid.clone());
             });
             qb.push(format!(" ON CONFLICT (id) DO NOTHING RETURNING {JOB_COLUMNS}"));
             let row: Option<JobRow> = qb.build_query_as().fetch_optional(&mut ***tx).await?;
@@ -773,7 +781,7 @@ macro_rules! store_queries {
                  allocated_cpus = $6, requested_memory_mb = $7, allocated_memory_mb = $8, requested_gpus = $9, \
                  allocated_gpus = $10, cgroup_path = $11, gpu_vendor = $12, gpu_devices = $13, gpu_count = $14, \
                  scheduler_type = $15, external_job_id = $16, partition = $17, account = $18, scheduler_extra = $19, \
-                 updated_at = $20 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                 updated_at = $20, sluid = $21 WHERE id = $1 RETURNING {JOB_COLUMNS}"
             )))
             .bind(&merged.id)
             .bind(merged.start_time)
@@ -795,6 +803,7 @@ macro_rules! store_queries {
             .bind(s.account.as_deref())
             .bind(s.extra.as_ref().map(Json))
             .bind(now_micros())
+            .bind(s.sluid.as_deref())
             .fetch_one(&mut ***tx)
             .await?;
             let updated = row.into_job(now_micros())?;
@@ -863,6 +872,46 @@ macro_rules! store_queries {
             record_change(&mut tx, Some(current.state), &updated, "update", audit).await?;
             tx.commit().await?;
             Ok(updated)
+        }
+
+        /// The scheduler's word on a job's end (the slurmrestd reconciler): finishes a job still
+        /// running, and corrects the state, exit code, signal and raw state of one an epilog
+        /// already finished (a cancelled or timed-out job looks like a success to the epilog).
+        /// `Skipped` when the job already says the same; the end time an epilog recorded is kept.
+        pub async fn confirm_final(pool: &Pool<$db>, id: &str, finish: &Finish, audit: &AuditContext) -> StoreResult<Applied> {
+            let mut tx = WriteTx::begin(pool).await?;
+            let current = fetch_job(&mut tx, id, $row_lock)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if !current.state.is_terminal() {
+                let applied = finish_in(&mut tx, id, finish, audit).await?;
+                tx.commit().await?;
+                return Ok(applied);
+            }
+            let raw = current.scheduler.as_ref().and_then(|s| s.raw_state.clone());
+            if current.state == finish.state
+                && current.exit_code == finish.exit_code
+                && current.signal == finish.signal
+                && (finish.raw_state.is_none() || raw == finish.raw_state)
+            {
+                return Ok(Applied::Skipped);
+            }
+            let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
+                "UPDATE jobs SET state = $2, exit_code = $3, signal = $4, scheduler_exit_code = $3, \
+                 raw_state = COALESCE($5, raw_state), updated_at = $6 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+            )))
+            .bind(id)
+            .bind(finish.state.as_str())
+            .bind(finish.exit_code)
+            .bind(finish.signal)
+            .bind(finish.raw_state.as_deref())
+            .bind(now_micros())
+            .fetch_one(&mut **tx)
+            .await?;
+            let updated = row.into_job(now_micros())?;
+            record_change(&mut tx, Some(current.state), &updated, "update", audit).await?;
+            tx.commit().await?;
+            Ok(Applied::Done(Box::new(updated)))
         }
 
         pub async fn delete_job(pool: &Pool<$db>, id: &str, audit: &AuditContext) -> StoreResult<()> {
@@ -973,6 +1022,7 @@ macro_rules! store_queries {
             }
             outcome.accepted = accepted.len();
 
+            let mut inserted: std::collections::HashMap<(String, DateTime<Utc>), usize> = std::collections::HashMap::new();
             for chunk in accepted.chunks(400) {
                 let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!("INSERT INTO metric_samples ({SAMPLE_COLUMNS}) "));
                 qb.push_values(chunk, |mut b, item| {
@@ -1004,8 +1054,27 @@ macro_rules! store_queries {
                         .push_bind(d.pressure.clone().filter(|p| !p.is_empty()).map(Json))
                         .push_bind((!d.gpus.is_empty()).then(|| Json(d.gpus.clone())));
                 });
-                qb.build().execute(&mut **tx).await?;
+                // A batch sent again (the agent timed out waiting for an answer the server did
+                // send) inserts nothing twice: (job, node, time) is unique, and only the rows
+                // really inserted count in the aggregates and the events.
+                qb.push(" ON CONFLICT DO NOTHING RETURNING job_id, timestamp");
+                for row in qb.build().fetch_all(&mut **tx).await? {
+                    let key: (String, DateTime<Utc>) = (row.try_get("job_id")?, row.try_get("timestamp")?);
+                    *inserted.entry(key).or_insert(0usize) += 1;
+                }
             }
+            let accepted: Vec<&SampleItem> = accepted
+                .into_iter()
+                .filter(|item| match inserted.get_mut(&(item.job_id.clone(), item.sample.timestamp)) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        true
+                    }
+                    _ => false,
+                })
+                .collect();
+            outcome.duplicates = outcome.accepted - accepted.len();
+            outcome.accepted = accepted.len();
 
             let deltas = JobDelta::of(&accepted);
             for chunk in deltas.chunks(500) {

@@ -210,6 +210,8 @@ impl TestApp {
             tickets: Default::default(),
             streams: Default::default(),
             allowed_origins: Default::default(),
+            metrics: Default::default(),
+            metrics_token: None,
         };
         TestApp {
             db,
@@ -335,6 +337,9 @@ pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
         tokens: None,
         insecure_no_auth: false,
         allowed_origins: Vec::new(),
+        slurm: None,
+        collect: None,
+        metrics: Default::default(),
         client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
     }
 }
@@ -406,6 +411,15 @@ impl TestServer {
             serde_json::json!({"job_id": id, "user": user, "node_list": ["n1"]}),
         )
         .await;
+    }
+
+    /// Stops the server but keeps its database, to start it again (same port) with
+    /// [`TestServer::start_with`].
+    pub async fn stop_keeping_db(mut self) -> Option<TestDb> {
+        let _ = self.stop.take().unwrap().send(());
+        let done = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+        assert!(done.is_ok(), "graceful shutdown took over 10 s");
+        self.db.take()
     }
 
     /// Stops the server; fails if the graceful shutdown takes over 10 s (open streams must not

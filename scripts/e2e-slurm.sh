@@ -1,0 +1,263 @@
+#!/bin/bash
+# e2e-slurm.sh: jobscope end to end on a real Slurm (Debian's packages, via scripts/dev-slurm.sh).
+#
+# Starts a throw-away single-node Slurm whose Prolog, Epilog, PrologSlurmctld and EpilogSlurmctld are
+# `jobscope hook`, and `jobscope serve --scheduler slurm` (SQLite, tokens, slurmrestd with JWT, reconcile
+# every 2 s), then submits real jobs and checks what the API says about each: state, exit code, signal,
+# user, partition, GPU devices, audit trail (prolog, epilog, reconciler). Cancelled and timed-out jobs
+# must end with Slurm's state, and a job whose epilog never reaches the server must be finalized by the
+# reconciler. Then it stops the server while jobs start and finish, brings it back (without the
+# reconciler, which would otherwise fill the gap itself) and checks that the spooled events arrive and
+# nothing is missing. Needs root (slurmd runs jobs as their users) and apt.
+#
+# A bash script rather than a Rust test: it installs packages, starts daemons as root and drives
+# sbatch/scancel/scontrol, which is shell work; `cargo test` stays runnable by anyone without root.
+# .ci/run calls it after the test suite.
+#
+#   scripts/e2e-slurm.sh            build the debug binary if needed, run everything, clean up
+# Environment: JOBSCOPE_BIN (binary to test; default $CARGO_TARGET_DIR/debug/jobscope, built if missing),
+#   E2E_PORT (serve's port, default 18080), E2E_KEEP=1 (leave the work directory and daemons for a look).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+PORT=${E2E_PORT:-18080}
+WORK=$(mktemp -d /tmp/jobscope-e2e.XXXXXX)
+chmod 0755 "$WORK"
+export JOBSCOPE_SLURM_DIR=$WORK/slurm
+SPOOL=$WORK/hook-spool
+BASE=http://127.0.0.1:$PORT
+FAILS=0
+SERVE_PID=
+
+say() { printf '%s\n' "$*"; }
+die() {
+	printf 'e2e-slurm: error: %s\n' "$*" >&2
+	exit 1
+}
+ok() { say "  ok   $*"; }
+bad() {
+	say "  FAIL $*"
+	FAILS=$((FAILS + 1))
+}
+# check DESCRIPTION ACTUAL EXPECTED
+check() {
+	if [ "$2" = "$3" ]; then ok "$1 = $3"; else bad "$1: got '$2', want '$3'"; fi
+}
+
+cleanup() {
+	local rc=$?
+	if [ "${E2E_KEEP:-}" = 1 ]; then
+		say "E2E_KEEP=1: left $WORK (serve pid ${SERVE_PID:-none}; stop: $REPO/scripts/dev-slurm.sh stop)"
+		return
+	fi
+	stop_serve
+	"$REPO/scripts/dev-slurm.sh" stop --purge >/dev/null 2>&1 || true
+	if ((rc != 0 || FAILS != 0)); then
+		say "--- serve log (last 40 lines)"
+		tail -n 40 "$WORK/serve.log" 2>/dev/null || true
+	fi
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || die "must run as root (Slurm runs jobs as their users)"
+for tool in jq curl; do
+	command -v "$tool" >/dev/null || {
+		apt-get update -qq >/dev/null 2>&1 || true
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq curl >/dev/null
+		break
+	}
+done
+
+BIN=${JOBSCOPE_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/jobscope}
+if [ ! -x "$BIN" ]; then
+	say "Building $BIN"
+	cargo build --bin jobscope
+fi
+[ -x "$BIN" ] || die "no jobscope binary at $BIN"
+
+# ---- serve ------------------------------------------------------------------------------------------
+HOOK_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+READER_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf 'hook %s\nreader %s\n' "$HOOK_TOKEN" "$READER_TOKEN" >"$WORK/tokens"
+chmod 0600 "$WORK/tokens"
+printf '%s\n' "$HOOK_TOKEN" >"$WORK/hook.token"
+chmod 0600 "$WORK/hook.token"
+
+start_serve() { # extra serve flags
+	env -u DATABASE_URL -u SCHEDULER_BACKEND RUST_LOG=info,warp=warn "$BIN" --log-format json serve --port "$PORT" \
+		--database-url "sqlite://$WORK/jobscope.db" --tokens-file "$WORK/tokens" "$@" \
+		>>"$WORK/serve.log" 2>&1 &
+	SERVE_PID=$!
+	local i
+	for ((i = 0; i < 100; i++)); do
+		curl -fs -o /dev/null "$BASE/v1/health" && return 0
+		kill -0 "$SERVE_PID" 2>/dev/null || die "serve exited (see $WORK/serve.log)"
+		sleep 0.1
+	done
+	die "serve did not answer on $BASE within 10 s"
+}
+
+stop_serve() {
+	[ -n "$SERVE_PID" ] || return 0
+	kill -TERM "$SERVE_PID" 2>/dev/null || true
+	wait "$SERVE_PID" 2>/dev/null || true
+	SERVE_PID=
+}
+
+api() { curl -fsS -H "Authorization: Bearer $READER_TOKEN" "$BASE$1"; }
+
+# ---- Slurm ------------------------------------------------------------------------------------------
+say "=== starting Slurm (hooks: $BIN hook prolog|epilog) and serve --scheduler slurm"
+dev_slurm_start() { # extra environment for the hook wrappers
+	env "$@" JOBSCOPE_HOOK_BIN="$BIN" JOBSCOPE_SERVER="$BASE" JOBSCOPE_TOKEN_FILE="$WORK/hook.token" \
+		JOBSCOPE_HOOK_SPOOL_DIR="$SPOOL" JOBSCOPE_TIMEOUT=2s \
+		"$REPO/scripts/dev-slurm.sh" start >>"$WORK/dev-slurm.log" 2>&1 || {
+		cat "$WORK/dev-slurm.log"
+		die "dev-slurm start failed"
+	}
+}
+dev_slurm_start
+# shellcheck source=/dev/null
+. "$JOBSCOPE_SLURM_DIR/env"
+TEST_USER=$JOBSCOPE_SLURM_TEST_USER
+SLURM_FLAGS=(--scheduler slurm --slurmrestd-url "$SLURMRESTD_URL" --slurmrestd-user "$SLURMRESTD_USER"
+	--slurmrestd-token-file "$SLURMRESTD_TOKEN_FILE" --reconcile-interval 2s)
+start_serve "${SLURM_FLAGS[@]}"
+
+submit() { (cd /tmp && sbatch --parsable "$@") | cut -d';' -f1; }
+slurm_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+
+wait_state() { # job state timeout_s: until Slurm shows the state
+	local t0=$SECONDS
+	while ((SECONDS - t0 < $3)); do
+		[ "$(slurm_state "$1")" = "$2" ] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+
+# Until jobscope has the job in a terminal state (or the timeout passes).
+wait_final() { # job timeout_s
+	local t0=$SECONDS st
+	while ((SECONDS - t0 < $2)); do
+		st=$(api "/v1/jobs/$1" 2>/dev/null | jq -r .state) || st=''
+		case $st in completed | failed | cancelled) return 0 ;; esac
+		sleep 0.3
+	done
+	return 1
+}
+
+field() { api "/v1/jobs/$1" | jq -c "$2"; }
+
+# Until the jq expression is true of the job in jobscope (or the timeout passes).
+wait_api() { # job expr timeout_s
+	local t0=$SECONDS
+	while ((SECONDS - t0 < $3)); do
+		[ "$(api "/v1/jobs/$1" 2>/dev/null | jq -r "$2" 2>/dev/null)" = true ] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+
+# ---- jobs ---------------------------------------------------------------------------------------------
+say "=== submitting jobs"
+J_OK=$(submit -J ok --wrap 'sleep 1')
+J_FAIL=$(submit -J fail --wrap 'sleep 1; exit 3')
+J_GPU=$(submit -J gpu --gres=gpu:1 --wrap 'sleep 1')
+J_USER=$(cd /tmp && runuser -u "$TEST_USER" -- env SLURM_CONF="$SLURM_CONF" sbatch --parsable --chdir=/tmp -J other --wrap 'sleep 1' | cut -d';' -f1)
+J_ARR=$(submit -J arr --array=1-3 --wrap 'sleep 1')
+J_CANCEL=$(submit -J cancel --wrap 'sleep 300')
+J_TIME=$(submit -J timeout --time=1 --wrap 'sleep 300')
+say "  ok=$J_OK fail=$J_FAIL gpu=$J_GPU user=$J_USER array=$J_ARR cancel=$J_CANCEL timeout=$J_TIME"
+
+wait_state "$J_CANCEL" RUNNING 60 || bad "job $J_CANCEL never ran"
+sleep 1
+scancel "$J_CANCEL"
+wait_state "$J_TIME" RUNNING 90 || bad "job $J_TIME never ran"
+scontrol update JobId="$J_TIME" TimeLimit=0
+
+for j in $J_OK $J_FAIL $J_GPU $J_USER $J_CANCEL $J_TIME; do
+	wait_final "$j" 120 || bad "job $j not finished in jobscope within 120 s (Slurm: $(slurm_state "$j"))"
+done
+
+say "=== checking jobs in the API"
+check "ok: state,exit,signal" "$(field "$J_OK" '[.state,.exit_code,.signal]')" '["completed",0,0]'
+check "ok: user,partition,name" "$(field "$J_OK" '[.user,.scheduler.partition,.scheduler.extra.job_name]')" '["root","debug","ok"]'
+check "ok: nodes,cpus" "$(field "$J_OK" '[.node_count,.allocated_cpus>=1]')" '[1,true]'
+check "ok: cluster" "$(field "$J_OK" .cluster_name)" '"jobscope-dev"'
+check "ok: runtime > 0.5 s" "$(field "$J_OK" '.runtime_seconds > 0.5')" true
+check "fail: state,exit,signal" "$(field "$J_FAIL" '[.state,.exit_code,.signal]')" '["failed",3,0]'
+check "gpu: devices,count,vendor" "$(field "$J_GPU" '[.gpu_devices,.gpu_count,.gpu_vendor]')" '[["0"],1,"nvidia"]'
+check "other user" "$(field "$J_USER" .user)" "\"$TEST_USER\""
+check "other user: state" "$(field "$J_USER" .state)" '"completed"'
+# Cancelled and timed-out jobs look like 0:0 to the epilog (slurm-facts); the reconciler sets
+# Slurm's state within two intervals.
+check "timeout: Slurm says" "$(slurm_state "$J_TIME")" TIMEOUT
+for j in $J_OK $J_CANCEL $J_TIME; do
+	wait_api "$j" '.scheduler.raw_state != null' 20 || bad "job $j: no state from Slurm after 20 s"
+done
+check "cancel: state,exit,signal,raw" "$(field "$J_CANCEL" '[.state,.exit_code,.signal,.scheduler.raw_state]')" '["cancelled",0,15,"CANCELLED"]'
+check "timeout: state,exit,signal,raw" "$(field "$J_TIME" '[.state,.exit_code,.signal,.scheduler.raw_state]')" '["cancelled",0,15,"TIMEOUT"]'
+check "cancel: corrected by" "$(api "/v1/jobs/$J_CANCEL/audit" | jq -r '.events[-1].changed_by')" slurm-reconciler
+check "ok: raw state" "$(field "$J_OK" .scheduler.raw_state)" '"COMPLETED"'
+
+# Audit trail: the prologs and epilogs from the hooks, then Slurm's confirmation.
+check "ok: audit creators" "$(api "/v1/jobs/$J_OK/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-epilog","slurm-prolog","slurm-reconciler"]'
+check "ok: audit starts with create" "$(api "/v1/jobs/$J_OK/audit" | jq -r '.events[0].change_type')" create
+check "ok: one finish in the trail" "$(api "/v1/jobs/$J_OK/audit" | jq '[.events[] | select(.job_snapshot.state == "completed" and .job_snapshot.scheduler.raw_state == null)] | length')" 1
+
+# Array: every task is its own job with the array's name.
+n=0
+for j in $(api '/v1/jobs?limit=1000' | jq -r '.jobs[] | select(.scheduler.extra.job_name == "arr") | .id'); do
+	wait_final "$j" 60 || true
+	n=$((n + 1))
+done
+check "array: tasks seen" "$n" 3
+check "array: all completed" "$(api '/v1/jobs?limit=1000' | jq -c '[.jobs[] | select(.scheduler.extra.job_name == "arr") | .state] | unique')" '["completed"]'
+check "spool empty while the server is up" "$(find "$SPOOL" -name '*.rec' | wc -l)" 0
+
+# ---- an epilog that never arrives ----------------------------------------------------------------------
+say "=== epilogs blocked: the reconciler finalizes the job"
+dev_slurm_start JOBSCOPE_EPILOG=/bin/true # both epilog slots now do nothing
+B1=$(submit -J blocked --wrap 'sleep 1; exit 4')
+wait_state "$B1" FAILED 60 || bad "job $B1 did not fail in Slurm"
+wait_api "$B1" '.state == "failed"' 10 || bad "job $B1 not finalized within 10 s (5 intervals)"
+check "blocked: state,exit,raw" "$(field "$B1" '[.state,.exit_code,.scheduler.raw_state]')" '["failed",4,"FAILED"]'
+check "blocked: audit" "$(api "/v1/jobs/$B1/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-prolog","slurm-reconciler"]'
+dev_slurm_start # epilogs back
+
+# ---- server down ----------------------------------------------------------------------------------------
+say "=== server down while jobs start and finish"
+stop_serve
+D1=$(submit -J down1 --wrap 'sleep 1')
+D2=$(submit -J down2 --wrap 'sleep 1; exit 2')
+for j in $D1 $D2; do
+	t0=$SECONDS
+	while ((SECONDS - t0 < 60)); do
+		case $(slurm_state "$j") in COMPLETED | FAILED) break ;; esac
+		sleep 0.3
+	done
+done
+sleep 2 # the epilogs run after the state changes
+spooled=$(find "$SPOOL" -name '*.rec' | wc -l)
+# Two prologs and two epilogs per job (controller and node).
+check "spooled events with the server down" "$spooled" 8
+start_serve # without the reconciler: only the spool can bring these jobs back
+D3=$(submit -J after --wrap 'true') # its hooks drain the spool first
+wait_final "$D3" 60 || bad "job $D3 not finished"
+for j in $D1 $D2; do wait_final "$j" 30 || bad "spooled job $j did not arrive"; done
+check "down1 after the outage" "$(field "$D1" '[.state,.exit_code,.user,.scheduler.extra.job_name]')" '["completed",0,"root","down1"]'
+check "down1: from the hooks" "$(api "/v1/jobs/$D1/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-epilog","slurm-prolog"]'
+check "down2 after the outage" "$(field "$D2" '[.state,.exit_code]')" '["failed",2]'
+check "down1 times are the hooks', not the delivery's" \
+	"$(field "$D1" "(.end_time | sub(\"\\\\.[0-9]+\";\"\") | fromdateiso8601) < $(date +%s) - 1 and .runtime_seconds < 30")" true
+check "spool empty after the outage" "$(find "$SPOOL" -name '*.rec' | wc -l)" 0
+
+say ""
+if ((FAILS)); then
+	say "e2e-slurm: $FAILS check(s) failed"
+	exit 1
+fi
+say "e2e-slurm: all checks passed"

@@ -1,0 +1,1110 @@
+//! The in-memory picture the job, node and cluster series are rendered from: running jobs (and
+//! finished ones for the grace period) with the newest sample per node, the nodes' last reports,
+//! and the job counts by state.
+//!
+//! It is fed by event-log rows (`apply_event`, in `serve`) or directly by an agent
+//! (`record_sample`, `record_node`, `retain_running`); rendering reads only this structure, so a
+//! scrape never touches the database or a file, and its cost grows with the running jobs, never
+//! with the jobs ever seen. Payloads are parsed leniently: a field of an unexpected type makes
+//! that one event be skipped (and logged), never a panic.
+
+use super::text::{self, header, sample, sample_with, Kind};
+use crate::domain::JobState;
+use crate::store::StoredEvent;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A job as the event payloads and the API carry it; only what the series need, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct JobDoc {
+    pub id: String,
+    pub user: String,
+    pub nodes: Vec<String>,
+    pub state: Option<String>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub runtime_seconds: Option<f64>,
+    pub cpu_usage: Option<f64>,
+    pub memory_usage_mb: Option<f64>,
+    pub memory_usage_bytes: Option<f64>,
+    pub gpu_usage: Option<f64>,
+    pub requested_cpus: Option<f64>,
+    pub allocated_cpus: Option<f64>,
+    pub requested_memory_mb: Option<f64>,
+    pub allocated_memory_mb: Option<f64>,
+    pub requested_gpus: Option<f64>,
+    pub allocated_gpus: Option<f64>,
+    pub gpu_count: Option<f64>,
+    pub gpu_vendor: Option<String>,
+    pub scheduler: Option<SchedulerDoc>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct SchedulerDoc {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub time_limit_minutes: Option<f64>,
+}
+
+/// A sample (`MetricSample` JSON): the compat fields and the agent's base-unit figures.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct SampleDoc {
+    pub node: Option<String>,
+    pub cpu_usage: Option<f64>,
+    pub memory_usage_mb: Option<f64>,
+    pub memory_usage_bytes: Option<f64>,
+    pub gpu_usage: Option<f64>,
+    pub cpu_time_seconds: Option<f64>,
+    pub cpu_throttled_seconds: Option<f64>,
+    pub memory_peak_bytes: Option<f64>,
+    pub oom_kills: Option<f64>,
+    pub io_read_bytes: Option<f64>,
+    pub io_write_bytes: Option<f64>,
+    pub pids: Option<f64>,
+    pub gpus: Vec<GpuDoc>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct GpuDoc {
+    pub index: Option<u64>,
+    pub uuid: Option<String>,
+    pub vendor: Option<String>,
+    pub utilization_percent: Option<f64>,
+    pub memory_used_bytes: Option<f64>,
+    pub memory_total_bytes: Option<f64>,
+    pub power_watts: Option<f64>,
+    pub energy_joules: Option<f64>,
+    pub temperature_celsius: Option<f64>,
+}
+
+impl GpuDoc {
+    /// The `gpu_id` label: the device index, else its UUID.
+    fn id(&self) -> String {
+        match (self.index, &self.uuid) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(uuid)) => uuid.clone(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// A node (`Node` JSON of `GET /v1/nodes` and of `node_updated` events).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct NodeDoc {
+    pub name: String,
+    pub state: Option<String>,
+    pub cpus: Option<f64>,
+    pub memory_total_bytes: Option<f64>,
+    pub cpu_usage_percent: Option<f64>,
+    pub memory_used_bytes: Option<f64>,
+    pub load_1: Option<f64>,
+    pub gpus: Vec<GpuDoc>,
+    pub last_report_at: Option<DateTime<Utc>>,
+    pub report_interval_seconds: Option<f64>,
+    pub stale: Option<bool>,
+}
+
+/// Who a job is, for a sample fed directly (the agent knows this from its cgroup and the
+/// server's job list; `serve` reads it from the event payloads).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobLabels {
+    pub job_id: String,
+    pub user: String,
+    pub account: Option<String>,
+    pub partition: Option<String>,
+    pub nodes: Vec<String>,
+}
+
+/// The newest sample of one job on one node.
+#[derive(Debug, Default)]
+struct NodeUsage {
+    /// `job_id,user,node`: the Go service's label set.
+    labels_user: String,
+    /// `job_id,node`.
+    labels: String,
+    cpu_usage: Option<f64>,
+    memory_bytes: Option<f64>,
+    gpu_usage: Option<f64>,
+    cpu_seconds: Option<f64>,
+    cpu_throttled_seconds: Option<f64>,
+    memory_peak_bytes: Option<f64>,
+    oom_kills: Option<f64>,
+    io_read_bytes: Option<f64>,
+    io_write_bytes: Option<f64>,
+    pids: Option<f64>,
+    gpus: Vec<GpuUsage>,
+}
+
+#[derive(Debug, Default)]
+struct GpuUsage {
+    /// `job_id,node,gpu_vendor,gpu_id` (for a node's own devices: `node,gpu_vendor,gpu_id`).
+    labels: String,
+    utilization: Option<f64>,
+    memory_used: Option<f64>,
+    memory_total: Option<f64>,
+    power: Option<f64>,
+    temperature: Option<f64>,
+    energy: Option<f64>,
+}
+
+impl GpuUsage {
+    fn from_doc(prefix: &[(&str, &str)], gpu: &GpuDoc, fallback_vendor: &str) -> GpuUsage {
+        let id = gpu.id();
+        let vendor = gpu.vendor.as_deref().unwrap_or(fallback_vendor);
+        let mut pairs = prefix.to_vec();
+        pairs.push(("gpu_vendor", vendor));
+        pairs.push(("gpu_id", &id));
+        GpuUsage {
+            labels: text::labels(&pairs),
+            utilization: gpu.utilization_percent,
+            memory_used: gpu.memory_used_bytes,
+            memory_total: gpu.memory_total_bytes,
+            power: gpu.power_watts,
+            temperature: gpu.temperature_celsius,
+            energy: gpu.energy_joules,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct JobEntry {
+    id: String,
+    user: String,
+    nodes: Vec<String>,
+    /// `job_id`.
+    labels: String,
+    /// `job_id,user,node` with the job's first node (runtime has one series per job).
+    labels_runtime: String,
+    /// `job_id,user,account,partition` of `hpc_job_info`.
+    labels_info: String,
+    account: Option<String>,
+    partition: Option<String>,
+    start_time: Option<DateTime<Utc>>,
+    allocated_cpus: Option<f64>,
+    allocated_memory_bytes: Option<f64>,
+    allocated_gpus: Option<f64>,
+    time_limit_seconds: Option<f64>,
+    gpu_vendor: Option<String>,
+    /// Set when the job left `running`: (when this snapshot learnt it, runtime at the end).
+    ended: Option<(Instant, Option<f64>)>,
+    /// Newest sample per node name.
+    usage: BTreeMap<String, NodeUsage>,
+}
+
+impl JobEntry {
+    fn new(id: &str) -> JobEntry {
+        JobEntry {
+            id: id.to_owned(),
+            user: String::new(),
+            nodes: Vec::new(),
+            labels: String::new(),
+            labels_runtime: String::new(),
+            labels_info: String::new(),
+            account: None,
+            partition: None,
+            start_time: None,
+            allocated_cpus: None,
+            allocated_memory_bytes: None,
+            allocated_gpus: None,
+            time_limit_seconds: None,
+            gpu_vendor: None,
+            ended: None,
+            usage: BTreeMap::new(),
+        }
+    }
+
+    fn first_node(&self) -> &str {
+        self.nodes.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// Recomputes the prepared label sets after identity fields changed.
+    fn relabel(&mut self) {
+        self.labels = text::labels(&[("job_id", &self.id)]);
+        self.labels_runtime = text::labels(&[
+            ("job_id", &self.id),
+            ("user", &self.user),
+            ("node", self.first_node()),
+        ]);
+        self.labels_info = text::labels(&[
+            ("job_id", &self.id),
+            ("user", &self.user),
+            ("account", self.account.as_deref().unwrap_or("")),
+            ("partition", self.partition.as_deref().unwrap_or("")),
+        ]);
+        let (id, user) = (self.id.clone(), self.user.clone());
+        for (node, usage) in self.usage.iter_mut() {
+            usage.labels_user = text::labels(&[("job_id", &id), ("user", &user), ("node", node)]);
+            usage.labels = text::labels(&[("job_id", &id), ("node", node)]);
+        }
+    }
+
+    fn usage_on(&mut self, node: &str) -> &mut NodeUsage {
+        let (id, user) = (&self.id, &self.user);
+        self.usage
+            .entry(node.to_owned())
+            .or_insert_with(|| NodeUsage {
+                labels_user: text::labels(&[("job_id", id), ("user", user), ("node", node)]),
+                labels: text::labels(&[("job_id", id), ("node", node)]),
+                ..NodeUsage::default()
+            })
+    }
+
+    /// Takes what a full job document says about identity and allocation.
+    fn update_from(&mut self, doc: &JobDoc) {
+        let identity = (
+            self.user.clone(),
+            self.nodes.clone(),
+            self.account.clone(),
+            self.partition.clone(),
+        );
+        if !doc.user.is_empty() {
+            self.user = doc.user.clone();
+        }
+        if !doc.nodes.is_empty() {
+            self.nodes = doc.nodes.clone();
+        }
+        if let Some(s) = &doc.scheduler {
+            if s.account.is_some() {
+                self.account = s.account.clone();
+            }
+            if s.partition.is_some() {
+                self.partition = s.partition.clone();
+            }
+            if let Some(minutes) = s.time_limit_minutes {
+                self.time_limit_seconds = Some(minutes * 60.0);
+            }
+        }
+        self.start_time = doc.start_time.or(self.start_time);
+        self.allocated_cpus = doc
+            .allocated_cpus
+            .or(doc.requested_cpus)
+            .or(self.allocated_cpus);
+        self.allocated_memory_bytes = doc
+            .allocated_memory_mb
+            .or(doc.requested_memory_mb)
+            .map(|mb| mb * MIB)
+            .or(self.allocated_memory_bytes);
+        self.allocated_gpus = doc
+            .allocated_gpus
+            .or(doc.gpu_count)
+            .or(doc.requested_gpus)
+            .or(self.allocated_gpus);
+        if doc.gpu_vendor.is_some() {
+            self.gpu_vendor = doc.gpu_vendor.clone();
+        }
+        let now = (
+            self.user.clone(),
+            self.nodes.clone(),
+            self.account.clone(),
+            self.partition.clone(),
+        );
+        if identity != now || self.labels.is_empty() {
+            self.relabel();
+        }
+        // The job's current compat figures (the newest sample's, or a PATCH's) belong to its
+        // first node when no per-node sample has said otherwise.
+        let (cpu, mem, gpu) = (
+            doc.cpu_usage,
+            doc.memory_usage_bytes
+                .or(doc.memory_usage_mb.map(|mb| mb * MIB)),
+            doc.gpu_usage,
+        );
+        if cpu.is_some() || mem.is_some() || gpu.is_some() {
+            let first = self.first_node().to_owned();
+            let usage = self.usage_on(&first);
+            usage.cpu_usage = cpu.or(usage.cpu_usage);
+            usage.memory_bytes = mem.or(usage.memory_bytes);
+            usage.gpu_usage = gpu.or(usage.gpu_usage);
+        }
+    }
+
+    fn record(&mut self, sample: &SampleDoc) {
+        let node = sample
+            .node
+            .clone()
+            .unwrap_or_else(|| self.first_node().to_owned());
+        let vendor = self.gpu_vendor.clone().unwrap_or_default();
+        let id = self.id.clone();
+        let usage = self.usage_on(&node);
+        usage.cpu_usage = sample.cpu_usage.or(usage.cpu_usage);
+        usage.memory_bytes = sample
+            .memory_usage_bytes
+            .or(sample.memory_usage_mb.map(|mb| mb * MIB))
+            .or(usage.memory_bytes);
+        usage.gpu_usage = sample.gpu_usage.or(usage.gpu_usage);
+        usage.cpu_seconds = sample.cpu_time_seconds.or(usage.cpu_seconds);
+        usage.cpu_throttled_seconds = sample.cpu_throttled_seconds.or(usage.cpu_throttled_seconds);
+        usage.memory_peak_bytes = sample.memory_peak_bytes.or(usage.memory_peak_bytes);
+        usage.oom_kills = sample.oom_kills.or(usage.oom_kills);
+        usage.io_read_bytes = sample.io_read_bytes.or(usage.io_read_bytes);
+        usage.io_write_bytes = sample.io_write_bytes.or(usage.io_write_bytes);
+        usage.pids = sample.pids.or(usage.pids);
+        if !sample.gpus.is_empty() {
+            usage.gpus = sample
+                .gpus
+                .iter()
+                .map(|g| GpuUsage::from_doc(&[("job_id", &id), ("node", &node)], g, &vendor))
+                .collect();
+        }
+    }
+
+    fn visible(&self, now: Instant, grace: Duration) -> bool {
+        match self.ended {
+            None => true,
+            Some((at, _)) => now.saturating_duration_since(at) < grace,
+        }
+    }
+
+    fn runtime(&self, wall: DateTime<Utc>) -> Option<f64> {
+        match self.ended {
+            Some((_, Some(runtime))) => Some(runtime),
+            _ => self
+                .start_time
+                .map(|start| crate::domain::Job::runtime_at(start, None, wall)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NodeEntry {
+    /// `node`.
+    labels: String,
+    state: Option<String>,
+    cpus: Option<f64>,
+    memory_total: Option<f64>,
+    cpu_usage: Option<f64>,
+    memory_used: Option<f64>,
+    load_1: Option<f64>,
+    last_report: Option<f64>,
+    report_interval: Option<f64>,
+    stale: Option<bool>,
+    gpus: Vec<GpuUsage>,
+}
+
+impl NodeEntry {
+    fn from_doc(doc: &NodeDoc) -> NodeEntry {
+        NodeEntry {
+            labels: text::labels(&[("node", &doc.name)]),
+            state: doc.state.clone(),
+            cpus: doc.cpus,
+            memory_total: doc.memory_total_bytes,
+            cpu_usage: doc.cpu_usage_percent,
+            memory_used: doc.memory_used_bytes,
+            load_1: doc.load_1,
+            last_report: doc
+                .last_report_at
+                .map(|t| t.timestamp_micros() as f64 / 1e6),
+            report_interval: doc.report_interval_seconds,
+            stale: doc.stale,
+            gpus: doc
+                .gpus
+                .iter()
+                .map(|g| GpuUsage::from_doc(&[("node", &doc.name)], g, ""))
+                .collect(),
+        }
+    }
+
+    fn gpu_usage(&self) -> Option<f64> {
+        let known: Vec<f64> = self.gpus.iter().filter_map(|g| g.utilization).collect();
+        (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+    }
+}
+
+/// Node states `hpc_node_state` always lists (1 for the node's current one).
+const NODE_STATES: [&str; 6] = ["idle", "allocated", "mixed", "down", "drained", "unknown"];
+const FINAL_STATES: [JobState; 3] = [JobState::Completed, JobState::Failed, JobState::Cancelled];
+
+fn state_index(state: JobState) -> usize {
+    JobState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or_default()
+}
+
+/// Everything the job, node and cluster series are rendered from.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    jobs: BTreeMap<String, JobEntry>,
+    nodes: BTreeMap<String, NodeEntry>,
+    /// Jobs per state, in the order of [`JobState::ALL`].
+    counts: [i64; 5],
+    /// Jobs created (as loaded at start plus `job_created` events since).
+    created: u64,
+    /// Jobs that reached each final state while this process watched.
+    finished: [u64; 3],
+    /// Id of the newest event-log row applied.
+    pub(crate) cursor: i64,
+    /// When the snapshot was last known to be current with its source.
+    pub(crate) current_at: Option<DateTime<Utc>>,
+}
+
+impl Snapshot {
+    /// Starts over from what the store says now: counts by state, every running job, every node.
+    pub(crate) fn reset(
+        &mut self,
+        counts: &BTreeMap<String, i64>,
+        running: &[serde_json::Value],
+        nodes: &[serde_json::Value],
+        cursor: i64,
+    ) {
+        self.jobs.clear();
+        self.nodes.clear();
+        self.counts = [0; 5];
+        for (state, n) in counts {
+            if let Ok(state) = state.parse::<JobState>() {
+                self.counts[state_index(state)] = *n;
+            }
+        }
+        self.created = self.counts.iter().map(|n| (*n).max(0) as u64).sum();
+        for job in running {
+            match JobDoc::deserialize(job) {
+                Ok(doc) if doc.state.as_deref() == Some("running") => self.upsert_job(&doc),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "metrics: skipped a job it cannot read"),
+            }
+        }
+        for node in nodes {
+            self.record_node(node);
+        }
+        self.cursor = cursor;
+        self.current_at = Some(Utc::now());
+    }
+
+    fn upsert_job(&mut self, doc: &JobDoc) {
+        let entry = self
+            .jobs
+            .entry(doc.id.clone())
+            .or_insert_with(|| JobEntry::new(&doc.id));
+        entry.update_from(doc);
+    }
+
+    /// Applies one event-log row. Unknown kinds and unreadable payloads are skipped.
+    pub(crate) fn apply_event(&mut self, event: &StoredEvent, now: Instant) {
+        if event.id > self.cursor {
+            self.cursor = event.id;
+        }
+        let result = match event.kind.as_str() {
+            "job_created" | "job_updated" | "job_finished" | "job_deleted" => {
+                self.apply_job_event(event, now)
+            }
+            "job_sample" => self.apply_sample_event(event),
+            "node_updated" => {
+                self.record_node(&event.payload["node"]);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(id = event.id, kind = %event.kind, error = %err, "metrics: skipped an event it cannot read");
+        }
+    }
+
+    fn apply_job_event(&mut self, event: &StoredEvent, now: Instant) -> serde_json::Result<()> {
+        let doc = JobDoc::deserialize(&event.payload["job"])?;
+        let state = doc
+            .state
+            .as_deref()
+            .and_then(|s| s.parse::<JobState>().ok());
+        let previous = event.payload["previous_state"]
+            .as_str()
+            .and_then(|s| s.parse::<JobState>().ok());
+        let Some(state) = state else {
+            return Ok(());
+        };
+        match event.kind.as_str() {
+            "job_created" => {
+                self.counts[state_index(state)] += 1;
+                self.created += 1;
+                if state.is_terminal() {
+                    self.count_finished(state);
+                }
+            }
+            "job_deleted" => {
+                self.counts[state_index(state)] -= 1;
+                self.jobs.remove(&doc.id);
+                return Ok(());
+            }
+            _ => {
+                if let Some(previous) = previous {
+                    self.counts[state_index(previous)] -= 1;
+                    self.counts[state_index(state)] += 1;
+                    if state.is_terminal() && !previous.is_terminal() {
+                        self.count_finished(state);
+                    }
+                }
+            }
+        }
+        match state {
+            JobState::Running => {
+                self.upsert_job(&doc);
+                if let Some(entry) = self.jobs.get_mut(&doc.id) {
+                    entry.ended = None;
+                }
+            }
+            _ => {
+                if let Some(entry) = self.jobs.get_mut(&doc.id) {
+                    entry.update_from(&doc);
+                    let runtime = doc.runtime_seconds.or_else(|| {
+                        let start = entry.start_time?;
+                        Some(crate::domain::Job::runtime_at(
+                            start,
+                            doc.end_time,
+                            doc.end_time?,
+                        ))
+                    });
+                    entry.ended.get_or_insert((now, runtime));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn count_finished(&mut self, state: JobState) {
+        if let Some(i) = FINAL_STATES.iter().position(|s| *s == state) {
+            self.finished[i] += 1;
+        }
+    }
+
+    fn apply_sample_event(&mut self, event: &StoredEvent) -> serde_json::Result<()> {
+        let job = JobDoc::deserialize(&event.payload["job"])?;
+        let sample = SampleDoc::deserialize(&event.payload["sample"])?;
+        let id = event
+            .payload
+            .get("job_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| job.id.clone());
+        match self.jobs.get_mut(&id) {
+            Some(entry) => entry.record(&sample),
+            // A sample for a running job this snapshot has not seen (it started before a
+            // restart and the load missed it): track it with what the payload says.
+            None if job.state.as_deref() == Some("running") => {
+                let doc = JobDoc {
+                    id: id.clone(),
+                    ..job
+                };
+                self.upsert_job(&doc);
+                if let Some(entry) = self.jobs.get_mut(&id) {
+                    entry.record(&sample);
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// A sample fed directly (the agent): tracks the job as running and keeps the sample.
+    pub(crate) fn record_sample(
+        &mut self,
+        job: &JobLabels,
+        sample: &serde_json::Value,
+    ) -> serde_json::Result<()> {
+        let sample = SampleDoc::deserialize(sample)?;
+        let doc = JobDoc {
+            id: job.job_id.clone(),
+            user: job.user.clone(),
+            nodes: job.nodes.clone(),
+            scheduler: Some(SchedulerDoc {
+                partition: job.partition.clone(),
+                account: job.account.clone(),
+                time_limit_minutes: None,
+            }),
+            ..JobDoc::default()
+        };
+        self.upsert_job(&doc);
+        if let Some(entry) = self.jobs.get_mut(&job.job_id) {
+            entry.ended = None;
+            entry.record(&sample);
+        }
+        Ok(())
+    }
+
+    /// The agent's view: jobs not in `running` have ended (their grace period starts now).
+    pub(crate) fn retain_running<'a>(
+        &mut self,
+        running: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) {
+        let running: std::collections::HashSet<&str> = running.into_iter().collect();
+        for (id, entry) in self.jobs.iter_mut() {
+            if !running.contains(id.as_str()) && entry.ended.is_none() {
+                let wall = Utc::now();
+                entry.ended = Some((now, entry.runtime(wall)));
+            }
+        }
+    }
+
+    /// Keeps a node's report (a `Node` JSON document).
+    pub(crate) fn record_node(&mut self, node: &serde_json::Value) {
+        match NodeDoc::deserialize(node) {
+            Ok(doc) if !doc.name.is_empty() => {
+                self.nodes
+                    .insert(doc.name.clone(), NodeEntry::from_doc(&doc));
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "metrics: skipped a node it cannot read"),
+        }
+    }
+
+    /// Forgets jobs whose grace period is over.
+    pub(crate) fn expire(&mut self, now: Instant, grace: Duration) {
+        self.jobs.retain(|_, job| job.visible(now, grace));
+    }
+
+    /// Jobs tracked (running, and finished within the grace period).
+    pub fn tracked_jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Writes the cluster and node series, and the per-job series when `per_job`.
+    pub fn render(
+        &self,
+        out: &mut String,
+        per_job: bool,
+        grace: Duration,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) {
+        self.render_cluster(out);
+        self.render_nodes(out);
+        if per_job {
+            self.render_jobs(out, now, grace, wall);
+        }
+    }
+
+    fn render_cluster(&self, out: &mut String) {
+        let state_label = |s: JobState| text::labels(&[("state", s.as_str())]);
+        header(
+            out,
+            "hpc_job_state_total",
+            Kind::Untyped,
+            "Jobs in each state (the Go service's name; a gauge, see hpc_jobs).",
+        );
+        for state in JobState::ALL {
+            let n = self.counts[state_index(state)].max(0) as f64;
+            sample(out, "hpc_job_state_total", &state_label(state), n);
+        }
+        header(out, "hpc_jobs", Kind::Gauge, "Jobs in each state.");
+        for state in JobState::ALL {
+            let n = self.counts[state_index(state)].max(0) as f64;
+            sample(out, "hpc_jobs", &state_label(state), n);
+        }
+        header(
+            out,
+            "hpc_job_total",
+            Kind::Counter,
+            "Jobs created (all known at start, plus those created since).",
+        );
+        sample(out, "hpc_job_total", "", self.created as f64);
+        header(
+            out,
+            "hpc_jobs_finished_total",
+            Kind::Counter,
+            "Jobs that reached a final state while this process watched, by final state.",
+        );
+        for (i, state) in FINAL_STATES.iter().enumerate() {
+            sample(
+                out,
+                "hpc_jobs_finished_total",
+                &state_label(*state),
+                self.finished[i] as f64,
+            );
+        }
+        // Per-user totals of running jobs: bounded by the users, and there even when the
+        // per-job series are switched off.
+        let mut users: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
+        for job in self.jobs.values().filter(|j| j.ended.is_none()) {
+            let u = users.entry(job.user.as_str()).or_default();
+            u.0 += 1.0;
+            u.1 += job.allocated_cpus.unwrap_or(0.0);
+            u.2 += job.allocated_gpus.unwrap_or(0.0);
+        }
+        let user_labels: Vec<String> = users.keys().map(|u| text::labels(&[("user", u)])).collect();
+        for (name, help, pick) in [
+            ("hpc_user_running_jobs", "Running jobs per user.", 0usize),
+            (
+                "hpc_user_allocated_cpus",
+                "CPUs allocated to running jobs, per user.",
+                1,
+            ),
+            (
+                "hpc_user_allocated_gpus",
+                "GPUs allocated to running jobs, per user.",
+                2,
+            ),
+        ] {
+            header(out, name, Kind::Gauge, help);
+            for (labels, figures) in user_labels.iter().zip(users.values()) {
+                let value = [figures.0, figures.1, figures.2][pick];
+                sample(out, name, labels, value);
+            }
+        }
+        header(
+            out,
+            "hpc_exporter_last_collect_timestamp_seconds",
+            Kind::Gauge,
+            "When the exported snapshot was last known to be current with the event log (Unix time).",
+        );
+        if let Some(at) = self.current_at {
+            sample(
+                out,
+                "hpc_exporter_last_collect_timestamp_seconds",
+                "",
+                at.timestamp_micros() as f64 / 1e6,
+            );
+        }
+    }
+
+    fn render_nodes(&self, out: &mut String) {
+        // Running jobs per node, from the jobs themselves: right even on nodes without an agent.
+        let mut job_count: BTreeMap<&str, f64> =
+            self.nodes.keys().map(|n| (n.as_str(), 0.0)).collect();
+        for job in self.jobs.values() {
+            let running = if job.ended.is_none() { 1.0 } else { 0.0 };
+            for node in &job.nodes {
+                *job_count.entry(node.as_str()).or_default() += running;
+            }
+        }
+        let node_labels: Vec<String> = job_count
+            .keys()
+            .map(|node| text::labels(&[("node", node)]))
+            .collect();
+        // The Go service's name has a histogram's suffix, which promtool rejects on a gauge:
+        // untyped, like hpc_job_state_total, with a correctly named gauge beside it.
+        for (name, kind, help) in [
+            (
+                "hpc_node_job_count",
+                Kind::Untyped,
+                "Running jobs on the node (the Go service's name; a gauge, see hpc_node_running_jobs).",
+            ),
+            ("hpc_node_running_jobs", Kind::Gauge, "Running jobs on the node."),
+        ] {
+            header(out, name, kind, help);
+            for (labels, n) in node_labels.iter().zip(job_count.values()) {
+                sample(out, name, labels, *n);
+            }
+        }
+        type Pick = fn(&NodeEntry) -> Option<f64>;
+        let figures: [(&str, &str, Pick); 8] = [
+            (
+                "hpc_node_cpu_usage_percent",
+                "CPU busy on the node, percent of all its CPUs.",
+                |n| n.cpu_usage,
+            ),
+            (
+                "hpc_node_memory_usage_bytes",
+                "Memory in use on the node.",
+                |n| n.memory_used,
+            ),
+            (
+                "hpc_node_gpu_usage_percent",
+                "Mean utilization of the node's GPUs, percent.",
+                NodeEntry::gpu_usage,
+            ),
+            ("hpc_node_total_cpus", "CPUs of the node.", |n| n.cpus),
+            ("hpc_node_total_memory_bytes", "Memory of the node.", |n| {
+                n.memory_total
+            }),
+            (
+                "hpc_node_cpu_load",
+                "One-minute load average of the node.",
+                |n| n.load_1,
+            ),
+            (
+                "hpc_node_last_report_timestamp_seconds",
+                "When the node's agent last reported (Unix time).",
+                |n| n.last_report,
+            ),
+            (
+                "hpc_node_report_interval_seconds",
+                "The reporting interval the node's agent announced.",
+                |n| n.report_interval,
+            ),
+        ];
+        for (name, help, pick) in figures {
+            header(out, name, Kind::Gauge, help);
+            for node in self.nodes.values() {
+                if let Some(v) = pick(node) {
+                    sample(out, name, &node.labels, v);
+                }
+            }
+        }
+        header(
+            out,
+            "hpc_node_stale",
+            Kind::Gauge,
+            "1 when the node's agent has been silent for three of its intervals.",
+        );
+        for node in self.nodes.values() {
+            if let Some(stale) = node.stale {
+                sample(
+                    out,
+                    "hpc_node_stale",
+                    &node.labels,
+                    f64::from(u8::from(stale)),
+                );
+            }
+        }
+        header(
+            out,
+            "hpc_node_state",
+            Kind::Gauge,
+            "1 for the node's current state, 0 for the others.",
+        );
+        for node in self.nodes.values() {
+            let Some(current) = &node.state else { continue };
+            for state in NODE_STATES {
+                let value = f64::from(u8::from(current == state));
+                sample_with(out, "hpc_node_state", &node.labels, ("state", state), value);
+            }
+        }
+        type GpuPick = fn(&GpuUsage) -> Option<f64>;
+        let gpu_figures: [(&str, Kind, &str, GpuPick); 6] = [
+            (
+                "hpc_node_gpu_device_utilization_percent",
+                Kind::Gauge,
+                "Utilization of a GPU of the node, percent.",
+                |g| g.utilization,
+            ),
+            (
+                "hpc_node_gpu_device_memory_used_bytes",
+                Kind::Gauge,
+                "Memory in use on a GPU of the node.",
+                |g| g.memory_used,
+            ),
+            (
+                "hpc_node_gpu_device_memory_total_bytes",
+                Kind::Gauge,
+                "Memory of a GPU of the node.",
+                |g| g.memory_total,
+            ),
+            (
+                "hpc_node_gpu_device_power_watts",
+                Kind::Gauge,
+                "Power draw of a GPU of the node.",
+                |g| g.power,
+            ),
+            (
+                "hpc_node_gpu_device_temperature_celsius",
+                Kind::Gauge,
+                "Temperature of a GPU of the node.",
+                |g| g.temperature,
+            ),
+            (
+                "hpc_node_gpu_device_energy_joules_total",
+                Kind::Counter,
+                "Energy used by a GPU of the node since its driver loaded.",
+                |g| g.energy,
+            ),
+        ];
+        for (name, kind, help, pick) in gpu_figures {
+            header(out, name, kind, help);
+            for node in self.nodes.values() {
+                for gpu in &node.gpus {
+                    if let Some(v) = pick(gpu) {
+                        sample(out, name, &gpu.labels, v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn render_jobs(&self, out: &mut String, now: Instant, grace: Duration, wall: DateTime<Utc>) {
+        let jobs: Vec<&JobEntry> = self
+            .jobs
+            .values()
+            .filter(|j| j.visible(now, grace))
+            .collect();
+
+        header(
+            out,
+            "hpc_job_info",
+            Kind::Gauge,
+            "Always 1: who a running job belongs to (join on job_id).",
+        );
+        for job in &jobs {
+            sample(out, "hpc_job_info", &job.labels_info, 1.0);
+        }
+        header(
+            out,
+            "hpc_job_runtime_seconds",
+            Kind::Gauge,
+            "Seconds since the job started (its final runtime during the grace period).",
+        );
+        for job in &jobs {
+            if let Some(runtime) = job.runtime(wall) {
+                sample(out, "hpc_job_runtime_seconds", &job.labels_runtime, runtime);
+            }
+        }
+        type JobPick = fn(&JobEntry) -> Option<f64>;
+        let allocations: [(&str, &str, JobPick); 4] = [
+            (
+                "hpc_job_allocated_cpus",
+                "CPUs allocated to the job.",
+                |j| j.allocated_cpus,
+            ),
+            (
+                "hpc_job_allocated_memory_bytes",
+                "Memory allocated to (or requested by) the job.",
+                |j| j.allocated_memory_bytes,
+            ),
+            (
+                "hpc_job_allocated_gpus",
+                "GPUs allocated to the job.",
+                |j| j.allocated_gpus,
+            ),
+            ("hpc_job_time_limit_seconds", "The job's time limit.", |j| {
+                j.time_limit_seconds
+            }),
+        ];
+        for (name, help, pick) in allocations {
+            header(out, name, Kind::Gauge, help);
+            for job in &jobs {
+                if let Some(v) = pick(job) {
+                    sample(out, name, &job.labels, v);
+                }
+            }
+        }
+
+        type UsagePick = fn(&NodeUsage) -> Option<f64>;
+        // (name, kind, help, figure, with the user label as the Go service had it)
+        let usage: [(&str, Kind, &str, UsagePick, bool); 10] = [
+            (
+                "hpc_job_cpu_usage_percent",
+                Kind::Gauge,
+                "CPU usage of the job on the node, percent.",
+                |u| u.cpu_usage,
+                true,
+            ),
+            (
+                "hpc_job_memory_usage_bytes",
+                Kind::Gauge,
+                "Memory in use by the job on the node.",
+                |u| u.memory_bytes,
+                true,
+            ),
+            (
+                "hpc_job_gpu_usage_percent",
+                Kind::Gauge,
+                "Mean utilization of the job's GPUs on the node, percent.",
+                |u| u.gpu_usage,
+                true,
+            ),
+            (
+                "hpc_job_cpu_seconds_total",
+                Kind::Counter,
+                "CPU time used by the job's cgroup on the node.",
+                |u| u.cpu_seconds,
+                false,
+            ),
+            (
+                "hpc_job_cpu_throttled_seconds_total",
+                Kind::Counter,
+                "Time the job's cgroup was throttled by its CPU limit on the node.",
+                |u| u.cpu_throttled_seconds,
+                false,
+            ),
+            (
+                "hpc_job_memory_peak_bytes",
+                Kind::Gauge,
+                "Peak memory of the job's cgroup on the node.",
+                |u| u.memory_peak_bytes,
+                false,
+            ),
+            (
+                "hpc_job_oom_kills_total",
+                Kind::Counter,
+                "Processes of the job killed for lack of memory on the node.",
+                |u| u.oom_kills,
+                false,
+            ),
+            (
+                "hpc_job_io_read_bytes_total",
+                Kind::Counter,
+                "Bytes the job read from block devices on the node.",
+                |u| u.io_read_bytes,
+                false,
+            ),
+            (
+                "hpc_job_io_write_bytes_total",
+                Kind::Counter,
+                "Bytes the job wrote to block devices on the node.",
+                |u| u.io_write_bytes,
+                false,
+            ),
+            (
+                "hpc_job_pids",
+                Kind::Gauge,
+                "Processes and threads of the job on the node.",
+                |u| u.pids,
+                false,
+            ),
+        ];
+        for (name, kind, help, pick, with_user) in usage {
+            header(out, name, kind, help);
+            for job in &jobs {
+                for u in job.usage.values() {
+                    if let Some(v) = pick(u) {
+                        let labels = if with_user { &u.labels_user } else { &u.labels };
+                        sample(out, name, labels, v);
+                    }
+                }
+            }
+        }
+
+        type GpuPick = fn(&GpuUsage) -> Option<f64>;
+        let gpu: [(&str, Kind, &str, GpuPick); 5] = [
+            (
+                "hpc_job_gpu_device_utilization_percent",
+                Kind::Gauge,
+                "Utilization of one of the job's GPUs, percent.",
+                |g| g.utilization,
+            ),
+            (
+                "hpc_job_gpu_device_memory_used_bytes",
+                Kind::Gauge,
+                "Memory the job uses on one of its GPUs.",
+                |g| g.memory_used,
+            ),
+            (
+                "hpc_job_gpu_device_power_watts",
+                Kind::Gauge,
+                "Power draw of one of the job's GPUs.",
+                |g| g.power,
+            ),
+            (
+                "hpc_job_gpu_device_temperature_celsius",
+                Kind::Gauge,
+                "Temperature of one of the job's GPUs.",
+                |g| g.temperature,
+            ),
+            (
+                "hpc_job_gpu_device_energy_joules_total",
+                Kind::Counter,
+                "Energy used by one of the job's GPUs since its driver loaded (a device counter).",
+                |g| g.energy,
+            ),
+        ];
+        for (name, kind, help, pick) in gpu {
+            header(out, name, kind, help);
+            for job in &jobs {
+                for u in job.usage.values() {
+                    for g in &u.gpus {
+                        if let Some(v) = pick(g) {
+                            sample(out, name, &g.labels, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

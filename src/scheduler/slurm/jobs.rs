@@ -1,0 +1,299 @@
+//! Jobs as slurmrestd reports them (`GET /slurm/<version>/jobs`), read tolerantly across API
+//! versions: v0.0.36–v0.0.38 (Slurm 22.05) give `job_state` as a string, integers as numbers and
+//! `exit_code` as the raw wait status; v0.0.40 and later give `job_state` as a list, integers
+//! as `{set, infinite, number}` and `exit_code` as `{status, return_code, signal: {id}}`.
+//! A job without an id or a state is skipped; any other missing field is `None`.
+
+use crate::hook::nodelist;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+
+/// What jobscope needs of one Slurm job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlurmJob {
+    pub id: String,
+    /// Base state, upper case: `RUNNING`, `COMPLETED`, `TIMEOUT`, ...
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub user: Option<String>,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub name: Option<String>,
+    pub cluster: Option<String>,
+    pub nodes: Vec<String>,
+    pub cpus: Option<i64>,
+    pub start: Option<DateTime<Utc>>,
+    /// Only for finished jobs (for a running one Slurm reports the projected end).
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// States after which a job will not run again.
+const TERMINAL: &[&str] = &[
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+];
+
+impl SlurmJob {
+    pub fn is_terminal(&self) -> bool {
+        TERMINAL.contains(&self.state.as_str())
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.state.as_str(), "RUNNING" | "COMPLETING" | "SUSPENDED")
+    }
+
+    /// Whether it ever got nodes (a job cancelled while pending ran no hook and has none).
+    pub fn ran(&self) -> bool {
+        !self.nodes.is_empty() && self.start.is_some()
+    }
+}
+
+/// An integer in either encoding; unset or infinite is `None`.
+fn int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64(),
+        Value::Object(o) => {
+            if o.get("set").and_then(Value::as_bool) == Some(false)
+                || o.get("infinite").and_then(Value::as_bool) == Some(true)
+            {
+                return None;
+            }
+            o.get("number").and_then(Value::as_i64)
+        }
+        _ => None,
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "(null)")
+        .map(str::to_owned)
+}
+
+fn time(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    int(v)
+        .filter(|t| *t > 0)
+        .and_then(|t| Utc.timestamp_opt(t, 0).single())
+}
+
+fn state(v: Option<&Value>) -> Option<String> {
+    let s = match v? {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.first()?.as_str()?.to_owned(),
+        _ => return None,
+    };
+    crate::domain::slurm_state::normalize(&s)
+}
+
+/// `(exit code, signal)`: from the raw wait status (v0.0.38) or the object (v0.0.40+).
+fn exit_status(v: Option<&Value>) -> (Option<i64>, Option<i64>) {
+    match v {
+        Some(Value::Number(n)) => match n.as_u64().and_then(|s| u32::try_from(s).ok()) {
+            Some(s) => {
+                let (c, sig) = crate::hook::event::decode_wait_status(s);
+                (Some(c), Some(sig))
+            }
+            None => (None, None),
+        },
+        Some(Value::Object(o)) => {
+            let code = int(o.get("return_code"));
+            let signal = o
+                .get("signal")
+                .and_then(|s| int(s.get("id")))
+                .or(code.map(|_| 0));
+            (code, signal)
+        }
+        _ => (None, None),
+    }
+}
+
+fn job(v: &Value) -> Option<SlurmJob> {
+    let id = match v.get("job_id")? {
+        Value::Number(n) => n.as_u64()?.to_string(),
+        other => int(Some(other))?.to_string(),
+    };
+    let state = state(v.get("job_state"))?;
+    let (exit_code, signal) = exit_status(v.get("exit_code"));
+    let nodes = text(v.get("nodes"))
+        .map(|list| {
+            nodelist::expand(&list, crate::domain::validate::MAX_NODES)
+                .unwrap_or_else(|_| vec![list])
+        })
+        .unwrap_or_default();
+    let terminal = TERMINAL.contains(&state.as_str());
+    Some(SlurmJob {
+        id,
+        exit_code,
+        signal,
+        user: text(v.get("user_name")),
+        partition: text(v.get("partition")),
+        account: text(v.get("account")),
+        name: text(v.get("name")),
+        cluster: text(v.get("cluster")),
+        nodes,
+        cpus: int(v.get("cpus")),
+        start: time(v.get("start_time")),
+        end: if terminal {
+            time(v.get("end_time"))
+        } else {
+            None
+        },
+        state,
+    })
+}
+
+/// The jobs of a `/jobs` response; entries that make no sense are skipped.
+pub fn parse_jobs(body: &Value) -> Vec<SlurmJob> {
+    body.get("jobs")
+        .and_then(Value::as_array)
+        .map(|jobs| jobs.iter().filter_map(job).collect())
+        .unwrap_or_default()
+}
+
+/// Error messages slurmrestd put in a response's `errors` list.
+pub fn errors(body: &Value) -> Vec<String> {
+    body.get("errors")
+        .and_then(Value::as_array)
+        .map(|errs| {
+            errs.iter()
+                .map(|e| {
+                    text(e.get("description"))
+                        .or_else(|| text(e.get("error")))
+                        .unwrap_or_else(|| e.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{slurm_state, JobState};
+
+    fn fixture(name: &str) -> Vec<SlurmJob> {
+        let path = format!(
+            "{}/tests/fixtures/slurmrestd/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(errors(&body).is_empty());
+        parse_jobs(&body)
+    }
+
+    fn by_id<'a>(jobs: &'a [SlurmJob], id: &str) -> &'a SlurmJob {
+        jobs.iter().find(|j| j.id == id).unwrap()
+    }
+
+    /// Captured from Debian's slurmrestd 22.05 (scripts/dev-slurm.sh): job 1 `true`, 2 `exit 3`,
+    /// 3 cancelled while running, 4 running with a GPU, 5 timed out.
+    #[test]
+    fn real_22_05_responses_in_every_version() {
+        for v in ["v0.0.36", "v0.0.37", "v0.0.38"] {
+            let jobs = fixture(&format!("jobs-{v}.json"));
+            assert_eq!(jobs.len(), 5, "{v}");
+            let summary: Vec<(String, Option<i64>, Option<i64>, bool)> = jobs
+                .iter()
+                .map(|j| (j.state.clone(), j.exit_code, j.signal, j.is_terminal()))
+                .collect();
+            assert_eq!(
+                summary,
+                vec![
+                    ("COMPLETED".into(), Some(0), Some(0), true),
+                    ("FAILED".into(), Some(3), Some(0), true),
+                    ("CANCELLED".into(), Some(0), Some(15), true),
+                    ("RUNNING".into(), Some(0), Some(0), false),
+                    ("TIMEOUT".into(), Some(0), Some(15), true),
+                ],
+                "{v}"
+            );
+            let ok = by_id(&jobs, "1");
+            assert_eq!(ok.user.as_deref(), Some("root"));
+            assert_eq!(ok.partition.as_deref(), Some("debug"));
+            assert_eq!(ok.name.as_deref(), Some("ok"));
+            assert_eq!(ok.cluster.as_deref(), Some("jobscope-dev"));
+            assert_eq!(ok.nodes, vec!["vm"]);
+            assert!(ok.start.is_some() && ok.end.is_some());
+            assert_eq!(ok.account, None, "no accounting: empty");
+            let running = by_id(&jobs, "4");
+            assert!(
+                running.is_running() && running.end.is_none(),
+                "projected end ignored"
+            );
+        }
+    }
+
+    #[test]
+    fn newer_versions_shape() {
+        let jobs = fixture("jobs-v0.0.41.handwritten.json");
+        let states: Vec<(&str, Option<i64>, Option<i64>)> = jobs
+            .iter()
+            .map(|j| (j.state.as_str(), j.exit_code, j.signal))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("COMPLETED", Some(0), Some(0)),
+                ("FAILED", Some(3), Some(0)),
+                ("CANCELLED", Some(0), Some(15)),
+                ("RUNNING", Some(0), Some(0)),
+                ("TIMEOUT", Some(0), Some(15)),
+                ("OUT_OF_MEMORY", Some(0), Some(9)),
+                ("CANCELLED", Some(0), Some(0)),
+            ]
+        );
+        assert_eq!(by_id(&jobs, "1").cpus, Some(1));
+        assert!(
+            !by_id(&jobs, "7").ran(),
+            "cancelled while pending: no nodes, no start"
+        );
+        assert!(by_id(&jobs, "3").ran());
+    }
+
+    #[test]
+    fn slurm_truth_maps_to_jobscope_states() {
+        let jobs = fixture("jobs-v0.0.41.handwritten.json");
+        let mapped: Vec<JobState> = jobs
+            .iter()
+            .filter(|j| j.is_terminal())
+            .map(|j| slurm_state::final_state(Some(&j.state), j.exit_code, j.signal))
+            .collect();
+        use JobState::*;
+        assert_eq!(
+            mapped,
+            vec![Completed, Failed, Cancelled, Cancelled, Failed, Cancelled]
+        );
+    }
+
+    #[test]
+    fn garbage_is_skipped_not_fatal() {
+        let body = serde_json::json!({"jobs": [
+            {"job_state": "RUNNING"},
+            {"job_id": 9},
+            {"job_id": "x", "job_state": "RUNNING"},
+            {"job_id": 10, "job_state": ["RUNNING"], "start_time": {"set": false, "number": 0},
+             "exit_code": "weird", "nodes": "n[1-"},
+            42
+        ]});
+        let jobs = parse_jobs(&body);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].id, "10");
+        assert_eq!(jobs[0].start, None);
+        assert_eq!((jobs[0].exit_code, jobs[0].signal), (None, None));
+        assert_eq!(jobs[0].nodes, vec!["n[1-"]);
+        assert!(parse_jobs(&serde_json::json!({"errors": []})).is_empty());
+        assert_eq!(
+            errors(&serde_json::json!({"errors": [{"description": "bad", "error_number": 1}]})),
+            vec!["bad"]
+        );
+    }
+}

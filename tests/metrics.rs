@@ -1,0 +1,258 @@
+//! `GET /metrics` on a real server: series follow the event feed (on both backends), a restarted
+//! server loads running jobs from the store, finished jobs vanish after the grace period, the
+//! endpoint's authentication, and scrapes during heavy ingestion.
+
+mod common;
+
+use common::{http, Backend, TestDb, TestServer};
+use jobscope::config::{MetricsConfig, ServeConfig};
+use jobscope::metrics::MetricsOptions;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn config(url: &str, grace: Duration) -> ServeConfig {
+    ServeConfig {
+        metrics: MetricsConfig {
+            options: MetricsOptions {
+                per_job: true,
+                grace,
+            },
+            token: None,
+        },
+        ..common::serve_config(url)
+    }
+}
+
+async fn scrape(base: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = http().get(format!("{base}/metrics"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("scrape");
+    let status = resp.status().as_u16();
+    if status == 200 {
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    }
+    (status, resp.text().await.unwrap())
+}
+
+/// The value of the series whose line starts with `prefix` (name and labels).
+fn value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Scrapes until `check` holds (the snapshot follows the feed asynchronously); fails after 15 s.
+async fn scrape_until(base: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, text) = scrape(base, None).await;
+        assert_eq!(status, 200);
+        if check(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_jobs_life(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let url = db.url.clone();
+    let server = TestServer::start_with(config(&url, Duration::from_secs(1)), Some(db)).await;
+    let base = server.base.clone();
+    server.started("j1", "alice").await;
+    server.started("j2", "bob").await;
+    server
+        .post(
+            "/v1/jobs/j1/metrics",
+            json!({"cpu_usage": 55.0, "memory_usage_mb": 10, "gpu_usage": 20.0}),
+        )
+        .await;
+    let text = scrape_until(&base, "j1's sample", |t| {
+        value(
+            t,
+            r#"hpc_job_cpu_usage_percent{job_id="j1",user="alice",node="n1"}"#,
+        ) == Some(55.0)
+    })
+    .await;
+    assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(2.0));
+    assert_eq!(
+        value(
+            &text,
+            r#"jobscope_hook_events_total{event="job-started",outcome="created"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(value(&text, "jobscope_samples_ingested_total"), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            r#"storage_operation_duration_seconds_count{operation="insert_job_if_absent",success="true"}"#
+        ),
+        Some(2.0)
+    );
+    // Route labels are templates: the job id never becomes a label value of the histogram.
+    assert!(text.contains(r#"{method="POST",route="/v1/jobs/{id}/metrics",status="201"}"#));
+    assert!(!text
+        .lines()
+        .any(|l| l.starts_with("jobscope_http") && l.contains("j1")));
+
+    // A second server on the same database loads the running jobs from the store.
+    let replica = TestServer::start_with(config(&url, Duration::from_secs(1)), None).await;
+    let (_, text) = scrape(&replica.base, None).await;
+    assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(2.0));
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_job_cpu_usage_percent{job_id="j1",user="alice",node="n1"}"#
+        ),
+        Some(55.0)
+    );
+    replica.shutdown().await;
+
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "j1", "exit_code": 0}),
+        )
+        .await;
+    let text = scrape_until(&base, "j1 completed", |t| {
+        value(t, r#"hpc_jobs{state="completed"}"#) == Some(1.0)
+    })
+    .await;
+    assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(1.0));
+    assert_eq!(
+        value(&text, r#"hpc_jobs_finished_total{state="completed"}"#),
+        Some(1.0)
+    );
+    // After the (1 s) grace period every series of j1 is gone; j2's stay.
+    let text = scrape_until(&base, "j1's series gone", |t| !t.contains("job_id=\"j1\"")).await;
+    assert!(
+        text.contains(r#"hpc_job_info{job_id="j2",user="bob""#),
+        "{text}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_jobs_life_in_metrics_sqlite() {
+    a_jobs_life(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_jobs_life_in_metrics_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    a_jobs_life(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn metrics_take_a_reader_or_the_metrics_token() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let tokens = jobscope::api::auth::Tokens::parse(
+        "reader reader-token-0123456789\nhook hook-token-0123456789ab\n",
+    )
+    .unwrap();
+    let mut cfg = config(&db.url, Duration::from_secs(60));
+    cfg.tokens = Some(tokens);
+    cfg.metrics.token = Some(jobscope::config::MetricsToken(
+        "metrics-token-0123456789".into(),
+    ));
+    let server = TestServer::start_with(cfg, Some(db)).await;
+    let base = server.base.clone();
+    assert_eq!(scrape(&base, None).await.0, 401);
+    assert_eq!(scrape(&base, Some("wrong-token-0123456789")).await.0, 401);
+    assert_eq!(scrape(&base, Some("hook-token-0123456789ab")).await.0, 403);
+    assert_eq!(scrape(&base, Some("reader-token-0123456789")).await.0, 200);
+    let (status, text) = scrape(&base, Some("metrics-token-0123456789")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("hpc_jobs{state=\"running\"} 0"), "{text}");
+    // The metrics token reads /metrics only.
+    let resp = http()
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth("metrics-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let (_, text) = scrape(&base, Some("reader-token-0123456789")).await;
+    assert!(
+        text.contains(r#"jobscope_http_request_duration_seconds_count{method="GET",route="/metrics",status="401"}"#),
+        "rejected requests are counted too"
+    );
+    server.shutdown().await;
+}
+
+/// Writers post samples as fast as they can while a scraper scrapes: scrapes keep answering
+/// during the ingestion, and afterwards the counters account for every sample.
+#[tokio::test]
+async fn scrapes_answer_during_heavy_ingestion() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start_with(config(&db.url, Duration::from_secs(60)), Some(db)).await;
+    let base = server.base.clone();
+    for i in 0..8 {
+        server.started(&format!("h{i}"), "u").await;
+    }
+    scrape_until(&base, "eight running jobs", |t| {
+        value(t, r#"hpc_jobs{state="running"}"#) == Some(8.0)
+    })
+    .await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let client = http();
+                for n in 0..40 {
+                    let resp = client
+                        .post(format!("{base}/v1/jobs/h{i}/metrics"))
+                        .header("x-changed-by", "t")
+                        .header("x-source", "t")
+                        .json(&json!({"cpu_usage": n as f64, "memory_usage_mb": n}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 201);
+                }
+            })
+        })
+        .collect();
+    let scraper = {
+        let (base, done) = (base.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut during = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, text) = scrape(&base, None).await;
+                assert_eq!(status, 200);
+                assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(8.0));
+                if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    during += 1;
+                }
+            }
+            during
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let during = scraper.await.unwrap();
+    assert!(
+        during >= 2,
+        "only {during} scrapes finished while 320 samples were posted"
+    );
+    scrape_until(&base, "every sample counted and the last one shown", |t| {
+        value(t, "jobscope_samples_ingested_total") == Some(320.0)
+            && value(
+                t,
+                r#"hpc_job_cpu_usage_percent{job_id="h7",user="u",node="n1"}"#,
+            ) == Some(39.0)
+    })
+    .await;
+    server.shutdown().await;
+}
