@@ -8,15 +8,17 @@
 //!   buffer memory (`/proc/net/sockstat`) is reported beside it, as it is not in VmRSS;
 //! - for each publishing rate: the delay from just before the hook request is sent (so it
 //!   includes the commit itself; an upper bound of commit → receipt) to the moment a client has
-//!   read the event off its socket, p50/p99/max over every (event, client) pair; the hook's own
-//!   round trip; and deliveries per second (events received by all clients / time from the first
+//!   read the event off its socket, p50/p99/max over every (event, client) pair; the same from
+//!   the moment the hook was answered (a lower bound: an event often reaches clients before its
+//!   hook's answer reaches the publisher, which counts as 0); the hook's own round trip; and
+//!   deliveries per second (events received by all clients / time from the first
 //!   hook to the last receipt).
 //!
 //! The clients are plain tokio `TcpStream`s that send one GET and scan the SSE bytes for the
 //! job id (no HTTP client library, no JSON parsing), all in this process on a 2-worker runtime;
 //! the server is a separate process with tokio's default workers. Both share the machine's
 //! cores, so client CPU is part of what is measured. The open-files limit is raised to its hard
-//! maximum with setrlimit (inherited by the server); N must fit under it twice.
+//! maximum with setrlimit (inherited by the server); N plus about 100 must fit under it.
 //!
 //! Run: `cargo bench --bench stream_fanout` (see BENCHMARKS.md). Options by environment:
 //! `BENCH_CONNECTIONS` (default "1000,5000,10000"), `BENCH_DELIVERIES` (target deliveries per
@@ -141,6 +143,8 @@ fn tcp_mem_kib() -> u64 {
 struct Shared {
     epoch: Instant,
     sent_at: Vec<AtomicU64>,
+    /// When each event's hook was answered (the commit is done by then).
+    acked_at: Vec<AtomicU64>,
     connected: AtomicUsize,
     received: AtomicU64,
     last_receipt_ns: AtomicU64,
@@ -174,11 +178,11 @@ async fn client(addr: String, shared: Arc<Shared>, mut delays: Vec<(u32, u32)>) 
             continue;
         };
         let frames = &buf[..end + 2];
-        if !connected && find(frames, b"event: connected").is_some() {
+        if !connected && find(frames, b"\"type\":\"connected\"").is_some() {
             connected = true;
             shared.connected.fetch_add(1, Ordering::Relaxed);
         }
-        if find(frames, b"event: reset").is_some() {
+        if find(frames, b"\"type\":\"reset\"").is_some() {
             shared.resets.fetch_add(1, Ordering::Relaxed);
         }
         let mut at = 0;
@@ -188,9 +192,8 @@ async fn client(addr: String, shared: Arc<Shared>, mut delays: Vec<(u32, u32)>) 
                 .iter()
                 .take_while(|c| c.is_ascii_digit())
                 .fold(0usize, |k, c| k * 10 + (c - b'0') as usize);
-            if let Some(sent) = shared.sent_at.get(k) {
-                let sent = sent.load(Ordering::Relaxed);
-                delays.push((k as u32, (now_ns.saturating_sub(sent) / 1000) as u32));
+            if k < shared.sent_at.len() {
+                delays.push((k as u32, (now_ns / 1000) as u32));
                 shared.received.fetch_add(1, Ordering::Relaxed);
                 shared.last_receipt_ns.fetch_max(now_ns, Ordering::Relaxed);
             }
@@ -217,24 +220,39 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Posts job-started for `b<first>..b<first+count>` at `rate` per second, one request at a
-/// time on a schedule (a late request is sent at once, not skipped); returns hook round trips.
-async fn publish(addr: &str, shared: &Shared, first: usize, count: usize, rate: f64) -> Vec<u32> {
+/// Posts job-started for `b<first>..b<first+count>` at `rate` per second, open loop: each
+/// request is started on its schedule in its own task, whether or not earlier ones have been
+/// answered (hooks commit in groups); returns the hooks' round trips.
+async fn publish(
+    addr: &str,
+    shared: &Arc<Shared>,
+    first: usize,
+    count: usize,
+    rate: f64,
+) -> Vec<u32> {
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/v1/events/job-started");
     let start = Instant::now();
-    let mut round_trips = Vec::with_capacity(count);
+    let mut requests = Vec::with_capacity(count);
     for i in 0..count {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
         let k = first + i;
-        let body =
-            serde_json::json!({"job_id": format!("b{k}"), "user": "bench", "node_list": ["n1"]});
-        let sent = Instant::now();
-        shared.sent_at[k].store(shared.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let resp = http.post(&url).json(&body).send().await.expect("hook sent");
-        assert!(resp.status().is_success(), "hook: {}", resp.status());
-        round_trips.push(sent.elapsed().as_micros() as u32);
+        let (http, url, shared) = (http.clone(), url.clone(), shared.clone());
+        requests.push(tokio::spawn(async move {
+            let body =
+                serde_json::json!({"job_id": format!("b{k}"), "user": "bench", "node_list": ["n1"]});
+            let sent = Instant::now();
+            shared.sent_at[k].store(shared.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let resp = http.post(&url).json(&body).send().await.expect("hook sent");
+            assert!(resp.status().is_success(), "hook: {}", resp.status());
+            shared.acked_at[k].store(shared.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            sent.elapsed().as_micros() as u32
+        }));
+    }
+    let mut round_trips = Vec::with_capacity(count);
+    for r in requests {
+        round_trips.push(r.await.unwrap());
     }
     round_trips
 }
@@ -252,6 +270,7 @@ async fn run(n: usize, deliveries: &[u64], seconds: u64) {
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         sent_at: (0..total_events).map(|_| AtomicU64::new(0)).collect(),
+        acked_at: (0..total_events).map(|_| AtomicU64::new(0)).collect(),
         connected: AtomicUsize::new(0),
         received: AtomicU64::new(0),
         last_receipt_ns: AtomicU64::new(0),
@@ -323,19 +342,23 @@ async fn run(n: usize, deliveries: &[u64], seconds: u64) {
         all.push(t.await.unwrap());
     }
     println!();
-    println!("| connections | events/s | deliveries expected | received | deliveries/s | p50 ms | p99 ms | max ms | hook round trip p50 ms | resets |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| connections | events/s | deliveries expected | received | deliveries/s | from hook sent p50 ms | p99 ms | max ms | from hook answered p50 ms | p99 ms | hook round trip p50 ms | resets |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (rate, count, first, received, span_s, rt) in results {
         let range = first as u32..(first + count) as u32;
-        let mut delays: Vec<u32> = all
-            .iter()
-            .flatten()
-            .filter(|(k, _)| range.contains(k))
-            .map(|(_, d)| *d)
-            .collect();
+        let at = |v: &Vec<AtomicU64>, k: u32| v[k as usize].load(Ordering::Relaxed) / 1000;
+        let mut delays: Vec<u32> = Vec::with_capacity(count * n);
+        let mut from_ack: Vec<u32> = Vec::with_capacity(count * n);
+        for (k, received_us) in all.iter().flatten().filter(|(k, _)| range.contains(k)) {
+            let received_us = *received_us as u64;
+            delays.push(received_us.saturating_sub(at(&shared.sent_at, *k)) as u32);
+            // Events often arrive before their hook's answer does: those count as 0.
+            from_ack.push(received_us.saturating_sub(at(&shared.acked_at, *k)) as u32);
+        }
         delays.sort_unstable();
+        from_ack.sort_unstable();
         println!(
-            "| {n} | {rate:.0} | {} | {received} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {n} | {rate:.0} | {} | {received} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             count * n,
             received as f64 / span_s,
             percentile(&delays, 0.50),
@@ -344,6 +367,8 @@ async fn run(n: usize, deliveries: &[u64], seconds: u64) {
                 .last()
                 .map(|d| *d as f64 / 1000.0)
                 .unwrap_or(f64::NAN),
+            percentile(&from_ack, 0.50),
+            percentile(&from_ack, 0.99),
             percentile(&rt, 0.50),
             shared.resets.load(Ordering::Relaxed),
         );
@@ -367,8 +392,9 @@ fn main() {
         .build()
         .unwrap();
     for &n in &connections {
-        if n * 2 + 100 > limit {
-            println!("skipping N={n}: needs {} open files", n * 2 + 100);
+        // The server and this process each hold one descriptor per connection.
+        if n + 100 > limit {
+            println!("skipping N={n}: needs {} open files", n + 100);
             continue;
         }
         println!("\n### N = {n}\n");

@@ -285,7 +285,7 @@ async fn a_job_already_ended_or_unknown_exits_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_stream_is_fatal_with_status_two() {
+async fn a_refused_stream_is_fatal_with_status_125() {
     let tokens =
         Tokens::parse(&format!("reader {READER_TOKEN}\nhook {HOOK_TOKEN}\n")).expect("tokens");
     let server = Server::start(Some(tokens)).await;
