@@ -220,10 +220,12 @@ fn child(n: u64) {
     for warm_up in 0..2 {
         let (batch, _) = sampler.sample(&known, chrono::Utc::now());
         assert_eq!(batch.jobs.len() as u64, n, "every fixture job is sampled");
-        assert!(batch.jobs.iter().all(|j| (warm_up == 0
-            || j.cpu_usage_percent.is_some())
-            && j.cgroup.memory_anon_bytes.is_some()
-            && j.cgroup.io_pressure.is_some()));
+        assert!(batch
+            .jobs
+            .iter()
+            .all(|j| (warm_up == 0 || j.cpu_usage_percent.is_some())
+                && j.cgroup.memory_anon_bytes.is_some()
+                && j.cgroup.io_pressure.is_some()));
     }
     let passes = (samples / n).clamp(20, 50_000);
     let (u0, s0) = cpu_times();
