@@ -294,6 +294,11 @@ on_both_backends!(
         app.get("/v1/nodes/nope")
             .await
             .expect_error(404, "not_found", "Node nope not found");
+        app.get("/v1/nodes/%20").await.expect_error(
+            400,
+            "validation_error",
+            "node name must not start or end with white space",
+        );
 
         let jobs = app.get("/v1/nodes/node-b/jobs").await.expect(200);
         assert_eq!(jobs["total"], 2);

@@ -71,7 +71,10 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
 /// A node name from the path, checked like a job id.
 fn node_name(raw: &str) -> Result<String, ApiError> {
     job_id(raw).map_err(|err| match err {
-        ApiError::Validation(m) => ApiError::Validation(m.replace("job id", "node name")),
+        ApiError::Validation(m) => ApiError::Validation(
+            m.replace("Job ID", "Node name")
+                .replace("job id", "node name"),
+        ),
         other => other,
     })
 }
