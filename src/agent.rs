@@ -344,7 +344,17 @@ pub async fn run(
             metrics.record_agent_batch(&batch, &job_labels(&known));
         }
         let before = totals.clone();
-        deliver(&uplink, &spool, &batch, &mut totals, &mut server_down).await;
+        // Spooled batches may use half an interval, so sampling keeps its pace after an outage.
+        let drain_budget = config.sampler.interval / 2;
+        deliver(
+            &uplink,
+            &spool,
+            &batch,
+            &mut totals,
+            &mut server_down,
+            drain_budget,
+        )
+        .await;
         if let Some(metrics) = &metrics {
             for (outcome, n) in [
                 ("sent", totals.batches_sent - before.batches_sent),
@@ -370,6 +380,7 @@ async fn deliver(
     batch: &SampleBatch,
     totals: &mut AgentTotals,
     server_down: &mut bool,
+    drain_budget: Duration,
 ) {
     let body = match serde_json::to_vec(batch) {
         Ok(body) => body,
@@ -407,7 +418,7 @@ async fn deliver(
     }
     spool_batch(spool, &body, totals);
     if !*server_down || spooled_before > 0 {
-        *server_down = !drain(uplink, spool, totals).await;
+        *server_down = !drain(uplink, spool, totals, drain_budget).await;
     }
 }
 
@@ -501,9 +512,10 @@ fn spool_batch(spool: &Spool, body: &[u8], totals: &mut AgentTotals) {
     }
 }
 
-/// Sends spooled batches oldest first until the spool is empty, the server fails, or
-/// [`DRAIN_PER_PASS`] were sent. `true` when the server answered.
-async fn drain(uplink: &Uplink, spool: &Spool, totals: &mut AgentTotals) -> bool {
+/// Sends spooled batches oldest first until the spool is empty, the server fails, `budget` is
+/// spent, or [`DRAIN_PER_PASS`] were sent. `true` when the server answered.
+async fn drain(uplink: &Uplink, spool: &Spool, totals: &mut AgentTotals, budget: Duration) -> bool {
+    let deadline = std::time::Instant::now() + budget;
     let Ok(Some(_guard)) = spool.try_drain() else {
         return true;
     };
@@ -515,6 +527,10 @@ async fn drain(uplink: &Uplink, spool: &Spool, totals: &mut AgentTotals) -> bool
         }
     };
     for entry in entries.take(DRAIN_PER_PASS) {
+        // The next sample is due: the rest waits for the next pass.
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
         let body = match spool.read(&entry) {
             Ok(Some(body)) => body,
             // Damaged records were moved aside by the spool; nothing to send.
