@@ -198,23 +198,38 @@ impl Reconciler {
 }
 
 /// Runs until `stop` turns true: waits for slurmrestd (logging why it cannot reach it), then
-/// reconciles every `cfg.interval`. Errors are logged and the next tick tries again.
-pub async fn run(cfg: SlurmConfig, store: Store, mut stop: watch::Receiver<bool>) {
+/// every `cfg.interval` reconciles jobs and feeds Slurm's node list to the store. Errors are
+/// logged, `health` says whether slurmrestd answers, and the next tick tries again.
+pub async fn run(
+    cfg: SlurmConfig,
+    store: Store,
+    health: super::SlurmHealth,
+    mut stop: watch::Receiver<bool>,
+) {
     let client = match SlurmRest::new(&cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "Slurm backend disabled");
+            health.set_problem(Some(e.to_string()));
             return;
         }
     };
+    health.set_problem(Some(format!(
+        "not connected to slurmrestd at {} yet",
+        client.url()
+    )));
     let retry = cfg.interval.min(Duration::from_secs(5));
     loop {
         match client.negotiate().await {
             Ok(v) => {
                 tracing::info!(url = client.url(), version = v, "slurmrestd connected");
+                health.set_problem(None);
                 break;
             }
-            Err(e) => tracing::warn!(error = %e, "waiting for slurmrestd; retrying in {retry:?}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for slurmrestd; retrying in {retry:?}");
+                health.set_problem(Some(e.to_string()));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
@@ -230,12 +245,17 @@ pub async fn run(cfg: SlurmConfig, store: Store, mut stop: watch::Receiver<bool>
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match client.jobs().await {
-            Ok(jobs) => {
+        let fetched = match client.jobs().await {
+            Ok(jobs) => client.nodes().await.map(|nodes| (jobs, nodes)),
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok((jobs, nodes)) => {
                 if failing {
                     tracing::info!(url = client.url(), "slurmrestd reachable again");
                     failing = false;
                 }
+                health.set_problem(None);
                 match reconciler.pass(&jobs, &store, 2 * cfg.interval).await {
                     Ok(r) if r != PassReport::default() => {
                         tracing::info!(
@@ -248,12 +268,18 @@ pub async fn run(cfg: SlurmConfig, store: Store, mut stop: watch::Receiver<bool>
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
                 }
+                match store.update_nodes_from_scheduler(&nodes).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(changed = n, "nodes updated from Slurm"),
+                    Err(e) => tracing::warn!(error = %e, "storing Slurm's nodes failed"),
+                }
             }
             Err(e) => {
                 if !failing {
                     tracing::warn!(error = %e, "slurmrestd unavailable; jobs keep coming from the hooks");
                     failing = true;
                 }
+                health.set_problem(Some(e.to_string()));
             }
         }
     }
