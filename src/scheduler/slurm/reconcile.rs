@@ -240,17 +240,14 @@ pub async fn run(
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut failing = false;
+    let mut nodes_failing = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let fetched = match client.jobs().await {
-            Ok(jobs) => client.nodes().await.map(|nodes| (jobs, nodes)),
-            Err(e) => Err(e),
-        };
-        match fetched {
-            Ok((jobs, nodes)) => {
+        match client.jobs().await {
+            Ok(jobs) => {
                 if failing {
                     tracing::info!(url = client.url(), "slurmrestd reachable again");
                     failing = false;
@@ -268,11 +265,6 @@ pub async fn run(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
                 }
-                match store.update_nodes_from_scheduler(&nodes).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(changed = n, "nodes updated from Slurm"),
-                    Err(e) => tracing::warn!(error = %e, "storing Slurm's nodes failed"),
-                }
             }
             Err(e) => {
                 if !failing {
@@ -280,6 +272,25 @@ pub async fn run(
                     failing = true;
                 }
                 health.set_problem(Some(e.to_string()));
+                continue;
+            }
+        }
+        // The node feed on its own: a slurmrestd user allowed to read jobs but not nodes still
+        // gets its jobs reconciled.
+        match client.nodes().await {
+            Ok(nodes) => {
+                nodes_failing = false;
+                match store.update_nodes_from_scheduler(&nodes).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(changed = n, "nodes updated from Slurm"),
+                    Err(e) => tracing::warn!(error = %e, "storing Slurm's nodes failed"),
+                }
+            }
+            Err(e) => {
+                if !nodes_failing {
+                    tracing::warn!(error = %e, "cannot read Slurm's nodes; node states stay as they are");
+                    nodes_failing = true;
+                }
             }
         }
     }
