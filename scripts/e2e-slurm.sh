@@ -208,6 +208,27 @@ check "ok: audit creators" "$(api "/v1/jobs/$J_OK/audit" | jq -c '[.events[].cha
 check "ok: audit starts with create" "$(api "/v1/jobs/$J_OK/audit" | jq -r '.events[0].change_type')" create
 check "ok: one finish in the trail" "$(api "/v1/jobs/$J_OK/audit" | jq '[.events[] | select(.job_snapshot.state == "completed" and .job_snapshot.scheduler.raw_state == null)] | length')" 1
 
+# Nodes from Slurm: partitions, CPUs and state come from slurmrestd (no agent runs here); a drain
+# with its reason shows within two reconcile intervals, and so does the resume.
+say "=== checking nodes and health"
+check "health" "$(curl -fsS "$BASE/v1/health" | jq -r .status)" healthy
+NODE=$(sinfo -h -N -o %N | head -1)
+wait_node() { # expr timeout_s: until the jq expression is true of the node in jobscope
+	local t0=$SECONDS
+	while ((SECONDS - t0 < $2)); do
+		[ "$(api "/v1/nodes/$NODE" 2>/dev/null | jq -r "$1" 2>/dev/null)" = true ] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+wait_node '.partitions == ["debug"]' 20 || bad "node $NODE: no partitions from Slurm after 20 s"
+check "node: partitions,cpus from Slurm" "$(api "/v1/nodes/$NODE" | jq -c '[.partitions,.cpus>=1,.memory_total_bytes>0]')" '[["debug"],true,true]'
+scontrol update nodename="$NODE" state=drain reason="e2e drain"
+wait_node '.state == "drained"' 20 || bad "node $NODE: drain not seen after 20 s"
+check "node: drained,reason" "$(api "/v1/nodes/$NODE" | jq -c '[.state,.state_reason]')" '["drained","e2e drain"]'
+scontrol update nodename="$NODE" state=resume
+wait_node '.state != "drained" and .state_reason == null' 20 || bad "node $NODE: resume not seen after 20 s"
+
 # Array: every task is its own job with the array's name.
 n=0
 for j in $(api '/v1/jobs?limit=1000' | jq -r '.jobs[] | select(.scheduler.extra.job_name == "arr") | .id'); do

@@ -81,6 +81,7 @@ impl Application {
             allowed_origins: config.allowed_origins.clone().into(),
             metrics,
             metrics_token: config.metrics.token.clone().map(|t| t.0),
+            slurm_health: config.slurm.as_ref().map(|_| Default::default()),
         };
         Ok(Application {
             listener,
@@ -115,6 +116,7 @@ impl Application {
             tokio::spawn(scheduler::slurm::reconcile::run(
                 cfg,
                 self.state.store.clone(),
+                self.state.slurm_health.clone().unwrap_or_default(),
                 self.stop.subscribe(),
             ))
         });

@@ -4,6 +4,7 @@
 mod common;
 
 use jobscope::scheduler::slurm::jobs::{parse_jobs, SlurmJob};
+use jobscope::scheduler::slurm::nodes::parse_nodes;
 use jobscope::scheduler::slurm::reconcile::{PassReport, Reconciler};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -166,3 +167,236 @@ on_both_backends!(reconciler_reads_real_22_05_responses, |app| {
         assert_eq!(gpu["scheduler"]["partition"], "debug");
     }
 });
+
+fn node_fixture(name: &str) -> Vec<jobscope::store::SchedulerNode> {
+    let path = format!(
+        "{}/tests/fixtures/slurmrestd/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    parse_nodes(&serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap())
+}
+
+async fn node_events(app: &common::TestApp, after: i64) -> Vec<Value> {
+    app.store
+        .events_after(after, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.kind, "node_updated");
+            assert_eq!(e.job_id, None);
+            e.payload["node"].clone()
+        })
+        .collect()
+}
+
+on_both_backends!(slurm_nodes_are_stored_and_changes_are_events, |app| {
+    // v0.0.41 fixture: n01 idle, n02 mixed+DRAIN, n03 down+NOT_RESPONDING, n04 idle+COMPLETING,
+    // n05 future.
+    let nodes = node_fixture("nodes-v0.0.41.handwritten.json");
+    let before = app.event_count().await;
+    assert_eq!(
+        app.store.update_nodes_from_scheduler(&nodes).await.unwrap(),
+        5
+    );
+    let events = node_events(app, before).await;
+    let names: Vec<&str> = events.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["n01", "n02", "n03", "n04", "n05"]);
+    assert_eq!(events[1]["state"], "drained");
+
+    let all = app.get("/v1/nodes").await.expect(200);
+    let summary: Vec<Value> = all["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            json!([
+                n["name"],
+                n["state"],
+                n["state_reason"],
+                n["partitions"],
+                n["load_1"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            json!(["n01", "idle", null, ["batch", "debug"], 0.12]),
+            json!(["n02", "drained", "bad DIMM", ["batch"], 31.5]),
+            json!(["n03", "down", "Not responding", ["batch"], null]),
+            json!(["n04", "allocated", null, ["gpu"], 1.01]),
+            json!(["n05", "unknown", null, [], null]),
+        ]
+    );
+    let n01 = app.get("/v1/nodes/n01").await.expect(200);
+    assert_eq!(n01["cpus"], 64);
+    assert_eq!(n01["memory_total_bytes"], 257000i64 * 1024 * 1024);
+
+    // The same report again changes nothing and logs nothing.
+    let before = app.event_count().await;
+    assert_eq!(
+        app.store.update_nodes_from_scheduler(&nodes).await.unwrap(),
+        0
+    );
+    assert_eq!(app.event_count().await, before);
+
+    // n02 is resumed: one event, for n02 only, and the reason is gone.
+    let mut resumed = nodes.clone();
+    resumed[1].state = jobscope::domain::NodeState::Mixed;
+    resumed[1].state_reason = None;
+    assert_eq!(
+        app.store
+            .update_nodes_from_scheduler(&resumed)
+            .await
+            .unwrap(),
+        1
+    );
+    let events = node_events(app, before).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        json!([
+            events[0]["name"],
+            events[0]["state"],
+            events[0].get("state_reason")
+        ]),
+        json!(["n02", "mixed", null])
+    );
+});
+
+on_both_backends!(a_live_agents_figures_win_over_slurms, |app| {
+    // The agent on n01 reports 60 CPUs, 64 GiB and load 3.5 just now.
+    app.request(
+        "POST",
+        "/v1/samples",
+        Some(&json!({
+            "node": "n01", "collected_at": chrono::Utc::now().to_rfc3339(), "interval_seconds": 15,
+            "jobs": [],
+            "node_stats": {"cpu_usage_percent": 42.0, "memory_total_bytes": 1u64 << 36,
+                           "memory_used_bytes": 1u64 << 34, "load_1": 3.5, "load_5": 2.0,
+                           "load_15": 1.0, "cpu_count": 60}
+        })),
+        &[],
+    )
+    .await
+    .expect(200);
+    let nodes = node_fixture("nodes-v0.0.41.handwritten.json");
+    app.store.update_nodes_from_scheduler(&nodes).await.unwrap();
+    let n01 = app.get("/v1/nodes/n01").await.expect(200);
+    assert_eq!(
+        json!([
+            n01["state"],
+            n01["partitions"],
+            n01["cpus"],
+            n01["memory_total_bytes"],
+            n01["load_1"],
+            n01["memory_used_bytes"],
+            n01["stale"]
+        ]),
+        json!([
+            "idle",
+            ["batch", "debug"],
+            60,
+            1u64 << 36,
+            3.5,
+            1u64 << 34,
+            false
+        ]),
+        "Slurm's state and partitions, the agent's figures"
+    );
+    // Slurm's word on the state sticks after the agent's next report.
+    let mut drained = nodes.clone();
+    drained[0].state = jobscope::domain::NodeState::Drained;
+    drained[0].state_reason = Some("maintenance".into());
+    app.store
+        .update_nodes_from_scheduler(&drained)
+        .await
+        .unwrap();
+    app.request(
+        "POST",
+        "/v1/samples",
+        Some(&json!({
+            "node": "n01", "collected_at": chrono::Utc::now().to_rfc3339(), "interval_seconds": 15,
+            "jobs": [], "node_stats": {"load_1": 4.0, "cpu_count": 60}
+        })),
+        &[],
+    )
+    .await
+    .expect(200);
+    let n01 = app.get("/v1/nodes/n01").await.expect(200);
+    assert_eq!(
+        json!([n01["state"], n01["state_reason"], n01["load_1"]]),
+        json!(["drained", "maintenance", 4.0])
+    );
+});
+
+on_both_backends!(real_22_05_nodes_and_v0_0_36_keeps_partitions, |app| {
+    app.store
+        .update_nodes_from_scheduler(&node_fixture("nodes-v0.0.38.json"))
+        .await
+        .unwrap();
+    let vm = app.get("/v1/nodes/vm").await.expect(200);
+    assert_eq!(
+        json!([
+            vm["state"],
+            vm["state_reason"],
+            vm["partitions"],
+            vm["cpus"],
+            vm["load_1"]
+        ]),
+        json!(["drained", "disk check (jobscope test)", ["debug"], 2, 8.84])
+    );
+    // v0.0.36 lists no partitions: the stored ones stay.
+    app.store
+        .update_nodes_from_scheduler(&node_fixture("nodes-v0.0.36.json"))
+        .await
+        .unwrap();
+    let vm = app.get("/v1/nodes/vm").await.expect(200);
+    assert_eq!(
+        json!([vm["state"], vm["partitions"]]),
+        json!(["allocated", ["debug"]])
+    );
+});
+
+/// `--scheduler slurm` with slurmrestd unreachable: the service is degraded, not down.
+#[tokio::test]
+async fn health_is_degraded_while_slurmrestd_is_unreachable() {
+    jobscope::install_crypto_provider();
+    // A port that was free a moment ago: nothing answers there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let db = common::TestDb::new(common::Backend::Sqlite).await;
+    let mut config = common::serve_config(&db.url);
+    config.scheduler = jobscope::cli::SchedulerKind::Slurm;
+    config.slurm = Some(jobscope::scheduler::slurm::SlurmConfig {
+        url: url.clone(),
+        user: None,
+        token_file: None,
+        interval: Duration::from_secs(1),
+    });
+    let server = common::TestServer::start_with(config, Some(db)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let resp = reqwest::get(format!("{}/v1/health", server.base))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], "degraded", "{body}");
+        // First "not connected yet", then the connection error itself.
+        if body["reason"].as_str().unwrap().contains("cannot reach") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        health["reason"].as_str().unwrap().contains(&url),
+        "{health}"
+    );
+    server.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! `GET /v1/health`: is the database reachable. Never needs a token, so load balancers and
-//! Kubernetes probes can call it.
+//! Kubernetes probes can call it. Under `--scheduler slurm` a slurmrestd that cannot be reached
+//! makes the service `degraded` (still HTTP 200: jobs keep coming from the hooks) with a reason.
 
 use super::AppState;
 use serde::Serialize;
@@ -15,6 +16,8 @@ struct Health {
     status: &'static str,
     timestamp: chrono::DateTime<chrono::Utc>,
     version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 pub async fn health(state: AppState) -> Response {
@@ -22,15 +25,21 @@ pub async fn health(state: AppState) -> Response {
         tokio::time::timeout(DB_PING_TIMEOUT, state.store.ping()).await,
         Ok(Ok(()))
     );
-    let (status, code) = if healthy {
-        ("healthy", StatusCode::OK)
-    } else {
-        ("unhealthy", StatusCode::SERVICE_UNAVAILABLE)
+    let slurm_problem = state.slurm_health.as_ref().and_then(|h| h.problem());
+    let (status, code, reason) = match (healthy, slurm_problem) {
+        (false, _) => (
+            "unhealthy",
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("the database does not answer".to_owned()),
+        ),
+        (true, Some(problem)) => ("degraded", StatusCode::OK, Some(problem)),
+        (true, None) => ("healthy", StatusCode::OK, None),
     };
     let body = Health {
         status,
         timestamp: crate::domain::now_micros(),
         version: env!("CARGO_PKG_VERSION"),
+        reason,
     };
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
 }

@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// A token that may read `/metrics` only (`--metrics-token`), besides reader tokens.
     pub metrics_token: Option<std::sync::Arc<str>>,
+    /// Under `--scheduler slurm`: whether slurmrestd answers (`GET /v1/health` degrades).
+    pub slurm_health: Option<crate::scheduler::slurm::SlurmHealth>,
 }
 
 pub fn with_state(

@@ -461,6 +461,7 @@ mod tests {
             allowed_origins: Default::default(),
             metrics: Default::default(),
             metrics_token: None,
+            slurm_health: None,
         };
         let heartbeat = Heartbeat {
             ping_every: Duration::from_millis(100),

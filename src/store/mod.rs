@@ -121,6 +121,20 @@ pub struct NodeReport {
     pub gpus: Vec<GpuReading>,
 }
 
+/// What a scheduler says about a node (the Slurm backend's node feed). `None` figures are
+/// unknown and leave the stored value as it is; `partitions: None` likewise (v0.0.36 of
+/// slurmrestd does not list them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerNode {
+    pub name: String,
+    pub state: crate::domain::NodeState,
+    pub state_reason: Option<String>,
+    pub partitions: Option<Vec<String>>,
+    pub cpus: Option<i64>,
+    pub memory_total_bytes: Option<i64>,
+    pub load_1: Option<f64>,
+}
+
 /// One row of the event log.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StoredEvent {
@@ -387,6 +401,18 @@ impl Store {
         policy: LatePolicy,
     ) -> StoreResult<IngestOutcome> {
         let result = dispatch!(self, "ingest_samples", ingest_samples(items, node, policy));
+        self.ring(result)
+    }
+
+    /// Writes the scheduler's view of nodes (upsert by name): state, reason and partitions
+    /// always; CPUs, memory and load only while no live agent reports them (the agent measures
+    /// more often). One `node_updated` event per node that changed; returns how many changed.
+    pub async fn update_nodes_from_scheduler(&self, nodes: &[SchedulerNode]) -> StoreResult<usize> {
+        let result = dispatch!(
+            self,
+            "update_nodes_from_scheduler",
+            update_nodes_from_scheduler(nodes)
+        );
         self.ring(result)
     }
 

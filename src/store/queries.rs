@@ -413,17 +413,17 @@ pub(crate) const RUNNING_JOBS_OF_NODE: &str =
     WHERE jn.node = nodes.name AND j.state = 'running') AS running_jobs";
 
 /// A `nodes` row as stored, with its running job count.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct NodeRow {
-    name: String,
-    state: Option<String>,
-    state_reason: Option<String>,
-    partitions: Json<Vec<String>>,
-    cpus: Option<i64>,
-    memory_total_bytes: Option<i64>,
+    pub(crate) name: String,
+    pub(crate) state: Option<String>,
+    pub(crate) state_reason: Option<String>,
+    pub(crate) partitions: Json<Vec<String>>,
+    pub(crate) cpus: Option<i64>,
+    pub(crate) memory_total_bytes: Option<i64>,
     cpu_usage_percent: Option<f64>,
     memory_used_bytes: Option<i64>,
-    load_1: Option<f64>,
+    pub(crate) load_1: Option<f64>,
     load_5: Option<f64>,
     load_15: Option<f64>,
     gpus: Json<Vec<crate::collector::GpuReading>>,
@@ -464,6 +464,64 @@ impl NodeRow {
             updated_at: self.updated_at,
         })
     }
+}
+
+/// The row a scheduler's report turns `current` into, or `None` when nothing would change.
+/// State, reason and partitions are the scheduler's; CPUs, memory and load are taken only while
+/// no live agent reports them (an agent measures them more often and more exactly).
+pub(crate) fn scheduler_merge(
+    current: Option<&NodeRow>,
+    n: &crate::store::SchedulerNode,
+    now: DateTime<Utc>,
+) -> Option<NodeRow> {
+    let agent_live =
+        current.is_some_and(|c| !is_stale(c.last_report_at, c.report_interval_seconds, now));
+    let mut row = current.cloned().unwrap_or_else(|| NodeRow {
+        name: n.name.clone(),
+        state: None,
+        state_reason: None,
+        partitions: Json(Vec::new()),
+        cpus: None,
+        memory_total_bytes: None,
+        cpu_usage_percent: None,
+        memory_used_bytes: None,
+        load_1: None,
+        load_5: None,
+        load_15: None,
+        gpus: Json(Vec::new()),
+        report_interval_seconds: None,
+        last_report_at: None,
+        updated_at: now,
+        running_jobs: 0,
+    });
+    row.state = Some(n.state.as_str().to_owned());
+    row.state_reason = n.state_reason.clone();
+    if let Some(p) = &n.partitions {
+        row.partitions = Json(p.clone());
+    }
+    if !agent_live {
+        row.cpus = n.cpus.or(row.cpus);
+        row.memory_total_bytes = n.memory_total_bytes.or(row.memory_total_bytes);
+        row.load_1 = n.load_1.or(row.load_1);
+    }
+    let same = current.is_some_and(|c| {
+        (
+            &c.state,
+            &c.state_reason,
+            &c.partitions.0,
+            c.cpus,
+            c.memory_total_bytes,
+            c.load_1,
+        ) == (
+            &row.state,
+            &row.state_reason,
+            &row.partitions.0,
+            row.cpus,
+            row.memory_total_bytes,
+            row.load_1,
+        )
+    });
+    (!same).then_some(row)
 }
 
 pub(crate) mod event_kind {
@@ -1173,6 +1231,73 @@ macro_rules! store_queries {
             .fetch_one(&mut ***tx)
             .await?;
             Ok(Some(row.into_node(now)?))
+        }
+
+        /// The scheduler's view of nodes, upserted by name in one transaction (see
+        /// `scheduler_merge` for which columns it owns); one `node_updated` event per node that
+        /// changed. Returns how many changed.
+        pub async fn update_nodes_from_scheduler(
+            pool: &Pool<$db>,
+            nodes: &[crate::store::SchedulerNode],
+        ) -> StoreResult<usize> {
+            if nodes.is_empty() {
+                return Ok(0);
+            }
+            let now = now_micros();
+            let mut tx = WriteTx::begin(pool).await?;
+            let mut current: std::collections::HashMap<String, NodeRow> = std::collections::HashMap::new();
+            for chunk in nodes.chunks(500) {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!(
+                    "SELECT {NODE_COLUMNS}, CAST(0 AS BIGINT) AS running_jobs FROM nodes WHERE name IN ("
+                ));
+                let mut list = qb.separated(", ");
+                for n in chunk {
+                    list.push_bind(n.name.clone());
+                }
+                qb.push(") ").push($row_lock);
+                let rows: Vec<NodeRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
+                current.extend(rows.into_iter().map(|r| (r.name.clone(), r)));
+            }
+            let mut changed = 0;
+            for n in nodes {
+                let Some(row) = crate::store::queries::scheduler_merge(current.get(&n.name), n, now) else {
+                    continue;
+                };
+                let stored: NodeRow = sqlx::query_as(AssertSqlSafe(format!(
+                    "INSERT INTO nodes (name, state, state_reason, partitions, cpus, memory_total_bytes, load_1, \
+                       created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       state = excluded.state, state_reason = excluded.state_reason, \
+                       partitions = excluded.partitions, cpus = excluded.cpus, \
+                       memory_total_bytes = excluded.memory_total_bytes, load_1 = excluded.load_1, \
+                       updated_at = excluded.updated_at \
+                     RETURNING {NODE_COLUMNS}, CAST(0 AS BIGINT) AS running_jobs"
+                )))
+                .bind(&row.name)
+                .bind(&row.state)
+                .bind(&row.state_reason)
+                .bind(&row.partitions)
+                .bind(row.cpus)
+                .bind(row.memory_total_bytes)
+                .bind(row.load_1)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await?;
+                // Only for the event: who watches a node wants its job count too.
+                let mut stored = stored;
+                stored.running_jobs = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM job_nodes jn JOIN jobs j ON j.id = jn.job_id WHERE jn.node = $1 AND j.state = 'running'",
+                )
+                .bind(&n.name)
+                .fetch_one(&mut **tx)
+                .await?;
+                let node = stored.into_node(now)?;
+                tx.append_other_event(event_kind::NODE_UPDATED, serde_json::json!({ "node": node }));
+                changed += 1;
+            }
+            tx.commit().await?;
+            Ok(changed)
         }
 
         /// Every node, by name, with its running job count.

@@ -212,6 +212,7 @@ impl TestApp {
             allowed_origins: Default::default(),
             metrics: Default::default(),
             metrics_token: None,
+            slurm_health: None,
         };
         TestApp {
             db,

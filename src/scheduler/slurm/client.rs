@@ -198,4 +198,14 @@ impl SlurmRest {
         let body = self.get(&format!("/slurm/{v}/jobs")).await?;
         Ok(jobs::parse_jobs(&body))
     }
+
+    /// Every node slurmctld knows, as the store keeps them.
+    pub async fn nodes(&self) -> Result<Vec<crate::store::SchedulerNode>, RestError> {
+        let v = match self.version() {
+            Some(v) => v,
+            None => self.negotiate().await?,
+        };
+        let body = self.get(&format!("/slurm/{v}/nodes")).await?;
+        Ok(super::nodes::parse_nodes(&body))
+    }
 }

@@ -57,7 +57,7 @@ impl SlurmJob {
 }
 
 /// An integer in either encoding; unset or infinite is `None`.
-fn int(v: Option<&Value>) -> Option<i64> {
+pub(super) fn int(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::Number(n) => n.as_i64(),
         Value::Object(o) => {
@@ -72,7 +72,7 @@ fn int(v: Option<&Value>) -> Option<i64> {
     }
 }
 
-fn text(v: Option<&Value>) -> Option<String> {
+pub(super) fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty() && *s != "(null)")

@@ -13,10 +13,14 @@
 //! [`client`] speaks to slurmrestd over http(s) or a unix socket (`unix:/path`), with JWT headers
 //! from `--slurmrestd-user` and `--slurmrestd-token-file` (re-read when the file changes), and
 //! picks the newest API version the server offers from v0.0.38 (Debian's 22.05) up.
-//! Not built yet: partitions, the node feed and health degradation while slurmrestd is away.
+//! Each pass also reads Slurm's node list ([`nodes`]) and stores state, reason, partitions and,
+//! where no live agent reports them, CPUs, memory and load. While slurmrestd cannot be reached,
+//! [`SlurmHealth`] says so and `GET /v1/health` reports `degraded`.
+//! Not built yet: partitions.
 
 pub mod client;
 pub mod jobs;
+pub mod nodes;
 pub mod reconcile;
 
 use std::path::PathBuf;
@@ -30,4 +34,25 @@ pub struct SlurmConfig {
     pub user: Option<String>,
     pub token_file: Option<PathBuf>,
     pub interval: Duration,
+}
+
+/// Whether the reconciler can reach slurmrestd, for `GET /v1/health`. Shared by the reconcile
+/// loop (writer) and the API (reader); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmHealth {
+    problem: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl SlurmHealth {
+    /// Why the Slurm backend is degraded, or `None` while slurmrestd answers.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
 }

@@ -198,23 +198,38 @@ impl Reconciler {
 }
 
 /// Runs until `stop` turns true: waits for slurmrestd (logging why it cannot reach it), then
-/// reconciles every `cfg.interval`. Errors are logged and the next tick tries again.
-pub async fn run(cfg: SlurmConfig, store: Store, mut stop: watch::Receiver<bool>) {
+/// every `cfg.interval` reconciles jobs and feeds Slurm's node list to the store. Errors are
+/// logged, `health` says whether slurmrestd answers, and the next tick tries again.
+pub async fn run(
+    cfg: SlurmConfig,
+    store: Store,
+    health: super::SlurmHealth,
+    mut stop: watch::Receiver<bool>,
+) {
     let client = match SlurmRest::new(&cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "Slurm backend disabled");
+            health.set_problem(Some(e.to_string()));
             return;
         }
     };
+    health.set_problem(Some(format!(
+        "not connected to slurmrestd at {} yet",
+        client.url()
+    )));
     let retry = cfg.interval.min(Duration::from_secs(5));
     loop {
         match client.negotiate().await {
             Ok(v) => {
                 tracing::info!(url = client.url(), version = v, "slurmrestd connected");
+                health.set_problem(None);
                 break;
             }
-            Err(e) => tracing::warn!(error = %e, "waiting for slurmrestd; retrying in {retry:?}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for slurmrestd; retrying in {retry:?}");
+                health.set_problem(Some(e.to_string()));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
@@ -225,6 +240,7 @@ pub async fn run(cfg: SlurmConfig, store: Store, mut stop: watch::Receiver<bool>
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut failing = false;
+    let mut nodes_failing = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -236,6 +252,7 @@ pub async fn run(cfg: SlurmConfig, store: Store, mut stop: watch::Receiver<bool>
                     tracing::info!(url = client.url(), "slurmrestd reachable again");
                     failing = false;
                 }
+                health.set_problem(None);
                 match reconciler.pass(&jobs, &store, 2 * cfg.interval).await {
                     Ok(r) if r != PassReport::default() => {
                         tracing::info!(
@@ -253,6 +270,26 @@ pub async fn run(cfg: SlurmConfig, store: Store, mut stop: watch::Receiver<bool>
                 if !failing {
                     tracing::warn!(error = %e, "slurmrestd unavailable; jobs keep coming from the hooks");
                     failing = true;
+                }
+                health.set_problem(Some(e.to_string()));
+                continue;
+            }
+        }
+        // The node feed on its own: a slurmrestd user allowed to read jobs but not nodes still
+        // gets its jobs reconciled.
+        match client.nodes().await {
+            Ok(nodes) => {
+                nodes_failing = false;
+                match store.update_nodes_from_scheduler(&nodes).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(changed = n, "nodes updated from Slurm"),
+                    Err(e) => tracing::warn!(error = %e, "storing Slurm's nodes failed"),
+                }
+            }
+            Err(e) => {
+                if !nodes_failing {
+                    tracing::warn!(error = %e, "cannot read Slurm's nodes; node states stay as they are");
+                    nodes_failing = true;
                 }
             }
         }
