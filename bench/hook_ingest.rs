@@ -11,19 +11,16 @@
 //! starts that many jobs first, so the scrapes carry their series: ingestion with and without
 //! a Prometheus scraping compares the two settings.
 
+#[path = "support.rs"]
+mod support;
+use support::{config, create_pg_database, env_or};
+
 use jobscope::app::Application;
-use jobscope::cli::SchedulerKind;
-use jobscope::config::ServeConfig;
 use serde_json::json;
-use sqlx::{Connection, Executor};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
 
 struct RunResult {
     events: u64,
@@ -131,39 +128,6 @@ async fn drive(
         elapsed: started.elapsed(),
         latencies_us,
     }
-}
-
-fn config(database_url: &str) -> ServeConfig {
-    ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.to_string(),
-        retention: Duration::from_secs(7 * 86_400),
-        demo: false,
-        scheduler: SchedulerKind::None,
-        tokens: None,
-        insecure_no_auth: false,
-        allowed_origins: Vec::new(),
-        slurm: None,
-        collect: None,
-        metrics: Default::default(),
-        client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
-    }
-}
-
-async fn create_pg_database(admin: &str, name: &str) -> String {
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("PostgreSQL reachable");
-    conn.execute(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .await
-    .unwrap();
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-    format!("{base}/{name}")
 }
 
 /// pgbench: one single-row INSERT per transaction, `clients` connections, `seconds` long.

@@ -9,53 +9,17 @@
 //! 1000), `BENCH_BACKENDS` (default "postgres,sqlite"), `JOBSCOPE_BENCH_POSTGRES_URL`
 //! (default postgres://postgres@127.0.0.1:5432/postgres).
 
+#[path = "support.rs"]
+mod support;
+use support::{config, create_pg_database, env_or};
+
 use chrono::Utc;
 use jobscope::app::Application;
-use jobscope::cli::SchedulerKind;
 use jobscope::collector::{
     CgroupSample, GpuReading, GpuVendor, JobReport, NodeSample, NodeStats, Pressure, SampleBatch,
 };
-use jobscope::config::ServeConfig;
 use jobscope::store::{LatePolicy, Store};
-use sqlx::{Connection, Executor};
 use std::time::{Duration, Instant};
-
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
-fn config(database_url: &str) -> ServeConfig {
-    ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.to_string(),
-        retention: Duration::from_secs(7 * 86_400),
-        demo: false,
-        scheduler: SchedulerKind::None,
-        tokens: None,
-        insecure_no_auth: false,
-        allowed_origins: Vec::new(),
-        slurm: None,
-        collect: None,
-        metrics: Default::default(),
-        client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
-    }
-}
-
-async fn create_pg_database(admin: &str, name: &str) -> String {
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("PostgreSQL reachable");
-    conn.execute(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .await
-    .unwrap();
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-    format!("{base}/{name}")
-}
 
 fn job_id(i: usize) -> String {
     format!("{}", 5_000_000 + i)
