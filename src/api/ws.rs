@@ -207,6 +207,17 @@ impl Connection {
             ClientMessage::Subscribe { stream, options } => {
                 match self.subscribe(&stream, options) {
                     Ok((id, sub, start)) => {
+                        // Without a cursor the subscription starts "now": fix that point before
+                        // the ack, so an event committed after the client saw the ack is
+                        // replayed from the log rather than counted as before the start.
+                        let start = match start {
+                            Some(cursor) => Some(cursor),
+                            None => {
+                                let head = self.state.events.head();
+                                let newest = self.state.store.last_event_id().await.unwrap_or(head);
+                                Some(newest.max(head))
+                            }
+                        };
                         // The ack goes out before the pump starts, so it precedes every event.
                         self.reply(
                             json!({"type": "subscribed", "subscription": id, "stream": sub.stream}),
