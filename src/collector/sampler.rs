@@ -163,6 +163,9 @@ impl Sampler {
             if sample.vanished {
                 notes.vanished += 1;
             }
+            if !worth_reporting(&sample) {
+                continue;
+            }
             let cpus =
                 cpuset_size(cgroup).or_else(|| by_id.get(id.as_str()).and_then(|j| j.cpus_on_node));
             let cpu_usage_percent = match (sample.cpu_usage_usec, cpus) {
@@ -297,6 +300,17 @@ impl Sampler {
             .flat_map(|path| path.split('/'))
             .find_map(|component| dir_to_job.get(component).copied())
     }
+}
+
+/// Whether a read produced anything. A cgroup gone before a single figure was read (the job
+/// ended between discovery and the read) has nothing to report, and an empty sample would still
+/// count in the job's `sample_count`.
+fn worth_reporting(sample: &super::CgroupSample) -> bool {
+    let nothing = super::CgroupSample {
+        vanished: sample.vanished,
+        ..Default::default()
+    };
+    *sample != nothing
 }
 
 /// Name of the job-level directory (`job_42`, or a SLUID), which every process of the job has
@@ -542,6 +556,21 @@ mod tests {
             .cpu_usage_percent
             .expect("second pass has a percentage");
         assert!(pct > 0.0 && pct <= 100.0, "{pct}");
+
+        // A cgroup gone between discovery and the read yields no sample at all; one that
+        // vanished midway still reports what was read.
+        let gone = JobCgroup {
+            job_key: JobKey::JobId("9".into()),
+            paths: CgroupPaths::V2(root.join("system.slice/slurmstepd.scope/job_9")),
+        };
+        let empty = sampler.cgroups.read(&gone);
+        assert!(empty.vanished);
+        assert!(!worth_reporting(&empty));
+        let partial = super::super::CgroupSample {
+            cpu_usage_usec: Some(5),
+            ..empty
+        };
+        assert!(worth_reporting(&partial));
 
         // Job 8 ends: its cgroup goes, and its CPU history with it.
         std::fs::remove_dir_all(&job8).unwrap();
