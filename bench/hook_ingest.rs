@@ -190,18 +190,9 @@ async fn start_jobs(addr: std::net::SocketAddr, n: usize) {
 }
 
 fn main() {
-    // `cargo test --all-targets` also runs bench targets; only run when asked with `cargo bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("hook_ingest: run with `cargo bench --bench hook_ingest`");
+    if !support::begin("hook_ingest") {
         return;
     }
-    if std::env::var("RUST_LOG").is_ok() {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .init();
-    }
-    jobscope::install_crypto_provider();
     let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,8,32")
         .split(',')
         .map(|s| s.trim().parse().unwrap())

@@ -239,18 +239,9 @@ async fn run(backend: &str, url: &str, jobs: usize, batches: usize) {
 }
 
 fn main() {
-    // `cargo test --all-targets` also runs bench targets; only run when asked with `cargo bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("sample_ingest: run with `cargo bench --bench sample_ingest`");
+    if !support::begin("sample_ingest") {
         return;
     }
-    if std::env::var("RUST_LOG").is_ok() {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .init();
-    }
-    jobscope::install_crypto_provider();
     let batches: usize = env_or("BENCH_BATCHES", "40").parse().unwrap();
     let jobs: usize = env_or("BENCH_JOBS", "1000").parse().unwrap();
     let admin = env_or(

@@ -45,3 +45,20 @@ pub async fn create_pg_database(admin: &str, name: &str) -> String {
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
     format!("{base}/{name}")
 }
+
+/// Whether `cargo bench` asked for this benchmark (`cargo test --all-targets` also runs bench
+/// targets, which must then do nothing); with `RUST_LOG` set, logs go to stderr.
+pub fn begin(name: &str) -> bool {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("{name}: run with `cargo bench --bench {name}`");
+        return false;
+    }
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    jobscope::install_crypto_provider();
+    true
+}
