@@ -10,6 +10,7 @@
 #   scripts/dev-slurm.sh start          start (idempotent; when running, only refreshes the hook wrappers)
 #   scripts/dev-slurm.sh status         daemons up/down, sinfo
 #   scripts/dev-slurm.sh stop [--purge] cancel jobs, stop the daemons; --purge also removes the directory
+#   scripts/dev-slurm.sh restd stop|start   stop or start slurmrestd alone (to try jobscope's degraded mode)
 #
 # Environment (read by `start`):
 #   JOBSCOPE_SLURM_DIR     directory, default /tmp/jobscope-slurm
@@ -576,8 +577,26 @@ cmd_status() {
 	return "$rc"
 }
 
+cmd_restd() {
+	[ "$(id -u)" = 0 ] || die "must run as root"
+	running slurmctld || die "dev-slurm is not running in $DIR; start it first"
+	case ${1:-} in
+	stop) stop_daemon slurmrestd ;;
+	start)
+		start_slurmrestd
+		wait_restd
+		say "  slurmrestd answers"
+		;;
+	*) die "restd takes stop or start" ;;
+	esac
+}
+
 case ${1:-} in
 start) cmd_start ;;
+restd)
+	shift
+	cmd_restd "$@"
+	;;
 stop)
 	shift
 	cmd_stop "$@"

@@ -6,7 +6,9 @@
 # every 2 s), then submits real jobs and checks what the API says about each: state, exit code, signal,
 # user, partition, GPU devices, audit trail (prolog, epilog, reconciler). Cancelled and timed-out jobs
 # must end with Slurm's state, and a job whose epilog never reaches the server must be finalized by the
-# reconciler. Then it stops the server while jobs start and finish, brings it back (without the
+# reconciler. Partitions come from slurmrestd (a drain is a partition_event on the SSE stream, a
+# running job counts in its partition), and health goes degraded while slurmrestd is stopped and
+# healthy once it is back. Then it stops the server while jobs start and finish, brings it back (without the
 # reconciler, which would otherwise fill the gap itself) and checks that the spooled events arrive and
 # nothing is missing. Needs root (slurmd runs jobs as their users) and apt.
 #
@@ -243,7 +245,58 @@ for j in $(api '/v1/jobs?limit=1000' | jq -r '.jobs[] | select(.scheduler.extra.
 done
 check "array: tasks seen" "$n" 3
 check "array: all completed" "$(api '/v1/jobs?limit=1000' | jq -c '[.jobs[] | select(.scheduler.extra.job_name == "arr") | .state] | unique')" '["completed"]'
+check "array: array id and task ids" "$(api '/v1/jobs?limit=1000' | jq -c '[.jobs[] | select(.scheduler.extra.job_name == "arr") | .scheduler.extra] | map([.array_job_id, .array_task_id]) | sort_by(.[1])')" \
+	"[[\"$J_ARR\",1],[\"$J_ARR\",2],[\"$J_ARR\",3]]"
 check "spool empty while the server is up" "$(find "$SPOOL" -name '*.rec' | wc -l)" 0
+
+# ---- partitions ----------------------------------------------------------------------------------------
+# From slurmrestd within two reconcile intervals; a change is a partition_event on the SSE stream,
+# and a running job counts in its partition.
+say "=== partitions"
+wait_partition() { # expr timeout_s: until the jq expression is true of partition debug in jobscope
+	local t0=$SECONDS
+	while ((SECONDS - t0 < $2)); do
+		[ "$(api /v1/partitions/debug 2>/dev/null | jq -r "$1" 2>/dev/null)" = true ] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+wait_partition '.state == "up"' 20 || bad "partition debug not seen after 20 s"
+check "partition: state,default,nodes,cpus" "$(api /v1/partitions/debug | jq -c '[.state,.is_default,.nodes,.total_cpus>=1]')" "[\"up\",true,[\"$NODE\"],true]"
+curl -fsS -N -H "Authorization: Bearer $READER_TOKEN" "$BASE/v1/stream/partitions?states=DRAIN" \
+	>"$WORK/partitions.sse" 2>/dev/null &
+SSE_PID=$!
+sleep 0.5
+scontrol update partitionname=debug state=drain maxtime=90
+wait_partition '.state == "drain"' 20 || bad "partition drain not seen after 20 s"
+check "partition: drained, MaxTime" "$(api '/v1/partitions?state=drain' | jq -c '[.total, .partitions[0].limits.max_time_minutes]')" '[1,90]'
+sleep 0.5
+kill "$SSE_PID" 2>/dev/null || true
+wait "$SSE_PID" 2>/dev/null || true
+check "partition: SSE partition_event" "$(grep -c '^event: *partition_event' "$WORK/partitions.sse")" 1
+check "partition: SSE data" "$(grep '^data:' "$WORK/partitions.sse" | tail -n1 | cut -c6- | jq -c '[.type,.stream,.data.partition.state]')" '["partition_updated","partitions","drain"]'
+scontrol update partitionname=debug state=up maxtime=infinite
+P1=$(submit -J counted --wrap 'sleep 15')
+wait_partition '.state == "up" and .jobs_running == 1 and .limits.max_time_minutes == null' 30 ||
+	bad "partition: running job not counted after 30 s ($(api /v1/partitions/debug | jq -c .))"
+scancel "$P1"
+
+# ---- slurmrestd going away and coming back --------------------------------------------------------------
+say "=== slurmrestd stopped: health degraded, then healthy again"
+wait_health() { # status timeout_s
+	local t0=$SECONDS
+	while ((SECONDS - t0 < $2)); do
+		[ "$(curl -fsS "$BASE/v1/health" 2>/dev/null | jq -r .status)" = "$1" ] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+"$REPO/scripts/dev-slurm.sh" restd stop >>"$WORK/dev-slurm.log" 2>&1
+wait_health degraded 20 || bad "health not degraded 20 s after slurmrestd stopped"
+check "health: degraded, says why" "$(curl -fsS "$BASE/v1/health" | jq -c '[.status, (.reason | test("slurmrestd"))]')" '["degraded",true]'
+check "API still answers" "$(api "/v1/jobs/$J_OK" | jq -r .state)" completed
+"$REPO/scripts/dev-slurm.sh" restd start >>"$WORK/dev-slurm.log" 2>&1 || bad "slurmrestd did not restart"
+wait_health healthy 20 || bad "health not healthy 20 s after slurmrestd came back"
 
 # ---- an epilog that never arrives ----------------------------------------------------------------------
 say "=== epilogs blocked: the reconciler finalizes the job"

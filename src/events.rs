@@ -23,7 +23,7 @@ const READ_BATCH: i64 = 500;
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// How many encodings of one event are cached (one per stream name that frames it).
-pub const ENCODINGS: usize = 4;
+pub const ENCODINGS: usize = 5;
 
 /// One committed event as the feed hands it out: the log row, plus its encodings cached for
 /// every subscriber (see the module doc). Derefs to the [`StoredEvent`].

@@ -56,6 +56,9 @@ fn the_document_lists_every_route() {
         "GET /v1/nodes",
         "GET /v1/nodes/{name}",
         "GET /v1/nodes/{name}/jobs",
+        "GET /v1/partitions",
+        "GET /v1/partitions/{name}",
+        "GET /v1/stream/partitions",
         "POST /v1/events/job-started",
         "POST /v1/events/job-finished",
         "GET /v1/stream/jobs",
@@ -77,6 +80,12 @@ async fn every_documented_operation_is_routed() {
     let app = TestApp::new(Backend::Sqlite).await;
     let ops = operations();
     assert!(ops.len() >= 16, "the document parser found only {ops:?}");
+    // A partition named like the node, as the Slurm backend would store it: a 404 on a
+    // partition path can only mean a missing route.
+    app.store
+        .sync_partitions(&[common::partition("n", jobscope::domain::PartitionState::Up)])
+        .await
+        .unwrap();
     for (path, method) in ops {
         // The job exists before each call, so a 404 can only mean a missing route.
         let _ = app

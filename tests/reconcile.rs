@@ -1,10 +1,12 @@
-//! The slurmrestd reconciler against a real store (both backends), fed Slurm's job list from
-//! fixtures: real captures of Debian's slurmrestd 22.05 and a hand-written v0.0.41 response.
+//! The slurmrestd reconciler and the node and partition feeds against a real store (both
+//! backends), fed from fixtures: real captures of Debian's slurmrestd 22.05 and hand-written
+//! v0.0.41 responses.
 
 mod common;
 
 use jobscope::scheduler::slurm::jobs::{parse_jobs, SlurmJob};
 use jobscope::scheduler::slurm::nodes::parse_nodes;
+use jobscope::scheduler::slurm::partitions::{count_jobs, parse_partitions};
 use jobscope::scheduler::slurm::reconcile::{PassReport, Reconciler};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -356,6 +358,134 @@ on_both_backends!(real_22_05_nodes_and_v0_0_36_keeps_partitions, |app| {
         json!([vm["state"], vm["partitions"]]),
         json!(["allocated", ["debug"]])
     );
+});
+
+fn partition_fixture(name: &str) -> Vec<jobscope::domain::Partition> {
+    let path = format!(
+        "{}/tests/fixtures/slurmrestd/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    parse_partitions(
+        &serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap(),
+    )
+}
+
+/// (kind, partition name, state, running, pending) of every event after `after`.
+async fn partition_events(app: &common::TestApp, after: i64) -> Vec<Value> {
+    app.store
+        .events_after(after, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.job_id, None);
+            let p = &e.payload["partition"];
+            json!([
+                e.kind,
+                p["name"],
+                p["state"],
+                p["jobs_running"],
+                p["jobs_pending"]
+            ])
+        })
+        .collect()
+}
+
+on_both_backends!(slurm_partitions_are_kept_and_changes_are_events, |app| {
+    assert_eq!(
+        app.get("/v1/partitions").await.expect(200),
+        json!({"partitions": [], "total": 0})
+    );
+    // v0.0.41 fixture: batch (default, up), gpu (down), old (inactive); jobs in batch and gpu.
+    let mut parts = partition_fixture("partitions-v0.0.41.handwritten.json");
+    // The fixture's jobs all ran in `debug`: its running job moves to batch, and a copy of it
+    // waits for batch or gpu.
+    let mut slurm = fixture("jobs-v0.0.41.handwritten.json");
+    let running = slurm.iter_mut().find(|j| j.is_running()).unwrap();
+    running.partition = Some("batch".into());
+    let mut waiting = running.clone();
+    waiting.state = "PENDING".into();
+    waiting.partition = Some("batch,gpu".into());
+    slurm.push(waiting);
+    count_jobs(&mut parts, &slurm);
+    let before = app.event_count().await;
+    assert_eq!(app.store.sync_partitions(&parts).await.unwrap(), (3, 0));
+    let events = partition_events(app, before).await;
+    let names: Vec<&Value> = events.iter().map(|e| &e[1]).collect();
+    assert_eq!(names, [&json!("batch"), &json!("gpu"), &json!("old")]);
+    assert!(
+        events.iter().all(|e| e[0] == "partition_updated"),
+        "{events:?}"
+    );
+
+    let all = app.get("/v1/partitions").await.expect(200);
+    assert_eq!(all["total"], 3);
+    let batch = &all["partitions"][0];
+    assert_eq!(
+        json!([
+            batch["name"],
+            batch["state"],
+            batch["is_default"],
+            batch["nodes"],
+            batch["total_cpus"],
+            batch["limits"]
+        ]),
+        json!(["batch", "up", true, ["n01", "n02", "n03"], 192,
+               {"max_time_minutes": 2880, "default_time_minutes": 60, "max_nodes_per_job": null}])
+    );
+    assert_eq!(
+        json!([batch["jobs_running"], batch["jobs_pending"]]),
+        json!([1, 1])
+    );
+    assert_eq!(all["partitions"][1]["jobs_pending"], 1, "queued for both");
+    // Filters: any case, and a bad state is a 400 in the JSON error format.
+    let up = app.get("/v1/partitions?state=UP").await.expect(200);
+    assert_eq!(up["total"], 1);
+    assert_eq!(up["partitions"][0]["name"], "batch");
+    let bad = app.get("/v1/partitions?state=sleepy").await.expect(400);
+    assert_eq!(bad["error"], "validation_error", "{bad}");
+    let gpu = app.get("/v1/partitions/gpu").await.expect(200);
+    assert_eq!(
+        json!([gpu["state"], gpu["limits"]["max_nodes_per_job"]]),
+        json!(["down", 1])
+    );
+    let missing = app.get("/v1/partitions/nope").await.expect(404);
+    assert_eq!(missing["error"], "not_found");
+
+    // The same list again changes nothing and logs nothing.
+    let before = app.event_count().await;
+    assert_eq!(app.store.sync_partitions(&parts).await.unwrap(), (0, 0));
+    assert_eq!(app.event_count().await, before);
+
+    // gpu comes up with two jobs waiting; old is removed from slurm.conf.
+    let mut next: Vec<_> = parts.iter().filter(|p| p.name != "old").cloned().collect();
+    next[1].state = jobscope::domain::PartitionState::Up;
+    next[1].jobs_pending = 2;
+    assert_eq!(app.store.sync_partitions(&next).await.unwrap(), (1, 1));
+    assert_eq!(
+        partition_events(app, before).await,
+        vec![
+            json!(["partition_updated", "gpu", "up", 0, 2]),
+            json!(["partition_deleted", "old", "inactive", 0, 0]),
+        ]
+    );
+    app.get("/v1/partitions/old").await.expect(404);
+    // An empty list (a restricted view, most likely) deletes nothing.
+    assert_eq!(app.store.sync_partitions(&[]).await.unwrap(), (0, 0));
+    assert_eq!(app.get("/v1/partitions").await.expect(200)["total"], 2);
+
+    // Real 22.05 responses: drained with limits, then up again.
+    let before = app.event_count().await;
+    let drained = partition_fixture("partitions-v0.0.38.drain.json");
+    assert_eq!(app.store.sync_partitions(&drained).await.unwrap(), (1, 2));
+    let debug = app.get("/v1/partitions/debug").await.expect(200);
+    assert_eq!(
+        json!([debug["state"], debug["nodes"], debug["limits"]]),
+        json!(["drain", ["vm"], {"max_time_minutes": 2880, "default_time_minutes": 30, "max_nodes_per_job": 4}])
+    );
+    let up = partition_fixture("partitions-v0.0.38.json");
+    assert_eq!(app.store.sync_partitions(&up).await.unwrap(), (1, 0));
+    assert_eq!(partition_events(app, before).await.len(), 4);
 });
 
 /// `--scheduler slurm` with slurmrestd unreachable: the service is degraded, not down.

@@ -452,6 +452,75 @@ async fn nodes_stream_filters_node_events(backend: Backend) {
     server.shutdown().await;
 }
 
+/// `/v1/stream/partitions` carries the partition events of the Slurm feed, filtered by name and
+/// state (any case), and nothing of jobs.
+async fn partitions_stream_filters_partition_events(backend: Backend) {
+    use common::partition;
+    use jobscope::domain::PartitionState::{Down, Up};
+    let server = start(backend).await;
+    let now = server.store.last_event_id().await.unwrap();
+    let mut named = SseClient::connect(
+        &server.base,
+        "/v1/stream/partitions?partition_names=gpu",
+        Some(now),
+    )
+    .await;
+    let mut down =
+        SseClient::connect(&server.base, "/v1/stream/partitions?states=DOWN", Some(now)).await;
+    for client in [&mut named, &mut down] {
+        assert_eq!(client.next().await.unwrap().name, "connected");
+    }
+    server.started("pj1", "ivy").await; // a job event: never on the partition stream
+    let store = &server.store;
+    store
+        .sync_partitions(&[partition("batch", Up), partition("gpu", Up)])
+        .await
+        .unwrap();
+    store
+        .sync_partitions(&[partition("batch", Down), partition("gpu", Up)])
+        .await
+        .unwrap();
+    store
+        .sync_partitions(&[partition("batch", Down)])
+        .await
+        .unwrap(); // gpu removed
+
+    let a = named.next().await.unwrap();
+    assert_eq!(a.name, "partition_event");
+    assert_eq!(a.data["type"], "partition_updated");
+    assert_eq!(a.data["stream"], "partitions");
+    assert_eq!(a.data["data"]["partition"]["name"], "gpu");
+    assert_eq!(a.data["data"]["partition"]["state"], "up");
+    let b = named.next().await.unwrap();
+    assert_eq!(b.data["type"], "partition_deleted");
+    assert_eq!(b.data["data"]["partition"]["name"], "gpu");
+    assert!(b.id.unwrap() > a.id.unwrap());
+    let d = down.next().await.unwrap();
+    assert_eq!(d.data["data"]["partition"]["name"], "batch");
+    assert_eq!(d.data["data"]["partition"]["state"], "down");
+
+    // Only those matched: the next event each sees is a new one.
+    store
+        .sync_partitions(&[partition("batch", Down), partition("gpu", Down)])
+        .await
+        .unwrap();
+    let again = named.next().await.unwrap();
+    assert_eq!(again.data["data"]["partition"]["state"], "down");
+    assert_eq!(down.next().await.unwrap().id, again.id);
+
+    for bad in ["states=sleepy", "partition_names=a,%07"] {
+        let resp = common::http()
+            .get(format!("{}/v1/stream/partitions?{bad}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "validation_error", "{body}");
+    }
+    server.shutdown().await;
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite {
@@ -473,7 +542,8 @@ both!(
     expired_cursor_gets_reset,
     bad_stream_parameters_are_400,
     cluster_stream_reports_status_and_changes,
-    nodes_stream_filters_node_events
+    nodes_stream_filters_node_events,
+    partitions_stream_filters_partition_events
 );
 
 /// With tokens configured: EventSource-style access through a single-use ticket, a token in

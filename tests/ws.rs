@@ -176,6 +176,42 @@ async fn nodes_subscriptions_get_node_events() {
     server.shutdown().await;
 }
 
+/// The `partitions` stream: the Slurm feed's partition events, filtered by state.
+#[tokio::test]
+async fn partitions_subscriptions_get_partition_events() {
+    use common::partition;
+    use jobscope::domain::PartitionState;
+    let server = start().await;
+    let mut ws = connect(&server).await;
+    let sub = subscribe(&mut ws, "partitions", json!({"states": ["DRAIN"]})).await;
+    server
+        .store
+        .sync_partitions(&[
+            partition("a", PartitionState::Up),
+            partition("b", PartitionState::Drain),
+        ])
+        .await
+        .unwrap();
+    let m = next(&mut ws).await.unwrap();
+    assert_eq!(m["subscription"], sub.as_str());
+    assert_eq!(m["type"], "partition_updated");
+    assert_eq!(m["stream"], "partitions");
+    assert_eq!(m["data"]["partition"]["name"], "b");
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "stream": "partitions", "options": {"node_names": "x"}}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "error");
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "stream": "partitions", "options": {"states": "sleepy"}}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "error");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn malformed_messages_get_errors_and_the_connection_stays_up() {
     let server = start().await;

@@ -25,10 +25,10 @@
 #   JOBSCOPE_HOOK_PRINT  =1: print the JSON payload on stdout instead of sending it (testing)
 #
 # Payload: {"job_id","user","node_list":[...],"cpu_allocation"?,"gpu_allocation"?,"gpu_devices"?,
-#           "gpu_vendor"?,"partition"?,"account"?,"job_name"?,"sluid"?}
+#           "gpu_vendor"?,"partition"?,"account"?,"job_name"?,"sluid"?,"array_job_id"?,"array_task_id"?}
 # Environment read: SLURM_JOB_ID, SLURM_JOB_USER, SLURM_JOB_NODELIST (slurmctld) or SLURM_NODELIST (node),
-# SLURM_JOB_CPUS_PER_NODE, SLURM_JOB_GPUS, SLURM_JOB_PARTITION, SLURM_JOB_ACCOUNT and SLURM_JOB_NAME
-# (slurmctld only), SLURM_JOB_SLUID (Slurm >= 26.05).
+# SLURM_JOB_CPUS_PER_NODE, SLURM_JOB_GPUS, SLURM_JOB_PARTITION, SLURM_JOB_ACCOUNT, SLURM_JOB_NAME,
+# SLURM_ARRAY_JOB_ID and SLURM_ARRAY_TASK_ID (slurmctld only), SLURM_JOB_SLUID (Slurm >= 26.05).
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C
@@ -108,13 +108,17 @@ main() {
 
 	local var field
 	for var in SLURM_JOB_PARTITION:partition SLURM_JOB_ACCOUNT:account SLURM_JOB_NAME:job_name \
-		SLURM_JOB_SLUID:sluid; do
+		SLURM_JOB_SLUID:sluid SLURM_ARRAY_JOB_ID:array_job_id; do
 		field=${var#*:}
 		if jh_env "${var%%:*}"; then
 			jh_json_str "$REPLY"
 			json+=",\"$field\":$REPLY"
 		fi
 	done
+	# A number, not a string: only digits are passed on.
+	if jh_env SLURM_ARRAY_TASK_ID && [[ $REPLY =~ ^[0-9]{1,9}$ ]]; then
+		json+=",\"array_task_id\":$((10#$REPLY))"
+	fi
 	json+='}'
 
 	jh_post /v1/events/job-started "$json"

@@ -82,6 +82,9 @@ pub struct JobStarted {
     cluster_name: Option<String>,
     /// Slurm 26.05+'s cluster-unique job id (`SLURM_JOB_SLUID`).
     sluid: Option<String>,
+    /// For an array task: the array's job id (`SLURM_ARRAY_JOB_ID`) and the task's index.
+    array_job_id: Option<String>,
+    array_task_id: Option<i64>,
 }
 
 pub async fn job_started(
@@ -125,6 +128,8 @@ fn started_job(e: JobStarted) -> Result<Job, ApiError> {
     }
     let cluster = validate::optional_name("cluster_name", e.cluster_name.as_deref())?;
     let job_name = validate::optional_name("job_name", e.job_name.as_deref())?;
+    let array_job_id = validate::optional_name("array_job_id", e.array_job_id.as_deref())?;
+    let array_task_id = validate::count("array_task_id", e.array_task_id)?;
     let start = validate::reported_time(e.timestamp, now_micros())?;
     let scheduler = SchedulerInfo {
         kind: Some("slurm".into()),
@@ -132,11 +137,11 @@ fn started_job(e: JobStarted) -> Result<Job, ApiError> {
         partition: validate::optional_name("partition", e.partition.as_deref())?,
         account: validate::optional_name("account", e.account.as_deref())?,
         sluid: validate::optional_name("sluid", e.sluid.as_deref())?,
-        extra: job_name.map(|name| {
-            let mut extra = serde_json::Map::new();
-            extra.insert("job_name".into(), name.into());
-            extra
-        }),
+        extra: crate::domain::job::scheduler_extra(
+            job_name.as_deref(),
+            array_job_id.as_deref(),
+            array_task_id,
+        ),
         ..SchedulerInfo::default()
     };
     let gpu_count = if gpu_devices.is_empty() {

@@ -13,6 +13,7 @@ mod jobs;
 pub mod metrics;
 mod nodes;
 mod openapi;
+mod partitions;
 pub mod request;
 mod samples;
 pub mod socket;
@@ -195,6 +196,19 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(nodes::jobs);
 
+    let list_partitions = warp::path!("v1" / "partitions")
+        .and(warp::get())
+        .and(auth(READ))
+        .and(query_map())
+        .and(st())
+        .then(partitions::list);
+
+    let get_partition = warp::path!("v1" / "partitions" / String)
+        .and(warp::get())
+        .and(auth(READ))
+        .and(st())
+        .then(partitions::get);
+
     let stream_jobs = warp::path!("v1" / "stream" / "jobs")
         .and(warp::get())
         .and(stream_auth())
@@ -227,6 +241,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(stream::nodes);
 
+    let stream_partitions = warp::path!("v1" / "stream" / "partitions")
+        .and(warp::get())
+        .and(stream_auth())
+        .and(query_map())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(st())
+        .then(stream::partitions);
+
     let stream_ticket = warp::path!("v1" / "stream" / "tickets")
         .and(warp::post())
         .and(auth(READ))
@@ -256,6 +278,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(stream_cluster)
         .unify()
         .or(stream_nodes)
+        .unify()
+        .or(stream_partitions)
         .unify()
         .or(stream_ticket)
         .unify()
@@ -303,6 +327,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(get_node)
         .unify()
         .or(node_jobs)
+        .unify()
+        .or(list_partitions)
+        .unify()
+        .or(get_partition)
         .unify()
         .or(streams)
         .unify()

@@ -2,7 +2,7 @@
 //! (the running jobs of a node, which node agents read to learn what to sample).
 
 use super::error::ApiError;
-use super::request::{int_param, job_id};
+use super::request::{int_param, path_name};
 use super::AppState;
 use crate::domain::validate;
 use crate::domain::{Job, JobState, Node, NodeState};
@@ -68,23 +68,12 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
     .into_response())
 }
 
-/// A node name from the path, checked like a job id.
-fn node_name(raw: &str) -> Result<String, ApiError> {
-    job_id(raw).map_err(|err| match err {
-        ApiError::Validation(m) => ApiError::Validation(
-            m.replace("Job ID", "Node name")
-                .replace("job id", "node name"),
-        ),
-        other => other,
-    })
-}
-
 pub async fn get(name: String, state: AppState) -> Response {
     super::error::respond(get_inner(name, state).await)
 }
 
 async fn get_inner(name: String, state: AppState) -> Handled {
-    let name = node_name(&name)?;
+    let name = path_name("Node name", &name)?;
     match state.store.get_node(&name).await? {
         Some(node) => Ok(json(&node).into_response()),
         None => Err(ApiError::NotFound(format!("Node {name} not found"))),
@@ -98,7 +87,7 @@ pub async fn jobs(name: String, params: HashMap<String, String>, state: AppState
 /// Running jobs whose node list names this node. An unknown node is not an error: an agent asks
 /// before its first report has created the node.
 async fn jobs_inner(name: String, params: HashMap<String, String>, state: AppState) -> Handled {
-    let name = node_name(&name)?;
+    let name = path_name("Node name", &name)?;
     let filter = JobFilter {
         state: Some(JobState::Running),
         user: None,

@@ -218,17 +218,24 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, BadEscape>
 
 /// A job id from the path: percent-decoded and length-checked.
 pub fn job_id(raw: &str) -> Result<String, ApiError> {
+    path_name("Job ID", raw)
+}
+
+/// A name from the URL path (`what`: "Job ID", "Node name", ...): percent-decoded, without
+/// surrounding white space, and valid as a name.
+pub fn path_name(what: &str, raw: &str) -> Result<String, ApiError> {
+    let lower = what.to_lowercase();
     let decoded = percent_decode(raw, false)
-        .map_err(|_| ApiError::InvalidRequest("Invalid job id in path".into()))?;
+        .map_err(|_| ApiError::InvalidRequest(format!("Invalid {lower} in path")))?;
     if decoded.trim() != decoded {
-        return Err(ApiError::Validation(
-            "job id must not start or end with white space".into(),
-        ));
+        return Err(ApiError::Validation(format!(
+            "{lower} must not start or end with white space"
+        )));
     }
     Ok(validate::required_name(
-        "job id",
+        &lower,
         Some(&decoded),
-        "Job ID is required",
+        &format!("{what} is required"),
     )?)
 }
 
@@ -271,6 +278,21 @@ pub fn time_param(
                 })
         })
         .transpose()
+}
+
+/// A state name from a query parameter, any case (Slurm users write `UP`, `IDLE`); `kind` and
+/// `known` name the states in the error.
+pub fn state_param<T: std::str::FromStr>(
+    raw: &str,
+    kind: &str,
+    known: &[&str],
+) -> Result<T, ApiError> {
+    raw.trim().to_ascii_lowercase().parse().map_err(|_| {
+        ApiError::Validation(format!(
+            "Invalid {kind} state {raw:?} (expected one of {})",
+            known.join(", ")
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Server-Sent Events: `GET /v1/stream/jobs` (every job, filtered), `GET /v1/stream/jobs/{id}`
 //! (one job, its samples included, closing with `stream_closed` once the job has finished),
-//! `GET /v1/stream/nodes` (node state and usage) and `GET /v1/stream/cluster` (a periodic
-//! status plus the job changes).
+//! `GET /v1/stream/nodes` (node state and usage), `GET /v1/stream/partitions` (Slurm's
+//! partitions) and `GET /v1/stream/cluster` (a periodic status plus the job changes).
 //!
 //! Each connection gets a pump task that first replays the event log after the client's cursor
 //! (`Last-Event-ID`, or `?last_event_id=`; the header wins), then forwards live events from the
@@ -182,7 +182,8 @@ pub async fn ticket(state: AppState) -> Response {
 
 /// The stream names, each with its own cached encoding of an event (the envelope names the
 /// stream).
-const STREAM_NAMES: [&str; crate::events::ENCODINGS] = ["jobs", "job", "cluster", "nodes"];
+const STREAM_NAMES: [&str; crate::events::ENCODINGS] =
+    ["jobs", "job", "cluster", "nodes", "partitions"];
 
 fn encoding_slot(stream: &str) -> usize {
     STREAM_NAMES
@@ -223,7 +224,8 @@ fn envelope_text(
 pub(super) struct Outgoing {
     /// The event-log id (for control messages: the cursor at that point).
     pub id: i64,
-    /// The SSE event name: `connected`, `job_event`, `job_sample`, `node_event`, `status`,
+    /// The SSE event name: `connected`, `job_event`, `job_sample`, `node_event`,
+    /// `partition_event`, `status`,
     /// `reset`, `stream_closed`, `error`.
     pub name: &'static str,
     /// The envelope as JSON text; shared by every subscriber of a logged event.
@@ -257,6 +259,7 @@ fn event_name(kind: &str) -> &'static str {
     match kind {
         "job_sample" => "job_sample",
         "node_updated" => "node_event",
+        "partition_updated" | "partition_deleted" => "partition_event",
         _ => "job_event",
     }
 }
@@ -348,6 +351,20 @@ pub async fn nodes(
     let result = StreamFilter::parse_nodes(&params).and_then(|filter| {
         let start = cursor(last_event_id, &params)?;
         Ok(open(state, Subscription::new("nodes", filter), start))
+    });
+    respond(result)
+}
+
+/// `GET /v1/stream/partitions`: `partition_updated` and `partition_deleted` events, filtered by
+/// `partition_names` and `states`.
+pub async fn partitions(
+    params: HashMap<String, String>,
+    last_event_id: Option<String>,
+    state: AppState,
+) -> Response {
+    let result = StreamFilter::parse_partitions(&params).and_then(|filter| {
+        let start = cursor(last_event_id, &params)?;
+        Ok(open(state, Subscription::new("partitions", filter), start))
     });
     respond(result)
 }

@@ -1,14 +1,15 @@
 //! Which event-log rows a stream connection wants: the query filters of the job streams
 //! (`/v1/stream/jobs`, `/v1/stream/cluster`, `/v1/stream/jobs/{id}`, WebSocket `jobs`/`job`)
-//! and of the node stream (`/v1/stream/nodes`, WebSocket `nodes`), parsed and validated once
-//! per connection and then applied to every event the connection sees.
+//! of the node stream (`/v1/stream/nodes`, WebSocket `nodes`) and of the partition stream
+//! (`/v1/stream/partitions`, WebSocket `partitions`), parsed and validated once per connection and then applied to every event the connection sees.
 //!
 //! Matching runs once per event per subscriber, so it borrows from the event's JSON and never
 //! allocates.
 
 use super::error::ApiError;
+use super::request::state_param;
 use crate::domain::validate;
-use crate::domain::{JobState, NodeState};
+use crate::domain::{JobState, NodeState, PartitionState};
 use crate::store::StoredEvent;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ const MAX_LIST: usize = 1000;
 pub(super) enum StreamFilter {
     Jobs(JobEvents),
     Nodes(NodeEvents),
+    Partitions(PartitionEvents),
 }
 
 /// Filters of the job streams; every field empty means "all jobs".
@@ -40,6 +42,13 @@ pub(super) struct NodeEvents {
     pub(super) node_names: Vec<String>,
     pub(super) states: Vec<NodeState>,
     pub(super) partition: Option<String>,
+}
+
+/// Filters of the partition stream.
+#[derive(Debug, Clone, Default)]
+pub(super) struct PartitionEvents {
+    pub(super) partition_names: Vec<String>,
+    pub(super) states: Vec<PartitionState>,
 }
 
 fn comma_list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
@@ -99,17 +108,10 @@ impl StreamFilter {
 
     /// The node stream's filters: `node_names`, `states` (node states), `partition`.
     pub(super) fn parse_nodes(params: &HashMap<String, String>) -> Result<StreamFilter, ApiError> {
+        let known: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
         let states = comma_list(params, "states")
             .iter()
-            .map(|s| {
-                s.to_ascii_lowercase().parse::<NodeState>().map_err(|_| {
-                    let known: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
-                    ApiError::Validation(format!(
-                        "Invalid node state {s:?} in states (expected {})",
-                        known.join(", ")
-                    ))
-                })
-            })
+            .map(|s| state_param::<NodeState>(s, "node", &known))
             .collect::<Result<Vec<_>, _>>()?;
         let node_names =
             validate::name_list("node_names", &comma_list(params, "node_names"), MAX_LIST)?;
@@ -117,6 +119,25 @@ impl StreamFilter {
             node_names,
             states,
             partition: optional(params, "partition")?,
+        }))
+    }
+
+    /// The partition stream's filters: `partition_names`, `states` (partition states).
+    pub(super) fn parse_partitions(
+        params: &HashMap<String, String>,
+    ) -> Result<StreamFilter, ApiError> {
+        let states = comma_list(params, "states")
+            .iter()
+            .map(|s| super::partitions::parse_state(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let partition_names = validate::name_list(
+            "partition_names",
+            &comma_list(params, "partition_names"),
+            MAX_LIST,
+        )?;
+        Ok(StreamFilter::Partitions(PartitionEvents {
+            partition_names,
+            states,
         }))
     }
 
@@ -133,6 +154,7 @@ impl StreamFilter {
         match self {
             StreamFilter::Jobs(filter) => filter.matches(event),
             StreamFilter::Nodes(filter) => filter.matches(event),
+            StreamFilter::Partitions(filter) => filter.matches(event),
         }
     }
 }
@@ -202,6 +224,26 @@ impl NodeEvents {
             }
         }
         true
+    }
+}
+
+impl PartitionEvents {
+    fn matches(&self, event: &StoredEvent) -> bool {
+        if !matches!(
+            event.kind.as_str(),
+            "partition_updated" | "partition_deleted"
+        ) {
+            return false;
+        }
+        let partition = &event.payload["partition"];
+        if !self.partition_names.is_empty()
+            && !partition["name"]
+                .as_str()
+                .is_some_and(|name| self.partition_names.iter().any(|n| n == name))
+        {
+            return false;
+        }
+        self.states.is_empty() || self.states.iter().any(|s| partition["state"] == s.as_str())
     }
 }
 

@@ -1,6 +1,6 @@
 //! WebSocket streams: `GET /v1/ws`. One connection carries several subscriptions to the same
-//! streams as the SSE routes (`jobs`, filtered; `job`, one job with its samples; `nodes`,
-//! filtered), each answered with an ack and then replayed from the event log after its
+//! streams as the SSE routes (`jobs`, filtered; `job`, one job with its samples; `nodes` and
+//! `partitions`, filtered), each answered with an ack and then replayed from the event log after its
 //! `last_event_id` and followed live.
 //!
 //! Each subscription runs the SSE pump ([`stream::pump_for`]) unchanged, so replay, the no-gap /
@@ -47,6 +47,7 @@ const JOBS_OPTIONS: &[&str] = &[
 ];
 const JOB_OPTIONS: &[&str] = &["job_id", "exclude_samples", "last_event_id"];
 const NODES_OPTIONS: &[&str] = &["node_names", "states", "partition", "last_event_id"];
+const PARTITIONS_OPTIONS: &[&str] = &["partition_names", "states", "last_event_id"];
 
 /// The keep-alive timing of a connection; tests use shorter intervals.
 #[derive(Debug, Clone, Copy)]
@@ -262,9 +263,10 @@ impl Connection {
             "jobs" => JOBS_OPTIONS,
             "job" => JOB_OPTIONS,
             "nodes" => NODES_OPTIONS,
+            "partitions" => PARTITIONS_OPTIONS,
             other => {
                 return Err(format!(
-                    "unknown stream {other:?} (expected jobs, job or nodes)"
+                    "unknown stream {other:?} (expected jobs, job, nodes or partitions)"
                 ))
             }
         };
@@ -276,6 +278,9 @@ impl Connection {
         } else if stream == "nodes" {
             let filter = StreamFilter::parse_nodes(&params).map_err(|e| e.to_string())?;
             Subscription::new("nodes", filter)
+        } else if stream == "partitions" {
+            let filter = StreamFilter::parse_partitions(&params).map_err(|e| e.to_string())?;
+            Subscription::new("partitions", filter)
         } else {
             let id = params
                 .get("job_id")

@@ -110,6 +110,26 @@ impl FromStr for GpuVendor {
     }
 }
 
+/// The free-form part of a Slurm job's scheduler info: its name and, for an array task, the
+/// array's job id and the task's index; `None` when there is none of them.
+pub fn scheduler_extra(
+    job_name: Option<&str>,
+    array_job_id: Option<&str>,
+    array_task_id: Option<i64>,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut extra = serde_json::Map::new();
+    if let Some(name) = job_name {
+        extra.insert("job_name".into(), name.into());
+    }
+    if let Some(id) = array_job_id {
+        extra.insert("array_job_id".into(), id.into());
+    }
+    if let Some(task) = array_task_id {
+        extra.insert("array_task_id".into(), task.into());
+    }
+    (!extra.is_empty()).then_some(extra)
+}
+
 /// Scheduler-side facts about a job (the Go service's `scheduler` object).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerInfo {

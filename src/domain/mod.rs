@@ -3,9 +3,11 @@
 //! directly.
 
 pub mod job;
+pub mod partition;
 pub mod slurm_state;
 pub mod usage;
 pub mod validate;
 
 pub use job::{now_micros, AuditEvent, GpuVendor, Job, JobState, MetricSample, SchedulerInfo};
+pub use partition::{Partition, PartitionLimits, PartitionState};
 pub use usage::{Node, NodeState, SampleDetail};

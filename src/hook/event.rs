@@ -9,7 +9,8 @@
 //! | `epilog_slurmd` | `SLURM_NODELIST` | `SLURM_JOB_GPUS` | – | yes |
 //!
 //! The payloads are those of `scripts/slurm/{prolog,epilog}.sh` plus `timestamp` (so an event
-//! delivered late from the spool still records when it happened), `cluster_name` and `sluid`.
+//! delivered late from the spool still records when it happened), `cluster_name` and `sluid`,
+//! and for an array task `array_job_id` and `array_task_id` (slurmctld contexts only).
 //! No final state is sent: a cancelled or timed-out job looks like exit 0 here, so the server
 //! derives the state and the slurmrestd reconciler confirms it.
 
@@ -172,9 +173,20 @@ pub fn build(
                 ("SLURM_JOB_NAME", "job_name"),
                 ("SLURM_CLUSTER_NAME", "cluster_name"),
                 ("SLURM_JOB_SLUID", "sluid"),
+                ("SLURM_ARRAY_JOB_ID", "array_job_id"),
             ] {
                 if let Some(v) = var(env, name) {
                     body.insert(field.into(), json!(v));
+                }
+            }
+            if let Some(task) = var(env, "SLURM_ARRAY_TASK_ID") {
+                match task.parse::<u32>() {
+                    Ok(n) => {
+                        body.insert("array_task_id".into(), json!(n));
+                    }
+                    Err(_) => notes
+                        .0
+                        .push(format!("cannot read SLURM_ARRAY_TASK_ID={task:?}")),
                 }
             }
         }
@@ -352,6 +364,10 @@ mod tests {
         let b = body(HookKind::Prolog, &fixture("prolog_slurmctld.2"));
         assert_eq!(b["job_id"], "2");
         assert_eq!(b["job_name"], "arr");
+        assert_eq!(
+            (&b["array_job_id"], &b["array_task_id"]),
+            (&json!("2"), &json!(2))
+        );
         let b = body(HookKind::Epilog, &fixture("epilog_slurmd.4"));
         assert_eq!(b["job_id"], "4");
         assert_eq!(

@@ -14,7 +14,7 @@ mod sqlite;
 pub use group_commit::LifecycleOp;
 
 use crate::collector::GpuReading;
-use crate::domain::{AuditEvent, Job, JobState, MetricSample, Node};
+use crate::domain::{AuditEvent, Job, JobState, MetricSample, Node, Partition};
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
@@ -414,6 +414,23 @@ impl Store {
             update_nodes_from_scheduler(nodes)
         );
         self.ring(result)
+    }
+
+    /// Makes the stored partitions the scheduler's list (see `sync_partitions` in the queries):
+    /// one `partition_updated` event per partition that changed, one `partition_deleted` per
+    /// partition no longer listed. Returns (changed, deleted).
+    pub async fn sync_partitions(&self, partitions: &[Partition]) -> StoreResult<(usize, usize)> {
+        let result = dispatch!(self, "sync_partitions", sync_partitions(partitions));
+        self.ring(result)
+    }
+
+    /// Every partition, by name.
+    pub async fn list_partitions(&self) -> StoreResult<Vec<Partition>> {
+        dispatch!(self, "list_partitions", list_partitions())
+    }
+
+    pub async fn get_partition(&self, name: &str) -> StoreResult<Option<Partition>> {
+        dispatch!(self, "get_partition", get_partition(name))
     }
 
     /// Every node, by name.

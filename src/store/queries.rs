@@ -11,8 +11,8 @@
 
 use crate::domain::usage::is_stale;
 use crate::domain::{
-    AuditEvent, GpuVendor, Job, JobState, MetricSample, Node, NodeState, SampleDetail,
-    SchedulerInfo,
+    AuditEvent, GpuVendor, Job, JobState, MetricSample, Node, NodeState, Partition,
+    PartitionLimits, PartitionState, SampleDetail, SchedulerInfo,
 };
 use crate::store::{LatePolicy, SampleItem, SampleRejection};
 use chrono::{DateTime, Utc};
@@ -466,6 +466,54 @@ impl NodeRow {
     }
 }
 
+/// Columns of `partitions` that `PartitionRow` reads, in the insert statement's order.
+pub(crate) const PARTITION_COLUMNS: &str = "name, state, is_default, nodes, total_nodes, total_cpus, \
+    max_time_minutes, default_time_minutes, max_nodes_per_job, jobs_running, jobs_pending, updated_at";
+
+/// A `partitions` row as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PartitionRow {
+    name: String,
+    state: String,
+    is_default: bool,
+    nodes: Json<Vec<String>>,
+    total_nodes: Option<i64>,
+    total_cpus: Option<i64>,
+    max_time_minutes: Option<i64>,
+    default_time_minutes: Option<i64>,
+    max_nodes_per_job: Option<i64>,
+    jobs_running: i64,
+    jobs_pending: i64,
+    updated_at: DateTime<Utc>,
+}
+
+impl PartitionRow {
+    pub(crate) fn into_partition(self) -> Result<Partition, super::StoreError> {
+        let state = self.state.parse::<PartitionState>().map_err(|_| {
+            super::StoreError::Corrupt(format!(
+                "partition {}: bad state {:?}",
+                self.name, self.state
+            ))
+        })?;
+        Ok(Partition {
+            name: self.name,
+            state,
+            is_default: self.is_default,
+            nodes: self.nodes.0,
+            total_nodes: self.total_nodes,
+            total_cpus: self.total_cpus,
+            limits: PartitionLimits {
+                max_time_minutes: self.max_time_minutes,
+                default_time_minutes: self.default_time_minutes,
+                max_nodes_per_job: self.max_nodes_per_job,
+            },
+            jobs_running: self.jobs_running,
+            jobs_pending: self.jobs_pending,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 /// The row a scheduler's report turns `current` into, or `None` when nothing would change.
 /// State, reason and partitions are the scheduler's; CPUs, memory and load are taken only while
 /// no live agent reports them (an agent measures them more often and more exactly).
@@ -531,6 +579,8 @@ pub(crate) mod event_kind {
     pub const JOB_DELETED: &str = "job_deleted";
     pub const JOB_SAMPLE: &str = "job_sample";
     pub const NODE_UPDATED: &str = "node_updated";
+    pub const PARTITION_UPDATED: &str = "partition_updated";
+    pub const PARTITION_DELETED: &str = "partition_deleted";
 }
 
 /// The event-log kind of a change from `before` to the job as it is now.
@@ -550,7 +600,8 @@ macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr) => {
         use crate::store::queries::{
             change_kind, event_kind, snapshot, AuditRow, JobDelta, JobRow, NodeRow, SampleRow, SampledJob, JOB_COLUMNS,
-            JOB_DELTA_UPDATE_HEAD, JOB_DELTA_UPDATE_TAIL, NODE_COLUMNS, RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
+            JOB_DELTA_UPDATE_HEAD, JOB_DELTA_UPDATE_TAIL, NODE_COLUMNS, PARTITION_COLUMNS, PartitionRow,
+            RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
         };
         use crate::store::{
             Applied, AuditContext, Finish, IngestOutcome, JobFilter, JobPatch, LatePolicy, LifecycleOp, NodeReport,
@@ -1320,6 +1371,105 @@ macro_rules! store_queries {
             .fetch_optional(pool)
             .await?;
             row.map(|r| r.into_node(now)).transpose()
+        }
+
+        /// Makes the stored partitions what the scheduler lists: inserts and updates those that
+        /// changed (one `partition_updated` event each) and deletes those it no longer lists
+        /// (one `partition_deleted` event each, with the partition as it was). An empty list
+        /// deletes nothing: it is more likely a restricted view than a cluster without queues.
+        /// Returns (changed, deleted).
+        pub async fn sync_partitions(
+            pool: &Pool<$db>,
+            partitions: &[crate::domain::Partition],
+        ) -> StoreResult<(usize, usize)> {
+            let now = now_micros();
+            let mut tx = WriteTx::begin(pool).await?;
+            let rows: Vec<PartitionRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {PARTITION_COLUMNS} FROM partitions ORDER BY name {}",
+                $row_lock
+            )))
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut current = std::collections::BTreeMap::new();
+            for row in rows {
+                let p = row.into_partition()?;
+                current.insert(p.name.clone(), p);
+            }
+            let mut changed = 0;
+            for p in partitions {
+                if current.get(&p.name).is_some_and(|c| !c.differs_from(p)) {
+                    continue;
+                }
+                let mut stored = p.clone();
+                stored.updated_at = now;
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO partitions ({PARTITION_COLUMNS}, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                       state = excluded.state, is_default = excluded.is_default, nodes = excluded.nodes, \
+                       total_nodes = excluded.total_nodes, total_cpus = excluded.total_cpus, \
+                       max_time_minutes = excluded.max_time_minutes, \
+                       default_time_minutes = excluded.default_time_minutes, \
+                       max_nodes_per_job = excluded.max_nodes_per_job, \
+                       jobs_running = excluded.jobs_running, jobs_pending = excluded.jobs_pending, \
+                       updated_at = excluded.updated_at"
+                )))
+                .bind(&stored.name)
+                .bind(stored.state.as_str())
+                .bind(stored.is_default)
+                .bind(Json(&stored.nodes))
+                .bind(stored.total_nodes)
+                .bind(stored.total_cpus)
+                .bind(stored.limits.max_time_minutes)
+                .bind(stored.limits.default_time_minutes)
+                .bind(stored.limits.max_nodes_per_job)
+                .bind(stored.jobs_running)
+                .bind(stored.jobs_pending)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                current.insert(stored.name.clone(), stored.clone());
+                tx.append_other_event(event_kind::PARTITION_UPDATED, serde_json::json!({ "partition": stored }));
+                changed += 1;
+            }
+            let mut deleted = 0;
+            if !partitions.is_empty() {
+                let listed: std::collections::HashSet<&str> =
+                    partitions.iter().map(|p| p.name.as_str()).collect();
+                for (name, gone) in &current {
+                    if listed.contains(name.as_str()) {
+                        continue;
+                    }
+                    sqlx::query("DELETE FROM partitions WHERE name = $1")
+                        .bind(name)
+                        .execute(&mut **tx)
+                        .await?;
+                    tx.append_other_event(event_kind::PARTITION_DELETED, serde_json::json!({ "partition": gone }));
+                    deleted += 1;
+                }
+            }
+            tx.commit().await?;
+            Ok((changed, deleted))
+        }
+
+        /// Every partition, by name.
+        pub async fn list_partitions(pool: &Pool<$db>) -> StoreResult<Vec<crate::domain::Partition>> {
+            let rows: Vec<PartitionRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {PARTITION_COLUMNS} FROM partitions ORDER BY name"
+            )))
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(PartitionRow::into_partition).collect()
+        }
+
+        pub async fn get_partition(pool: &Pool<$db>, name: &str) -> StoreResult<Option<crate::domain::Partition>> {
+            let row: Option<PartitionRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {PARTITION_COLUMNS} FROM partitions WHERE name = $1"
+            )))
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+            row.map(PartitionRow::into_partition).transpose()
         }
 
         fn push_sample_range(qb: &mut QueryBuilder<$db>, id: &str, query: &SampleQuery) {

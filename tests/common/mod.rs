@@ -471,3 +471,23 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A partition as the Slurm backend would store it: one node named after it, 8 CPUs, no jobs.
+#[allow(dead_code)]
+pub fn partition(
+    name: &str,
+    state: jobscope::domain::PartitionState,
+) -> jobscope::domain::Partition {
+    jobscope::domain::Partition {
+        name: name.into(),
+        state,
+        is_default: false,
+        nodes: vec![format!("{name}-01")],
+        total_nodes: Some(1),
+        total_cpus: Some(8),
+        limits: Default::default(),
+        jobs_running: 0,
+        jobs_pending: 0,
+        updated_at: chrono::Utc::now(),
+    }
+}

@@ -189,23 +189,29 @@ impl SlurmRest {
         })
     }
 
-    /// Every job slurmctld knows (running, pending and finished within `MinJobAge`).
-    pub async fn jobs(&self) -> Result<Vec<SlurmJob>, RestError> {
+    /// `GET /slurm/<version>/<what>`, negotiating the version first if none is yet.
+    async fn get_current(&self, what: &str) -> Result<Value, RestError> {
         let v = match self.version() {
             Some(v) => v,
             None => self.negotiate().await?,
         };
-        let body = self.get(&format!("/slurm/{v}/jobs")).await?;
-        Ok(jobs::parse_jobs(&body))
+        self.get(&format!("/slurm/{v}/{what}")).await
+    }
+
+    /// Every job slurmctld knows (running, pending and finished within `MinJobAge`).
+    pub async fn jobs(&self) -> Result<Vec<SlurmJob>, RestError> {
+        Ok(jobs::parse_jobs(&self.get_current("jobs").await?))
     }
 
     /// Every node slurmctld knows, as the store keeps them.
     pub async fn nodes(&self) -> Result<Vec<crate::store::SchedulerNode>, RestError> {
-        let v = match self.version() {
-            Some(v) => v,
-            None => self.negotiate().await?,
-        };
-        let body = self.get(&format!("/slurm/{v}/nodes")).await?;
-        Ok(super::nodes::parse_nodes(&body))
+        Ok(super::nodes::parse_nodes(&self.get_current("nodes").await?))
+    }
+
+    /// Every partition slurmctld knows, without job counts (see [`super::partitions::count_jobs`]).
+    pub async fn partitions(&self) -> Result<Vec<crate::domain::Partition>, RestError> {
+        Ok(super::partitions::parse_partitions(
+            &self.get_current("partitions").await?,
+        ))
     }
 }

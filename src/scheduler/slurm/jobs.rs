@@ -23,6 +23,9 @@ pub struct SlurmJob {
     pub cluster: Option<String>,
     pub nodes: Vec<String>,
     pub cpus: Option<i64>,
+    /// The array a task belongs to (its first job's id) and the task's index.
+    pub array_job_id: Option<String>,
+    pub array_task_id: Option<i64>,
     pub start: Option<DateTime<Utc>>,
     /// Only for finished jobs (for a running one Slurm reports the projected end).
     pub end: Option<DateTime<Utc>>,
@@ -141,6 +144,11 @@ fn job(v: &Value) -> Option<SlurmJob> {
         cluster: text(v.get("cluster")),
         nodes,
         cpus: int(v.get("cpus")),
+        // 22.05 gives 0 and null for a job that is no array task.
+        array_job_id: int(v.get("array_job_id"))
+            .filter(|id| *id > 0)
+            .map(|id| id.to_string()),
+        array_task_id: int(v.get("array_task_id")).filter(|t| *t >= 0),
         start: time(v.get("start_time")),
         end: if terminal {
             time(v.get("end_time"))
@@ -230,6 +238,37 @@ mod tests {
                 "projected end ignored"
             );
         }
+    }
+
+    /// `sbatch --array=1-3` on the one-node dev cluster, two tasks running and the third still
+    /// pending under the array's own id (captured from Debian's slurmrestd 22.05, v0.0.38).
+    #[test]
+    fn real_22_05_array_tasks() {
+        let jobs = fixture("jobs-v0.0.38.array.json");
+        let tasks: Vec<(&str, &str, Option<&str>, Option<i64>)> = jobs
+            .iter()
+            .map(|j| {
+                (
+                    j.id.as_str(),
+                    j.state.as_str(),
+                    j.array_job_id.as_deref(),
+                    j.array_task_id,
+                )
+            })
+            .collect();
+        assert_eq!(
+            tasks,
+            [
+                ("2", "RUNNING", Some("1"), Some(1)),
+                ("3", "RUNNING", Some("1"), Some(2)),
+                ("1", "PENDING", Some("1"), Some(3)),
+            ]
+        );
+        // No array task: 22.05 says 0 and null.
+        let plain = fixture("jobs-v0.0.38.json");
+        assert!(plain
+            .iter()
+            .all(|j| j.array_job_id.is_none() && j.array_task_id.is_none()));
     }
 
     #[test]

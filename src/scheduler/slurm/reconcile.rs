@@ -78,11 +78,11 @@ fn job_of(j: &SlurmJob) -> Option<Job> {
         partition: j.partition.clone(),
         account: j.account.clone(),
         raw_state: Some(j.state.clone()),
-        extra: j.name.as_ref().map(|n| {
-            let mut m = serde_json::Map::new();
-            m.insert("job_name".into(), n.clone().into());
-            m
-        }),
+        extra: crate::domain::job::scheduler_extra(
+            j.name.as_deref(),
+            j.array_job_id.as_deref(),
+            j.array_task_id,
+        ),
         ..SchedulerInfo::default()
     });
     if state.is_terminal() {
@@ -240,32 +240,21 @@ pub async fn run(
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut failing = false;
-    let mut nodes_failing = false;
+    let mut nodes_failing = SideFeed {
+        what: "nodes",
+        failing: false,
+    };
+    let mut partitions_failing = SideFeed {
+        what: "partitions",
+        failing: false,
+    };
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match client.jobs().await {
-            Ok(jobs) => {
-                if failing {
-                    tracing::info!(url = client.url(), "slurmrestd reachable again");
-                    failing = false;
-                }
-                health.set_problem(None);
-                match reconciler.pass(&jobs, &store, 2 * cfg.interval).await {
-                    Ok(r) if r != PassReport::default() => {
-                        tracing::info!(
-                            confirmed = r.confirmed,
-                            created = r.created,
-                            vanished = r.vanished,
-                            "reconciled with Slurm"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
-                }
-            }
+        let jobs = match client.jobs().await {
+            Ok(jobs) => jobs,
             Err(e) => {
                 if !failing {
                     tracing::warn!(error = %e, "slurmrestd unavailable; jobs keep coming from the hooks");
@@ -274,24 +263,72 @@ pub async fn run(
                 health.set_problem(Some(e.to_string()));
                 continue;
             }
+        };
+        if failing {
+            tracing::info!(url = client.url(), "slurmrestd reachable again");
+            failing = false;
         }
-        // The node feed on its own: a slurmrestd user allowed to read jobs but not nodes still
-        // gets its jobs reconciled.
+        health.set_problem(None);
+        match reconciler.pass(&jobs, &store, 2 * cfg.interval).await {
+            Ok(r) if r != PassReport::default() => {
+                tracing::info!(
+                    confirmed = r.confirmed,
+                    created = r.created,
+                    vanished = r.vanished,
+                    "reconciled with Slurm"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+        }
+        // Nodes and partitions on their own: a slurmrestd user allowed to read jobs but not
+        // nodes still gets its jobs reconciled.
         match client.nodes().await {
             Ok(nodes) => {
-                nodes_failing = false;
+                nodes_failing.recovered();
                 match store.update_nodes_from_scheduler(&nodes).await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(changed = n, "nodes updated from Slurm"),
                     Err(e) => tracing::warn!(error = %e, "storing Slurm's nodes failed"),
                 }
             }
-            Err(e) => {
-                if !nodes_failing {
-                    tracing::warn!(error = %e, "cannot read Slurm's nodes; node states stay as they are");
-                    nodes_failing = true;
+            Err(e) => nodes_failing.failed(&e),
+        }
+        match client.partitions().await {
+            Ok(mut partitions) => {
+                partitions_failing.recovered();
+                super::partitions::count_jobs(&mut partitions, &jobs);
+                match store.sync_partitions(&partitions).await {
+                    Ok((0, 0)) => {}
+                    Ok((changed, deleted)) => {
+                        tracing::debug!(changed, deleted, "partitions updated from Slurm")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "storing Slurm's partitions failed"),
                 }
             }
+            Err(e) => partitions_failing.failed(&e),
+        }
+    }
+}
+
+/// A feed read besides the jobs (nodes, partitions): its failure is logged once, not every
+/// pass, and what the store has of it stays as it is meanwhile.
+struct SideFeed {
+    what: &'static str,
+    failing: bool,
+}
+
+impl SideFeed {
+    fn failed(&mut self, error: &super::client::RestError) {
+        if !self.failing {
+            tracing::warn!(error = %error, "cannot read Slurm's {}; what jobscope has of them stays as it is", self.what);
+            self.failing = true;
+        }
+    }
+
+    fn recovered(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("reading Slurm's {} again", self.what);
         }
     }
 }
