@@ -1,6 +1,6 @@
 //! `GET /metrics` on a real server: series follow the event feed (on both backends), a restarted
-//! server loads running jobs from the store, finished jobs vanish after the grace period, the
-//! endpoint's authentication, and scrapes during heavy ingestion.
+//! server loads running jobs and partitions from the store, finished jobs vanish after the grace
+//! period, the endpoint's authentication, and scrapes during heavy ingestion.
 
 mod common;
 
@@ -149,6 +149,66 @@ async fn a_jobs_life_in_metrics_postgres() {
         return;
     }
     a_jobs_life(Backend::Postgres).await;
+}
+
+/// Partition series follow the Slurm feed's events, and a restarted server loads them from
+/// the store.
+#[tokio::test]
+async fn partitions_follow_events_and_survive_a_restart() {
+    use jobscope::domain::PartitionState::{Drain, Up};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start_with(config(&db.url, Duration::from_secs(60)), Some(db)).await;
+    let mut gpu = common::partition("gpu", Up);
+    gpu.jobs_running = 3;
+    gpu.jobs_pending = 7;
+    let cpu = common::partition("cpu", Drain);
+    server
+        .store
+        .sync_partitions(&[gpu.clone(), cpu.clone()])
+        .await
+        .unwrap();
+    let text = scrape_until(&server.base, "the gpu queue", |t| {
+        value(t, r#"hpc_partition_jobs{partition="gpu",state="pending"}"#) == Some(7.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_partition_jobs{partition="gpu",state="running"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_partition_state{partition="cpu",state="drain"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, r#"hpc_partition_cpus{partition="cpu"}"#),
+        Some(8.0)
+    );
+    // cpu is removed from Slurm: its series go.
+    server.store.sync_partitions(&[gpu]).await.unwrap();
+    scrape_until(&server.base, "cpu gone", |t| {
+        !t.contains(r#"partition="cpu""#)
+    })
+    .await;
+
+    let db = server.stop_keeping_db().await.unwrap();
+    let server = TestServer::start_with(config(&db.url, Duration::from_secs(60)), Some(db)).await;
+    let (_, text) = scrape(&server.base, None).await;
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_partition_jobs{partition="gpu",state="pending"}"#
+        ),
+        Some(7.0),
+        "loaded at start:\n{text}"
+    );
+    assert!(!text.contains(r#"partition="cpu""#));
+    server.shutdown().await;
 }
 
 #[tokio::test]

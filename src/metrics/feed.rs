@@ -35,7 +35,7 @@ pub async fn start(
     Ok(tokio::spawn(follow(metrics, store, live, stop)))
 }
 
-/// Reads counts, running jobs and nodes; returns the event id the picture is current at.
+/// Reads counts, running jobs, nodes and partitions; returns the event id the picture is current at.
 async fn load(metrics: &Metrics, store: &Store) -> StoreResult<i64> {
     let mut attempt = 0;
     loop {
@@ -49,6 +49,7 @@ async fn load(metrics: &Metrics, store: &Store) -> StoreResult<i64> {
             .iter()
             .filter_map(|n| serde_json::to_value(n).ok())
             .collect();
+        let partitions = store.list_partitions().await?;
         let after = store.last_event_id().await?;
         // Events are numbered in commit order, so when none was committed between the two
         // reads, the counts and jobs read in between are exactly the state at `before`.
@@ -61,7 +62,10 @@ async fn load(metrics: &Metrics, store: &Store) -> StoreResult<i64> {
                 );
             }
             let jobs = running.len();
-            metrics.update(|s| s.reset(&counts, &running, &nodes, before));
+            metrics.update(|s| {
+                s.reset(&counts, &running, &nodes, before);
+                s.reset_partitions(&partitions);
+            });
             tracing::info!(
                 running_jobs = jobs,
                 cursor = before,

@@ -2,8 +2,8 @@
 //! --metrics-listen` for one node's jobs).
 //!
 //! [`Metrics`] owns one `prometheus::Registry` per process (no global registry) for the service's
-//! own counters and histograms, and a [`Snapshot`] of running jobs, nodes and job counts from
-//! which the job, node and cluster series are rendered at scrape time. In `serve` the snapshot is
+//! own counters and histograms, and a [`Snapshot`] of running jobs, nodes, partitions and job
+//! counts from which the job, node, partition and cluster series are rendered at scrape time. In `serve` the snapshot is
 //! loaded once from the store and then kept current from the event feed ([`feed`]); the agent
 //! feeds it directly with each batch. A scrape reads only memory: no database query, no file
 //! read (except the process's own `/proc/self` figures, see [`process`]), and no full-table
@@ -33,6 +33,7 @@
 //! series are then the same as `serve`'s, for this node's jobs only.
 
 pub mod feed;
+mod partitions;
 mod process;
 pub mod snapshot;
 pub mod text;

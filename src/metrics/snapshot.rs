@@ -435,6 +435,7 @@ fn state_index(state: JobState) -> usize {
 pub struct Snapshot {
     jobs: BTreeMap<String, JobEntry>,
     nodes: BTreeMap<String, NodeEntry>,
+    partitions: super::partitions::PartitionSeries,
     /// Jobs per state, in the order of [`JobState::ALL`].
     counts: [i64; 5],
     /// Jobs created (as loaded at start plus `job_created` events since).
@@ -501,6 +502,8 @@ impl Snapshot {
                 self.record_node(&event.payload["node"]);
                 Ok(())
             }
+            "partition_updated" => self.partitions.apply(&event.payload, false),
+            "partition_deleted" => self.partitions.apply(&event.payload, true),
             _ => Ok(()),
         };
         if let Err(err) = result {
@@ -655,6 +658,11 @@ impl Snapshot {
         }
     }
 
+    /// Starts the partition series over from the store's partitions.
+    pub(crate) fn reset_partitions(&mut self, partitions: &[crate::domain::Partition]) {
+        self.partitions.reset(partitions);
+    }
+
     /// Forgets jobs whose grace period is over.
     pub(crate) fn expire(&mut self, now: Instant, grace: Duration) {
         self.jobs.retain(|_, job| job.visible(now, grace));
@@ -676,6 +684,7 @@ impl Snapshot {
     ) {
         self.render_cluster(out);
         self.render_nodes(out);
+        self.partitions.render(out);
         if per_job {
             self.render_jobs(out, now, grace, wall);
         }

@@ -1,9 +1,15 @@
 //! The demo cluster behind `--demo`: 50 mock nodes, about 100 jobs over every state, users,
 //! partitions and accounts, and a sample per minute over the last two hours for every job that
 //! ran. Ids are fixed and each job is inserted only if absent, so seeding again on restart
-//! neither fails nor duplicates anything. Every demo job says `scheduler.type = "mock"`.
+//! neither fails nor duplicates anything. Every demo job says `scheduler.type = "mock"`. The four
+//! partitions are stored as the Slurm backend would store them (nodes from their jobs, running
+//! and pending counts, limits; `debug` drained), so `/v1/partitions` and `hpc_partition_*` have
+//! something to show.
 
-use crate::domain::{now_micros, GpuVendor, Job, JobState, MetricSample, SchedulerInfo};
+use crate::domain::{
+    now_micros, GpuVendor, Job, JobState, MetricSample, Partition, PartitionLimits, PartitionState,
+    SchedulerInfo,
+};
 use crate::store::{AuditContext, Store, StoreResult};
 use chrono::{DateTime, Duration, Utc};
 
@@ -194,6 +200,43 @@ fn apply_aggregates(job: &mut Job, samples: &[MetricSample]) {
     }
 }
 
+/// The demo partitions, as the Slurm backend would have read them while `jobs` run and wait.
+pub fn demo_partitions(jobs: &[Job], now: DateTime<Utc>) -> Vec<Partition> {
+    PARTITIONS
+        .iter()
+        .map(|&(name, cpus_per_node, _, _)| {
+            let mine: Vec<&Job> = jobs
+                .iter()
+                .filter(|j| j.scheduler.as_ref().and_then(|s| s.partition.as_deref()) == Some(name))
+                .collect();
+            let nodes: std::collections::BTreeSet<&String> =
+                mine.iter().flat_map(|j| &j.nodes).collect();
+            let count = |state| mine.iter().filter(|j| j.state == state).count() as i64;
+            let (state, max_time, default_time) = match name {
+                "debug" => (PartitionState::Drain, 30, Some(10)),
+                "gpu" => (PartitionState::Up, 1440, Some(60)),
+                _ => (PartitionState::Up, 2880, None),
+            };
+            Partition {
+                name: name.into(),
+                state,
+                is_default: name == "cpu",
+                total_nodes: Some(nodes.len() as i64),
+                total_cpus: Some(nodes.len() as i64 * cpus_per_node),
+                nodes: nodes.into_iter().cloned().collect(),
+                limits: PartitionLimits {
+                    max_time_minutes: Some(max_time),
+                    default_time_minutes: default_time,
+                    max_nodes_per_job: None,
+                },
+                jobs_running: count(JobState::Running),
+                jobs_pending: count(JobState::Pending),
+                updated_at: now,
+            }
+        })
+        .collect()
+}
+
 /// Seeds the demo cluster; returns how many jobs were new.
 pub async fn seed(store: &Store) -> StoreResult<usize> {
     let now = now_micros();
@@ -203,12 +246,15 @@ pub async fn seed(store: &Store) -> StoreResult<usize> {
         correlation_id: uuid::Uuid::new_v4().to_string(),
     };
     let mut created = 0;
+    let mut jobs = Vec::with_capacity(JOB_COUNT);
     for i in 0..JOB_COUNT {
         let (job, samples) = demo_job(i, now);
         if store.seed_job(&job, &samples, &audit).await? {
             created += 1;
         }
+        jobs.push(job);
     }
+    store.sync_partitions(&demo_partitions(&jobs, now)).await?;
     Ok(created)
 }
 
@@ -254,6 +300,26 @@ mod tests {
         let nodes: std::collections::HashSet<&String> =
             jobs.iter().flat_map(|(j, _)| &j.nodes).collect();
         assert!(nodes.len() > 30 && nodes.len() <= NODE_COUNT);
+    }
+
+    #[test]
+    fn demo_partitions_hold_their_jobs() {
+        let now = now_micros();
+        let jobs: Vec<Job> = (0..JOB_COUNT).map(|i| demo_job(i, now).0).collect();
+        let parts = demo_partitions(&jobs, now);
+        assert_eq!(parts.len(), PARTITIONS.len());
+        let running: i64 = parts.iter().map(|p| p.jobs_running).sum();
+        let pending: i64 = parts.iter().map(|p| p.jobs_pending).sum();
+        let count = |s| jobs.iter().filter(|j| j.state == s).count() as i64;
+        assert_eq!(
+            (running, pending),
+            (count(JobState::Running), count(JobState::Pending))
+        );
+        for p in &parts {
+            assert!(!p.nodes.is_empty(), "{}", p.name);
+            assert_eq!(p.total_nodes, Some(p.nodes.len() as i64));
+        }
+        assert_eq!(parts.iter().filter(|p| p.is_default).count(), 1);
     }
 
     #[test]
