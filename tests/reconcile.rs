@@ -264,6 +264,41 @@ on_both_backends!(slurm_nodes_are_stored_and_changes_are_events, |app| {
         ]),
         json!(["n02", "mixed", null])
     );
+
+    // n05 is taken out of slurm.conf: Slurm no longer speaks for it. One event; with no
+    // agent either, it is `unknown`, in no partition.
+    let before = app.event_count().await;
+    let fewer: Vec<_> = resumed
+        .iter()
+        .filter(|n| n.name != "n05")
+        .cloned()
+        .collect();
+    assert_eq!(
+        app.store.update_nodes_from_scheduler(&fewer).await.unwrap(),
+        1
+    );
+    let events = node_events(app, before).await;
+    assert_eq!(
+        json!([
+            events.len(),
+            events[0]["name"],
+            events[0]["state"],
+            events[0]["partitions"]
+        ]),
+        json!([1, "n05", "unknown", []])
+    );
+    let n05 = app.get("/v1/nodes/n05").await.expect(200);
+    assert_eq!(
+        json!([n05["state"], n05.get("state_reason")]),
+        json!(["unknown", null])
+    );
+    // Nothing more to release; an empty list (a restricted view) releases nothing.
+    assert_eq!(
+        app.store.update_nodes_from_scheduler(&fewer).await.unwrap(),
+        0
+    );
+    assert_eq!(app.store.update_nodes_from_scheduler(&[]).await.unwrap(), 0);
+    assert_eq!(app.get("/v1/nodes/n01").await.expect(200)["state"], "idle");
 });
 
 on_both_backends!(a_live_agents_figures_win_over_slurms, |app| {

@@ -1347,8 +1347,44 @@ macro_rules! store_queries {
                 tx.append_other_event(event_kind::NODE_UPDATED, serde_json::json!({ "node": node }));
                 changed += 1;
             }
+            changed += release_unlisted_nodes(&mut tx, nodes, now).await?;
             tx.commit().await?;
             Ok(changed)
+        }
+
+        /// Nodes the scheduler spoke for (a stored state) but no longer lists (taken out of
+        /// `slurm.conf`): the scheduler's state, reason and partitions are dropped, so the node
+        /// shows what its agent says, or `unknown` once the agent is silent too. An empty list
+        /// releases nothing: it is more likely a restricted view than a cluster without nodes.
+        async fn release_unlisted_nodes(
+            tx: &mut WriteTx,
+            listed: &[crate::store::SchedulerNode],
+            now: DateTime<Utc>,
+        ) -> StoreResult<usize> {
+            if listed.is_empty() {
+                return Ok(0);
+            }
+            let listed: std::collections::HashSet<&str> = listed.iter().map(|n| n.name.as_str()).collect();
+            let owned: Vec<String> = sqlx::query_scalar("SELECT name FROM nodes WHERE state IS NOT NULL ORDER BY name")
+                .fetch_all(&mut ***tx)
+                .await?;
+            let mut released = 0;
+            for name in owned.iter().filter(|n| !listed.contains(n.as_str())) {
+                let row: NodeRow = sqlx::query_as(AssertSqlSafe(format!(
+                    "UPDATE nodes SET state = NULL, state_reason = NULL, partitions = $2, updated_at = $3 \
+                     WHERE name = $1 RETURNING {NODE_COLUMNS}, {RUNNING_JOBS_OF_NODE}"
+                )))
+                .bind(name)
+                .bind(Json(Vec::<String>::new()))
+                .bind(now)
+                .fetch_one(&mut ***tx)
+                .await?;
+                let node = row.into_node(now)?;
+                tracing::info!(node = %name, "Slurm no longer lists this node; its state now comes from its agent");
+                tx.append_other_event(event_kind::NODE_UPDATED, serde_json::json!({ "node": node }));
+                released += 1;
+            }
+            Ok(released)
         }
 
         /// Every node, by name, with its running job count.

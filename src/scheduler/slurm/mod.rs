@@ -14,7 +14,8 @@
 //! from `--slurmrestd-user` and `--slurmrestd-token-file` (re-read when the file changes), and
 //! picks the newest API version the server offers from v0.0.38 (Debian's 22.05) up.
 //! Each pass also reads Slurm's node list ([`nodes`]) and stores state, reason, partitions and,
-//! where no live agent reports them, CPUs, memory and load. While slurmrestd cannot be reached,
+//! where no live agent reports them, CPUs, memory and load; a node Slurm stops listing falls back
+//! to what its agent says. While slurmrestd cannot be reached,
 //! It also keeps Slurm's partitions ([`partitions`]): state, nodes, limits, and the jobs running
 //! and pending in each, counted from the same job list; a partition Slurm no longer lists is
 //! deleted. Node and partition changes are events like any other (`node_updated`,
