@@ -11,12 +11,17 @@ use jobscope::scheduler::slurm::reconcile::{PassReport, Reconciler};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn fixture(name: &str) -> Vec<SlurmJob> {
+/// A slurmrestd response from `tests/fixtures/slurmrestd`.
+fn body(name: &str) -> Value {
     let path = format!(
         "{}/tests/fixtures/slurmrestd/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
-    parse_jobs(&serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap())
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn fixture(name: &str) -> Vec<SlurmJob> {
+    parse_jobs(&body(name))
 }
 
 fn ago(minutes: i64) -> String {
@@ -171,11 +176,7 @@ on_both_backends!(reconciler_reads_real_22_05_responses, |app| {
 });
 
 fn node_fixture(name: &str) -> Vec<jobscope::store::SchedulerNode> {
-    let path = format!(
-        "{}/tests/fixtures/slurmrestd/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    parse_nodes(&serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap())
+    parse_nodes(&body(name))
 }
 
 async fn node_events(app: &common::TestApp, after: i64) -> Vec<Value> {
@@ -396,13 +397,7 @@ on_both_backends!(real_22_05_nodes_and_v0_0_36_keeps_partitions, |app| {
 });
 
 fn partition_fixture(name: &str) -> Vec<jobscope::domain::Partition> {
-    let path = format!(
-        "{}/tests/fixtures/slurmrestd/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    parse_partitions(
-        &serde_json::from_str::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap(),
-    )
+    parse_partitions(&body(name))
 }
 
 /// (kind, partition name, state, running, pending) of every event after `after`.

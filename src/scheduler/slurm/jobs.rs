@@ -189,13 +189,7 @@ mod tests {
     use crate::domain::{slurm_state, JobState};
 
     fn fixture(name: &str) -> Vec<SlurmJob> {
-        let path = format!(
-            "{}/tests/fixtures/slurmrestd/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert!(errors(&body).is_empty());
-        parse_jobs(&body)
+        parse_jobs(&super::super::fixture_body(name))
     }
 
     fn by_id<'a>(jobs: &'a [SlurmJob], id: &str) -> &'a SlurmJob {

@@ -62,3 +62,17 @@ impl SlurmHealth {
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
     }
 }
+
+/// A captured (or hand-written) slurmrestd response from `tests/fixtures/slurmrestd`, checked
+/// to carry no errors.
+#[cfg(test)]
+pub(crate) fn fixture_body(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/tests/fixtures/slurmrestd/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(jobs::errors(&body).is_empty(), "{name}");
+    body
+}

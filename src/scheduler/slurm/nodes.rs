@@ -98,13 +98,7 @@ mod tests {
     use NodeState::*;
 
     fn fixture(name: &str) -> Vec<SchedulerNode> {
-        let path = format!(
-            "{}/tests/fixtures/slurmrestd/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert!(super::super::jobs::errors(&body).is_empty());
-        parse_nodes(&body)
+        parse_nodes(&super::super::fixture_body(name))
     }
 
     /// Captured from Debian's slurmrestd 22.05 (scripts/dev-slurm.sh, node `vm`, 2 CPUs,

@@ -149,13 +149,7 @@ mod tests {
     use serde_json::json;
 
     fn fixture(name: &str) -> Vec<Partition> {
-        let path = format!(
-            "{}/tests/fixtures/slurmrestd/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert!(super::super::jobs::errors(&body).is_empty());
-        parse_partitions(&body)
+        parse_partitions(&super::super::fixture_body(name))
     }
 
     fn summary(p: &Partition) -> Value {
@@ -307,13 +301,10 @@ mod tests {
     /// A real array with two tasks running and one pending (see the jobs module's test).
     #[test]
     fn real_22_05_array_counts() {
-        let path = format!(
-            "{}/tests/fixtures/slurmrestd/jobs-v0.0.38.array.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let jobs =
+            super::super::jobs::parse_jobs(&super::super::fixture_body("jobs-v0.0.38.array.json"));
         let mut parts = fixture("partitions-v0.0.38.json");
-        count_jobs(&mut parts, &super::super::jobs::parse_jobs(&body));
+        count_jobs(&mut parts, &jobs);
         assert_eq!((parts[0].jobs_running, parts[0].jobs_pending), (2, 1));
     }
 }
