@@ -179,15 +179,19 @@ fn node_fixture(name: &str) -> Vec<jobscope::store::SchedulerNode> {
     parse_nodes(&body(name))
 }
 
+/// The events after `after`; none of them may be about a job.
+async fn other_events(app: &common::TestApp, after: i64) -> Vec<jobscope::store::StoredEvent> {
+    let events = app.store.events_after(after, 1000).await.unwrap();
+    assert!(events.iter().all(|e| e.job_id.is_none()), "{events:?}");
+    events
+}
+
 async fn node_events(app: &common::TestApp, after: i64) -> Vec<Value> {
-    app.store
-        .events_after(after, 1000)
+    other_events(app, after)
         .await
-        .unwrap()
         .into_iter()
         .map(|e| {
             assert_eq!(e.kind, "node_updated");
-            assert_eq!(e.job_id, None);
             e.payload["node"].clone()
         })
         .collect()
@@ -402,13 +406,10 @@ fn partition_fixture(name: &str) -> Vec<jobscope::domain::Partition> {
 
 /// (kind, partition name, state, running, pending) of every event after `after`.
 async fn partition_events(app: &common::TestApp, after: i64) -> Vec<Value> {
-    app.store
-        .events_after(after, 1000)
+    other_events(app, after)
         .await
-        .unwrap()
         .into_iter()
         .map(|e| {
-            assert_eq!(e.job_id, None);
             let p = &e.payload["partition"];
             json!([
                 e.kind,
