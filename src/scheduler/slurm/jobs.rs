@@ -109,9 +109,10 @@ fn exit_status(v: Option<&Value>) -> (Option<i64>, Option<i64>) {
         },
         Some(Value::Object(o)) => {
             let code = int(o.get("return_code"));
+            // `signal.id` from v0.0.40; Slurm 23.02's v0.0.39 is read as naming it `signal_id`.
             let signal = o
                 .get("signal")
-                .and_then(|s| int(s.get("id")))
+                .and_then(|s| int(s.get("id")).or_else(|| int(s.get("signal_id"))))
                 .or(code.map(|_| 0));
             (code, signal)
         }
@@ -305,6 +306,23 @@ mod tests {
             mapped,
             vec![Completed, Failed, Cancelled, Cancelled, Failed, Cancelled]
         );
+    }
+
+    #[test]
+    fn exit_status_in_every_encoding() {
+        let raw = serde_json::json!(768); // exit 3, v0.0.38's raw wait status
+        assert_eq!(exit_status(Some(&raw)), (Some(3), Some(0)));
+        let killed = serde_json::json!({"status": ["SIGNALED"],
+            "return_code": {"set": true, "infinite": false, "number": 0},
+            "signal": {"id": {"set": true, "infinite": false, "number": 15}, "name": "TERM"}});
+        assert_eq!(exit_status(Some(&killed)), (Some(0), Some(15)));
+        let older = serde_json::json!({"return_code": 0,
+            "signal": {"signal_id": {"set": true, "infinite": false, "number": 9}}});
+        assert_eq!(exit_status(Some(&older)), (Some(0), Some(9)));
+        let unset =
+            serde_json::json!({"return_code": {"set": false, "infinite": false, "number": 0}});
+        assert_eq!(exit_status(Some(&unset)), (None, None));
+        assert_eq!(exit_status(Some(&serde_json::json!("x"))), (None, None));
     }
 
     #[test]
