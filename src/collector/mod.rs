@@ -13,7 +13,10 @@ pub mod node;
 pub mod report;
 pub mod sampler;
 
-pub use cgroup::{cpu_percent, CgroupReader, CgroupSample, CpuPoint, Pressure, USER_HZ};
+pub use cgroup::{
+    cpu_percent, CgroupFiles, CgroupReader, CgroupSample, CpuPoint, Pressure, MAX_KEPT_FILES,
+    USER_HZ,
+};
 pub use discovery::{discover, CgroupPaths, CgroupVersion, JobCgroup, JobKey, DEFAULT_CGROUP_ROOT};
 pub use gpu::{
     normalise_bus_id, AmdSysfs, FakeGpus, GpuReading, GpuSource, GpuVendor, NvmlGpus,
