@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod discovery;
+pub mod fd_limit;
 pub mod gpu;
 pub mod node;
 pub mod report;
