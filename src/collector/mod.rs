@@ -3,8 +3,9 @@
 //! [`CgroupSample`] and turns two samples into a CPU percentage.
 //!
 //! Both halves are pure functions of a directory tree (the root is a parameter), so every layout
-//! and every damaged file is tested on fixture trees, and nothing here holds state between
-//! intervals: the sampling loop that calls them owns the previous sample.
+//! and every damaged file is tested on fixture trees, and neither owns state between intervals:
+//! the [`sampler`] that calls them owns the previous sample and each job's kept-open cgroup
+//! files ([`CgroupFiles`]), within the share of the open-files limit [`fd_limit`] grants.
 
 pub mod cgroup;
 pub mod discovery;
