@@ -12,7 +12,8 @@
 //! kept open between passes in a [`CgroupFiles`] that the caller owns per job, and re-read with
 //! one `pread` at offset 0 each: cgroupfs regenerates a file's content on every read from the
 //! start. A cgroup removed while its files are open fails those reads with ENODEV, which reads
-//! exactly like a file gone before its open.
+//! exactly like a file gone before its open. An open cgroupfs file costs kernel memory (see
+//! [`super::fd_limit`]), so the caller decides which jobs may keep theirs.
 
 use super::discovery::{CgroupPaths, JobCgroup};
 use chrono::{DateTime, Utc};

@@ -6,6 +6,12 @@
 //! limit is in force, the sampler keeps files open only within [`kept_files_budget`] of it and
 //! reads the jobs beyond that file by file, so a low limit costs CPU time, never a sample, and
 //! never an `EMFILE` for the rest of the process.
+//!
+//! Descriptors are not the only cost: once read, an open cgroupfs file holds its `seq_file`
+//! buffer (a page) besides its `struct file`, about 5–6 KiB of kernel memory charged to the
+//! agent's memory cgroup (measured on 6.18). The budget is therefore also capped at
+//! [`KEPT_FILES_CEILING`], whatever the limit, so a node with thousands of jobs and a hard limit
+//! of 524288 (systemd's default) does not push the agent past its unit's `MemoryMax`.
 
 use std::io;
 
@@ -13,11 +19,18 @@ use std::io;
 /// device files, the files a pass opens and closes, and, in `serve --collect`, its clients.
 const RESERVED: u64 = 256;
 
+/// The most cgroup files kept open whatever the limit: about 1,500 jobs, ~90 MiB of kernel
+/// memory, within `scripts/jobscope-agent.service`'s `MemoryMax=256M` beside the agent's own
+/// 20–40 MiB.
+pub const KEPT_FILES_CEILING: usize = 16_384;
+
 /// Cgroup files the sampler may keep open under a soft limit of `soft_limit`: three quarters
-/// of it, leaving at least [`RESERVED`] (and a quarter of a large limit) to everything else.
+/// of it, leaving at least [`RESERVED`] (and a quarter of a large limit) to everything else,
+/// and never more than [`KEPT_FILES_CEILING`].
 pub fn kept_files_budget(soft_limit: u64) -> usize {
     let left = (soft_limit / 4).max(RESERVED);
-    usize::try_from(soft_limit.saturating_sub(left)).unwrap_or(usize::MAX)
+    let share = usize::try_from(soft_limit.saturating_sub(left)).unwrap_or(usize::MAX);
+    share.min(KEPT_FILES_CEILING)
 }
 
 /// The soft and hard `RLIMIT_NOFILE`.
@@ -81,12 +94,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_leaves_a_quarter_and_never_less_than_the_reserve() {
+    fn the_budget_leaves_a_quarter_or_the_reserve_and_stops_at_the_ceiling() {
         assert_eq!(kept_files_budget(0), 0);
         assert_eq!(kept_files_budget(200), 0);
         assert_eq!(kept_files_budget(1024), 768);
-        assert_eq!(kept_files_budget(524_288), 393_216);
-        assert!(kept_files_budget(u64::MAX) > 0);
+        assert_eq!(kept_files_budget(20_000), 15_000);
+        assert_eq!(kept_files_budget(524_288), KEPT_FILES_CEILING);
+        assert_eq!(kept_files_budget(u64::MAX), KEPT_FILES_CEILING);
     }
 
     #[test]
