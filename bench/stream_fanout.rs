@@ -43,25 +43,6 @@ fn env_list(key: &str, default: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Raises the soft open-files limit to the hard one; returns it.
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            return 0;
-        }
-    }
-    limit.rlim_cur
-}
-
 struct Server {
     child: Child,
     addr: String,
@@ -377,7 +358,7 @@ async fn run(n: usize, deliveries: &[u64], seconds: u64) {
 }
 
 fn main() {
-    let limit = raise_fd_limit();
+    let limit = jobscope::collector::fd_limit::raise_open_files_limit().unwrap_or(0);
     let connections = env_list("BENCH_CONNECTIONS", "1000,5000,10000");
     let deliveries = env_list("BENCH_DELIVERIES", "100000,200000");
     let seconds = env_list("BENCH_SECONDS", "10")

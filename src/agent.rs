@@ -292,6 +292,8 @@ pub async fn run(
         .with_context(|| format!("--spool-dir: cannot use {}", config.spool_dir.display()))?;
     let (gpus, gpu_line) = open_gpus(config.gpu, &config.sampler.drm_root);
     tracing::info!("{gpu_line}");
+    // Before the sampler, which sizes its kept cgroup files by the limit.
+    crate::collector::fd_limit::raise_open_files_limit();
     let sampler = Arc::new(Mutex::new(Sampler::new(config.sampler.clone(), gpus)));
     tracing::info!(
         node = %config.sampler.node,
@@ -574,6 +576,7 @@ pub async fn collect_in_process(
     tracing::info!("{gpu_line}");
     tracing::info!(node = %config.node, interval_ms = config.interval.as_millis() as u64, "in-process collector sampling");
     let node = config.node.clone();
+    crate::collector::fd_limit::raise_open_files_limit();
     let sampler = Arc::new(Mutex::new(Sampler::new(config.clone(), gpus)));
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -6,14 +6,23 @@
 //! truncated file or garbage bytes cost the figures of that file and one warning naming it,
 //! never a panic or a failed sample. v1 figures are converted to the v2 units here so nothing
 //! downstream needs to know the cgroup version.
+//!
+//! A node samples every job every interval, and opening, reading and closing a dozen files per
+//! job was four fifths of the agent's CPU time, all of it in the kernel. So a job's files can be
+//! kept open between passes in a [`CgroupFiles`] that the caller owns per job, and re-read with
+//! one `pread` at offset 0 each: cgroupfs regenerates a file's content on every read from the
+//! start. A cgroup removed while its files are open fails those reads with ENODEV, which reads
+//! exactly like a file gone before its open. An open cgroupfs file costs kernel memory (see
+//! [`super::fd_limit`]), so the caller decides which jobs may keep theirs.
 
 use super::discovery::{CgroupPaths, JobCgroup};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::num::NonZeroU64;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The kernel's USER_HZ, the unit of v1 `cpuacct.stat`; 100 on every mainstream architecture.
@@ -69,6 +78,127 @@ pub struct Pressure {
     pub some_total_usec: u64,
 }
 
+/// The most files a [`CgroupFiles`] keeps open: the eleven v2 files (v1 reads seven).
+pub const MAX_KEPT_FILES: usize = 11;
+
+/// One job's cgroup files, kept open between passes by [`CgroupReader::read_kept`], or, for a
+/// set made with [`CgroupFiles::transient`], opened and closed on every read (what a job gets
+/// when the process has no file descriptors to spare). Dropping it closes the files.
+///
+/// A file that was absent (this kernel or controller set lacks it) is remembered as absent and
+/// not looked for again until the caller's next refresh, so a kernel without `memory.peak` costs
+/// nothing per pass; the refresh catches a controller enabled after the job's first pass.
+#[derive(Debug, Default)]
+pub struct CgroupFiles {
+    keep: bool,
+    /// The directories the files were opened in; a job whose paths change starts afresh.
+    paths: Option<CgroupPaths>,
+    /// By file name (unique within a job, v1 included); `None` is absent.
+    files: Vec<(&'static str, Option<File>)>,
+}
+
+impl CgroupFiles {
+    /// Files opened on first read and kept open.
+    pub fn kept() -> CgroupFiles {
+        CgroupFiles {
+            keep: true,
+            ..Default::default()
+        }
+    }
+
+    /// Every read opens, reads and closes its file.
+    pub fn transient() -> CgroupFiles {
+        CgroupFiles::default()
+    }
+
+    pub fn is_kept(&self) -> bool {
+        self.keep
+    }
+
+    /// File descriptors held now.
+    pub fn open_count(&self) -> usize {
+        self.files.iter().filter(|(_, f)| f.is_some()).count()
+    }
+
+    /// Closes every file and forgets which were absent.
+    fn close(&mut self) {
+        self.files.clear();
+        self.paths = None;
+    }
+
+    /// `dir/name` into `buf`: its length, `Ok(None)` for a file remembered as absent, and
+    /// NotFound or ENODEV for one gone now.
+    fn read(
+        &mut self,
+        dir: &Path,
+        name: &'static str,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<usize>> {
+        if !self.keep {
+            return read_whole(&File::open(dir.join(name))?, buf).map(Some);
+        }
+        if let Some(i) = self.files.iter().position(|(n, _)| *n == name) {
+            let Some(file) = &self.files[i].1 else {
+                return Ok(None);
+            };
+            match read_whole(file, buf) {
+                // cgroupfs fails a removed file's reads with ENODEV; should a kernel end them
+                // with end-of-file instead, an empty read (which only `io.stat` gives for real)
+                // is checked against the directory.
+                Ok(0) if !dir.is_dir() => {
+                    self.files.swap_remove(i);
+                    return Err(io::ErrorKind::NotFound.into());
+                }
+                Ok(len) => return Ok(Some(len)),
+                // Removed, and perhaps made again at the same path (a requeued job): the file
+                // as it is now decides, as on a first read.
+                Err(e) if e.raw_os_error() == Some(ENODEV) => {
+                    self.files.swap_remove(i);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match File::open(dir.join(name)) {
+            Ok(file) => {
+                let len = read_whole(&file, buf)?;
+                debug_assert!(self.files.len() < MAX_KEPT_FILES, "{name} is one too many");
+                self.files.push((name, Some(file)));
+                Ok(Some(len))
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::NotFound {
+                    self.files.push((name, None));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A whole file into `buf` (all of whose length is space, kept initialised so it is not zeroed
+/// per read) with `pread` from offset 0, growing `buf` when the content fills it. A short read
+/// is the end: cgroupfs regenerates a file as one record and hands over all of it that fits,
+/// and a regular file (a fixture) reads up to its size; so one system call per file.
+fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize((buf.len() * 2).max(4096), 0);
+        }
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => return Ok(len),
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    return Ok(len);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads cgroups into samples, reusing one buffer so a node with thousands of jobs does not
 /// allocate per file.
 #[derive(Debug)]
@@ -89,28 +219,52 @@ impl CgroupReader {
     pub fn new(user_hz: NonZeroU64) -> Self {
         Self {
             user_hz,
-            buf: Vec::with_capacity(4096),
+            buf: vec![0; 4096],
             saw_missing: false,
         }
     }
 
+    /// One read of every file, each opened and closed again.
     pub fn read(&mut self, cgroup: &JobCgroup) -> CgroupSample {
+        self.read_kept(cgroup, &mut CgroupFiles::transient(), false)
+    }
+
+    /// One read of every file through `files`, which keeps them open for the next read (unless
+    /// transient). `refresh` looks again for files that were absent. A cgroup that vanished
+    /// closes them.
+    pub fn read_kept(
+        &mut self,
+        cgroup: &JobCgroup,
+        files: &mut CgroupFiles,
+        refresh: bool,
+    ) -> CgroupSample {
+        if files.paths.as_ref() != Some(&cgroup.paths) {
+            files.close();
+            if files.keep {
+                files.paths = Some(cgroup.paths.clone());
+            }
+        } else if refresh {
+            files.files.retain(|(_, f)| f.is_some());
+        }
         self.saw_missing = false;
         let mut s = CgroupSample::default();
         match &cgroup.paths {
             CgroupPaths::V2(dir) => {
-                self.read_v2(dir, &mut s);
+                self.read_v2(dir, files, &mut s);
                 s.vanished = self.saw_missing && !dir.is_dir();
             }
             CgroupPaths::V1(dirs) => {
-                self.read_v1(dirs, &mut s);
+                self.read_v1(dirs, files, &mut s);
                 s.vanished = self.saw_missing && dirs.values().any(|d| !d.is_dir());
             }
+        }
+        if s.vanished {
+            files.close();
         }
         s
     }
 
-    fn read_v2(&mut self, dir: &Path, s: &mut CgroupSample) {
+    fn read_v2(&mut self, dir: &Path, f: &mut CgroupFiles, s: &mut CgroupSample) {
         const CPU: [&str; 5] = [
             "usage_usec",
             "user_usec",
@@ -125,12 +279,12 @@ impl CgroupReader {
             s.cpu_nr_throttled,
             s.cpu_throttled_usec,
         ] = self
-            .parse(dir, "cpu.stat", |t| keyed(t, CPU))
+            .parse(f, dir, "cpu.stat", |t| keyed(t, CPU))
             .unwrap_or_default();
-        s.memory_current_bytes = self.parse(dir, "memory.current", parse_u64);
-        s.memory_peak_bytes = self.parse(dir, "memory.peak", parse_u64);
+        s.memory_current_bytes = self.parse(f, dir, "memory.current", parse_u64);
+        s.memory_peak_bytes = self.parse(f, dir, "memory.peak", parse_u64);
         s.memory_limit_bytes = self
-            .parse(dir, "memory.max", |t| match t.trim() {
+            .parse(f, dir, "memory.max", |t| match t.trim() {
                 "max" => Some(None),
                 n => parse_u64(n).map(Some),
             })
@@ -140,12 +294,14 @@ impl CgroupReader {
             s.memory_file_bytes,
             s.memory_shmem_bytes,
         ] = self
-            .parse(dir, "memory.stat", |t| keyed(t, ["anon", "file", "shmem"]))
+            .parse(f, dir, "memory.stat", |t| {
+                keyed(t, ["anon", "file", "shmem"])
+            })
             .unwrap_or_default();
         [s.oom_kills] = self
-            .parse(dir, "memory.events", |t| keyed(t, ["oom_kill"]))
+            .parse(f, dir, "memory.events", |t| keyed(t, ["oom_kill"]))
             .unwrap_or_default();
-        if let Some(io) = self.parse(dir, "io.stat", io_totals) {
+        if let Some(io) = self.parse(f, dir, "io.stat", io_totals) {
             [
                 s.io_read_bytes,
                 s.io_write_bytes,
@@ -153,13 +309,18 @@ impl CgroupReader {
                 s.io_write_ops,
             ] = io.map(Some);
         }
-        s.pids_current = self.parse(dir, "pids.current", parse_u64);
-        s.cpu_pressure = self.parse(dir, "cpu.pressure", pressure);
-        s.memory_pressure = self.parse(dir, "memory.pressure", pressure);
-        s.io_pressure = self.parse(dir, "io.pressure", pressure);
+        s.pids_current = self.parse(f, dir, "pids.current", parse_u64);
+        s.cpu_pressure = self.parse(f, dir, "cpu.pressure", pressure);
+        s.memory_pressure = self.parse(f, dir, "memory.pressure", pressure);
+        s.io_pressure = self.parse(f, dir, "io.pressure", pressure);
     }
 
-    fn read_v1(&mut self, dirs: &BTreeMap<String, PathBuf>, s: &mut CgroupSample) {
+    fn read_v1(
+        &mut self,
+        dirs: &BTreeMap<String, PathBuf>,
+        f: &mut CgroupFiles,
+        s: &mut CgroupSample,
+    ) {
         // A co-mounted hierarchy is named after all its controllers (`cpu,cpuacct`).
         let controller = |name: &str| {
             dirs.iter()
@@ -168,10 +329,10 @@ impl CgroupReader {
         };
         if let Some(dir) = controller("cpuacct") {
             s.cpu_usage_usec = self
-                .parse(dir, "cpuacct.usage", parse_u64)
+                .parse(f, dir, "cpuacct.usage", parse_u64)
                 .map(|ns| ns / 1000);
             let [user, system] = self
-                .parse(dir, "cpuacct.stat", |t| keyed(t, ["user", "system"]))
+                .parse(f, dir, "cpuacct.stat", |t| keyed(t, ["user", "system"]))
                 .unwrap_or_default();
             let hz = u128::from(self.user_hz.get());
             let to_usec = |ticks: u64| u64::try_from(u128::from(ticks) * 1_000_000 / hz).ok();
@@ -179,10 +340,10 @@ impl CgroupReader {
             s.cpu_system_usec = system.and_then(to_usec);
         }
         if let Some(dir) = controller("memory") {
-            s.memory_current_bytes = self.parse(dir, "memory.usage_in_bytes", parse_u64);
-            s.memory_peak_bytes = self.parse(dir, "memory.max_usage_in_bytes", parse_u64);
+            s.memory_current_bytes = self.parse(f, dir, "memory.usage_in_bytes", parse_u64);
+            s.memory_peak_bytes = self.parse(f, dir, "memory.max_usage_in_bytes", parse_u64);
             s.memory_limit_bytes = self
-                .parse(dir, "memory.limit_in_bytes", parse_u64)
+                .parse(f, dir, "memory.limit_in_bytes", parse_u64)
                 .filter(|&limit| limit < V1_UNLIMITED_MIN);
             const STAT: [&str; 3] = ["total_rss", "total_cache", "total_shmem"];
             [
@@ -190,10 +351,10 @@ impl CgroupReader {
                 s.memory_file_bytes,
                 s.memory_shmem_bytes,
             ] = self
-                .parse(dir, "memory.stat", |t| keyed(t, STAT))
+                .parse(f, dir, "memory.stat", |t| keyed(t, STAT))
                 .unwrap_or_default();
             [s.oom_kills] = self
-                .parse(dir, "memory.oom_control", |t| keyed(t, ["oom_kill"]))
+                .parse(f, dir, "memory.oom_control", |t| keyed(t, ["oom_kill"]))
                 .unwrap_or_default();
         }
     }
@@ -202,25 +363,27 @@ impl CgroupReader {
     /// content `parse` rejects (with one warning naming the file).
     fn parse<T>(
         &mut self,
+        files: &mut CgroupFiles,
         dir: &Path,
-        name: &str,
+        name: &'static str,
         parse: impl FnOnce(&str) -> Option<T>,
     ) -> Option<T> {
-        let path = dir.join(name);
-        self.buf.clear();
-        match File::open(&path).and_then(|mut f| f.read_to_end(&mut self.buf)) {
-            Ok(_) => {}
+        let len = match files.read(dir, name, &mut self.buf) {
+            Ok(Some(len)) => len,
+            Ok(None) => return None,
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(ENODEV) => {
                 self.saw_missing = true;
                 return None;
             }
             Err(e) => {
+                let path = dir.join(name);
                 tracing::warn!(file = %path.display(), error = %e, "cannot read cgroup file");
                 return None;
             }
-        }
-        let parsed = std::str::from_utf8(&self.buf).ok().and_then(parse);
+        };
+        let parsed = std::str::from_utf8(&self.buf[..len]).ok().and_then(parse);
         if parsed.is_none() {
+            let path = dir.join(name);
             tracing::warn!(file = %path.display(), "unparsable cgroup file, its figures are skipped");
         }
         parsed
@@ -301,7 +464,7 @@ pub fn cpu_percent(prev: Option<CpuPoint>, cur: CpuPoint, cpus: u32) -> Option<f
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::discovery::tests::{v2_dir, write};
     use super::super::discovery::{discover, JobKey, DEFAULT_CGROUP_ROOT};
     use super::super::node::tests::capturing_logs;
@@ -312,7 +475,7 @@ mod tests {
     const PSI_IDLE: &str = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n\
         full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     /// Every v2 file, as a kernel with all controllers enabled writes it.
-    const V2_FILES: [(&str, &str); 11] = [
+    pub(crate) const V2_FILES: [(&str, &str); MAX_KEPT_FILES] = [
         (
             "cpu.stat",
             "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n\
@@ -483,16 +646,117 @@ mod tests {
             b"some total=-1",
         ];
         let mut reader = CgroupReader::default();
+        let mut kept = CgroupFiles::kept();
         for content in junk {
             for (name, _) in V2_FILES {
                 write(&dir, name, content);
             }
-            let (s, _) = capturing_logs(|| reader.read(&job));
-            assert_eq!(
-                (s.cpu_usage_usec, s.memory_limit_bytes, s.cpu_pressure),
-                (None, None, None)
-            );
+            for s in [
+                capturing_logs(|| reader.read(&job)).0,
+                capturing_logs(|| reader.read_kept(&job, &mut kept, false)).0,
+            ] {
+                assert_eq!(
+                    (s.cpu_usage_usec, s.memory_limit_bytes, s.cpu_pressure),
+                    (None, None, None)
+                );
+            }
         }
+        assert_eq!(kept.open_count(), V2_FILES.len());
+    }
+
+    #[test]
+    fn kept_files_read_what_a_fresh_open_reads_and_see_in_place_rewrites() {
+        let t = tempfile::tempdir().unwrap();
+        let (job, dir) = v2_job(t.path(), &V2_FILES);
+        let mut reader = CgroupReader::default();
+        let mut files = CgroupFiles::kept();
+        let want = reader.read(&job);
+        assert_eq!(files.open_count(), 0);
+        for _ in 0..3 {
+            let (s, logged) = capturing_logs(|| reader.read_kept(&job, &mut files, false));
+            assert_eq!((s, logged.as_str()), (want.clone(), ""));
+            assert_eq!(files.open_count(), V2_FILES.len());
+        }
+        // The kernel regenerates a file on each read; a fixture is rewritten in place (same
+        // inode, as `fs::write` does): longer, shorter, then past the 4 KiB buffer.
+        let padding: String = (0..600).map(|i| format!("pad_{i} 0\n")).collect();
+        let long_stat = format!("{padding}anon 5\nfile 6\nshmem 7\n");
+        assert!(long_stat.len() > 4096);
+        write(&dir, "cpu.stat", b"usage_usec 1500001\nuser_usec 1000000\nsystem_usec 500001\nnr_throttled 30\nthrottled_usec 25000\n");
+        write(&dir, "memory.current", b"1\n");
+        write(&dir, "memory.stat", long_stat.as_bytes());
+        let s = reader.read_kept(&job, &mut files, false);
+        assert_eq!(s, reader.read(&job));
+        let got = (s.cpu_usage_usec, s.cpu_nr_throttled, s.memory_current_bytes);
+        assert_eq!(got, (Some(1_500_001), Some(30), Some(1)));
+        let got = (
+            s.memory_anon_bytes,
+            s.memory_file_bytes,
+            s.memory_shmem_bytes,
+        );
+        assert_eq!(got, (Some(5), Some(6), Some(7)));
+        assert_eq!(files.open_count(), V2_FILES.len(), "no file reopened");
+
+        // An empty `io.stat` is a real zero while the directory is there...
+        write(&dir, "io.stat", b"");
+        let s = reader.read_kept(&job, &mut files, false);
+        assert_eq!((s.io_read_bytes, s.vanished), (Some(0), false));
+        // ...and a file gone with a removed directory when it is not (a regular file's
+        // removal keeps its content readable through an open descriptor; cgroupfs fails it).
+        std::fs::remove_dir_all(&dir).unwrap();
+        let s = reader.read_kept(&job, &mut files, false);
+        assert_eq!((s.io_read_bytes, s.vanished), (None, true));
+        assert_eq!(files.open_count(), 0);
+    }
+
+    #[test]
+    fn a_file_absent_at_start_is_no_error_and_is_looked_for_again_on_refresh() {
+        let t = tempfile::tempdir().unwrap();
+        let (job, dir) = v2_job(t.path(), &V2_FILES[..1]);
+        let mut reader = CgroupReader::default();
+        let mut files = CgroupFiles::kept();
+        for refresh in [true, false] {
+            let (s, logged) = capturing_logs(|| reader.read_kept(&job, &mut files, refresh));
+            assert_eq!(logged, "");
+            assert_eq!((s.cpu_usage_usec, s.pids_current), (Some(1_500_000), None));
+            assert!(!s.vanished);
+            assert_eq!(files.open_count(), 1);
+        }
+        // A controller enabled late: seen from the next refresh on, not looked for before.
+        write(&dir, "pids.current", b"3\n");
+        let s = reader.read_kept(&job, &mut files, false);
+        assert_eq!(s.pids_current, None);
+        let s = reader.read_kept(&job, &mut files, true);
+        assert_eq!(s.pids_current, Some(3));
+        assert_eq!(files.open_count(), 2);
+    }
+
+    #[test]
+    fn a_transient_set_keeps_nothing_open() {
+        let t = tempfile::tempdir().unwrap();
+        let (job, _) = v2_job(t.path(), &V2_FILES);
+        let mut files = CgroupFiles::transient();
+        let s = CgroupReader::default().read_kept(&job, &mut files, false);
+        assert_eq!(s.cpu_usage_usec, Some(1_500_000));
+        assert_eq!(files.open_count(), 0);
+    }
+
+    #[test]
+    fn a_job_whose_paths_change_reads_its_new_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let (job, _) = v2_job(t.path(), &V2_FILES);
+        let other = v2_dir(t.path(), "elsewhere/job_42");
+        write(&other, "cpu.stat", b"usage_usec 9\n");
+        let mut reader = CgroupReader::default();
+        let mut files = CgroupFiles::kept();
+        reader.read_kept(&job, &mut files, false);
+        let moved = JobCgroup {
+            paths: CgroupPaths::V2(other),
+            ..job
+        };
+        let s = reader.read_kept(&moved, &mut files, false);
+        assert_eq!((s.cpu_usage_usec, s.memory_current_bytes), (Some(9), None));
+        assert_eq!(files.open_count(), 1);
     }
 
     #[test]
@@ -552,6 +816,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(CgroupReader::default().read(&job), want);
+        let mut files = CgroupFiles::kept();
+        let kept = CgroupReader::default().read_kept(&job, &mut files, true);
+        assert_eq!((kept, files.open_count()), (want, 7));
+        write(&cpu, "cpuacct.usage", b"3000000000\n");
+        let s = CgroupReader::default().read_kept(&job, &mut files, false);
+        assert_eq!(s.cpu_usage_usec, Some(3_000_000));
+        write(&cpu, "cpuacct.usage", b"2500000000\n");
         let s = CgroupReader::new(NonZeroU64::new(250).unwrap()).read(&job);
         assert_eq!(
             (s.cpu_user_usec, s.cpu_system_usec),
@@ -660,5 +931,72 @@ mod tests {
             "cgroup {grown} µs < 90 % of the process's {own_used} µs"
         );
         assert!(!after.vanished);
+    }
+
+    /// A fresh child of this machine's writable cgroup v2 hierarchy, removed when dropped.
+    struct RealChild(PathBuf);
+
+    impl RealChild {
+        fn create(name: &str) -> Result<RealChild, String> {
+            let root = Path::new(DEFAULT_CGROUP_ROOT);
+            let hierarchy = [root.to_path_buf(), root.join("unified")]
+                .into_iter()
+                .find(|d| d.join("cgroup.controllers").is_file())
+                .ok_or("no cgroup v2 hierarchy")?;
+            let dir = hierarchy.join(format!("jobscope-test-{name}-{}", std::process::id()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => Ok(RealChild(dir)),
+                Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
+            }
+        }
+    }
+
+    impl Drop for RealChild {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_real_cgroup_removed_under_kept_files_is_vanished_and_they_close() {
+        let child = match RealChild::create("kept") {
+            Ok(child) => child,
+            Err(why) => {
+                eprintln!("not run (needs root and a writable cgroup v2 hierarchy): {why}");
+                return;
+            }
+        };
+        let dir = &child.0;
+        let job = JobCgroup {
+            job_key: JobKey::JobId("kept".into()),
+            paths: CgroupPaths::V2(dir.clone()),
+        };
+        let mut reader = CgroupReader::default();
+        let mut files = CgroupFiles::kept();
+        let s = reader.read_kept(&job, &mut files, true);
+        // Every v2 cgroup has cpu.stat, whatever controllers its parent enables.
+        assert!(s.cpu_usage_usec.is_some() && !s.vanished, "{s:?}");
+        let open = files.open_count();
+        assert!(open >= 1);
+
+        // Removed and made again at the same path (a requeued job): the new cgroup is read.
+        std::fs::remove_dir(dir).unwrap();
+        std::fs::create_dir(dir).unwrap();
+        let (s, logged) = capturing_logs(|| reader.read_kept(&job, &mut files, false));
+        assert_eq!(logged, "");
+        assert!(s.cpu_usage_usec.is_some() && !s.vanished, "{s:?}");
+        assert_eq!(files.open_count(), open);
+
+        // Removed for good: the kept files fail with ENODEV, which is a vanished cgroup with
+        // no figures (so no sample), and they are closed.
+        std::fs::remove_dir(dir).unwrap();
+        let (s, logged) = capturing_logs(|| reader.read_kept(&job, &mut files, false));
+        assert_eq!(logged, "");
+        let gone = CgroupSample {
+            vanished: true,
+            ..Default::default()
+        };
+        assert_eq!(s, gone);
+        assert_eq!(files.open_count(), 0);
     }
 }

@@ -3,17 +3,22 @@
 //! [`CgroupSample`] and turns two samples into a CPU percentage.
 //!
 //! Both halves are pure functions of a directory tree (the root is a parameter), so every layout
-//! and every damaged file is tested on fixture trees, and nothing here holds state between
-//! intervals: the sampling loop that calls them owns the previous sample.
+//! and every damaged file is tested on fixture trees, and neither owns state between intervals:
+//! the [`sampler`] that calls them owns the previous sample and each job's kept-open cgroup
+//! files ([`CgroupFiles`]), within the share of the open-files limit [`fd_limit`] grants.
 
 pub mod cgroup;
 pub mod discovery;
+pub mod fd_limit;
 pub mod gpu;
 pub mod node;
 pub mod report;
 pub mod sampler;
 
-pub use cgroup::{cpu_percent, CgroupReader, CgroupSample, CpuPoint, Pressure, USER_HZ};
+pub use cgroup::{
+    cpu_percent, CgroupFiles, CgroupReader, CgroupSample, CpuPoint, Pressure, MAX_KEPT_FILES,
+    USER_HZ,
+};
 pub use discovery::{discover, CgroupPaths, CgroupVersion, JobCgroup, JobKey, DEFAULT_CGROUP_ROOT};
 pub use gpu::{
     normalise_bus_id, AmdSysfs, FakeGpus, GpuReading, GpuSource, GpuVendor, NvmlGpus,

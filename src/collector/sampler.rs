@@ -2,8 +2,11 @@
 //! CPU percentage against the previous pass, assign GPUs to jobs, read the node, and produce the
 //! [`SampleBatch`] that `POST /v1/samples` takes. The agent and `serve --collect` both drive it.
 //!
-//! The sampler owns what must survive between passes (the previous CPU readings, the GPU source,
-//! read buffers) and nothing else. Everything it does is blocking file and FFI I/O, so callers
+//! The sampler owns what must survive between passes (per job: the previous CPU reading, the
+//! job's cgroup files kept open, its cpuset size; the GPU source, read buffers) and nothing
+//! else; a job's state, open files included, goes with the first pass that does not report it.
+//! Kept files are bounded by a share of the open-files limit ([`super::fd_limit`]): the jobs
+//! beyond it are read file by file. Everything it does is blocking file and FFI I/O, so callers
 //! run [`Sampler::sample`] on a blocking thread. It never invents a figure: a job it cannot
 //! attribute, a cgroup it cannot read, a GPU it cannot place are left out (and counted), never
 //! filled in.
@@ -11,7 +14,8 @@
 use super::discovery::{discover, CgroupPaths, JobCgroup, JobKey};
 use super::report::{JobReport, NodeStats, SampleBatch};
 use super::{
-    cpu_percent, AmdSysfs, CgroupReader, CpuPoint, GpuReading, GpuSource, NodeSampler, NvmlGpus,
+    cpu_percent, fd_limit, AmdSysfs, CgroupFiles, CgroupReader, CpuPoint, GpuReading, GpuSource,
+    NodeSampler, NvmlGpus, MAX_KEPT_FILES,
 };
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
@@ -118,24 +122,51 @@ pub struct PassNotes {
     pub root_unreadable: bool,
 }
 
+/// A job's first pass and every this many after it look again for the files it lacked and
+/// re-read its cpuset: a running job's cpuset does not change and a controller is rarely
+/// enabled late, so this only bounds how long such a change goes unseen (5 minutes at the
+/// default 15 s), at a twentieth of the cost of looking every pass.
+const REFRESH_PASSES: u32 = 20;
+
+/// What the sampler keeps of a job between passes.
+#[derive(Debug, Default)]
+struct JobState {
+    /// The last CPU reading, for the next pass's percentage.
+    previous_cpu: Option<CpuPoint>,
+    /// Kept open, or transient while the job is beyond the budget.
+    files: CgroupFiles,
+    /// [`cpuset_size`] as of the last refresh.
+    cpuset: Option<u32>,
+    /// Passes read, for [`REFRESH_PASSES`].
+    passes: u32,
+    /// The last pass that reported the job.
+    reported_in: u64,
+}
+
 /// The node's sampler; see the module docs.
 pub struct Sampler {
     config: SamplerConfig,
     cgroups: CgroupReader,
     node: NodeSampler,
     gpus: Option<Box<dyn GpuSource>>,
-    previous_cpu: HashMap<String, CpuPoint>,
+    jobs: HashMap<String, JobState>,
+    /// How many jobs may keep their cgroup files open (see [`fd_limit`]).
+    max_kept_jobs: usize,
+    passes: u64,
     warned_root: bool,
 }
 
 impl Sampler {
     pub fn new(config: SamplerConfig, gpus: Option<Box<dyn GpuSource>>) -> Sampler {
+        let budget = fd_limit::open_files_limit().map_or(0, fd_limit::kept_files_budget);
         Sampler {
             node: NodeSampler::new(config.proc_root.clone()),
             cgroups: CgroupReader::new(super::USER_HZ),
             config,
             gpus,
-            previous_cpu: HashMap::new(),
+            jobs: HashMap::new(),
+            max_kept_jobs: budget / MAX_KEPT_FILES,
+            passes: 0,
             warned_root: false,
         }
     }
@@ -155,31 +186,48 @@ impl Sampler {
         let devices = self.gpus.as_mut().map(|g| g.devices()).unwrap_or_default();
         let owners = self.gpu_owners(&devices, &cgroups, known);
 
+        self.passes += 1;
+        let pass = self.passes;
+        let mut kept = self.jobs.values().filter(|j| j.files.is_kept()).count();
         let mut jobs = Vec::with_capacity(cgroups.len());
-        let mut seen = HashSet::with_capacity(cgroups.len());
         for (id, cgroup) in &cgroups {
+            if !self.jobs.contains_key(id) {
+                self.jobs.insert(id.clone(), JobState::default());
+            }
+            let state = self.jobs.get_mut(id).expect("inserted above");
+            // Jobs beyond the budget are read file by file until a kept job ends.
+            if !state.files.is_kept() && kept < self.max_kept_jobs {
+                state.files = CgroupFiles::kept();
+                kept += 1;
+            }
+            let refresh = state.passes.is_multiple_of(REFRESH_PASSES);
+            state.passes = state.passes.wrapping_add(1);
             let read_at = Utc::now();
-            let sample = self.cgroups.read(cgroup);
+            let sample = self.cgroups.read_kept(cgroup, &mut state.files, refresh);
             if sample.vanished {
                 notes.vanished += 1;
             }
             if !worth_reporting(&sample) {
                 continue;
             }
-            let cpus =
-                cpuset_size(cgroup).or_else(|| by_id.get(id.as_str()).and_then(|j| j.cpus_on_node));
+            if refresh {
+                state.cpuset = cpuset_size(cgroup);
+            }
+            let cpus = state
+                .cpuset
+                .or_else(|| by_id.get(id.as_str()).and_then(|j| j.cpus_on_node));
             let cpu_usage_percent = match (sample.cpu_usage_usec, cpus) {
                 (Some(usage_usec), cpus) => {
                     let point = CpuPoint {
                         usage_usec,
                         at: read_at,
                     };
-                    let previous = self.previous_cpu.insert(id.clone(), point);
+                    let previous = state.previous_cpu.replace(point);
                     cpus.and_then(|c| cpu_percent(previous, point, c))
                 }
                 (None, _) => None,
             };
-            seen.insert(id.clone());
+            state.reported_in = pass;
             let gpus: Vec<GpuReading> = devices
                 .iter()
                 .zip(&owners)
@@ -194,7 +242,8 @@ impl Sampler {
                 gpus,
             });
         }
-        self.previous_cpu.retain(|id, _| seen.contains(id));
+        // A job not reported this pass ended (or cannot be read at all): its files close.
+        self.jobs.retain(|_, job| job.reported_in == pass);
 
         let node_stats = NodeStats {
             sample: self.node.sample(),
@@ -576,7 +625,102 @@ mod tests {
         std::fs::remove_dir_all(&job8).unwrap();
         let (batch, _) = sampler.sample(&known, Utc::now());
         assert_eq!(batch.jobs.len(), 1);
-        assert!(!sampler.previous_cpu.contains_key("8"));
+        assert!(!sampler.jobs.contains_key("8"));
+    }
+
+    /// This process's open file descriptors on files under `dir` (removed ones included).
+    fn fds_under(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    #[test]
+    fn jobs_keep_their_files_open_within_the_budget_and_close_them_when_they_end() {
+        use super::super::cgroup::tests::V2_FILES;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("cgroup");
+        v2_root(&root);
+        let dirs: Vec<PathBuf> = (1..=3)
+            .map(|id| {
+                let dir = v2_dir(&root, &format!("system.slice/slurmstepd.scope/job_{id}"));
+                for (name, content) in V2_FILES {
+                    write(&dir, name, content.as_bytes());
+                }
+                write(&dir, "cpuset.cpus.effective", b"0-3\n");
+                dir
+            })
+            .collect();
+        let known: Vec<KnownJob> = (1..=3)
+            .map(|id| KnownJob {
+                id: id.to_string(),
+                ..KnownJob::default()
+            })
+            .collect();
+        let mut sampler = Sampler::new(config(&root, &t.path().join("proc")), None);
+        let mut reference = Sampler::new(config(&root, &t.path().join("proc")), None);
+        reference.max_kept_jobs = 0;
+        // Two jobs fit the budget; the third is read file by file, with the same figures.
+        sampler.max_kept_jobs = 2;
+        let figures = |s: &mut Sampler| {
+            let (batch, _) = s.sample(&known, Utc::now());
+            let cgroups: Vec<_> = batch.jobs.into_iter().map(|j| j.cgroup).collect();
+            cgroups
+        };
+        assert_eq!(fds_under(t.path()), 0);
+        for _ in 0..2 {
+            assert_eq!(figures(&mut sampler), figures(&mut reference));
+            assert_eq!(fds_under(t.path()), 2 * V2_FILES.len());
+        }
+        // Values written between passes are seen through the kept files.
+        write(&dirs[0], "memory.current", b"7\n");
+        write(&dirs[2], "memory.current", b"8\n");
+        let got: Vec<_> = figures(&mut sampler)
+            .iter()
+            .map(|c| c.memory_current_bytes)
+            .collect();
+        assert_eq!(got, [Some(7), Some(104_857_600), Some(8)]);
+        // Job 1 ends: its files close, and from the next pass job 3 has its place in the budget.
+        std::fs::remove_dir_all(&dirs[0]).unwrap();
+        let (batch, _) = sampler.sample(&known, Utc::now());
+        assert_eq!(batch.jobs.len(), 2);
+        assert_eq!(fds_under(t.path()), V2_FILES.len());
+        let (batch, _) = sampler.sample(&known, Utc::now());
+        assert_eq!(batch.jobs.len(), 2);
+        assert_eq!(fds_under(t.path()), 2 * V2_FILES.len());
+        assert!(sampler.jobs.values().all(|j| j.files.is_kept()));
+        // All end: nothing left open.
+        for dir in &dirs[1..] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        let (batch, _) = sampler.sample(&known, Utc::now());
+        assert!(batch.jobs.is_empty());
+        assert!(sampler.jobs.is_empty());
+        assert_eq!(fds_under(t.path()), 0);
+    }
+
+    #[test]
+    fn the_cpuset_is_read_on_a_jobs_first_pass_and_on_refreshes() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("cgroup");
+        v2_root(&root);
+        let dir = v2_dir(&root, "system.slice/slurmstepd.scope/job_5");
+        write(&dir, "cpu.stat", b"usage_usec 1\n");
+        write(&dir, "cpuset.cpus.effective", b"0-3\n");
+        let mut sampler = Sampler::new(config(&root, &t.path().join("proc")), None);
+        let cpus = |s: &mut Sampler| {
+            s.sample(&[], Utc::now());
+            s.jobs["5"].cpuset
+        };
+        assert_eq!(cpus(&mut sampler), Some(4));
+        write(&dir, "cpuset.cpus.effective", b"0-7\n");
+        for _ in 1..REFRESH_PASSES {
+            assert_eq!(cpus(&mut sampler), Some(4));
+        }
+        assert_eq!(cpus(&mut sampler), Some(8));
     }
 
     #[test]
