@@ -7,8 +7,6 @@
 //! scrape) keeps a scrape of 10,000 jobs to one pass over the snapshot with no allocation per
 //! series; see `BENCHMARKS.md`.
 
-use std::fmt::Write;
-
 /// Prometheus metric types as the `# TYPE` line names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -88,21 +86,37 @@ pub fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
         out.push('}');
     }
     out.push(' ');
-    // f64's Display is the shortest text that reads back to the same value, with no exponent,
-    // which the Prometheus parser accepts.
-    let _ = write!(out, "{value}");
+    push_value(out, value);
     out.push('\n');
 }
 
-/// Like [`sample`] with one extra label appended to a prepared label set.
+/// Writes a finite value as the shortest text that reads back to it: whole numbers (most
+/// figures: bytes, counts, seconds) as integers, others in `ryu`'s shortest form (which may
+/// use an exponent, `1e-7`; the Prometheus parser reads both). A scrape writes hundreds of
+/// thousands of values, and this is several times faster than `f64`'s `Display`.
+fn push_value(out: &mut String, value: f64) {
+    // Below 2^53 every whole f64 is exactly an i64.
+    if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+        out.push_str(itoa::Buffer::new().format(value as i64));
+    } else {
+        out.push_str(ryu::Buffer::new().format_finite(value));
+    }
+}
+
+/// Like [`sample`] with one extra label appended to a prepared label set (written straight
+/// into `out`: no label set is built per line).
 pub fn sample_with(out: &mut String, name: &str, labels: &str, extra: (&str, &str), value: f64) {
     if !value.is_finite() {
         return;
     }
-    let mut set = String::with_capacity(labels.len() + extra.1.len() + 16);
-    set.push_str(labels);
-    label(&mut set, extra.0, extra.1);
-    sample(out, name, &set, value);
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    // `label` puts the comma unless `out` ends in `{`: right for an empty `labels` too.
+    label(out, extra.0, extra.1);
+    out.push_str("} ");
+    push_value(out, value);
+    out.push('\n');
 }
 
 #[cfg(test)]
@@ -121,6 +135,14 @@ mod tests {
     }
 
     #[test]
+    fn an_extra_label_joins_the_set_or_stands_alone() {
+        let mut out = String::new();
+        sample_with(&mut out, "m", "node=\"n1\"", ("state", "idle"), 1.0);
+        sample_with(&mut out, "m", "", ("state", "a\"b"), 0.0);
+        assert_eq!(out, "m{node=\"n1\",state=\"idle\"} 1\nm{state=\"a\\\"b\"} 0\n");
+    }
+
+    #[test]
     fn help_is_escaped_and_type_written() {
         let mut out = String::new();
         header(&mut out, "m_total", Kind::Counter, "a\\b\nc");
@@ -135,6 +157,17 @@ mod tests {
         sample(&mut out, "m", "", 3.0);
         sample(&mut out, "m", "", f64::NAN);
         sample(&mut out, "m", "", f64::INFINITY);
-        assert_eq!(out, "m 1000000000000000000000\nm 0.1\nm 3\n");
+        sample(&mut out, "m", "", -2.5e-7);
+        sample(&mut out, "m", "", 9_007_199_254_740_991.0);
+        assert_eq!(
+            out,
+            "m 1e21\nm 0.1\nm 3\nm -2.5e-7\nm 9007199254740991\n"
+        );
+        // What is written reads back as the same value.
+        for v in [0.1, 1e21, -2.5e-7, 123456.789, 5e-324, f64::MAX] {
+            let mut line = String::new();
+            sample(&mut line, "m", "", v);
+            assert_eq!(line.trim_end()[2..].parse::<f64>().unwrap(), v);
+        }
     }
 }
