@@ -4,6 +4,7 @@
 FROM rust:1.94-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations
 COPY openapi ./openapi

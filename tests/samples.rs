@@ -417,3 +417,113 @@ on_both_backends!(a_full_batch_stores_every_sample_and_event, |app| {
     assert_eq!(job["sample_count"], 9_000);
     assert_eq!(job["memory_usage_bytes"], 1u64 << 30);
 });
+
+// Straight through the store, the way the agent's batches go: every figure a sample can carry,
+// and none of them, comes back as it was sent (PostgreSQL binds one array per column, NULLs
+// included), and a repeated batch is counted as duplicates without touching the aggregates.
+on_both_backends!(
+    every_figure_round_trips_and_a_repeat_is_a_duplicate,
+    |app| {
+        use jobscope::collector::{GpuReading, GpuVendor};
+        use jobscope::domain::usage::{Pressure, PressureFigures};
+        use jobscope::domain::{MetricSample, SampleDetail};
+        use jobscope::store::{LatePolicy, SampleItem, SampleQuery};
+
+        app.start_job("800", "dave", &["node-8"]).await;
+        let at = jobscope::domain::now_micros() - chrono::Duration::seconds(30);
+        let psi = PressureFigures {
+            some_avg10: 0.25,
+            some_total_usec: 987_654,
+        };
+        let full = MetricSample {
+            timestamp: at,
+            cpu_usage: Some(12.5),
+            memory_usage_mb: Some(512),
+            gpu_usage: Some(80.0),
+            detail: SampleDetail {
+                node: Some("node-8".into()),
+                cpu_time_seconds: Some(100.25),
+                cpu_user_seconds: Some(90.5),
+                cpu_system_seconds: Some(9.75),
+                cpu_throttled_seconds: Some(0.5),
+                cpu_nr_throttled: Some(3),
+                memory_usage_bytes: Some(512 << 20),
+                memory_peak_bytes: Some(600 << 20),
+                memory_limit_bytes: Some(1 << 30),
+                memory_anon_bytes: Some(400 << 20),
+                memory_file_bytes: Some(100 << 20),
+                memory_shmem_bytes: Some(1 << 20),
+                oom_kills: Some(0),
+                io_read_bytes: Some(4096),
+                io_write_bytes: Some(8192),
+                io_read_ops: Some(7),
+                io_write_ops: Some(9),
+                pids: Some(12),
+                pressure: Some(Pressure {
+                    cpu: Some(psi),
+                    memory: None,
+                    io: Some(psi),
+                }),
+                gpus: vec![GpuReading {
+                    uuid: Some("GPU-cccc".into()),
+                    utilization_percent: Some(80.0),
+                    processes: vec![4242],
+                    ..GpuReading::new(0, GpuVendor::Nvidia)
+                }],
+            },
+        };
+        let bare = MetricSample {
+            timestamp: at + chrono::Duration::seconds(15),
+            cpu_usage: None,
+            memory_usage_mb: None,
+            gpu_usage: None,
+            detail: SampleDetail {
+                node: Some("node-8".into()),
+                ..SampleDetail::default()
+            },
+        };
+        let items: Vec<SampleItem> = [&full, &bare]
+            .into_iter()
+            .map(|sample| SampleItem {
+                job_id: "800".into(),
+                sample: sample.clone(),
+            })
+            .collect();
+
+        let first = app
+            .store
+            .ingest_samples(&items, None, LatePolicy::UntilJobEnd)
+            .await
+            .unwrap();
+        assert_eq!((first.accepted, first.duplicates), (2, 0), "{first:?}");
+        let events = app.event_count().await;
+        let again = app
+            .store
+            .ingest_samples(&items, None, LatePolicy::UntilJobEnd)
+            .await
+            .unwrap();
+        assert_eq!((again.accepted, again.duplicates), (0, 2), "{again:?}");
+        assert_eq!(app.event_count().await, events, "no events for duplicates");
+
+        let query = SampleQuery {
+            start: None,
+            end: None,
+            limit: 10,
+        };
+        let (stored, total) = app.store.list_samples("800", &query).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(
+            stored,
+            vec![bare, full],
+            "newest first, every figure as sent"
+        );
+
+        let job = app.get("/v1/jobs/800").await.expect(200);
+        assert_eq!(job["sample_count"], 2);
+        assert_eq!(
+            job["avg_cpu_usage"], 12.5,
+            "the bare sample has no CPU figure"
+        );
+        assert_eq!(job["max_memory_usage_bytes"], 600u64 << 20);
+    }
+);

@@ -71,6 +71,7 @@ pub(super) mod q {
         "BEGIN",
         Some(super::EVENT_ORDER_LOCK),
         "FOR UPDATE",
-        "GREATEST(0, EXTRACT(EPOCH FROM ($3 - start_time)))::DOUBLE PRECISION"
+        "GREATEST(0, EXTRACT(EPOCH FROM ($3 - start_time)))::DOUBLE PRECISION",
+        crate::store::bulk::postgres
     );
 }

@@ -1,13 +1,15 @@
 //! The SQL of every store operation, written once and compiled for each backend.
 //!
-//! `store_queries!(Db, BEGIN_WRITE, EVENT_ORDER_LOCK, ROW_LOCK)` expands to a set of functions
-//! over a concrete `sqlx::Pool<Db>`. Both backends accept `$N` placeholders, `ON CONFLICT`,
-//! `RETURNING` and `CAST(x AS DOUBLE PRECISION)`, so one text serves both; the arguments carry
-//! what does differ: the statement that opens a write transaction, an optional statement run just
-//! before an event row is appended (PostgreSQL takes a transaction lock there so event ids are
-//! handed out in commit order even with several `serve` replicas), the row-lock clause of a
-//! read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already holds the write lock), and
-//! the expression for the seconds from `start_time` to the timestamp parameter `$3`.
+//! `store_queries!(Db, BEGIN_WRITE, EVENT_ORDER_LOCK, ROW_LOCK, RUNTIME_UNTIL_3, BULK)` expands to
+//! a set of functions over a concrete `sqlx::Pool<Db>`. Both backends accept `$N` placeholders,
+//! `ON CONFLICT`, `RETURNING` and `CAST(x AS DOUBLE PRECISION)`, so one text serves both; the
+//! arguments carry what does differ: the statement that opens a write transaction, an optional
+//! statement run just before an event row is appended (PostgreSQL takes a transaction lock there
+//! so event ids are handed out in commit order even with several `serve` replicas), the row-lock
+//! clause of a read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already holds the write
+//! lock), the expression for the seconds from `start_time` to the timestamp parameter `$3`, and
+//! the module of the backend's batch statements (`bulk::sqlite` or `bulk::postgres`: how a
+//! sample batch and the event rows reach the table, see `bulk.rs`).
 
 use crate::domain::usage::is_stale;
 use crate::domain::{
@@ -260,6 +262,40 @@ impl From<SampleRow> for MetricSample {
     }
 }
 
+/// Columns of `jobs` that [`SampledJobRow`] reads.
+pub(crate) const SAMPLED_JOB_COLUMNS: &str =
+    "id, state, end_time, user_name, nodes, partition, correlation_id";
+
+/// A `jobs` row as a sample batch reads it (see [`SampledJob`]).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SampledJobRow {
+    id: String,
+    state: String,
+    end_time: Option<DateTime<Utc>>,
+    user_name: String,
+    nodes: Json<Vec<String>>,
+    partition: Option<String>,
+    correlation_id: String,
+}
+
+impl SampledJobRow {
+    /// The job's id and what the batch needs of it.
+    pub(crate) fn into_sampled(self) -> Result<(String, SampledJob), super::StoreError> {
+        let state = self.state.parse().map_err(|_| {
+            super::StoreError::Corrupt(format!("job {}: bad state {:?}", self.id, self.state))
+        })?;
+        let job = SampledJob {
+            state,
+            end_time: self.end_time,
+            user: self.user_name,
+            nodes: self.nodes.0,
+            partition: self.partition,
+            correlation_id: self.correlation_id,
+        };
+        Ok((self.id, job))
+    }
+}
+
 /// What a sample batch needs to know of a job it names.
 pub(crate) struct SampledJob {
     pub(crate) state: JobState,
@@ -374,11 +410,12 @@ impl<'a> JobDelta<'a> {
     }
 }
 
-/// `UPDATE jobs ... FROM (VALUES ...)`, split around the VALUES list of [`JobDelta`] rows
-/// (columns in the order `ingest_samples` binds them). Current values follow the newest sample
-/// only, so a late sample from an agent's spool counts in the aggregates without overwriting
-/// fresher figures; an unknown figure never overwrites a known one.
-pub(crate) const JOB_DELTA_UPDATE_HEAD: &str = "UPDATE jobs SET \
+/// `UPDATE jobs SET ...` of a batch's [`JobDelta`] rows, up to its `FROM`: each backend adds the
+/// rows as a relation `s` with columns `column1` to `column16` (in the order of the fields of
+/// `JobDelta`, `column1` the job id) and `WHERE jobs.id = s.column1` (see `bulk.rs`). Current
+/// values follow the newest sample only, so a late sample from an agent's spool counts in the
+/// aggregates without overwriting fresher figures; an unknown figure never overwrites a known one.
+pub(crate) const JOB_DELTA_SET: &str = "UPDATE jobs SET \
     cpu_usage = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column3 IS NOT NULL THEN s.column3 ELSE jobs.cpu_usage END, \
     memory_usage_mb = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column4 IS NOT NULL THEN s.column4 ELSE jobs.memory_usage_mb END, \
     gpu_usage = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column5 IS NOT NULL THEN s.column5 ELSE jobs.gpu_usage END, \
@@ -397,9 +434,7 @@ pub(crate) const JOB_DELTA_UPDATE_HEAD: &str = "UPDATE jobs SET \
     gpu_usage_sum = jobs.gpu_usage_sum + s.column15, \
     avg_gpu_usage = CASE WHEN jobs.gpu_sample_count + s.column14 > 0 \
         THEN (jobs.gpu_usage_sum + s.column15) / (jobs.gpu_sample_count + s.column14) ELSE jobs.avg_gpu_usage END, \
-    max_gpu_usage = CASE WHEN s.column16 IS NOT NULL AND (jobs.max_gpu_usage IS NULL OR s.column16 > jobs.max_gpu_usage) THEN s.column16 ELSE jobs.max_gpu_usage END \
-    FROM (";
-pub(crate) const JOB_DELTA_UPDATE_TAIL: &str = ") AS s WHERE jobs.id = s.column1";
+    max_gpu_usage = CASE WHEN s.column16 IS NOT NULL AND (jobs.max_gpu_usage IS NULL OR s.column16 > jobs.max_gpu_usage) THEN s.column16 ELSE jobs.max_gpu_usage END";
 
 /// Columns of `nodes` that `NodeRow` reads.
 pub(crate) const NODE_COLUMNS: &str =
@@ -572,6 +607,10 @@ pub(crate) fn scheduler_merge(
     (!same).then_some(row)
 }
 
+/// An event-log row queued by a write transaction until its commit: kind, job id (none for node
+/// and partition events), payload.
+pub(crate) type QueuedEvent = (&'static str, Option<String>, serde_json::Value);
+
 pub(crate) mod event_kind {
     pub const JOB_CREATED: &str = "job_created";
     pub const JOB_UPDATED: &str = "job_updated";
@@ -597,11 +636,11 @@ pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
 }
 
 macro_rules! store_queries {
-    ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr) => {
+    ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path) => {
+        use $bulk as bulk;
         use crate::store::queries::{
-            change_kind, event_kind, snapshot, AuditRow, JobDelta, JobRow, NodeRow, SampleRow, SampledJob, JOB_COLUMNS,
-            JOB_DELTA_UPDATE_HEAD, JOB_DELTA_UPDATE_TAIL, NODE_COLUMNS, PARTITION_COLUMNS, PartitionRow,
-            RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
+            change_kind, event_kind, snapshot, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
+            JOB_COLUMNS, NODE_COLUMNS, PARTITION_COLUMNS, PartitionRow, RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
         };
         use crate::store::{
             Applied, AuditContext, Finish, IngestOutcome, JobFilter, JobPatch, LatePolicy, LifecycleOp, NodeReport,
@@ -623,8 +662,8 @@ macro_rules! store_queries {
             nodes: Vec<(String, String)>,
             /// Audit rows: (job id, change type, context, snapshot).
             audits: Vec<(String, &'static str, AuditContext, serde_json::Value)>,
-            /// Event-log rows: (kind, job id — none for node events, payload).
-            events: Vec<(&'static str, Option<String>, serde_json::Value)>,
+            /// Event-log rows, in the order their ids are to be handed out.
+            events: Vec<QueuedEvent>,
         }
 
         impl std::ops::Deref for WriteTx {
@@ -691,19 +730,8 @@ macro_rules! store_queries {
                     if let Some(lock) = $event_order_lock {
                         sqlx::query(lock).execute(&mut *self.tx).await?;
                     }
-                    let occurred_at = now;
                     let events = std::mem::take(&mut self.events);
-                    // A sample batch queues an event per job sample (up to 10,000): chunks keep
-                    // each statement under SQLite's 32,766 bound parameters. Chunks are inserted
-                    // in order, in this transaction, so event ids keep the queue's order.
-                    for chunk in events.chunks(2000) {
-                        let mut qb: QueryBuilder<$db> =
-                            QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
-                        qb.push_values(chunk, |mut b, (kind, job_id, payload)| {
-                            b.push_bind(occurred_at).push_bind(*kind).push_bind(job_id.clone()).push_bind(Json(payload));
-                        });
-                        qb.build().execute(&mut *self.tx).await?;
-                    }
+                    bulk::insert_events(&mut self.tx, now, &events).await?;
                 }
                 self.tx.commit().await?;
                 Ok(())
@@ -1077,10 +1105,10 @@ macro_rules! store_queries {
             Ok((jobs, total))
         }
 
-        /// Stores a batch of samples in one transaction: one multi-row insert of the samples, one
-        /// `UPDATE ... FROM (VALUES ...)` of every job's current values and aggregates (computed in
-        /// SQL from the stored sums, never from a stale copy), the node's row, and one event per
-        /// accepted sample. Items are accepted or rejected one by one; a rejection never fails
+        /// Stores a batch of samples in one transaction: one batch insert of the samples, one
+        /// batch `UPDATE` of every job's current values and aggregates (computed in SQL from the
+        /// stored sums, never from a stale copy), the node's row, and one event per accepted
+        /// sample (the batch statements are the backend's, see `bulk.rs`). Items are accepted or rejected one by one; a rejection never fails
         /// the batch.
         pub async fn ingest_samples(
             pool: &Pool<$db>,
@@ -1092,30 +1120,11 @@ macro_rules! store_queries {
             let mut ids: Vec<&str> = items.iter().map(|i| i.job_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
-            let mut jobs: std::collections::HashMap<String, SampledJob> = std::collections::HashMap::new();
-            for chunk in ids.chunks(500) {
-                let mut qb: QueryBuilder<$db> = QueryBuilder::new(
-                    "SELECT id, state, end_time, user_name, nodes, partition, correlation_id FROM jobs WHERE id IN (",
-                );
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.to_string());
-                }
-                qb.push(")");
-                for r in qb.build().fetch_all(&mut **tx).await? {
-                    let Json(nodes): Json<Vec<String>> = r.try_get("nodes")?;
-                    let state: String = r.try_get("state")?;
-                    let job = SampledJob {
-                        state: state.parse().map_err(|_| StoreError::Corrupt(format!("bad job state {state:?}")))?,
-                        end_time: r.try_get("end_time")?,
-                        user: r.try_get("user_name")?,
-                        nodes,
-                        partition: r.try_get("partition")?,
-                        correlation_id: r.try_get("correlation_id")?,
-                    };
-                    jobs.insert(r.try_get("id")?, job);
-                }
-            }
+            let jobs: std::collections::HashMap<String, SampledJob> = bulk::select_jobs(&mut tx, &ids)
+                .await?
+                .into_iter()
+                .map(|row| row.into_sampled())
+                .collect::<StoreResult<_>>()?;
 
             let mut outcome = IngestOutcome::default();
             let mut accepted: Vec<&SampleItem> = Vec::with_capacity(items.len());
@@ -1131,46 +1140,12 @@ macro_rules! store_queries {
             }
             outcome.accepted = accepted.len();
 
+            // A batch sent again (the agent timed out waiting for an answer the server did send)
+            // inserts nothing twice: (job, node, time) is unique, and only the rows really
+            // inserted count in the aggregates and the events.
             let mut inserted: std::collections::HashMap<(String, DateTime<Utc>), usize> = std::collections::HashMap::new();
-            for chunk in accepted.chunks(400) {
-                let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!("INSERT INTO metric_samples ({SAMPLE_COLUMNS}) "));
-                qb.push_values(chunk, |mut b, item| {
-                    let s = &item.sample;
-                    let d = &s.detail;
-                    b.push_bind(item.job_id.clone())
-                        .push_bind(s.timestamp)
-                        .push_bind(s.cpu_usage)
-                        .push_bind(s.memory_usage_mb)
-                        .push_bind(s.gpu_usage)
-                        .push_bind(d.node.clone())
-                        .push_bind(d.cpu_time_seconds)
-                        .push_bind(d.cpu_user_seconds)
-                        .push_bind(d.cpu_system_seconds)
-                        .push_bind(d.cpu_throttled_seconds)
-                        .push_bind(d.cpu_nr_throttled)
-                        .push_bind(d.memory_usage_bytes)
-                        .push_bind(d.memory_peak_bytes)
-                        .push_bind(d.memory_limit_bytes)
-                        .push_bind(d.memory_anon_bytes)
-                        .push_bind(d.memory_file_bytes)
-                        .push_bind(d.memory_shmem_bytes)
-                        .push_bind(d.oom_kills)
-                        .push_bind(d.io_read_bytes)
-                        .push_bind(d.io_write_bytes)
-                        .push_bind(d.io_read_ops)
-                        .push_bind(d.io_write_ops)
-                        .push_bind(d.pids)
-                        .push_bind(d.pressure.clone().filter(|p| !p.is_empty()).map(Json))
-                        .push_bind((!d.gpus.is_empty()).then(|| Json(d.gpus.clone())));
-                });
-                // A batch sent again (the agent timed out waiting for an answer the server did
-                // send) inserts nothing twice: (job, node, time) is unique, and only the rows
-                // really inserted count in the aggregates and the events.
-                qb.push(" ON CONFLICT DO NOTHING RETURNING job_id, timestamp");
-                for row in qb.build().fetch_all(&mut **tx).await? {
-                    let key: (String, DateTime<Utc>) = (row.try_get("job_id")?, row.try_get("timestamp")?);
-                    *inserted.entry(key).or_insert(0usize) += 1;
-                }
+            for key in bulk::insert_samples(&mut tx, &accepted).await? {
+                *inserted.entry(key).or_insert(0usize) += 1;
             }
             let accepted: Vec<&SampleItem> = accepted
                 .into_iter()
@@ -1185,30 +1160,7 @@ macro_rules! store_queries {
             outcome.duplicates = outcome.accepted - accepted.len();
             outcome.accepted = accepted.len();
 
-            let deltas = JobDelta::of(&accepted);
-            for chunk in deltas.chunks(500) {
-                let mut qb: QueryBuilder<$db> = QueryBuilder::new(JOB_DELTA_UPDATE_HEAD);
-                qb.push_values(chunk, |mut b, d| {
-                    b.push_bind(d.job_id.to_owned())
-                        .push_bind(d.newest_at)
-                        .push_bind(d.newest_cpu)
-                        .push_bind(d.newest_memory_mb)
-                        .push_bind(d.newest_gpu)
-                        .push_bind(d.newest_memory_bytes)
-                        .push_bind(d.newest_gpus.map(|g| Json(g.to_vec())))
-                        .push_bind(d.samples)
-                        .push_bind(d.cpu_samples)
-                        .push_bind(d.cpu_sum)
-                        .push_bind(d.cpu_max)
-                        .push_bind(d.memory_mb_max)
-                        .push_bind(d.memory_bytes_max)
-                        .push_bind(d.gpu_samples)
-                        .push_bind(d.gpu_sum)
-                        .push_bind(d.gpu_max);
-                });
-                qb.push(JOB_DELTA_UPDATE_TAIL);
-                qb.build().execute(&mut **tx).await?;
-            }
+            bulk::update_jobs(&mut tx, &JobDelta::of(&accepted)).await?;
 
             for item in &accepted {
                 let Some(job) = jobs.get(&item.job_id) else { continue };

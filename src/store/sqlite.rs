@@ -32,6 +32,7 @@ pub(super) mod q {
         None::<&'static str>,
         "",
         // julianday() is exact to about a millisecond; round rather than show float noise.
-        "ROUND(MAX(0.0, (julianday($3) - julianday(start_time)) * 86400.0), 3)"
+        "ROUND(MAX(0.0, (julianday($3) - julianday(start_time)) * 86400.0), 3)",
+        crate::store::bulk::sqlite
     );
 }

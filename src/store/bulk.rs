@@ -1,0 +1,399 @@
+//! The batch statements of the store, one module per backend: the job lookup, sample insert and
+//! job update of `ingest_samples` (an agent's batch of 1,000 job samples, up to 10,000), and the
+//! event-log insert of every write transaction. These carry whole batches, so they decide how fast
+//! a batch is stored; everything else is the same SQL on both backends (`queries.rs`).
+//!
+//! Both modules have the same functions with the same effect; they differ in how rows reach the
+//! database:
+//! - **SQLite**: multi-row `VALUES` lists, chunked under its 32,766 bound parameters. SQLite runs
+//!   in the process, and binding many parameters is cheap there.
+//! - **PostgreSQL**: one array parameter per column, spread into rows by `UNNEST`: one statement
+//!   per table whatever the batch size. The text never changes, so a connection prepares it once,
+//!   where a `VALUES` list is a new statement for each chunk size (parsed, described and planned
+//!   again, and evicting others from the statement cache); and the server decodes 25 arrays
+//!   rather than 10,000 parameters (see "Sample ingestion" in BENCHMARKS.md).
+
+use crate::store::queries::{JobDelta, QueuedEvent, SampledJobRow, JOB_DELTA_SET, SAMPLE_COLUMNS};
+use crate::store::{SampleItem, StoreResult};
+use chrono::{DateTime, Utc};
+
+/// The `RETURNING` of a sample insert: the (job, time) of each row really inserted.
+type InsertedSample = (String, DateTime<Utc>);
+
+pub(in crate::store) mod sqlite {
+    use super::*;
+    use sqlx::types::Json;
+    use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+    /// The jobs of `ids` that exist.
+    pub(in crate::store) async fn select_jobs(
+        conn: &mut SqliteConnection,
+        ids: &[&str],
+    ) -> StoreResult<Vec<SampledJobRow>> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "SELECT {} FROM jobs WHERE id IN (",
+                crate::store::queries::SAMPLED_JOB_COLUMNS
+            ));
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            qb.push(")");
+            rows.extend(qb.build_query_as().fetch_all(&mut *conn).await?);
+        }
+        Ok(rows)
+    }
+
+    /// Inserts the samples, skipping those already stored; the (job, time) of each inserted row.
+    pub(in crate::store) async fn insert_samples(
+        conn: &mut SqliteConnection,
+        items: &[&SampleItem],
+    ) -> StoreResult<Vec<InsertedSample>> {
+        let mut inserted = Vec::with_capacity(items.len());
+        // 400 rows × 25 columns: 10,000 parameters a statement.
+        for chunk in items.chunks(400) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO metric_samples ({SAMPLE_COLUMNS}) "));
+            qb.push_values(chunk, |mut b, item| {
+                let s = &item.sample;
+                let d = &s.detail;
+                b.push_bind(item.job_id.clone())
+                    .push_bind(s.timestamp)
+                    .push_bind(s.cpu_usage)
+                    .push_bind(s.memory_usage_mb)
+                    .push_bind(s.gpu_usage)
+                    .push_bind(d.node.clone())
+                    .push_bind(d.cpu_time_seconds)
+                    .push_bind(d.cpu_user_seconds)
+                    .push_bind(d.cpu_system_seconds)
+                    .push_bind(d.cpu_throttled_seconds)
+                    .push_bind(d.cpu_nr_throttled)
+                    .push_bind(d.memory_usage_bytes)
+                    .push_bind(d.memory_peak_bytes)
+                    .push_bind(d.memory_limit_bytes)
+                    .push_bind(d.memory_anon_bytes)
+                    .push_bind(d.memory_file_bytes)
+                    .push_bind(d.memory_shmem_bytes)
+                    .push_bind(d.oom_kills)
+                    .push_bind(d.io_read_bytes)
+                    .push_bind(d.io_write_bytes)
+                    .push_bind(d.io_read_ops)
+                    .push_bind(d.io_write_ops)
+                    .push_bind(d.pids)
+                    .push_bind(d.pressure.clone().filter(|p| !p.is_empty()).map(Json))
+                    .push_bind((!d.gpus.is_empty()).then(|| Json(d.gpus.clone())));
+            });
+            qb.push(" ON CONFLICT DO NOTHING RETURNING job_id, timestamp");
+            for row in qb.build().fetch_all(&mut *conn).await? {
+                inserted.push((row.try_get("job_id")?, row.try_get("timestamp")?));
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Applies each job's share of a batch to its row (see [`JOB_DELTA_SET`]).
+    pub(in crate::store) async fn update_jobs(
+        conn: &mut SqliteConnection,
+        deltas: &[JobDelta<'_>],
+    ) -> StoreResult<()> {
+        // 500 rows × 16 columns: 8,000 parameters a statement.
+        for chunk in deltas.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("{JOB_DELTA_SET} FROM ("));
+            qb.push_values(chunk, |mut b, d| {
+                b.push_bind(d.job_id.to_owned())
+                    .push_bind(d.newest_at)
+                    .push_bind(d.newest_cpu)
+                    .push_bind(d.newest_memory_mb)
+                    .push_bind(d.newest_gpu)
+                    .push_bind(d.newest_memory_bytes)
+                    .push_bind(d.newest_gpus.map(|g| Json(g.to_vec())))
+                    .push_bind(d.samples)
+                    .push_bind(d.cpu_samples)
+                    .push_bind(d.cpu_sum)
+                    .push_bind(d.cpu_max)
+                    .push_bind(d.memory_mb_max)
+                    .push_bind(d.memory_bytes_max)
+                    .push_bind(d.gpu_samples)
+                    .push_bind(d.gpu_sum)
+                    .push_bind(d.gpu_max);
+            });
+            qb.push(") AS s WHERE jobs.id = s.column1");
+            qb.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends the event rows, ids in the order given.
+    pub(in crate::store) async fn insert_events(
+        conn: &mut SqliteConnection,
+        occurred_at: DateTime<Utc>,
+        events: &[QueuedEvent],
+    ) -> StoreResult<()> {
+        // 2,000 rows × 4 columns, under the parameter limit; chunks are inserted in order, in
+        // one transaction, so ids keep the order of `events`.
+        for chunk in events.chunks(2000) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
+            qb.push_values(chunk, |mut b, (kind, job_id, payload)| {
+                b.push_bind(occurred_at)
+                    .push_bind(*kind)
+                    .push_bind(job_id.clone())
+                    .push_bind(Json(payload));
+            });
+            qb.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+pub(in crate::store) mod postgres {
+    use super::*;
+    use crate::collector::GpuReading;
+    use crate::domain::usage::Pressure;
+    use sqlx::types::Json;
+    use sqlx::{AssertSqlSafe, PgConnection};
+
+    /// `UNNEST($first::type1[], $first+1::type2[], ...)`: one array parameter per column.
+    fn unnest(first: usize, types: &[&str]) -> String {
+        let arrays: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}[]", first + i))
+            .collect();
+        format!("UNNEST({})", arrays.join(", "))
+    }
+
+    /// Figures of `SampleDetail` stored as `float8` (seconds) and as `int8` (counts).
+    const SECONDS: usize = 4;
+    const COUNTS: usize = 13;
+
+    /// Element types of the arrays of [`SampleArrays`], in `SAMPLE_COLUMNS` order.
+    pub(super) fn sample_types() -> Vec<&'static str> {
+        let mut types = vec!["text", "timestamptz", "float8", "int8", "float8", "text"];
+        types.extend(["float8"; SECONDS]);
+        types.extend(["int8"; COUNTS]);
+        types.extend(["jsonb", "jsonb"]);
+        types
+    }
+
+    /// A batch of samples as one array per `metric_samples` column.
+    struct SampleArrays<'a> {
+        job_id: Vec<&'a str>,
+        timestamp: Vec<DateTime<Utc>>,
+        cpu_usage: Vec<Option<f64>>,
+        memory_usage_mb: Vec<Option<i64>>,
+        gpu_usage: Vec<Option<f64>>,
+        node: Vec<Option<&'a str>>,
+        /// cpu_time_seconds, cpu_user_seconds, cpu_system_seconds, cpu_throttled_seconds.
+        seconds: [Vec<Option<f64>>; SECONDS],
+        /// cpu_nr_throttled through pids, in `SAMPLE_COLUMNS` order.
+        counts: [Vec<Option<i64>>; COUNTS],
+        pressure: Vec<Option<Json<&'a Pressure>>>,
+        gpus: Vec<Option<Json<&'a [GpuReading]>>>,
+    }
+
+    impl<'a> SampleArrays<'a> {
+        fn of(items: &[&'a SampleItem]) -> SampleArrays<'a> {
+            let n = items.len();
+            let mut a = SampleArrays {
+                job_id: Vec::with_capacity(n),
+                timestamp: Vec::with_capacity(n),
+                cpu_usage: Vec::with_capacity(n),
+                memory_usage_mb: Vec::with_capacity(n),
+                gpu_usage: Vec::with_capacity(n),
+                node: Vec::with_capacity(n),
+                seconds: std::array::from_fn(|_| Vec::with_capacity(n)),
+                counts: std::array::from_fn(|_| Vec::with_capacity(n)),
+                pressure: Vec::with_capacity(n),
+                gpus: Vec::with_capacity(n),
+            };
+            for item in items {
+                let s = &item.sample;
+                let d = &s.detail;
+                a.job_id.push(&item.job_id);
+                a.timestamp.push(s.timestamp);
+                a.cpu_usage.push(s.cpu_usage);
+                a.memory_usage_mb.push(s.memory_usage_mb);
+                a.gpu_usage.push(s.gpu_usage);
+                a.node.push(d.node.as_deref());
+                let seconds = [
+                    d.cpu_time_seconds,
+                    d.cpu_user_seconds,
+                    d.cpu_system_seconds,
+                    d.cpu_throttled_seconds,
+                ];
+                for (column, value) in a.seconds.iter_mut().zip(seconds) {
+                    column.push(value);
+                }
+                let counts = [
+                    d.cpu_nr_throttled,
+                    d.memory_usage_bytes,
+                    d.memory_peak_bytes,
+                    d.memory_limit_bytes,
+                    d.memory_anon_bytes,
+                    d.memory_file_bytes,
+                    d.memory_shmem_bytes,
+                    d.oom_kills,
+                    d.io_read_bytes,
+                    d.io_write_bytes,
+                    d.io_read_ops,
+                    d.io_write_ops,
+                    d.pids,
+                ];
+                for (column, value) in a.counts.iter_mut().zip(counts) {
+                    column.push(value);
+                }
+                a.pressure
+                    .push(d.pressure.as_ref().filter(|p| !p.is_empty()).map(Json));
+                a.gpus
+                    .push((!d.gpus.is_empty()).then_some(Json(d.gpus.as_slice())));
+            }
+            a
+        }
+    }
+
+    /// The jobs of `ids` that exist.
+    pub(in crate::store) async fn select_jobs(
+        conn: &mut PgConnection,
+        ids: &[&str],
+    ) -> StoreResult<Vec<SampledJobRow>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {} FROM jobs WHERE id = ANY($1::text[])",
+            crate::store::queries::SAMPLED_JOB_COLUMNS
+        )))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?)
+    }
+
+    /// Inserts the samples, skipping those already stored; the (job, time) of each inserted row.
+    pub(in crate::store) async fn insert_samples(
+        conn: &mut PgConnection,
+        items: &[&SampleItem],
+    ) -> StoreResult<Vec<InsertedSample>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let a = SampleArrays::of(items);
+        let mut query = sqlx::query_as(AssertSqlSafe(format!(
+            "INSERT INTO metric_samples ({SAMPLE_COLUMNS}) SELECT * FROM {} \
+             ON CONFLICT DO NOTHING RETURNING job_id, timestamp",
+            unnest(1, &sample_types())
+        )))
+        .bind(a.job_id)
+        .bind(a.timestamp)
+        .bind(a.cpu_usage)
+        .bind(a.memory_usage_mb)
+        .bind(a.gpu_usage)
+        .bind(a.node);
+        for column in a.seconds {
+            query = query.bind(column);
+        }
+        for column in a.counts {
+            query = query.bind(column);
+        }
+        Ok(query.bind(a.pressure).bind(a.gpus).fetch_all(conn).await?)
+    }
+
+    /// Applies each job's share of a batch to its row (see [`JOB_DELTA_SET`]).
+    pub(in crate::store) async fn update_jobs(
+        conn: &mut PgConnection,
+        deltas: &[JobDelta<'_>],
+    ) -> StoreResult<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        fn column<'d, 'a, T>(
+            deltas: &'d [JobDelta<'a>],
+            f: impl Fn(&'d JobDelta<'a>) -> T,
+        ) -> Vec<T> {
+            deltas.iter().map(f).collect()
+        }
+        // The fields of `JobDelta`, in order: s.column1 to s.column16.
+        let types = [
+            "text",        // job_id
+            "timestamptz", // newest_at
+            "float8",      // newest_cpu
+            "int8",        // newest_memory_mb
+            "float8",      // newest_gpu
+            "int8",        // newest_memory_bytes
+            "jsonb",       // newest_gpus
+            "int8",        // samples
+            "int8",        // cpu_samples
+            "float8",      // cpu_sum
+            "float8",      // cpu_max
+            "int8",        // memory_mb_max
+            "int8",        // memory_bytes_max
+            "int8",        // gpu_samples
+            "float8",      // gpu_sum
+            "float8",      // gpu_max
+        ];
+        let names: Vec<String> = (1..=types.len()).map(|i| format!("column{i}")).collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "{JOB_DELTA_SET} FROM {} AS s({}) WHERE jobs.id = s.column1",
+            unnest(1, &types),
+            names.join(", ")
+        )))
+        .bind(column(deltas, |d| d.job_id))
+        .bind(column(deltas, |d| d.newest_at))
+        .bind(column(deltas, |d| d.newest_cpu))
+        .bind(column(deltas, |d| d.newest_memory_mb))
+        .bind(column(deltas, |d| d.newest_gpu))
+        .bind(column(deltas, |d| d.newest_memory_bytes))
+        .bind(column(deltas, |d| d.newest_gpus.map(Json)))
+        .bind(column(deltas, |d| d.samples))
+        .bind(column(deltas, |d| d.cpu_samples))
+        .bind(column(deltas, |d| d.cpu_sum))
+        .bind(column(deltas, |d| d.cpu_max))
+        .bind(column(deltas, |d| d.memory_mb_max))
+        .bind(column(deltas, |d| d.memory_bytes_max))
+        .bind(column(deltas, |d| d.gpu_samples))
+        .bind(column(deltas, |d| d.gpu_sum))
+        .bind(column(deltas, |d| d.gpu_max))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends the event rows, ids in the order given (`ORDER BY` the arrays' ordinality: the
+    /// ids come from the sequence as the rows are inserted).
+    pub(in crate::store) async fn insert_events(
+        conn: &mut PgConnection,
+        occurred_at: DateTime<Utc>,
+        events: &[QueuedEvent],
+    ) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<&str> = events.iter().map(|(kind, _, _)| *kind).collect();
+        let job_ids: Vec<Option<&str>> = events.iter().map(|(_, id, _)| id.as_deref()).collect();
+        let payloads: Vec<Json<&serde_json::Value>> =
+            events.iter().map(|(_, _, payload)| Json(payload)).collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO events (occurred_at, kind, job_id, payload) \
+             SELECT $1, e.kind, e.job_id, e.payload \
+             FROM {} WITH ORDINALITY AS e(kind, job_id, payload, n) ORDER BY e.n",
+            unnest(2, &["text", "text", "jsonb"])
+        )))
+        .bind(occurred_at)
+        .bind(kinds)
+        .bind(job_ids)
+        .bind(payloads)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres::sample_types;
+    use crate::store::queries::SAMPLE_COLUMNS;
+
+    #[test]
+    fn store_bulk_binds_one_array_per_sample_column() {
+        assert_eq!(sample_types().len(), SAMPLE_COLUMNS.split(',').count());
+    }
+}
