@@ -213,6 +213,7 @@ fn child(n: u64) {
             proc_root: "/proc".into(),
             drm_root: dir.path().join("no-drm"),
             interval: Duration::from_secs(15),
+            max_open_cgroup_files: jobscope::collector::fd_limit::KEPT_FILES_CEILING,
         },
         None,
     );

@@ -76,6 +76,7 @@ impl AgentConfig {
                 proc_root: args.proc_root.clone(),
                 drm_root: args.drm_root.clone(),
                 interval: args.interval,
+                max_open_cgroup_files: args.max_open_cgroup_files,
             },
             gpu: args.gpu,
             spool_dir: args.spool_dir.clone(),

@@ -223,6 +223,7 @@ fn collect_config(args: &ServeArgs) -> Result<Option<CollectConfig>, ConfigError
             proc_root,
             drm_root: crate::collector::DEFAULT_DRM_ROOT.into(),
             interval: args.collect_interval,
+            max_open_cgroup_files: crate::collector::fd_limit::KEPT_FILES_CEILING,
         },
         gpu: args.gpu,
     }))

@@ -109,6 +109,9 @@ pub struct SamplerConfig {
     pub proc_root: PathBuf,
     pub drm_root: PathBuf,
     pub interval: Duration,
+    /// Cgroup files kept open between passes at most (about eleven a job); 0 opens, reads and
+    /// closes every file every pass. The open-files limit may allow fewer (see [`fd_limit`]).
+    pub max_open_cgroup_files: usize,
 }
 
 /// What one pass could not use, for the agent's counters and logs.
@@ -158,7 +161,9 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(config: SamplerConfig, gpus: Option<Box<dyn GpuSource>>) -> Sampler {
-        let budget = fd_limit::open_files_limit().map_or(0, fd_limit::kept_files_budget);
+        let budget = fd_limit::open_files_limit()
+            .map_or(0, fd_limit::kept_files_budget)
+            .min(config.max_open_cgroup_files);
         Sampler {
             node: NodeSampler::new(config.proc_root.clone()),
             cgroups: CgroupReader::new(super::USER_HZ),
@@ -474,6 +479,7 @@ mod tests {
             proc_root: proc_root.to_path_buf(),
             drm_root: root.join("no-drm"),
             interval: Duration::from_secs(15),
+            max_open_cgroup_files: fd_limit::KEPT_FILES_CEILING,
         }
     }
 
@@ -636,6 +642,34 @@ mod tests {
             .filter_map(|fd| std::fs::read_link(fd.path()).ok())
             .filter(|target| target.starts_with(dir))
             .count()
+    }
+
+    #[test]
+    fn an_admin_can_keep_no_files_open() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("cgroup");
+        v2_root(&root);
+        let dir = v2_dir(&root, "system.slice/slurmstepd.scope/job_1");
+        write(&dir, "memory.current", b"5\n");
+        let known = [KnownJob {
+            id: "1".into(),
+            ..KnownJob::default()
+        }];
+        let mut open = Sampler::new(config(&root, &t.path().join("proc")), None);
+        let mut closed = Sampler::new(
+            SamplerConfig {
+                max_open_cgroup_files: 0,
+                ..config(&root, &t.path().join("proc"))
+            },
+            None,
+        );
+        let (kept, _) = open.sample(&known, Utc::now());
+        assert_eq!(fds_under(t.path()), 1, "memory.current stays open");
+        drop(open);
+        let (afresh, _) = closed.sample(&known, Utc::now());
+        assert_eq!(fds_under(t.path()), 0);
+        assert_eq!(afresh.jobs[0].cgroup.memory_current_bytes, Some(5));
+        assert_eq!(kept.jobs[0].cgroup, afresh.jobs[0].cgroup);
     }
 
     #[test]
