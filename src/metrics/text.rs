@@ -139,7 +139,10 @@ mod tests {
         let mut out = String::new();
         sample_with(&mut out, "m", "node=\"n1\"", ("state", "idle"), 1.0);
         sample_with(&mut out, "m", "", ("state", "a\"b"), 0.0);
-        assert_eq!(out, "m{node=\"n1\",state=\"idle\"} 1\nm{state=\"a\\\"b\"} 0\n");
+        assert_eq!(
+            out,
+            "m{node=\"n1\",state=\"idle\"} 1\nm{state=\"a\\\"b\"} 0\n"
+        );
     }
 
     #[test]
@@ -159,10 +162,7 @@ mod tests {
         sample(&mut out, "m", "", f64::INFINITY);
         sample(&mut out, "m", "", -2.5e-7);
         sample(&mut out, "m", "", 9_007_199_254_740_991.0);
-        assert_eq!(
-            out,
-            "m 1e21\nm 0.1\nm 3\nm -2.5e-7\nm 9007199254740991\n"
-        );
+        assert_eq!(out, "m 1e21\nm 0.1\nm 3\nm -2.5e-7\nm 9007199254740991\n");
         // What is written reads back as the same value.
         for v in [0.1, 1e21, -2.5e-7, 123456.789, 5e-324, f64::MAX] {
             let mut line = String::new();
