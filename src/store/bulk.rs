@@ -369,14 +369,14 @@ pub(in crate::store) mod postgres {
         }
         let kinds: Vec<&str> = events.iter().map(|(kind, _, _)| *kind).collect();
         let job_ids: Vec<Option<&str>> = events.iter().map(|(_, id, _)| id.as_deref()).collect();
-        // The payloads go as text, copied as they are; the server parses each once, in the cast.
+        // The payloads go as text, copied as they are; the cast to `json` only checks them.
         let payloads: Vec<&str> = events
             .iter()
             .map(|(_, _, payload)| payload.as_str())
             .collect();
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO events (occurred_at, kind, job_id, payload) \
-             SELECT $1, e.kind, e.job_id, e.payload::jsonb \
+             SELECT $1, e.kind, e.job_id, e.payload::json \
              FROM {} WITH ORDINALITY AS e(kind, job_id, payload, n) ORDER BY e.n",
             unnest(2, &["text", "text", "text"])
         )))

@@ -634,7 +634,7 @@ pub(crate) fn scheduler_merge(
 /// queued, straight from the borrowed values of [`payload`]: a sample batch queues 1,000 of them,
 /// and building, encoding and dropping `serde_json::Value` trees instead cost a third of its time
 /// (BENCHMARKS.md, "Sample ingestion"). Both backends take the text as is (SQLite stores it,
-/// PostgreSQL casts it to `jsonb`).
+/// PostgreSQL casts it to `json`).
 pub(crate) type QueuedEvent = (&'static str, Option<String>, String);
 
 /// The payloads of the event log, as borrowed views serialized once into [`QueuedEvent`]. Their
