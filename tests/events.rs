@@ -129,3 +129,51 @@ on_both_backends!(a_lagging_subscriber_is_told_so, |app| {
         other => panic!("expected a lag report, got {other:?}"),
     }
 });
+
+/// Events logged before migration 0006 (PostgreSQL, `payload` was `jsonb`) read back the same
+/// after it turned the column into `json`.
+#[tokio::test]
+async fn events_logged_as_jsonb_read_back_after_the_json_migration() {
+    if common::skip_postgres() {
+        return;
+    }
+    let db = common::TestDb::new(common::Backend::Postgres).await;
+    let all = sqlx::migrate!("./migrations/postgres");
+    let before_0006 = sqlx::migrate::Migrator {
+        migrations: all
+            .migrations
+            .iter()
+            .filter(|m| m.version < 6)
+            .cloned()
+            .collect(),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    let payload =
+        json!({ "job_id": "j1", "sample": { "cpu_usage": 12.5, "gpus": [{ "index": 0 }] } });
+    {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        before_0006.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO events (occurred_at, kind, job_id, payload) VALUES (now(), 'job_sample', 'j1', $1)",
+        )
+        .bind(sqlx::types::Json(&payload))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = jobscope::store::Store::connect(&db.url).await.unwrap();
+    let events = store.events_after(0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "job_sample");
+    assert_eq!(events[0].payload, payload);
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let column_type: String = sqlx::query_scalar(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'payload'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(column_type, "json");
+    pool.close().await;
+}

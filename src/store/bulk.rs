@@ -139,8 +139,8 @@ pub(in crate::store) mod sqlite {
             qb.push_values(chunk, |mut b, (kind, job_id, payload)| {
                 b.push_bind(occurred_at)
                     .push_bind(*kind)
-                    .push_bind(job_id.clone())
-                    .push_bind(Json(payload));
+                    .push_bind(job_id.as_deref())
+                    .push_bind(payload.as_str());
             });
             qb.build().execute(&mut *conn).await?;
         }
@@ -369,13 +369,16 @@ pub(in crate::store) mod postgres {
         }
         let kinds: Vec<&str> = events.iter().map(|(kind, _, _)| *kind).collect();
         let job_ids: Vec<Option<&str>> = events.iter().map(|(_, id, _)| id.as_deref()).collect();
-        let payloads: Vec<Json<&serde_json::Value>> =
-            events.iter().map(|(_, _, payload)| Json(payload)).collect();
+        // The payloads go as text, copied as they are; the cast to `json` only checks them.
+        let payloads: Vec<&str> = events
+            .iter()
+            .map(|(_, _, payload)| payload.as_str())
+            .collect();
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO events (occurred_at, kind, job_id, payload) \
-             SELECT $1, e.kind, e.job_id, e.payload \
+             SELECT $1, e.kind, e.job_id, e.payload::json \
              FROM {} WITH ORDINALITY AS e(kind, job_id, payload, n) ORDER BY e.n",
-            unnest(2, &["text", "text", "jsonb"])
+            unnest(2, &["text", "text", "text"])
         )))
         .bind(occurred_at)
         .bind(kinds)

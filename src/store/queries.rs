@@ -307,6 +307,28 @@ pub(crate) struct SampledJob {
 }
 
 impl SampledJob {
+    /// The `job_sample` event payload of `sample`, a sample of this job.
+    pub(crate) fn sample_payload<'a>(
+        &'a self,
+        job_id: &'a str,
+        sample: &'a MetricSample,
+    ) -> payload::JobSample<'a> {
+        payload::JobSample {
+            job_id,
+            job: payload::SampleJob {
+                id: job_id,
+                user: &self.user,
+                state: self.state.as_str(),
+                nodes: &self.nodes,
+                scheduler: payload::SampleScheduler {
+                    partition: self.partition.as_deref(),
+                },
+            },
+            sample,
+            correlation_id: &self.correlation_id,
+        }
+    }
+
     /// Whether a sample collected at `at` belongs to this job. An agent's last samples often
     /// arrive after the epilog: what was measured before the job's end is still the job's.
     pub(crate) fn accepts(
@@ -608,8 +630,67 @@ pub(crate) fn scheduler_merge(
 }
 
 /// An event-log row queued by a write transaction until its commit: kind, job id (none for node
-/// and partition events), payload.
-pub(crate) type QueuedEvent = (&'static str, Option<String>, serde_json::Value);
+/// and partition events), payload as JSON text. The payload is serialized once, when it is
+/// queued, straight from the borrowed values of [`payload`]: a sample batch queues 1,000 of them,
+/// and building, encoding and dropping `serde_json::Value` trees instead cost a third of its time
+/// (BENCHMARKS.md, "Sample ingestion"). Both backends take the text as is (SQLite stores it,
+/// PostgreSQL casts it to `json`).
+pub(crate) type QueuedEvent = (&'static str, Option<String>, String);
+
+/// The payloads of the event log, as borrowed views serialized once into [`QueuedEvent`]. Their
+/// JSON is the stream wire format (`openapi/jobscope.yaml`, `api/stream.rs`): field names and
+/// nesting must not change.
+pub(crate) mod payload {
+    use crate::domain::{Job, MetricSample, Node, Partition};
+    use serde::Serialize;
+
+    /// `job_created`, `job_updated`, `job_finished`, `job_deleted`.
+    #[derive(Serialize)]
+    pub(crate) struct JobChange<'a> {
+        pub(crate) job: &'a Job,
+        pub(crate) correlation_id: &'a str,
+        /// The state before the change; absent when the job is new or deleted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(crate) previous_state: Option<&'a str>,
+    }
+
+    /// `job_sample`: the sample and who it belongs to, so stream filters (user, state, node,
+    /// partition) apply to samples without a lookup per event.
+    #[derive(Serialize)]
+    pub(crate) struct JobSample<'a> {
+        pub(crate) job_id: &'a str,
+        pub(crate) job: SampleJob<'a>,
+        pub(crate) sample: &'a MetricSample,
+        pub(crate) correlation_id: &'a str,
+    }
+
+    /// The job summary of a [`JobSample`].
+    #[derive(Serialize)]
+    pub(crate) struct SampleJob<'a> {
+        pub(crate) id: &'a str,
+        pub(crate) user: &'a str,
+        pub(crate) state: &'a str,
+        pub(crate) nodes: &'a [String],
+        pub(crate) scheduler: SampleScheduler<'a>,
+    }
+
+    #[derive(Serialize)]
+    pub(crate) struct SampleScheduler<'a> {
+        pub(crate) partition: Option<&'a str>,
+    }
+
+    /// `node_updated`.
+    #[derive(Serialize)]
+    pub(crate) struct NodeChange<'a> {
+        pub(crate) node: &'a Node,
+    }
+
+    /// `partition_updated`, `partition_deleted`.
+    #[derive(Serialize)]
+    pub(crate) struct PartitionChange<'a> {
+        pub(crate) partition: &'a Partition,
+    }
+}
 
 pub(crate) mod event_kind {
     pub const JOB_CREATED: &str = "job_created";
@@ -631,6 +712,13 @@ pub(crate) fn change_kind(before: Option<JobState>, after: JobState) -> &'static
     }
 }
 
+/// `value` as JSON text; an error (a map with keys that are not strings, none of ours) is an
+/// encoding error of the statement it was for.
+pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, super::StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| super::StoreError::Database(sqlx::Error::Encode(e.into())))
+}
+
 pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
     serde_json::to_value(job).unwrap_or(serde_json::Value::Null)
 }
@@ -639,7 +727,7 @@ macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path) => {
         use $bulk as bulk;
         use crate::store::queries::{
-            change_kind, event_kind, snapshot, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
+            change_kind, event_kind, payload, snapshot, to_json, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
             JOB_COLUMNS, NODE_COLUMNS, PARTITION_COLUMNS, PartitionRow, RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
         };
         use crate::store::{
@@ -689,13 +777,16 @@ macro_rules! store_queries {
                 })
             }
 
-            fn append_event(&mut self, kind: &'static str, job_id: &str, payload: serde_json::Value) {
-                self.events.push((kind, Some(job_id.to_owned()), payload));
+            /// Queues an event about a job; `payload` is serialized now (see [`QueuedEvent`]).
+            fn append_event(&mut self, kind: &'static str, job_id: &str, payload: &impl serde::Serialize) -> StoreResult<()> {
+                self.events.push((kind, Some(job_id.to_owned()), to_json(payload)?));
+                Ok(())
             }
 
-            /// An event about no job in particular (a node's change).
-            fn append_other_event(&mut self, kind: &'static str, payload: serde_json::Value) {
-                self.events.push((kind, None, payload));
+            /// An event about no job in particular (a node's or a partition's change).
+            fn append_other_event(&mut self, kind: &'static str, payload: &impl serde::Serialize) -> StoreResult<()> {
+                self.events.push((kind, None, to_json(payload)?));
+                Ok(())
             }
 
             /// Appends the queued rows, one multi-row insert per table, and commits.
@@ -765,14 +856,13 @@ macro_rules! store_queries {
             change_type: &'static str,
             audit: &AuditContext,
         ) -> StoreResult<()> {
-            let snap = snapshot(job);
-            tx.audits.push((job.id.clone(), change_type, audit.clone(), snap.clone()));
-            let mut payload = serde_json::json!({ "job": snap, "correlation_id": audit.correlation_id });
-            if let Some(prev) = before {
-                payload["previous_state"] = serde_json::Value::from(prev.as_str());
-            }
-            tx.append_event(change_kind(before, job.state), &job.id, payload);
-            Ok(())
+            tx.audits.push((job.id.clone(), change_type, audit.clone(), snapshot(job)));
+            let change = payload::JobChange {
+                job,
+                correlation_id: &audit.correlation_id,
+                previous_state: before.map(|prev| prev.as_str()),
+            };
+            tx.append_event(change_kind(before, job.state), &job.id, &change)
         }
 
         /// `INSERT ... ON CONFLICT (id) DO NOTHING` of a whole job (its node rows are queued for
@@ -1057,10 +1147,9 @@ macro_rules! store_queries {
                 .await?
                 .ok_or(StoreError::NotFound)?;
             sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut **tx).await?;
-            let snap = snapshot(&current);
-            tx.audits.push((id.to_owned(), "delete", audit.clone(), snap.clone()));
-            let payload = serde_json::json!({ "job": snap, "correlation_id": audit.correlation_id });
-            tx.append_event(event_kind::JOB_DELETED, id, payload);
+            tx.audits.push((id.to_owned(), "delete", audit.clone(), snapshot(&current)));
+            let change = payload::JobChange { job: &current, correlation_id: &audit.correlation_id, previous_state: None };
+            tx.append_event(event_kind::JOB_DELETED, id, &change)?;
             tx.commit().await?;
             Ok(())
         }
@@ -1164,27 +1253,12 @@ macro_rules! store_queries {
 
             for item in &accepted {
                 let Some(job) = jobs.get(&item.job_id) else { continue };
-                // Who the sample belongs to, so stream filters (user, state, node, partition)
-                // apply to samples without a lookup per event.
-                let summary = serde_json::json!({
-                    "id": item.job_id,
-                    "user": job.user,
-                    "state": job.state.as_str(),
-                    "nodes": job.nodes,
-                    "scheduler": { "partition": job.partition },
-                });
-                let payload = serde_json::json!({
-                    "job_id": item.job_id,
-                    "job": summary,
-                    "sample": item.sample,
-                    "correlation_id": job.correlation_id,
-                });
-                tx.append_event(event_kind::JOB_SAMPLE, &item.job_id, payload);
+                tx.append_event(event_kind::JOB_SAMPLE, &item.job_id, &job.sample_payload(&item.job_id, &item.sample))?;
             }
 
             if let Some(report) = node {
                 if let Some(node) = upsert_node_report(&mut tx, report).await? {
-                    tx.append_other_event(event_kind::NODE_UPDATED, serde_json::json!({ "node": node }));
+                    tx.append_other_event(event_kind::NODE_UPDATED, &payload::NodeChange { node: &node })?;
                 }
             }
             tx.commit().await?;
@@ -1296,7 +1370,7 @@ macro_rules! store_queries {
                 .fetch_one(&mut **tx)
                 .await?;
                 let node = stored.into_node(now)?;
-                tx.append_other_event(event_kind::NODE_UPDATED, serde_json::json!({ "node": node }));
+                tx.append_other_event(event_kind::NODE_UPDATED, &payload::NodeChange { node: &node })?;
                 changed += 1;
             }
             changed += release_unlisted_nodes(&mut tx, nodes, now).await?;
@@ -1333,7 +1407,7 @@ macro_rules! store_queries {
                 .await?;
                 let node = row.into_node(now)?;
                 tracing::info!(node = %name, "Slurm no longer lists this node; its state now comes from its agent");
-                tx.append_other_event(event_kind::NODE_UPDATED, serde_json::json!({ "node": node }));
+                tx.append_other_event(event_kind::NODE_UPDATED, &payload::NodeChange { node: &node })?;
                 released += 1;
             }
             Ok(released)
@@ -1417,7 +1491,7 @@ macro_rules! store_queries {
                 .execute(&mut **tx)
                 .await?;
                 current.insert(stored.name.clone(), stored.clone());
-                tx.append_other_event(event_kind::PARTITION_UPDATED, serde_json::json!({ "partition": stored }));
+                tx.append_other_event(event_kind::PARTITION_UPDATED, &payload::PartitionChange { partition: &stored })?;
                 changed += 1;
             }
             let mut deleted = 0;
@@ -1432,7 +1506,7 @@ macro_rules! store_queries {
                         .bind(name)
                         .execute(&mut **tx)
                         .await?;
-                    tx.append_other_event(event_kind::PARTITION_DELETED, serde_json::json!({ "partition": gone }));
+                    tx.append_other_event(event_kind::PARTITION_DELETED, &payload::PartitionChange { partition: gone })?;
                     deleted += 1;
                 }
             }
@@ -1613,3 +1687,90 @@ macro_rules! store_queries {
 }
 
 pub(crate) use store_queries;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::usage::{Pressure, PressureFigures};
+    use serde_json::json;
+
+    /// The `job_sample` payload, serialized from borrowed values, is the JSON the stream
+    /// documents (and that a `serde_json::json!` tree of the same values used to give).
+    #[test]
+    fn job_sample_payload_keeps_its_wire_shape() {
+        let job = SampledJob {
+            state: JobState::Running,
+            end_time: None,
+            user: "alice".into(),
+            nodes: vec!["n1".into(), "n2".into()],
+            partition: None,
+            correlation_id: "c-1".into(),
+        };
+        let sample = MetricSample {
+            timestamp: "2026-11-29T23:00:00.123456Z".parse().unwrap(),
+            cpu_usage: Some(42.5),
+            memory_usage_mb: None,
+            gpu_usage: None,
+            detail: SampleDetail {
+                node: Some("n1".into()),
+                pids: Some(7),
+                pressure: Some(Pressure {
+                    cpu: Some(PressureFigures {
+                        some_avg10: 1.5,
+                        some_total_usec: 9,
+                    }),
+                    ..Pressure::default()
+                }),
+                ..SampleDetail::default()
+            },
+        };
+        let text = to_json(&job.sample_payload("j-1", &sample)).unwrap();
+        let got: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let want = json!({
+            "job_id": "j-1",
+            "job": {
+                "id": "j-1",
+                "user": "alice",
+                "state": "running",
+                "nodes": ["n1", "n2"],
+                "scheduler": { "partition": null },
+            },
+            "sample": sample,
+            "correlation_id": "c-1",
+        });
+        assert_eq!(got, want);
+        assert_eq!(got["sample"]["pressure"]["cpu"]["some_total_usec"], 9);
+    }
+
+    /// A job change carries `previous_state` only when there was one.
+    #[test]
+    fn job_change_payload_has_previous_state_only_after_a_change() {
+        let job = Job::new(
+            "j-1".into(),
+            "alice".into(),
+            vec!["n1".into()],
+            JobState::Running,
+            "2026-11-29T23:00:00Z".parse().unwrap(),
+            "c",
+            "slurm",
+            "prolog-v1",
+        );
+        let created = payload::JobChange {
+            job: &job,
+            correlation_id: "c-1",
+            previous_state: None,
+        };
+        let got: serde_json::Value = serde_json::from_str(&to_json(&created).unwrap()).unwrap();
+        assert_eq!(
+            got,
+            json!({ "job": snapshot(&job), "correlation_id": "c-1" })
+        );
+        let updated = payload::JobChange {
+            previous_state: Some(JobState::Pending.as_str()),
+            ..created
+        };
+        let got: serde_json::Value = serde_json::from_str(&to_json(&updated).unwrap()).unwrap();
+        assert_eq!(got["previous_state"], "pending");
+        assert_eq!(got["job"], snapshot(&job));
+    }
+}
