@@ -215,7 +215,10 @@ impl Sampler {
             if !worth_reporting(&sample) {
                 continue;
             }
-            if refresh {
+            // Also on the second pass: the first may run before slurmstepd has written the job's
+            // cpuset (v2 then shows the parent's CPUs, v1 an empty set), and the first sample
+            // has no percentage to divide yet.
+            if refresh || state.passes == 2 {
                 state.cpuset = cpuset_size(cgroup);
             }
             let cpus = state
@@ -737,21 +740,28 @@ mod tests {
     }
 
     #[test]
-    fn the_cpuset_is_read_on_a_jobs_first_pass_and_on_refreshes() {
+    fn the_cpuset_is_read_on_a_jobs_first_two_passes_and_on_refreshes() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("cgroup");
         v2_root(&root);
         let dir = v2_dir(&root, "system.slice/slurmstepd.scope/job_5");
         write(&dir, "cpu.stat", b"usage_usec 1\n");
-        write(&dir, "cpuset.cpus.effective", b"0-3\n");
+        // Read before slurmstepd narrowed it: the parent's CPUs.
+        write(&dir, "cpuset.cpus.effective", b"0-63\n");
         let mut sampler = Sampler::new(config(&root, &t.path().join("proc")), None);
         let cpus = |s: &mut Sampler| {
             s.sample(&[], Utc::now());
             s.jobs["5"].cpuset
         };
-        assert_eq!(cpus(&mut sampler), Some(4));
+        assert_eq!(cpus(&mut sampler), Some(64));
+        write(&dir, "cpuset.cpus.effective", b"0-3\n");
+        assert_eq!(
+            cpus(&mut sampler),
+            Some(4),
+            "the second pass reads it again"
+        );
         write(&dir, "cpuset.cpus.effective", b"0-7\n");
-        for _ in 1..REFRESH_PASSES {
+        for _ in 2..REFRESH_PASSES {
             assert_eq!(cpus(&mut sampler), Some(4));
         }
         assert_eq!(cpus(&mut sampler), Some(8));
