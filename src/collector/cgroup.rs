@@ -137,6 +137,7 @@ impl CgroupFiles {
         if !self.keep {
             return read_whole(&File::open(dir.join(name))?, buf).map(Some);
         }
+        let mut reopening = false;
         if let Some(i) = self.files.iter().position(|(n, _)| *n == name) {
             let Some(file) = &self.files[i].1 else {
                 return Ok(None);
@@ -154,6 +155,7 @@ impl CgroupFiles {
                 // as it is now decides, as on a first read.
                 Err(e) if e.raw_os_error() == Some(ENODEV) => {
                     self.files.swap_remove(i);
+                    reopening = true;
                 }
                 Err(e) => return Err(e),
             }
@@ -166,7 +168,10 @@ impl CgroupFiles {
                 Ok(Some(len))
             }
             Err(e) => {
-                if e.kind() == io::ErrorKind::NotFound {
+                // Absent on a first look is remembered; absent right after its cgroup was
+                // removed is not (it may be in the middle of being made again for a requeued
+                // job), so the next pass opens it afresh.
+                if e.kind() == io::ErrorKind::NotFound && !reopening {
                     self.files.push((name, None));
                 }
                 Err(e)
