@@ -13,14 +13,16 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobscope");
+
+#[path = "common/serve_process.rs"]
+mod serve_process;
+use serve_process::ServeProcess;
 /// Events per measured phase; each is larger than the feed's ring, so a non-reading client
 /// lags once per phase.
 const PHASE: usize = 6000;
@@ -32,78 +34,17 @@ const GPUS_PER_JOB: usize = 100;
 const LONG_STALL_S: u64 = 600;
 const SHORT_STALL_S: u64 = 2;
 
-struct Server {
-    child: Child,
-    base: String,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_serve(stall_timeout_s: u64) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("slow.db").display());
-    let mut cmd = Command::new(BIN);
-    for key in [
-        "HOST",
-        "PORT",
-        "DATABASE_URL",
-        "JOBSCOPE_TOKENS_FILE",
-        "JOBSCOPE_CLIENT_STALL_TIMEOUT",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(key);
-    }
+/// The server with `--client-stall-timeout` set; its warnings and stream lines are shown.
+fn spawn_serve(stall_timeout_s: u64) -> ServeProcess {
     let stall = stall_timeout_s.to_string();
-    let mut child = cmd
-        .args(["serve", "--port", "0", "--database-url", &db])
-        .args(["--client-stall-timeout", &stall])
-        .env("LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("jobscope starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    while let Some(Ok(line)) = lines.next() {
-        let v: Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "jobscope serving" {
-            let addr = v["fields"]["addr"].as_str().unwrap().to_string();
-            // Keep draining stderr (a full pipe would block the server); show what matters.
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_default();
-                    if v["level"] != "INFO" || line.contains("stream") {
-                        eprintln!("serve: {line}");
-                    }
-                }
-            });
-            return Server {
-                child,
-                base: format!("http://{addr}"),
-                addr,
-                _dir: dir,
-            };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("jobscope did not report its address");
+    ServeProcess::spawn(BIN, &["--client-stall-timeout", &stall], None, |v, line| {
+        v["level"] != "INFO" || line.contains("stream")
+    })
 }
 
 /// The server's resident memory in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc")
+    serve_process::rss_kib(pid).expect("VmRSS in /proc")
 }
 
 /// Bytes queued in the kernel on the server's side of the connection from `peer_port`
@@ -257,8 +198,8 @@ async fn wait_for_connections(base: &str, n: i64, within: Duration, what: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_bounded_and_reset_while_others_keep_up() {
     let server = spawn_serve(LONG_STALL_S);
-    let pid = server.child.id();
-    let base = server.base.clone();
+    let pid = server.pid();
+    let base = server.base();
     let server_port: u16 = server.addr.rsplit(':').next().unwrap().parse().unwrap();
     let stuck = stuck_client(&server.addr).await;
     let stuck_port = stuck.local_addr().unwrap().port();
@@ -404,7 +345,7 @@ async fn slow_clients_are_bounded_and_reset_while_others_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_client_is_dropped_after_the_stall_timeout() {
     let server = spawn_serve(SHORT_STALL_S);
-    let base = server.base.clone();
+    let base = server.base();
     let mut stuck = stuck_client(&server.addr).await;
     let mut reading = SseClient::connect(&base).await;
     assert_eq!(
