@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
+#[path = "support.rs"]
+mod support;
+use support::{env_or, post_job_started, stored_samples};
 
 /// User and system CPU time of this process so far.
 fn cpu_times() -> (Duration, Duration) {
@@ -313,7 +313,6 @@ fn agent_binary(n: u64, seconds: u64) {
         .enable_all()
         .build()
         .unwrap();
-    jobscope::install_crypto_provider();
     let client = reqwest::Client::new();
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -330,13 +329,7 @@ fn agent_binary(n: u64, seconds: u64) {
             let body = serde_json::json!({
                 "job_id": (1_000_000 + i).to_string(), "user": "bench", "node_list": ["bench-node"],
                 "cpu_allocation": 16, "partition": "cpu"});
-            let r = client
-                .post(format!("http://{addr}/v1/events/job-started"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
+            post_job_started(&client, &addr, &body).await;
         }
     });
     let agent_log = work.path().join("agent.log");
@@ -367,19 +360,8 @@ fn agent_binary(n: u64, seconds: u64) {
     let pid = agent.0.id();
     // Settle (first passes, connection, allocator), then measure over `seconds`.
     std::thread::sleep(Duration::from_secs(3));
-    let samples_of = |rt: &tokio::runtime::Runtime| -> u64 {
-        rt.block_on(async {
-            let v: serde_json::Value = client
-                .get(format!("http://{addr}/v1/jobs/1000000/metrics?limit=1"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["total"].as_u64().unwrap_or(0)
-        })
-    };
+    let samples_of =
+        |rt: &tokio::runtime::Runtime| rt.block_on(stored_samples(&client, &addr, "1000000"));
     let ticks0 = proc_ticks(pid);
     let passes0 = samples_of(&rt);
     let mut hwm_max = 0;
@@ -427,9 +409,7 @@ fn main() {
         child(args[i + 1].parse().expect("N"));
         return;
     }
-    // `cargo test --all-targets` also runs bench targets; only run when asked with `cargo bench`.
-    if !args.iter().any(|a| a == "--bench") {
-        eprintln!("agent_sampling: run with `cargo bench --bench agent_sampling`");
+    if !support::begin("agent_sampling") {
         return;
     }
     println!("Sampler, one process per N (CPU per job sample = process CPU / (passes × N)):\n");

@@ -199,10 +199,6 @@ fn main() {
         .collect();
     let seconds: u64 = env_or("BENCH_SECONDS", "10").parse().unwrap();
     let backends = env_or("BENCH_BACKENDS", "sqlite,postgres");
-    let admin = env_or(
-        "JOBSCOPE_BENCH_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,8 +218,7 @@ fn main() {
                     None,
                 ),
                 "postgres" => {
-                    let url =
-                        rt.block_on(create_pg_database(&admin, &format!("jobscope_bench_{c}")));
+                    let url = rt.block_on(create_pg_database(&format!("jobscope_bench_{c}")));
                     (url.clone(), Some(url))
                 }
                 other => panic!("unknown backend {other}"),

@@ -13,13 +13,9 @@ use jobscope::metrics::{JobLabels, Metrics, MetricsOptions};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-fn env_list(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
+#[path = "support.rs"]
+mod support;
+use support::env_list;
 
 fn gpu(index: u32, i: usize) -> serde_json::Value {
     json!({"index": index, "uuid": format!("GPU-{i}-{index}"), "pci_bus_id": null, "vendor": "nvidia",
@@ -69,13 +65,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    // `cargo test --all-targets` also runs bench targets; only run when asked with `cargo bench`.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("metrics_scrape: run with `cargo bench --bench metrics_scrape`");
+    if !support::begin("metrics_scrape") {
         return;
     }
-    let sizes = env_list("BENCH_JOBS", "1000,10000");
-    let scrapes = env_list("BENCH_SCRAPES", "20")[0].max(1);
+    let sizes: Vec<usize> = env_list("BENCH_JOBS", "1000,10000");
+    let scrapes = env_list::<usize>("BENCH_SCRAPES", "20")[0].max(1);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     println!("| running jobs | series | body MB | render p50 ms | render p95 ms | render CPU ms | HTTP scrape p50 ms | HTTP scrape p95 ms |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -119,7 +113,6 @@ async fn http_scrapes(metrics: Metrics, scrapes: usize) -> Vec<Duration> {
             let _ = stopped.await;
         },
     ));
-    jobscope::install_crypto_provider();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/metrics");
     let mut times = Vec::with_capacity(scrapes);

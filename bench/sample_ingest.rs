@@ -11,7 +11,7 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{config, create_pg_database, env_or};
+use support::{config, create_pg_database, env_or, post_job_started, stored_samples};
 
 use chrono::Utc;
 use jobscope::app::Application;
@@ -125,13 +125,7 @@ async fn create_jobs(client: &reqwest::Client, addr: std::net::SocketAddr, jobs:
         let body = serde_json::json!({"job_id": job_id(i), "user": format!("user{}", i % 50),
             "node_list": ["bench-node"], "cpu_allocation": 16, "gpu_allocation": 2,
             "gpu_vendor": "nvidia", "partition": "gpu"});
-        let r = client
-            .post(format!("http://{addr}/v1/events/job-started"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
+        post_job_started(client, addr, &body).await;
     }
 }
 
@@ -198,20 +192,7 @@ async fn run(backend: &str, url: &str, jobs: usize, batches: usize) {
             http_times.push(took);
         }
     }
-    let stored: i64 = {
-        let v: serde_json::Value = client
-            .get(format!(
-                "http://{addr}/v1/jobs/{}/metrics?limit=1",
-                job_id(0)
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["total"].as_i64().unwrap_or(0)
-    };
+    let stored = stored_samples(&client, addr, &job_id(0)).await;
     assert_eq!(stored as usize, 2 * (batches + 3), "every batch stored");
     store.close().await;
     let _ = stop_tx.send(());
@@ -244,10 +225,6 @@ fn main() {
     }
     let batches: usize = env_or("BENCH_BATCHES", "40").parse().unwrap();
     let jobs: usize = env_or("BENCH_JOBS", "1000").parse().unwrap();
-    let admin = env_or(
-        "JOBSCOPE_BENCH_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -258,7 +235,7 @@ fn main() {
     for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
         let url = match backend {
             "sqlite" => format!("sqlite://{}", dir.path().join("samples.db").display()),
-            "postgres" => rt.block_on(create_pg_database(&admin, "jobscope_bench_samples")),
+            "postgres" => rt.block_on(create_pg_database("jobscope_bench_samples")),
             other => panic!("unknown backend {other}"),
         };
         rt.block_on(run(backend, &url, jobs, batches));

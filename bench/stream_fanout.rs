@@ -25,8 +25,6 @@
 //! second, comma list, default "100000,200000"; the event rate is that divided by N),
 //! `BENCH_SECONDS` per rate (default 10).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,73 +33,23 @@ use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobscope");
 
-fn env_list(key: &str, default: &str) -> Vec<u64> {
-    std::env::var(key)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
+#[path = "../tests/common/serve_process.rs"]
+mod serve_process;
+use serve_process::ServeProcess;
 
-struct Server {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
+#[path = "support.rs"]
+mod support;
+use support::env_list;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_serve() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("fanout.db").display());
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--database-url", &db])
-        .env_remove("HOST")
-        .env_remove("PORT")
-        .env_remove("DATABASE_URL")
-        .env_remove("JOBSCOPE_TOKENS_FILE")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,jobscope=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("jobscope starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    while let Some(Ok(line)) = lines.next() {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "jobscope serving" {
-            let addr = v["fields"]["addr"].as_str().unwrap().to_string();
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    if line.contains("WARN") || line.contains("ERROR") || line.contains("reset") {
-                        eprintln!("serve: {line}");
-                    }
-                }
-            });
-            return Server {
-                child,
-                addr,
-                _dir: dir,
-            };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("jobscope did not report its address");
+/// The server; its warnings, errors and resets are shown.
+fn spawn_serve() -> ServeProcess {
+    ServeProcess::spawn(BIN, &[], Some("warn,jobscope=info"), |_, line| {
+        line.contains("WARN") || line.contains("ERROR") || line.contains("reset")
+    })
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    serve_process::rss_kib(pid).unwrap_or(0)
 }
 
 /// Pages of memory the kernel holds in TCP buffers (all sockets), from /proc/net/sockstat.
@@ -240,7 +188,7 @@ async fn publish(
 
 async fn run(n: usize, deliveries: &[u64], seconds: u64) {
     let server = spawn_serve();
-    let pid = server.child.id();
+    let pid = server.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib(pid);
     let tcp_before = tcp_mem_kib();
@@ -358,14 +306,16 @@ async fn run(n: usize, deliveries: &[u64], seconds: u64) {
 }
 
 fn main() {
+    if !support::begin("stream_fanout") {
+        return;
+    }
     let limit = jobscope::collector::fd_limit::raise_open_files_limit().unwrap_or(0);
-    let connections = env_list("BENCH_CONNECTIONS", "1000,5000,10000");
-    let deliveries = env_list("BENCH_DELIVERIES", "100000,200000");
-    let seconds = env_list("BENCH_SECONDS", "10")
+    let connections: Vec<u64> = env_list("BENCH_CONNECTIONS", "1000,5000,10000");
+    let deliveries: Vec<u64> = env_list("BENCH_DELIVERIES", "100000,200000");
+    let seconds = env_list::<u64>("BENCH_SECONDS", "10")
         .first()
         .copied()
         .unwrap_or(10);
-    jobscope::install_crypto_provider();
     println!("open files limit raised to {limit} (setrlimit RLIMIT_NOFILE, soft = hard)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

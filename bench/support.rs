@@ -1,5 +1,8 @@
-//! Set-up shared by the benchmarks that start `serve` in-process: an environment knob, a
-//! `ServeConfig` on a free loopback port, and a fresh PostgreSQL database per run.
+//! Set-up shared by the benchmarks (each includes this file with `#[path]` and uses part of it):
+//! the "only under `cargo bench`" prelude, environment knobs, a `ServeConfig` on a free loopback
+//! port, a fresh PostgreSQL database per run, and the two API calls the benchmarks make to set up
+//! and check their data.
+#![allow(dead_code)]
 
 use jobscope::cli::SchedulerKind;
 use jobscope::config::ServeConfig;
@@ -9,6 +12,47 @@ use std::time::Duration;
 /// `key` from the environment, or `default`.
 pub fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+/// A comma list of numbers from the environment, or `default`; entries that are not numbers
+/// are skipped.
+pub fn env_list<T: std::str::FromStr>(key: &str, default: &str) -> Vec<T> {
+    env_or(key, default)
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// Posts a job-started hook to `serve` at `addr`; panics unless it is accepted.
+pub async fn post_job_started(
+    client: &reqwest::Client,
+    addr: impl std::fmt::Display,
+    body: &serde_json::Value,
+) {
+    let r = client
+        .post(format!("http://{addr}/v1/events/job-started"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
+/// How many samples `serve` at `addr` has stored for job `id`.
+pub async fn stored_samples(
+    client: &reqwest::Client,
+    addr: impl std::fmt::Display,
+    id: &str,
+) -> u64 {
+    let v: serde_json::Value = client
+        .get(format!("http://{addr}/v1/jobs/{id}/metrics?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["total"].as_u64().unwrap_or(0)
 }
 
 /// `serve` on 127.0.0.1:0 with `database_url`, no tokens, no demo, no scheduler.
@@ -29,8 +73,14 @@ pub fn config(database_url: &str) -> ServeConfig {
     }
 }
 
-/// Drops and creates database `name` on the server of `admin`; its URL.
-pub async fn create_pg_database(admin: &str, name: &str) -> String {
+/// Drops and creates database `name` on the PostgreSQL server of `JOBSCOPE_BENCH_POSTGRES_URL`
+/// (default postgres://postgres@127.0.0.1:5432/postgres); its URL.
+pub async fn create_pg_database(name: &str) -> String {
+    let admin = env_or(
+        "JOBSCOPE_BENCH_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let admin = admin.as_str();
     let mut conn = sqlx::PgConnection::connect(admin)
         .await
         .expect("PostgreSQL reachable");
