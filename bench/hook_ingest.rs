@@ -13,9 +13,10 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{config, create_pg_database, env_or};
+use support::{create_pg_database, env_or};
 
 use jobscope::app::Application;
+use jobscope::config::ServeConfig;
 use serde_json::json;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,7 +225,7 @@ fn main() {
                 other => panic!("unknown backend {other}"),
             };
             let app = rt
-                .block_on(Application::build(config(&url)))
+                .block_on(Application::build(ServeConfig::loopback(&url)))
                 .expect("serve starts");
             let addr = app.local_addr();
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

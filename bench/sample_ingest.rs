@@ -11,13 +11,14 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{config, create_pg_database, env_or, post_job_started, stored_samples};
+use support::{create_pg_database, env_or, post_job_started, stored_samples};
 
 use chrono::Utc;
 use jobscope::app::Application;
 use jobscope::collector::{
     CgroupSample, GpuReading, GpuVendor, JobReport, NodeSample, NodeStats, Pressure, SampleBatch,
 };
+use jobscope::config::ServeConfig;
 use jobscope::store::{LatePolicy, Store};
 use std::time::{Duration, Instant};
 
@@ -131,7 +132,9 @@ async fn create_jobs(client: &reqwest::Client, addr: std::net::SocketAddr, jobs:
 
 /// Times `batches` batches through the store, then through HTTP; prints two rows.
 async fn run(backend: &str, url: &str, jobs: usize, batches: usize) {
-    let app = Application::build(config(url)).await.expect("serve starts");
+    let app = Application::build(ServeConfig::loopback(url))
+        .await
+        .expect("serve starts");
     let addr = app.local_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {

@@ -1,13 +1,10 @@
 //! Set-up shared by the benchmarks (each includes this file with `#[path]` and uses part of it):
-//! the "only under `cargo bench`" prelude, environment knobs, a `ServeConfig` on a free loopback
-//! port, a fresh PostgreSQL database per run, and the two API calls the benchmarks make to set up
-//! and check their data.
+//! the "only under `cargo bench`" prelude, environment knobs, a fresh PostgreSQL database per
+//! run, and the two API calls the benchmarks make to set up and check their data. `serve`
+//! in-process takes `ServeConfig::loopback`.
 #![allow(dead_code)]
 
-use jobscope::cli::SchedulerKind;
-use jobscope::config::ServeConfig;
 use sqlx::{Connection, Executor};
-use std::time::Duration;
 
 /// `key` from the environment, or `default`.
 pub fn env_or(key: &str, default: &str) -> String {
@@ -53,24 +50,6 @@ pub async fn stored_samples(
         .await
         .unwrap();
     v["total"].as_u64().unwrap_or(0)
-}
-
-/// `serve` on 127.0.0.1:0 with `database_url`, no tokens, no demo, no scheduler.
-pub fn config(database_url: &str) -> ServeConfig {
-    ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.to_string(),
-        retention: Duration::from_secs(7 * 86_400),
-        demo: false,
-        scheduler: SchedulerKind::None,
-        tokens: None,
-        insecure_no_auth: false,
-        allowed_origins: Vec::new(),
-        slurm: None,
-        collect: None,
-        metrics: Default::default(),
-        client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
-    }
 }
 
 /// Drops and creates database `name` on the PostgreSQL server of `JOBSCOPE_BENCH_POSTGRES_URL`

@@ -44,6 +44,28 @@ pub struct ServeConfig {
     pub metrics: MetricsConfig,
 }
 
+impl ServeConfig {
+    /// `serve` on a free loopback port (127.0.0.1:0) with `database_url` and nothing else: no
+    /// tokens (loopback only), no demo, no scheduler, no collector, a week of retention. For
+    /// running the service in-process (tests, benchmarks, embedding).
+    pub fn loopback(database_url: &str) -> ServeConfig {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.to_string(),
+            retention: Duration::from_secs(7 * 86_400),
+            demo: false,
+            scheduler: SchedulerKind::None,
+            tokens: None,
+            insecure_no_auth: false,
+            allowed_origins: Vec::new(),
+            client_stall_timeout: crate::api::socket::DEFAULT_STALL_TIMEOUT,
+            slurm: None,
+            collect: None,
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
 /// The Prometheus export's settings.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsConfig {

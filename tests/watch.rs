@@ -4,7 +4,6 @@
 
 use jobscope::api::auth::Tokens;
 use jobscope::app::Application;
-use jobscope::cli::SchedulerKind;
 use jobscope::config::ServeConfig;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -34,17 +33,12 @@ impl Server {
         jobscope::install_crypto_provider();
         let config = ServeConfig {
             listen: listen.parse().unwrap(),
-            database_url: format!("sqlite://{}", dir.path().join("watch.db").display()),
             retention: Duration::from_secs(86_400),
-            demo: false,
-            scheduler: SchedulerKind::None,
             tokens,
-            insecure_no_auth: false,
-            allowed_origins: Vec::new(),
-            slurm: None,
-            collect: None,
-            metrics: Default::default(),
-            client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
+            ..ServeConfig::loopback(&format!(
+                "sqlite://{}",
+                dir.path().join("watch.db").display()
+            ))
         };
         let app = Application::build(config).await.expect("serve starts");
         let base = format!("http://{}", app.local_addr());

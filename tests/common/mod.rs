@@ -330,18 +330,8 @@ impl TestApp {
 /// `serve` settings for tests: loopback port 0, no demo, no tokens, one day of retention.
 pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
     jobscope::config::ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.to_string(),
         retention: std::time::Duration::from_secs(86_400),
-        demo: false,
-        scheduler: jobscope::cli::SchedulerKind::None,
-        tokens: None,
-        insecure_no_auth: false,
-        allowed_origins: Vec::new(),
-        slurm: None,
-        collect: None,
-        metrics: Default::default(),
-        client_stall_timeout: jobscope::api::socket::DEFAULT_STALL_TIMEOUT,
+        ..jobscope::config::ServeConfig::loopback(database_url)
     }
 }
 
