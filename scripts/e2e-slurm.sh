@@ -54,6 +54,14 @@ cleanup() {
 		return
 	fi
 	stop_serve
+	if ((rc != 0 || FAILS != 0)); then
+		# Slurm's side too: a job that never started is a scheduling question, not jobscope's.
+		local f
+		for f in "$JOBSCOPE_SLURM_DIR"/log/slurmctld.log "$JOBSCOPE_SLURM_DIR"/log/slurmd.log; do
+			say "--- $(basename "$f") (last 40 lines)"
+			tail -n 40 "$f" 2>/dev/null || true
+		done
+	fi
 	"$REPO/scripts/dev-slurm.sh" stop --purge >/dev/null 2>&1 || true
 	if ((rc != 0 || FAILS != 0)); then
 		say "--- serve log (last 40 lines)"
