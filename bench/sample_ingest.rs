@@ -6,7 +6,9 @@
 //!
 //! Run: `cargo bench --bench sample_ingest` (see BENCHMARKS.md). Options by environment:
 //! `BENCH_BATCHES` timed batches per path (default 40), `BENCH_JOBS` samples per batch (default
-//! 1000), `BENCH_BACKENDS` (default "postgres,sqlite"), `JOBSCOPE_BENCH_POSTGRES_URL`
+//! 1000), `BENCH_BACKENDS` (default "postgres,sqlite"), `BENCH_PAUSE_MS` idle time before each
+//! batch, so that the previous batch's after-effects (the event feed reading it back) are over
+//! when the next one is timed (default 0: back to back), `JOBSCOPE_BENCH_POSTGRES_URL`
 //! (default postgres://postgres@127.0.0.1:5432/postgres).
 
 #[path = "support.rs"]
@@ -131,7 +133,7 @@ async fn create_jobs(client: &reqwest::Client, addr: std::net::SocketAddr, jobs:
 }
 
 /// Times `batches` batches through the store, then through HTTP; prints two rows.
-async fn run(backend: &str, url: &str, jobs: usize, batches: usize) {
+async fn run(backend: &str, url: &str, jobs: usize, batches: usize, pause: Duration) {
     let app = Application::build(ServeConfig::loopback(url))
         .await
         .expect("serve starts");
@@ -150,6 +152,7 @@ async fn run(backend: &str, url: &str, jobs: usize, batches: usize) {
     let mut prepare_times = Vec::new();
     for i in 0..batches + 3 {
         pass += 1;
+        tokio::time::sleep(pause).await;
         let b = batch(jobs, pass);
         let t = Instant::now();
         let prepared = b.prepare(Utc::now()).expect("valid batch");
@@ -176,6 +179,7 @@ async fn run(backend: &str, url: &str, jobs: usize, batches: usize) {
     let mut body_len = 0;
     for i in 0..batches + 3 {
         pass += 1;
+        tokio::time::sleep(pause).await;
         let body = serde_json::to_vec(&batch(jobs, pass)).unwrap();
         body_len = body.len();
         let t = Instant::now();
@@ -228,6 +232,7 @@ fn main() {
     }
     let batches: usize = env_or("BENCH_BATCHES", "40").parse().unwrap();
     let jobs: usize = env_or("BENCH_JOBS", "1000").parse().unwrap();
+    let pause = Duration::from_millis(env_or("BENCH_PAUSE_MS", "0").parse().unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -241,6 +246,6 @@ fn main() {
             "postgres" => rt.block_on(create_pg_database("jobscope_bench_samples")),
             other => panic!("unknown backend {other}"),
         };
-        rt.block_on(run(backend, &url, jobs, batches));
+        rt.block_on(run(backend, &url, jobs, batches, pause));
     }
 }

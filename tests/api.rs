@@ -371,6 +371,8 @@ on_both_backends!(every_change_appends_one_event_in_order, |app| {
     )
     .await
     .expect(201);
+    let sampled = app.store.events_after(before, 100).await.unwrap();
+    assert_eq!(sampled[1].payload["sample"]["cpu_usage"], 12.5);
     app.write("PATCH", "/v1/jobs/36", Some(&json!({"gpu_usage": 3})))
         .await
         .expect(200);
@@ -400,7 +402,8 @@ on_both_backends!(every_change_appends_one_event_in_order, |app| {
     );
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
     assert!(events.iter().all(|e| e.job_id.as_deref() == Some("36")));
-    assert_eq!(events[1].payload["sample"]["cpu_usage"], 12.5);
+    // Read back after the deletion, the sample event has lost its sample with the job.
+    assert!(events[1].payload["sample"].is_null());
     assert_eq!(events[3].payload["previous_state"], "running");
     assert_eq!(events[3].payload["job"]["state"], "completed");
     // one correlation id across the whole life of the job

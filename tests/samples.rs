@@ -344,6 +344,40 @@ on_both_backends!(sample_and_node_events_reach_the_log, |app| {
     assert_eq!(events[1].job_id, None);
     assert_eq!(events[1].payload["node"]["name"], "node-6");
     assert_eq!(events[1].payload["node"]["running_jobs"], 1);
+
+    // The log refers to the stored sample rather than copying it: read back, the event carries
+    // the sample exactly as the API serves it, every figure, GPUs and pressure included.
+    let stored = app.get("/v1/jobs/600/metrics").await.expect(200);
+    let sample = &stored["samples"][0];
+    assert_eq!(sample["gpus"][0]["uuid"], "GPU-aaaa", "{stored}");
+    assert_eq!(
+        sample["pressure"]["cpu"]["some_total_usec"], 1234,
+        "{stored}"
+    );
+    assert_eq!(&events[0].payload["sample"], sample);
+    assert_eq!(
+        events[0]
+            .payload
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["correlation_id", "job", "job_id", "sample"]
+    );
+
+    // A deleted job takes its samples with it; its sample events stay in the log, in order,
+    // with no figures left to tell.
+    app.write("DELETE", "/v1/jobs/600", None).await.expect(204);
+    assert_eq!(app.sample_rows("600").await, 0);
+    let events = app.store.events_after(after, 10).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["job_sample", "node_updated", "job_deleted"]);
+    assert!(
+        events[0].payload["sample"].is_null(),
+        "{}",
+        events[0].payload
+    );
+    assert_eq!(events[0].payload["job"]["user"], "carol");
 });
 
 on_both_backends!(a_batch_sent_twice_is_stored_once, |app| {

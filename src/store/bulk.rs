@@ -17,13 +17,16 @@ use crate::store::queries::{JobDelta, QueuedEvent, SampledJobRow, JOB_DELTA_SET,
 use crate::store::{SampleItem, StoreResult};
 use chrono::{DateTime, Utc};
 
-/// The `RETURNING` of a sample insert: the (job, time) of each row really inserted.
-type InsertedSample = (String, DateTime<Utc>);
+/// The `RETURNING` of a sample insert, one per row really inserted: its id, job, time and node.
+type InsertedSample = (i64, String, DateTime<Utc>, Option<String>);
+
+/// What a sample insert returns (see [`InsertedSample`]).
+const INSERTED_SAMPLE: &str = "RETURNING id, job_id, timestamp, node";
 
 pub(in crate::store) mod sqlite {
     use super::*;
     use sqlx::types::Json;
-    use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+    use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
     /// The jobs of `ids` that exist.
     pub(in crate::store) async fn select_jobs(
@@ -85,10 +88,8 @@ pub(in crate::store) mod sqlite {
                     .push_bind(d.pressure.clone().filter(|p| !p.is_empty()).map(Json))
                     .push_bind((!d.gpus.is_empty()).then(|| Json(d.gpus.clone())));
             });
-            qb.push(" ON CONFLICT DO NOTHING RETURNING job_id, timestamp");
-            for row in qb.build().fetch_all(&mut *conn).await? {
-                inserted.push((row.try_get("job_id")?, row.try_get("timestamp")?));
-            }
+            qb.push(" ON CONFLICT DO NOTHING ").push(INSERTED_SAMPLE);
+            inserted.extend(qb.build_query_as().fetch_all(&mut *conn).await?);
         }
         Ok(inserted)
     }
@@ -108,7 +109,7 @@ pub(in crate::store) mod sqlite {
                     .push_bind(d.newest_memory_mb)
                     .push_bind(d.newest_gpu)
                     .push_bind(d.newest_memory_bytes)
-                    .push_bind(d.newest_gpus.map(|g| Json(g.to_vec())))
+                    .push_bind(d.newest_gpus_sample)
                     .push_bind(d.samples)
                     .push_bind(d.cpu_samples)
                     .push_bind(d.cpu_sum)
@@ -131,16 +132,18 @@ pub(in crate::store) mod sqlite {
         occurred_at: DateTime<Utc>,
         events: &[QueuedEvent],
     ) -> StoreResult<()> {
-        // 2,000 rows × 4 columns, under the parameter limit; chunks are inserted in order, in
+        // 2,000 rows × 5 columns, under the parameter limit; chunks are inserted in order, in
         // one transaction, so ids keep the order of `events`.
         for chunk in events.chunks(2000) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO events (occurred_at, kind, job_id, payload) ");
-            qb.push_values(chunk, |mut b, (kind, job_id, payload)| {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (occurred_at, kind, job_id, payload, sample_id) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
                 b.push_bind(occurred_at)
-                    .push_bind(*kind)
-                    .push_bind(job_id.as_deref())
-                    .push_bind(payload.as_str());
+                    .push_bind(e.kind)
+                    .push_bind(e.job_id.as_deref())
+                    .push_bind(e.payload.as_str())
+                    .push_bind(e.sample_id);
             });
             qb.build().execute(&mut *conn).await?;
         }
@@ -254,13 +257,15 @@ pub(in crate::store) mod postgres {
         }
     }
 
-    /// The jobs of `ids` that exist.
+    /// The jobs of `ids` that exist, each locked against deletion until the batch commits (what
+    /// the foreign key of `metric_samples.job_id` did per row before migration 0007): a job
+    /// deleted meanwhile waits for the batch, then deletes the samples it stored with it.
     pub(in crate::store) async fn select_jobs(
         conn: &mut PgConnection,
         ids: &[&str],
     ) -> StoreResult<Vec<SampledJobRow>> {
         Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {} FROM jobs WHERE id = ANY($1::text[])",
+            "SELECT {} FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE",
             crate::store::queries::SAMPLED_JOB_COLUMNS
         )))
         .bind(ids)
@@ -279,7 +284,7 @@ pub(in crate::store) mod postgres {
         let a = SampleArrays::of(items);
         let mut query = sqlx::query_as(AssertSqlSafe(format!(
             "INSERT INTO metric_samples ({SAMPLE_COLUMNS}) SELECT * FROM {} \
-             ON CONFLICT DO NOTHING RETURNING job_id, timestamp",
+             ON CONFLICT DO NOTHING {INSERTED_SAMPLE}",
             unnest(1, &sample_types())
         )))
         .bind(a.job_id)
@@ -319,7 +324,7 @@ pub(in crate::store) mod postgres {
             "int8",        // newest_memory_mb
             "float8",      // newest_gpu
             "int8",        // newest_memory_bytes
-            "jsonb",       // newest_gpus
+            "int8",        // newest_gpus_sample
             "int8",        // samples
             "int8",        // cpu_samples
             "float8",      // cpu_sum
@@ -342,7 +347,7 @@ pub(in crate::store) mod postgres {
         .bind(column(deltas, |d| d.newest_memory_mb))
         .bind(column(deltas, |d| d.newest_gpu))
         .bind(column(deltas, |d| d.newest_memory_bytes))
-        .bind(column(deltas, |d| d.newest_gpus.map(Json)))
+        .bind(column(deltas, |d| d.newest_gpus_sample))
         .bind(column(deltas, |d| d.samples))
         .bind(column(deltas, |d| d.cpu_samples))
         .bind(column(deltas, |d| d.cpu_sum))
@@ -367,23 +372,22 @@ pub(in crate::store) mod postgres {
         if events.is_empty() {
             return Ok(());
         }
-        let kinds: Vec<&str> = events.iter().map(|(kind, _, _)| *kind).collect();
-        let job_ids: Vec<Option<&str>> = events.iter().map(|(_, id, _)| id.as_deref()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+        let job_ids: Vec<Option<&str>> = events.iter().map(|e| e.job_id.as_deref()).collect();
         // The payloads go as text, copied as they are; the cast to `json` only checks them.
-        let payloads: Vec<&str> = events
-            .iter()
-            .map(|(_, _, payload)| payload.as_str())
-            .collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        let sample_ids: Vec<Option<i64>> = events.iter().map(|e| e.sample_id).collect();
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO events (occurred_at, kind, job_id, payload) \
-             SELECT $1, e.kind, e.job_id, e.payload::json \
-             FROM {} WITH ORDINALITY AS e(kind, job_id, payload, n) ORDER BY e.n",
-            unnest(2, &["text", "text", "text"])
+            "INSERT INTO events (occurred_at, kind, job_id, payload, sample_id) \
+             SELECT $1, e.kind, e.job_id, e.payload::json, e.sample_id \
+             FROM {} WITH ORDINALITY AS e(kind, job_id, payload, sample_id, n) ORDER BY e.n",
+            unnest(2, &["text", "text", "text", "int8"])
         )))
         .bind(occurred_at)
         .bind(kinds)
         .bind(job_ids)
         .bind(payloads)
+        .bind(sample_ids)
         .execute(conn)
         .await?;
         Ok(())

@@ -307,12 +307,9 @@ pub(crate) struct SampledJob {
 }
 
 impl SampledJob {
-    /// The `job_sample` event payload of `sample`, a sample of this job.
-    pub(crate) fn sample_payload<'a>(
-        &'a self,
-        job_id: &'a str,
-        sample: &'a MetricSample,
-    ) -> payload::JobSample<'a> {
+    /// The stored `job_sample` event payload of a sample of this job (the sample is added from
+    /// its row when the log is read).
+    pub(crate) fn sample_payload<'a>(&'a self, job_id: &'a str) -> payload::JobSample<'a> {
         payload::JobSample {
             job_id,
             job: payload::SampleJob {
@@ -324,7 +321,6 @@ impl SampledJob {
                     partition: self.partition.as_deref(),
                 },
             },
-            sample,
             correlation_id: &self.correlation_id,
         }
     }
@@ -355,7 +351,9 @@ pub(crate) struct JobDelta<'a> {
     pub(crate) newest_memory_mb: Option<i64>,
     pub(crate) newest_gpu: Option<f64>,
     pub(crate) newest_memory_bytes: Option<i64>,
-    pub(crate) newest_gpus: Option<&'a [crate::collector::GpuReading]>,
+    /// The stored row (`metric_samples.id`) of the newest sample when it has GPU figures: the
+    /// job's current GPUs are copied from it in the database, not sent and parsed a second time.
+    pub(crate) newest_gpus_sample: Option<i64>,
     pub(crate) samples: i64,
     pub(crate) cpu_samples: i64,
     pub(crate) cpu_sum: f64,
@@ -368,8 +366,9 @@ pub(crate) struct JobDelta<'a> {
 }
 
 impl<'a> JobDelta<'a> {
-    /// Folds the items per job, in the order jobs first appear.
-    pub(crate) fn of(items: &[&'a SampleItem]) -> Vec<JobDelta<'a>> {
+    /// Folds the stored items (each with its `metric_samples.id`) per job, in the order jobs
+    /// first appear.
+    pub(crate) fn of(items: &[(&'a SampleItem, i64)]) -> Vec<JobDelta<'a>> {
         fn max<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
             match (a, b) {
                 (Some(x), Some(y)) => Some(if y > x { y } else { x }),
@@ -379,7 +378,7 @@ impl<'a> JobDelta<'a> {
         }
         let mut order: Vec<JobDelta<'a>> = Vec::new();
         let mut index: std::collections::HashMap<&'a str, usize> = std::collections::HashMap::new();
-        for item in items {
+        for &(item, sample_id) in items {
             let s = &item.sample;
             let i = *index.entry(item.job_id.as_str()).or_insert_with(|| {
                 order.push(JobDelta {
@@ -389,7 +388,7 @@ impl<'a> JobDelta<'a> {
                     newest_memory_mb: None,
                     newest_gpu: None,
                     newest_memory_bytes: None,
-                    newest_gpus: None,
+                    newest_gpus_sample: None,
                     samples: 0,
                     cpu_samples: 0,
                     cpu_sum: 0.0,
@@ -409,7 +408,7 @@ impl<'a> JobDelta<'a> {
                 d.newest_memory_mb = s.memory_usage_mb;
                 d.newest_gpu = s.gpu_usage;
                 d.newest_memory_bytes = s.detail.memory_usage_bytes;
-                d.newest_gpus = (!s.detail.gpus.is_empty()).then_some(s.detail.gpus.as_slice());
+                d.newest_gpus_sample = (!s.detail.gpus.is_empty()).then_some(sample_id);
             }
             d.samples += 1;
             if let Some(cpu) = s.cpu_usage {
@@ -442,7 +441,8 @@ pub(crate) const JOB_DELTA_SET: &str = "UPDATE jobs SET \
     memory_usage_mb = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column4 IS NOT NULL THEN s.column4 ELSE jobs.memory_usage_mb END, \
     gpu_usage = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column5 IS NOT NULL THEN s.column5 ELSE jobs.gpu_usage END, \
     memory_usage_bytes = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column6 IS NOT NULL THEN s.column6 ELSE jobs.memory_usage_bytes END, \
-    gpus = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column7 IS NOT NULL THEN s.column7 ELSE jobs.gpus END, \
+    gpus = CASE WHEN (jobs.last_sample_at IS NULL OR s.column2 >= jobs.last_sample_at) AND s.column7 IS NOT NULL \
+        THEN (SELECT m.gpus FROM metric_samples m WHERE m.id = s.column7) ELSE jobs.gpus END, \
     last_sample_at = CASE WHEN jobs.last_sample_at IS NULL OR s.column2 > jobs.last_sample_at THEN s.column2 ELSE jobs.last_sample_at END, \
     sample_count = jobs.sample_count + s.column8, \
     cpu_sample_count = jobs.cpu_sample_count + s.column9, \
@@ -457,6 +457,26 @@ pub(crate) const JOB_DELTA_SET: &str = "UPDATE jobs SET \
     avg_gpu_usage = CASE WHEN jobs.gpu_sample_count + s.column14 > 0 \
         THEN (jobs.gpu_usage_sum + s.column15) / (jobs.gpu_sample_count + s.column14) ELSE jobs.avg_gpu_usage END, \
     max_gpu_usage = CASE WHEN s.column16 IS NOT NULL AND (jobs.max_gpu_usage IS NULL OR s.column16 > jobs.max_gpu_usage) THEN s.column16 ELSE jobs.max_gpu_usage END";
+
+/// The log read of `events_after`: each row with its referred sample's columns (under their own
+/// names, as [`SampleRow`] reads them; the event's own columns are renamed to stay apart).
+pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    sqlx::AssertSqlSafe(SQL.get_or_init(|| {
+        let sample_columns: Vec<String> = SAMPLE_COLUMNS
+            .split(',')
+            .map(|c| format!("m.{}", c.trim()))
+            .collect();
+        format!(
+            "SELECT e.id AS event_id, e.occurred_at AS event_at, e.kind AS event_kind, \
+             e.job_id AS event_job_id, e.payload AS event_payload, e.sample_id AS event_sample_id, \
+             m.id AS stored_sample_id, {} \
+             FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id \
+             WHERE e.id > $1 ORDER BY e.id ASC LIMIT $2",
+            sample_columns.join(", ")
+        )
+    }))
+}
 
 /// Columns of `nodes` that `NodeRow` reads.
 pub(crate) const NODE_COLUMNS: &str =
@@ -629,19 +649,27 @@ pub(crate) fn scheduler_merge(
     (!same).then_some(row)
 }
 
-/// An event-log row queued by a write transaction until its commit: kind, job id (none for node
-/// and partition events), payload as JSON text. The payload is serialized once, when it is
-/// queued, straight from the borrowed values of [`payload`]: a sample batch queues 1,000 of them,
-/// and building, encoding and dropping `serde_json::Value` trees instead cost a third of its time
-/// (BENCHMARKS.md, "Sample ingestion"). Both backends take the text as is (SQLite stores it,
-/// PostgreSQL casts it to `json`).
-pub(crate) type QueuedEvent = (&'static str, Option<String>, String);
+/// An event-log row queued by a write transaction until its commit. The payload is serialized
+/// once, when it is queued, straight from the borrowed values of [`payload`]: a sample batch
+/// queues 1,000 of them, and building, encoding and dropping `serde_json::Value` trees instead
+/// cost a third of its time (BENCHMARKS.md, "Sample ingestion"). Both backends take the text as
+/// is (SQLite stores it, PostgreSQL casts it to `json`).
+pub(crate) struct QueuedEvent {
+    pub(crate) kind: &'static str,
+    /// The job it is about; none for node and partition events.
+    pub(crate) job_id: Option<String>,
+    /// The payload as JSON text.
+    pub(crate) payload: String,
+    /// For `job_sample`: the `metric_samples` row whose figures are the payload's `sample`. The
+    /// log keeps the reference, not a second copy of the sample (see [`payload::JobSample`]).
+    pub(crate) sample_id: Option<i64>,
+}
 
 /// The payloads of the event log, as borrowed views serialized once into [`QueuedEvent`]. Their
 /// JSON is the stream wire format (`openapi/jobscope.yaml`, `api/stream.rs`): field names and
 /// nesting must not change.
 pub(crate) mod payload {
-    use crate::domain::{Job, MetricSample, Node, Partition};
+    use crate::domain::{Job, Node, Partition};
     use serde::Serialize;
 
     /// `job_created`, `job_updated`, `job_finished`, `job_deleted`.
@@ -654,13 +682,15 @@ pub(crate) mod payload {
         pub(crate) previous_state: Option<&'a str>,
     }
 
-    /// `job_sample`: the sample and who it belongs to, so stream filters (user, state, node,
-    /// partition) apply to samples without a lookup per event.
+    /// `job_sample`: who the sample belongs to, so stream filters (user, state, node, partition)
+    /// apply to samples without a lookup per event. The sample itself is the `metric_samples`
+    /// row the event refers to (`events.sample_id`): reading the log adds it as `sample`, so the
+    /// log does not store every sample twice (it was 87 % of the row, and the log's largest
+    /// cost; BENCHMARKS.md, "Sample ingestion").
     #[derive(Serialize)]
     pub(crate) struct JobSample<'a> {
         pub(crate) job_id: &'a str,
         pub(crate) job: SampleJob<'a>,
-        pub(crate) sample: &'a MetricSample,
         pub(crate) correlation_id: &'a str,
     }
 
@@ -727,7 +757,7 @@ macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path) => {
         use $bulk as bulk;
         use crate::store::queries::{
-            change_kind, event_kind, payload, snapshot, to_json, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
+            change_kind, event_kind, events_after_sql, payload, snapshot, to_json, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
             JOB_COLUMNS, NODE_COLUMNS, PARTITION_COLUMNS, PartitionRow, RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
         };
         use crate::store::{
@@ -739,7 +769,7 @@ macro_rules! store_queries {
         use crate::domain::Node;
         use chrono::{DateTime, Utc};
         use sqlx::types::Json;
-        use sqlx::{AssertSqlSafe, Pool, QueryBuilder, Row, Transaction};
+        use sqlx::{AssertSqlSafe, FromRow, Pool, QueryBuilder, Row, Transaction};
 
         /// A write transaction that queues its event-log rows and appends them all at commit:
         /// the event-order lock (PostgreSQL) is then held only for one insert and the commit,
@@ -779,13 +809,24 @@ macro_rules! store_queries {
 
             /// Queues an event about a job; `payload` is serialized now (see [`QueuedEvent`]).
             fn append_event(&mut self, kind: &'static str, job_id: &str, payload: &impl serde::Serialize) -> StoreResult<()> {
-                self.events.push((kind, Some(job_id.to_owned()), to_json(payload)?));
+                self.events.push(QueuedEvent { kind, job_id: Some(job_id.to_owned()), payload: to_json(payload)?, sample_id: None });
+                Ok(())
+            }
+
+            /// Queues the `job_sample` event of the stored sample `sample_id`.
+            fn append_sample_event(&mut self, job_id: &str, payload: &payload::JobSample<'_>, sample_id: i64) -> StoreResult<()> {
+                self.events.push(QueuedEvent {
+                    kind: event_kind::JOB_SAMPLE,
+                    job_id: Some(job_id.to_owned()),
+                    payload: to_json(payload)?,
+                    sample_id: Some(sample_id),
+                });
                 Ok(())
             }
 
             /// An event about no job in particular (a node's or a partition's change).
             fn append_other_event(&mut self, kind: &'static str, payload: &impl serde::Serialize) -> StoreResult<()> {
-                self.events.push((kind, None, to_json(payload)?));
+                self.events.push(QueuedEvent { kind, job_id: None, payload: to_json(payload)?, sample_id: None });
                 Ok(())
             }
 
@@ -1147,6 +1188,9 @@ macro_rules! store_queries {
                 .await?
                 .ok_or(StoreError::NotFound)?;
             sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut **tx).await?;
+            // Samples are not tied to their job by a foreign key on PostgreSQL (migration 0007);
+            // a batch storing samples of this job held it locked, so they are all visible now.
+            sqlx::query("DELETE FROM metric_samples WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
             tx.audits.push((id.to_owned(), "delete", audit.clone(), snapshot(&current)));
             let change = payload::JobChange { job: &current, correlation_id: &audit.correlation_id, previous_state: None };
             tx.append_event(event_kind::JOB_DELETED, id, &change)?;
@@ -1230,30 +1274,31 @@ macro_rules! store_queries {
             outcome.accepted = accepted.len();
 
             // A batch sent again (the agent timed out waiting for an answer the server did send)
-            // inserts nothing twice: (job, node, time) is unique, and only the rows really
-            // inserted count in the aggregates and the events.
-            let mut inserted: std::collections::HashMap<(String, DateTime<Utc>), usize> = std::collections::HashMap::new();
-            for key in bulk::insert_samples(&mut tx, &accepted).await? {
-                *inserted.entry(key).or_insert(0usize) += 1;
+            // inserts nothing twice: (job, time, node) is unique, and only the rows really
+            // inserted count in the aggregates and the events. Each inserted row is matched back
+            // to its item by that key (samples without a node never conflict, so they may
+            // repeat: those keys hold several rows, handed out in order).
+            let mut inserted: std::collections::HashMap<(String, DateTime<Utc>, Option<String>), std::collections::VecDeque<i64>> =
+                std::collections::HashMap::new();
+            for (id, job_id, timestamp, node) in bulk::insert_samples(&mut tx, &accepted).await? {
+                inserted.entry((job_id, timestamp, node)).or_default().push_back(id);
             }
-            let accepted: Vec<&SampleItem> = accepted
-                .into_iter()
-                .filter(|item| match inserted.get_mut(&(item.job_id.clone(), item.sample.timestamp)) {
-                    Some(n) if *n > 0 => {
-                        *n -= 1;
-                        true
-                    }
-                    _ => false,
+            let stored: Vec<(&SampleItem, i64)> = accepted
+                .iter()
+                .filter_map(|item| {
+                    let key = (item.job_id.clone(), item.sample.timestamp, item.sample.detail.node.clone());
+                    let id = inserted.get_mut(&key)?.pop_front()?;
+                    Some((*item, id))
                 })
                 .collect();
-            outcome.duplicates = outcome.accepted - accepted.len();
-            outcome.accepted = accepted.len();
+            outcome.duplicates = outcome.accepted - stored.len();
+            outcome.accepted = stored.len();
 
-            bulk::update_jobs(&mut tx, &JobDelta::of(&accepted)).await?;
+            bulk::update_jobs(&mut tx, &JobDelta::of(&stored)).await?;
 
-            for item in &accepted {
+            for &(item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else { continue };
-                tx.append_event(event_kind::JOB_SAMPLE, &item.job_id, &job.sample_payload(&item.job_id, &item.sample))?;
+                tx.append_sample_event(&item.job_id, &job.sample_payload(&item.job_id), sample_id)?;
             }
 
             if let Some(report) = node {
@@ -1656,27 +1701,39 @@ macro_rules! store_queries {
             Ok((counts, gpus))
         }
 
+        /// Log rows after `after`, oldest first. A `job_sample` row that refers to its stored
+        /// sample gets it back as `sample` (rows from before migration 0008 carry it inline);
+        /// `sample` is `null` when the sample is gone (its job deleted, or the sample pruned
+        /// first), so the log still tells every change in order.
         pub async fn events_after(pool: &Pool<$db>, after: i64, limit: i64) -> StoreResult<Vec<crate::store::StoredEvent>> {
-            let rows = sqlx::query(
-                "SELECT id, occurred_at, kind, job_id, payload FROM events WHERE id > $1 ORDER BY id ASC LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    let Json(payload): Json<serde_json::Value> = r.try_get("payload")?;
-                    Ok(crate::store::StoredEvent {
-                        id: r.try_get("id")?,
-                        occurred_at: r.try_get("occurred_at")?,
-                        kind: r.try_get("kind")?,
-                        job_id: r.try_get("job_id")?,
-                        payload,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(StoreError::from)
+            let rows = sqlx::query(events_after_sql())
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let mut events = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let Json(mut payload): Json<serde_json::Value> = r.try_get("event_payload")?;
+                let referred: Option<i64> = r.try_get("event_sample_id")?;
+                if referred.is_some() {
+                    let sample = match r.try_get::<Option<i64>, _>("stored_sample_id")? {
+                        Some(_) => serde_json::to_value(MetricSample::from(SampleRow::from_row(r)?))
+                            .map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))?,
+                        None => serde_json::Value::Null,
+                    };
+                    if let serde_json::Value::Object(fields) = &mut payload {
+                        fields.insert("sample".to_owned(), sample);
+                    }
+                }
+                events.push(crate::store::StoredEvent {
+                    id: r.try_get("event_id")?,
+                    occurred_at: r.try_get("event_at")?,
+                    kind: r.try_get("event_kind")?,
+                    job_id: r.try_get("event_job_id")?,
+                    payload,
+                });
+            }
+            Ok(events)
         }
 
         pub async fn last_event_id(pool: &Pool<$db>) -> StoreResult<i64> {
@@ -1691,11 +1748,11 @@ pub(crate) use store_queries;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::usage::{Pressure, PressureFigures};
     use serde_json::json;
 
-    /// The `job_sample` payload, serialized from borrowed values, is the JSON the stream
-    /// documents (and that a `serde_json::json!` tree of the same values used to give).
+    /// The stored part of a `job_sample` payload: everything the stream documents but the
+    /// sample, which reading the log adds from the row the event refers to (tested end to end
+    /// in tests/samples.rs).
     #[test]
     fn job_sample_payload_keeps_its_wire_shape() {
         let job = SampledJob {
@@ -1706,25 +1763,7 @@ mod tests {
             partition: None,
             correlation_id: "c-1".into(),
         };
-        let sample = MetricSample {
-            timestamp: "2026-11-29T23:00:00.123456Z".parse().unwrap(),
-            cpu_usage: Some(42.5),
-            memory_usage_mb: None,
-            gpu_usage: None,
-            detail: SampleDetail {
-                node: Some("n1".into()),
-                pids: Some(7),
-                pressure: Some(Pressure {
-                    cpu: Some(PressureFigures {
-                        some_avg10: 1.5,
-                        some_total_usec: 9,
-                    }),
-                    ..Pressure::default()
-                }),
-                ..SampleDetail::default()
-            },
-        };
-        let text = to_json(&job.sample_payload("j-1", &sample)).unwrap();
+        let text = to_json(&job.sample_payload("j-1")).unwrap();
         let got: serde_json::Value = serde_json::from_str(&text).unwrap();
         let want = json!({
             "job_id": "j-1",
@@ -1735,11 +1774,9 @@ mod tests {
                 "nodes": ["n1", "n2"],
                 "scheduler": { "partition": null },
             },
-            "sample": sample,
             "correlation_id": "c-1",
         });
         assert_eq!(got, want);
-        assert_eq!(got["sample"]["pressure"]["cpu"]["some_total_usec"], 9);
     }
 
     /// A job change carries `previous_state` only when there was one.

@@ -319,6 +319,23 @@ impl TestApp {
         body["events"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Rows of `metric_samples` for `job_id`, read from the database itself (the API answers
+    /// 404 for a deleted job's samples).
+    pub async fn sample_rows(&self, job_id: &str) -> i64 {
+        let sql = "SELECT COUNT(*) FROM metric_samples WHERE job_id = $1";
+        if self.db.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.db.url).await.unwrap();
+            let n = sqlx::query_scalar(sql).bind(job_id).fetch_one(&pool).await;
+            pool.close().await;
+            n.unwrap()
+        } else {
+            let pool = sqlx::PgPool::connect(&self.db.url).await.unwrap();
+            let n = sqlx::query_scalar(sql).bind(job_id).fetch_one(&pool).await;
+            pool.close().await;
+            n.unwrap()
+        }
+    }
+
     pub async fn event_count(&self) -> i64 {
         self.store
             .last_event_id()
