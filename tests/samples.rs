@@ -561,3 +561,45 @@ on_both_backends!(
         assert_eq!(job["max_memory_usage_bytes"], 600u64 << 20);
     }
 );
+
+on_both_backends!(
+    batches_of_two_nodes_sharing_jobs_are_stored_side_by_side,
+    |app| {
+        // Two multi-node jobs reported by both of their nodes, each node listing them in its own
+        // order, the two batches stored at the same time: every sample is stored and counted
+        // once. (The store updates job rows in id order so that such transactions cannot
+        // deadlock; with two jobs PostgreSQL's plan locks them in table order anyway, so this
+        // checks the outcome, not the ordering.)
+        app.start_job("800", "dana", &["node-a", "node-b"]).await;
+        app.start_job("801", "dana", &["node-a", "node-b"]).await;
+        for round in 0..20i64 {
+            let at = ago(300 - round * 10);
+            let a = batch(
+                "node-a",
+                &at,
+                vec![
+                    job_sample("800", Some(10.0), 1 << 20, &at),
+                    job_sample("801", Some(20.0), 1 << 20, &at),
+                ],
+            );
+            let b = batch(
+                "node-b",
+                &at,
+                vec![
+                    job_sample("801", Some(30.0), 1 << 20, &at),
+                    job_sample("800", Some(40.0), 1 << 20, &at),
+                ],
+            );
+            let (ra, rb) = tokio::join!(
+                app.request("POST", "/v1/samples", Some(&a), &[]),
+                app.request("POST", "/v1/samples", Some(&b), &[]),
+            );
+            assert_eq!(ra.expect(200)["accepted"], 2, "round {round}");
+            assert_eq!(rb.expect(200)["accepted"], 2, "round {round}");
+        }
+        for id in ["800", "801"] {
+            let job = app.get(&format!("/v1/jobs/{id}")).await.expect(200);
+            assert_eq!(job["sample_count"], 40, "{job}");
+        }
+    }
+);

@@ -1294,7 +1294,11 @@ macro_rules! store_queries {
             outcome.duplicates = outcome.accepted - stored.len();
             outcome.accepted = stored.len();
 
-            bulk::update_jobs(&mut tx, &JobDelta::of(&stored)).await?;
+            // Rows are updated (and locked) in job id order, whatever the order of the batch: two
+            // nodes' batches sharing multi-node jobs then wait for each other, never deadlock.
+            let mut deltas = JobDelta::of(&stored);
+            deltas.sort_unstable_by(|a, b| a.job_id.cmp(b.job_id));
+            bulk::update_jobs(&mut tx, &deltas).await?;
 
             for &(item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else { continue };
