@@ -471,7 +471,7 @@ pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
             "SELECT e.id AS event_id, e.occurred_at AS event_at, e.kind AS event_kind, \
              e.job_id AS event_job_id, e.payload AS event_payload, e.sample_id AS event_sample_id, \
              m.id AS stored_sample_id, {} \
-             FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id \
+             FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id AND m.job_id = e.job_id \
              WHERE e.id > $1 ORDER BY e.id ASC LIMIT $2",
             sample_columns.join(", ")
         )
