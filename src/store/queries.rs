@@ -665,6 +665,23 @@ pub(crate) struct QueuedEvent {
     pub(crate) sample_id: Option<i64>,
 }
 
+impl QueuedEvent {
+    /// The row of `payload`, serialized now.
+    pub(crate) fn new(
+        kind: &'static str,
+        job_id: Option<&str>,
+        payload: &impl serde::Serialize,
+        sample_id: Option<i64>,
+    ) -> Result<QueuedEvent, super::StoreError> {
+        Ok(QueuedEvent {
+            kind,
+            job_id: job_id.map(str::to_owned),
+            payload: to_json(payload)?,
+            sample_id,
+        })
+    }
+}
+
 /// The payloads of the event log, as borrowed views serialized once into [`QueuedEvent`]. Their
 /// JSON is the stream wire format (`openapi/jobscope.yaml`, `api/stream.rs`): field names and
 /// nesting must not change.
@@ -757,7 +774,7 @@ macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path) => {
         use $bulk as bulk;
         use crate::store::queries::{
-            change_kind, event_kind, events_after_sql, payload, snapshot, to_json, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
+            change_kind, event_kind, events_after_sql, payload, snapshot, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
             JOB_COLUMNS, NODE_COLUMNS, PARTITION_COLUMNS, PartitionRow, RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
         };
         use crate::store::{
@@ -809,24 +826,19 @@ macro_rules! store_queries {
 
             /// Queues an event about a job; `payload` is serialized now (see [`QueuedEvent`]).
             fn append_event(&mut self, kind: &'static str, job_id: &str, payload: &impl serde::Serialize) -> StoreResult<()> {
-                self.events.push(QueuedEvent { kind, job_id: Some(job_id.to_owned()), payload: to_json(payload)?, sample_id: None });
+                self.events.push(QueuedEvent::new(kind, Some(job_id), payload, None)?);
                 Ok(())
             }
 
             /// Queues the `job_sample` event of the stored sample `sample_id`.
             fn append_sample_event(&mut self, job_id: &str, payload: &payload::JobSample<'_>, sample_id: i64) -> StoreResult<()> {
-                self.events.push(QueuedEvent {
-                    kind: event_kind::JOB_SAMPLE,
-                    job_id: Some(job_id.to_owned()),
-                    payload: to_json(payload)?,
-                    sample_id: Some(sample_id),
-                });
+                self.events.push(QueuedEvent::new(event_kind::JOB_SAMPLE, Some(job_id), payload, Some(sample_id))?);
                 Ok(())
             }
 
             /// An event about no job in particular (a node's or a partition's change).
             fn append_other_event(&mut self, kind: &'static str, payload: &impl serde::Serialize) -> StoreResult<()> {
-                self.events.push(QueuedEvent { kind, job_id: None, payload: to_json(payload)?, sample_id: None });
+                self.events.push(QueuedEvent::new(kind, None, payload, None)?);
                 Ok(())
             }
 
@@ -1294,8 +1306,10 @@ macro_rules! store_queries {
             outcome.duplicates = outcome.accepted - stored.len();
             outcome.accepted = stored.len();
 
-            // Rows are updated (and locked) in job id order, whatever the order of the batch: two
-            // nodes' batches sharing multi-node jobs then wait for each other, never deadlock.
+            // Rows are updated in job id order, whatever the order of the batch, so that two
+            // nodes' batches sharing multi-node jobs lock those rows in the same order and wait
+            // for each other rather than deadlock (the plan of a batch's UPDATE, a nested loop
+            // over its rows, locks them in the order given).
             let mut deltas = JobDelta::of(&stored);
             deltas.sort_unstable_by(|a, b| a.job_id.cmp(b.job_id));
             bulk::update_jobs(&mut tx, &deltas).await?;
