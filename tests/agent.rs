@@ -63,6 +63,23 @@ fn write(dir: &Path, file: &str, content: &str) {
     std::fs::write(dir.join(file), content).unwrap();
 }
 
+/// Replaces a fixture file's content under a running agent the way cgroupfs changes: same inode,
+/// whole content at once. The agent keeps a job's files open and re-reads them from offset 0, so a
+/// rename would leave it reading the old file forever, and a truncating rewrite shows it an empty
+/// file between the truncate and the write. The new content must be at least as long as the old
+/// (a growing counter of the same digit count is), so one positional write replaces all of it.
+fn rewrite_in_place(path: &Path, content: &str) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let old_len = file.metadata().unwrap().len();
+    assert!(
+        content.len() as u64 >= old_len,
+        "{}: {content:?} would leave a tail of the old content",
+        path.display()
+    );
+    file.write_all_at(content.as_bytes(), 0).unwrap();
+}
+
 /// A v2 job cgroup as Slurm ≤ 25 lays it out, with realistic files.
 fn fixture_job(root: &Path, id: &str) -> PathBuf {
     for dir in ["", "system.slice", "system.slice/slurmstepd.scope"] {
@@ -195,7 +212,10 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
     while burn_start.elapsed() < Duration::from_secs(2) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let usage = 3_000_000 + burn_start.elapsed().as_micros() as u64;
-        write(&job_dir, "cpu.stat", &format!("usage_usec {usage}\n"));
+        rewrite_in_place(
+            &job_dir.join("cpu.stat"),
+            &format!("usage_usec {usage}\nuser_usec 2500000\nsystem_usec 500000\nnr_throttled 2\nthrottled_usec 7000\n"),
+        );
     }
     let samples = wait_for(
         &base,
