@@ -453,8 +453,9 @@ on_both_backends!(a_full_batch_stores_every_sample_and_event, |app| {
 });
 
 // Straight through the store, the way the agent's batches go: every figure a sample can carry,
-// and none of them, comes back as it was sent (PostgreSQL binds one array per column, NULLs
-// included), and a repeated batch is counted as duplicates without touching the aggregates.
+// and none of them, comes back as it was sent (NULLs included: PostgreSQL takes them in its
+// binary COPY format), and a repeated batch is counted as duplicates without touching the
+// aggregates.
 on_both_backends!(
     every_figure_round_trips_and_a_repeat_is_a_duplicate,
     |app| {
@@ -548,7 +549,7 @@ on_both_backends!(
         assert_eq!(total, 2);
         assert_eq!(
             stored,
-            vec![bare, full],
+            vec![bare, full.clone()],
             "newest first, every figure as sent"
         );
 
@@ -559,6 +560,44 @@ on_both_backends!(
             "the bare sample has no CPU figure"
         );
         assert_eq!(job["max_memory_usage_bytes"], 600u64 << 20);
+
+        // A batch part stored, part new (a spooled batch that overlaps one that got through):
+        // the stored sample is a duplicate, the new one is stored with its event, and its GPUs
+        // become the job's. (On PostgreSQL the batch's COPY fails on the stored row and the
+        // batch goes again as an INSERT that skips it.)
+        let newer = MetricSample {
+            timestamp: at + chrono::Duration::seconds(20),
+            gpu_usage: Some(55.0),
+            detail: SampleDetail {
+                gpus: vec![GpuReading {
+                    uuid: Some("GPU-dddd".into()),
+                    utilization_percent: Some(55.0),
+                    ..GpuReading::new(1, GpuVendor::Nvidia)
+                }],
+                ..full.detail.clone()
+            },
+            ..full.clone()
+        };
+        let mixed = [&full, &newer].map(|sample| SampleItem {
+            job_id: "800".into(),
+            sample: sample.clone(),
+        });
+        let third = app
+            .store
+            .ingest_samples(&mixed, None, LatePolicy::UntilJobEnd)
+            .await
+            .unwrap();
+        assert_eq!((third.accepted, third.duplicates), (1, 1), "{third:?}");
+        assert_eq!(
+            app.event_count().await,
+            events + 1,
+            "one event, the new sample's"
+        );
+        let (stored, total) = app.store.list_samples("800", &query).await.unwrap();
+        assert_eq!((total, &stored[0]), (3, &newer), "the new sample as sent");
+        let job = app.get("/v1/jobs/800").await.expect(200);
+        assert_eq!(job["sample_count"], 3);
+        assert_eq!(job["gpus"][0]["uuid"], "GPU-dddd", "{job}");
     }
 );
 
@@ -603,3 +642,85 @@ on_both_backends!(
         }
     }
 );
+
+// Only PostgreSQL stores a batch while a job is being deleted (SQLite writes one transaction at a
+// time). The deletion below holds the job's row, as `DELETE /v1/jobs/{id}` does, when the batch
+// reaches it: the batch waits, finds the job gone, takes its samples back out and rejects them
+// as of an unknown job, and stores the other job's sample as usual.
+#[tokio::test]
+async fn a_job_deleted_while_its_batch_is_stored_keeps_no_samples_postgres() {
+    use jobscope::domain::{MetricSample, SampleDetail};
+    use jobscope::store::{LatePolicy, SampleItem, SampleRejection};
+    use sqlx::Connection;
+    if common::skip_postgres() {
+        eprintln!("JOBSCOPE_TEST_SKIP_POSTGRES=1: PostgreSQL test skipped on request");
+        return;
+    }
+    let app = common::TestApp::new(common::Backend::Postgres).await;
+    app.start_job("900", "erin", &["node-9"]).await;
+    app.start_job("901", "erin", &["node-9"]).await;
+
+    let mut deleting = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; DELETE FROM jobs WHERE id = '900'")
+        .execute(&mut deleting)
+        .await
+        .unwrap();
+    let at = jobscope::domain::now_micros() - chrono::Duration::seconds(10);
+    let items = ["900", "901"].map(|id| SampleItem {
+        job_id: id.into(),
+        sample: MetricSample {
+            timestamp: at,
+            cpu_usage: Some(50.0),
+            memory_usage_mb: Some(64),
+            gpu_usage: None,
+            detail: SampleDetail {
+                node: Some("node-9".into()),
+                ..SampleDetail::default()
+            },
+        },
+    });
+    let store = app.store.clone();
+    let batch = tokio::spawn(async move {
+        store
+            .ingest_samples(&items, None, LatePolicy::UntilJobEnd)
+            .await
+    });
+
+    // The batch is waiting for the deletion's row lock before the deletion goes on.
+    let mut watching = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let waited_from = std::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watching)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            waited_from.elapsed() < std::time::Duration::from_secs(10),
+            "the batch never waited for the deleted job's row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sqlx::raw_sql("DELETE FROM metric_samples WHERE job_id = '900'; COMMIT")
+        .execute(&mut deleting)
+        .await
+        .unwrap();
+
+    let outcome = batch.await.unwrap().expect("the batch is stored");
+    assert_eq!(outcome.accepted, 1, "{outcome:?}");
+    assert_eq!(outcome.rejected, vec![(0, SampleRejection::UnknownJob)]);
+    assert_eq!(
+        app.sample_rows("900").await,
+        0,
+        "no sample outlives its job"
+    );
+    assert_eq!(app.sample_rows("901").await, 1);
+    let job = app.get("/v1/jobs/901").await.expect(200);
+    assert_eq!(job["sample_count"], 1);
+    app.finish().await;
+}

@@ -7,21 +7,86 @@
 //! database:
 //! - **SQLite**: multi-row `VALUES` lists, chunked under its 32,766 bound parameters. SQLite runs
 //!   in the process, and binding many parameters is cheap there.
-//! - **PostgreSQL**: one array parameter per column, spread into rows by `UNNEST`: one statement
-//!   per table whatever the batch size. The text never changes, so a connection prepares it once,
-//!   where a `VALUES` list is a new statement for each chunk size (parsed, described and planned
-//!   again, and evicting others from the statement cache); and the server decodes 25 arrays
-//!   rather than 10,000 parameters (see "Sample ingestion" in BENCHMARKS.md).
+//! - **PostgreSQL**: samples by binary `COPY` (see [`super::pg_copy`]), with ids taken from the
+//!   sequence beforehand since `COPY` returns none. A batch with a sample already stored (sent
+//!   again after a lost answer) fails the `COPY` on the unique index; it is then rolled back to
+//!   a savepoint and inserted with `ON CONFLICT DO NOTHING` instead. Everything else goes as one
+//!   array parameter per column, spread into rows by `UNNEST`: one statement per table whatever
+//!   the batch size. The text never changes, so a connection prepares it once, where a `VALUES`
+//!   list is a new statement for each chunk size (parsed, described and planned again, and
+//!   evicting others from the statement cache); and the server decodes a few arrays rather than
+//!   thousands of parameters (see "Sample ingestion" in BENCHMARKS.md).
 
-use crate::store::queries::{JobDelta, QueuedEvent, SampledJobRow, JOB_DELTA_SET, SAMPLE_COLUMNS};
+use crate::domain::usage::SampleDetail;
+use crate::store::queries::{
+    json_encode_error, to_json, JobDelta, QueuedEvent, SampledJobRow, JOB_DELTA_SET, SAMPLE_COLUMNS,
+};
 use crate::store::{SampleItem, StoreResult};
 use chrono::{DateTime, Utc};
+use std::collections::{HashMap, VecDeque};
 
 /// The `RETURNING` of a sample insert, one per row really inserted: its id, job, time and node.
 type InsertedSample = (i64, String, DateTime<Utc>, Option<String>);
 
 /// What a sample insert returns (see [`InsertedSample`]).
 const INSERTED_SAMPLE: &str = "RETURNING id, job_id, timestamp, node";
+
+/// Figures of [`SampleDetail`] stored as `float8` (seconds) and as `int8` (counts).
+const SECONDS: usize = 4;
+const COUNTS: usize = 13;
+
+/// cpu_time_seconds through cpu_throttled_seconds, then cpu_nr_throttled through pids: the
+/// plain figures of a sample, in `SAMPLE_COLUMNS` order.
+fn figures(d: &SampleDetail) -> ([Option<f64>; SECONDS], [Option<i64>; COUNTS]) {
+    let seconds = [
+        d.cpu_time_seconds,
+        d.cpu_user_seconds,
+        d.cpu_system_seconds,
+        d.cpu_throttled_seconds,
+    ];
+    let counts = [
+        d.cpu_nr_throttled,
+        d.memory_usage_bytes,
+        d.memory_peak_bytes,
+        d.memory_limit_bytes,
+        d.memory_anon_bytes,
+        d.memory_file_bytes,
+        d.memory_shmem_bytes,
+        d.oom_kills,
+        d.io_read_bytes,
+        d.io_write_bytes,
+        d.io_read_ops,
+        d.io_write_ops,
+        d.pids,
+    ];
+    (seconds, counts)
+}
+
+/// The stored row id of each item, `None` where it was stored before (an `ON CONFLICT DO
+/// NOTHING` insert returns only the rows it inserted). Items are matched to rows by (job, time,
+/// node); samples without a node never conflict, so they may repeat: those keys hold several
+/// rows, handed out in order.
+fn ids_of_items(items: &[&SampleItem], inserted: Vec<InsertedSample>) -> Vec<Option<i64>> {
+    let mut by_key: HashMap<(String, DateTime<Utc>, Option<String>), VecDeque<i64>> =
+        HashMap::with_capacity(inserted.len());
+    for (id, job_id, timestamp, node) in inserted {
+        by_key
+            .entry((job_id, timestamp, node))
+            .or_default()
+            .push_back(id);
+    }
+    items
+        .iter()
+        .map(|item| {
+            let key = (
+                item.job_id.clone(),
+                item.sample.timestamp,
+                item.sample.detail.node.clone(),
+            );
+            by_key.get_mut(&key)?.pop_front()
+        })
+        .collect()
+}
 
 pub(in crate::store) mod sqlite {
     use super::*;
@@ -49,11 +114,12 @@ pub(in crate::store) mod sqlite {
         Ok(rows)
     }
 
-    /// Inserts the samples, skipping those already stored; the (job, time) of each inserted row.
+    /// Inserts the samples, skipping those already stored; the row id of each item, `None` for
+    /// those skipped.
     pub(in crate::store) async fn insert_samples(
         conn: &mut SqliteConnection,
         items: &[&SampleItem],
-    ) -> StoreResult<Vec<InsertedSample>> {
+    ) -> StoreResult<Vec<Option<i64>>> {
         let mut inserted = Vec::with_capacity(items.len());
         // 400 rows × 25 columns: 10,000 parameters a statement.
         for chunk in items.chunks(400) {
@@ -91,14 +157,16 @@ pub(in crate::store) mod sqlite {
             qb.push(" ON CONFLICT DO NOTHING ").push(INSERTED_SAMPLE);
             inserted.extend(qb.build_query_as().fetch_all(&mut *conn).await?);
         }
-        Ok(inserted)
+        Ok(ids_of_items(items, inserted))
     }
 
-    /// Applies each job's share of a batch to its row (see [`JOB_DELTA_SET`]).
+    /// Applies each job's share of a batch to its row (see [`JOB_DELTA_SET`]); the ids of the
+    /// jobs updated.
     pub(in crate::store) async fn update_jobs(
         conn: &mut SqliteConnection,
         deltas: &[JobDelta<'_>],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
+        let mut updated = Vec::with_capacity(deltas.len());
         // 500 rows × 16 columns: 8,000 parameters a statement.
         for chunk in deltas.chunks(500) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("{JOB_DELTA_SET} FROM ("));
@@ -120,10 +188,10 @@ pub(in crate::store) mod sqlite {
                     .push_bind(d.gpu_sum)
                     .push_bind(d.gpu_max);
             });
-            qb.push(") AS s WHERE jobs.id = s.column1");
-            qb.build().execute(&mut *conn).await?;
+            qb.push(") AS s WHERE jobs.id = s.column1 RETURNING id");
+            updated.extend(qb.build_query_scalar().fetch_all(&mut *conn).await?);
         }
-        Ok(())
+        Ok(updated)
     }
 
     /// Appends the event rows, ids in the order given.
@@ -153,9 +221,7 @@ pub(in crate::store) mod sqlite {
 
 pub(in crate::store) mod postgres {
     use super::*;
-    use crate::collector::GpuReading;
-    use crate::domain::usage::Pressure;
-    use sqlx::types::Json;
+    use crate::store::pg_copy::BinaryCopy;
     use sqlx::{AssertSqlSafe, PgConnection};
 
     /// `UNNEST($first::type1[], $first+1::type2[], ...)`: one array parameter per column.
@@ -168,17 +234,25 @@ pub(in crate::store) mod postgres {
         format!("UNNEST({})", arrays.join(", "))
     }
 
-    /// Figures of `SampleDetail` stored as `float8` (seconds) and as `int8` (counts).
-    const SECONDS: usize = 4;
-    const COUNTS: usize = 13;
-
-    /// Element types of the arrays of [`SampleArrays`], in `SAMPLE_COLUMNS` order.
+    /// Element types of the arrays of [`SampleArrays`], in `SAMPLE_COLUMNS` order. The JSON
+    /// columns are bound as text and cast, so that they are checked as `json`, never parsed
+    /// into `jsonb` on the way (a `Json` parameter is `jsonb`).
     pub(super) fn sample_types() -> Vec<&'static str> {
         let mut types = vec!["text", "timestamptz", "float8", "int8", "float8", "text"];
         types.extend(["float8"; SECONDS]);
         types.extend(["int8"; COUNTS]);
-        types.extend(["jsonb", "jsonb"]);
+        types.extend(["json", "json"]);
         types
+    }
+
+    /// A sample's pressure figures as stored: none when no resource has any.
+    fn stored_pressure(d: &SampleDetail) -> Option<&crate::domain::usage::Pressure> {
+        d.pressure.as_ref().filter(|p| !p.is_empty())
+    }
+
+    /// A sample's GPU figures as stored: none for a sample without GPUs.
+    fn stored_gpus(d: &SampleDetail) -> Option<&[crate::collector::GpuReading]> {
+        (!d.gpus.is_empty()).then_some(d.gpus.as_slice())
     }
 
     /// A batch of samples as one array per `metric_samples` column.
@@ -193,12 +267,12 @@ pub(in crate::store) mod postgres {
         seconds: [Vec<Option<f64>>; SECONDS],
         /// cpu_nr_throttled through pids, in `SAMPLE_COLUMNS` order.
         counts: [Vec<Option<i64>>; COUNTS],
-        pressure: Vec<Option<Json<&'a Pressure>>>,
-        gpus: Vec<Option<Json<&'a [GpuReading]>>>,
+        pressure: Vec<Option<String>>,
+        gpus: Vec<Option<String>>,
     }
 
     impl<'a> SampleArrays<'a> {
-        fn of(items: &[&'a SampleItem]) -> SampleArrays<'a> {
+        fn of(items: &[&'a SampleItem]) -> StoreResult<SampleArrays<'a>> {
             let n = items.len();
             let mut a = SampleArrays {
                 job_id: Vec::with_capacity(n),
@@ -221,51 +295,69 @@ pub(in crate::store) mod postgres {
                 a.memory_usage_mb.push(s.memory_usage_mb);
                 a.gpu_usage.push(s.gpu_usage);
                 a.node.push(d.node.as_deref());
-                let seconds = [
-                    d.cpu_time_seconds,
-                    d.cpu_user_seconds,
-                    d.cpu_system_seconds,
-                    d.cpu_throttled_seconds,
-                ];
+                let (seconds, counts) = figures(d);
                 for (column, value) in a.seconds.iter_mut().zip(seconds) {
                     column.push(value);
                 }
-                let counts = [
-                    d.cpu_nr_throttled,
-                    d.memory_usage_bytes,
-                    d.memory_peak_bytes,
-                    d.memory_limit_bytes,
-                    d.memory_anon_bytes,
-                    d.memory_file_bytes,
-                    d.memory_shmem_bytes,
-                    d.oom_kills,
-                    d.io_read_bytes,
-                    d.io_write_bytes,
-                    d.io_read_ops,
-                    d.io_write_ops,
-                    d.pids,
-                ];
                 for (column, value) in a.counts.iter_mut().zip(counts) {
                     column.push(value);
                 }
                 a.pressure
-                    .push(d.pressure.as_ref().filter(|p| !p.is_empty()).map(Json));
-                a.gpus
-                    .push((!d.gpus.is_empty()).then_some(Json(d.gpus.as_slice())));
+                    .push(stored_pressure(d).map(to_json).transpose()?);
+                a.gpus.push(stored_gpus(d).map(to_json).transpose()?);
             }
-            a
+            Ok(a)
         }
     }
 
-    /// The jobs of `ids` that exist, each locked against deletion until the batch commits (what
-    /// the foreign key of `metric_samples.job_id` did per row before migration 0007): a job
-    /// deleted meanwhile waits for the batch, then deletes the samples it stored with it.
+    /// The `COPY` of a batch's samples: the row id, then `SAMPLE_COLUMNS`.
+    fn sample_copy_sql() -> &'static str {
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SQL.get_or_init(|| {
+            format!("COPY metric_samples (id, {SAMPLE_COLUMNS}) FROM STDIN (FORMAT binary)")
+        })
+    }
+
+    /// Fields of a row of [`sample_copy_sql`].
+    pub(super) const SAMPLE_COPY_FIELDS: i16 = 1 + 6 + SECONDS as i16 + COUNTS as i16 + 2;
+
+    /// The batch's samples as a binary `COPY` stream, the row of `items[i]` with id `ids[i]`.
+    fn sample_copy_data(items: &[&SampleItem], ids: &[i64]) -> StoreResult<Vec<u8>> {
+        // A sample row with two GPUs is ~1.1 KB on the wire.
+        let mut copy = BinaryCopy::with_capacity(items.len() * 1200);
+        for (item, &id) in items.iter().zip(ids) {
+            let s = &item.sample;
+            let d = &s.detail;
+            copy.row(SAMPLE_COPY_FIELDS)
+                .int8(Some(id))
+                .text(Some(&item.job_id))
+                .timestamptz(s.timestamp)
+                .float8(s.cpu_usage)
+                .int8(s.memory_usage_mb)
+                .float8(s.gpu_usage)
+                .text(d.node.as_deref());
+            let (seconds, counts) = figures(d);
+            for value in seconds {
+                copy.float8(value);
+            }
+            for value in counts {
+                copy.int8(value);
+            }
+            copy.json(stored_pressure(d))
+                .and_then(|copy| copy.json(stored_gpus(d)))
+                .map_err(json_encode_error)?;
+        }
+        Ok(copy.finish())
+    }
+
+    /// The jobs of `ids` that exist. Not locked: the batch's UPDATE locks them (see
+    /// `ingest_samples`), and a row lock here cost a WAL record per job.
     pub(in crate::store) async fn select_jobs(
         conn: &mut PgConnection,
         ids: &[&str],
     ) -> StoreResult<Vec<SampledJobRow>> {
         Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {} FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE",
+            "SELECT {} FROM jobs WHERE id = ANY($1::text[])",
             crate::store::queries::SAMPLED_JOB_COLUMNS
         )))
         .bind(ids)
@@ -273,15 +365,56 @@ pub(in crate::store) mod postgres {
         .await?)
     }
 
-    /// Inserts the samples, skipping those already stored; the (job, time) of each inserted row.
+    /// Inserts the samples, skipping those already stored; the row id of each item, `None` for
+    /// those skipped. The batch goes by `COPY` (see the module doc); only when a sample of it is
+    /// stored already does it go by `INSERT ... ON CONFLICT DO NOTHING`.
     pub(in crate::store) async fn insert_samples(
         conn: &mut PgConnection,
         items: &[&SampleItem],
-    ) -> StoreResult<Vec<InsertedSample>> {
+    ) -> StoreResult<Vec<Option<i64>>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let a = SampleArrays::of(items);
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT nextval('metric_samples_id_seq') FROM generate_series(1, $1)",
+        )
+        .bind(items.len() as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let data = sample_copy_data(items, &ids)?;
+        sqlx::raw_sql("SAVEPOINT sample_copy")
+            .execute(&mut *conn)
+            .await?;
+        let copied = async {
+            let mut copy = conn.copy_in_raw(sample_copy_sql()).await?;
+            copy.send(data).await?;
+            copy.finish().await
+        }
+        .await;
+        match copied {
+            Ok(_) => {
+                sqlx::raw_sql("RELEASE SAVEPOINT sample_copy")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(ids.into_iter().map(Some).collect())
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT sample_copy")
+                    .execute(&mut *conn)
+                    .await?;
+                insert_samples_skipping_stored(conn, items).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`insert_samples`] for a batch with samples stored before: a row inserted for each of the
+    /// others.
+    async fn insert_samples_skipping_stored(
+        conn: &mut PgConnection,
+        items: &[&SampleItem],
+    ) -> StoreResult<Vec<Option<i64>>> {
+        let a = SampleArrays::of(items)?;
         let mut query = sqlx::query_as(AssertSqlSafe(format!(
             "INSERT INTO metric_samples ({SAMPLE_COLUMNS}) SELECT * FROM {} \
              ON CONFLICT DO NOTHING {INSERTED_SAMPLE}",
@@ -299,16 +432,18 @@ pub(in crate::store) mod postgres {
         for column in a.counts {
             query = query.bind(column);
         }
-        Ok(query.bind(a.pressure).bind(a.gpus).fetch_all(conn).await?)
+        let inserted = query.bind(a.pressure).bind(a.gpus).fetch_all(conn).await?;
+        Ok(ids_of_items(items, inserted))
     }
 
-    /// Applies each job's share of a batch to its row (see [`JOB_DELTA_SET`]).
+    /// Applies each job's share of a batch to its row (see [`JOB_DELTA_SET`]); the ids of the
+    /// jobs updated.
     pub(in crate::store) async fn update_jobs(
         conn: &mut PgConnection,
         deltas: &[JobDelta<'_>],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
         if deltas.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         fn column<'d, 'a, T>(
             deltas: &'d [JobDelta<'a>],
@@ -336,8 +471,8 @@ pub(in crate::store) mod postgres {
             "float8",      // gpu_max
         ];
         let names: Vec<String> = (1..=types.len()).map(|i| format!("column{i}")).collect();
-        sqlx::query(AssertSqlSafe(format!(
-            "{JOB_DELTA_SET} FROM {} AS s({}) WHERE jobs.id = s.column1",
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "{JOB_DELTA_SET} FROM {} AS s({}) WHERE jobs.id = s.column1 RETURNING jobs.id",
             unnest(1, &types),
             names.join(", ")
         )))
@@ -357,9 +492,8 @@ pub(in crate::store) mod postgres {
         .bind(column(deltas, |d| d.gpu_samples))
         .bind(column(deltas, |d| d.gpu_sum))
         .bind(column(deltas, |d| d.gpu_max))
-        .execute(conn)
-        .await?;
-        Ok(())
+        .fetch_all(conn)
+        .await?)
     }
 
     /// Appends the event rows, ids in the order given (`ORDER BY` the arrays' ordinality: the
@@ -396,11 +530,19 @@ pub(in crate::store) mod postgres {
 
 #[cfg(test)]
 mod tests {
-    use super::postgres::sample_types;
+    use super::postgres::{sample_types, SAMPLE_COPY_FIELDS};
     use crate::store::queries::SAMPLE_COLUMNS;
 
     #[test]
     fn store_bulk_binds_one_array_per_sample_column() {
         assert_eq!(sample_types().len(), SAMPLE_COLUMNS.split(',').count());
+    }
+
+    #[test]
+    fn store_bulk_copies_the_id_and_every_sample_column() {
+        assert_eq!(
+            SAMPLE_COPY_FIELDS as usize,
+            1 + SAMPLE_COLUMNS.split(',').count()
+        );
     }
 }

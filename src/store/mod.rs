@@ -9,6 +9,7 @@
 
 mod bulk;
 mod group_commit;
+mod pg_copy;
 mod postgres;
 pub(crate) mod queries;
 mod sqlite;

@@ -368,7 +368,7 @@ pub(crate) struct JobDelta<'a> {
 impl<'a> JobDelta<'a> {
     /// Folds the stored items (each with its `metric_samples.id`) per job, in the order jobs
     /// first appear.
-    pub(crate) fn of(items: &[(&'a SampleItem, i64)]) -> Vec<JobDelta<'a>> {
+    pub(crate) fn of(items: impl IntoIterator<Item = (&'a SampleItem, i64)>) -> Vec<JobDelta<'a>> {
         fn max<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
             match (a, b) {
                 (Some(x), Some(y)) => Some(if y > x { y } else { x }),
@@ -378,7 +378,7 @@ impl<'a> JobDelta<'a> {
         }
         let mut order: Vec<JobDelta<'a>> = Vec::new();
         let mut index: std::collections::HashMap<&'a str, usize> = std::collections::HashMap::new();
-        for &(item, sample_id) in items {
+        for (item, sample_id) in items {
             let s = &item.sample;
             let i = *index.entry(item.job_id.as_str()).or_insert_with(|| {
                 order.push(JobDelta {
@@ -460,6 +460,9 @@ pub(crate) const JOB_DELTA_SET: &str = "UPDATE jobs SET \
 
 /// The log read of `events_after`: each row with its referred sample's columns (under their own
 /// names, as [`SampleRow`] reads them; the event's own columns are renamed to stay apart).
+/// The join is on the sample id alone, so that every plan takes the primary key: joined on the
+/// job as well, PostgreSQL with a young table's statistics chose the (job, time, node) index and
+/// read all of a job's samples for each event. `events_after` compares the jobs instead.
 pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     sqlx::AssertSqlSafe(SQL.get_or_init(|| {
@@ -471,7 +474,7 @@ pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
             "SELECT e.id AS event_id, e.occurred_at AS event_at, e.kind AS event_kind, \
              e.job_id AS event_job_id, e.payload AS event_payload, e.sample_id AS event_sample_id, \
              m.id AS stored_sample_id, {} \
-             FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id AND m.job_id = e.job_id \
+             FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id \
              WHERE e.id > $1 ORDER BY e.id ASC LIMIT $2",
             sample_columns.join(", ")
         )
@@ -761,9 +764,15 @@ pub(crate) fn change_kind(before: Option<JobState>, after: JobState) -> &'static
 
 /// `value` as JSON text; an error (a map with keys that are not strings, none of ours) is an
 /// encoding error of the statement it was for.
-pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, super::StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| super::StoreError::Database(sqlx::Error::Encode(e.into())))
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<String, super::StoreError> {
+    serde_json::to_string(value).map_err(json_encode_error)
+}
+
+/// A value that could not be written as JSON, as the encoding error of its statement.
+pub(crate) fn json_encode_error(e: serde_json::Error) -> super::StoreError {
+    super::StoreError::Database(sqlx::Error::Encode(e.into()))
 }
 
 pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
@@ -1273,48 +1282,59 @@ macro_rules! store_queries {
 
             let mut outcome = IngestOutcome::default();
             let mut accepted: Vec<&SampleItem> = Vec::with_capacity(items.len());
+            let mut accepted_index: Vec<usize> = Vec::with_capacity(items.len());
             for (index, item) in items.iter().enumerate() {
                 let verdict = match jobs.get(&item.job_id) {
                     None => Err(SampleRejection::UnknownJob),
                     Some(job) => job.accepts(item.sample.timestamp, policy),
                 };
                 match verdict {
-                    Ok(()) => accepted.push(item),
+                    Ok(()) => {
+                        accepted.push(item);
+                        accepted_index.push(index);
+                    }
                     Err(reason) => outcome.rejected.push((index, reason)),
                 }
             }
-            outcome.accepted = accepted.len();
 
             // A batch sent again (the agent timed out waiting for an answer the server did send)
             // inserts nothing twice: (job, time, node) is unique, and only the rows really
-            // inserted count in the aggregates and the events. Each inserted row is matched back
-            // to its item by that key (samples without a node never conflict, so they may
-            // repeat: those keys hold several rows, handed out in order).
-            let mut inserted: std::collections::HashMap<(String, DateTime<Utc>, Option<String>), std::collections::VecDeque<i64>> =
-                std::collections::HashMap::new();
-            for (id, job_id, timestamp, node) in bulk::insert_samples(&mut tx, &accepted).await? {
-                inserted.entry((job_id, timestamp, node)).or_default().push_back(id);
+            // inserted count in the aggregates and the events.
+            let ids = bulk::insert_samples(&mut tx, &accepted).await?;
+            let mut stored: Vec<(usize, &SampleItem, i64)> = Vec::with_capacity(accepted.len());
+            for ((item, index), id) in accepted.iter().zip(accepted_index).zip(ids) {
+                match id {
+                    Some(id) => stored.push((index, *item, id)),
+                    None => outcome.duplicates += 1,
+                }
             }
-            let stored: Vec<(&SampleItem, i64)> = accepted
-                .iter()
-                .filter_map(|item| {
-                    let key = (item.job_id.clone(), item.sample.timestamp, item.sample.detail.node.clone());
-                    let id = inserted.get_mut(&key)?.pop_front()?;
-                    Some((*item, id))
-                })
-                .collect();
-            outcome.duplicates = outcome.accepted - stored.len();
-            outcome.accepted = stored.len();
 
+            // The UPDATE locks each job's row until the batch commits: from then on, deleting
+            // one of these jobs waits for the batch, then deletes the samples it stored. A job
+            // deleted between the lookup above and the UPDATE is missing from the rows the
+            // UPDATE returns; its samples just stored are removed again, and rejected as of an
+            // unknown job.
             // Rows are updated in job id order, whatever the order of the batch, so that two
             // nodes' batches sharing multi-node jobs lock those rows in the same order and wait
             // for each other rather than deadlock (the plan of a batch's UPDATE, a nested loop
             // over its rows, locks them in the order given).
-            let mut deltas = JobDelta::of(&stored);
+            let mut deltas = JobDelta::of(stored.iter().map(|&(_, item, id)| (item, id)));
             deltas.sort_unstable_by(|a, b| a.job_id.cmp(b.job_id));
-            bulk::update_jobs(&mut tx, &deltas).await?;
+            let updated: std::collections::HashSet<String> =
+                bulk::update_jobs(&mut tx, &deltas).await?.into_iter().collect();
+            if updated.len() < deltas.len() {
+                let (kept, gone): (Vec<_>, Vec<_>) =
+                    stored.into_iter().partition(|(_, item, _)| updated.contains(&item.job_id));
+                delete_samples(&mut tx, gone.iter().map(|&(_, _, id)| id)).await?;
+                outcome
+                    .rejected
+                    .extend(gone.iter().map(|&(index, _, _)| (index, SampleRejection::UnknownJob)));
+                outcome.rejected.sort_unstable_by_key(|&(index, _)| index);
+                stored = kept;
+            }
+            outcome.accepted = stored.len();
 
-            for &(item, sample_id) in &stored {
+            for &(_, item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else { continue };
                 tx.append_sample_event(&item.job_id, &job.sample_payload(&item.job_id), sample_id)?;
             }
@@ -1326,6 +1346,21 @@ macro_rules! store_queries {
             }
             tx.commit().await?;
             Ok(outcome)
+        }
+
+        /// Deletes the sample rows of `ids`.
+        async fn delete_samples(tx: &mut Tx, ids: impl Iterator<Item = i64>) -> StoreResult<()> {
+            let ids: Vec<i64> = ids.collect();
+            for chunk in ids.chunks(500) {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM metric_samples WHERE id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut ***tx).await?;
+            }
+            Ok(())
         }
 
         /// Writes an agent's node figures unless a newer report is already stored (a spooled
@@ -1734,10 +1769,15 @@ macro_rules! store_queries {
                 let Json(mut payload): Json<serde_json::Value> = r.try_get("event_payload")?;
                 let referred: Option<i64> = r.try_get("event_sample_id")?;
                 if referred.is_some() {
-                    let sample = match r.try_get::<Option<i64>, _>("stored_sample_id")? {
-                        Some(_) => serde_json::to_value(MetricSample::from(SampleRow::from_row(r)?))
+                    // A sample of another job is not this event's (ids are never reused on either
+                    // backend; this only keeps a damaged log from showing another job's figures).
+                    let sample_job: Option<String> = r.try_get("job_id")?;
+                    let event_job: Option<String> = r.try_get("event_job_id")?;
+                    let stored: Option<i64> = r.try_get("stored_sample_id")?;
+                    let sample = match stored {
+                        Some(_) if sample_job == event_job => serde_json::to_value(MetricSample::from(SampleRow::from_row(r)?))
                             .map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))?,
-                        None => serde_json::Value::Null,
+                        _ => serde_json::Value::Null,
                     };
                     if let serde_json::Value::Object(fields) = &mut payload {
                         fields.insert("sample".to_owned(), sample);
