@@ -1209,8 +1209,10 @@ macro_rules! store_queries {
                 .await?
                 .ok_or(StoreError::NotFound)?;
             sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut **tx).await?;
-            // Samples are not tied to their job by a foreign key on PostgreSQL (migration 0007);
-            // a batch storing samples of this job held it locked, so they are all visible now.
+            // Samples are not tied to their job by a foreign key on PostgreSQL (migration 0007).
+            // A batch storing samples of this job either updated its row first, so this deletion
+            // waited for it and sees its samples now, or finds the row gone at its update and
+            // removes the samples itself (`ingest_samples`).
             sqlx::query("DELETE FROM metric_samples WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
             tx.audits.push((id.to_owned(), "delete", audit.clone(), snapshot(&current)));
             let change = payload::JobChange { job: &current, correlation_id: &audit.correlation_id, previous_state: None };
