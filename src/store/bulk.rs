@@ -62,6 +62,16 @@ fn figures(d: &SampleDetail) -> ([Option<f64>; SECONDS], [Option<i64>; COUNTS]) 
     (seconds, counts)
 }
 
+/// A sample's pressure figures as stored: none when no resource has any.
+fn stored_pressure(d: &SampleDetail) -> Option<&crate::domain::usage::Pressure> {
+    d.pressure.as_ref().filter(|p| !p.is_empty())
+}
+
+/// A sample's GPU figures as stored: none for a sample without GPUs.
+fn stored_gpus(d: &SampleDetail) -> Option<&[crate::collector::GpuReading]> {
+    (!d.gpus.is_empty()).then_some(d.gpus.as_slice())
+}
+
 /// The stored row id of each item, `None` where it was stored before (an `ON CONFLICT DO
 /// NOTHING` insert returns only the rows it inserted). Items are matched to rows by (job, time,
 /// node); samples without a node never conflict, so they may repeat: those keys hold several
@@ -128,31 +138,21 @@ pub(in crate::store) mod sqlite {
             qb.push_values(chunk, |mut b, item| {
                 let s = &item.sample;
                 let d = &s.detail;
-                b.push_bind(item.job_id.clone())
+                b.push_bind(item.job_id.as_str())
                     .push_bind(s.timestamp)
                     .push_bind(s.cpu_usage)
                     .push_bind(s.memory_usage_mb)
                     .push_bind(s.gpu_usage)
-                    .push_bind(d.node.clone())
-                    .push_bind(d.cpu_time_seconds)
-                    .push_bind(d.cpu_user_seconds)
-                    .push_bind(d.cpu_system_seconds)
-                    .push_bind(d.cpu_throttled_seconds)
-                    .push_bind(d.cpu_nr_throttled)
-                    .push_bind(d.memory_usage_bytes)
-                    .push_bind(d.memory_peak_bytes)
-                    .push_bind(d.memory_limit_bytes)
-                    .push_bind(d.memory_anon_bytes)
-                    .push_bind(d.memory_file_bytes)
-                    .push_bind(d.memory_shmem_bytes)
-                    .push_bind(d.oom_kills)
-                    .push_bind(d.io_read_bytes)
-                    .push_bind(d.io_write_bytes)
-                    .push_bind(d.io_read_ops)
-                    .push_bind(d.io_write_ops)
-                    .push_bind(d.pids)
-                    .push_bind(d.pressure.clone().filter(|p| !p.is_empty()).map(Json))
-                    .push_bind((!d.gpus.is_empty()).then(|| Json(d.gpus.clone())));
+                    .push_bind(d.node.as_deref());
+                let (seconds, counts) = figures(d);
+                for value in seconds {
+                    b.push_bind(value);
+                }
+                for value in counts {
+                    b.push_bind(value);
+                }
+                b.push_bind(stored_pressure(d).map(Json))
+                    .push_bind(stored_gpus(d).map(Json));
             });
             qb.push(" ON CONFLICT DO NOTHING ").push(INSERTED_SAMPLE);
             inserted.extend(qb.build_query_as().fetch_all(&mut *conn).await?);
@@ -243,16 +243,6 @@ pub(in crate::store) mod postgres {
         types.extend(["int8"; COUNTS]);
         types.extend(["json", "json"]);
         types
-    }
-
-    /// A sample's pressure figures as stored: none when no resource has any.
-    fn stored_pressure(d: &SampleDetail) -> Option<&crate::domain::usage::Pressure> {
-        d.pressure.as_ref().filter(|p| !p.is_empty())
-    }
-
-    /// A sample's GPU figures as stored: none for a sample without GPUs.
-    fn stored_gpus(d: &SampleDetail) -> Option<&[crate::collector::GpuReading]> {
-        (!d.gpus.is_empty()).then_some(d.gpus.as_slice())
     }
 
     /// A batch of samples as one array per `metric_samples` column.
