@@ -31,7 +31,7 @@ const FEED_CAPACITY: usize = 4096;
 impl Application {
     /// Everything that can fail at start-up happens here, before the first request.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
-        let store = Store::connect(&config.database_url)
+        let store = Store::connect_with(&config.database_url, config.db_acquire_timeout)
             .await
             .with_context(|| {
                 format!(
@@ -139,11 +139,13 @@ impl Application {
             tracing::info!("shutting down");
             let _ = stop.send(true);
         };
-        warp::serve(api::routes(self.state.clone()))
-            .incoming(self.listener)
-            .graceful(shutdown)
-            .run()
-            .await;
+        api::connections::serve(
+            self.listener,
+            api::routes(self.state.clone()),
+            self.config.connections,
+            shutdown,
+        )
+        .await;
         let _ = self.stop.send(true);
         if tokio::time::timeout(Duration::from_secs(10), pruner)
             .await

@@ -276,6 +276,32 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub slurm: SlurmArgs,
+
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+}
+
+/// `serve`'s bounds on what clients and the database may hold up (see `api::connections`).
+#[derive(Debug, Clone, Args)]
+pub struct LimitsArgs {
+    /// How long a connection may take to send a request's headers, counted from when it is
+    /// ready for its next request: also how long a kept-alive connection may sit idle (e.g. 20s).
+    /// Streams (SSE, WebSocket) are answered requests and are never cut by it.
+    #[arg(long, env = "JOBSCOPE_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "20s",
+          value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+
+    /// Most connections served at once (streams included); past it a new connection gets 503
+    /// and is closed.
+    #[arg(long, env = "JOBSCOPE_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// How long a request waits for a database connection before it is answered 503 with
+    /// Retry-After (SQLite: also how long a write waits for the database lock).
+    #[arg(long, env = "JOBSCOPE_DB_ACQUIRE_TIMEOUT", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_duration)]
+    pub db_acquire_timeout: std::time::Duration,
 }
 
 /// `serve`'s Prometheus export (`GET /metrics`).

@@ -42,6 +42,10 @@ pub struct ServeConfig {
     pub collect: Option<CollectConfig>,
     /// `GET /metrics`: per-job series, grace period, and its own token.
     pub metrics: MetricsConfig,
+    /// Header-read and idle timeouts, connection cap (`crate::api::connections`).
+    pub connections: crate::api::connections::ConnectionLimits,
+    /// How long a request waits for the database (`--db-acquire-timeout`).
+    pub db_acquire_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -62,6 +66,8 @@ impl ServeConfig {
             slurm: None,
             collect: None,
             metrics: MetricsConfig::default(),
+            connections: Default::default(),
+            db_acquire_timeout: crate::store::DEFAULT_ACQUIRE_TIMEOUT,
         }
     }
 }
@@ -180,6 +186,11 @@ impl ServeConfig {
             collect: collect_config(args)?,
             metrics: metrics_config(&args.metrics)?,
             client_stall_timeout: Duration::from_secs(args.client_stall_timeout),
+            connections: crate::api::connections::ConnectionLimits::from_args(&args.limits)?,
+            db_acquire_timeout: nonzero(
+                args.limits.db_acquire_timeout,
+                "JOBSCOPE_DB_ACQUIRE_TIMEOUT",
+            )?,
         })
     }
 }
@@ -314,6 +325,14 @@ fn check_origins(origins: &[String]) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+/// A duration setting that must not be zero (`key`: its environment variable).
+pub(crate) fn nonzero(d: Duration, key: &'static str) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(invalid(key, "must be more than 0"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

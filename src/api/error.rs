@@ -30,7 +30,20 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("Internal server error")]
     Internal,
+    /// The database could not be reached within `--db-acquire-timeout`: try again later.
+    #[error("The database is unavailable; try again later")]
+    Unavailable,
+    /// Past `--max-connections` (answered by the connection layer).
+    #[error("Too many connections; try again later")]
+    Overloaded,
+    #[error("Request URI is too long")]
+    UriTooLong,
+    #[error("Request header fields are too large")]
+    HeadersTooLarge,
 }
+
+/// Seconds a client is told to wait (`Retry-After`) after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 impl warp::reject::Reject for ApiError {}
 
@@ -56,6 +69,14 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::Unavailable | ApiError::Overloaded => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            ApiError::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            ApiError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
         }
     }
 }
@@ -74,6 +95,11 @@ impl Reply for ApiError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
         }
         response
     }
@@ -95,9 +121,15 @@ impl From<StoreError> for ApiError {
             StoreError::Terminal => {
                 ApiError::Conflict("Job is in terminal state and cannot be updated".into())
             }
+            StoreError::BeforeStart => ApiError::Validation(
+                "timestamp is before the job's start_time (beyond the allowed clock skew)".into(),
+            ),
             StoreError::InvalidTransition { from, to } => {
                 ApiError::Conflict(format!("Invalid state transition from {from} to {to}"))
             }
+            // An outage or a lock held too long: the request may succeed as it is later. The
+            // store already logged the error with the operation name.
+            other if other.is_unavailable() => ApiError::Unavailable,
             // Database text can carry schema details and data; it goes to the log only (the
             // store already logged it with the operation name).
             other => {

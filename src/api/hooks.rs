@@ -130,7 +130,7 @@ fn started_job(e: JobStarted) -> Result<Job, ApiError> {
     let job_name = validate::optional_name("job_name", e.job_name.as_deref())?;
     let array_job_id = validate::optional_name("array_job_id", e.array_job_id.as_deref())?;
     let array_task_id = validate::count("array_task_id", e.array_task_id)?;
-    let start = validate::reported_time(e.timestamp, now_micros())?;
+    let start = validate::reported_time("timestamp", e.timestamp, now_micros())?;
     let scheduler = SchedulerInfo {
         kind: Some("slurm".into()),
         external_job_id: Some(id.clone()),
@@ -265,7 +265,7 @@ async fn finished(
     };
     let finish = Finish {
         state: final_state,
-        end_time: validate::reported_time(e.timestamp, now_micros())?,
+        end_time: validate::reported_time("timestamp", e.timestamp, now_micros())?,
         exit_code,
         signal,
         raw_state,

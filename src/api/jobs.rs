@@ -103,7 +103,10 @@ fn check_scheduler(s: SchedulerInfo) -> Result<SchedulerInfo, ApiError> {
         kind: name("scheduler.type", s.kind)?,
         external_job_id: name("scheduler.external_job_id", s.external_job_id)?,
         raw_state: name("scheduler.raw_state", s.raw_state)?,
-        submit_time: s.submit_time.map(crate::domain::job::truncate_micros),
+        submit_time: s
+            .submit_time
+            .map(|t| validate::reported_time("scheduler.submit_time", Some(t), now_micros()))
+            .transpose()?,
         partition: name("scheduler.partition", s.partition)?,
         account: name("scheduler.account", s.account)?,
         qos: name("scheduler.qos", s.qos)?,
@@ -265,7 +268,7 @@ async fn store_sample(id: String, body: RecordSample, state: AppState) -> Handle
     let memory = body
         .memory_usage_mb
         .ok_or_else(|| ApiError::Validation("memory_usage_mb is required".into()))?;
-    let timestamp = validate::reported_time(body.timestamp, now_micros())?;
+    let timestamp = validate::reported_time("timestamp", body.timestamp, now_micros())?;
     let sample = MetricSample {
         timestamp,
         cpu_usage: Some(validate::percent(

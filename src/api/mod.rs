@@ -5,7 +5,9 @@
 //! one rejection handler in [`error`]. Handlers turn their own errors into responses, so a
 //! handler's failure never falls through to another route.
 
+pub mod allow;
 pub mod auth;
+pub mod connections;
 pub mod error;
 mod health;
 pub mod hooks;
@@ -350,6 +352,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
                   method: warp::http::Method,
                   path: warp::path::FullPath,
                   response: Response| {
+                let response = allow::add_allow(path.as_str(), response);
                 self::metrics::observe(&metrics, started, &method, path.as_str(), &response);
                 response
             },

@@ -81,10 +81,31 @@ fn check_correlation_id(value: &str) -> Result<String, ApiError> {
     Ok(value.to_owned())
 }
 
+/// An optional header as text. Bytes that are not visible ASCII (or tab/space) answer
+/// `400 validation_error` naming the header: warp's own `header::optional::<String>` rejects
+/// them with a plain rejection that loses to another route's "method not allowed", so a write
+/// with a non-ASCII header got a 405. Our rejection is a custom one and wins over it.
+pub fn text_header(
+    name: &'static str,
+    display: &'static str,
+) -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+    warp::header::headers_cloned().and_then(move |headers: warp::http::HeaderMap| async move {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => match value.to_str() {
+                Ok(text) => Ok(Some(text.to_owned())),
+                Err(_) => Err(warp::reject::custom(ApiError::Validation(format!(
+                    "{display} header must be visible ASCII text"
+                )))),
+            },
+        }
+    })
+}
+
 /// The request's `X-Correlation-Id`, if it sent one.
 pub fn correlation_id() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone
 {
-    warp::header::optional::<String>("x-correlation-id").and_then(
+    text_header("x-correlation-id", "X-Correlation-Id").and_then(
         |value: Option<String>| async move {
             value
                 .map(|v| check_correlation_id(&v))
@@ -137,8 +158,8 @@ impl AuditHeaders {
 /// The audit headers every API write must carry (`X-Changed-By`, `X-Source`) and its optional
 /// correlation id.
 pub fn audit_headers() -> impl Filter<Extract = (AuditHeaders,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("x-changed-by")
-        .and(warp::header::optional::<String>("x-source"))
+    text_header("x-changed-by", "X-Changed-By")
+        .and(text_header("x-source", "X-Source"))
         .and(correlation_id())
         .and_then(|by: Option<String>, source: Option<String>, correlation_id: Option<String>| async move {
             let header = |name: &str, value: Option<String>| {
@@ -272,9 +293,12 @@ pub fn time_param(
         .get(name)
         .map(|raw| {
             chrono::DateTime::parse_from_rfc3339(raw.trim())
-                .map(|t| crate::domain::job::truncate_micros(t.to_utc()))
                 .map_err(|_| {
                     ApiError::InvalidRequest(format!("{name} must be an RFC 3339 timestamp"))
+                })
+                .and_then(|t| {
+                    let t = crate::domain::job::truncate_micros(t.to_utc());
+                    Ok(validate::past_bound(name, t)?)
                 })
         })
         .transpose()

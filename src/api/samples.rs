@@ -40,6 +40,10 @@ fn reason_text(reason: SampleRejection) -> (&'static str, &'static str) {
             "collected after the job ended; not the job's",
         ),
         SampleRejection::JobFinished => ("job_finished", "the job is finished"),
+        SampleRejection::BeforeJobStart => (
+            "before_job_start",
+            "collected_at is before the job's start_time; not the job's",
+        ),
     }
 }
 
@@ -82,7 +86,12 @@ async fn ingest_inner(batch: SampleBatch, state: AppState) -> Result<Response, A
     rejected.sort_by_key(|r| r.index);
     state.metrics.samples_ingested(outcome.accepted as u64);
     // (`job_finished` cannot happen here: agents' samples are judged by the job's end time.)
-    for reason in ["invalid", "unknown_job", "after_job_end"] {
+    for reason in [
+        "invalid",
+        "unknown_job",
+        "after_job_end",
+        "before_job_start",
+    ] {
         let n = rejected.iter().filter(|r| r.reason == reason).count() as u64;
         if n > 0 {
             state.metrics.samples_rejected(reason, n);

@@ -114,8 +114,10 @@ impl JobReport {
         now: DateTime<Utc>,
     ) -> Checked<SampleItem> {
         let job_id = validate::required_name("job_id", Some(&self.job_id), "job_id is required")?;
-        let timestamp =
-            validate::reported_time(Some(self.collected_at.unwrap_or(batch_time)), now)?;
+        let timestamp = match self.collected_at {
+            Some(t) => validate::reported_time("jobs[].collected_at", Some(t), now)?,
+            None => batch_time,
+        };
         let cpu_usage = self
             .cpu_usage_percent
             .map(|v| validate::percent(v, "cpu_usage_percent must be between 0 and 100"))
@@ -165,7 +167,7 @@ impl SampleBatch {
     /// The node name and batch time, checked; errors here refuse the whole batch.
     pub fn check_envelope(&self, now: DateTime<Utc>) -> Checked<(String, DateTime<Utc>)> {
         let node = validate::required_name("node", Some(&self.node), "node is required")?;
-        let at = validate::reported_time(Some(self.collected_at), now)?;
+        let at = validate::reported_time("collected_at", Some(self.collected_at), now)?;
         if self.jobs.len() > MAX_JOBS_PER_BATCH {
             return Err(ValidationError::new(format!(
                 "at most {MAX_JOBS_PER_BATCH} job samples per batch"

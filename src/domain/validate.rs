@@ -83,18 +83,45 @@ pub fn name_list(field: &str, values: &[String], max: usize) -> Checked<Vec<Stri
     Ok(out)
 }
 
-/// How far ahead of the server's clock a reported time may be (node clocks drift a little).
+/// How far ahead of the server's clock a reported time may be (node clocks drift a little). The
+/// same allowance applies to a sample taken before its job's recorded start: the start comes
+/// from another node's prolog or from the server's clock, the sample from the agent's node.
 pub const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
 
-/// A reported time, truncated to microseconds; more than [`MAX_CLOCK_SKEW_SECONDS`] in the
-/// future is refused.
+/// The earliest time any reported timestamp may carry: 2000-01-01T00:00:00Z. Nothing jobscope
+/// observes is older; the bound keeps both databases' ranges (PostgreSQL refuses years before
+/// 4713 BC, SQLite stores any text and would serve a year the API's schema cannot express).
+pub const EARLIEST_TIME_SECONDS: i64 = 946_684_800;
+
+/// The earliest accepted timestamp, as a time.
+pub fn earliest_time() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(EARLIEST_TIME_SECONDS, 0).expect("a valid constant")
+}
+
+/// A reported time, truncated to microseconds (`now` when absent): before
+/// [`EARLIEST_TIME_SECONDS`] or more than [`MAX_CLOCK_SKEW_SECONDS`] in the future is refused,
+/// with a message naming `field`.
 pub fn reported_time(
+    field: &str,
     t: Option<chrono::DateTime<chrono::Utc>>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Checked<chrono::DateTime<chrono::Utc>> {
     let t = t.map(crate::domain::job::truncate_micros).unwrap_or(now);
     if t > now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECONDS) {
-        return Err(ValidationError::new("timestamp is in the future"));
+        return Err(ValidationError::new(format!("{field} is in the future")));
+    }
+    past_bound(field, t)
+}
+
+/// A time that must not be before [`EARLIEST_TIME_SECONDS`] (query bounds, submit times).
+pub fn past_bound(
+    field: &str,
+    t: chrono::DateTime<chrono::Utc>,
+) -> Checked<chrono::DateTime<chrono::Utc>> {
+    if t < earliest_time() {
+        return Err(ValidationError::new(format!(
+            "{field} must not be before 2000-01-01T00:00:00Z"
+        )));
     }
     Ok(t)
 }
@@ -183,9 +210,24 @@ mod tests {
     #[test]
     fn reported_times_may_not_be_far_in_the_future() {
         let now = chrono::Utc::now();
-        assert!(reported_time(Some(now + chrono::Duration::seconds(60)), now).is_ok());
-        assert!(reported_time(Some(now + chrono::Duration::seconds(301)), now).is_err());
-        assert_eq!(reported_time(None, now).unwrap(), now);
+        let at = |t| reported_time("timestamp", Some(t), now);
+        assert!(at(now + chrono::Duration::seconds(60)).is_ok());
+        let err = at(now + chrono::Duration::seconds(301)).unwrap_err();
+        assert!(err.0.starts_with("timestamp is in the future"), "{err}");
+        assert_eq!(reported_time("timestamp", None, now).unwrap(), now);
+    }
+
+    #[test]
+    fn reported_times_may_not_be_before_2000() {
+        let now = chrono::Utc::now();
+        let at = |s: &str| reported_time("collected_at", Some(s.parse().unwrap()), now);
+        assert!(at("2000-01-01T00:00:00Z").is_ok());
+        let err = at("1999-12-31T23:59:59Z").unwrap_err();
+        assert_eq!(
+            err.0,
+            "collected_at must not be before 2000-01-01T00:00:00Z"
+        );
+        assert!(at("-9999-01-01T00:00:00Z").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use group_commit::LifecycleOp;
 use crate::collector::GpuReading;
 use crate::domain::{AuditEvent, Job, JobState, MetricSample, Node, Partition};
 use chrono::{DateTime, Utc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Who made a change and why; one of these goes into every audit row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,8 @@ pub enum SampleRejection {
     AfterJobEnd,
     /// The job is finished (single-sample endpoint).
     JobFinished,
+    /// Collected before the job started (beyond the allowed clock skew): not the job's.
+    BeforeJobStart,
 }
 
 /// What became of a batch: how many were stored, and the index and reason of each rejection.
@@ -177,9 +179,35 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error("the sample was taken before the job started")]
+    BeforeStart,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Default of `--db-acquire-timeout`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl StoreError {
+    /// Whether the database could not be reached or was busy for longer than the acquire
+    /// timeout: the request may succeed later as it is (the API answers 503 with Retry-After,
+    /// and the hook and agent keep the event).
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return matches!(self, StoreError::Closed);
+        };
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+            // SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer held the database
+            // past the busy timeout.
+            sqlx::Error::Database(db) => {
+                db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                    && matches!(db.code().as_deref(), Some("5" | "6" | "517" | "261"))
+            }
+            _ => false,
+        }
+    }
+}
 
 #[derive(Clone)]
 enum Backend {
@@ -243,14 +271,24 @@ impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://...`), creating an SQLite file if it is
     /// missing, and applies pending migrations.
     pub async fn connect(url: &str) -> StoreResult<Store> {
+        Store::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] where an operation waits at most `acquire_timeout` for a connection
+    /// (SQLite: also for the write lock) before failing with an error
+    /// [`StoreError::is_unavailable`] recognises.
+    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> StoreResult<Store> {
         let (backend, writers) = if is_postgres_url(url) {
             (
-                Backend::Postgres(postgres::connect(url).await?),
+                Backend::Postgres(postgres::connect(url, acquire_timeout).await?),
                 postgres::LIFECYCLE_WRITERS,
             )
         } else {
             // SQLite has one writer at a time anyway.
-            (Backend::Sqlite(sqlite::connect(url).await?), 1)
+            (
+                Backend::Sqlite(sqlite::connect(url, acquire_timeout).await?),
+                1,
+            )
         };
         let commits = std::sync::Arc::new(tokio::sync::watch::Sender::new(0));
         if let Backend::Postgres(pool) = &backend {
@@ -389,6 +427,7 @@ impl Store {
         match outcome.rejected.first() {
             None => Ok(()),
             Some((_, SampleRejection::UnknownJob)) => Err(StoreError::NotFound),
+            Some((_, SampleRejection::BeforeJobStart)) => Err(StoreError::BeforeStart),
             Some(_) => Err(StoreError::Terminal),
         }
     }

@@ -19,10 +19,10 @@ pub(super) const EVENT_ORDER_LOCK: &str =
 /// Group-commit writer tasks: enough to overlap one batch's statements with another's commit.
 pub(super) const LIFECYCLE_WRITERS: usize = 4;
 
-pub(super) async fn connect(url: &str) -> StoreResult<PgPool> {
+pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .connect(url)
         .await?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;

@@ -264,7 +264,7 @@ impl From<SampleRow> for MetricSample {
 
 /// Columns of `jobs` that [`SampledJobRow`] reads.
 pub(crate) const SAMPLED_JOB_COLUMNS: &str =
-    "id, state, end_time, user_name, nodes, partition, correlation_id";
+    "id, state, end_time, user_name, nodes, partition, correlation_id, start_time";
 
 /// A `jobs` row as a sample batch reads it (see [`SampledJob`]).
 #[derive(Debug, sqlx::FromRow)]
@@ -276,6 +276,7 @@ pub(crate) struct SampledJobRow {
     nodes: Json<Vec<String>>,
     partition: Option<String>,
     correlation_id: String,
+    start_time: DateTime<Utc>,
 }
 
 impl SampledJobRow {
@@ -291,6 +292,7 @@ impl SampledJobRow {
             nodes: self.nodes.0,
             partition: self.partition,
             correlation_id: self.correlation_id,
+            start_time: self.start_time,
         };
         Ok((self.id, job))
     }
@@ -304,6 +306,7 @@ pub(crate) struct SampledJob {
     pub(crate) nodes: Vec<String>,
     pub(crate) partition: Option<String>,
     pub(crate) correlation_id: String,
+    pub(crate) start_time: DateTime<Utc>,
 }
 
 impl SampledJob {
@@ -327,11 +330,18 @@ impl SampledJob {
 
     /// Whether a sample collected at `at` belongs to this job. An agent's last samples often
     /// arrive after the epilog: what was measured before the job's end is still the job's.
+    /// What was measured before the job started is not, beyond the clock skew the server
+    /// allows between nodes (`MAX_CLOCK_SKEW_SECONDS`: the start is another node's or the
+    /// server's reading, the sample the agent's).
     pub(crate) fn accepts(
         &self,
         at: DateTime<Utc>,
         policy: LatePolicy,
     ) -> Result<(), SampleRejection> {
+        let skew = chrono::Duration::seconds(crate::domain::validate::MAX_CLOCK_SKEW_SECONDS);
+        if at < self.start_time - skew {
+            return Err(SampleRejection::BeforeJobStart);
+        }
         if !self.state.is_terminal() {
             return Ok(());
         }

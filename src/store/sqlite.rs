@@ -8,7 +8,7 @@ use sqlx::SqlitePool;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub(super) async fn connect(url: &str) -> StoreResult<SqlitePool> {
+pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -16,9 +16,10 @@ pub(super) async fn connect(url: &str) -> StoreResult<SqlitePool> {
         // transactions, and never corrupts the file.
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(acquire_timeout);
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
