@@ -142,7 +142,7 @@ impl Application {
         api::connections::serve(
             self.listener,
             api::routes(self.state.clone()),
-            self.config.connections,
+            api::connections::fit_to_open_files(self.config.connections),
             shutdown,
         )
         .await;

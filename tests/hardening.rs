@@ -129,7 +129,7 @@ on_both_backends!(a_sample_before_its_job_started_is_refused_per_item, |app| {
         .expect(400);
 });
 
-async fn status_codes_on_a_real_socket(backend: Backend) {
+async fn non_ascii_audit_headers_are_400(backend: Backend) {
     let server = TestServer::start(backend).await;
     let client = common::http();
     server.started("h1", "u").await;
@@ -160,6 +160,12 @@ async fn status_codes_on_a_real_socket(backend: Backend) {
             assert_eq!(body["error"], "validation_error", "{body}");
         }
     }
+    server.shutdown().await;
+}
+
+async fn method_not_allowed_says_allow(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let client = common::http();
 
     let resp = client
         .put(format!("{}/v1/jobs", server.base))
@@ -175,6 +181,12 @@ async fn status_codes_on_a_real_socket(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET");
+    server.shutdown().await;
+}
+
+async fn a_path_too_long_gets_the_json_error(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let client = common::http();
 
     // (reqwest refuses to send such a URI: raw HTTP.)
     let (status, body) = raw_get(server.addr, &format!("/v1/jobs/{}", "a".repeat(100_000))).await;
@@ -209,17 +221,163 @@ async fn raw_get(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
-#[tokio::test]
-async fn status_codes_sqlite() {
-    status_codes_on_a_real_socket(Backend::Sqlite).await;
+macro_rules! socket_test {
+    ($name:ident, $f:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$f(super::Backend::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if !super::common::skip_postgres() {
+                    super::$f(super::Backend::Postgres).await;
+                }
+            }
+        }
+    };
 }
 
-#[tokio::test]
-async fn status_codes_postgres() {
-    if common::skip_postgres() {
-        return;
+socket_test!(non_ascii_audit_headers, non_ascii_audit_headers_are_400);
+socket_test!(allow_header, method_not_allowed_says_allow);
+socket_test!(uri_too_long, a_path_too_long_gets_the_json_error);
+socket_test!(header_read_timeout, slow_and_idle_connections_are_closed);
+socket_test!(connection_cap, past_the_cap_a_connection_gets_503);
+socket_test!(
+    streams_outlive_the_header_timeout,
+    a_stream_is_not_cut_by_the_header_timeout
+);
+
+/// A server whose connection settings are `limits`.
+async fn server_with(
+    backend: Backend,
+    limits: jobscope::api::connections::ConnectionLimits,
+) -> TestServer {
+    let db = common::TestDb::new(backend).await;
+    let config = jobscope::config::ServeConfig {
+        connections: limits,
+        ..common::serve_config(&db.url)
+    };
+    TestServer::start_with(config, Some(db)).await
+}
+
+/// Whether the server closed `conn` (EOF or reset) within `within`.
+async fn closed_within(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
     }
-    status_codes_on_a_real_socket(Backend::Postgres).await;
+}
+
+async fn slow_and_idle_connections_are_closed(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let limits = jobscope::api::connections::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = server_with(backend, limits).await;
+    let started = Instant::now();
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /v1/health HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for i in 0..100 {
+            if slow
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    });
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)).await,
+        "idle connection kept"
+    );
+    assert!(
+        trickle.await.unwrap(),
+        "a connection trickling headers was kept for 20 s"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The server still serves.
+    let (status, _) = raw_get(server.addr, "/v1/health").await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}
+
+async fn past_the_cap_a_connection_gets_503(backend: Backend) {
+    let limits = jobscope::api::connections::ConnectionLimits {
+        max_connections: 8,
+        ..Default::default()
+    };
+    let server = server_with(backend, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The server counts a connection once it accepted it: poll until the ninth is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = raw_get(server.addr, "/v1/health").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never refused past the cap");
+    };
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
+    held.clear();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw_get(server.addr, "/v1/health").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not served once the held connections closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown().await;
+}
+
+async fn a_stream_is_not_cut_by_the_header_timeout(backend: Backend) {
+    use futures_util::StreamExt;
+    let limits = jobscope::api::connections::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = server_with(backend, limits).await;
+    let resp = common::http()
+        .get(format!("{}/v1/stream/jobs", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    // Longer than the header-read timeout, on purpose: the stream must outlive it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.started("st1", "u").await;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("st1") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("the stream answers")
+            .expect("the stream is still open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(Instant::now() < deadline);
+    }
+    server.shutdown().await;
 }
 
 /// The hook spool holding one event; its delivery report against `server`.

@@ -68,6 +68,51 @@ impl ConnectionLimits {
     }
 }
 
+/// Descriptors kept for everything but client connections: the database pool, the listener,
+/// log files, the collector's cgroup files, connections refused past the cap.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the soft open-files limit to the hard one (a default soft limit of 1024 would otherwise
+/// cap the server near a thousand idle clients), and lowers the connection cap to what the
+/// limit allows, so that past the cap a client is answered 503 rather than left unaccepted.
+pub fn fit_to_open_files(limits: ConnectionLimits) -> ConnectionLimits {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write the struct they are given and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return limits;
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        let before = rl.rlim_cur;
+        let mut raised = rl;
+        raised.rlim_cur = if rl.rlim_max == libc::RLIM_INFINITY {
+            1 << 20
+        } else {
+            rl.rlim_max
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            rl = raised;
+        } else {
+            tracing::warn!(soft = before, "cannot raise the open-files limit");
+        }
+    }
+    let fit =
+        usize::try_from(rl.rlim_cur.saturating_sub(RESERVED_FILES).max(16)).unwrap_or(usize::MAX);
+    if fit < limits.max_connections {
+        tracing::warn!(
+            open_files = rl.rlim_cur,
+            max_connections = fit,
+            "--max-connections lowered to what the open-files limit allows"
+        );
+    }
+    ConnectionLimits {
+        max_connections: limits.max_connections.min(fit),
+        ..limits
+    }
+}
+
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops accepting and waits for
 /// the open connections to finish (streams end on the server's own stop signal).
 pub async fn serve(
@@ -105,6 +150,17 @@ pub async fn serve(
         let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // hyper's timer starts once it knows the protocol, that is after the first bytes: a
+            // connection that sends nothing at all is closed here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return,
+                Err(_) => {
+                    client_error(&FirstByteTimeout);
+                    return;
+                }
+            }
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -137,6 +193,18 @@ async fn accept_failed(err: io::Error) {
     }
 }
 
+/// A connection that sent nothing within the header-read timeout.
+#[derive(Debug)]
+struct FirstByteTimeout;
+
+impl std::fmt::Display for FirstByteTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("nothing received within the header-read timeout")
+    }
+}
+
+impl std::error::Error for FirstByteTimeout {}
+
 /// A connection that ended in an error: the client hung up, timed out or sent something
 /// unparsable. DEBUG each, INFO once a minute with the count.
 fn client_error(err: &(dyn std::error::Error + 'static)) {
@@ -145,6 +213,7 @@ fn client_error(err: &(dyn std::error::Error + 'static)) {
         Some(e) if e.is_incomplete_message() => "incomplete request",
         Some(e) if e.is_parse() || e.is_parse_status() => "unparsable request",
         Some(e) if e.is_canceled() || e.is_closed() => "closed",
+        _ if err.is::<FirstByteTimeout>() => "header read timeout",
         _ => "connection error",
     };
     tracing::debug!(error = %err, kind, "client connection ended with an error");
