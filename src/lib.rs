@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod hook;
+pub mod log_safe;
 pub mod metrics;
 pub mod scheduler;
 pub mod spool;

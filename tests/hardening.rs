@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Backend, TestServer};
+use common::{Backend, TestApp, TestServer};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -533,4 +533,59 @@ async fn a_postgres_outage_answers_503_and_the_hook_spool_keeps_the_event() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.shutdown().await;
+}
+
+/// Log lines written by the code under test, as the text log would show them.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// A newline in a rejected sample's job id cannot forge a log line (the handler runs on this
+/// test's thread, where the capturing subscriber is the default).
+#[tokio::test]
+async fn client_text_cannot_forge_log_lines() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let forged = "x\n2026-01-01T00:00:00.000000Z ERROR jobscope: FORGED";
+    let batch = json!({"node": "n1", "collected_at": ago(0), "jobs": [{"job_id": forged}]});
+    let answer = app
+        .request("POST", "/v1/samples", Some(&batch), &[])
+        .await
+        .expect(200);
+    assert_eq!(answer["rejected"][0]["reason"], "invalid", "{answer}");
+    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("sample batch"),
+        "the rejection is logged: {text}"
+    );
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-01-01"),
+            "forged line: {line:?}\n{text}"
+        );
+    }
+    drop(_guard);
+    app.finish().await;
 }

@@ -11,6 +11,7 @@ use super::error::{respond, ApiError};
 use super::{with_correlation, AppState};
 use crate::domain::validate::{self, MAX_GPU_DEVICES, MAX_NODES};
 use crate::domain::{now_micros, slurm_state, GpuVendor, Job, JobState, SchedulerInfo};
+use crate::log_safe::Esc;
 use crate::store::{Applied, AuditContext, Finish, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -196,7 +197,7 @@ async fn started(
     Ok(
         match state.store.insert_job_if_absent(&job, &audit).await? {
             Applied::Done(_) => {
-                tracing::info!(job_id = %job.id, user = %job.user, nodes = job.nodes.len(), "job started");
+                tracing::info!(job_id = %Esc(&job.id), user = %Esc(&job.user), nodes = job.nodes.len(), "job started");
                 outcome("created", &job.id, "Job created")
             }
             Applied::Filled(_) => outcome(
@@ -278,7 +279,7 @@ async fn finished(
     };
     match state.store.finish_job(&id, &finish, &audit).await {
         Ok(Applied::Done(job)) => {
-            tracing::info!(job_id = %id, state = %job.state, exit_code = ?job.exit_code, signal = ?job.signal, "job finished");
+            tracing::info!(job_id = %Esc(&id), state = %job.state, exit_code = ?job.exit_code, signal = ?job.signal, "job finished");
             Ok((
                 outcome("updated", &id, "Job updated"),
                 job.correlation_id.clone(),
@@ -335,7 +336,7 @@ async fn create_finished(
     };
     match state.store.insert_job_if_absent(&job, audit).await? {
         Applied::Done(_) => {
-            tracing::info!(job_id = %id, "job-finished arrived before job-started; created the job finished");
+            tracing::info!(job_id = %Esc(&id), "job-finished arrived before job-started; created the job finished");
             Ok(outcome(
                 "created",
                 &id,

@@ -6,11 +6,16 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::api::connections::RateLimited;
 use crate::collector::SampleBatch;
 use crate::domain::now_micros;
+use crate::log_safe::Esc;
 use crate::store::{LatePolicy, SampleRejection};
 use serde::Serialize;
 use warp::reply::{json, Reply, Response};
+
+/// Client-caused: logged at INFO once a minute at most.
+static PARTLY_REJECTED: RateLimited = RateLimited::new();
 
 /// Largest batch body: a node with thousands of jobs and GPUs fits with room to spare.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -99,14 +104,24 @@ async fn ingest_inner(batch: SampleBatch, state: AppState) -> Result<Response, A
     }
     let node = prepared.node;
     if let Some(first) = rejected.first() {
-        tracing::info!(
-            node = %node,
+        // The job id is the client's text, unvalidated for an invalid item: escaped.
+        tracing::debug!(
+            node = %Esc(&node),
             accepted = outcome.accepted,
             rejected = rejected.len(),
             first_reason = first.reason,
-            first_job = %first.job_id,
+            first_job = %Esc(&first.job_id),
             "sample batch partly rejected"
         );
+        PARTLY_REJECTED.note(|batches| {
+            tracing::info!(
+                batches,
+                node = %Esc(&node),
+                first_reason = first.reason,
+                first_job = %Esc(&first.job_id),
+                "sample batches partly rejected since the last report (details at debug)"
+            )
+        });
     }
     Ok(json(&BatchAnswer {
         node,

@@ -21,6 +21,7 @@ pub mod event;
 pub mod nodelist;
 
 use crate::cli::HookArgs;
+use crate::log_safe::Esc;
 use crate::spool::{PushOutcome, Rejected, Spool, SpoolLimits, WhenFull};
 use config::HookConfig;
 use event::Event;
@@ -223,11 +224,11 @@ pub async fn deliver_spooled(spool: &Spool, client: &HookClient, budget: Duratio
         };
         match client.post(&event).await {
             Delivery::Accepted => {
-                tracing::info!(job_id = %event.job_id, path = %event.path, "spooled event delivered");
+                tracing::info!(job_id = %Esc(&event.job_id), path = %event.path, "spooled event delivered");
                 report.delivered += 1;
             }
             Delivery::Refused(status, body) => {
-                tracing::warn!(job_id = %event.job_id, path = %event.path, status, body = %body, "server refused a spooled event; dropped");
+                tracing::warn!(job_id = %Esc(&event.job_id), path = %event.path, status, body = %Esc(&body), "server refused a spooled event; dropped");
                 report.dropped += 1;
             }
             Delivery::NotFound => {
@@ -239,7 +240,7 @@ pub async fn deliver_spooled(spool: &Spool, client: &HookClient, budget: Duratio
                     report.remaining += 1;
                     continue;
                 }
-                tracing::warn!(job_id = %event.job_id, path = %event.path, "server still does not know the job after a day; spooled event dropped");
+                tracing::warn!(job_id = %Esc(&event.job_id), path = %event.path, "server still does not know the job after a day; spooled event dropped");
                 report.dropped += 1;
             }
             Delivery::Failed(reason) => {
@@ -289,7 +290,7 @@ async fn run_inner(args: HookArgs) {
         }
     };
     for n in &notes.0 {
-        tracing::warn!(job_id = %event.job_id, "{n}");
+        tracing::warn!(job_id = %Esc(&event.job_id), "{n}");
     }
     let spool = match open_spool(&cfg.spool_dir) {
         Ok(s) => Some(s),
@@ -332,17 +333,17 @@ async fn run_inner(args: HookArgs) {
     };
     match delivery {
         Delivery::Accepted => {
-            tracing::debug!(job_id = %event.job_id, path = %event.path, elapsed_ms = started.elapsed().as_millis() as u64, "event delivered")
+            tracing::debug!(job_id = %Esc(&event.job_id), path = %event.path, elapsed_ms = started.elapsed().as_millis() as u64, "event delivered")
         }
         Delivery::Refused(status, body) => {
-            tracing::warn!(job_id = %event.job_id, path = %event.path, status, body = %body, "server refused the event; not spooled (it would never be accepted)")
+            tracing::warn!(job_id = %Esc(&event.job_id), path = %event.path, status, body = %Esc(&body), "server refused the event; not spooled (it would never be accepted)")
         }
         Delivery::NotFound => {
-            tracing::warn!(job_id = %event.job_id, path = %event.path, "server does not know the job yet; spooling the event");
+            tracing::warn!(job_id = %Esc(&event.job_id), path = %event.path, "server does not know the job yet; spooling the event");
             spool_event(spool.as_ref(), &event);
         }
         Delivery::Failed(reason) => {
-            tracing::warn!(job_id = %event.job_id, path = %event.path, reason = %reason, "event not delivered; spooling it");
+            tracing::warn!(job_id = %Esc(&event.job_id), path = %event.path, reason = %reason, "event not delivered; spooling it");
             spool_event(spool.as_ref(), &event);
         }
     }
@@ -350,26 +351,26 @@ async fn run_inner(args: HookArgs) {
 
 fn spool_event(spool: Option<&Spool>, event: &Event) {
     let Some(spool) = spool else {
-        tracing::error!(job_id = %event.job_id, "event lost: no spool");
+        tracing::error!(job_id = %Esc(&event.job_id), "event lost: no spool");
         return;
     };
     let payload = match serde_json::to_vec(event) {
         Ok(p) => p,
         Err(e) => {
-            tracing::error!(job_id = %event.job_id, error = %e, "event lost: cannot encode it");
+            tracing::error!(job_id = %Esc(&event.job_id), error = %e, "event lost: cannot encode it");
             return;
         }
     };
     match spool.push(&payload) {
         Ok(PushOutcome::Stored { .. }) => {}
         Ok(PushOutcome::Rejected(Rejected::Full)) => {
-            tracing::error!(job_id = %event.job_id, dir = %spool.dir().display(), "event lost: the spool is full")
+            tracing::error!(job_id = %Esc(&event.job_id), dir = %spool.dir().display(), "event lost: the spool is full")
         }
         Ok(PushOutcome::Rejected(Rejected::TooLarge)) => {
-            tracing::error!(job_id = %event.job_id, "event lost: larger than the spool")
+            tracing::error!(job_id = %Esc(&event.job_id), "event lost: larger than the spool")
         }
         Err(e) => {
-            tracing::error!(job_id = %event.job_id, dir = %spool.dir().display(), error = %e, "event lost: cannot write the spool")
+            tracing::error!(job_id = %Esc(&event.job_id), dir = %spool.dir().display(), error = %e, "event lost: cannot write the spool")
         }
     }
 }
