@@ -130,6 +130,13 @@ impl Application {
                 self.stop.subscribe(),
             ))
         });
+        let demo = self.config.demo.then(|| {
+            tokio::spawn(scheduler::demo::run(
+                self.state.store.clone(),
+                self.config.demo_speed,
+                self.stop.subscribe(),
+            ))
+        });
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
         // Streams never end on their own: tell them to close as soon as shutdown starts, so
         // the graceful shutdown does not wait for them.
@@ -159,6 +166,14 @@ impl Application {
                 .is_err()
             {
                 tracing::warn!("the in-process collector did not stop within 10 s");
+            }
+        }
+        if let Some(task) = demo {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the demo cluster did not stop within 10 s");
             }
         }
         if let Some(task) = reconciler {

@@ -42,6 +42,10 @@ pub struct ServeConfig {
     pub collect: Option<CollectConfig>,
     /// `GET /metrics`: per-job series, grace period, and its own token.
     pub metrics: MetricsConfig,
+    /// `--demo-speed`: how much faster than real time the living demo runs.
+    pub demo_speed: f64,
+    /// Serve the web console at `/` (`--no-console` turns it off).
+    pub console: bool,
 }
 
 impl ServeConfig {
@@ -62,6 +66,8 @@ impl ServeConfig {
             slurm: None,
             collect: None,
             metrics: MetricsConfig::default(),
+            demo_speed: 1.0,
+            console: true,
         }
     }
 }
@@ -180,6 +186,8 @@ impl ServeConfig {
             collect: collect_config(args)?,
             metrics: metrics_config(&args.metrics)?,
             client_stall_timeout: Duration::from_secs(args.client_stall_timeout),
+            demo_speed: args.demo_speed,
+            console: !args.no_console,
         })
     }
 }
