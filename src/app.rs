@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use warp::Filter;
 
 /// How often old samples and events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -146,7 +147,16 @@ impl Application {
             tracing::info!("shutting down");
             let _ = stop.send(true);
         };
-        warp::serve(api::routes(self.state.clone()))
+        let routes = if self.config.console {
+            // The console's few paths first; everything else is the API's (404s included).
+            crate::console::routes()
+                .or(api::routes(self.state.clone()))
+                .unify()
+                .boxed()
+        } else {
+            api::routes(self.state.clone())
+        };
+        warp::serve(routes)
             .incoming(self.listener)
             .graceful(shutdown)
             .run()
