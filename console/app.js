@@ -569,8 +569,10 @@
     } catch (e) { failure(e); return; }
     const redraw = debounce(250, build);
     const reloadAudit = debounce(500, () => loadAudit().catch(() => {}));
+    // Samples carry no aggregates: the header is refetched now and then while they arrive.
+    const reloadJob = debounce(2000, () => api('/v1/jobs/' + encodeURIComponent(id)).then((j) => { job = j; drawHeader(); }).catch(() => {}));
     stream('/v1/stream/jobs/' + encodeURIComponent(id), {
-      job_sample: (d) => { if (d.sample && add(d.sample)) redraw(); },
+      job_sample: (d) => { if (d.sample && add(d.sample)) { redraw(); reloadJob(); } },
       job_event: (d) => { if (d.job) { job = d.job; drawHeader(); } reloadAudit(); },
       stream_closed: () => setLive(false, 'job finished'),
     });

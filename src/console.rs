@@ -180,10 +180,7 @@ mod tests {
         let html = std::str::from_utf8(FILES[0].2).unwrap();
         for piece in html.split("<script").skip(1) {
             let tag_end = piece.find('>').unwrap();
-            assert!(
-                piece[..tag_end].contains("src="),
-                "inline script: {piece}"
-            );
+            assert!(piece[..tag_end].contains("src="), "inline script: {piece}");
             assert!(piece[tag_end + 1..].trim_start().starts_with("</script>"));
         }
         for handler in ["onclick=", "onload=", "onsubmit=", "oninput=", "onchange="] {

@@ -116,8 +116,12 @@ impl Browser {
     }
 
     async fn go(&self, url: &str) {
-        self.send("POST", &self.session_path("/url"), Some(json!({"url": url})))
-            .await;
+        self.send(
+            "POST",
+            &self.session_path("/url"),
+            Some(json!({"url": url})),
+        )
+        .await;
     }
 
     async fn eval(&self, script: &str) -> Value {
@@ -140,10 +144,7 @@ impl Browser {
         let started = Instant::now();
         loop {
             let v = self.eval(&format!("return ({script});")).await;
-            let truthy = !(v.is_null()
-                || v == json!(false)
-                || v == json!(0)
-                || v == json!(""));
+            let truthy = !(v.is_null() || v == json!(false) || v == json!(0) || v == json!(""));
             if truthy {
                 return (v, started.elapsed());
             }
@@ -158,7 +159,9 @@ impl Browser {
     }
 
     async fn screenshot(&self, path: &Path) {
-        let png = self.send("GET", &self.session_path("/screenshot"), None).await;
+        let png = self
+            .send("GET", &self.session_path("/screenshot"), None)
+            .await;
         let bytes = base64_decode(png.as_str().expect("screenshot data"));
         std::fs::write(path, bytes).unwrap();
         eprintln!("screenshot: {}", path.display());
@@ -205,7 +208,10 @@ fn base64_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
         let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
         acc = (acc << 6) | v;
         bits += 6;
@@ -242,7 +248,11 @@ async fn post(server: &TestServer, path: &str, body: Value) -> Value {
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{path}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
     response.json().await.unwrap()
 }
 
@@ -304,7 +314,9 @@ async fn console_in_a_real_browser() {
             "the jobs list",
         )
         .await;
-    browser.eval("window.__sameDocument = true; return 1;").await;
+    browser
+        .eval("window.__sameDocument = true; return 1;")
+        .await;
     let started = Instant::now();
     post(
         &server,
@@ -362,7 +374,10 @@ async fn console_in_a_real_browser() {
         )
         .await;
     for round in 0..3 {
-        for (node, cpu) in [("web-a", 40.0 + round as f64), ("web-b", 60.0 + round as f64)] {
+        for (node, cpu) in [
+            ("web-a", 40.0 + round as f64),
+            ("web-b", 60.0 + round as f64),
+        ] {
             let at = chrono::Utc::now() - chrono::Duration::seconds(30 - round * 10);
             post(
                 &server,
@@ -386,8 +401,14 @@ async fn console_in_a_real_browser() {
         .eval("return [...document.querySelectorAll('#latest tr')].map(r => r.textContent);")
         .await;
     let latest = latest.to_string();
-    assert!(latest.contains("web-a") && latest.contains("42.0 %"), "{latest}");
-    assert!(latest.contains("web-b") && latest.contains("62.0 %"), "{latest}");
+    assert!(
+        latest.contains("web-a") && latest.contains("42.0 %"),
+        "{latest}"
+    );
+    assert!(
+        latest.contains("web-b") && latest.contains("62.0 %"),
+        "{latest}"
+    );
     let canvas = browser
         .eval("return document.querySelectorAll('#chart-cpu canvas, #chart-mem canvas').length;")
         .await;

@@ -44,8 +44,15 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
         node: validate::optional_name("node", params.get("node").map(String::as_str))?,
         limit: int_param(&params, "limit", 100, 1, 1000)?,
         offset: int_param(&params, "offset", 0, 0, i64::MAX)?,
-        partition: validate::optional_name("partition", params.get("partition").map(String::as_str))?,
-        sort: match params.get("sort").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        partition: validate::optional_name(
+            "partition",
+            params.get("partition").map(String::as_str),
+        )?,
+        sort: match params
+            .get("sort")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
             None => JobSort::default(),
             Some(name) => JobSort::parse(name).ok_or_else(|| {
                 ApiError::Validation(format!(
