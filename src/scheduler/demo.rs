@@ -837,7 +837,7 @@ impl Demo {
                 Err(err) => return Err(err.into()),
             }
         }
-        if self.tick % PRUNE_EVERY_TICKS == 0 {
+        if self.tick.is_multiple_of(PRUNE_EVERY_TICKS) {
             let before = now_micros()
                 - chrono::Duration::from_std(DEMO_RETENTION).unwrap_or(chrono::Duration::hours(3));
             self.store.prune(before).await?;
