@@ -6,6 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY vendor ./vendor
 COPY src ./src
+COPY console ./console
 COPY migrations ./migrations
 COPY openapi ./openapi
 COPY bench ./bench

@@ -592,6 +592,7 @@ pub async fn collect_in_process(
             node: Some(node.clone()),
             limit: 10_000,
             offset: 0,
+            ..JobFilter::default()
         };
         let known: Vec<KnownJob> = match store.list_jobs(&filter).await {
             Ok((jobs, _)) => jobs

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use warp::Filter;
 
 /// How often old samples and events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -130,6 +131,13 @@ impl Application {
                 self.stop.subscribe(),
             ))
         });
+        let demo = self.config.demo.then(|| {
+            tokio::spawn(scheduler::demo::run(
+                self.state.store.clone(),
+                self.config.demo_speed,
+                self.stop.subscribe(),
+            ))
+        });
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
         // Streams never end on their own: tell them to close as soon as shutdown starts, so
         // the graceful shutdown does not wait for them.
@@ -139,9 +147,18 @@ impl Application {
             tracing::info!("shutting down");
             let _ = stop.send(true);
         };
+        let routes = if self.config.console {
+            // The console's few paths first; everything else is the API's (404s included).
+            crate::console::routes()
+                .or(api::routes(self.state.clone()))
+                .unify()
+                .boxed()
+        } else {
+            api::routes(self.state.clone())
+        };
         api::connections::serve(
             self.listener,
-            api::routes(self.state.clone()),
+            routes,
             api::connections::fit_to_open_files(self.config.connections),
             shutdown,
         )
@@ -161,6 +178,14 @@ impl Application {
                 .is_err()
             {
                 tracing::warn!("the in-process collector did not stop within 10 s");
+            }
+        }
+        if let Some(task) = demo {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the demo cluster did not stop within 10 s");
             }
         }
         if let Some(task) = reconciler {

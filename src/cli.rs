@@ -277,6 +277,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub slurm: SlurmArgs,
 
+    /// With --demo: run the living demo cluster this many times faster than real time (one
+    /// tick, when agents report and jobs move, is 5 s divided by it).
+    #[arg(long, env = "JOBSCOPE_DEMO_SPEED", value_name = "FACTOR", default_value_t = 1.0,
+          value_parser = parse_demo_speed)]
+    pub demo_speed: f64,
+
+    /// Do not serve the web console at `/` (the API is unchanged).
+    #[arg(long, env = "JOBSCOPE_NO_CONSOLE", value_name = "BOOL", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub no_console: bool,
+
     #[command(flatten)]
     pub limits: LimitsArgs,
 }
@@ -302,6 +313,14 @@ pub struct LimitsArgs {
     #[arg(long, env = "JOBSCOPE_DB_ACQUIRE_TIMEOUT", value_name = "DURATION", default_value = "5s",
           value_parser = parse_duration)]
     pub db_acquire_timeout: std::time::Duration,
+}
+
+/// A `--demo-speed` factor: a finite number from 0.1 to 100.
+fn parse_demo_speed(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a speed factor from 0.1 to 100")),
+    }
 }
 
 /// `serve`'s Prometheus export (`GET /metrics`).

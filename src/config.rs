@@ -46,6 +46,10 @@ pub struct ServeConfig {
     pub connections: crate::api::connections::ConnectionLimits,
     /// How long a request waits for the database (`--db-acquire-timeout`).
     pub db_acquire_timeout: Duration,
+    /// `--demo-speed`: how much faster than real time the living demo runs.
+    pub demo_speed: f64,
+    /// Serve the web console at `/` (`--no-console` turns it off).
+    pub console: bool,
 }
 
 impl ServeConfig {
@@ -68,6 +72,8 @@ impl ServeConfig {
             metrics: MetricsConfig::default(),
             connections: Default::default(),
             db_acquire_timeout: crate::store::DEFAULT_ACQUIRE_TIMEOUT,
+            demo_speed: 1.0,
+            console: true,
         }
     }
 }
@@ -191,6 +197,8 @@ impl ServeConfig {
                 args.limits.db_acquire_timeout,
                 "JOBSCOPE_DB_ACQUIRE_TIMEOUT",
             )?,
+            demo_speed: args.demo_speed,
+            console: !args.no_console,
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod events;
 pub mod hook;

@@ -71,7 +71,9 @@ async fn serves_demo_data_and_stops_on_sigterm() {
     let health = get_json(&addr, "/v1/health").await;
     assert_eq!(health["status"], "healthy");
     let jobs = get_json(&addr, "/v1/jobs?limit=5").await;
-    assert_eq!(jobs["total"], 100);
+    // The living demo adds jobs as it goes and deletes the oldest finished ones.
+    let bounded = |total: &serde_json::Value| (100..=110).contains(&total.as_i64().unwrap());
+    assert!(bounded(&jobs["total"]), "{}", jobs["total"]);
 
     let started = Instant::now();
     let status = Command::new("kill")
@@ -90,7 +92,7 @@ async fn serves_demo_data_and_stops_on_sigterm() {
     // Restarting with --demo on the same database neither fails nor duplicates anything.
     let (mut again, addr) = spawn_serve(&db);
     let jobs = get_json(&addr, "/v1/jobs?limit=5").await;
-    assert_eq!(jobs["total"], 100);
+    assert!(bounded(&jobs["total"]), "{}", jobs["total"]);
     let _ = again.kill();
     let _ = again.wait();
 }

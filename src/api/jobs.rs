@@ -6,7 +6,7 @@ use super::request::{audited, int_param, job_id, time_param, AuditHeaders};
 use super::AppState;
 use crate::domain::validate::{self, MAX_NODES};
 use crate::domain::{now_micros, AuditEvent, Job, JobState, MetricSample, SchedulerInfo};
-use crate::store::{AuditContext, JobFilter, JobPatch, SampleQuery};
+use crate::store::{AuditContext, JobFilter, JobPatch, JobSort, SampleQuery};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use warp::http::StatusCode;
@@ -44,6 +44,32 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
         node: validate::optional_name("node", params.get("node").map(String::as_str))?,
         limit: int_param(&params, "limit", 100, 1, 1000)?,
         offset: int_param(&params, "offset", 0, 0, i64::MAX)?,
+        partition: validate::optional_name(
+            "partition",
+            params.get("partition").map(String::as_str),
+        )?,
+        sort: match params
+            .get("sort")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            None => JobSort::default(),
+            Some(name) => JobSort::parse(name).ok_or_else(|| {
+                ApiError::Validation(format!(
+                    "Invalid sort (expected one of {})",
+                    JobSort::NAMES.join(", ")
+                ))
+            })?,
+        },
+        ascending: match params.get("order").map(|s| s.trim()) {
+            None | Some("") | Some("desc") => false,
+            Some("asc") => true,
+            Some(_) => {
+                return Err(ApiError::Validation(
+                    "Invalid order (expected asc or desc)".into(),
+                ))
+            }
+        },
     };
     let (jobs, total) = state.store.list_jobs(&filter).await?;
     Ok(json(&JobList {

@@ -94,6 +94,7 @@ async fn jobs_inner(name: String, params: HashMap<String, String>, state: AppSta
         node: Some(name.clone()),
         limit: int_param(&params, "limit", 1000, 1, 10_000)?,
         offset: int_param(&params, "offset", 0, 0, i64::MAX)?,
+        ..JobFilter::default()
     };
     let (jobs, total) = state.store.list_jobs(&filter).await?;
     Ok(json(&NodeJobs {

@@ -37,6 +37,69 @@ pub struct JobFilter {
     pub node: Option<String>,
     pub limit: i64,
     pub offset: i64,
+    pub partition: Option<String>,
+    /// Order of the page (default: newest start first).
+    pub sort: JobSort,
+    pub ascending: bool,
+}
+
+/// What `GET /v1/jobs` may sort by (`sort=`); jobs without the value come last either way,
+/// and ties are broken by id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JobSort {
+    #[default]
+    StartTime,
+    EndTime,
+    Id,
+    User,
+    State,
+    Partition,
+    CpuUsage,
+    MemoryUsage,
+}
+
+impl JobSort {
+    pub const NAMES: [&'static str; 8] = [
+        "start_time",
+        "end_time",
+        "id",
+        "user",
+        "state",
+        "partition",
+        "cpu_usage",
+        "memory_usage_mb",
+    ];
+
+    pub fn parse(name: &str) -> Option<JobSort> {
+        const ALL: [JobSort; 8] = [
+            JobSort::StartTime,
+            JobSort::EndTime,
+            JobSort::Id,
+            JobSort::User,
+            JobSort::State,
+            JobSort::Partition,
+            JobSort::CpuUsage,
+            JobSort::MemoryUsage,
+        ];
+        JobSort::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| ALL[i])
+    }
+
+    /// The column behind it (a fixed name, never user text).
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            JobSort::StartTime => "start_time",
+            JobSort::EndTime => "end_time",
+            JobSort::Id => "id",
+            JobSort::User => "user_name",
+            JobSort::State => "state",
+            JobSort::Partition => "partition",
+            JobSort::CpuUsage => "cpu_usage",
+            JobSort::MemoryUsage => "memory_usage_mb",
+        }
+    }
 }
 
 /// Fields a PATCH may change, already validated.

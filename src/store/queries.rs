@@ -1252,6 +1252,9 @@ macro_rules! store_queries {
                     .push_bind(node.clone())
                     .push(")");
             }
+            if let Some(partition) = &filter.partition {
+                qb.push(" AND partition = ").push_bind(partition.clone());
+            }
         }
 
         pub async fn list_jobs(pool: &Pool<$db>, filter: &JobFilter) -> StoreResult<(Vec<Job>, i64)> {
@@ -1261,7 +1264,9 @@ macro_rules! store_queries {
 
             let mut page: QueryBuilder<$db> = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs"));
             push_job_filter(&mut page, filter);
-            page.push(" ORDER BY start_time DESC, id ASC LIMIT ")
+            let column = filter.sort.column();
+            let direction = if filter.ascending { "ASC" } else { "DESC" };
+            page.push(format!(" ORDER BY ({column} IS NULL) ASC, {column} {direction}, id ASC LIMIT "))
                 .push_bind(filter.limit)
                 .push(" OFFSET ")
                 .push_bind(filter.offset);

@@ -1,0 +1,912 @@
+//! The living demo cluster behind `serve --demo`: after the seeder ([`super::mock`]) has put
+//! two hours of history in place, this loop keeps a simulated cluster going, so the streams,
+//! `/metrics`, `jobscope watch` and the console have something that moves.
+//!
+//! Everything goes through the store's real write paths, the same calls the API makes: jobs are
+//! submitted (`insert_job_if_absent`, the prolog's path, as pending), started (`update_job`,
+//! PATCH's path), sampled (a [`SampleBatch`] per node, checked by `prepare` and stored by
+//! `ingest_samples`, exactly as `POST /v1/samples` does) and finished (`finish_job`, the
+//! epilog's path). Nodes and partitions are written as the Slurm backend writes them
+//! (`update_nodes_from_scheduler`, `sync_partitions`). Every job it writes says
+//! `scheduler.type = "mock"`; jobs of any other kind are never touched.
+//!
+//! The mix: efficient and wasteful jobs, a GPU job that leaves its GPUs idle, jobs killed for
+//! memory, timeouts, cancellations, failures, array tasks and multi-node jobs, queued in four
+//! partitions; one node drained and one down. It keeps about [`JOB_BOUND`] demo jobs, deleting
+//! the oldest finished ones, and prunes samples and events older than [`DEMO_RETENTION`].
+//! One tick is [`TICK`] divided by `--demo-speed`; every duration counts in ticks.
+
+use crate::api::hooks::lifecycle_correlation_id;
+use crate::collector::{
+    CgroupSample, GpuReading, GpuVendor as DeviceVendor, JobReport, NodeSample, NodeStats,
+    SampleBatch,
+};
+use crate::domain::{
+    now_micros, GpuVendor, Job, JobState, NodeState, Partition, PartitionLimits, PartitionState,
+    SchedulerInfo,
+};
+use crate::store::{AuditContext, Finish, JobFilter, JobPatch, LatePolicy, SchedulerNode, Store};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// One tick at `--demo-speed 1`: agents report and the scheduler moves this often.
+pub const TICK: Duration = Duration::from_secs(5);
+/// Demo jobs kept in the store; the oldest finished ones are deleted beyond it.
+pub const JOB_BOUND: usize = 100;
+/// Jobs queued or running that the demo aims for.
+const ACTIVE_TARGET: usize = 30;
+/// Samples and events older than this are pruned while the demo runs.
+pub const DEMO_RETENTION: Duration = Duration::from_secs(3 * 3600);
+/// Ticks between prunes of old samples and events.
+const PRUNE_EVERY_TICKS: u64 = 120;
+const GIB: u64 = 1024 * 1024 * 1024;
+
+const USERS: &[&str] = &[
+    "alice", "bob", "carol", "dmitri", "erin", "farah", "gwen", "hiro",
+];
+const ACCOUNTS: &[&str] = &["physics", "chemistry", "genomics", "climate", "ml-lab"];
+const NAMES: &[&str] = &[
+    "relax", "md-run", "train", "assemble", "cfd", "sweep", "bench", "align", "render",
+];
+
+/// A partition of the demo: its nodes (by number, 1-based, inclusive) and their size.
+struct PartitionSpec {
+    name: &'static str,
+    first: usize,
+    last: usize,
+    cpus: u32,
+    memory_gib: u64,
+    gpus: u32,
+    max_minutes: i64,
+}
+
+const PARTITIONS: &[PartitionSpec] = &[
+    PartitionSpec {
+        name: "cpu",
+        first: 1,
+        last: 28,
+        cpus: 64,
+        memory_gib: 256,
+        gpus: 0,
+        max_minutes: 2880,
+    },
+    PartitionSpec {
+        name: "gpu",
+        first: 29,
+        last: 40,
+        cpus: 32,
+        memory_gib: 512,
+        gpus: 4,
+        max_minutes: 1440,
+    },
+    PartitionSpec {
+        name: "bigmem",
+        first: 41,
+        last: 44,
+        cpus: 128,
+        memory_gib: 2048,
+        gpus: 0,
+        max_minutes: 2880,
+    },
+    PartitionSpec {
+        name: "debug",
+        first: 45,
+        last: 50,
+        cpus: 16,
+        memory_gib: 64,
+        gpus: 0,
+        max_minutes: 30,
+    },
+];
+
+/// (node number, state, reason): the nodes that do not take jobs.
+const UNAVAILABLE: &[(usize, NodeState, &str)] = &[
+    (17, NodeState::Drained, "bad DIMM, awaiting replacement"),
+    (33, NodeState::Down, "Not responding"),
+];
+
+/// What a job does while it runs, and how it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Efficient,
+    Wasteful,
+    IdleGpu,
+    OutOfMemory,
+    Timeout,
+    Cancelled,
+    Failed,
+    Array,
+    MultiNode,
+}
+
+/// (profile, weight)
+const MIX: &[(Profile, u64)] = &[
+    (Profile::Efficient, 26),
+    (Profile::Wasteful, 12),
+    (Profile::IdleGpu, 8),
+    (Profile::OutOfMemory, 6),
+    (Profile::Timeout, 6),
+    (Profile::Cancelled, 6),
+    (Profile::Failed, 6),
+    (Profile::Array, 10),
+    (Profile::MultiNode, 20),
+];
+
+/// Small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn node_name(number: usize) -> String {
+    format!("node-{number:02}")
+}
+
+struct DemoNode {
+    name: String,
+    partition: &'static str,
+    cpus: u32,
+    memory_bytes: u64,
+    gpus: u32,
+    /// `None` while it takes jobs; otherwise drained or down, with the reason.
+    unavailable: Option<(NodeState, &'static str)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued { start_at: u64 },
+    Running { end_at: u64 },
+}
+
+struct DemoJob {
+    id: String,
+    profile: Profile,
+    partition: String,
+    nodes: Vec<String>,
+    cpus_per_node: u32,
+    memory_per_node: u64,
+    gpus_per_node: u32,
+    phase: Phase,
+    /// Ticks run so far.
+    ran: u64,
+    /// CPU level (percent) this job works at.
+    level: f64,
+    /// Cumulative counters per node, as a cgroup would show them.
+    cpu_usec: BTreeMap<String, u64>,
+    io_bytes: u64,
+    peak: u64,
+}
+
+/// The simulation; [`run`] drives it one tick at a time.
+pub struct Demo {
+    store: Store,
+    rng: Rng,
+    tick: u64,
+    tick_seconds: f64,
+    nodes: Vec<DemoNode>,
+    jobs: BTreeMap<String, DemoJob>,
+    /// Finished demo jobs in the store, oldest end first.
+    finished: VecDeque<String>,
+    next_id: u64,
+}
+
+fn audit(job_id: &str) -> AuditContext {
+    AuditContext {
+        changed_by: "demo".into(),
+        source: "mock-scheduler".into(),
+        correlation_id: lifecycle_correlation_id(None, job_id),
+    }
+}
+
+fn is_mock(job: &Job) -> bool {
+    job.scheduler.as_ref().and_then(|s| s.kind.as_deref()) == Some("mock")
+}
+
+impl Demo {
+    /// A demo over `store`, adopting the demo jobs it already holds (seeded, or left by a
+    /// previous run): queued and running ones carry on and end within minutes.
+    pub async fn start(store: Store, speed: f64) -> anyhow::Result<Demo> {
+        let nodes = PARTITIONS
+            .iter()
+            .flat_map(|p| {
+                (p.first..=p.last).map(move |n| DemoNode {
+                    name: node_name(n),
+                    partition: p.name,
+                    cpus: p.cpus,
+                    memory_bytes: p.memory_gib * GIB,
+                    gpus: p.gpus,
+                    unavailable: UNAVAILABLE
+                        .iter()
+                        .find(|(u, _, _)| *u == n)
+                        .map(|(_, s, r)| (*s, *r)),
+                })
+            })
+            .collect();
+        let seed = now_micros().timestamp_micros() as u64;
+        let mut demo = Demo {
+            store,
+            rng: Rng(seed),
+            tick: 0,
+            tick_seconds: TICK.as_secs_f64() / speed,
+            nodes,
+            jobs: BTreeMap::new(),
+            finished: VecDeque::new(),
+            next_id: 20_001,
+        };
+        demo.adopt().await?;
+        Ok(demo)
+    }
+
+    async fn adopt(&mut self) -> anyhow::Result<()> {
+        let filter = JobFilter {
+            limit: 100_000,
+            ..JobFilter::default()
+        };
+        let (jobs, _) = self.store.list_jobs(&filter).await?;
+        let mut finished: Vec<(chrono::DateTime<chrono::Utc>, String)> = Vec::new();
+        for job in jobs.into_iter().filter(is_mock) {
+            let number = job.id.split('_').next().and_then(|n| n.parse::<u64>().ok());
+            if let Some(n) = number {
+                self.next_id = self.next_id.max(n + 1);
+            }
+            if job.state.is_terminal() {
+                finished.push((job.end_time.unwrap_or(job.start_time), job.id));
+                continue;
+            }
+            let phase = if job.state == JobState::Pending {
+                Phase::Queued {
+                    start_at: self.rng.range(1, 12),
+                }
+            } else {
+                Phase::Running {
+                    end_at: self.rng.range(6, 90),
+                }
+            };
+            let nodes = job.nodes.len().max(1) as i64;
+            let profile = if self.rng.below(3) == 0 {
+                Profile::Wasteful
+            } else {
+                Profile::Efficient
+            };
+            let adopted = DemoJob {
+                id: job.id.clone(),
+                profile,
+                partition: job
+                    .scheduler
+                    .as_ref()
+                    .and_then(|s| s.partition.clone())
+                    .unwrap_or_else(|| "cpu".into()),
+                cpus_per_node: (job.allocated_cpus.unwrap_or(8) / nodes).max(1) as u32,
+                memory_per_node: (job.allocated_memory_mb.unwrap_or(8192) / nodes).max(1) as u64
+                    * 1024
+                    * 1024,
+                gpus_per_node: (job.allocated_gpus.unwrap_or(0) / nodes) as u32,
+                nodes: job.nodes,
+                phase,
+                ran: 0,
+                level: self.level(profile),
+                cpu_usec: BTreeMap::new(),
+                io_bytes: 0,
+                peak: 0,
+            };
+            self.jobs.insert(job.id, adopted);
+        }
+        finished.sort();
+        self.finished = finished.into_iter().map(|(_, id)| id).collect();
+        Ok(())
+    }
+
+    fn level(&mut self, profile: Profile) -> f64 {
+        match profile {
+            Profile::Wasteful => 3.0 + self.rng.unit() * 9.0,
+            Profile::IdleGpu => 25.0 + self.rng.unit() * 20.0,
+            Profile::OutOfMemory | Profile::Failed => 60.0 + self.rng.unit() * 30.0,
+            _ => 78.0 + self.rng.unit() * 20.0,
+        }
+    }
+
+    /// Ticks in `minutes` of simulated time (at least one).
+    fn ticks(&self, minutes: f64) -> u64 {
+        ((minutes * 60.0 / TICK.as_secs_f64()).round() as u64).max(1)
+    }
+
+    /// One step: submit, start, sample, finish, write the scheduler's view, prune.
+    pub async fn step(&mut self) -> anyhow::Result<()> {
+        self.tick += 1;
+        let active = self.jobs.len();
+        if active < ACTIVE_TARGET {
+            let n = if active + 4 < ACTIVE_TARGET { 2 } else { 1 };
+            for _ in 0..n {
+                self.submit().await?;
+            }
+        }
+        self.start_due().await?;
+        self.sample().await?;
+        self.finish_due().await?;
+        self.write_scheduler_view().await?;
+        self.prune().await?;
+        Ok(())
+    }
+
+    fn pick_profile(&mut self) -> Profile {
+        let total: u64 = MIX.iter().map(|(_, w)| w).sum();
+        let mut x = self.rng.below(total);
+        for (profile, weight) in MIX {
+            if x < *weight {
+                return *profile;
+            }
+            x -= weight;
+        }
+        Profile::Efficient
+    }
+
+    /// `count` distinct nodes of `partition` that take jobs, least loaded first.
+    fn place(&mut self, partition: &str, count: usize) -> Vec<String> {
+        let load = self.cpu_load();
+        let mut candidates: Vec<(u64, u64, &DemoNode)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.partition == partition && n.unavailable.is_none())
+            .map(|n| {
+                let used = load.get(n.name.as_str()).copied().unwrap_or(0);
+                (used * 100 / n.cpus as u64, 0, n)
+            })
+            .collect();
+        for c in candidates.iter_mut() {
+            c.1 = self.rng.next();
+        }
+        candidates.sort_by_key(|(used, tie, _)| (*used / 25, *tie));
+        candidates
+            .into_iter()
+            .take(count)
+            .map(|(_, _, n)| n.name.clone())
+            .collect()
+    }
+
+    /// CPUs allocated to running jobs, per node.
+    fn cpu_load(&self) -> BTreeMap<&str, u64> {
+        let mut load = BTreeMap::new();
+        for job in self.jobs.values() {
+            if matches!(job.phase, Phase::Running { .. }) {
+                for n in &job.nodes {
+                    *load.entry(n.as_str()).or_default() += job.cpus_per_node as u64;
+                }
+            }
+        }
+        load
+    }
+
+    /// Submits one job (or one array of tasks), stored as pending.
+    async fn submit(&mut self) -> anyhow::Result<()> {
+        let profile = self.pick_profile();
+        let partition = match profile {
+            Profile::IdleGpu => "gpu",
+            Profile::OutOfMemory => *self.rng.pick(&["cpu", "bigmem"]),
+            Profile::Failed | Profile::Cancelled => *self.rng.pick(&["cpu", "debug", "gpu"]),
+            Profile::MultiNode => *self.rng.pick(&["cpu", "cpu", "gpu"]),
+            _ => *self.rng.pick(&["cpu", "cpu", "gpu", "bigmem", "debug"]),
+        };
+        let spec = PARTITIONS
+            .iter()
+            .find(|p| p.name == partition)
+            .expect("a demo partition");
+        let node_count = match profile {
+            Profile::MultiNode => self.rng.range(2, 4) as usize,
+            _ => 1,
+        };
+        let cpus_per_node = match profile {
+            Profile::MultiNode => spec.cpus,
+            _ => *self
+                .rng
+                .pick(&[spec.cpus / 8, spec.cpus / 4, spec.cpus / 2, spec.cpus]),
+        }
+        .max(1);
+        let memory_per_node = spec.memory_gib * GIB * cpus_per_node as u64 / spec.cpus as u64 / 2;
+        let gpus_per_node = if spec.gpus == 0 {
+            0
+        } else if profile == Profile::MultiNode {
+            spec.gpus
+        } else {
+            *self.rng.pick(&[1, 2, 4])
+        };
+        let user = self.rng.pick(USERS).to_string();
+        let account = self.rng.pick(ACCOUNTS).to_string();
+        let name = self.rng.pick(NAMES).to_string();
+        let time_limit = if profile == Profile::Timeout {
+            self.rng.range(3, 6) as i64
+        } else {
+            *self.rng.pick(&[30, 60, 120, 240])
+        }
+        .min(spec.max_minutes);
+        let id = self.next_id;
+        self.next_id += 1;
+        let tasks: Vec<(String, Option<i64>)> = if profile == Profile::Array {
+            (1..=self.rng.range(3, 5) as i64)
+                .map(|t| (format!("{id}_{t}"), Some(t)))
+                .collect()
+        } else {
+            vec![(id.to_string(), None)]
+        };
+        for (job_id, task) in tasks {
+            let nodes = self.place(partition, node_count);
+            if nodes.is_empty() {
+                return Ok(());
+            }
+            let now = now_micros();
+            let total_nodes = nodes.len() as i64;
+            let mut job = Job::new(
+                job_id.clone(),
+                user.clone(),
+                nodes.clone(),
+                JobState::Pending,
+                now,
+                "demo",
+                "mock",
+                "mock-v1",
+            );
+            let cpus = cpus_per_node as i64 * total_nodes;
+            let memory_mb = (memory_per_node / (1024 * 1024)) as i64 * total_nodes;
+            let gpus = gpus_per_node as i64 * total_nodes;
+            job.requested_cpus = Some(cpus);
+            job.allocated_cpus = Some(cpus);
+            job.requested_memory_mb = Some(memory_mb);
+            job.allocated_memory_mb = Some(memory_mb);
+            job.requested_gpus = Some(gpus);
+            job.allocated_gpus = Some(gpus);
+            if gpus_per_node > 0 {
+                job.gpu_vendor = Some(GpuVendor::Nvidia);
+                job.gpu_count = Some(gpus);
+                job.gpu_devices = (0..gpus_per_node).map(|g| g.to_string()).collect();
+            }
+            job.scheduler = Some(SchedulerInfo {
+                kind: Some("mock".into()),
+                external_job_id: Some(job_id.clone()),
+                raw_state: Some("PENDING".into()),
+                submit_time: Some(now),
+                partition: Some(partition.into()),
+                account: Some(account.clone()),
+                qos: Some("normal".into()),
+                priority: Some(1000 + self.rng.below(9000) as i64),
+                state_reason: Some(self.rng.pick(&["Priority", "Resources"]).to_string()),
+                time_limit_minutes: Some(time_limit),
+                extra: crate::domain::job::scheduler_extra(
+                    Some(&name),
+                    task.map(|_| id.to_string()).as_deref(),
+                    task,
+                ),
+                ..SchedulerInfo::default()
+            });
+            self.store
+                .insert_job_if_absent(&job, &audit(&job_id))
+                .await?;
+            let start_at = self.tick + self.rng.range(2, 12);
+            let level = self.level(profile);
+            self.jobs.insert(
+                job_id.clone(),
+                DemoJob {
+                    id: job_id,
+                    profile,
+                    partition: partition.into(),
+                    nodes,
+                    cpus_per_node,
+                    memory_per_node,
+                    gpus_per_node,
+                    phase: Phase::Queued { start_at },
+                    ran: 0,
+                    level,
+                    cpu_usec: BTreeMap::new(),
+                    io_bytes: 0,
+                    peak: 0,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// How long a job that starts now runs, in ticks.
+    fn run_length(&mut self, profile: Profile, time_limit_ticks: Option<u64>) -> u64 {
+        match profile {
+            Profile::Timeout => time_limit_ticks.unwrap_or_else(|| self.ticks(4.0)),
+            Profile::Failed => self.rng.range(self.ticks(0.5), self.ticks(2.0)),
+            Profile::OutOfMemory => self.rng.range(self.ticks(1.5), self.ticks(3.0)),
+            Profile::Cancelled => self.rng.range(self.ticks(1.0), self.ticks(4.0)),
+            _ => self.rng.range(self.ticks(2.0), self.ticks(10.0)),
+        }
+    }
+
+    async fn start_due(&mut self) -> anyhow::Result<()> {
+        let due: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| matches!(j.phase, Phase::Queued { start_at } if start_at <= self.tick))
+            .map(|j| j.id.clone())
+            .collect();
+        for id in due {
+            let patch = JobPatch {
+                state: Some(JobState::Running),
+                ..JobPatch::default()
+            };
+            match self.store.update_job(&id, &patch, &audit(&id)).await {
+                Ok(job) => {
+                    let limit = job
+                        .scheduler
+                        .as_ref()
+                        .and_then(|s| s.time_limit_minutes)
+                        .map(|m| self.ticks(m as f64));
+                    let profile = self.jobs[&id].profile;
+                    let length = self.run_length(profile, limit);
+                    let end_at = self.tick + length;
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.phase = Phase::Running { end_at };
+                    }
+                }
+                // Someone else changed or deleted it: it is no longer the demo's to run.
+                Err(err) => {
+                    tracing::debug!(job_id = %id, error = %err, "demo job could not start");
+                    self.jobs.remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The job's figures on one node this tick: (CPU %, memory bytes, GPU utilization).
+    fn figures(&mut self, job: &DemoJob, end_at: u64) -> (f64, u64, f64) {
+        let wobble = (self.rng.unit() - 0.5) * 10.0;
+        let cpu = (job.level + wobble).clamp(0.5, 100.0);
+        let progress = (job.ran as f64
+            / (end_at.saturating_sub(self.tick) + job.ran).max(1) as f64)
+            .clamp(0.0, 1.0);
+        let limit = job.memory_per_node as f64;
+        let memory = match job.profile {
+            // Climbs to its limit, where the kernel kills it.
+            Profile::OutOfMemory => limit * (0.3 + 0.7 * progress),
+            Profile::Wasteful => limit * (0.04 + 0.02 * self.rng.unit()),
+            _ => limit * (0.35 + 0.35 * progress.min(0.3) / 0.3 + 0.05 * self.rng.unit()),
+        };
+        let gpu = match job.profile {
+            Profile::IdleGpu => 0.0,
+            Profile::Wasteful => 2.0 + self.rng.unit() * 6.0,
+            _ => (job.level + (self.rng.unit() - 0.5) * 14.0).clamp(0.0, 100.0),
+        };
+        (cpu, (memory.min(limit)) as u64, gpu)
+    }
+
+    /// One agent report per node that is up, with every running job on it.
+    async fn sample(&mut self) -> anyhow::Result<()> {
+        let now = now_micros();
+        let tick_usec = (self.tick_seconds * 1_000_000.0) as u64;
+        let mut reports: BTreeMap<String, Vec<JobReport>> = BTreeMap::new();
+        let mut node_gpus: BTreeMap<String, BTreeMap<u32, (f64, u64)>> = BTreeMap::new();
+        let mut node_cpu: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+        let ids: Vec<String> = self.jobs.keys().cloned().collect();
+        for id in ids {
+            let Some(mut job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            if let Phase::Running { end_at } = job.phase {
+                job.ran += 1;
+                for node in job.nodes.clone() {
+                    let (cpu, memory, gpu) = self.figures(&job, end_at);
+                    let usec = job.cpu_usec.entry(node.clone()).or_default();
+                    *usec += (cpu / 100.0 * job.cpus_per_node as f64 * tick_usec as f64) as u64;
+                    job.io_bytes += self.rng.range(1, 64) * 1024 * 1024;
+                    job.peak = job.peak.max(memory);
+                    let oom = job.profile == Profile::OutOfMemory && end_at <= self.tick + 1;
+                    let gpus: Vec<GpuReading> = (0..job.gpus_per_node)
+                        .map(|index| {
+                            let g = GpuReading {
+                                utilization_percent: Some(gpu),
+                                memory_used_bytes: Some(
+                                    (gpu / 100.0 * 60.0 * GIB as f64) as u64 + GIB,
+                                ),
+                                memory_total_bytes: Some(80 * GIB),
+                                power_watts: Some(80.0 + gpu * 6.2),
+                                temperature_celsius: Some(35.0 + gpu * 0.45),
+                                uuid: Some(format!("GPU-{node}-{index}")),
+                                ..GpuReading::new(index, DeviceVendor::Nvidia)
+                            };
+                            let slot = node_gpus
+                                .entry(node.clone())
+                                .or_default()
+                                .entry(index)
+                                .or_default();
+                            slot.0 = slot.0.max(gpu);
+                            slot.1 += g.memory_used_bytes.unwrap_or(0);
+                            g
+                        })
+                        .collect();
+                    let busy = node_cpu.entry(node.clone()).or_default();
+                    busy.0 += cpu / 100.0 * job.cpus_per_node as f64;
+                    busy.1 += memory;
+                    reports.entry(node.clone()).or_default().push(JobReport {
+                        job_id: job.id.clone(),
+                        collected_at: None,
+                        cpu_usage_percent: Some(cpu),
+                        cgroup: CgroupSample {
+                            cpu_usage_usec: Some(*usec),
+                            cpu_user_usec: Some(*usec / 10 * 9),
+                            cpu_system_usec: Some(*usec / 10),
+                            memory_current_bytes: Some(memory),
+                            memory_peak_bytes: Some(job.peak),
+                            memory_limit_bytes: Some(job.memory_per_node),
+                            oom_kills: Some(u64::from(oom)),
+                            io_read_bytes: Some(job.io_bytes),
+                            io_write_bytes: Some(job.io_bytes / 3),
+                            pids_current: Some(job.cpus_per_node as u64 + 2),
+                            ..CgroupSample::default()
+                        },
+                        gpus,
+                    });
+                }
+            }
+            self.jobs.insert(id, job);
+        }
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if matches!(node.unavailable, Some((NodeState::Down, _))) {
+                continue; // a down node's agent is silent
+            }
+            let name = node.name.clone();
+            let (busy_cpus, used_memory) = node_cpu.get(&name).copied().unwrap_or_default();
+            let cpus = node.cpus;
+            let memory_total = node.memory_bytes;
+            let gpu_count = node.gpus;
+            let noise = self.rng.unit();
+            let used = (used_memory + 3 * GIB + (noise * GIB as f64) as u64).min(memory_total);
+            let usage = (busy_cpus / cpus as f64 * 100.0 + 0.5 + noise).clamp(0.0, 100.0);
+            let load = busy_cpus + noise;
+            let gpus = (0..gpu_count)
+                .map(|index| {
+                    let (util, memory) = node_gpus
+                        .get(&name)
+                        .and_then(|g| g.get(&index))
+                        .copied()
+                        .unwrap_or_default();
+                    GpuReading {
+                        utilization_percent: Some(util),
+                        memory_used_bytes: Some(memory),
+                        memory_total_bytes: Some(80 * GIB),
+                        power_watts: Some(60.0 + util * 6.2),
+                        temperature_celsius: Some(32.0 + util * 0.45),
+                        uuid: Some(format!("GPU-{name}-{index}")),
+                        ..GpuReading::new(index, DeviceVendor::Nvidia)
+                    }
+                })
+                .collect();
+            let batch = SampleBatch {
+                node: name.clone(),
+                collected_at: now,
+                interval_seconds: Some(self.tick_seconds),
+                jobs: reports.remove(&name).unwrap_or_default(),
+                node_stats: Some(NodeStats {
+                    sample: NodeSample {
+                        cpu_usage_percent: Some(usage),
+                        memory_total_bytes: Some(memory_total),
+                        memory_used_bytes: Some(used),
+                        memory_available_bytes: Some(memory_total - used),
+                        load_1: Some(load),
+                        load_5: Some(load * 0.95),
+                        load_15: Some(load * 0.9),
+                        cpu_count: Some(cpus),
+                    },
+                    gpus,
+                }),
+            };
+            // The checks and the write of `POST /v1/samples`.
+            let prepared = batch
+                .prepare(now)
+                .map_err(|e| anyhow::anyhow!("demo batch invalid: {}", e.0))?;
+            self.store
+                .ingest_samples(
+                    &prepared.items,
+                    prepared.node_report.as_ref(),
+                    LatePolicy::UntilJobEnd,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_due(&mut self) -> anyhow::Result<()> {
+        let due: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| matches!(j.phase, Phase::Running { end_at } if end_at <= self.tick))
+            .map(|j| j.id.clone())
+            .collect();
+        for id in due {
+            let Some(job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            let (state, raw, exit_code, signal) = match job.profile {
+                Profile::OutOfMemory => (JobState::Failed, "OUT_OF_MEMORY", 0, 9),
+                Profile::Timeout => (JobState::Cancelled, "TIMEOUT", 0, 15),
+                Profile::Cancelled => (JobState::Cancelled, "CANCELLED", 0, 15),
+                Profile::Failed => (JobState::Failed, "FAILED", 1, 0),
+                _ => (JobState::Completed, "COMPLETED", 0, 0),
+            };
+            let finish = Finish {
+                state,
+                end_time: now_micros(),
+                exit_code: Some(exit_code),
+                signal: Some(signal),
+                raw_state: Some(raw.into()),
+                inherit_correlation: true,
+            };
+            match self.store.finish_job(&id, &finish, &audit(&id)).await {
+                Ok(_) => self.finished.push_back(id),
+                Err(crate::store::StoreError::NotFound) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Node states and partitions, as the Slurm backend would write them.
+    async fn write_scheduler_view(&mut self) -> anyhow::Result<()> {
+        let load = self.cpu_load();
+        let nodes: Vec<SchedulerNode> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let used = load.get(n.name.as_str()).copied().unwrap_or(0);
+                let (state, reason) = match n.unavailable {
+                    Some((state, reason)) => (state, Some(reason.to_string())),
+                    None if used == 0 => (NodeState::Idle, None),
+                    None if used >= n.cpus as u64 => (NodeState::Allocated, None),
+                    None => (NodeState::Mixed, None),
+                };
+                SchedulerNode {
+                    name: n.name.clone(),
+                    state,
+                    state_reason: reason,
+                    partitions: Some(vec![n.partition.to_string()]),
+                    cpus: Some(n.cpus as i64),
+                    memory_total_bytes: Some(n.memory_bytes as i64),
+                    load_1: None,
+                }
+            })
+            .collect();
+        self.store.update_nodes_from_scheduler(&nodes).await?;
+        let now = now_micros();
+        let partitions: Vec<Partition> = PARTITIONS
+            .iter()
+            .map(|p| {
+                let count = |queued: bool| {
+                    self.jobs
+                        .values()
+                        .filter(|j| {
+                            j.partition == p.name
+                                && matches!(j.phase, Phase::Queued { .. }) == queued
+                        })
+                        .count() as i64
+                };
+                let names: Vec<String> = (p.first..=p.last).map(node_name).collect();
+                Partition {
+                    name: p.name.into(),
+                    state: PartitionState::Up,
+                    is_default: p.name == "cpu",
+                    total_nodes: Some(names.len() as i64),
+                    total_cpus: Some(names.len() as i64 * p.cpus as i64),
+                    nodes: names,
+                    limits: PartitionLimits {
+                        max_time_minutes: Some(p.max_minutes),
+                        default_time_minutes: Some(p.max_minutes.min(60)),
+                        max_nodes_per_job: None,
+                    },
+                    jobs_running: count(false),
+                    jobs_pending: count(true),
+                    updated_at: now,
+                }
+            })
+            .collect();
+        self.store.sync_partitions(&partitions).await?;
+        Ok(())
+    }
+
+    /// Deletes the oldest finished demo jobs beyond [`JOB_BOUND`]; now and then prunes old
+    /// samples and events.
+    async fn prune(&mut self) -> anyhow::Result<()> {
+        while self.jobs.len() + self.finished.len() > JOB_BOUND {
+            let Some(id) = self.finished.pop_front() else {
+                break;
+            };
+            match self.store.delete_job(&id, &audit(&id)).await {
+                Ok(()) | Err(crate::store::StoreError::NotFound) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if self.tick.is_multiple_of(PRUNE_EVERY_TICKS) {
+            let before = now_micros()
+                - chrono::Duration::from_std(DEMO_RETENTION).unwrap_or(chrono::Duration::hours(3));
+            self.store.prune(before).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the demo until `stop` turns true. A failed tick is logged and the next one tried.
+pub async fn run(store: Store, speed: f64, mut stop: watch::Receiver<bool>) {
+    let mut demo = match Demo::start(store, speed).await {
+        Ok(demo) => demo,
+        Err(err) => {
+            tracing::error!(error = %err, "the demo cluster could not start");
+            return;
+        }
+    };
+    tracing::info!(
+        speed,
+        tick_seconds = demo.tick_seconds,
+        "demo cluster running"
+    );
+    // The first tick one period after start: the seeded cluster is served as it is first.
+    let period = Duration::from_secs_f64(demo.tick_seconds);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(err) = demo.step().await {
+            tracing::warn!(error = %err, "demo tick failed; trying again next tick");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_fifty_nodes_once() {
+        let mut numbers: Vec<usize> = PARTITIONS.iter().flat_map(|p| p.first..=p.last).collect();
+        assert_eq!(numbers.len(), 50);
+        numbers.dedup();
+        assert_eq!(numbers.len(), 50);
+        for (n, _, _) in UNAVAILABLE {
+            assert!(numbers.contains(n));
+        }
+    }
+
+    #[test]
+    fn the_mix_has_every_profile() {
+        for p in [
+            Profile::Efficient,
+            Profile::Wasteful,
+            Profile::IdleGpu,
+            Profile::OutOfMemory,
+            Profile::Timeout,
+            Profile::Cancelled,
+            Profile::Failed,
+            Profile::Array,
+            Profile::MultiNode,
+        ] {
+            assert!(MIX.iter().any(|(q, w)| *q == p && *w > 0), "{p:?}");
+        }
+    }
+}
