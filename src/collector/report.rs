@@ -116,7 +116,7 @@ impl JobReport {
         let job_id = validate::required_name("job_id", Some(&self.job_id), "job_id is required")?;
         let timestamp = match self.collected_at {
             Some(t) => validate::reported_time("jobs[].collected_at", Some(t), now)?,
-            None => batch_time,
+            None => crate::domain::job::truncate_micros(batch_time),
         };
         let cpu_usage = self
             .cpu_usage_percent

@@ -9,7 +9,7 @@
 //! bounded by the timeout (at most one timeout for the backlog and one for the event itself).
 //!
 //! A spooled event is deleted only once the server took it: a 2xx, or a 4xx that can never
-//! succeed (the event itself is bad: 400, 405, 413, 415, 422), which is logged and dropped.
+//! succeed (the event itself is bad: any 4xx but those below), which is logged and dropped.
 //! 401, 403, 408 and 429 are configuration or load problems an admin can fix, and 5xx and
 //! network errors are transient: those events stay, and the pass stops (the rest would fail
 //! alike). A 404 (an epilog without a user for a job whose prolog is still in another node's
@@ -109,7 +109,7 @@ impl HookClient {
                 match status {
                     200..=299 => Delivery::Accepted,
                     404 => Delivery::NotFound,
-                    400 | 405 | 413 | 415 | 422 => {
+                    s if refused_for_good(s) => {
                         let text = resp.text().await.unwrap_or_default();
                         Delivery::Refused(status, text.chars().take(300).collect())
                     }
@@ -118,6 +118,13 @@ impl HookClient {
             }
         }
     }
+}
+
+/// Whether the server refused the event itself, for good: every 4xx but 404 (handled apart),
+/// 401, 403 (a token an admin will fix), 408 and 429 (load). A spool never waits behind an
+/// event the server will never take; 5xx (503 during a database outage included) is kept.
+fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 429)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -403,6 +410,17 @@ fn passwd_lookup(passwd: &str, uid: u32) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_4xx_is_final_but_for_fixable_setup_and_load() {
+        for kept in [401, 403, 404, 408, 429, 500, 502, 503] {
+            assert!(!super::refused_for_good(kept), "{kept}");
+        }
+        for dropped in [400, 405, 409, 410, 411, 413, 414, 415, 422, 431] {
+            assert!(super::refused_for_good(dropped), "{dropped}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1837,6 +1837,7 @@ mod tests {
             nodes: vec!["n1".into(), "n2".into()],
             partition: None,
             correlation_id: "c-1".into(),
+            start_time: "2026-11-29T23:00:00Z".parse().unwrap(),
         };
         let text = to_json(&job.sample_payload("j-1")).unwrap();
         let got: serde_json::Value = serde_json::from_str(&text).unwrap();
