@@ -14,7 +14,7 @@ use std::path::PathBuf;
     long_about = "jobscope records what the jobs of an HPC cluster do: Slurm's prolog and epilog \
                   post lifecycle events, every change is stored with an audit trail, and the \
                   /v1 API serves jobs, their samples and their history.\n\n\
-                  Start with `jobscope serve --demo` and open http://127.0.0.1:8080/v1/jobs."
+                  Start with `jobscope serve --demo` and open http://127.0.0.1:8080/ in a browser."
 )]
 pub struct Cli {
     /// Log format on stderr. Log levels come from RUST_LOG (default: info).

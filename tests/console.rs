@@ -414,6 +414,41 @@ async fn console_in_a_real_browser() {
         .await;
     assert_eq!(canvas, json!(2), "a CPU and a memory chart are drawn");
     browser.screenshot(&out.join("job.png")).await;
+
+    // A phone in dark mode: the cluster page fits the width (tables scroll inside their box).
+    browser
+        .send(
+            "POST",
+            &browser.session_path("/goog/cdp/execute"),
+            Some(json!({"cmd": "Emulation.setEmulatedMedia",
+                        "params": {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}})),
+        )
+        .await;
+    browser
+        .send(
+            "POST",
+            &browser.session_path("/window/rect"),
+            Some(json!({"width": 400, "height": 900})),
+        )
+        .await;
+    browser.go(&format!("{}/#/", server.base)).await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#node-grid li').length === 50",
+            Duration::from_secs(10),
+            "the cluster page on a phone",
+        )
+        .await;
+    let fits = browser
+        .eval("return [document.documentElement.scrollWidth, window.innerWidth, matchMedia('(prefers-color-scheme: dark)').matches];")
+        .await;
+    assert!(
+        fits[0].as_i64() <= fits[1].as_i64() && fits[2] == json!(true),
+        "page wider than the phone, or not dark: {fits}"
+    );
+    browser
+        .screenshot(&out.join("cluster-phone-dark.png"))
+        .await;
     drop(browser);
     server.shutdown().await;
 }
