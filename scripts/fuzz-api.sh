@@ -15,6 +15,8 @@ VENV="${FUZZ_VENV:-/var/tmp/jobscope-schemathesis-$SCHEMATHESIS_VERSION}"
 EXAMPLES="${FUZZ_EXAMPLES:-50}"
 SEED="${FUZZ_SEED:-18}"
 PHASES="${FUZZ_PHASES:-examples,fuzzing}"
+# Wall-clock budget per backend (schemathesis --max-time), so CI stays bounded on a busy machine.
+MAX_TIME="${FUZZ_MAX_TIME:-100}"
 PG_URL="${JOBSCOPE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
@@ -58,7 +60,7 @@ fuzz() {
         --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
         --exclude-path-regex '^/v1/(stream/(jobs|cluster|nodes|partitions)|ws|openapi\.yaml)$' \
         --seed "$SEED" --max-examples "$EXAMPLES" --workers 1 --phases "$PHASES" \
-        --no-shrink --no-color --request-timeout 20 --continue-on-failure \
+        --no-shrink --no-color --request-timeout 20 --continue-on-failure --max-time "$MAX_TIME" \
         --report junit --report-junit-path "$work/$name.xml" >"$out" 2>&1 || rc=$?
     local cases failures
     cases=$(grep -oE '[0-9]+ generated' "$out" | tail -n1 | cut -d' ' -f1)
