@@ -122,11 +122,6 @@ on_both_backends!(a_sample_before_its_job_started_is_refused_per_item, |app| {
     let job = app.get("/v1/jobs/s2").await.expect(200);
     assert!(job.get("last_sample_at").is_none(), "{job}");
     assert_eq!(app.sample_rows("s2").await, 0);
-    // The compat single-sample endpoint refuses it too.
-    let sample = json!({"cpu_usage": 1.0, "memory_usage_mb": 1.0, "timestamp": ago(86_400)});
-    app.write("POST", "/v1/jobs/s2/metrics", Some(&sample))
-        .await
-        .expect(400);
 });
 
 async fn non_ascii_audit_headers_are_400(backend: Backend) {

@@ -121,9 +121,6 @@ impl From<StoreError> for ApiError {
             StoreError::Terminal => {
                 ApiError::Conflict("Job is in terminal state and cannot be updated".into())
             }
-            StoreError::BeforeStart => ApiError::Validation(
-                "timestamp is before the job's start_time (beyond the allowed clock skew)".into(),
-            ),
             StoreError::InvalidTransition { from, to } => {
                 ApiError::Conflict(format!("Invalid state transition from {from} to {to}"))
             }

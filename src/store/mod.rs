@@ -242,8 +242,6 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
-    #[error("the sample was taken before the job started")]
-    BeforeStart,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -257,10 +255,10 @@ impl StoreError {
     /// and the hook and agent keep the event).
     pub fn is_unavailable(&self) -> bool {
         let StoreError::Database(err) = self else {
-            return matches!(self, StoreError::Closed);
+            return false;
         };
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
             // SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer held the database
             // past the busy timeout.
             sqlx::Error::Database(db) => {
@@ -490,7 +488,6 @@ impl Store {
         match outcome.rejected.first() {
             None => Ok(()),
             Some((_, SampleRejection::UnknownJob)) => Err(StoreError::NotFound),
-            Some((_, SampleRejection::BeforeJobStart)) => Err(StoreError::BeforeStart),
             Some(_) => Err(StoreError::Terminal),
         }
     }

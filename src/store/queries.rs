@@ -330,16 +330,17 @@ impl SampledJob {
 
     /// Whether a sample collected at `at` belongs to this job. An agent's last samples often
     /// arrive after the epilog: what was measured before the job's end is still the job's.
-    /// What was measured before the job started is not, beyond the clock skew the server
+    /// What an agent measured before the job started is not, beyond the clock skew the server
     /// allows between nodes (`MAX_CLOCK_SKEW_SECONDS`: the start is another node's or the
-    /// server's reading, the sample the agent's).
+    /// server's reading, the sample the agent's). The Go service's single-sample endpoint
+    /// (`WhileRunning`) keeps taking any past time, as it always did.
     pub(crate) fn accepts(
         &self,
         at: DateTime<Utc>,
         policy: LatePolicy,
     ) -> Result<(), SampleRejection> {
         let skew = chrono::Duration::seconds(crate::domain::validate::MAX_CLOCK_SKEW_SECONDS);
-        if at < self.start_time - skew {
+        if policy == LatePolicy::UntilJobEnd && at < self.start_time - skew {
             return Err(SampleRejection::BeforeJobStart);
         }
         if !self.state.is_terminal() {
