@@ -248,6 +248,18 @@ async fn scope_and_bad_tokens(backend: Backend) {
         app.get("/v1/jobs/b-1/audit").await.body,
         app.get("/v1/jobs/zz-404/audit").await.body
     );
+    // The audit trail records who did it, as authenticated, beside what the client sent.
+    let trail = app.get("/v1/jobs/a-1/audit").await.expect(200);
+    assert_eq!(trail["events"][0]["actor"], "role:hook");
+    assert_eq!(trail["events"][0]["changed_by"], "slurm-prolog");
+
+    app.token = Some(ADMIN_TOKEN.into());
+    app.write("PATCH", "/v1/jobs/a-2", Some(&json!({"cpu_usage": 5})))
+        .await
+        .expect(200);
+    let trail = app.get("/v1/jobs/a-2/audit").await.expect(200);
+    assert_eq!(trail["events"][1]["actor"], "admin");
+    assert_eq!(trail["events"][1]["changed_by"], "tester");
 
     // A reader still sees everything.
     app.token = Some(READER_TOKEN.into());

@@ -255,6 +255,27 @@ pub fn identify(tokens: Option<Tokens>, roles: &'static [Role]) -> BoxedFilter<(
         .boxed()
 }
 
+/// Like [`require`], but yields the caller's identity (for the audit log's actor).
+pub fn require_role(tokens: Option<Tokens>, roles: &'static [Role]) -> BoxedFilter<(Identity,)> {
+    warp::header::optional::<String>("authorization")
+        .and(warp::addr::remote())
+        .and_then(
+            move |header: Option<String>, source: Option<std::net::SocketAddr>| {
+                let tokens = tokens.clone();
+                async move {
+                    let Some(tokens) = tokens else {
+                        return Ok(Identity::Open);
+                    };
+                    check_identity(&tokens, bearer(header.as_deref()), roles, false).map_err(|e| {
+                        log_failure(source, &e);
+                        warp::reject::custom(e)
+                    })
+                }
+            },
+        )
+        .boxed()
+}
+
 /// Passes when no tokens are configured, or when the request's bearer token has one of `roles`
 /// (or is an admin token); rejects with 401/403 otherwise.
 pub fn require(tokens: Option<Tokens>, roles: &'static [Role]) -> BoxedFilter<()> {

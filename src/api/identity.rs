@@ -38,6 +38,11 @@ impl Identity {
         self.to_string()
     }
 
+    /// The actor an audit row records: `None` when nothing was authenticated.
+    pub fn audit_actor(&self) -> Option<String> {
+        (*self != Identity::Open).then(|| self.actor())
+    }
+
     /// Whether this identity may see job `job`'s lifecycle (its row, its state changes).
     pub fn may_see_job(&self, job: &Job, users_see_all_jobs: bool) -> bool {
         self.may_see_owner(&job.user, users_see_all_jobs)

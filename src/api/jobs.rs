@@ -93,8 +93,13 @@ pub struct CreateJob {
     scheduler: Option<SchedulerInfo>,
 }
 
-pub async fn create(headers: AuditHeaders, body: CreateJob, state: AppState) -> Response {
-    audited(headers.for_new_job(), |audit| {
+pub async fn create(
+    who: Identity,
+    headers: AuditHeaders,
+    body: CreateJob,
+    state: AppState,
+) -> Response {
+    audited(headers.by(&who).for_new_job(), |audit| {
         create_inner(audit, body, state)
     })
     .await
@@ -163,8 +168,14 @@ pub struct PatchJob {
     gpu_usage: Option<f64>,
 }
 
-pub async fn patch(id: String, headers: AuditHeaders, body: PatchJob, state: AppState) -> Response {
-    let audit = headers.for_job(&state.store, &id).await;
+pub async fn patch(
+    id: String,
+    who: Identity,
+    headers: AuditHeaders,
+    body: PatchJob,
+    state: AppState,
+) -> Response {
+    let audit = headers.by(&who).for_job(&state.store, &id).await;
     audited(audit, |audit| patch_inner(id, audit, body, state)).await
 }
 
@@ -194,8 +205,8 @@ async fn patch_inner(id: String, audit: AuditContext, body: PatchJob, state: App
     Ok(json(&state.store.update_job(&id, &patch, &audit).await?).into_response())
 }
 
-pub async fn delete(id: String, headers: AuditHeaders, state: AppState) -> Response {
-    let audit = headers.for_job(&state.store, &id).await;
+pub async fn delete(id: String, who: Identity, headers: AuditHeaders, state: AppState) -> Response {
+    let audit = headers.by(&who).for_job(&state.store, &id).await;
     audited(audit, |audit| delete_inner(id, audit, state)).await
 }
 

@@ -85,6 +85,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let st = move || with_state(state.clone());
     let stream_tokens = tokens.clone();
     let user_tokens = tokens.clone();
+    let actor_tokens = tokens.clone();
+    // Writes: roles only, and the identity goes into the audit row.
+    let actor = move |roles: &'static [Role]| auth::require_role(actor_tokens.clone(), roles);
     let auth = move |roles: &'static [Role]| require(tokens.clone(), roles);
     // Routes users may call too; the handler gets the identity and scopes what it answers.
     let who = move || auth::identify(user_tokens.clone(), READ);
@@ -118,7 +121,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let job_started = warp::path!("v1" / "events" / "job-started")
         .and(warp::post())
-        .and(auth(HOOK))
+        .and(actor(HOOK))
         .and(correlation_id())
         .and(json_body())
         .and(st())
@@ -127,7 +130,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let job_finished = warp::path!("v1" / "events" / "job-finished")
         .and(warp::post())
-        .and(auth(HOOK))
+        .and(actor(HOOK))
         .and(correlation_id())
         .and(json_body())
         .and(st())
@@ -144,7 +147,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let create_job = warp::path!("v1" / "jobs")
         .and(warp::post())
-        .and(auth(WRITE))
+        .and(actor(WRITE))
         .and(audit_headers())
         .and(json_body())
         .and(st())
@@ -160,7 +163,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let patch_job = warp::path!("v1" / "jobs" / String)
         .and(warp::patch())
-        .and(auth(WRITE))
+        .and(actor(WRITE))
         .and(audit_headers())
         .and(json_body())
         .and(st())
@@ -169,7 +172,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let delete_job = warp::path!("v1" / "jobs" / String)
         .and(warp::delete())
-        .and(auth(WRITE))
+        .and(actor(WRITE))
         .and(audit_headers())
         .and(st())
         .then(jobs::delete)
