@@ -221,6 +221,22 @@ pub struct ServeArgs {
     )]
     pub tokens_file: Option<PathBuf>,
 
+    /// The cluster's Slurm JWT key (auth/jwt's `jwt_hs256.key`): users then sign in with
+    /// `scontrol token` and see only their own jobs. Must be readable by its owner only;
+    /// re-read when it changes.
+    #[arg(
+        long,
+        env = "JOBSCOPE_SLURM_JWT_KEY_FILE",
+        value_name = "JOBSCOPE_SLURM_JWT_KEY_FILE"
+    )]
+    pub slurm_jwt_key_file: Option<PathBuf>,
+
+    /// Let users (Slurm JWTs, `user:NAME` tokens) list every job's lifecycle, as Slurm does
+    /// without `PrivateData=jobs`; samples and audit trails stay their own.
+    #[arg(long, env = "JOBSCOPE_USERS_SEE_ALL_JOBS", value_name = "JOBSCOPE_USERS_SEE_ALL_JOBS", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub users_see_all_jobs: bool,
+
     /// Allow listening on a non-loopback address without a tokens file. Anyone who can reach
     /// the port can then change and delete jobs.
     #[arg(long, env = "JOBSCOPE_INSECURE_NO_AUTH", value_name = "JOBSCOPE_INSECURE_NO_AUTH", value_parser = BoolishValueParser::new(),

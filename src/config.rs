@@ -158,6 +158,22 @@ impl ServeConfig {
             }
             None => None,
         };
+        let jwt =
+            match &args.slurm_jwt_key_file {
+                Some(path) => Some(crate::api::jwt::JwtKey::load(path).map_err(|e| {
+                    invalid("--slurm-jwt-key-file (JOBSCOPE_SLURM_JWT_KEY_FILE)", e)
+                })?),
+                None => None,
+            };
+        let tokens = match (tokens, jwt) {
+            (Some(tokens), jwt) => Some(tokens.with_jwt(jwt)),
+            (None, Some(jwt)) => Some(Tokens::jwt_only(jwt)),
+            (None, None) => None,
+        }
+        .map(|mut tokens| {
+            tokens.users_see_all_jobs = args.users_see_all_jobs;
+            tokens
+        });
         if tokens.is_none() && !ip.is_loopback() && !args.insecure_no_auth {
             return Err(invalid(
                 "--host (HOST)",

@@ -89,12 +89,13 @@ pub struct JobStarted {
 }
 
 pub async fn job_started(
+    who: super::identity::Identity,
     correlation: Option<String>,
     event: JobStarted,
     state: AppState,
 ) -> Response {
     let correlation = event_correlation(correlation, event.job_id.as_deref());
-    let result = started(event, &correlation, &state).await;
+    let result = started(event, &correlation, who.audit_actor(), &state).await;
     with_correlation(respond(result), &correlation)
 }
 
@@ -186,6 +187,7 @@ fn node_list(list: Option<&[String]>) -> Result<Vec<String>, ApiError> {
 async fn started(
     event: JobStarted,
     correlation: &str,
+    actor: Option<String>,
     state: &AppState,
 ) -> Result<Response, ApiError> {
     let job = started_job(event)?;
@@ -193,6 +195,7 @@ async fn started(
         changed_by: PROLOG.into(),
         source: SOURCE.into(),
         correlation_id: correlation.to_owned(),
+        actor,
     };
     Ok(
         match state.store.insert_job_if_absent(&job, &audit).await? {
@@ -223,6 +226,7 @@ pub struct JobFinished {
 }
 
 pub async fn job_finished(
+    who: super::identity::Identity,
     correlation: Option<String>,
     event: JobFinished,
     state: AppState,
@@ -231,10 +235,11 @@ pub async fn job_finished(
     // the change under the job's own correlation id and the response echoes it).
     let inherit = correlation.is_none();
     let fallback = event_correlation(correlation, event.job_id.as_deref());
-    let (response, recorded) = match finished(event, &fallback, inherit, &state).await {
-        Ok((response, recorded)) => (response, recorded),
-        Err(err) => (err.into_response(), None),
-    };
+    let (response, recorded) =
+        match finished(event, &fallback, inherit, who.audit_actor(), &state).await {
+            Ok((response, recorded)) => (response, recorded),
+            Err(err) => (err.into_response(), None),
+        };
     with_correlation(response, recorded.as_deref().unwrap_or(&fallback))
 }
 
@@ -244,6 +249,7 @@ async fn finished(
     e: JobFinished,
     correlation: &str,
     inherit_correlation: bool,
+    actor: Option<String>,
     state: &AppState,
 ) -> Result<(Response, Option<String>), ApiError> {
     let id = validate::required_name("job_id", e.job_id.as_deref(), "job_id is required")?;
@@ -276,6 +282,7 @@ async fn finished(
         changed_by: EPILOG.into(),
         source: SOURCE.into(),
         correlation_id: correlation.to_owned(),
+        actor,
     };
     match state.store.finish_job(&id, &finish, &audit).await {
         Ok(Applied::Done(job)) => {

@@ -2,6 +2,7 @@
 //! `GET/POST /v1/jobs/{id}/metrics` and `GET /v1/jobs/{id}/audit`.
 
 use super::error::ApiError;
+use super::identity::Identity;
 use super::request::{audited, int_param, job_id, time_param, AuditHeaders};
 use super::AppState;
 use crate::domain::validate::{self, MAX_NODES};
@@ -22,11 +23,28 @@ struct JobList {
     offset: i64,
 }
 
-pub async fn list(params: HashMap<String, String>, state: AppState) -> Response {
-    super::error::respond(list_inner(params, state).await)
+/// Whether users may list every job's lifecycle (`--users-see-all-jobs`).
+pub(super) fn users_see_all(state: &AppState) -> bool {
+    state.tokens.as_ref().is_some_and(|t| t.users_see_all_jobs)
 }
 
-async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled {
+/// Job `id` if `who` may see it with `all_lifecycles`; another user's job is a missing job.
+pub(super) async fn visible_job(
+    who: &Identity,
+    id: &str,
+    all_lifecycles: bool,
+    state: &AppState,
+) -> Result<Job, ApiError> {
+    let job = state.store.get_job(id).await?;
+    who.check_job(&job, all_lifecycles)?;
+    Ok(job)
+}
+
+pub async fn list(who: Identity, params: HashMap<String, String>, state: AppState) -> Response {
+    super::error::respond(list_inner(who, params, state).await)
+}
+
+async fn list_inner(who: Identity, params: HashMap<String, String>, state: AppState) -> Handled {
     let job_state = match params
         .get("state")
         .map(|s| s.trim())
@@ -38,9 +56,16 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
         ),
         None => None,
     };
+    let mut user = validate::optional_name("user", params.get("user").map(String::as_str))?;
+    let mut nobody = false;
+    if let (Some(me), false) = (who.user(), users_see_all(&state)) {
+        // A user lists their own jobs, whatever `user` they ask for (someone else's: none).
+        nobody = user.as_deref().is_some_and(|u| u != me);
+        user = Some(me.to_owned());
+    }
     let filter = JobFilter {
         state: job_state,
-        user: validate::optional_name("user", params.get("user").map(String::as_str))?,
+        user,
         node: validate::optional_name("node", params.get("node").map(String::as_str))?,
         limit: int_param(&params, "limit", 100, 1, 1000)?,
         offset: int_param(&params, "offset", 0, 0, i64::MAX)?,
@@ -71,7 +96,11 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
             }
         },
     };
-    let (jobs, total) = state.store.list_jobs(&filter).await?;
+    let (jobs, total) = if nobody {
+        (Vec::new(), 0)
+    } else {
+        state.store.list_jobs(&filter).await?
+    };
     Ok(json(&JobList {
         jobs,
         total,
@@ -90,8 +119,13 @@ pub struct CreateJob {
     scheduler: Option<SchedulerInfo>,
 }
 
-pub async fn create(headers: AuditHeaders, body: CreateJob, state: AppState) -> Response {
-    audited(headers.for_new_job(), |audit| {
+pub async fn create(
+    who: Identity,
+    headers: AuditHeaders,
+    body: CreateJob,
+    state: AppState,
+) -> Response {
+    audited(headers.by(&who).for_new_job(), |audit| {
         create_inner(audit, body, state)
     })
     .await
@@ -145,13 +179,14 @@ fn check_scheduler(s: SchedulerInfo) -> Result<SchedulerInfo, ApiError> {
     })
 }
 
-pub async fn get(id: String, state: AppState) -> Response {
-    super::error::respond(get_inner(id, state).await)
+pub async fn get(id: String, who: Identity, state: AppState) -> Response {
+    super::error::respond(get_inner(id, who, state).await)
 }
 
-async fn get_inner(id: String, state: AppState) -> Handled {
+async fn get_inner(id: String, who: Identity, state: AppState) -> Handled {
     let id = job_id(&id)?;
-    Ok(json(&state.store.get_job(&id).await?).into_response())
+    let job = visible_job(&who, &id, users_see_all(&state), &state).await?;
+    Ok(json(&job).into_response())
 }
 
 #[derive(Deserialize)]
@@ -162,8 +197,14 @@ pub struct PatchJob {
     gpu_usage: Option<f64>,
 }
 
-pub async fn patch(id: String, headers: AuditHeaders, body: PatchJob, state: AppState) -> Response {
-    let audit = headers.for_job(&state.store, &id).await;
+pub async fn patch(
+    id: String,
+    who: Identity,
+    headers: AuditHeaders,
+    body: PatchJob,
+    state: AppState,
+) -> Response {
+    let audit = headers.by(&who).for_job(&state.store, &id).await;
     audited(audit, |audit| patch_inner(id, audit, body, state)).await
 }
 
@@ -193,8 +234,8 @@ async fn patch_inner(id: String, audit: AuditContext, body: PatchJob, state: App
     Ok(json(&state.store.update_job(&id, &patch, &audit).await?).into_response())
 }
 
-pub async fn delete(id: String, headers: AuditHeaders, state: AppState) -> Response {
-    let audit = headers.for_job(&state.store, &id).await;
+pub async fn delete(id: String, who: Identity, headers: AuditHeaders, state: AppState) -> Response {
+    let audit = headers.by(&who).for_job(&state.store, &id).await;
     audited(audit, |audit| delete_inner(id, audit, state)).await
 }
 
@@ -213,18 +254,23 @@ struct SampleList {
 
 pub async fn list_samples(
     id: String,
+    who: Identity,
     params: HashMap<String, String>,
     state: AppState,
 ) -> Response {
-    super::error::respond(list_samples_inner(id, params, state).await)
+    super::error::respond(list_samples_inner(id, who, params, state).await)
 }
 
 async fn list_samples_inner(
     id: String,
+    who: Identity,
     params: HashMap<String, String>,
     state: AppState,
 ) -> Handled {
     let id = job_id(&id)?;
+    if who.user().is_some() {
+        visible_job(&who, &id, false, &state).await?;
+    }
     let query = SampleQuery {
         start: time_param(&params, "start_time")?,
         end: time_param(&params, "end_time")?,
@@ -321,12 +367,15 @@ struct AuditTrail {
     events: Vec<AuditEvent>,
 }
 
-pub async fn audit_trail(id: String, state: AppState) -> Response {
-    super::error::respond(audit_trail_inner(id, state).await)
+pub async fn audit_trail(id: String, who: Identity, state: AppState) -> Response {
+    super::error::respond(audit_trail_inner(id, who, state).await)
 }
 
-async fn audit_trail_inner(id: String, state: AppState) -> Handled {
+async fn audit_trail_inner(id: String, who: Identity, state: AppState) -> Handled {
     let id = job_id(&id)?;
+    if who.user().is_some() {
+        visible_job(&who, &id, false, &state).await?;
+    }
     let events = state.store.audit_trail(&id).await?;
     Ok(json(&AuditTrail { job_id: id, events }).into_response())
 }

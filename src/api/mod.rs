@@ -11,7 +11,9 @@ pub mod connections;
 pub mod error;
 mod health;
 pub mod hooks;
+pub mod identity;
 mod jobs;
+pub mod jwt;
 pub mod metrics;
 mod nodes;
 mod openapi;
@@ -84,78 +86,107 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let metrics_auth = auth::require_metrics(tokens.clone(), state.metrics_token.clone());
     let st = move || with_state(state.clone());
     let stream_tokens = tokens.clone();
+    let user_tokens = tokens.clone();
+    let actor_tokens = tokens.clone();
+    // Writes: roles only, and the identity goes into the audit row.
+    let actor = move |roles: &'static [Role]| auth::require_role(actor_tokens.clone(), roles);
     let auth = move |roles: &'static [Role]| require(tokens.clone(), roles);
+    // Routes users may call too; the handler gets the identity and scopes what it answers.
+    let who = move || auth::identify(user_tokens.clone(), READ);
+    let users_too = {
+        let who = who.clone();
+        move || who().map(|_| ()).untuple_one().boxed()
+    };
     let stream_auth = move || auth::require_stream(stream_tokens.clone(), tickets.clone(), READ);
+    let whoami = warp::path!("v1" / "whoami")
+        .and(warp::get())
+        .and(who())
+        .and(st())
+        .map(|who: auth::Identity, state: AppState| {
+            let see_all = state.tokens.as_ref().is_some_and(|t| t.users_see_all_jobs);
+            warp::Reply::into_response(warp::reply::json(&who.describe(see_all)))
+        })
+        .boxed();
     use request::{audit_headers, correlation_id, json_body, json_body_limited, query_map};
 
     let health = warp::path!("v1" / "health")
         .and(warp::get())
         .and(st())
-        .then(health::health);
+        .then(health::health)
+        .boxed();
 
     let openapi = warp::path!("v1" / "openapi.yaml")
         .and(warp::get())
-        .and(auth(READ))
-        .map(openapi::document);
+        .and(users_too())
+        .map(openapi::document)
+        .boxed();
 
     let job_started = warp::path!("v1" / "events" / "job-started")
         .and(warp::post())
-        .and(auth(HOOK))
+        .and(actor(HOOK))
         .and(correlation_id())
         .and(json_body())
         .and(st())
-        .then(hooks::job_started);
+        .then(hooks::job_started)
+        .boxed();
 
     let job_finished = warp::path!("v1" / "events" / "job-finished")
         .and(warp::post())
-        .and(auth(HOOK))
+        .and(actor(HOOK))
         .and(correlation_id())
         .and(json_body())
         .and(st())
-        .then(hooks::job_finished);
+        .then(hooks::job_finished)
+        .boxed();
 
     let list_jobs = warp::path!("v1" / "jobs")
         .and(warp::get())
-        .and(auth(READ))
+        .and(who())
         .and(query_map())
         .and(st())
-        .then(jobs::list);
+        .then(jobs::list)
+        .boxed();
 
     let create_job = warp::path!("v1" / "jobs")
         .and(warp::post())
-        .and(auth(WRITE))
+        .and(actor(WRITE))
         .and(audit_headers())
         .and(json_body())
         .and(st())
-        .then(jobs::create);
+        .then(jobs::create)
+        .boxed();
 
     let get_job = warp::path!("v1" / "jobs" / String)
         .and(warp::get())
-        .and(auth(READ))
+        .and(who())
         .and(st())
-        .then(jobs::get);
+        .then(jobs::get)
+        .boxed();
 
     let patch_job = warp::path!("v1" / "jobs" / String)
         .and(warp::patch())
-        .and(auth(WRITE))
+        .and(actor(WRITE))
         .and(audit_headers())
         .and(json_body())
         .and(st())
-        .then(jobs::patch);
+        .then(jobs::patch)
+        .boxed();
 
     let delete_job = warp::path!("v1" / "jobs" / String)
         .and(warp::delete())
-        .and(auth(WRITE))
+        .and(actor(WRITE))
         .and(audit_headers())
         .and(st())
-        .then(jobs::delete);
+        .then(jobs::delete)
+        .boxed();
 
     let list_samples = warp::path!("v1" / "jobs" / String / "metrics")
         .and(warp::get())
-        .and(auth(READ))
+        .and(who())
         .and(query_map())
         .and(st())
-        .then(jobs::list_samples);
+        .then(jobs::list_samples)
+        .boxed();
 
     let add_sample = warp::path!("v1" / "jobs" / String / "metrics")
         .and(warp::post())
@@ -163,53 +194,61 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(audit_headers())
         .and(json_body())
         .and(st())
-        .then(jobs::add_sample);
+        .then(jobs::add_sample)
+        .boxed();
 
     let audit_trail = warp::path!("v1" / "jobs" / String / "audit")
         .and(warp::get())
-        .and(auth(READ))
+        .and(who())
         .and(st())
-        .then(jobs::audit_trail);
+        .then(jobs::audit_trail)
+        .boxed();
 
     let ingest_samples = warp::path!("v1" / "samples")
         .and(warp::post())
         .and(auth(SAMPLE))
         .and(json_body_limited(samples::MAX_BATCH_BYTES))
         .and(st())
-        .then(samples::ingest);
+        .then(samples::ingest)
+        .boxed();
 
     let list_nodes = warp::path!("v1" / "nodes")
         .and(warp::get())
-        .and(auth(READ))
+        .and(users_too())
         .and(query_map())
         .and(st())
-        .then(nodes::list);
+        .then(nodes::list)
+        .boxed();
 
     let get_node = warp::path!("v1" / "nodes" / String)
         .and(warp::get())
-        .and(auth(READ))
+        .and(users_too())
         .and(st())
-        .then(nodes::get);
+        .then(nodes::get)
+        .boxed();
 
     let node_jobs = warp::path!("v1" / "nodes" / String / "jobs")
         .and(warp::get())
         .and(auth(NODE_JOBS))
         .and(query_map())
         .and(st())
-        .then(nodes::jobs);
+        .then(nodes::jobs)
+        .boxed();
 
     let list_partitions = warp::path!("v1" / "partitions")
         .and(warp::get())
-        .and(auth(READ))
+        .and(users_too())
         .and(query_map())
         .and(st())
-        .then(partitions::list);
+        .then(partitions::list)
+        .boxed();
 
     let get_partition = warp::path!("v1" / "partitions" / String)
         .and(warp::get())
-        .and(auth(READ))
+        .and(users_too())
         .and(st())
-        .then(partitions::get);
+        .then(partitions::get)
+        .boxed();
 
     let stream_jobs = warp::path!("v1" / "stream" / "jobs")
         .and(warp::get())
@@ -217,7 +256,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(query_map())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
-        .then(stream::jobs);
+        .then(stream::jobs)
+        .boxed();
 
     let stream_job = warp::path!("v1" / "stream" / "jobs" / String)
         .and(warp::get())
@@ -225,7 +265,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(query_map())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
-        .then(stream::job);
+        .then(stream::job)
+        .boxed();
 
     let stream_cluster = warp::path!("v1" / "stream" / "cluster")
         .and(warp::get())
@@ -233,7 +274,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(query_map())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
-        .then(stream::cluster);
+        .then(stream::cluster)
+        .boxed();
 
     let stream_nodes = warp::path!("v1" / "stream" / "nodes")
         .and(warp::get())
@@ -241,7 +283,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(query_map())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
-        .then(stream::nodes);
+        .then(stream::nodes)
+        .boxed();
 
     let stream_partitions = warp::path!("v1" / "stream" / "partitions")
         .and(warp::get())
@@ -249,13 +292,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(query_map())
         .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
-        .then(stream::partitions);
+        .then(stream::partitions)
+        .boxed();
 
     let stream_ticket = warp::path!("v1" / "stream" / "tickets")
         .and(warp::post())
-        .and(auth(READ))
+        .and(who())
         .and(st())
-        .then(stream::ticket);
+        .then(stream::ticket)
+        .boxed();
 
     let websocket = warp::path!("v1" / "ws")
         .and(warp::get())
@@ -264,13 +309,15 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::header::optional::<String>("host"))
         .and(warp::ws())
         .and(st())
-        .then(ws::upgrade);
+        .then(ws::upgrade)
+        .boxed();
 
     let stream_status = warp::path!("v1" / "stream" / "status")
         .and(warp::get())
         .and(auth(WRITE))
         .and(st())
-        .then(stream::status);
+        .then(stream::status)
+        .boxed();
 
     // The live streams, boxed as one filter: the whole chain's type would otherwise outgrow
     // the compiler's query depth.
@@ -295,10 +342,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(metrics_auth)
         .and(st())
-        .then(self::metrics::scrape);
+        .then(self::metrics::scrape)
+        .boxed();
 
     let api = health
         .or(prometheus)
+        .unify()
+        .or(whoami)
         .unify()
         .or(openapi)
         .unify()

@@ -121,9 +121,18 @@ pub struct AuditHeaders {
     changed_by: String,
     source: String,
     correlation_id: Option<String>,
+    actor: Option<String>,
 }
 
 impl AuditHeaders {
+    /// Records `who` as the change's authenticated actor.
+    pub fn by(self, who: &super::identity::Identity) -> AuditHeaders {
+        AuditHeaders {
+            actor: who.audit_actor(),
+            ..self
+        }
+    }
+
     /// The audit context of a new job: the given correlation id or a fresh UUID.
     pub fn for_new_job(self) -> AuditContext {
         let correlation_id = self
@@ -133,6 +142,7 @@ impl AuditHeaders {
             changed_by: self.changed_by,
             source: self.source,
             correlation_id,
+            actor: self.actor,
         }
     }
 
@@ -170,6 +180,7 @@ pub fn audit_headers() -> impl Filter<Extract = (AuditHeaders,), Error = warp::R
                 changed_by: header("X-Changed-By", by)?,
                 source: header("X-Source", source)?,
                 correlation_id,
+                actor: None,
             })
         })
 }

@@ -23,6 +23,7 @@
 //! [`FeedEvent::encoded`]).
 
 use super::error::{respond, ApiError};
+use super::identity::Identity;
 use super::request::job_id;
 pub(super) use super::stream_filter::StreamFilter;
 use super::AppState;
@@ -169,8 +170,8 @@ pub async fn status(state: AppState) -> Response {
 
 /// `POST /v1/stream/tickets` (reader): a single-use ticket, valid for 60 s, that the streams
 /// accept as `?ticket=` (for EventSource, which cannot send headers).
-pub async fn ticket(state: AppState) -> Response {
-    let ticket = state.tickets.issue();
+pub async fn ticket(who: Identity, state: AppState) -> Response {
+    let ticket = state.tickets.issue(who);
     let ttl = super::auth::TICKET_TTL;
     let expires_at =
         crate::domain::now_micros() + chrono::Duration::from_std(ttl).unwrap_or_default();
@@ -330,11 +331,14 @@ impl Subscription {
 }
 
 pub async fn jobs(
+    who: Identity,
     params: HashMap<String, String>,
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
+    let see_all = super::jobs::users_see_all(&state);
     let result = StreamFilter::parse(&params, true).and_then(|filter| {
+        let filter = filter.scoped(&who, see_all);
         let start = cursor(last_event_id, &params)?;
         Ok(open(state, Subscription::new("jobs", filter), start))
     });
@@ -344,6 +348,7 @@ pub async fn jobs(
 /// `GET /v1/stream/nodes`: `node_updated` events, filtered by `node_names`, `states`,
 /// `partition`.
 pub async fn nodes(
+    _who: Identity,
     params: HashMap<String, String>,
     last_event_id: Option<String>,
     state: AppState,
@@ -358,6 +363,7 @@ pub async fn nodes(
 /// `GET /v1/stream/partitions`: `partition_updated` and `partition_deleted` events, filtered by
 /// `partition_names` and `states`.
 pub async fn partitions(
+    _who: Identity,
     params: HashMap<String, String>,
     last_event_id: Option<String>,
     state: AppState,
@@ -375,10 +381,12 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// `GET /v1/stream/cluster`: a `status` event every `interval_seconds` (default 5) with the
 /// cluster at a glance, plus the same change events as `/v1/stream/jobs`.
 pub async fn cluster(
+    who: Identity,
     params: HashMap<String, String>,
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
+    let see_all = super::jobs::users_see_all(&state);
     let result = (|| {
         let every = super::request::int_param(
             &params,
@@ -387,7 +395,7 @@ pub async fn cluster(
             1,
             3600,
         )?;
-        let filter = StreamFilter::parse(&params, true)?;
+        let filter = StreamFilter::parse(&params, true)?.scoped(&who, see_all);
         let start = cursor(last_event_id, &params)?;
         let sub = Subscription {
             status_every: Some(Duration::from_secs(every as u64)),
@@ -439,18 +447,32 @@ async fn cluster_status(state: &StreamRegistry, store: &Store, cursor: i64) -> V
 
 pub async fn job(
     id: String,
+    who: Identity,
     params: HashMap<String, String>,
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let result = job_id(&id).and_then(|id| {
+    let id = match job_id(&id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    // A user's stream of someone else's job is a missing job; the filter below keeps it so.
+    if who.user().is_some() {
+        if let Err(e) = super::jobs::visible_job(&who, &id, false, &state).await {
+            return e.into_response();
+        }
+    }
+    let result = (|| {
         let start = cursor(last_event_id, &params)?;
         let sub = Subscription {
             single_job: Some(id.clone()),
-            ..Subscription::new("job", StreamFilter::single_job(id, false))
+            ..Subscription::new(
+                "job",
+                StreamFilter::single_job(id, false).scoped(&who, false),
+            )
         };
         Ok(open(state, sub, start))
-    });
+    })();
     respond(result)
 }
 

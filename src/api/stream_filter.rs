@@ -34,6 +34,9 @@ pub(super) struct JobEvents {
     pub(super) node: Option<String>,
     pub(super) job_ids: Vec<String>,
     pub(super) exclude_samples: bool,
+    /// A user's scope: only jobs owned by `owner.0` (lifecycle events of every job too when
+    /// `owner.1`, `--users-see-all-jobs`; samples always only their own).
+    pub(super) owner: Option<(String, bool)>,
 }
 
 /// Filters of the node stream.
@@ -103,6 +106,7 @@ impl StreamFilter {
             node: optional(params, "node")?,
             job_ids,
             exclude_samples,
+            owner: None,
         }))
     }
 
@@ -150,6 +154,22 @@ impl StreamFilter {
         })
     }
 
+    /// The same filter, narrowed to what `who` may see: a user's job streams carry only their
+    /// own jobs' events, whatever filters they passed.
+    pub(super) fn scoped(
+        self,
+        who: &super::identity::Identity,
+        all_lifecycles: bool,
+    ) -> StreamFilter {
+        match (self, who.user()) {
+            (StreamFilter::Jobs(mut jobs), Some(user)) => {
+                jobs.owner = Some((user.to_owned(), all_lifecycles));
+                StreamFilter::Jobs(jobs)
+            }
+            (filter, _) => filter,
+        }
+    }
+
     pub(super) fn matches(&self, event: &StoredEvent) -> bool {
         match self {
             StreamFilter::Jobs(filter) => filter.matches(event),
@@ -172,6 +192,12 @@ impl JobEvents {
             return false;
         }
         let job = &event.payload["job"];
+        if let Some((owner, all_lifecycles)) = &self.owner {
+            let lifecycle_ok = *all_lifecycles && event.kind != "job_sample";
+            if !lifecycle_ok && job["user"].as_str() != Some(owner.as_str()) {
+                return false;
+            }
+        }
         if !self.job_ids.is_empty()
             && !event
                 .job_id
@@ -341,5 +367,22 @@ mod tests {
         assert!(!excluded.matches(&sample));
         let single = StreamFilter::single_job("8".into(), false);
         assert!(!single.matches(&sample));
+        use crate::api::identity::Identity;
+        let bob = Identity::User("bob".into());
+        let ann = Identity::User("ann".into());
+        let scoped = all.clone().scoped(&bob, false);
+        assert!(!scoped.matches(&sample), "bob never sees ann's events");
+        assert!(all.clone().scoped(&ann, false).matches(&sample));
+        assert!(
+            !all.clone().scoped(&bob, true).matches(&sample),
+            "samples stay private with --users-see-all-jobs"
+        );
+        let created = event(
+            "job_created",
+            Some("7"),
+            json!({"job": {"id": "7", "user": "ann", "state": "running"}}),
+        );
+        assert!(all.clone().scoped(&bob, true).matches(&created));
+        assert!(!all.clone().scoped(&bob, false).matches(&created));
     }
 }

@@ -11,6 +11,7 @@
 //! [`PING_EVERY`] and closes a connection that has not sent anything (a Pong included) for
 //! [`DEAD_AFTER`].
 
+use super::identity::Identity;
 use super::request::job_id;
 use super::stream::{self, StreamFilter, Subscription, CONNECTION_BUFFER};
 use super::AppState;
@@ -65,6 +66,7 @@ impl Heartbeat {
 
 /// `GET /v1/ws`: checks the `Origin` (403 before upgrading), then upgrades.
 pub async fn upgrade(
+    who: Identity,
     origin: Option<String>,
     host: Option<String>,
     ws: Ws,
@@ -79,7 +81,7 @@ pub async fn upgrade(
         return warp::reply::with_status(warp::reply::json(&body), StatusCode::FORBIDDEN)
             .into_response();
     }
-    ws.on_upgrade(move |socket| serve(socket, state, Heartbeat::DEFAULT))
+    ws.on_upgrade(move |socket| serve(socket, state, who, Heartbeat::DEFAULT))
         .into_response()
 }
 
@@ -114,6 +116,9 @@ enum ClientMessage {
 /// One open connection's subscriptions and its outgoing channel.
 struct Connection {
     state: AppState,
+    /// Who opened the connection: every subscription is scoped to what they may see.
+    who: Identity,
+    see_all: bool,
     out: mpsc::Sender<Message>,
     subscriptions: HashMap<String, JoinHandle<()>>,
     next_id: u64,
@@ -123,7 +128,7 @@ struct Connection {
 /// Why the reading side stopped.
 struct Closed;
 
-pub(crate) async fn serve(socket: WebSocket, state: AppState, heartbeat: Heartbeat) {
+pub(crate) async fn serve(socket: WebSocket, state: AppState, who: Identity, heartbeat: Heartbeat) {
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Message>(CONNECTION_BUFFER);
     let writer = tokio::spawn(async move {
@@ -135,8 +140,11 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, heartbeat: Heartbe
         let _ = sink.close().await;
     });
     let mut shutdown = state.shutdown.clone();
+    let see_all = super::jobs::users_see_all(&state);
     let mut conn = Connection {
         state,
+        who,
+        see_all,
         out,
         subscriptions: HashMap::new(),
         next_id: 0,
@@ -297,6 +305,12 @@ impl Connection {
                 status_every: None,
                 _registration: None,
             }
+        };
+        // A user's job subscriptions carry only their own jobs (samples always only their own).
+        let see_all = self.see_all && sub.stream == "jobs";
+        let sub = Subscription {
+            filter: sub.filter.scoped(&self.who, see_all),
+            ..sub
         };
         self.next_id += 1;
         Ok((format!("s{}", self.next_id), sub, start))
@@ -486,7 +500,7 @@ mod tests {
         use warp::Filter;
         let route = warp::ws().map(move |ws: Ws| {
             let state = state.clone();
-            ws.on_upgrade(move |socket| serve(socket, state, heartbeat))
+            ws.on_upgrade(move |socket| serve(socket, state, Identity::Open, heartbeat))
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/", listener.local_addr().unwrap());

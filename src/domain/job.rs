@@ -387,6 +387,10 @@ pub struct AuditEvent {
     pub source: String,
     pub correlation_id: String,
     pub job_snapshot: serde_json::Value,
+    /// Who did it, as authenticated (`role:hook`, `user:alice`, `admin`); absent for the
+    /// server's own changes, unauthenticated servers and rows older than identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// Current time truncated to microseconds: both databases store microseconds, so values read

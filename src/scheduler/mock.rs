@@ -244,6 +244,7 @@ pub async fn seed(store: &Store) -> StoreResult<usize> {
         changed_by: "demo-seeder".into(),
         source: "mock-scheduler".into(),
         correlation_id: uuid::Uuid::new_v4().to_string(),
+        actor: None,
     };
     let mut created = 0;
     let mut jobs = Vec::with_capacity(JOB_COUNT);

@@ -27,6 +27,9 @@ pub struct AuditContext {
     pub changed_by: String,
     pub source: String,
     pub correlation_id: String,
+    /// The authenticated identity (`role:hook`, `user:alice`, `admin`); `None` for the
+    /// server's own changes and for servers without authentication.
+    pub actor: Option<String>,
 }
 
 /// Filters of `GET /v1/jobs`, already validated.

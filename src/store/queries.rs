@@ -176,6 +176,7 @@ pub(crate) struct AuditRow {
     source: String,
     correlation_id: String,
     job_snapshot: Json<serde_json::Value>,
+    actor: Option<String>,
 }
 
 impl From<AuditRow> for AuditEvent {
@@ -189,6 +190,7 @@ impl From<AuditRow> for AuditEvent {
             source: r.source,
             correlation_id: r.correlation_id,
             job_snapshot: r.job_snapshot.0,
+            actor: r.actor,
         }
     }
 }
@@ -877,7 +879,7 @@ macro_rules! store_queries {
                 let audits = std::mem::take(&mut self.audits);
                 if !audits.is_empty() {
                     let mut qb: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO job_audit_events (job_id, change_type, changed_at, changed_by, source, correlation_id, job_snapshot) ",
+                        "INSERT INTO job_audit_events (job_id, change_type, changed_at, changed_by, source, correlation_id, job_snapshot, actor) ",
                     );
                     qb.push_values(audits, |mut b, (job_id, change_type, audit, snapshot)| {
                         b.push_bind(job_id)
@@ -886,7 +888,8 @@ macro_rules! store_queries {
                             .push_bind(audit.changed_by)
                             .push_bind(audit.source)
                             .push_bind(audit.correlation_id)
-                            .push_bind(Json(snapshot));
+                            .push_bind(Json(snapshot))
+                            .push_bind(audit.actor);
                     });
                     qb.build().execute(&mut *self.tx).await?;
                 }
@@ -1683,7 +1686,7 @@ macro_rules! store_queries {
 
         pub async fn audit_trail(pool: &Pool<$db>, id: &str) -> StoreResult<Vec<AuditEvent>> {
             let rows: Vec<AuditRow> = sqlx::query_as(
-                "SELECT id, job_id, change_type, changed_at, changed_by, source, correlation_id, job_snapshot \
+                "SELECT id, job_id, change_type, changed_at, changed_by, source, correlation_id, job_snapshot, actor \
                  FROM job_audit_events WHERE job_id = $1 ORDER BY id ASC",
             )
             .bind(id)

@@ -498,3 +498,15 @@ pub fn partition(
         updated_at: chrono::Utc::now(),
     }
 }
+
+impl TestApp {
+    /// With `tokens` configured (identities: users, Slurm JWTs).
+    pub async fn with_given_tokens(backend: Backend, tokens: Tokens) -> TestApp {
+        Self::build(backend, Some(tokens)).await
+    }
+
+    /// The router's state, to send requests with other headers.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+}

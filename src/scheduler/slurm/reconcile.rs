@@ -37,6 +37,7 @@ fn audit(job_id: &str) -> AuditContext {
         changed_by: CHANGED_BY.into(),
         source: SOURCE.into(),
         correlation_id: lifecycle_correlation_id(None, job_id),
+        actor: None,
     }
 }
 
