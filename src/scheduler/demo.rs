@@ -215,6 +215,7 @@ fn audit(job_id: &str) -> AuditContext {
         changed_by: "demo".into(),
         source: "mock-scheduler".into(),
         correlation_id: lifecycle_correlation_id(None, job_id),
+        actor: None,
     }
 }
 
