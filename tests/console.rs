@@ -276,9 +276,9 @@ async fn console_in_a_real_browser() {
     browser.go(&format!("{}/", server.base)).await;
     let (_, shown) = browser
         .wait_for(
-            "document.querySelectorAll('#node-grid li').length === 50 && document.querySelectorAll('#partitions tr').length === 4",
+            "document.querySelectorAll('#node-grid li').length === 50 && document.querySelectorAll('#partitions tr').length === 5",
             Duration::from_secs(20),
-            "the cluster page shows the demo's 50 nodes and 4 partitions",
+            "the cluster page shows the demo's 50 nodes and 5 partitions",
         )
         .await;
     let timing = browser

@@ -160,7 +160,7 @@ async fn run(backend: Backend) {
 
     // Partitions with queues, and node series for Prometheus.
     let partitions = get(&server, "/v1/partitions").await;
-    assert_eq!(partitions["partitions"].as_array().unwrap().len(), 4);
+    assert_eq!(partitions["partitions"].as_array().unwrap().len(), 5);
     let metrics = text(&server, "/metrics").await;
     assert!(
         metrics.contains("hpc_node_cpu_usage_percent{"),

@@ -12,8 +12,9 @@
 //!
 //! The mix: efficient and wasteful jobs, a GPU job that leaves its GPUs idle, jobs killed for
 //! memory, timeouts, cancellations, failures, array tasks and multi-node jobs, queued in four
-//! partitions; one node drained and one down. It keeps about [`JOB_BOUND`] demo jobs, deleting
-//! the oldest finished ones, and prunes samples and events older than [`DEMO_RETENTION`].
+//! partitions (a fifth, `interactive`, is listed inactive); one node drained and one down.
+//! It keeps about [`JOB_BOUND`] demo jobs, deleting the oldest finished ones, and prunes
+//! samples and events older than [`DEMO_RETENTION`].
 //! One tick is [`TICK`] divided by `--demo-speed`; every duration counts in ticks.
 
 use crate::api::hooks::lifecycle_correlation_id;
@@ -99,6 +100,19 @@ const PARTITIONS: &[PartitionSpec] = &[
         max_minutes: 30,
     },
 ];
+
+/// A partition the demo lists but never schedules: an interactive partition over the debug
+/// nodes, switched off (`inactive`) as a site does during maintenance, so that the partition
+/// state panels and alerts have something to show.
+const INACTIVE_PARTITION: PartitionSpec = PartitionSpec {
+    name: "interactive",
+    first: 45,
+    last: 50,
+    cpus: 16,
+    memory_gib: 64,
+    gpus: 0,
+    max_minutes: 240,
+};
 
 /// (node number, state, reason): the nodes that do not take jobs.
 const UNAVAILABLE: &[(usize, NodeState, &str)] = &[
@@ -793,6 +807,7 @@ impl Demo {
         let now = now_micros();
         let partitions: Vec<Partition> = PARTITIONS
             .iter()
+            .chain(std::iter::once(&INACTIVE_PARTITION))
             .map(|p| {
                 let count = |queued: bool| {
                     self.jobs
@@ -806,7 +821,11 @@ impl Demo {
                 let names: Vec<String> = (p.first..=p.last).map(node_name).collect();
                 Partition {
                     name: p.name.into(),
-                    state: PartitionState::Up,
+                    state: if p.name == INACTIVE_PARTITION.name {
+                        PartitionState::Inactive
+                    } else {
+                        PartitionState::Up
+                    },
                     is_default: p.name == "cpu",
                     total_nodes: Some(names.len() as i64),
                     total_cpus: Some(names.len() as i64 * p.cpus as i64),
