@@ -46,6 +46,9 @@ pub enum Command {
     /// delivered. Always exits 0.
     #[command(long_about = HOOK_ABOUT)]
     Hook(HookArgs),
+    /// A job's efficiency report (did it use what it asked for?), or a list of jobs since a
+    /// time, worst first.
+    Report(crate::report::ReportArgs),
 }
 
 const AGENT_ABOUT: &str = "Run on every compute node. Each interval the agent asks the server \

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod events;
 pub mod hook;
 pub mod metrics;
+pub mod report;
 pub mod scheduler;
 pub mod spool;
 pub mod store;

@@ -122,7 +122,28 @@ pub async fn get(id: String, state: AppState) -> Response {
 
 async fn get_inner(id: String, state: AppState) -> Handled {
     let id = job_id(&id)?;
-    Ok(json(&state.store.get_job(&id).await?).into_response())
+    let job = state.store.get_job(&id).await?;
+    // The whole job's figures and each node's (see `domain::figures`).
+    let stored = state.store.node_figures(&id).await?;
+    let newest = match stored {
+        Some(_) => None,
+        None => {
+            let query = crate::store::SampleQuery {
+                start: None,
+                end: None,
+                limit: 1,
+            };
+            state
+                .store
+                .list_samples(&id, &query)
+                .await?
+                .0
+                .into_iter()
+                .next()
+        }
+    };
+    let figures = crate::domain::figures::of_job(&job, stored, newest.as_ref());
+    Ok(json(&crate::domain::figures::with_figures(&job, &figures)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -311,7 +311,12 @@ impl JobEntry {
             self.relabel();
         }
         // The job's current compat figures (the newest sample's, or a PATCH's) belong to its
-        // first node when no per-node sample has said otherwise.
+        // first node when no per-node sample has said otherwise. A multi-node job's are the
+        // whole job's sums (`domain::figures`), never one node's: its node series come from
+        // its samples alone.
+        if self.nodes.len() > 1 {
+            return;
+        }
         let (cpu, mem, gpu) = (
             doc.cpu_usage,
             doc.memory_usage_bytes
