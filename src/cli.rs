@@ -279,6 +279,11 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub slurm: SlurmArgs,
+
+    /// TOML file of the site's efficiency-report thresholds (see `domain::report::Thresholds`;
+    /// keys cpu_efficiency_low, memory_use_low, gpu_idle_percent, ...); defaults otherwise.
+    #[arg(long, env = "JOBSCOPE_REPORT_THRESHOLDS", value_name = "FILE")]
+    pub report_thresholds: Option<PathBuf>,
 }
 
 /// `serve`'s Prometheus export (`GET /metrics`).
