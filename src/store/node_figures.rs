@@ -20,8 +20,8 @@ pub(in crate::store) struct Share<'a> {
 }
 
 /// The shares of the stored items whose job (looked up by `nodes_of`) runs on several nodes,
-/// in job id order (the order the batch's UPDATE locked them in). A sample without a node is
-/// its job's first node's.
+/// in job id order (the order the batch's UPDATE locked them in). Only agents' samples (those
+/// with a node) count.
 pub(in crate::store) fn shares<'a>(
     stored: impl IntoIterator<Item = &'a SampleItem>,
     nodes_of: impl Fn(&str) -> Option<&'a [String]>,
@@ -34,12 +34,11 @@ pub(in crate::store) fn shares<'a>(
         if nodes.len() < 2 {
             continue;
         }
-        let node = item
-            .sample
-            .detail
-            .node
-            .as_deref()
-            .unwrap_or(nodes[0].as_str());
+        // A sample without a node (the compat single-sample route: a figure for the whole
+        // job, from outside) is no node's: it keeps its meaning as the job's own figure.
+        let Some(node) = item.sample.detail.node.as_deref() else {
+            continue;
+        };
         by_job
             .entry(item.job_id.as_str())
             .or_insert_with(|| Share {
