@@ -17,7 +17,13 @@ fn batch(node: &str, job: &str, seconds_ago: i64, cpu_s: f64, mem: u64) -> Value
         "node": node, "collected_at": t, "interval_seconds": 15,
         "jobs": [{"job_id": job, "collected_at": t, "cpu_usage_usec": (cpu_s * 1e6) as u64,
                   "memory_current_bytes": mem, "memory_peak_bytes": mem, "oom_kills": 0,
-                  "io_read_bytes": 1 << 20, "io_write_bytes": 1 << 10}],
+                  "io_read_bytes": 1 << 20, "io_write_bytes": 1 << 10,
+                  "gpus": [
+                      {"index": 0, "uuid": "GPU-a", "vendor": "nvidia", "utilization_percent": 90,
+                       "memory_used_bytes": 1000 + cpu_s as u64, "memory_total_bytes": 80000,
+                       "energy_joules": 100.0 * cpu_s, "processes": []},
+                      {"index": 1, "uuid": "GPU-b", "vendor": "nvidia", "utilization_percent": 0.5,
+                       "memory_used_bytes": 0, "memory_total_bytes": 80000, "processes": []}]}],
         "node_stats": {"cpu_count": 8}
     })
 }
@@ -78,7 +84,22 @@ on_both_backends!(
             "{advice:?}"
         );
         assert!(r["grade"].is_string(), "{r}");
-        assert_eq!(r["gpu"]["devices"], json!([]));
+        // Each GPU from every sample's list, summarized by the database.
+        let devices = r["gpu"]["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), 2, "{r}");
+        assert_eq!(devices[0]["uuid"], "GPU-a");
+        assert_eq!(devices[0]["utilization_mean"], 90.0);
+        assert_eq!(devices[0]["memory_peak_bytes"], 1199);
+        assert_eq!(devices[0]["energy_joules"], 100.0 * (199.0 - 50.0));
+        assert_eq!(devices[0]["idle"], false);
+        assert_eq!(devices[1]["idle"], true, "{r}");
+        assert_eq!(devices[1]["utilization_max"], 0.5);
+        assert!(
+            advice
+                .iter()
+                .any(|a| a.starts_with("GPU 1 on n1 was never used")),
+            "{advice:?}"
+        );
 
         app.get("/v1/jobs/nope/report")
             .await
