@@ -1,9 +1,12 @@
-//! What the efficiency reports read (`domain::report`): a job's samples summarized per node and
-//! its GPU readings per device, both in SQL (`GROUP BY`; each sample's GPU list is expanded by
-//! the database's own JSON functions). A report of a 10,000-sample job thus moves one row per
-//! node and one per device, never its samples (see "Job report" in BENCHMARKS.md).
+//! What the efficiency reports read (`domain::report`): a job's samples summarized per node in
+//! SQL (one `GROUP BY` row per node, whatever the number of samples), and its GPU readings —
+//! only the `gpus` column, only of samples that have one, parsed into just the figures a
+//! report uses. A report of a 10,000-sample job thus moves a handful of rows for CPU and
+//! memory, and nothing at all for GPUs when the job had none. (Expanding the GPU lists in SQL
+//! instead, `json_array_elements` and `->>`, was six times slower on PostgreSQL: a `json` value
+//! is parsed again by every `->>`; see "Job report" in BENCHMARKS.md.)
 
-use crate::domain::report::{DeviceSummary, NodeSummary, Thresholds};
+use crate::domain::report::{DeviceFold, DeviceSummary, NodeSummary, Thresholds};
 use crate::domain::Job;
 use crate::store::{Store, StoreResult};
 use chrono::{DateTime, Utc};
@@ -20,73 +23,9 @@ const NODE_SUMMARY_SQL: &str = "SELECT node, COUNT(*) AS samples, \
     MAX(io_write_bytes) AS io_write_bytes \
     FROM metric_samples WHERE job_id = $1 GROUP BY node ORDER BY node";
 
-/// Per-device summary of one job's GPU readings, in the database (each sample's GPU list is
-/// expanded there, so no JSON crosses the wire); `$1` the job id, `$2` the idle threshold.
-/// `{e}` is the backend's expression for a field of a list element `g` (see [`gpu_sql`]);
-/// the energy counter's first and last readings are its minimum and maximum.
-const GPU_SUMMARY_SQL: &str = "SELECT m.node AS node, CAST({e:index} AS BIGINT) AS idx, \
-    MAX({t:uuid}) AS uuid, COUNT(*) AS samples, \
-    COUNT({e:utilization_percent}) AS utilization_samples, \
-    SUM(CAST({e:utilization_percent} AS DOUBLE PRECISION)) AS utilization_sum, \
-    MAX(CAST({e:utilization_percent} AS DOUBLE PRECISION)) AS utilization_max, \
-    SUM(CASE WHEN CAST({e:utilization_percent} AS DOUBLE PRECISION) < $2 THEN 1 ELSE 0 END) AS idle_samples, \
-    MAX(CAST({e:memory_used_bytes} AS BIGINT)) AS memory_peak_bytes, \
-    MAX(CAST({e:memory_total_bytes} AS BIGINT)) AS memory_total_bytes, \
-    MIN(CAST({e:energy_joules} AS DOUBLE PRECISION)) AS energy_first, \
-    MAX(CAST({e:energy_joules} AS DOUBLE PRECISION)) AS energy_last \
-    FROM metric_samples m, {each} WHERE m.job_id = $1 AND m.gpus IS NOT NULL \
-    GROUP BY m.node, idx ORDER BY m.node, idx";
-
-/// [`GPU_SUMMARY_SQL`] for a backend: `each` lists a sample's GPUs as rows `g`, `field` and
-/// `text` read a field of one as a number and as text.
-fn gpu_sql(each: &str, field: impl Fn(&str) -> String, text: impl Fn(&str) -> String) -> String {
-    let mut sql = GPU_SUMMARY_SQL.replace("{each}", each);
-    for name in [
-        "index",
-        "utilization_percent",
-        "memory_used_bytes",
-        "memory_total_bytes",
-        "energy_joules",
-    ] {
-        sql = sql.replace(&format!("{{e:{name}}}"), &field(name));
-    }
-    sql.replace("{t:uuid}", &text("uuid"))
-}
-
-#[derive(sqlx::FromRow)]
-struct DeviceSummaryRow {
-    node: Option<String>,
-    idx: i64,
-    uuid: Option<String>,
-    samples: i64,
-    utilization_samples: i64,
-    utilization_sum: Option<f64>,
-    utilization_max: Option<f64>,
-    idle_samples: Option<i64>,
-    memory_peak_bytes: Option<i64>,
-    memory_total_bytes: Option<i64>,
-    energy_first: Option<f64>,
-    energy_last: Option<f64>,
-}
-
-impl DeviceSummaryRow {
-    fn into_summary(self, first_node: &str) -> DeviceSummary {
-        DeviceSummary {
-            node: self.node.unwrap_or_else(|| first_node.to_owned()),
-            index: u32::try_from(self.idx).unwrap_or(0),
-            uuid: self.uuid,
-            samples: self.samples,
-            utilization_samples: self.utilization_samples,
-            utilization_sum: self.utilization_sum.unwrap_or(0.0),
-            utilization_max: self.utilization_max,
-            idle_samples: self.idle_samples.unwrap_or(0),
-            memory_peak_bytes: self.memory_peak_bytes.and_then(|b| u64::try_from(b).ok()),
-            memory_total_bytes: self.memory_total_bytes.and_then(|b| u64::try_from(b).ok()),
-            energy_first: self.energy_first,
-            energy_last: self.energy_last,
-        }
-    }
-}
+/// The GPU lists of one job's samples, oldest first.
+const GPU_SQL: &str = "SELECT node, gpus FROM metric_samples \
+    WHERE job_id = $1 AND gpus IS NOT NULL ORDER BY timestamp";
 
 #[derive(sqlx::FromRow)]
 struct NodeSummaryRow {
@@ -117,6 +56,36 @@ impl NodeSummaryRow {
     }
 }
 
+/// A GPU reading with only what a report uses (the rest of the stored JSON is skipped, not
+/// built).
+#[derive(serde::Deserialize)]
+struct GpuFigures {
+    index: u32,
+    #[serde(default)]
+    uuid: Option<String>,
+    #[serde(default)]
+    utilization_percent: Option<f64>,
+    #[serde(default)]
+    memory_used_bytes: Option<u64>,
+    #[serde(default)]
+    memory_total_bytes: Option<u64>,
+    #[serde(default)]
+    energy_joules: Option<f64>,
+}
+
+impl GpuFigures {
+    fn into_reading(self) -> crate::collector::GpuReading {
+        let mut g =
+            crate::collector::GpuReading::new(self.index, crate::collector::GpuVendor::Nvidia);
+        g.uuid = self.uuid;
+        g.utilization_percent = self.utilization_percent;
+        g.memory_used_bytes = self.memory_used_bytes;
+        g.memory_total_bytes = self.memory_total_bytes;
+        g.energy_joules = self.energy_joules;
+        g
+    }
+}
+
 /// Filters of `GET /v1/reports`.
 #[derive(Debug, Clone)]
 pub struct ReportFilter {
@@ -127,10 +96,11 @@ pub struct ReportFilter {
 }
 
 macro_rules! backend {
-    ($name:ident, $db:ty, $each:expr, $field:expr, $text:expr) => {
+    ($name:ident, $db:ty) => {
         mod $name {
             use super::*;
             use crate::store::queries::{JobRow, JOB_COLUMNS};
+            use sqlx::types::Json;
             use sqlx::{AssertSqlSafe, Pool};
 
             pub(super) async fn nodes(
@@ -151,14 +121,16 @@ macro_rules! backend {
                 thresholds: &Thresholds,
             ) -> StoreResult<Vec<DeviceSummary>> {
                 let first = job.nodes.first().map(String::as_str).unwrap_or("");
-                static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-                let sql = SQL.get_or_init(|| gpu_sql($each, $field, $text));
-                let rows: Vec<DeviceSummaryRow> = sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                let rows: Vec<(Option<String>, Json<Vec<GpuFigures>>)> = sqlx::query_as(GPU_SQL)
                     .bind(&job.id)
-                    .bind(thresholds.gpu_idle_percent)
                     .fetch_all(pool)
                     .await?;
-                Ok(rows.into_iter().map(|r| r.into_summary(first)).collect())
+                let mut fold = DeviceFold::new(thresholds);
+                for (node, Json(gpus)) in rows {
+                    let readings: Vec<_> = gpus.into_iter().map(GpuFigures::into_reading).collect();
+                    fold.add(node.as_deref().unwrap_or(first), &readings);
+                }
+                Ok(fold.finish())
             }
 
             pub(super) async fn jobs(
@@ -186,20 +158,8 @@ macro_rules! backend {
     };
 }
 
-backend!(
-    sqlite,
-    sqlx::Sqlite,
-    "json_each(m.gpus) AS g",
-    |f: &str| format!("json_extract(g.value, '$.{f}')"),
-    |f: &str| format!("json_extract(g.value, '$.{f}')")
-);
-backend!(
-    postgres,
-    sqlx::Postgres,
-    "json_array_elements(m.gpus) AS g",
-    |f: &str| format!("(g ->> '{f}')"),
-    |f: &str| format!("(g ->> '{f}')")
-);
+backend!(sqlite, sqlx::Sqlite);
+backend!(postgres, sqlx::Postgres);
 
 impl Store {
     /// What the report of `job` needs from its samples: per-node summaries and per-device GPU
