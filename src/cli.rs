@@ -46,6 +46,9 @@ pub enum Command {
     /// delivered. Always exits 0.
     #[command(long_about = HOOK_ABOUT)]
     Hook(HookArgs),
+    /// A job's efficiency report (did it use what it asked for?), or a list of jobs since a
+    /// time, worst first.
+    Report(crate::report::ReportArgs),
 }
 
 const AGENT_ABOUT: &str = "Run on every compute node. Each interval the agent asks the server \
@@ -303,6 +306,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSCOPE_NO_CONSOLE", value_name = "BOOL", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub no_console: bool,
+
+    /// TOML file of the site's efficiency-report thresholds (see `domain::report::Thresholds`;
+    /// keys cpu_efficiency_low, memory_use_low, gpu_idle_percent, ...); defaults otherwise.
+    #[arg(long, env = "JOBSCOPE_REPORT_THRESHOLDS", value_name = "FILE")]
+    pub report_thresholds: Option<PathBuf>,
 
     #[command(flatten)]
     pub limits: LimitsArgs,

@@ -16,6 +16,7 @@ pub mod events;
 pub mod hook;
 pub mod log_safe;
 pub mod metrics;
+pub mod report;
 pub mod scheduler;
 pub mod spool;
 pub mod store;

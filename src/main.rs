@@ -46,6 +46,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         // watch reports its own errors: its exit status carries the watched job's outcome.
         Command::Watch(args) => return jobscope::watch::run(args).await,
+        Command::Report(args) => return jobscope::report::run(args).await,
         Command::Agent(args) => agent(args).await,
     };
     match result {
@@ -75,6 +76,13 @@ fn is_hook_invocation() -> bool {
 
 async fn serve(args: jobscope::cli::ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::from_args(&args)?;
+    if let Some(path) = &args.report_thresholds {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let thresholds = jobscope::domain::report::Thresholds::from_toml(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        jobscope::domain::report::Thresholds::set_site(thresholds);
+    }
     let app = Application::build(config).await?;
     app.run_until(shutdown_signal()).await
 }

@@ -169,7 +169,7 @@ impl Target {
 
 /// The `Authorization` value from a token file: the token alone, or a `ROLE TOKEN` line as in
 /// the server's tokens file. The token itself never appears in an error.
-fn bearer(contents: &str) -> anyhow::Result<HeaderValue> {
+pub(crate) fn bearer(contents: &str) -> anyhow::Result<HeaderValue> {
     let line = contents
         .lines()
         .map(str::trim)

@@ -559,3 +559,85 @@ async fn the_agent_delivers_what_the_slurm_hook_spooled() {
     );
     server.shutdown().await;
 }
+
+/// Calibration of the efficiency report on the agent's whole path (cgroup files, sampler,
+/// `POST /v1/samples`, the store, `GET /v1/jobs/{id}/report`): a job allocated 2 CPUs and 1 GiB
+/// whose cgroup counts exactly one busy CPU of wall time for 10 s, at 200 MiB, reports 50 % ± 5 %
+/// CPU efficiency and about 20 % memory. (The counter is written here, a whole CPU's worth of the
+/// time passed, so the expectation does not depend on how much CPU a loaded test machine gives a
+/// real burner; `the_agent_measures_a_real_cgroup_against_the_process_own_accounting` checks
+/// that the real cgroup's counter is the process's own.)
+#[tokio::test]
+async fn the_report_of_a_job_keeping_one_of_two_cpus_busy_says_50_percent() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start_with(serve_config(&db.url), Some(db)).await;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("cgroup");
+    let job_dir = fixture_job(&root, "7201");
+    let stat = |usec: u64| {
+        format!("usage_usec {usec:012}\nuser_usec {usec:012}\nsystem_usec {:012}\nnr_throttled 0\nthrottled_usec 0\n", 0)
+    };
+    write(&job_dir, "cpu.stat", &stat(0));
+    write(&job_dir, "memory.current", &format!("{}\n", 200u64 << 20));
+    write(&job_dir, "memory.peak", &format!("{}\n", 200u64 << 20));
+    write(
+        &job_dir,
+        "memory.events",
+        "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+    );
+
+    let start = chrono::Utc::now();
+    server
+        .post(
+            "/v1/events/job-started",
+            json!({"job_id": "7201", "user": "alice", "node_list": ["cal-node"],
+                   "cpu_allocation": 2, "memory_allocation_mb": 1024,
+                   "timestamp": start.to_rfc3339()}),
+        )
+        .await;
+    // One CPU busy since the start: the counter grows by the wall time passed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), job_dir.join("cpu.stat"));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let busy = (chrono::Utc::now() - start).num_microseconds().unwrap_or(0);
+                rewrite_in_place(&path, &stat(busy.max(0) as u64));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let _agent = spawn_agent(&server.base, "cal-node", &root, &t.path().join("spool"));
+    let ten_seconds_in = start + chrono::Duration::seconds(10);
+    let timestamp = |b: &Value| {
+        b["samples"][0]["timestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc())
+    };
+    let last = wait_for(
+        &server.base,
+        "/v1/jobs/7201/metrics?limit=1",
+        Duration::from_secs(60),
+        |b| timestamp(b).is_some_and(|t| t >= ten_seconds_in),
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    // The job ends with that sample.
+    let end = timestamp(&last).unwrap();
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "7201", "exit_code": 0, "timestamp": end.to_rfc3339()}),
+        )
+        .await;
+    let report = get(&server.base, "/v1/jobs/7201/report").await;
+    let cpu = report["cpu"]["efficiency"].as_f64().expect("measured");
+    assert!((cpu - 0.5).abs() <= 0.05, "CPU efficiency {cpu}: {report}");
+    assert_eq!(report["cpu"]["method"], "cpu_time", "{report}");
+    let memory = report["memory"]["use_ratio"].as_f64().expect("measured");
+    assert!((memory - 0.2).abs() <= 0.01, "memory {memory}: {report}");
+    assert_eq!(report["provisional"], false);
+    server.shutdown().await;
+}

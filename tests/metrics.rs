@@ -316,3 +316,108 @@ async fn scrapes_answer_during_heavy_ingestion() {
     .await;
     server.shutdown().await;
 }
+
+/// One node's batch with one sample of `job`: `cpu` percent of the node's CPUs, `cpu_s` CPU
+/// seconds so far, `mem` bytes, one GPU.
+fn node_batch(
+    node: &str,
+    job: &str,
+    cpu: f64,
+    cpu_s: u64,
+    mem: u64,
+    gpu: u32,
+) -> serde_json::Value {
+    let at = chrono::Utc::now().to_rfc3339();
+    json!({
+        "node": node, "collected_at": at, "interval_seconds": 15,
+        "jobs": [{
+            "job_id": job, "collected_at": at, "cpu_usage_percent": cpu,
+            "cpu_usage_usec": cpu_s * 1_000_000, "memory_current_bytes": mem,
+            "memory_peak_bytes": mem, "io_read_bytes": 1000, "io_write_bytes": 10, "oom_kills": 0,
+            "gpus": [{"index": gpu, "uuid": format!("GPU-{node}"), "vendor": "nvidia",
+                      "utilization_percent": 50.0, "memory_used_bytes": 1, "memory_total_bytes": 2,
+                      "processes": []}]
+        }],
+        "node_stats": {"cpu_count": 8}
+    })
+}
+
+/// A job on two nodes: its figures are the sums of both nodes' (and its CPU usage the share of
+/// all its CPUs), `GET /v1/jobs/{id}` breaks them down per node, and `/metrics` has a series
+/// per node.
+async fn a_multi_node_job(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server =
+        TestServer::start_with(config(&db.url.clone(), Duration::from_secs(60)), Some(db)).await;
+    server
+        .post(
+            "/v1/events/job-started",
+            json!({"job_id": "mn1", "user": "alice", "node_list": ["na", "nb"], "cpu_allocation": 16}),
+        )
+        .await;
+    server
+        .post(
+            "/v1/samples",
+            node_batch("na", "mn1", 20.0, 100, 1 << 30, 0),
+        )
+        .await;
+    server
+        .post(
+            "/v1/samples",
+            node_batch("nb", "mn1", 80.0, 300, 3 << 30, 1),
+        )
+        .await;
+    let job: serde_json::Value = http()
+        .get(format!("{}/v1/jobs/mn1", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let totals = &job["totals"];
+    assert_eq!(totals["cpu_time_seconds"], 400.0, "{job}");
+    assert_eq!(totals["memory_usage_bytes"], 4u64 << 30, "{job}");
+    assert_eq!(totals["largest_node"], "nb", "{job}");
+    assert_eq!(totals["cpu_usage"], 50.0, "{job}");
+    assert_eq!(totals["cores_busy"], 8.0, "{job}");
+    assert_eq!(totals["io_read_bytes"], 2000, "{job}");
+    assert_eq!(totals["gpu_count"], 2, "{job}");
+    assert_eq!(job["per_node"].as_array().unwrap().len(), 2, "{job}");
+    assert_eq!(job["per_node"][1]["node"], "nb", "{job}");
+    // The job's own figures are the whole job's, not the last node's.
+    assert_eq!(job["cpu_usage"], 50.0, "{job}");
+    assert_eq!(job["memory_usage_bytes"], 4u64 << 30, "{job}");
+    assert_eq!(job["max_memory_usage_bytes"], 4u64 << 30, "{job}");
+    assert_eq!(job["gpus"].as_array().unwrap().len(), 2, "{job}");
+
+    let text = scrape_until(&server.base, "both nodes' series", |t| {
+        value(
+            t,
+            r#"hpc_job_cpu_usage_percent{job_id="mn1",user="alice",node="nb"}"#,
+        ) == Some(80.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_job_cpu_usage_percent{job_id="mn1",user="alice",node="na"}"#
+        ),
+        Some(20.0),
+        "{text}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_multi_node_job_is_measured_as_one_sqlite() {
+    a_multi_node_job(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_multi_node_job_is_measured_as_one_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    a_multi_node_job(Backend::Postgres).await;
+}

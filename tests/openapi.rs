@@ -67,6 +67,8 @@ fn the_document_lists_every_route() {
         "POST /v1/stream/tickets",
         "GET /v1/stream/status",
         "GET /v1/ws",
+        "GET /v1/jobs/{id}/report",
+        "GET /v1/reports",
     ] {
         assert!(
             listed.iter().any(|l| l == want),

@@ -186,7 +186,27 @@ pub async fn get(id: String, who: Identity, state: AppState) -> Response {
 async fn get_inner(id: String, who: Identity, state: AppState) -> Handled {
     let id = job_id(&id)?;
     let job = visible_job(&who, &id, users_see_all(&state), &state).await?;
-    Ok(json(&job).into_response())
+    // The whole job's figures and each node's (see `domain::figures`).
+    let stored = state.store.node_figures(&id).await?;
+    let newest = match stored {
+        Some(_) => None,
+        None => {
+            let query = crate::store::SampleQuery {
+                start: None,
+                end: None,
+                limit: 1,
+            };
+            state
+                .store
+                .list_samples(&id, &query)
+                .await?
+                .0
+                .into_iter()
+                .next()
+        }
+    };
+    let figures = crate::domain::figures::of_job(&job, stored, newest.as_ref());
+    Ok(json(&crate::domain::figures::with_figures(&job, &figures)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,7 @@ pub mod metrics;
 mod nodes;
 mod openapi;
 mod partitions;
+pub mod reports;
 pub mod request;
 mod samples;
 pub mod socket;
@@ -84,6 +85,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let tickets = state.tickets.clone();
     let metrics = state.metrics.clone();
     let metrics_auth = auth::require_metrics(tokens.clone(), state.metrics_token.clone());
+    let (state_for_reports, tokens_for_reports) = (state.clone(), tokens.clone());
     let st = move || with_state(state.clone());
     let stream_tokens = tokens.clone();
     let user_tokens = tokens.clone();
@@ -338,6 +340,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed();
 
+    let reports = reports::routes(state_for_reports.clone(), tokens_for_reports.clone());
+
     let prometheus = warp::path!("metrics")
         .and(warp::get())
         .and(metrics_auth)
@@ -371,6 +375,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(add_sample)
         .unify()
         .or(audit_trail)
+        .unify()
+        .or(reports)
         .unify()
         .or(ingest_samples)
         .unify()

@@ -2,8 +2,10 @@
 //! the epilog path, and input validation. Nothing here does I/O, so every rule is unit-tested
 //! directly.
 
+pub mod figures;
 pub mod job;
 pub mod partition;
+pub mod report;
 pub mod slurm_state;
 pub mod usage;
 pub mod validate;

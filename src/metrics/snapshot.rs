@@ -56,6 +56,7 @@ pub(crate) struct SchedulerDoc {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct SampleDoc {
+    pub timestamp: Option<DateTime<Utc>>,
     pub node: Option<String>,
     pub cpu_usage: Option<f64>,
     pub memory_usage_mb: Option<f64>,
@@ -142,6 +143,8 @@ struct NodeUsage {
     io_write_bytes: Option<f64>,
     pids: Option<f64>,
     gpus: Vec<GpuUsage>,
+    /// When the newest sample was taken (for the idle counters' intervals).
+    sampled_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -311,7 +314,12 @@ impl JobEntry {
             self.relabel();
         }
         // The job's current compat figures (the newest sample's, or a PATCH's) belong to its
-        // first node when no per-node sample has said otherwise.
+        // first node when no per-node sample has said otherwise. A multi-node job's are the
+        // whole job's sums (`domain::figures`), never one node's: its node series come from
+        // its samples alone.
+        if self.nodes.len() > 1 {
+            return;
+        }
         let (cpu, mem, gpu) = (
             doc.cpu_usage,
             doc.memory_usage_bytes
@@ -327,14 +335,33 @@ impl JobEntry {
         }
     }
 
-    fn record(&mut self, sample: &SampleDoc) {
+    /// Keeps the sample; the idle CPU-seconds and GPU-seconds since the node's previous one.
+    fn record(&mut self, sample: &SampleDoc) -> (f64, f64) {
         let node = sample
             .node
             .clone()
             .unwrap_or_else(|| self.first_node().to_owned());
         let vendor = self.gpu_vendor.clone().unwrap_or_default();
         let id = self.id.clone();
+        let cpus = self
+            .allocated_cpus
+            .map(|c| c / self.nodes.len().max(1) as f64);
         let usage = self.usage_on(&node);
+        let mut idle = (0.0, 0.0);
+        if let Some(at) = sample.timestamp {
+            if let Some(previous) = usage.sampled_at.filter(|p| *p < at) {
+                let seconds = (at - previous).num_milliseconds() as f64 / 1000.0;
+                idle = super::waste::idle(
+                    seconds,
+                    cpus,
+                    sample.cpu_usage,
+                    sample.gpus.iter().filter_map(|g| g.utilization_percent),
+                );
+            }
+            if usage.sampled_at.is_none_or(|p| p < at) {
+                usage.sampled_at = Some(at);
+            }
+        }
         usage.cpu_usage = sample.cpu_usage.or(usage.cpu_usage);
         usage.memory_bytes = sample
             .memory_usage_bytes
@@ -354,6 +381,14 @@ impl JobEntry {
                 .iter()
                 .map(|g| GpuUsage::from_doc(&[("job_id", &id), ("node", &node)], g, &vendor))
                 .collect();
+        }
+        idle
+    }
+
+    /// Adds a sample's idle figures to the owner's counters.
+    fn count_idle(&self, waste: &mut super::waste::Waste, (cpu, gpu): (f64, f64)) {
+        if cpu > 0.0 || gpu > 0.0 {
+            waste.add(&self.user, self.account.as_deref().unwrap_or(""), cpu, gpu);
         }
     }
 
@@ -446,6 +481,8 @@ pub struct Snapshot {
     pub(crate) cursor: i64,
     /// When the snapshot was last known to be current with its source.
     pub(crate) current_at: Option<DateTime<Utc>>,
+    /// Allocated-but-idle counters (kept across resets: they are counters).
+    waste: super::waste::Waste,
 }
 
 impl Snapshot {
@@ -587,7 +624,10 @@ impl Snapshot {
             .map(str::to_owned)
             .unwrap_or_else(|| job.id.clone());
         match self.jobs.get_mut(&id) {
-            Some(entry) => entry.record(&sample),
+            Some(entry) => {
+                let idle = entry.record(&sample);
+                entry.count_idle(&mut self.waste, idle);
+            }
             // A sample for a running job this snapshot has not seen (it started before a
             // restart and the load missed it): track it with what the payload says.
             None if job.state.as_deref() == Some("running") => {
@@ -597,7 +637,8 @@ impl Snapshot {
                 };
                 self.upsert_job(&doc);
                 if let Some(entry) = self.jobs.get_mut(&id) {
-                    entry.record(&sample);
+                    let idle = entry.record(&sample);
+                    entry.count_idle(&mut self.waste, idle);
                 }
             }
             None => {}
@@ -626,7 +667,8 @@ impl Snapshot {
         self.upsert_job(&doc);
         if let Some(entry) = self.jobs.get_mut(&job.job_id) {
             entry.ended = None;
-            entry.record(&sample);
+            let idle = entry.record(&sample);
+            entry.count_idle(&mut self.waste, idle);
         }
         Ok(())
     }
@@ -685,6 +727,7 @@ impl Snapshot {
         self.render_cluster(out);
         self.render_nodes(out);
         self.partitions.render(out);
+        self.waste.render(out);
         if per_job {
             self.render_jobs(out, now, grace, wall);
         }

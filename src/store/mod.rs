@@ -9,12 +9,15 @@
 
 mod bulk;
 mod group_commit;
+mod node_figures;
 mod pg_copy;
 mod postgres;
 pub(crate) mod queries;
+mod reports;
 mod sqlite;
 
 pub use group_commit::LifecycleOp;
+pub use reports::ReportFilter;
 
 use crate::collector::GpuReading;
 use crate::domain::{AuditEvent, Job, JobState, MetricSample, Node, Partition};

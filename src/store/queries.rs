@@ -1354,6 +1354,12 @@ macro_rules! store_queries {
                 stored = kept;
             }
             outcome.accepted = stored.len();
+            // A multi-node job's figures are the whole job's (see `node_figures.rs`).
+            let shares = crate::store::node_figures::shares(
+                stored.iter().map(|&(_, item, _)| item),
+                |id| jobs.get(id).map(|j| j.nodes.as_slice()),
+            );
+            bulk::keep_node_figures(&mut tx, &shares).await?;
 
             for &(_, item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else { continue };

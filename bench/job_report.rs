@@ -1,0 +1,157 @@
+//! Job report benchmark: computing the efficiency report (`GET /v1/jobs/{id}/report`'s work:
+//! `Store::get_job`, `Store::report_inputs`, `domain::report::compute`) of one job with 10,000
+//! samples from one node, each with two GPUs, on PostgreSQL and on SQLite. The job is stored
+//! through `Store::ingest_samples` in batches of 1,000, as agents send them; the report is then
+//! computed again and again, timed whole and in its parts.
+//!
+//! Run: `cargo bench --bench job_report` (see BENCHMARKS.md). Options by environment:
+//! `BENCH_SAMPLES` (default 10000), `BENCH_RUNS` timed reports (default 50), `BENCH_BACKENDS`
+//! (default "postgres,sqlite"), `JOBSCOPE_BENCH_POSTGRES_URL`.
+
+#[path = "support.rs"]
+mod support;
+use support::{create_pg_database, env_or};
+
+use chrono::{Duration as ChronoDuration, Utc};
+use jobscope::collector::{GpuReading, GpuVendor};
+use jobscope::domain::report::{compute, Thresholds};
+use jobscope::domain::{now_micros, Job, JobState, MetricSample, SampleDetail};
+use jobscope::store::{AuditContext, LatePolicy, SampleItem, Store};
+use std::time::{Duration, Instant};
+
+const JOB: &str = "7000001";
+
+fn gpu(index: u32, busy: f64, energy: f64) -> GpuReading {
+    GpuReading {
+        uuid: Some(format!("GPU-5f0e4a2c-1b7d-4c1e-9a51-{index:012x}")),
+        pci_bus_id: Some(format!("0000:{:02x}:00.0", 0x1b + index)),
+        minor: Some(index),
+        utilization_percent: Some(busy),
+        memory_used_bytes: Some(64_424_509_440),
+        memory_total_bytes: Some(85_899_345_920),
+        power_watts: Some(612.5),
+        energy_joules: Some(energy),
+        temperature_celsius: Some(67.0),
+        processes: vec![4242],
+        ..GpuReading::new(index, GpuVendor::Nvidia)
+    }
+}
+
+async fn fill(store: &Store, samples: usize) {
+    let start = now_micros() - ChronoDuration::seconds(samples as i64 * 15 + 60);
+    let mut job = Job::new(
+        JOB.into(),
+        "alice".into(),
+        vec!["node-01".into()],
+        JobState::Running,
+        start,
+        "bench",
+        "slurm",
+        "api-v1",
+    );
+    job.allocated_cpus = Some(64);
+    job.allocated_memory_mb = Some(256_000);
+    job.allocated_gpus = Some(2);
+    let audit = AuditContext {
+        changed_by: "bench".into(),
+        source: "bench".into(),
+        correlation_id: "bench".into(),
+    };
+    store.create_job(&job, &audit).await.expect("job");
+    let mut items = Vec::with_capacity(1000);
+    for i in 0..samples {
+        let at = start + ChronoDuration::seconds(15 * (i as i64 + 1));
+        items.push(SampleItem {
+            job_id: JOB.into(),
+            sample: MetricSample {
+                timestamp: at,
+                cpu_usage: Some(40.0 + (i % 7) as f64),
+                memory_usage_mb: Some(120_000),
+                gpu_usage: Some(45.0),
+                detail: SampleDetail {
+                    node: Some("node-01".into()),
+                    cpu_time_seconds: Some(15.0 * 25.0 * (i + 1) as f64),
+                    cpu_user_seconds: Some(15.0 * 20.0 * (i + 1) as f64),
+                    cpu_system_seconds: Some(15.0 * 5.0 * (i + 1) as f64),
+                    memory_usage_bytes: Some(125_829_120_000 + i as i64),
+                    memory_peak_bytes: Some(130_023_424_000),
+                    oom_kills: Some(0),
+                    io_read_bytes: Some(1 << 30),
+                    io_write_bytes: Some(1 << 28),
+                    pids: Some(34),
+                    gpus: vec![gpu(0, 90.0, 1e6 + i as f64 * 9000.0), gpu(1, 0.0, 2e5)],
+                    ..SampleDetail::default()
+                },
+            },
+        });
+        if items.len() == 1000 || i + 1 == samples {
+            let outcome = store
+                .ingest_samples(&items, None, LatePolicy::UntilJobEnd)
+                .await
+                .expect("batch");
+            assert_eq!(outcome.accepted, items.len());
+            items.clear();
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
+    let store = Store::connect(url).await.expect("store");
+    fill(&store, samples).await;
+    let t = Thresholds::default();
+    let (mut whole, mut read, mut computing) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs + 5 {
+        let started = Instant::now();
+        let job = store.get_job(JOB).await.unwrap();
+        let (nodes, devices) = store.report_inputs(&job, &t).await.unwrap();
+        let read_done = Instant::now();
+        let report = compute(&job, &nodes, &devices, Utc::now(), &t);
+        let done = Instant::now();
+        assert_eq!(report.samples, samples as i64);
+        assert_eq!(report.gpu.devices.len(), 2);
+        if i >= 5 {
+            whole.push(done - started);
+            read.push(read_done - started);
+            computing.push(done - read_done);
+        }
+    }
+    for v in [&mut whole, &mut read, &mut computing] {
+        v.sort();
+    }
+    println!(
+        "| {backend} | {samples} | {runs} | {:.2} | {:.2} | {:.2} | {:.3} |",
+        percentile(&whole, 0.5),
+        percentile(&whole, 0.95),
+        percentile(&read, 0.5),
+        percentile(&computing, 0.5),
+    );
+    store.close().await;
+}
+
+fn main() {
+    if !support::begin("job_report") {
+        return;
+    }
+    let samples: usize = env_or("BENCH_SAMPLES", "10000").parse().unwrap();
+    let runs: usize = env_or("BENCH_RUNS", "50").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    println!("| backend | samples | reports | p50 ms | p95 ms | read p50 ms | compute p50 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
+        let url = match backend {
+            "sqlite" => format!("sqlite://{}", dir.path().join("report.db").display()),
+            "postgres" => rt.block_on(create_pg_database("jobscope_bench_report")),
+            other => panic!("unknown backend {other}"),
+        };
+        rt.block_on(run(backend, &url, samples, runs));
+    }
+}

@@ -1,0 +1,125 @@
+//! `jobscope report`: a job's efficiency report as a readable block (like `jobstats JOBID`) or
+//! JSON, and a user's (or everyone's) jobs since a time, worst first, with what they left
+//! unused. It asks a `jobscope serve` (`GET /v1/jobs/{id}/report`, `GET /v1/reports`).
+
+use crate::domain::report::{render, render_list, Report, ReportList};
+use anyhow::{bail, Context};
+use clap::Args;
+use reqwest::header::AUTHORIZATION;
+use reqwest::Url;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The job to report on. Without it: a list of jobs (see --user, --since).
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: Option<String>,
+
+    /// Only this user's jobs (the list only).
+    #[arg(long, value_name = "USER", conflicts_with = "job_id")]
+    pub user: Option<String>,
+
+    /// Jobs that ended since: an age (7d, 24h, 90m) or an RFC 3339 time (the list only).
+    #[arg(
+        long,
+        value_name = "AGE",
+        default_value = "7d",
+        conflicts_with = "job_id"
+    )]
+    pub since: String,
+
+    /// Print the server's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Base URL of a `jobscope serve`.
+    #[arg(
+        long,
+        env = "JOBSCOPE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+
+    /// File holding the API token (a reader token is enough).
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Runs `jobscope report`: 0 with the report printed, 1 on any error (said on stderr).
+pub async fn run(args: ReportArgs) -> ExitCode {
+    match fetch(&args).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("jobscope report: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The text `jobscope report` prints for `args`.
+pub async fn fetch(args: &ReportArgs) -> anyhow::Result<String> {
+    let mut url = Url::parse(&args.server)
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        bail!("--server must be an http:// or https:// URL");
+    }
+    url.set_query(None);
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|_| anyhow::anyhow!("--server cannot take a path"))?;
+        path.pop_if_empty();
+        match &args.job_id {
+            Some(id) => path.extend(["v1", "jobs", id, "report"]),
+            None => path.extend(["v1", "reports"]),
+        };
+    }
+    if args.job_id.is_none() {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("since", &args.since)
+            .append_pair("sort", "waste");
+        if let Some(user) = &args.user {
+            query.append_pair("user", user);
+        }
+    }
+    crate::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut request = client.get(url.clone());
+    if let Some(path) = &args.token_file {
+        let contents = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        request = request.header(AUTHORIZATION, crate::watch::bearer(&contents)?);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.server))?;
+    let status = response.status();
+    let body = response.text().await.context("reading the answer")?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        bail!("the server answered {status}: {message}");
+    }
+    if args.json {
+        return Ok(format!("{}\n", body.trim_end()));
+    }
+    Ok(match args.job_id {
+        Some(_) => render(&serde_json::from_str::<Report>(&body).context("reading the report")?),
+        None => render_list(
+            &serde_json::from_str::<ReportList>(&body).context("reading the reports list")?,
+        ),
+    })
+}
