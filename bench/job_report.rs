@@ -56,6 +56,7 @@ async fn fill(store: &Store, samples: usize) {
         changed_by: "bench".into(),
         source: "bench".into(),
         correlation_id: "bench".into(),
+        actor: None,
     };
     store.create_job(&job, &audit).await.expect("job");
     let mut items = Vec::with_capacity(1000);

@@ -441,7 +441,9 @@
     const latest = el('tbody', { id: 'latest' });
     const auditBody = el('tbody', { id: 'audit' });
     const chartBox = el('div', { class: 'charts', id: 'charts' });
+    const reportBox = el('div', { id: 'report', 'aria-live': 'polite' }, el('p', { class: 'muted', text: 'Computing…' }));
     render(header,
+      el('section', { class: 'panel', 'aria-labelledby': 'report-h' }, el('h2', { id: 'report-h', text: 'Efficiency report' }), reportBox),
       el('section', { class: 'panel', 'aria-labelledby': 'usage-h' }, el('h2', { id: 'usage-h', text: 'Usage per node' }), chartBox,
         el('div', { class: 'table-wrap' }, el('table', {}, el('caption', { class: 'sr-only', text: 'Latest sample per node' }),
           el('thead', {}, el('tr', {}, ['Node', 'Time', 'CPU', 'Memory', 'GPU'].map((h, i) => el('th', { scope: 'col', class: i > 1 ? 'num' : null, text: h })))),
@@ -553,6 +555,30 @@
     });
     window.addEventListener('resize', page.onResize);
 
+    // The verdict (GET /v1/jobs/{id}/report): figures, grade and advice; provisional while the job runs.
+    function drawReport(r) {
+      const ratio = (v) => v == null ? 'not measured' : (v * 100).toFixed(0) + ' %';
+      const fact = (label, value) => el('div', {}, el('dt', { text: label }), el('dd', { text: value }));
+      const gpus = r.gpu && r.gpu.devices && r.gpu.devices.length
+        ? (r.gpu.utilization_mean == null ? 'not measured' : r.gpu.utilization_mean.toFixed(0) + ' % mean') : 'none';
+      reportBox.replaceChildren(
+        el('p', {}, el('span', { class: 'grade g-' + (r.grade || 'none'), text: r.grade ? 'Grade ' + r.grade : 'No grade' }),
+          r.provisional ? ' provisional: the job is still running' : ''),
+        el('dl', { class: 'facts' },
+          fact('CPU efficiency', ratio(r.cpu && r.cpu.efficiency)),
+          fact('Cores busy / allocated', r.cpu && r.cpu.cores_busy != null ? `${r.cpu.cores_busy.toFixed(1)} / ${r.cpu.allocated ?? dash}` : 'not measured'),
+          fact('Memory peak / request', ratio(r.memory && r.memory.use_ratio)),
+          fact('GPUs', gpus),
+          fact('Time used of limit', ratio(r.time && r.time.use_ratio)),
+          fact('Unused CPU-hours', r.cpu_hours_unused == null ? dash : r.cpu_hours_unused.toFixed(1))),
+        r.advice && r.advice.length
+          ? el('ul', { class: 'advice' }, ...r.advice.map((a) => el('li', { 'data-topic': a.topic, text: a.text })))
+          : el('p', { class: 'muted', text: r.samples ? 'Nothing to improve: the job used what it asked for.' : 'No samples yet.' }),
+        r.not_measured && r.not_measured.length ? el('p', { class: 'muted', text: 'Not measured: ' + r.not_measured.join(', ') + '.' }) : '');
+    }
+    async function loadReport() {
+      drawReport(await api(`/v1/jobs/${encodeURIComponent(id)}/report`));
+    }
     async function loadAudit() {
       const trail = await api(`/v1/jobs/${encodeURIComponent(id)}/audit`);
       const rows = Array.isArray(trail) ? trail : (trail.events || trail.audit || []);
@@ -567,13 +593,15 @@
       build();
       await loadAudit();
     } catch (e) { failure(e); return; }
+    loadReport().catch(() => reportBox.replaceChildren(el('p', { class: 'muted', text: 'No report could be computed.' })));
+    const reloadReport = debounce(3000, () => loadReport().catch(() => {}));
     const redraw = debounce(250, build);
     const reloadAudit = debounce(500, () => loadAudit().catch(() => {}));
     // Samples carry no aggregates: the header is refetched now and then while they arrive.
     const reloadJob = debounce(2000, () => api('/v1/jobs/' + encodeURIComponent(id)).then((j) => { job = j; drawHeader(); }).catch(() => {}));
     stream('/v1/stream/jobs/' + encodeURIComponent(id), {
-      job_sample: (d) => { if (d.sample && add(d.sample)) { redraw(); reloadJob(); } },
-      job_event: (d) => { if (d.job) { job = d.job; drawHeader(); } reloadAudit(); },
+      job_sample: (d) => { if (d.sample && add(d.sample)) { redraw(); reloadJob(); reloadReport(); } },
+      job_event: (d) => { if (d.job) { job = d.job; drawHeader(); } reloadAudit(); reloadReport(); },
       stream_closed: () => setLive(false, 'job finished'),
     });
     every(10000, () => { if (job.state === 'running') drawHeader(); });

@@ -413,6 +413,16 @@ async fn console_in_a_real_browser() {
         .eval("return document.querySelectorAll('#chart-cpu canvas, #chart-mem canvas').length;")
         .await;
     assert_eq!(canvas, json!(2), "a CPU and a memory chart are drawn");
+    // The efficiency report follows the samples: the running job's is provisional and gives
+    // its CPU efficiency from what was posted.
+    let (report, _) = browser
+        .wait_for(
+            "(() => { const r = document.getElementById('report'); return r && /provisional/.test(r.textContent) && /CPU efficiency[0-9]+ %/.test(r.textContent) ? r.textContent : false; })()",
+            Duration::from_secs(10),
+            "the job's provisional efficiency report with a CPU figure",
+        )
+        .await;
+    eprintln!("report: {report}");
     browser.screenshot(&out.join("job.png")).await;
 
     // A phone in dark mode: the cluster page fits the width (tables scroll inside their box).

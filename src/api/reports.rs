@@ -6,8 +6,8 @@
 //! list is theirs whatever `user` they ask for.
 
 use super::auth::{identify, Role, Tokens};
-use super::identity::Identity;
 use super::error::ApiError;
+use super::identity::Identity;
 use super::request::{int_param, job_id, query_map};
 use super::{with_state, AppState};
 use crate::domain::report::{
