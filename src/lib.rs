@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod spool;
 pub mod store;
+pub mod token_file;
 pub mod watch;
 
 /// Installs ring as the process's rustls provider. reqwest is built with `rustls-no-provider`
