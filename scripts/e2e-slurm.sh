@@ -10,7 +10,9 @@
 # running job counts in its partition), and health goes degraded while slurmrestd is stopped and
 # healthy once it is back. Then it stops the server while jobs start and finish, brings it back (without the
 # reconciler, which would otherwise fill the gap itself) and checks that the spooled events arrive and
-# nothing is missing. Needs root (slurmd runs jobs as their users) and apt.
+# nothing is missing. Users sign in with Slurm's own JWTs: serve verifies them with the cluster's
+# auth/jwt key (--slurm-jwt-key-file), `scontrol token username=alice` must give a token jobscope
+# accepts, and alice must see her job and not bob's (404, absent from the list). Needs root (slurmd runs jobs as their users) and apt.
 #
 # A bash script rather than a Rust test: it installs packages, starts daemons as root and drives
 # sbatch/scancel/scontrol, which is shell work; `cargo test` stays runnable by anyone without root.
@@ -132,8 +134,10 @@ dev_slurm_start
 # shellcheck source=/dev/null
 . "$JOBSCOPE_SLURM_DIR/env"
 TEST_USER=$JOBSCOPE_SLURM_TEST_USER
+# The cluster's auth/jwt key (dev-slurm: AuthAltParameters=jwt_key=..., 0600, owned by SlurmUser root).
+JWT_KEY_FILE=$JOBSCOPE_SLURM_DIR/etc/jwt.key
 SLURM_FLAGS=(--scheduler slurm --slurmrestd-url "$SLURMRESTD_URL" --slurmrestd-user "$SLURMRESTD_USER"
-	--slurmrestd-token-file "$SLURMRESTD_TOKEN_FILE" --reconcile-interval 2s)
+	--slurmrestd-token-file "$SLURMRESTD_TOKEN_FILE" --reconcile-interval 2s --slurm-jwt-key-file "$JWT_KEY_FILE")
 start_serve "${SLURM_FLAGS[@]}"
 
 submit() { (cd /tmp && sbatch --parsable "$@") | cut -d';' -f1; }
@@ -288,6 +292,37 @@ P1=$(submit -J counted --wrap 'sleep 15')
 wait_partition '.state == "up" and .jobs_running == 1 and .limits.max_time_minutes == null' 30 ||
 	bad "partition: running job not counted after 30 s ($(api /v1/partitions/debug | jq -c .))"
 scancel "$P1"
+
+# ---- users: Slurm's own JWTs ---------------------------------------------------------------------------
+# alice and bob are local users (created if missing, like dev-slurm's test user); each runs a job.
+say "=== users sign in with scontrol token"
+for u in alice bob; do
+	id -u "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --comment 'jobscope e2e user' "$u" ||
+		die "useradd $u failed"
+done
+check "jwt key: mode,owner" "$(stat -c '%a %U' "$JWT_KEY_FILE")" "600 root"
+run_as() { (cd /tmp && runuser -u "$1" -- env SLURM_CONF="$SLURM_CONF" sbatch --parsable --chdir=/tmp -J "$2" --wrap 'sleep 1' | cut -d';' -f1); }
+J_ALICE=$(run_as alice mine)
+J_BOB=$(run_as bob theirs)
+for j in $J_ALICE $J_BOB; do
+	wait_final "$j" 60 || bad "job $j not finished in jobscope within 60 s (Slurm: $(slurm_state "$j"))"
+done
+ALICE_JWT=$(scontrol token username=alice lifespan=600 | sed -n 's/^SLURM_JWT=//p')
+[ -n "$ALICE_JWT" ] || bad "scontrol token username=alice printed no SLURM_JWT"
+as_alice() { curl -sS -H "Authorization: Bearer $ALICE_JWT" "$@"; }
+check "alice: whoami" "$(as_alice "$BASE/v1/whoami" | jq -c '[.identity,.kind,.name,.jobs_visible]')" '["user:alice","user","alice","own"]'
+check "alice: her job" "$(as_alice "$BASE/v1/jobs/$J_ALICE" | jq -c '[.id,.user,.state]')" "[\"$J_ALICE\",\"alice\",\"completed\"]"
+check "alice: bob's job is 404" "$(as_alice -o /dev/null -w '%{http_code}' "$BASE/v1/jobs/$J_BOB")" 404
+check "alice: bob's job answers as a missing one" "$(as_alice "$BASE/v1/jobs/$J_BOB" | jq -c 'del(.request_id)')" \
+	"$(as_alice "$BASE/v1/jobs/no-such-job" | jq -c 'del(.request_id)')"
+check "reader: bob's job is there" "$(field "$J_BOB" .user)" '"bob"'
+check "alice: list is only hers" "$(as_alice "$BASE/v1/jobs?limit=1000" | jq -c '[.jobs[].user] | unique')" '["alice"]'
+check "alice: list has her job, not bob's" \
+	"$(as_alice "$BASE/v1/jobs?limit=1000" | jq -c "[.jobs[].id | select(. == \"$J_ALICE\" or . == \"$J_BOB\")]")" "[\"$J_ALICE\"]"
+check "alice: ?user=bob is empty" "$(as_alice "$BASE/v1/jobs?user=bob" | jq '.jobs | length')" 0
+check "alice: no writes" "$(as_alice -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{}' "$BASE/v1/jobs")" 403
+BAD_JWT="${ALICE_JWT%.*}.$(printf 'x%.0s' {1..43})"
+check "alice: tampered signature is 401" "$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BAD_JWT" "$BASE/v1/whoami")" 401
 
 # ---- slurmrestd going away and coming back --------------------------------------------------------------
 say "=== slurmrestd stopped: health degraded, then healthy again"

@@ -50,15 +50,7 @@ impl AgentConfig {
             anyhow::bail!("--server (JOBSCOPE_SERVER): use an http:// or https:// URL");
         }
         let token = match &args.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("--token-file: cannot read {}", path.display()))?;
-                let token = text.lines().next().unwrap_or("").trim().to_owned();
-                if token.is_empty() {
-                    anyhow::bail!("--token-file: {} is empty", path.display());
-                }
-                Some(token)
-            }
+            Some(path) => Some(crate::token_file::read(path).context("--token-file")?),
             None => None,
         };
         let node = crate::collector::sampler::node_name(args.node.as_deref(), &args.proc_root).context(

@@ -428,7 +428,11 @@ pub struct WatchArgs {
     pub server: String,
 
     /// File holding the API token (sent as `Authorization: Bearer`); needed when the server has
-    /// a tokens file. A reader token is enough.
+    /// a tokens file. A reader or user token is enough. The token is the first line that is not
+    /// blank or a `#` comment (`SLURM_JWT=...` as `scontrol token` prints it works too).
+    /// Without this option, when `scontrol` is on the PATH, watch runs `scontrol token
+    /// lifespan=3600` and sends your Slurm JWT (the server needs --slurm-jwt-key-file), and
+    /// fetches a fresh one once when the server answers 401.
     #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 }

@@ -20,6 +20,7 @@ pub mod report;
 pub mod scheduler;
 pub mod spool;
 pub mod store;
+pub mod token_file;
 pub mod watch;
 
 /// Installs ring as the process's rustls provider. reqwest is built with `rustls-no-provider`

@@ -97,7 +97,10 @@ struct Target {
     client: reqwest::Client,
     stream_url: Url,
     job_url: Option<Url>,
-    auth: Option<HeaderValue>,
+    auth: std::sync::Mutex<Option<HeaderValue>>,
+    /// No --token-file and `scontrol` on the PATH: the token comes from `scontrol token`, and
+    /// a 401 fetches a fresh one (once per refusal).
+    from_scontrol: bool,
 }
 
 impl Target {
@@ -140,11 +143,10 @@ impl Target {
             }
         };
         let auth = match &args.token_file {
-            Some(path) => Some(bearer(&std::fs::read_to_string(path).with_context(
-                || format!("cannot read the token file {}", path.display()),
-            )?)?),
+            Some(path) => Some(header_for(&crate::token_file::read(path)?)?),
             None => None,
         };
+        let from_scontrol = auth.is_none() && crate::token_file::scontrol_on_path();
         crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -154,28 +156,50 @@ impl Target {
             client,
             stream_url,
             job_url,
-            auth,
+            auth: std::sync::Mutex::new(auth),
+            from_scontrol,
         })
     }
 
     fn get(&self, url: &Url) -> reqwest::RequestBuilder {
         let request = self.client.get(url.clone());
-        match &self.auth {
-            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match auth {
+            Some(auth) => request.header(AUTHORIZATION, auth),
             None => request,
+        }
+    }
+
+    /// A token from `scontrol token` when that is the source; a failure is said on stderr and
+    /// watching goes on without one (the server then answers 401 if it wants a token).
+    async fn fetch_scontrol_token(&self) -> bool {
+        if !self.from_scontrol {
+            return false;
+        }
+        let fetched = crate::token_file::from_scontrol(Duration::from_secs(15))
+            .await
+            .and_then(|token| header_for(&token));
+        match fetched {
+            Ok(value) => {
+                *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+                true
+            }
+            Err(err) => {
+                eprintln!("jobscope watch: no token from scontrol: {err:#}");
+                false
+            }
         }
     }
 }
 
-/// The `Authorization` value from a token file: the token alone, or a `ROLE TOKEN` line as in
-/// the server's tokens file. The token itself never appears in an error.
+/// The `Authorization` value from a token file's text ([`crate::token_file`]'s rule). The
+/// token itself never appears in an error.
 pub(crate) fn bearer(contents: &str) -> anyhow::Result<HeaderValue> {
-    let line = contents
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .context("the token file is empty")?;
-    let token = line.split_whitespace().last().unwrap_or(line);
+    header_for(&crate::token_file::parse(contents)?)
+}
+
+/// The sensitive `Authorization: Bearer` value for a token.
+fn header_for(token: &str) -> anyhow::Result<HeaderValue> {
     let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| anyhow::anyhow!("the token file holds characters a header cannot carry"))?;
     value.set_sensitive(true);
@@ -188,10 +212,13 @@ enum Ended {
     Exit(u8),
     /// The connection dropped (or the server ended it): resume.
     Dropped(String),
+    /// A 401 with a token from `scontrol`: a fresh one was fetched; reconnect at once.
+    Reauthorized,
 }
 
 async fn watch(args: WatchArgs) -> Result<u8, Fatal> {
     let target = Target::new(&args)?;
+    target.fetch_scontrol_token().await;
     let mut state = WatchState::default();
     let mut rng = XorShift::from_time();
     let mut attempt: u32 = 0;
@@ -199,6 +226,7 @@ async fn watch(args: WatchArgs) -> Result<u8, Fatal> {
         let reason = match connect(&target, &mut state).await? {
             Ended::Exit(code) => return Ok(code),
             Ended::Dropped(reason) => reason,
+            Ended::Reauthorized => continue,
         };
         // A connection that got as far as `connected` was a success: start the backoff over.
         if std::mem::take(&mut state.connected_once) {
@@ -225,6 +253,9 @@ struct WatchState {
     connected_once: bool,
     /// Whether "connected" was already said on stderr.
     announced: bool,
+    /// A 401 made `watch` fetch a fresh `scontrol` token, and no connection has succeeded
+    /// since: a second 401 is final.
+    refreshed: bool,
 }
 
 /// One connection: request, then events until it ends.
@@ -240,6 +271,15 @@ async fn connect(target: &Target, state: &mut WatchState) -> Result<Ended, Fatal
         Err(err) => return Ok(Ended::Dropped(describe(&err))),
     };
     let status = response.status();
+    if status == StatusCode::UNAUTHORIZED
+        && !std::mem::replace(&mut state.refreshed, true)
+        && target.fetch_scontrol_token().await
+    {
+        eprintln!(
+            "jobscope watch: the server refused the token (401); fetched a fresh one from scontrol"
+        );
+        return Ok(Ended::Reauthorized);
+    }
     if status.is_client_error() {
         return Err(Fatal::Refused(refusal(status, response).await));
     }
@@ -313,6 +353,7 @@ async fn handle(
     match event.event.as_str() {
         "connected" => {
             state.connected_once = true;
+            state.refreshed = false;
             if !state.announced {
                 state.announced = true;
                 eprintln!("jobscope watch: connected");

@@ -126,9 +126,14 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
 
 impl Watcher {
     fn spawn(args: &[&str]) -> Watcher {
+        Watcher::spawn_with_env(args, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], envs: &[(&str, &str)]) -> Watcher {
         let mut child = Command::new(env!("CARGO_BIN_EXE_jobscope"))
             .arg("watch")
             .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
             .env_remove("JOBSCOPE_SERVER")
             .env_remove("JOBSCOPE_TOKEN_FILE")
@@ -371,4 +376,94 @@ async fn a_dropped_connection_resumes_with_the_last_event_id() {
         "{:?}",
         watcher.out
     );
+}
+
+/// A named test double for Slurm's `scontrol` (the real one is covered by scripts/e2e-slurm.sh):
+/// logs its arguments, prints a stale token the first time and `token` after that.
+fn fake_scontrol(dir: &std::path::Path, token: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let script = bin.join("scontrol");
+    let calls = dir.join("calls");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{calls}'\nif [ \"$(wc -l <'{calls}')\" -eq 1 ]; then echo SLURM_JWT=stale-token; else echo SLURM_JWT={token}; fi\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:/usr/bin:/bin", bin.display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_file_watch_asks_scontrol_and_refreshes_once_on_401() {
+    const ALICE_TOKEN: &str = "alice-token-0123456789abcdef";
+    let tokens = Tokens::parse(&format!(
+        "reader {READER_TOKEN}\nhook {HOOK_TOKEN}\nuser:alice {ALICE_TOKEN}\n"
+    ))
+    .expect("tokens");
+    let server = Server::start(Some(tokens)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_scontrol(dir.path(), ALICE_TOKEN);
+
+    server.started("sc1").await;
+    let mut watcher =
+        Watcher::spawn_with_env(&["sc1", "--server", &server.base], &[("PATH", &path)]);
+    watcher.wait_for("connected", true).await;
+    server.finished("sc1", 0).await;
+    assert_eq!(watcher.exit_code().await, 0, "{:?}", watcher.err);
+    assert!(
+        watcher
+            .err
+            .iter()
+            .any(|l| l.contains("fetched a fresh one")),
+        "{:?}",
+        watcher.err
+    );
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+    assert_eq!(
+        calls, "token lifespan=3600\ntoken lifespan=3600\n",
+        "stale, then fresh"
+    );
+    assert!(!watcher
+        .out
+        .iter()
+        .chain(&watcher.err)
+        .any(|l| l.contains(ALICE_TOKEN)));
+
+    // A token that stays refused is fatal after one refresh (the double now always gives a
+    // token the server does not know), not a loop.
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_scontrol(dir.path(), "unknown-token");
+    let mut refused =
+        Watcher::spawn_with_env(&["sc1", "--server", &server.base], &[("PATH", &path)]);
+    assert_eq!(refused.exit_code().await, 125, "{:?}", refused.err);
+    assert!(
+        refused.err.iter().any(|l| l.contains("401")),
+        "{:?}",
+        refused.err
+    );
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+    assert_eq!(calls.lines().count(), 2);
+
+    // A --token-file wins: scontrol is not asked.
+    let dir = tempfile::tempdir().unwrap();
+    let path = fake_scontrol(dir.path(), ALICE_TOKEN);
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("# alice\nSLURM_JWT={ALICE_TOKEN}\n")).unwrap();
+    let mut with_file = Watcher::spawn_with_env(
+        &[
+            "sc1",
+            "--server",
+            &server.base,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        &[("PATH", &path)],
+    );
+    assert_eq!(with_file.exit_code().await, 0, "{:?}", with_file.err);
+    assert!(!dir.path().join("calls").exists(), "scontrol was not run");
 }

@@ -138,23 +138,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// The first line of the token file, trimmed. A file that cannot be read is logged and the
-/// request sent without a token (the server answers 401 and the event is spooled until the
-/// file is fixed). The token itself is never logged.
+/// The token file, read by [`crate::token_file`]'s rule. A file that cannot be read, or holds
+/// no token, is logged and the request sent without a token (the server answers 401 and the
+/// event is spooled until the file is fixed). The token itself is never logged.
 pub fn read_token(path: Option<&Path>) -> Option<String> {
     let path = path?;
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let token = text.lines().next().unwrap_or("").trim().to_owned();
-            if token.is_empty() {
-                tracing::warn!(path = %path.display(), "token file is empty; sending without a token");
-                None
-            } else {
-                Some(token)
-            }
-        }
+    match crate::token_file::read(path) {
+        Ok(token) => Some(token),
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the token file; sending without a token");
+            tracing::warn!(error = %format!("{e:#}"), "sending without a token");
             None
         }
     }
