@@ -31,37 +31,11 @@ macro_rules! on_backends {
     };
 }
 
-const SPEC: &str = include_str!("../openapi/jobscope.yaml");
-const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+use common::spec::operations;
+
 const KEY: &[u8] = b"the-cluster-jwt-key-for-tests-0123456789";
 const ALICE_TOKEN: &str = "alice-token-0123456789";
 const BOB_TOKEN: &str = "bob-token-0123456789";
-
-/// (path, method) pairs of the document's `paths:` section (as tests/openapi.rs reads them).
-fn operations() -> Vec<(String, String)> {
-    let mut ops = Vec::new();
-    let mut in_paths = false;
-    let mut current: Option<String> = None;
-    for line in SPEC.lines() {
-        if !line.starts_with(' ') && !line.trim().is_empty() {
-            in_paths = line.trim_end() == "paths:";
-            current = None;
-            continue;
-        }
-        if !in_paths {
-            continue;
-        }
-        if let Some(path) = line.strip_prefix("  /") {
-            current = Some(format!("/{}", path.trim_end().trim_end_matches(':')));
-        } else if let (Some(path), Some(rest)) = (&current, line.strip_prefix("    ")) {
-            let key = rest.trim_end().trim_end_matches(':');
-            if METHODS.contains(&key) && !rest.starts_with(' ') {
-                ops.push((path.clone(), key.to_uppercase()));
-            }
-        }
-    }
-    ops
-}
 
 fn tokens() -> Tokens {
     let text = format!(

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod spec;
+
 use jobscope::api::auth::Tokens;
 use jobscope::api::{routes, AppState};
 use jobscope::store::Store;
