@@ -573,7 +573,7 @@
           fact('Unused CPU-hours', r.cpu_hours_unused == null ? dash : r.cpu_hours_unused.toFixed(1))),
         r.advice && r.advice.length
           ? el('ul', { class: 'advice' }, ...r.advice.map((a) => el('li', { 'data-topic': a.topic, text: a.text })))
-          : el('p', { class: 'muted', text: r.samples ? 'Nothing to improve: the job used what it asked for.' : 'No samples yet.' }),
+          : el('p', { class: 'muted', text: r.samples ? 'No advice: every measured figure is within the site\'s thresholds.' : 'No samples yet.' }),
         r.not_measured && r.not_measured.length ? el('p', { class: 'muted', text: 'Not measured: ' + r.not_measured.join(', ') + '.' }) : '');
     }
     async function loadReport() {
