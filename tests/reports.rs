@@ -167,3 +167,38 @@ on_both_backends!(the_reports_list_is_worst_first_with_totals, |app| {
     let reply = app.get("/v1/reports?sort=best").await;
     reply.expect_error(400, "validation_error", "sort must be waste or start");
 });
+
+// Found by scripts/fuzz-api.sh on PostgreSQL: a sample of 9e12 MB was stored, and the report's
+// SQL (MB × 2^20 as bytes) then overflowed bigint and answered 500. Memory figures now stop at
+// 1 EiB, and a report over the largest allowed figure is still computed.
+on_both_backends!(
+    memory_figures_are_bounded_so_a_report_never_overflows,
+    |app| {
+        let started =
+            json!({"job_id": "huge", "user": "alice", "node_list": ["n1"], "timestamp": at(60)});
+        app.post_event("job-started", &started).await.expect(200);
+        let audit = [("X-Changed-By", "test"), ("X-Source", "test")];
+        app.request(
+            "POST",
+            "/v1/jobs/huge/metrics",
+            Some(&json!({"cpu_usage": 10, "memory_usage_mb": 9.0e12})),
+            &audit,
+        )
+        .await
+        .expect_error(
+            400,
+            "validation_error",
+            "Memory usage must be at most 1099511627776 MB (1 EiB)",
+        );
+        app.request(
+            "POST",
+            "/v1/jobs/huge/metrics",
+            Some(&json!({"cpu_usage": 10, "memory_usage_mb": 1099511627776_i64})),
+            &audit,
+        )
+        .await
+        .expect(201);
+        let r = app.get("/v1/jobs/huge/report").await.expect(200);
+        assert_eq!(r["memory"]["peak_bytes"], 1_i64 << 60, "{r}");
+    }
+);

@@ -135,13 +135,23 @@ pub fn percent(value: f64, message: &str) -> Checked<f64> {
     }
 }
 
-/// A non-negative amount of megabytes, rounded to whole megabytes.
+/// The most megabytes a memory figure may say: 1 EiB (2^40 MB), so that its bytes (× 2^20)
+/// still fit the database's 64-bit integers wherever they are computed (the reports' SQL).
+pub const MAX_MEGABYTES: i64 = 1 << 40;
+
+/// A non-negative amount of megabytes, rounded to whole megabytes; `message` for a negative
+/// or non-finite value, a bound message past [`MAX_MEGABYTES`].
 pub fn megabytes(value: f64, message: &str) -> Checked<i64> {
-    if value.is_finite() && (0.0..9.0e15).contains(&value) {
-        Ok(value.round() as i64)
-    } else {
-        Err(ValidationError::new(message))
+    if !value.is_finite() || value < 0.0 {
+        return Err(ValidationError::new(message));
     }
+    let rounded = value.round();
+    if rounded > MAX_MEGABYTES as f64 {
+        return Err(ValidationError::new(format!(
+            "Memory usage must be at most {MAX_MEGABYTES} MB (1 EiB)"
+        )));
+    }
+    Ok(rounded as i64)
 }
 
 /// A non-negative count.
@@ -238,6 +248,10 @@ mod tests {
         assert!(percent(f64::NAN, "m").is_err());
         assert_eq!(megabytes(1.6, "m").unwrap(), 2);
         assert!(megabytes(-1.0, "m").is_err());
+        assert_eq!(megabytes(MAX_MEGABYTES as f64, "m").unwrap(), MAX_MEGABYTES);
+        // One more would overflow a 64-bit byte count once multiplied by 2^20.
+        assert!(megabytes(MAX_MEGABYTES as f64 + 1.0, "m").is_err());
+        assert!(megabytes(9.0e12, "m").is_err());
         assert!(count("cpus", Some(-1)).is_err());
         assert_eq!(count("cpus", Some(0)).unwrap(), Some(0));
         assert!(in_range("exit_code", Some(256), 0, 255, "").is_err());
