@@ -35,6 +35,7 @@ impl Server {
             listen: listen.parse().unwrap(),
             retention: Duration::from_secs(86_400),
             tokens,
+            report_grace: Duration::from_millis(100),
             ..ServeConfig::loopback(&format!(
                 "sqlite://{}",
                 dir.path().join("watch.db").display()
