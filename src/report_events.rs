@@ -6,8 +6,8 @@
 //!
 //! A job deleted before its grace ends gets no report (the append finds no row). A restart
 //! during the grace does not lose the report: at start, jobs that ended within the last
-//! [`RECOVERY_GRACES`] grace windows and have no `job_report` logged get one (at most
-//! [`RECOVERY_LIMIT`] of them).
+//! [`RECOVERY_GRACES`] grace windows (at least [`RECOVERY_FLOOR`]) and have no `job_report`
+//! logged get one, when their grace is over (at most [`RECOVERY_LIMIT`] of them).
 
 use crate::domain::report::{compute, Report, Thresholds};
 use crate::domain::{now_micros, Job};
@@ -25,6 +25,9 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// How many grace windows back the start-up recovery looks.
 pub const RECOVERY_GRACES: u32 = 4;
+
+/// The start-up recovery looks back at least this far (a restart takes a while).
+pub const RECOVERY_FLOOR: Duration = Duration::from_secs(600);
 
 /// Most reports the start-up recovery makes.
 pub const RECOVERY_LIMIT: i64 = 1000;
@@ -74,8 +77,8 @@ pub async fn run(store: Store, feed: EventFeed, grace: Duration, mut stop: watch
     let mut events = feed.subscribe();
     // Due time -> job ids.
     let mut due: BTreeMap<Instant, Vec<String>> = BTreeMap::new();
-    let window = chrono::Duration::from_std(grace * RECOVERY_GRACES)
-        .unwrap_or(chrono::Duration::minutes(2));
+    let window = chrono::Duration::from_std((grace * RECOVERY_GRACES).max(RECOVERY_FLOOR))
+        .unwrap_or(chrono::Duration::minutes(10));
     match store
         .jobs_missing_report(now_micros() - window, RECOVERY_LIMIT)
         .await

@@ -780,6 +780,7 @@ impl Pump {
             for event in page {
                 self.cursor = event.id;
                 if self.sub.filter.matches(&event) {
+                    self.note_replayed(&event);
                     let event = FeedEvent::new(event);
                     self.send(log_event(&event, self.sub.stream), false).await?;
                 }
@@ -787,6 +788,27 @@ impl Pump {
             if !full {
                 return Ok(());
             }
+        }
+    }
+
+    /// A single job's stream replaying its `job_finished` waits for the report until the
+    /// report's deadline counted from that event; its `job_report` or `job_deleted` ends the
+    /// wait (the stream then closes after the replay).
+    fn note_replayed(&mut self, event: &crate::store::StoredEvent) {
+        if self.sub.single_job.is_none() {
+            return;
+        }
+        match event.kind.as_str() {
+            "job_finished" => {
+                let since = (crate::domain::now_micros() - event.occurred_at)
+                    .to_std()
+                    .unwrap_or_default();
+                self.closes_at = Some(
+                    tokio::time::Instant::now() + self.report_wait.saturating_sub(since),
+                );
+            }
+            "job_report" | "job_deleted" => self.closes_at = None,
+            _ => {}
         }
     }
 
@@ -808,6 +830,8 @@ impl Pump {
             return Ok(false);
         };
         let reason = match self.store.get_job(id).await {
+            // Its `job_finished` was replayed, its report not yet: wait for it live.
+            Ok(job) if job.state.is_terminal() && self.closes_at.is_some() => return Ok(false),
             Ok(job) if job.state.is_terminal() => "job finished",
             Ok(_) => return Ok(false),
             Err(crate::store::StoreError::NotFound) => "job not found",
