@@ -150,8 +150,12 @@ async fn one_report_after_the_grace(backend: Backend) {
     assert!(own.next().await.is_none(), "the stream ends");
 
     // A replay from before the report includes it, once.
-    let mut replay =
-        Sse::connect(&server.base, "/v1/stream/jobs", Some(report_id.unwrap() - 1)).await;
+    let mut replay = Sse::connect(
+        &server.base,
+        "/v1/stream/jobs",
+        Some(report_id.unwrap() - 1),
+    )
+    .await;
     let replayed = replay.until("job_report").await;
     assert_eq!(replayed.last().unwrap().0, report_id);
     assert_eq!(replayed.last().unwrap().1["data"]["report"]["job_id"], "r1");

@@ -235,6 +235,17 @@ async fn a_failed_job_prints_samples_and_states_and_exits_with_its_code() {
         "{:?}",
         watcher.out
     );
+    // The verdict (`job_report`, a grace after the end) is printed before the exit.
+    let report = watcher
+        .out
+        .iter()
+        .position(|l| l.starts_with("Job w1 ("))
+        .unwrap_or_else(|| panic!("the report block: {:?}", watcher.out));
+    assert!(
+        watcher.out[report..].iter().any(|l| l.contains("Grade:")),
+        "{:?}",
+        watcher.out
+    );
     let time = &watcher.out[0][..8];
     assert!(
         time.len() == 8 && time.as_bytes()[2] == b':' && time.as_bytes()[5] == b':',

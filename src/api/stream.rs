@@ -803,9 +803,8 @@ impl Pump {
                 let since = (crate::domain::now_micros() - event.occurred_at)
                     .to_std()
                     .unwrap_or_default();
-                self.closes_at = Some(
-                    tokio::time::Instant::now() + self.report_wait.saturating_sub(since),
-                );
+                self.closes_at =
+                    Some(tokio::time::Instant::now() + self.report_wait.saturating_sub(since));
             }
             "job_report" | "job_deleted" => self.closes_at = None,
             _ => {}

@@ -604,7 +604,11 @@ impl Store {
         since: DateTime<Utc>,
         payload: &serde_json::Value,
     ) -> StoreResult<bool> {
-        let result = dispatch!(self, "append_job_report", append_job_report(id, since, payload));
+        let result = dispatch!(
+            self,
+            "append_job_report",
+            append_job_report(id, since, payload)
+        );
         self.ring(result)
     }
 
@@ -614,7 +618,11 @@ impl Store {
         since: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
-        dispatch!(self, "jobs_missing_report", jobs_missing_report(since, limit))
+        dispatch!(
+            self,
+            "jobs_missing_report",
+            jobs_missing_report(since, limit)
+        )
     }
 
     pub async fn last_event_id(&self) -> StoreResult<i64> {
