@@ -18,7 +18,19 @@ struct Sse {
 
 impl Sse {
     async fn connect(base: &str, path: &str, last_event_id: Option<i64>) -> Sse {
+        Sse::connect_as(base, path, last_event_id, None).await
+    }
+
+    async fn connect_as(
+        base: &str,
+        path: &str,
+        last_event_id: Option<i64>,
+        token: Option<&str>,
+    ) -> Sse {
         let mut req = common::http().get(format!("{base}{path}"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
@@ -222,6 +234,67 @@ async fn report_events_in(db: &common::TestDb) -> usize {
     n
 }
 
+/// A user sees only their own jobs' reports: alice's stream carries her report, never bob's
+/// (logged first).
+async fn alice_does_not_see_bobs_report(backend: Backend) {
+    const HOOK: &str = "hook-token-0123456789";
+    const AGENT: &str = "agent-token-0123456789";
+    const ALICE: &str = "alice-token-0123456789";
+    const READER: &str = "reader-token-0123456789";
+    let db = common::TestDb::new(backend).await;
+    let mut config = common::serve_config(&db.url);
+    config.tokens = Some(
+        jobscope::api::auth::Tokens::parse(&format!(
+            "hook {HOOK}\nagent {AGENT}\nreader {READER}\nuser:alice {ALICE}\n"
+        ))
+        .unwrap(),
+    );
+    let server = TestServer::start_with(config, Some(db)).await;
+    let post = |path: &'static str, body: Value| {
+        let base = server.base.clone();
+        async move {
+            let resp = common::http()
+                .post(format!("{base}{path}"))
+                .bearer_auth(if path == "/v1/samples" { AGENT } else { HOOK })
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        }
+    };
+    let mut alice = Sse::connect_as(&server.base, "/v1/stream/jobs", None, Some(ALICE)).await;
+    let mut reader = Sse::connect_as(&server.base, "/v1/stream/jobs", None, Some(READER)).await;
+    for (id, user) in [("b-1", "bob"), ("a-1", "alice")] {
+        post(
+            "/v1/events/job-started",
+            json!({"job_id": id, "user": user, "node_list": ["n1"], "timestamp": at(100),
+                   "cpu_allocation": 1}),
+        )
+        .await;
+        post("/v1/samples", sample(id, 50, 25.0)).await;
+        post(
+            "/v1/events/job-finished",
+            json!({"job_id": id, "exit_code": 0}),
+        )
+        .await;
+        // In order: bob's report is logged before alice's job ends.
+        let seen = reader.until("job_report").await;
+        assert_eq!(seen.last().unwrap().1["data"]["job_id"], id);
+    }
+    let seen = alice.until("job_report").await;
+    assert_eq!(seen.last().unwrap().1["data"]["job_id"], "a-1");
+    assert!(
+        seen.iter().all(|(_, e)| e["data"]["job"]["user"] != "bob"),
+        "alice sees nothing of bob's: {seen:?}"
+    );
+    // Nor on a replay of the whole log.
+    let mut replay = Sse::connect_as(&server.base, "/v1/stream/jobs", Some(0), Some(ALICE)).await;
+    let replayed = replay.until("job_report").await;
+    assert_eq!(replayed.last().unwrap().1["data"]["job_id"], "a-1");
+    server.shutdown().await;
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite {
@@ -239,5 +312,6 @@ macro_rules! both {
 both!(
     one_report_after_the_grace,
     deleted_job_gets_none,
-    restart_during_grace_still_reports
+    restart_during_grace_still_reports,
+    alice_does_not_see_bobs_report
 );
