@@ -83,6 +83,7 @@ impl Application {
             metrics,
             metrics_token: config.metrics.token.clone().map(|t| t.0),
             slurm_health: config.slurm.as_ref().map(|_| Default::default()),
+            report_grace: config.report_grace,
         };
         Ok(Application {
             listener,
@@ -138,6 +139,12 @@ impl Application {
                 self.stop.subscribe(),
             ))
         });
+        let reporter = tokio::spawn(crate::report_events::run(
+            self.state.store.clone(),
+            self.state.events.clone(),
+            self.config.report_grace,
+            self.stop.subscribe(),
+        ));
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jobscope serving");
         // Streams never end on their own: tell them to close as soon as shutdown starts, so
         // the graceful shutdown does not wait for them.
@@ -169,6 +176,12 @@ impl Application {
             .is_err()
         {
             tracing::warn!("retention pruning did not stop within 10 s");
+        }
+        if tokio::time::timeout(Duration::from_secs(10), reporter)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the job report scheduler did not stop within 10 s");
         }
         if let Some(collector) = collector {
             // A pass in flight finishes its store write; sampling itself never blocks shutdown

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub demo_speed: f64,
     /// Serve the web console at `/` (`--no-console` turns it off).
     pub console: bool,
+    /// How long after a job's end its `job_report` event waits for late samples.
+    pub report_grace: Duration,
 }
 
 impl ServeConfig {
@@ -74,6 +76,7 @@ impl ServeConfig {
             db_acquire_timeout: crate::store::DEFAULT_ACQUIRE_TIMEOUT,
             demo_speed: 1.0,
             console: true,
+            report_grace: crate::report_events::DEFAULT_GRACE,
         }
     }
 }
@@ -215,6 +218,7 @@ impl ServeConfig {
             )?,
             demo_speed: args.demo_speed,
             console: !args.no_console,
+            report_grace: crate::report_events::DEFAULT_GRACE,
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod hook;
 pub mod log_safe;
 pub mod metrics;
 pub mod report;
+pub mod report_events;
 pub mod scheduler;
 pub mod spool;
 pub mod store;

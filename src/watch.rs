@@ -364,6 +364,12 @@ async fn handle(
             "jobscope watch: the server reported: {}",
             data["reason"].as_str().unwrap_or("an error")
         ),
+        // The verdict, a grace after the end (`report_events`): its readable block.
+        "job_event" if envelope["type"] == "job_report" => {
+            if let Some(block) = format_report(data) {
+                print_line(block.trim_end())?;
+            }
+        }
         name => {
             if name == "job_event" && data["job"].is_object() {
                 state.last_job = Some(data["job"].clone());
@@ -462,6 +468,13 @@ fn number(v: f64) -> String {
 }
 
 /// The line for one event, or `None` for events that print nothing.
+/// The readable block of a `job_report` event's report; `None` when it is not one.
+pub fn format_report(data: &Value) -> Option<String> {
+    let report: crate::domain::report::Report =
+        serde_json::from_value(data["report"].clone()).ok()?;
+    Some(crate::domain::report::render(&report))
+}
+
 pub fn format_event(name: &str, envelope: &Value) -> Option<String> {
     let at = clock(envelope["timestamp"].as_str());
     let data = &envelope["data"];

@@ -192,6 +192,10 @@ async fn single_job_stream_closes(backend: Backend) {
         .await;
     let finished = client.next().await.unwrap();
     assert_eq!(finished.data["data"]["job"]["state"], "failed");
+    // The stream waits for the job's report, then closes.
+    let report = client.next().await.unwrap();
+    assert_eq!(report.data["type"], "job_report");
+    assert_eq!(report.data["data"]["report"]["job_id"], "j1");
     let closed = client.next().await.unwrap();
     assert_eq!(closed.name, "stream_closed");
     assert!(
@@ -326,6 +330,10 @@ async fn cluster_stream_reports_status_and_changes(backend: Backend) {
     while !(saw_change && statuses >= 1) {
         let e = client.next().await.unwrap();
         match e.name.as_str() {
+            // k2's verdict, a (test-short) grace after its end
+            "job_event" if e.data["type"] == "job_report" => {
+                assert_eq!(e.data["data"]["job_id"], "k2");
+            }
             "job_event" => {
                 assert_eq!(e.data["data"]["job"]["id"], "k3");
                 saw_change = true;

@@ -35,6 +35,7 @@ impl Server {
             listen: listen.parse().unwrap(),
             retention: Duration::from_secs(86_400),
             tokens,
+            report_grace: Duration::from_millis(100),
             ..ServeConfig::loopback(&format!(
                 "sqlite://{}",
                 dir.path().join("watch.db").display()
@@ -231,6 +232,17 @@ async fn a_failed_job_prints_samples_and_states_and_exits_with_its_code() {
             .out
             .iter()
             .any(|l| l.ends_with("w1  alice  running → failed  exit 3")),
+        "{:?}",
+        watcher.out
+    );
+    // The verdict (`job_report`, a grace after the end) is printed before the exit.
+    let report = watcher
+        .out
+        .iter()
+        .position(|l| l.starts_with("Job w1 ("))
+        .unwrap_or_else(|| panic!("the report block: {:?}", watcher.out));
+    assert!(
+        watcher.out[report..].iter().any(|l| l.contains("Grade:")),
         "{:?}",
         watcher.out
     );

@@ -335,10 +335,15 @@ async fn job_streams_close_and_connections_are_counted_and_end_on_shutdown() {
         .await;
     let finished = next(&mut ws).await.unwrap();
     assert_eq!(finished["type"], "job_finished");
+    // The subscription waits for the job's report (a test-short grace), then closes.
+    let report = next(&mut ws).await.unwrap();
+    assert_eq!(report["type"], "job_report");
+    assert_eq!(report["subscription"], sub.as_str());
+    assert_eq!(report["data"]["report"]["job_id"], "j1");
     let closed = next(&mut ws).await.unwrap();
     assert_eq!(closed["type"], "stream_closed");
     assert_eq!(closed["subscription"], sub.as_str());
-    assert_eq!(closed["id"], finished["id"]);
+    assert_eq!(closed["id"], report["id"]);
 
     // The connection itself stays open until the server shuts down.
     send(&mut ws, json!({"type": "ping"})).await;

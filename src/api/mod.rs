@@ -55,6 +55,9 @@ pub struct AppState {
     pub metrics_token: Option<std::sync::Arc<str>>,
     /// Under `--scheduler slurm`: whether slurmrestd answers (`GET /v1/health` degrades).
     pub slurm_health: Option<crate::scheduler::slurm::SlurmHealth>,
+    /// How long after a job's end its `job_report` is due (`crate::report_events`): a single
+    /// job's stream waits that long (and a margin) for it before closing.
+    pub report_grace: std::time::Duration,
 }
 
 pub fn with_state(

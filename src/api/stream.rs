@@ -28,7 +28,7 @@ use super::request::job_id;
 pub(super) use super::stream_filter::StreamFilter;
 use super::AppState;
 use crate::events::{EventFeed, FeedEvent};
-use crate::store::{Store, StoredEvent};
+use crate::store::Store;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -502,6 +502,8 @@ pub(super) fn pump_for(
         tx,
         cursor: 0,
         last_lag: None,
+        report_wait: state.report_grace * 2 + REPORT_MARGIN,
+        closes_at: None,
     };
     pump.run(start, state.shutdown.clone())
 }
@@ -555,6 +557,10 @@ struct Pump {
     /// Id of the last event this connection has been given (or skipped as not matching).
     cursor: i64,
     last_lag: Option<Instant>,
+    /// A single job's stream after its `job_finished`: how long it waits for `job_report`.
+    report_wait: Duration,
+    /// Set at that `job_finished`: when the stream closes without the report.
+    closes_at: Option<tokio::time::Instant>,
 }
 
 impl Pump {
@@ -650,12 +656,22 @@ impl Pump {
             ticker
         });
         loop {
+            let mut expired = false;
             let received = tokio::select! {
                 r = self.live.recv() => Some(r),
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 _ = self.tx.closed() => return,
                 _ = async { status.as_mut()?.tick().await; Some(()) }, if status.is_some() => None,
+                _ = sleep_until(self.closes_at) => {
+                    expired = true;
+                    None
+                }
             };
+            if expired {
+                // The report did not come (the server restarted, or it could not be made).
+                let _ = self.send_closed("job finished").await;
+                return;
+            }
             let step = match received {
                 // the status period of a cluster stream
                 None => self.send_status().await.map(|()| true),
@@ -692,9 +708,18 @@ impl Pump {
         }
         // Only now: a lagged send did not deliver it.
         self.cursor = event.id;
-        if matched && is_terminal_for(&self.sub, event) {
-            self.send_closed("job finished").await?;
-            return Ok(false);
+        if matched && self.sub.single_job.is_some() {
+            match event.kind.as_str() {
+                // The report comes after a grace: wait for it (or the deadline).
+                "job_finished" => {
+                    self.closes_at = Some(tokio::time::Instant::now() + self.report_wait);
+                }
+                "job_report" | "job_deleted" => {
+                    self.send_closed("job finished").await?;
+                    return Ok(false);
+                }
+                _ => {}
+            }
         }
         Ok(true)
     }
@@ -755,6 +780,7 @@ impl Pump {
             for event in page {
                 self.cursor = event.id;
                 if self.sub.filter.matches(&event) {
+                    self.note_replayed(&event);
                     let event = FeedEvent::new(event);
                     self.send(log_event(&event, self.sub.stream), false).await?;
                 }
@@ -762,6 +788,26 @@ impl Pump {
             if !full {
                 return Ok(());
             }
+        }
+    }
+
+    /// A single job's stream replaying its `job_finished` waits for the report until the
+    /// report's deadline counted from that event; its `job_report` or `job_deleted` ends the
+    /// wait (the stream then closes after the replay).
+    fn note_replayed(&mut self, event: &crate::store::StoredEvent) {
+        if self.sub.single_job.is_none() {
+            return;
+        }
+        match event.kind.as_str() {
+            "job_finished" => {
+                let since = (crate::domain::now_micros() - event.occurred_at)
+                    .to_std()
+                    .unwrap_or_default();
+                self.closes_at =
+                    Some(tokio::time::Instant::now() + self.report_wait.saturating_sub(since));
+            }
+            "job_report" | "job_deleted" => self.closes_at = None,
+            _ => {}
         }
     }
 
@@ -783,6 +829,8 @@ impl Pump {
             return Ok(false);
         };
         let reason = match self.store.get_job(id).await {
+            // Its `job_finished` was replayed, its report not yet: wait for it live.
+            Ok(job) if job.state.is_terminal() && self.closes_at.is_some() => return Ok(false),
             Ok(job) if job.state.is_terminal() => "job finished",
             Ok(_) => return Ok(false),
             Err(crate::store::StoreError::NotFound) => "job not found",
@@ -805,13 +853,22 @@ async fn cursor_is_retained(store: &Store, cursor: i64) -> bool {
     }
 }
 
-fn is_terminal_for(sub: &Subscription, event: &StoredEvent) -> bool {
-    sub.single_job.is_some() && matches!(event.kind.as_str(), "job_finished" | "job_deleted")
+/// A single job's stream waits twice the report grace and this for `job_report` (the report
+/// is due one grace after `job_finished` reaches the scheduler; the rest is slack for a
+/// slow database).
+const REPORT_MARGIN: Duration = Duration::from_secs(1);
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoredEvent;
 
     fn stored(kind: &str, payload: Value) -> FeedEvent {
         FeedEvent::new(StoredEvent {

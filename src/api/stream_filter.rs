@@ -193,7 +193,9 @@ impl JobEvents {
         }
         let job = &event.payload["job"];
         if let Some((owner, all_lifecycles)) = &self.owner {
-            let lifecycle_ok = *all_lifecycles && event.kind != "job_sample";
+            // Samples and reports (made of samples) stay their owner's, whatever the flag.
+            let lifecycle_ok =
+                *all_lifecycles && !matches!(event.kind.as_str(), "job_sample" | "job_report");
             if !lifecycle_ok && job["user"].as_str() != Some(owner.as_str()) {
                 return false;
             }
@@ -384,5 +386,36 @@ mod tests {
         );
         assert!(all.clone().scoped(&bob, true).matches(&created));
         assert!(!all.clone().scoped(&bob, false).matches(&created));
+    }
+
+    #[test]
+    fn a_job_report_is_its_owners_only() {
+        let report = event(
+            "job_report",
+            Some("7"),
+            json!({"job_id": "7", "job": {"id": "7", "user": "ann", "state": "completed",
+                   "nodes": ["n1"], "scheduler": {"partition": "gpu"}},
+                   "report": {"job_id": "7"}}),
+        );
+        use crate::api::identity::Identity;
+        let (ann, bob) = (Identity::User("ann".into()), Identity::User("bob".into()));
+        let all = StreamFilter::parse(&params(&[]), true).unwrap();
+        assert!(all.clone().scoped(&ann, false).matches(&report));
+        assert!(
+            !all.clone().scoped(&bob, false).matches(&report),
+            "bob never sees ann's"
+        );
+        assert!(
+            !all.clone().scoped(&bob, true).matches(&report),
+            "reports stay private with --users-see-all-jobs, like samples"
+        );
+        let own = StreamFilter::single_job("7".into(), false).scoped(&ann, false);
+        assert!(own.matches(&report), "the job's own stream carries it");
+        let filtered =
+            StreamFilter::parse(&params(&[("partition", "gpu"), ("node", "n1")]), true).unwrap();
+        assert!(
+            filtered.matches(&report),
+            "the job filters read its summary"
+        );
     }
 }

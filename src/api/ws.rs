@@ -492,6 +492,7 @@ mod tests {
             metrics: Default::default(),
             metrics_token: None,
             slurm_health: None,
+            report_grace: crate::report_events::DEFAULT_GRACE,
         };
         let heartbeat = Heartbeat {
             ping_every: Duration::from_millis(100),

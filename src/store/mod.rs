@@ -597,6 +597,34 @@ impl Store {
     }
 
     /// Id of the newest event-log row (0 when the log is empty).
+    /// Logs the `job_report` event of a finished job once (see `queries::append_job_report`).
+    pub async fn append_job_report(
+        &self,
+        id: &str,
+        since: DateTime<Utc>,
+        payload: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let result = dispatch!(
+            self,
+            "append_job_report",
+            append_job_report(id, since, payload)
+        );
+        self.ring(result)
+    }
+
+    /// Finished jobs since `since` without a logged report (restart recovery).
+    pub async fn jobs_missing_report(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
+        dispatch!(
+            self,
+            "jobs_missing_report",
+            jobs_missing_report(since, limit)
+        )
+    }
+
     pub async fn last_event_id(&self) -> StoreResult<i64> {
         dispatch!(self, "last_event_id", last_event_id())
     }

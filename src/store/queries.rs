@@ -761,6 +761,8 @@ pub(crate) mod event_kind {
     pub const JOB_FINISHED: &str = "job_finished";
     pub const JOB_DELETED: &str = "job_deleted";
     pub const JOB_SAMPLE: &str = "job_sample";
+    /// A finished job's efficiency report (`report_events`).
+    pub const JOB_REPORT: &str = "job_report";
     pub const NODE_UPDATED: &str = "node_updated";
     pub const PARTITION_UPDATED: &str = "partition_updated";
     pub const PARTITION_DELETED: &str = "partition_deleted";
@@ -1824,6 +1826,59 @@ macro_rules! store_queries {
         pub async fn last_event_id(pool: &Pool<$db>) -> StoreResult<i64> {
             let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events").fetch_one(pool).await?;
             Ok(id.unwrap_or(0))
+        }
+
+        /// Appends the `job_report` event of job `id` (`payload` made by the caller from the
+        /// job and its report) unless the job is gone or not finished, or already has one
+        /// logged since `since`; `true` when appended. The job's row is locked, so a deletion
+        /// either comes first (no report) or after (its `job_deleted` follows the report).
+        pub async fn append_job_report(
+            pool: &Pool<$db>,
+            id: &str,
+            since: DateTime<Utc>,
+            payload: &serde_json::Value,
+        ) -> StoreResult<bool> {
+            let mut tx = WriteTx::begin(pool).await?;
+            let Some(job) = fetch_job(&mut tx, id, $row_lock).await? else {
+                return Ok(false);
+            };
+            if !job.state.is_terminal() {
+                return Ok(false);
+            }
+            let logged: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM events WHERE kind = $1 AND job_id = $2 AND occurred_at >= $3 LIMIT 1",
+            )
+            .bind(event_kind::JOB_REPORT)
+            .bind(id)
+            .bind(since)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if logged.is_some() {
+                return Ok(false);
+            }
+            tx.append_event(event_kind::JOB_REPORT, id, payload)?;
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        /// Jobs that ended at or after `since` and have no `job_report` logged since then,
+        /// oldest end first, at most `limit` (the reports a restart may have missed).
+        pub async fn jobs_missing_report(
+            pool: &Pool<$db>,
+            since: DateTime<Utc>,
+            limit: i64,
+        ) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
+            let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT id, end_time FROM jobs WHERE end_time IS NOT NULL AND end_time >= $1 \
+                 AND id NOT IN (SELECT job_id FROM events WHERE kind = $2 AND occurred_at >= $1 \
+                 AND job_id IS NOT NULL) ORDER BY end_time LIMIT $3",
+            )
+            .bind(since)
+            .bind(event_kind::JOB_REPORT)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows)
         }
     };
 }

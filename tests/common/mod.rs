@@ -215,6 +215,7 @@ impl TestApp {
             metrics: Default::default(),
             metrics_token: None,
             slurm_health: None,
+            report_grace: TEST_REPORT_GRACE,
         };
         TestApp {
             db,
@@ -350,9 +351,14 @@ impl TestApp {
 pub fn serve_config(database_url: &str) -> jobscope::config::ServeConfig {
     jobscope::config::ServeConfig {
         retention: std::time::Duration::from_secs(86_400),
+        report_grace: TEST_REPORT_GRACE,
         ..jobscope::config::ServeConfig::loopback(database_url)
     }
 }
+
+/// The `job_report` grace of test servers: short, so finished jobs' reports (and the close of
+/// their single-job streams) come at once.
+pub const TEST_REPORT_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A real `serve` on a real socket, running until [`TestServer::shutdown`].
 pub struct TestServer {
