@@ -114,3 +114,21 @@ async fn the_served_document_is_the_repository_file() {
     assert_eq!(reply.body, SPEC.as_bytes());
     app.finish().await;
 }
+
+/// Every documented operation has its own route template (so `/metrics` does not count it as
+/// "other") and is in the `Allow` table under it (so a 405 never names the wrong methods, and a
+/// malformed request to a real route is a 400, not a 405).
+#[test]
+fn every_operation_has_a_route_template_and_its_method_is_allowed() {
+    use jobscope::api::{allow::allowed_methods, metrics::route_template};
+    for (path, method) in operations() {
+        let concrete = path.replace("{id}", "4242").replace("{name}", "n1");
+        let template = route_template(&concrete);
+        assert_eq!(template, path, "{method} {path}: template {template}");
+        let allowed = allowed_methods(template).unwrap_or_else(|| panic!("{path} has no Allow"));
+        assert!(
+            allowed.split(", ").any(|m| m == method),
+            "{method} {path} is not in Allow: {allowed}"
+        );
+    }
+}

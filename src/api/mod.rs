@@ -411,7 +411,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
                   method: warp::http::Method,
                   path: warp::path::FullPath,
                   response: Response| {
-                let response = allow::add_allow(path.as_str(), response);
+                let response = allow::add_allow(&method, path.as_str(), response);
                 self::metrics::observe(&metrics, started, &method, path.as_str(), &response);
                 response
             },
