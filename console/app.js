@@ -601,7 +601,12 @@
     const reloadJob = debounce(2000, () => api('/v1/jobs/' + encodeURIComponent(id)).then((j) => { job = j; drawHeader(); }).catch(() => {}));
     stream('/v1/stream/jobs/' + encodeURIComponent(id), {
       job_sample: (d) => { if (d.sample && add(d.sample)) { redraw(); reloadJob(); reloadReport(); } },
-      job_event: (d) => { if (d.job) { job = d.job; drawHeader(); } reloadAudit(); reloadReport(); },
+      job_event: (d, envelope) => {
+        // The verdict after the job ends carries the report itself and only a summary of the job.
+        if (envelope.type === 'job_report') { if (d.report) drawReport(d.report); return; }
+        if (d.job) { job = d.job; drawHeader(); }
+        reloadAudit(); reloadReport();
+      },
       stream_closed: () => setLive(false, 'job finished'),
     });
     every(10000, () => { if (job.state === 'running') drawHeader(); });
