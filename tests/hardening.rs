@@ -216,30 +216,12 @@ async fn raw_get(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
-macro_rules! socket_test {
-    ($name:ident, $f:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$f(super::Backend::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                if !super::common::skip_postgres() {
-                    super::$f(super::Backend::Postgres).await;
-                }
-            }
-        }
-    };
-}
-
-socket_test!(non_ascii_audit_headers, non_ascii_audit_headers_are_400);
-socket_test!(allow_header, method_not_allowed_says_allow);
-socket_test!(uri_too_long, a_path_too_long_gets_the_json_error);
-socket_test!(header_read_timeout, slow_and_idle_connections_are_closed);
-socket_test!(connection_cap, past_the_cap_a_connection_gets_503);
-socket_test!(
-    streams_outlive_the_header_timeout,
+on_backends!(
+    non_ascii_audit_headers_are_400,
+    method_not_allowed_says_allow,
+    a_path_too_long_gets_the_json_error,
+    slow_and_idle_connections_are_closed,
+    past_the_cap_a_connection_gets_503,
     a_stream_is_not_cut_by_the_header_timeout
 );
 

@@ -13,24 +13,6 @@ use jobscope::api::jwt::{self, JwtKey};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-macro_rules! on_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(crate::common::Backend::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                if crate::common::skip_postgres() {
-                    return;
-                }
-                super::$name(crate::common::Backend::Postgres).await;
-            }
-        }
-    };
-}
-
 use common::spec::operations;
 
 const KEY: &[u8] = b"the-cluster-jwt-key-for-tests-0123456789";

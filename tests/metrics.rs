@@ -253,7 +253,14 @@ async fn metrics_take_a_reader_or_the_metrics_token() {
 #[tokio::test]
 async fn scrapes_answer_during_heavy_ingestion() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let server = TestServer::start_with(config(&db.url, Duration::from_secs(60)), Some(db)).await;
+    // Eight writers queue on SQLite's one write lock; on a loaded CI machine a write can wait
+    // past the default 5 s and be answered 503 (the bounded wait of --db-acquire-timeout, tested
+    // in tests/hardening.rs). What this test measures is scrapes during ingestion, so it waits.
+    let config = ServeConfig {
+        db_acquire_timeout: Duration::from_secs(60),
+        ..config(&db.url, Duration::from_secs(60))
+    };
+    let server = TestServer::start_with(config, Some(db)).await;
     let base = server.base.clone();
     for i in 0..8 {
         server.started(&format!("h{i}"), "u").await;

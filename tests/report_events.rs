@@ -295,21 +295,7 @@ async fn alice_does_not_see_bobs_report(backend: Backend) {
     server.shutdown().await;
 }
 
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() {
-                if crate::common::skip_postgres() { return; }
-                super::$name(super::Backend::Postgres).await
-            } )*
-        }
-    };
-}
-
-both!(
+on_backends!(
     one_report_after_the_grace,
     deleted_job_gets_none,
     restart_during_grace_still_reports,

@@ -529,21 +529,7 @@ async fn partitions_stream_filters_partition_events(backend: Backend) {
     server.shutdown().await;
 }
 
-macro_rules! both {
-    ($($name:ident),*) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() {
-                if super::common::skip_postgres() { return; }
-                super::$name(super::Backend::Postgres).await
-            } )*
-        }
-    };
-}
-
-both!(
+on_backends!(
     filters_envelope_and_order,
     resume_without_gap_or_duplicate,
     single_job_stream_closes,

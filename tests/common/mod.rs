@@ -456,6 +456,29 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// For each `async fn NAME(backend: Backend)` named, the tests `NAME::sqlite` and
+/// `NAME::postgres`.
+#[macro_export]
+macro_rules! on_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    if $crate::common::skip_postgres() {
+                        return;
+                    }
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            }
+        )+
+    };
+}
+
 /// Runs the body once on SQLite and once on PostgreSQL, as two tests.
 #[macro_export]
 macro_rules! on_both_backends {
