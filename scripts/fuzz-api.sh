@@ -69,7 +69,7 @@ fuzz() {
     failures=$(sed -n '/^Failures:/,/^$/p' "$out" | grep -E 'ST[0-9]+' | sed 's/^ *//' | paste -sd';' -)
     echo "fuzz-api: $name: ${cases:-0} requests generated; failures: ${failures:-none}; exit $rc"
     if ((rc != 0)); then
-        sed -n '/FAILURES/,/SUMMARY/p' "$out" | head -n 150
+        sed -nE '/(FAILURES|ERRORS)/,/SUMMARY/p' "$out" | head -n 150
         return 1
     fi
 }

@@ -999,7 +999,12 @@ pub fn parse_since(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
     }
     let bad =
         || format!("since must be an RFC 3339 time or an age like 7d, 24h or 90m, not {raw:?}");
-    let (number, unit) = raw.split_at(raw.len().saturating_sub(1));
+    // The unit is the last character, whatever its width (a byte split could cut a UTF-8 one:
+    // `?since=Ü=Ñº` panicked here, found by scripts/fuzz-api.sh).
+    let Some(unit_char) = raw.chars().last() else {
+        return Err(bad());
+    };
+    let (number, unit) = raw.split_at(raw.len() - unit_char.len_utf8());
     let n: i64 = number.parse().map_err(|_| bad())?;
     if !(0..=3650 * 24 * 60).contains(&n) {
         return Err(bad());
@@ -1272,6 +1277,22 @@ mod tests {
         let mut j2 = j.clone();
         j2.scheduler.as_mut().unwrap().raw_state = Some("OUT_OF_MEMORY".into());
         assert!(report(&j2, &[]).memory.oom_killed);
+    }
+
+    #[test]
+    fn since_takes_ages_and_times_and_refuses_the_rest_without_panicking() {
+        let now = Utc::now();
+        assert_eq!(
+            parse_since("7d", now).unwrap(),
+            now - chrono::Duration::days(7)
+        );
+        assert_eq!(
+            parse_since("90m", now).unwrap(),
+            now - chrono::Duration::minutes(90)
+        );
+        for bad in ["", "d", "7", "7w", "Ü=Ñº", "7º", "º", "-1d", "yesterday"] {
+            assert!(parse_since(bad, now).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
