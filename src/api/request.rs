@@ -31,10 +31,44 @@ pub fn json_body_limited<T: DeserializeOwned + Send>(
             let bytes = read_limited(declared, body, limit)
                 .await
                 .map_err(warp::reject::custom)?;
-            serde_json::from_slice::<T>(&bytes).map_err(|_| {
-                warp::reject::custom(ApiError::InvalidRequest("Invalid JSON body".into()))
-            })
+            let invalid =
+                || warp::reject::custom(ApiError::InvalidRequest("Invalid JSON body".into()));
+            if may_hold_nul(&bytes) {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+                if holds_nul(&value) {
+                    return Err(warp::reject::custom(ApiError::Validation(
+                        NUL_REFUSED.into(),
+                    )));
+                }
+                return serde_json::from_value::<T>(value).map_err(|_| invalid());
+            }
+            serde_json::from_slice::<T>(&bytes).map_err(|_| invalid())
         })
+}
+
+const NUL_REFUSED: &str =
+    "Text in the request body may not contain the NUL character (\\u0000): the databases cannot store it";
+
+/// Whether the raw body has a `\u0000` escape anywhere (JSON cannot carry a raw NUL byte, so an
+/// escape is the only way one arrives). A cheap scan that keeps the common body on the one-pass
+/// parse; a hit is then checked precisely by [`holds_nul`].
+fn may_hold_nul(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w == b"\\u0000")
+}
+
+/// Whether any string or object key in `value` contains a NUL character. PostgreSQL refuses NUL
+/// in `text` and `jsonb`, so such a body would be stored on SQLite and fail on PostgreSQL; it is
+/// refused up front on both.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| key.contains('\0') || holds_nul(item)),
+        _ => false,
+    }
 }
 
 async fn read_limited<S, B>(
