@@ -8,6 +8,7 @@
 //! statements that carry a whole sample batch, which each backend writes its own fastest way.
 
 mod bulk;
+mod gpu_figures;
 mod group_commit;
 mod node_figures;
 mod pg_copy;
