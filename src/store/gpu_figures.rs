@@ -152,8 +152,10 @@ macro_rules! backend {
                 idle_percent: f64,
                 rows: &[(&str, DeviceSummary)],
             ) -> StoreResult<()> {
-                // 17 parameters a row: 300 rows stay far below either backend's limit.
-                for chunk in rows.chunks(300) {
+                // 17 parameters a row: 1,900 rows (32,300 parameters) stay under SQLite's
+                // limit (32,766) and PostgreSQL's (65,535), so a 1,000-job batch with two GPUs
+                // each is two statements.
+                for chunk in rows.chunks(1900) {
                     let mut qb: QueryBuilder<$db> =
                         QueryBuilder::new(format!("INSERT INTO job_gpu_figures AS f ({COLUMNS}) "));
                     qb.push_values(chunk, |mut b, (job_id, d)| {
