@@ -268,9 +268,9 @@ on_both_backends!(
 
         // The migration's backfill, run again over the stored samples, gives the same rows.
         let migration = if app.db.url.starts_with("sqlite:") {
-            include_str!("../migrations/sqlite/0008_job_gpu_figures.sql")
+            include_str!("../migrations/sqlite/0009_job_gpu_figures.sql")
         } else {
-            include_str!("../migrations/postgres/0012_job_gpu_figures.sql")
+            include_str!("../migrations/postgres/0013_job_gpu_figures.sql")
         };
         let backfill = &migration[migration.find("INSERT INTO job_gpu_figures").unwrap()..];
         app.execute_sql(&format!("DELETE FROM job_gpu_figures; {backfill}"))
