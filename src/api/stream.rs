@@ -26,6 +26,7 @@ use super::error::{respond, ApiError};
 use super::identity::Identity;
 use super::request::job_id;
 pub(super) use super::stream_filter::StreamFilter;
+use super::stream_filter::{reject_unknown, JOB_PARAMS, NODE_PARAMS, PARTITION_PARAMS};
 use super::AppState;
 use crate::events::{EventFeed, FeedEvent};
 use crate::store::Store;
@@ -314,6 +315,10 @@ pub(super) struct Subscription {
     pub(super) single_job: Option<String>,
     /// For `/v1/stream/cluster`: how often to send a `status` event.
     pub(super) status_every: Option<Duration>,
+    /// For a single job's stream opened without a cursor: send the job as it is now (a
+    /// `job_event` of type `job_state`) before anything else, as seed 002's streams do, so a
+    /// client that joins after the job ended still learns how it ended.
+    pub(super) current_state_first: bool,
     /// Counts the connection in `GET /v1/stream/status` while it is open.
     pub(super) _registration: Option<Registered>,
 }
@@ -325,6 +330,7 @@ impl Subscription {
             filter,
             single_job: None,
             status_every: None,
+            current_state_first: false,
             _registration: None,
         }
     }
@@ -337,11 +343,13 @@ pub async fn jobs(
     state: AppState,
 ) -> Response {
     let see_all = super::jobs::users_see_all(&state);
-    let result = StreamFilter::parse(&params, true).and_then(|filter| {
-        let filter = filter.scoped(&who, see_all);
-        let start = cursor(last_event_id, &params)?;
-        Ok(open(state, Subscription::new("jobs", filter), start))
-    });
+    let result = reject_unknown(&params, &[JOB_PARAMS])
+        .and_then(|()| StreamFilter::parse(&params, true))
+        .and_then(|filter| {
+            let filter = filter.scoped(&who, see_all);
+            let start = cursor(last_event_id, &params)?;
+            Ok(open(state, Subscription::new("jobs", filter), start))
+        });
     respond(result)
 }
 
@@ -353,10 +361,12 @@ pub async fn nodes(
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let result = StreamFilter::parse_nodes(&params).and_then(|filter| {
-        let start = cursor(last_event_id, &params)?;
-        Ok(open(state, Subscription::new("nodes", filter), start))
-    });
+    let result = reject_unknown(&params, &[NODE_PARAMS])
+        .and_then(|()| StreamFilter::parse_nodes(&params))
+        .and_then(|filter| {
+            let start = cursor(last_event_id, &params)?;
+            Ok(open(state, Subscription::new("nodes", filter), start))
+        });
     respond(result)
 }
 
@@ -368,10 +378,12 @@ pub async fn partitions(
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let result = StreamFilter::parse_partitions(&params).and_then(|filter| {
-        let start = cursor(last_event_id, &params)?;
-        Ok(open(state, Subscription::new("partitions", filter), start))
-    });
+    let result = reject_unknown(&params, &[PARTITION_PARAMS])
+        .and_then(|()| StreamFilter::parse_partitions(&params))
+        .and_then(|filter| {
+            let start = cursor(last_event_id, &params)?;
+            Ok(open(state, Subscription::new("partitions", filter), start))
+        });
     respond(result)
 }
 
@@ -388,6 +400,7 @@ pub async fn cluster(
 ) -> Response {
     let see_all = super::jobs::users_see_all(&state);
     let result = (|| {
+        reject_unknown(&params, &[JOB_PARAMS, &["interval_seconds"]])?;
         let every = super::request::int_param(
             &params,
             "interval_seconds",
@@ -463,9 +476,11 @@ pub async fn job(
         }
     }
     let result = (|| {
+        reject_unknown(&params, &[])?;
         let start = cursor(last_event_id, &params)?;
         let sub = Subscription {
             single_job: Some(id.clone()),
+            current_state_first: start.is_none(),
             ..Subscription::new(
                 "job",
                 StreamFilter::single_job(id, false).scoped(&who, false),
@@ -618,8 +633,7 @@ impl Pump {
             Some(cursor) => cursor,
             None => self.store.last_event_id().await.unwrap_or(head).max(head),
         };
-        let connected =
-            json!({ "resumed_from": start, "filters": format!("{:?}", self.sub.filter) });
+        let connected = json!({ "resumed_from": start, "filters": self.sub.filter.describe() });
         let stream = self.sub.stream;
         self.send(
             control_event("connected", self.cursor, stream, connected),
@@ -633,6 +647,9 @@ impl Pump {
             self.cursor = now_head.max(head);
             self.send(control_event("reset", self.cursor, stream, reset), false)
                 .await?;
+        }
+        if self.sub.current_state_first {
+            self.send_current_state().await?;
         }
         // The log, until a pass ends with the live receiver still holding everything since.
         for pass in 0.. {
@@ -811,6 +828,36 @@ impl Pump {
         }
     }
 
+    /// A single job's current state, read after the cursor was fixed (so a change committed
+    /// meanwhile follows it rather than being lost). A job that does not exist sends nothing;
+    /// [`Pump::close_if_finished`] then closes the stream with "job not found".
+    async fn send_current_state(&self) -> Result<(), Stop> {
+        let Some(id) = &self.sub.single_job else {
+            return Ok(());
+        };
+        let job = match self.store.get_job(id).await {
+            Ok(job) => job,
+            Err(crate::store::StoreError::NotFound) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(error = %err, "a job stream could not read its job's state");
+                return Ok(());
+            }
+        };
+        let data = json!({ "job": job });
+        let json = envelope_text(
+            "job_state",
+            self.sub.stream,
+            &data,
+            crate::domain::now_micros(),
+        );
+        let message = Outgoing {
+            id: self.cursor,
+            name: "job_event",
+            json: json.into(),
+        };
+        self.send(message, false).await
+    }
+
     /// The last message of a single-job stream.
     async fn send_closed(&self, reason: &str) -> Result<(), Stop> {
         let closed = control_event(
@@ -841,13 +888,21 @@ impl Pump {
     }
 }
 
-/// Whether the log still holds every event after `cursor`.
+/// Whether the log still holds every event after `cursor`, and `cursor` is one this log gave
+/// out: a cursor past the newest event (a browser tab left open while the database was
+/// recreated) would otherwise wait, forever, for ids that this log hands out to other events.
 async fn cursor_is_retained(store: &Store, cursor: i64) -> bool {
+    let Ok(newest) = store.last_event_id().await else {
+        return true;
+    };
+    if cursor > newest {
+        return false;
+    }
     match store.events_after(0, 1).await {
         Ok(first) => match first.first() {
             Some(oldest) => cursor + 1 >= oldest.id,
-            // An empty log: retained only if the client has not seen anything we lost.
-            None => cursor <= store.last_event_id().await.unwrap_or(0),
+            // An empty log at or past the cursor: nothing was lost.
+            None => true,
         },
         Err(_) => true,
     }
