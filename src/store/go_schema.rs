@@ -230,6 +230,10 @@ pub async fn adopt_if_go(pool: &PgPool, migrator: &Migrator) -> StoreResult<Opti
         .bind(ADOPT_LOCK)
         .execute(&mut *tx)
         .await?;
+    // `DROP INDEX IF EXISTS` of an index an older Go revision lacked is not news.
+    sqlx::query("SET LOCAL client_min_messages = warning")
+        .execute(&mut *tx)
+        .await?;
     // Another replica may have adopted it while this one waited for the lock.
     let Found::GoService(found) = inspect(&mut tx).await? else {
         return Ok(None);

@@ -39,8 +39,8 @@ async fn migrate_postgres(url: &str, dry_run: bool) -> StoreResult<Vec<String>> 
             }
         ));
         lines.push(format!(
-            "{} adopt it in place, in one transaction (all rows kept):",
-            if dry_run { "would" } else { "adopting" }
+            "{} it in place, in one transaction (all rows kept):",
+            if dry_run { "would adopt" } else { "adopting" }
         ));
         for (i, step) in go_schema::describe(go).into_iter().enumerate() {
             lines.push(format!("  {}. {step}", i + 1));
