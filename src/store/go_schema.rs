@@ -153,6 +153,11 @@ pub fn steps(go: &GoDatabase) -> Vec<Step> {
             "jobs: replace the Go service's indexes (idx_jobs_*) with jobscope's",
             &[DROP_JOB_INDEXES],
         ),
+        // First: its (job_id, id) index finds each job's first audit row when jobs are filled.
+        step(
+            "job_audit_events: actor column, change_type check, jobscope's index instead of idx_job_audit_*",
+            &[DROP_AUDIT_INDEXES, CONVERT_AUDIT, AUDIT_INDEX],
+        ),
         step(
             "jobs: nodes and gpu_devices from comma-joined text to JSON arrays, states lower-cased, \
              the Go service's zeros for unknown figures to NULL, exit_code to scheduler_exit_code, \
@@ -184,10 +189,6 @@ pub fn steps(go: &GoDatabase) -> Vec<Step> {
                 SAMPLE_INDEX_UNIQUE,
                 SAMPLE_INDEX_BRIN,
             ],
-        ),
-        step(
-            "job_audit_events: actor column, change_type check, jobscope's index instead of idx_job_audit_*",
-            &[DROP_AUDIT_INDEXES, CONVERT_AUDIT, AUDIT_INDEX],
         ),
         step(
             "new tables: events (the stream log), nodes, partitions",
