@@ -49,6 +49,26 @@ pub enum Command {
     /// A job's efficiency report (did it use what it asked for?), or a list of jobs since a
     /// time, worst first.
     Report(crate::report::ReportArgs),
+    /// Bring the database to this version's schema, or with --dry-run say what that would
+    /// change. A PostgreSQL database created by the Go service is adopted in place (its jobs,
+    /// samples and audit trail kept), as `serve` does at start.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Database: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://jobscope.db"
+    )]
+    pub database_url: String,
+
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 const AGENT_ABOUT: &str = "Run on every compute node. Each interval the agent asks the server \

@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
         Command::Watch(args) => return jobscope::watch::run(args).await,
         Command::Report(args) => return jobscope::report::run(args).await,
         Command::Agent(args) => agent(args).await,
+        Command::Migrate(args) => migrate(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,6 +67,13 @@ async fn agent(args: jobscope::cli::AgentArgs) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     jobscope::agent::run(config, stopped).await?;
+    Ok(())
+}
+
+async fn migrate(args: jobscope::cli::MigrateArgs) -> anyhow::Result<()> {
+    for line in jobscope::store::migrate(&args.database_url, args.dry_run).await? {
+        println!("{line}");
+    }
     Ok(())
 }
 

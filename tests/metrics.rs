@@ -428,3 +428,114 @@ async fn a_multi_node_job_is_measured_as_one_postgres() {
     }
     a_multi_node_job(Backend::Postgres).await;
 }
+
+/// Nodes no agent reports get usage series derived from the newest samples of the jobs running
+/// on them (CPU and GPU averaged, memory summed; the Go service's figures), labelled
+/// `source="jobs"`; a figure no job has is left out. Once the node's agent reports, its own
+/// figures replace the derived ones.
+async fn node_usage_without_agents(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server =
+        TestServer::start_with(config(&db.url.clone(), Duration::from_secs(60)), Some(db)).await;
+    for (id, user, node) in [
+        ("u1", "alice", "n1"),
+        ("u2", "bob", "n1"),
+        ("u3", "carol", "n2"),
+    ] {
+        server
+            .post(
+                "/v1/events/job-started",
+                json!({"job_id": id, "user": user, "node_list": [node]}),
+            )
+            .await;
+    }
+    for (id, sample) in [
+        (
+            "u1",
+            json!({"cpu_usage": 40.0, "memory_usage_mb": 100, "gpu_usage": 20.0}),
+        ),
+        ("u2", json!({"cpu_usage": 60.0, "memory_usage_mb": 300})),
+        ("u3", json!({"cpu_usage": 10.0, "memory_usage_mb": 50})),
+    ] {
+        server.post(&format!("/v1/jobs/{id}/metrics"), sample).await;
+    }
+    let text = scrape_until(&server.base, "n1's derived usage", |t| {
+        value(t, r#"hpc_node_memory_usage_bytes{node="n1",source="jobs"}"#)
+            == Some(400.0 * 1024.0 * 1024.0)
+    })
+    .await;
+    let derived =
+        |node: &str, name: &str| value(&text, &format!(r#"{name}{{node="{node}",source="jobs"}}"#));
+    assert_eq!(
+        derived("n1", "hpc_node_cpu_usage_percent"),
+        Some(50.0),
+        "{text}"
+    );
+    assert_eq!(
+        derived("n1", "hpc_node_gpu_usage_percent"),
+        Some(20.0),
+        "{text}"
+    );
+    assert_eq!(
+        derived("n2", "hpc_node_cpu_usage_percent"),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        derived("n2", "hpc_node_memory_usage_bytes"),
+        Some(50.0 * 1024.0 * 1024.0)
+    );
+    // No job on n2 has a GPU figure: none is made up.
+    assert!(
+        !text.contains(r#"hpc_node_gpu_usage_percent{node="n2""#),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, r#"hpc_node_cpu_usage_percent{node="n1"}"#),
+        None
+    );
+
+    // n1's agent reports: its figures win, the derived ones go; n2 keeps its derived series.
+    let at = chrono::Utc::now().to_rfc3339();
+    server
+        .post(
+            "/v1/samples",
+            json!({
+                "node": "n1", "collected_at": at, "interval_seconds": 15, "jobs": [],
+                "node_stats": {"cpu_count": 8, "cpu_usage_percent": 12.5,
+                               "memory_used_bytes": 4096, "memory_total_bytes": 8192}
+            }),
+        )
+        .await;
+    let text = scrape_until(&server.base, "n1's agent figures", |t| {
+        value(t, r#"hpc_node_cpu_usage_percent{node="n1"}"#) == Some(12.5)
+    })
+    .await;
+    assert_eq!(
+        value(&text, r#"hpc_node_memory_usage_bytes{node="n1"}"#),
+        Some(4096.0)
+    );
+    assert!(!text.contains(r#"{node="n1",source="jobs"}"#), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"hpc_node_cpu_usage_percent{node="n2",source="jobs"}"#
+        ),
+        Some(10.0),
+        "{text}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn node_usage_without_agents_sqlite() {
+    node_usage_without_agents(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn node_usage_without_agents_postgres() {
+    if common::skip_postgres() {
+        return;
+    }
+    node_usage_without_agents(Backend::Postgres).await;
+}

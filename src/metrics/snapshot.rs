@@ -882,11 +882,18 @@ impl Snapshot {
                 |n| n.report_interval,
             ),
         ];
-        for (name, help, pick) in figures {
+        let derived = self.usage_from_jobs();
+        for (i, (name, help, pick)) in figures.into_iter().enumerate() {
             header(out, name, Kind::Gauge, help);
             for node in self.nodes.values() {
                 if let Some(v) = pick(node) {
                     sample(out, name, &node.labels, v);
+                }
+            }
+            // The first three (usage) also for nodes without an agent, marked as derived.
+            for (labels, figures) in &derived {
+                if let Some(v) = figures.get(i).copied().flatten() {
+                    sample(out, name, labels, v);
                 }
             }
         }
@@ -968,6 +975,47 @@ impl Snapshot {
                 }
             }
         }
+    }
+
+    /// CPU (mean), memory (sum) and GPU (mean) of the newest samples of the jobs running on
+    /// each node no agent reports, labelled `source="jobs"`: what the Go service exported for
+    /// every node, so its dashboards keep working where samples still come only through
+    /// `POST /v1/jobs/{id}/metrics`. Measured figures win: once a node's agent has reported,
+    /// its series are the agent's alone. A figure no job has is left out, never made up.
+    fn usage_from_jobs(&self) -> Vec<(String, [Option<f64>; 3])> {
+        let mut per_node: BTreeMap<&str, [(f64, usize); 3]> = BTreeMap::new();
+        for job in self.jobs.values().filter(|j| j.ended.is_none()) {
+            for (node, usage) in &job.usage {
+                let agent = self
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| n.last_report.is_some());
+                if agent {
+                    continue;
+                }
+                let sums = per_node.entry(node.as_str()).or_default();
+                for (sum, value) in
+                    sums.iter_mut()
+                        .zip([usage.cpu_usage, usage.memory_bytes, usage.gpu_usage])
+                {
+                    if let Some(v) = value {
+                        sum.0 += v;
+                        sum.1 += 1;
+                    }
+                }
+            }
+        }
+        per_node
+            .into_iter()
+            .map(|(node, [cpu, memory, gpu])| {
+                let mean = |(sum, n): (f64, usize)| (n > 0).then(|| sum / n as f64);
+                let total = |(sum, n): (f64, usize)| (n > 0).then_some(sum);
+                (
+                    text::labels(&[("node", node), ("source", "jobs")]),
+                    [mean(cpu), total(memory), mean(gpu)],
+                )
+            })
+            .collect()
     }
 
     fn render_jobs(&self, out: &mut String, now: Instant, grace: Duration, wall: DateTime<Utc>) {

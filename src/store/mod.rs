@@ -8,8 +8,10 @@
 //! statements that carry a whole sample batch, which each backend writes its own fastest way.
 
 mod bulk;
+pub mod go_schema;
 mod gpu_figures;
 mod group_commit;
+mod migrate;
 mod node_figures;
 mod pg_copy;
 mod postgres;
@@ -18,6 +20,7 @@ mod reports;
 mod sqlite;
 
 pub use group_commit::LifecycleOp;
+pub use migrate::migrate;
 pub use reports::ReportFilter;
 
 use crate::collector::GpuReading;
@@ -245,6 +248,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Adopting the Go service's database failed (and was rolled back).
+    #[error("{0}")]
+    Adoption(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("the store is shutting down")]

@@ -19,14 +19,23 @@ pub(super) const EVENT_ORDER_LOCK: &str =
 /// Group-commit writer tasks: enough to overlap one batch's statements with another's commit.
 pub(super) const LIFECYCLE_WRITERS: usize = 4;
 
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(acquire_timeout)
         .connect(url)
         .await?;
-    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    migrate(&pool).await?;
     Ok(pool)
+}
+
+/// Adopts a database the Go service created (see `go_schema`), then applies pending migrations.
+pub(super) async fn migrate(pool: &PgPool) -> StoreResult<Option<super::go_schema::Adopted>> {
+    let adopted = super::go_schema::adopt_if_go(pool, &MIGRATOR).await?;
+    MIGRATOR.run(pool).await?;
+    Ok(adopted)
 }
 
 /// Rings `commits` whenever any replica (this one included) commits events, so every replica's

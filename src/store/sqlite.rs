@@ -8,6 +8,8 @@ use sqlx::SqlitePool;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
@@ -22,7 +24,7 @@ pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult
         .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await?;
-    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
 
