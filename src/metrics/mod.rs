@@ -37,6 +37,7 @@ mod partitions;
 mod process;
 pub mod snapshot;
 pub mod text;
+mod verdicts;
 mod waste;
 
 pub use snapshot::{JobLabels, Snapshot};

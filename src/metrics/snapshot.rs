@@ -201,6 +201,8 @@ struct JobEntry {
     ended: Option<(Instant, Option<f64>)>,
     /// Newest sample per node name.
     usage: BTreeMap<String, NodeUsage>,
+    /// The job's efficiency verdict, once its `job_report` event came (after it finished).
+    verdict: Option<super::verdicts::Verdict>,
 }
 
 impl JobEntry {
@@ -222,6 +224,7 @@ impl JobEntry {
             gpu_vendor: None,
             ended: None,
             usage: BTreeMap::new(),
+            verdict: None,
         }
     }
 
@@ -535,6 +538,13 @@ impl Snapshot {
                 self.apply_job_event(event, now)
             }
             "job_sample" => self.apply_sample_event(event),
+            "job_report" => {
+                let job = event.job_id.as_deref().or(event.payload["job_id"].as_str());
+                if let Some(entry) = job.and_then(|id| self.jobs.get_mut(id)) {
+                    entry.verdict = super::verdicts::Verdict::from_payload(&event.payload);
+                }
+                Ok(())
+            }
             "node_updated" => {
                 self.record_node(&event.payload["node"]);
                 Ok(())
@@ -587,7 +597,9 @@ impl Snapshot {
             JobState::Running => {
                 self.upsert_job(&doc);
                 if let Some(entry) = self.jobs.get_mut(&doc.id) {
+                    // Running (again, if requeued): an earlier run's verdict is not this one's.
                     entry.ended = None;
+                    entry.verdict = None;
                 }
             }
             _ => {
@@ -1206,5 +1218,10 @@ impl Snapshot {
                 }
             }
         }
+        super::verdicts::render(
+            out,
+            jobs.iter()
+                .filter_map(|j| Some((j.labels.as_str(), j.verdict.as_ref()?))),
+        );
     }
 }
