@@ -203,10 +203,10 @@ on_both_backends!(
     }
 );
 
-/// The GPU figures a report reads are folded at ingest (`job_gpu_figures`); they must be exactly
-/// what folding every sample gives, whatever the order and repetition of the batches: two nodes,
-/// batches sent out of order (a spooled one arriving after newer ones) and one sent twice. The
-/// migration's backfill of samples stored before it must give the same rows again.
+// The GPU figures a report reads are folded at ingest (`job_gpu_figures`); they must be exactly
+// what folding every sample gives, whatever the order and repetition of the batches: two nodes,
+// batches sent out of order (a spooled one arriving after newer ones) and one sent twice. The
+// migration's backfill of samples stored before it must give the same rows again.
 on_both_backends!(
     gpu_figures_kept_at_ingest_equal_the_fold_of_every_sample,
     |app| {
