@@ -587,11 +587,7 @@ pub async fn collect_in_process(
             ..JobFilter::default()
         };
         let known: Vec<KnownJob> = match store.list_jobs(&filter).await {
-            Ok((jobs, _)) => jobs
-                .iter()
-                .filter_map(|j| serde_json::to_value(j).ok())
-                .filter_map(|j| KnownJob::from_json(&j))
-                .collect(),
+            Ok((jobs, _)) => jobs.iter().map(KnownJob::from_job).collect(),
             Err(err) => {
                 tracing::warn!(error = %err, "collector cannot list running jobs; skipping a pass");
                 continue;

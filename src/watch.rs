@@ -18,6 +18,7 @@
 //! lines of spec, and reconnection needs the parser's `id` bookkeeping anyway.
 
 use crate::cli::WatchArgs;
+use crate::events::EventKind;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Local, Utc};
 use futures_util::StreamExt;
@@ -365,7 +366,7 @@ async fn handle(
             data["reason"].as_str().unwrap_or("an error")
         ),
         // The verdict, a grace after the end (`report_events`): its readable block.
-        "job_event" if envelope["type"] == "job_report" => {
+        "job_event" if event_kind(&envelope) == Some(EventKind::JobReport) => {
             if let Some(block) = format_report(data) {
                 print_line(block.trim_end())?;
             }
@@ -415,7 +416,7 @@ async fn closed(target: &Target, state: &WatchState, data: &Value) -> Result<u8,
                 .json()
                 .await
                 .map_err(|err| Fatal::Other(anyhow::anyhow!("unreadable job: {err}")))?;
-            let line = format_state(&job, None, "job_finished");
+            let line = format_state(&job, None, Some(EventKind::JobFinished));
             print_line(&format!("{}  {line}", clock(job["end_time"].as_str())))?;
             Ok(exit_status(&job))
         }
@@ -500,7 +501,7 @@ pub fn format_event(name: &str, envelope: &Value) -> Option<String> {
         "job_event" => format_state(
             &data["job"],
             data["previous_state"].as_str(),
-            envelope["type"].as_str().unwrap_or(""),
+            event_kind(envelope),
         ),
         "reset" => {
             "missed events (too old to replay, or this client fell behind); state may have changed"
@@ -511,20 +512,25 @@ pub fn format_event(name: &str, envelope: &Value) -> Option<String> {
     Some(format!("{at}  {text}"))
 }
 
+/// The event kind an envelope's `type` names; `None` for one this client does not know.
+fn event_kind(envelope: &Value) -> Option<EventKind> {
+    envelope["type"].as_str()?.parse().ok()
+}
+
 /// `4242  alice  running → completed  exit 0`, without the time.
-fn format_state(job: &Value, previous: Option<&str>, kind: &str) -> String {
+fn format_state(job: &Value, previous: Option<&str>, kind: Option<EventKind>) -> String {
     let id = job["id"].as_str().unwrap_or("?");
     let user = job["user"].as_str().unwrap_or("?");
     let state = job["state"].as_str().unwrap_or("?");
     let change = match (kind, previous) {
-        ("job_deleted", _) => "deleted".to_owned(),
-        ("job_created", _) => format!("new → {state}"),
+        (Some(EventKind::JobDeleted), _) => "deleted".to_owned(),
+        (Some(EventKind::JobCreated), _) => format!("new → {state}"),
         (_, Some(prev)) if prev != state => format!("{prev} → {state}"),
-        ("job_updated", _) => format!("{state} (updated)"),
+        (Some(EventKind::JobUpdated), _) => format!("{state} (updated)"),
         _ => state.to_owned(),
     };
     let mut line = format!("{id}  {user}  {change}");
-    if is_terminal(job) && kind != "job_deleted" {
+    if is_terminal(job) && kind != Some(EventKind::JobDeleted) {
         if let Some(code) = job["exit_code"].as_i64() {
             line += &format!("  exit {code}");
         }
