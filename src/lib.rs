@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod collector;
 pub mod config;
 pub mod console;
