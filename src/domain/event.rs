@@ -242,11 +242,11 @@ pub struct PartitionChange<'a> {
     pub partition: Cow<'a, Partition>,
 }
 
-/// A logged event's payload, read as the type of its kind.
+/// A logged event's payload, read as the type of its kind (boxed: a job is large).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    Job(JobChange<'static>),
-    Sample(JobSample<'static>),
+    Job(Box<JobChange<'static>>),
+    Sample(Box<JobSample<'static>>),
     Report(Box<JobReport<'static>>),
     Node(NodeChange<'static>),
     Partition(PartitionChange<'static>),
@@ -260,8 +260,8 @@ impl Payload {
             EventKind::JobCreated
             | EventKind::JobUpdated
             | EventKind::JobFinished
-            | EventKind::JobDeleted => Payload::Job(JobChange::deserialize(payload)?),
-            EventKind::JobSample => Payload::Sample(JobSample::deserialize(payload)?),
+            | EventKind::JobDeleted => Payload::Job(Box::new(JobChange::deserialize(payload)?)),
+            EventKind::JobSample => Payload::Sample(Box::new(JobSample::deserialize(payload)?)),
             EventKind::JobReport => Payload::Report(Box::new(JobReport::deserialize(payload)?)),
             EventKind::NodeUpdated => Payload::Node(NodeChange::deserialize(payload)?),
             EventKind::PartitionUpdated | EventKind::PartitionDeleted => {
