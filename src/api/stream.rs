@@ -28,7 +28,7 @@ use super::request::job_id;
 pub(super) use super::stream_filter::StreamFilter;
 use super::stream_filter::{reject_unknown, JOB_PARAMS, NODE_PARAMS, PARTITION_PARAMS};
 use super::AppState;
-use crate::events::{EventFeed, FeedEvent};
+use crate::events::{EventFeed, EventKind, FeedEvent};
 use crate::store::Store;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -257,22 +257,26 @@ impl Outgoing {
 }
 
 /// The SSE event name of a logged event.
-fn event_name(kind: &str) -> &'static str {
+fn event_name(kind: EventKind) -> &'static str {
     match kind {
-        "job_sample" => "job_sample",
-        "node_updated" => "node_event",
-        "partition_updated" | "partition_deleted" => "partition_event",
-        _ => "job_event",
+        EventKind::JobSample => "job_sample",
+        EventKind::NodeUpdated => "node_event",
+        EventKind::PartitionUpdated | EventKind::PartitionDeleted => "partition_event",
+        EventKind::JobCreated
+        | EventKind::JobUpdated
+        | EventKind::JobFinished
+        | EventKind::JobDeleted
+        | EventKind::JobReport => "job_event",
     }
 }
 
 fn log_event(event: &FeedEvent, stream: &str) -> Outgoing {
     let json = event.encoded(encoding_slot(stream), |e| {
-        envelope_text(&e.kind, stream, &e.payload, e.occurred_at)
+        envelope_text(e.kind.as_str(), stream, &e.payload, e.occurred_at)
     });
     Outgoing {
         id: event.id,
-        name: event_name(&event.kind),
+        name: event_name(event.kind),
         json,
     }
 }
@@ -726,12 +730,12 @@ impl Pump {
         // Only now: a lagged send did not deliver it.
         self.cursor = event.id;
         if matched && self.sub.single_job.is_some() {
-            match event.kind.as_str() {
+            match event.kind {
                 // The report comes after a grace: wait for it (or the deadline).
-                "job_finished" => {
+                EventKind::JobFinished => {
                     self.closes_at = Some(tokio::time::Instant::now() + self.report_wait);
                 }
-                "job_report" | "job_deleted" => {
+                EventKind::JobReport | EventKind::JobDeleted => {
                     self.send_closed("job finished").await?;
                     return Ok(false);
                 }
@@ -815,15 +819,15 @@ impl Pump {
         if self.sub.single_job.is_none() {
             return;
         }
-        match event.kind.as_str() {
-            "job_finished" => {
+        match event.kind {
+            EventKind::JobFinished => {
                 let since = (crate::domain::now_micros() - event.occurred_at)
                     .to_std()
                     .unwrap_or_default();
                 self.closes_at =
                     Some(tokio::time::Instant::now() + self.report_wait.saturating_sub(since));
             }
-            "job_report" | "job_deleted" => self.closes_at = None,
+            EventKind::JobReport | EventKind::JobDeleted => self.closes_at = None,
             _ => {}
         }
     }
@@ -929,7 +933,7 @@ mod tests {
         FeedEvent::new(StoredEvent {
             id: 9,
             occurred_at: chrono::Utc::now(),
-            kind: kind.into(),
+            kind: kind.parse().expect("an event kind"),
             job_id: None,
             payload,
         })

@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::request::state_param;
 use crate::domain::validate;
 use crate::domain::{JobState, NodeState, PartitionState};
+use crate::events::EventKind;
 use crate::store::StoredEvent;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -280,16 +281,12 @@ impl StreamFilter {
     }
 }
 
-fn is_job_event(kind: &str) -> bool {
-    kind.starts_with("job_")
-}
-
 impl JobEvents {
     fn matches(&self, event: &StoredEvent) -> bool {
-        if !is_job_event(&event.kind) {
+        if !event.kind.is_about_a_job() {
             return false;
         }
-        if self.exclude_samples && event.kind == "job_sample" {
+        if self.exclude_samples && event.kind == EventKind::JobSample {
             return false;
         }
         if self.exclude_new && event.kind == "job_created" {
@@ -306,8 +303,8 @@ impl JobEvents {
         }
         if let Some((owner, all_lifecycles)) = &self.owner {
             // Samples and reports (made of samples) stay their owner's, whatever the flag.
-            let lifecycle_ok =
-                *all_lifecycles && !matches!(event.kind.as_str(), "job_sample" | "job_report");
+            let lifecycle_ok = *all_lifecycles
+                && !matches!(event.kind, EventKind::JobSample | EventKind::JobReport);
             if !lifecycle_ok && job["user"].as_str() != Some(owner.as_str()) {
                 return false;
             }
@@ -344,7 +341,7 @@ impl JobEvents {
 
 impl NodeEvents {
     fn matches(&self, event: &StoredEvent) -> bool {
-        if event.kind != "node_updated" {
+        if event.kind != EventKind::NodeUpdated {
             return false;
         }
         let node = &event.payload["node"];
@@ -371,10 +368,7 @@ impl NodeEvents {
 
 impl PartitionEvents {
     fn matches(&self, event: &StoredEvent) -> bool {
-        if !matches!(
-            event.kind.as_str(),
-            "partition_updated" | "partition_deleted"
-        ) {
+        if !event.kind.is_partition_change() {
             return false;
         }
         let partition = &event.payload["partition"];
@@ -404,7 +398,7 @@ mod tests {
         StoredEvent {
             id: 1,
             occurred_at: chrono::Utc::now(),
-            kind: kind.into(),
+            kind: kind.parse().expect("an event kind"),
             job_id: job_id.map(str::to_owned),
             payload,
         }

@@ -5,7 +5,7 @@
 //! record (`GET /v1/jobs/{id}/report`), these are for alerts and "worst jobs now" panels.
 
 use super::text::{header, sample, Kind};
-use serde_json::Value;
+use crate::domain::report::Report;
 
 /// The figures of one report that become gauges; `None` where the report says "not measured".
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,27 +18,15 @@ pub(super) struct Verdict {
 }
 
 impl Verdict {
-    /// The verdict in a `job_report` payload (`{"job_id", "job", "report"}`), or `None` when it
-    /// has no report.
-    pub(super) fn from_payload(payload: &Value) -> Option<Verdict> {
-        let report = payload.get("report")?.as_object()?;
-        let figure = |part: &str, field: &str| {
-            report
-                .get(part)
-                .and_then(|p| p.get(field))
-                .and_then(Value::as_f64)
-                .filter(|v| v.is_finite())
-        };
-        Some(Verdict {
-            cpu_efficiency: figure("cpu", "efficiency"),
-            memory_use: figure("memory", "use_ratio"),
-            gpu_utilization: figure("gpu", "utilization_mean").map(|p| p / 100.0),
-            time_use: figure("time", "use_ratio"),
-            score: report
-                .get("score")
-                .and_then(Value::as_f64)
-                .filter(|v| v.is_finite()),
-        })
+    pub(super) fn of(report: &Report) -> Verdict {
+        let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+        Verdict {
+            cpu_efficiency: finite(report.cpu.efficiency),
+            memory_use: finite(report.memory.use_ratio),
+            gpu_utilization: finite(report.gpu.utilization_mean).map(|p| p / 100.0),
+            time_use: finite(report.time.use_ratio),
+            score: finite(report.score),
+        }
     }
 }
 
@@ -88,16 +76,26 @@ pub(super) fn render<'a>(out: &mut String, jobs: impl Iterator<Item = (&'a str, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn a_report_payload_gives_its_figures_and_unmeasured_ones_stay_absent() {
-        let payload = json!({"job_id": "1", "report": {
-            "cpu": {"efficiency": 0.5}, "memory": {"use_ratio": 0.2},
-            "gpu": {"devices": []}, "time": {"use_ratio": 0.1}, "score": 0.43}});
-        let v = Verdict::from_payload(&payload).unwrap();
-        assert_eq!(v.cpu_efficiency, Some(0.5));
-        assert_eq!(v.gpu_utilization, None);
+    fn a_reports_figures_become_gauges_and_unmeasured_ones_stay_absent() {
+        let job = crate::domain::Job::new(
+            "1".into(),
+            "alice".into(),
+            vec!["n1".into()],
+            crate::domain::JobState::Completed,
+            chrono::Utc::now(),
+            "test",
+            "test",
+            "test",
+        );
+        let t = crate::domain::report::Thresholds::default();
+        let mut report = crate::domain::report::compute(&job, &[], &[], chrono::Utc::now(), &t);
+        report.cpu.efficiency = Some(0.5);
+        report.memory.use_ratio = Some(0.2);
+        report.score = Some(0.43);
+        report.gpu.utilization_mean = None;
+        let v = Verdict::of(&report);
         let mut out = String::new();
         render(&mut out, [("job_id=\"1\"", &v)].into_iter());
         assert!(
@@ -109,7 +107,6 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("hpc_job_gpu_utilization_ratio{"), "{out}");
-        assert_eq!(Verdict::from_payload(&json!({"job_id": "1"})), None);
     }
 
     #[test]
