@@ -21,8 +21,25 @@ pub struct Cli {
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
+    /// Debug logging when RUST_LOG is not set (the Go service's DEBUG=1). From the environment
+    /// only: 1, true, yes or on turn it on; any other value (DEBUG is a common name) does not.
+    #[arg(long, env = "DEBUG", value_name = "DEBUG", global = true, hide = true)]
+    pub debug: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Whether `DEBUG` asks for debug logging.
+    pub fn debug_logging(&self) -> bool {
+        self.debug.as_deref().is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -407,9 +424,27 @@ pub struct SlurmArgs {
     pub slurmrestd_user: Option<String>,
 
     /// File holding the JWT sent as X-SLURM-USER-TOKEN (e.g. from `scontrol token`); re-read
-    /// when it changes.
+    /// when it changes. Preferred over SLURM_AUTH_TOKEN (the Go service's variable, also
+    /// read): a file can be replaced when the token expires without restarting serve, and
+    /// stays out of the process environment, which /proc/PID/environ, `docker inspect` and
+    /// crash reports show.
     #[arg(long, env = "SLURMRESTD_TOKEN_FILE", value_name = "FILE")]
     pub slurmrestd_token_file: Option<PathBuf>,
+
+    /// The Go service's SLURM_BASE_URL: the same as --slurmrestd-url (both set must agree).
+    #[arg(long, env = "SLURM_BASE_URL", value_name = "URL", hide = true)]
+    pub slurm_base_url: Option<String>,
+
+    /// Use this slurmrestd API version instead of negotiating one: v0.0.37 to v0.0.44 (the
+    /// Go service's SLURM_API_VERSION).
+    #[arg(long, env = "SLURM_API_VERSION", value_name = "VERSION")]
+    pub slurm_api_version: Option<String>,
+
+    /// The Go service's SLURM_AUTH_TOKEN: a JWT as a value, used when there is no
+    /// --slurmrestd-token-file (prefer the file, see there). Environment only.
+    #[arg(long, env = "SLURM_AUTH_TOKEN", value_name = "TOKEN", hide = true, hide_env_values = true,
+          value_parser = |s: &str| Ok::<_, String>(crate::scheduler::slurm::SlurmToken(s.to_owned())))]
+    pub slurm_auth_token: Option<crate::scheduler::slurm::SlurmToken>,
 
     /// How often to reconcile jobs with Slurm: 30s, 1m, 500ms.
     #[arg(

@@ -192,7 +192,17 @@ impl ServeConfig {
             (None, true) => SchedulerKind::Mock,
             (None, false) => SchedulerKind::None,
         };
-        if args.demo && scheduler != SchedulerKind::Mock {
+        // The Go service ignored SEED_DEMO with its slurm backend; a site moving over keeps
+        // its environment, so it is a warning here too.
+        let demo = if args.demo && scheduler == SchedulerKind::Slurm {
+            tracing::warn!(
+                "SEED_DEMO (--demo) is ignored with --scheduler slurm: demo jobs are for the mock scheduler"
+            );
+            false
+        } else {
+            args.demo
+        };
+        if demo && scheduler != SchedulerKind::Mock {
             return Err(invalid(
                 "--scheduler (SCHEDULER_BACKEND)",
                 "--demo seeds mock jobs and needs the mock scheduler; leave --scheduler unset or set it to mock",
@@ -202,7 +212,7 @@ impl ServeConfig {
             listen: SocketAddr::new(ip, args.port),
             database_url,
             retention: Duration::from_secs(u64::from(args.retention_days) * 86_400),
-            demo: args.demo || scheduler == SchedulerKind::Mock,
+            demo: demo || scheduler == SchedulerKind::Mock,
             scheduler,
             tokens,
             insecure_no_auth: args.insecure_no_auth,
@@ -231,8 +241,23 @@ fn slurm_config(
     if scheduler != SchedulerKind::Slurm {
         return Ok(None);
     }
-    let key = "--slurmrestd-url (SLURMRESTD_URL)";
-    let url = match args.slurmrestd_url.as_deref().map(str::trim) {
+    let key = "--slurmrestd-url (SLURMRESTD_URL, or the Go service's SLURM_BASE_URL)";
+    let given = match (
+        args.slurmrestd_url.as_deref().map(str::trim),
+        args.slurm_base_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty()),
+    ) {
+        (Some(a), Some(b)) if a.trim_end_matches('/') != b.trim_end_matches('/') => {
+            return Err(invalid(
+                key,
+                "SLURMRESTD_URL and SLURM_BASE_URL name different servers; set one",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    let url = match given {
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.to_owned(),
         Some(u) if u.starts_with("unix:/") => u.to_owned(),
         Some(u) => {
@@ -250,10 +275,46 @@ fn slurm_config(
             "must be between 100ms and 24h",
         ));
     }
+    let version = match args.slurm_api_version.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(v) => {
+            let wanted = if v.starts_with('v') {
+                v.to_owned()
+            } else {
+                format!("v{v}")
+            };
+            let known = crate::scheduler::slurm::client::VERSIONS;
+            match known.iter().find(|k| **k == wanted) {
+                Some(k) => Some(*k),
+                None => {
+                    return Err(invalid(
+                        "--slurm-api-version (SLURM_API_VERSION)",
+                        format!(
+                            "{v:?} is not a version jobscope speaks ({})",
+                            known.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    let token = args
+        .slurm_auth_token
+        .as_ref()
+        .map(|t| t.0.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| crate::scheduler::slurm::SlurmToken(t.to_owned()));
+    if token.is_some() && args.slurmrestd_token_file.is_some() {
+        tracing::warn!(
+            "both SLURM_AUTH_TOKEN and --slurmrestd-token-file are set; the file is used"
+        );
+    }
     Ok(Some(crate::scheduler::slurm::SlurmConfig {
         url,
         user: args.slurmrestd_user.clone(),
         token_file: args.slurmrestd_token_file.clone(),
+        token,
+        version,
         interval,
     }))
 }
@@ -337,6 +398,11 @@ fn check_origins(origins: &[String]) -> Result<Vec<String>, ConfigError> {
         if origin.is_empty() {
             continue;
         }
+        // Every origin (CORS `*`, and any WebSocket `Origin`); credentials are never allowed.
+        if origin == "*" {
+            out.push(origin);
+            continue;
+        }
         let host = origin
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"));
@@ -368,6 +434,61 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
+
+    /// The Go service's SLURM_BASE_URL, SLURM_API_VERSION and SLURM_AUTH_TOKEN (read from the
+    /// environment through these hidden flags' `env`), and SEED_DEMO with the slurm backend.
+    #[test]
+    fn go_service_variables_are_aliases() {
+        let slurm = |extra: &[&str]| {
+            let mut argv = vec!["--scheduler", "slurm"];
+            argv.extend_from_slice(extra);
+            ServeConfig::from_args(&serve_args(&argv))
+        };
+        let cfg = slurm(&[
+            "--slurm-base-url",
+            "http://slurm:6820",
+            "--slurm-api-version",
+            "0.0.37",
+            "--slurm-auth-token",
+            "jwt-value",
+        ])
+        .unwrap();
+        let s = cfg.slurm.unwrap();
+        assert_eq!(s.url, "http://slurm:6820");
+        assert_eq!(s.version, Some("v0.0.37"));
+        assert_eq!(s.token.as_ref().unwrap().0, "jwt-value");
+        assert!(
+            !format!("{s:?}").contains("jwt-value"),
+            "the token is not in Debug"
+        );
+        let same = slurm(&[
+            "--slurmrestd-url",
+            "http://slurm:6820/",
+            "--slurm-base-url",
+            "http://slurm:6820",
+        ]);
+        assert!(same.is_ok());
+        let err = slurm(&[
+            "--slurmrestd-url",
+            "http://a:6820",
+            "--slurm-base-url",
+            "http://b:6820",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("SLURM_BASE_URL"), "{err}");
+        let err = slurm(&[
+            "--slurm-base-url",
+            "http://a",
+            "--slurm-api-version",
+            "v0.0.36",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("SLURM_API_VERSION"), "{err}");
+        // SEED_DEMO with the slurm backend: ignored (a warning), not fatal.
+        let cfg = slurm(&["--slurm-base-url", "http://a", "--demo"]).unwrap();
+        assert!(!cfg.demo);
+        assert_eq!(cfg.scheduler, SchedulerKind::Slurm);
+    }
 
     fn serve_args(extra: &[&str]) -> ServeArgs {
         let mut argv = vec!["jobscope", "serve"];

@@ -32,9 +32,12 @@ async fn main() -> ExitCode {
         Err(err) => err.exit(),
     };
     // Hooks run for every job: only problems are worth a line.
-    let default_filter = match cli.command {
-        Command::Hook(_) => "warn",
-        _ => "info,warp=warn",
+    let default_filter = match (&cli.command, cli.debug_logging()) {
+        (Command::Hook(_), false) => "warn",
+        (Command::Hook(_), true) => "warn,jobscope=debug",
+        (_, false) => "info,warp=warn",
+        // DEBUG=1: our own debug lines, not every dependency's.
+        (_, true) => "info,jobscope=debug,warp=warn",
     };
     init_tracing(cli.log_format, default_filter);
     jobscope::install_crypto_provider();

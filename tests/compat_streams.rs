@@ -7,11 +7,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Backend, TestServer};
-use futures_util::{Stream, StreamExt};
+use common::{Backend, TestDb, TestServer};
+use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
 use std::pin::Pin;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -149,13 +150,25 @@ async fn connected_shows_filters_as_json(backend: Backend) {
 
     let mut nodes = SseClient::connect(
         &server.base,
-        "/v1/stream/nodes?states=IDLE&features=gpu,ssd",
+        "/v1/stream/nodes?states=IDLE&node_names=n1",
         None,
     )
     .await;
     let filters = nodes.next().await.unwrap().data["data"]["filters"].clone();
     assert_eq!(filters["states"], json!(["idle"]));
-    assert_eq!(filters["features"], json!(["gpu", "ssd"]));
+    assert_eq!(filters["node_names"], json!(["n1"]));
+    // Seed 000's `features` is refused with a reason, not ignored (jobscope has no features).
+    let resp = common::http()
+        .get(format!("{}/v1/stream/nodes?features=gpu,ssd", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("node features"),
+        "{body}"
+    );
     server.shutdown().await;
 }
 
@@ -303,7 +316,306 @@ async fn seed_query_dialect(backend: Backend) {
     server.shutdown().await;
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(server: &TestServer, path: &str) -> Socket {
+    let (socket, resp) = tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr))
+        .await
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    socket
+}
+
+async fn ws_send(ws: &mut Socket, message: Value) {
+    ws.send(Message::text(message.to_string())).await.unwrap();
+}
+
+/// The next JSON message (pings skipped); panics after 10 s or when the connection ended.
+async fn ws_next(ws: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("connection open")
+            .expect("a frame");
+        match frame {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// `GET /events?stream=` is the matching `/v1/stream/*` route; a bad stream is a 400.
+async fn seed000_events_route(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut jobs = SseClient::connect(
+        &server.base,
+        "/events?stream=jobs&states=RUNNING,PENDING",
+        None,
+    )
+    .await;
+    let connected = jobs.next().await.unwrap();
+    assert_eq!(connected.data["stream"], "jobs");
+    assert_eq!(
+        connected.data["data"]["filters"]["states"],
+        json!(["running", "pending"])
+    );
+    let mut partitions = SseClient::connect(&server.base, "/events?stream=partitions", None).await;
+    assert_eq!(
+        partitions.next().await.unwrap().data["stream"],
+        "partitions"
+    );
+    let mut nodes =
+        SseClient::connect(&server.base, "/events?stream=nodes&partition=compute", None).await;
+    assert_eq!(nodes.next().await.unwrap().data["stream"], "nodes");
+    server.started("e1", "ida").await;
+    let event = jobs.next().await.unwrap();
+    assert_eq!(event.name, "job_event");
+    assert_eq!(event.data["data"]["job"]["id"], "e1");
+    for path in ["/events?stream=gossip", "/events?stream=nodes&user_id=ida"] {
+        let resp = common::http()
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+    }
+    server.shutdown().await;
+}
+
+/// Seed 000's WebSocket: `{stream, options}` subscribes; events arrive as `type: event`;
+/// errors carry `error`. Seed 001's: subscribed at open to status and job changes; `data`
+/// flags; a bare `unsubscribe`. And our own `/v1/ws` gains a `cluster` stream.
+async fn seed_websockets(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut seed000 = ws_connect(&server, "/ws").await;
+    ws_send(
+        &mut seed000,
+        json!({"stream": "jobs", "options": {"states": ["RUNNING", "PENDING"], "user_id": "john", "partition": "compute"}}),
+    )
+    .await;
+    let ack = ws_next(&mut seed000).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    server
+        .post(
+            "/v1/events/job-started",
+            json!({"job_id": "w1", "user": "john", "node_list": ["n1"], "partition": "compute"}),
+        )
+        .await;
+    let event = ws_next(&mut seed000).await;
+    assert_eq!(event["type"], "event", "{event}");
+    assert_eq!(event["event_type"], "job_created");
+    assert_eq!(event["stream"], "jobs");
+    assert_eq!(event["data"]["job"]["id"], "w1");
+    ws_send(
+        &mut seed000,
+        json!({"stream": "jobs", "options": {"colour": "red"}}),
+    )
+    .await;
+    let error = ws_next(&mut seed000).await;
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["error"].as_str().unwrap().contains("colour"),
+        "{error}"
+    );
+
+    // Seed 001: status and job changes without asking.
+    let mut cluster = ws_connect(&server, "/ws/cluster").await;
+    let ack = ws_next(&mut cluster).await;
+    assert_eq!(ack["type"], "subscribed");
+    assert_eq!(ack["data"]["status"], true);
+    assert_eq!(ack["data"]["state_changes"], true);
+    let status = ws_next(&mut cluster).await;
+    assert_eq!(status["type"], "status", "{status}");
+    assert_eq!(status["data"]["jobs_by_state"]["running"], 1);
+    server.started("w2", "kim").await;
+    let change = loop {
+        let m = ws_next(&mut cluster).await;
+        if m["type"] != "status" {
+            break m;
+        }
+    };
+    assert_eq!(change["type"], "job_created");
+    assert_eq!(change["data"]["job"]["id"], "w2");
+    // Only state changes: no more status; latency is named unsupported.
+    ws_send(
+        &mut cluster,
+        json!({"type": "subscribe", "data": {"status": false, "latency": true, "state_changes": true}}),
+    )
+    .await;
+    let ack = loop {
+        let m = ws_next(&mut cluster).await;
+        if m["type"] == "subscribed" {
+            break m;
+        }
+    };
+    assert_eq!(ack["data"]["status"], false);
+    assert_eq!(ack["data"]["unsupported"], json!(["latency"]));
+    server.started("w3", "kim").await;
+    let next = ws_next(&mut cluster).await;
+    assert_eq!(next["type"], "job_created", "no status after status: false");
+    assert_eq!(next["data"]["job"]["id"], "w3");
+    ws_send(&mut cluster, json!({"type": "unsubscribe"})).await;
+    let gone = ws_next(&mut cluster).await;
+    assert_eq!(gone["type"], "unsubscribed");
+    // Nothing is subscribed any more: the connection registry drops its cluster stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Value = common::http()
+            .get(format!("{}/v1/stream/status", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["streams"]["cluster"].is_null() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ws_send(&mut cluster, json!({"type": "ping"})).await;
+    assert_eq!(ws_next(&mut cluster).await["type"], "pong");
+    ws_send(
+        &mut cluster,
+        json!({"type": "subscribe", "data": {"gossip": true}}),
+    )
+    .await;
+    assert_eq!(ws_next(&mut cluster).await["type"], "error");
+
+    // Our /v1/ws: the cluster stream.
+    let mut ours = ws_connect(&server, "/v1/ws").await;
+    ws_send(
+        &mut ours,
+        json!({"type": "subscribe", "stream": "cluster", "options": {"interval_seconds": 1}}),
+    )
+    .await;
+    assert_eq!(ws_next(&mut ours).await["type"], "subscribed");
+    // Statuses every second; one computed within the last second is shared, so the three
+    // running jobs show by the second one at the latest.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ws_next(&mut ours).await;
+        assert_eq!(status["type"], "status");
+        assert_eq!(status["stream"], "cluster");
+        if status["data"]["jobs_by_state"]["running"] == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+    }
+    // Unknown query parameters on the WebSocket routes are refused before upgrading.
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws?stream=jobs", server.addr))
+        .await
+        .unwrap_err();
+    match refused {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 400),
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+/// CORS on REST and SSE from `--allowed-origins`: listed origins only, preflight answered,
+/// never credentials; `*` allows every origin, still without credentials.
+async fn cors_for_listed_origins(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = jobscope::config::ServeConfig {
+        allowed_origins: vec!["https://dash.example.org".into()],
+        ..common::serve_config(&db.url)
+    };
+    let server = TestServer::start_with(config, Some(db)).await;
+    let client = common::http();
+    let get = |path: &str, origin: &str| {
+        client
+            .get(format!("{}{path}", server.base))
+            .header("origin", origin)
+            .send()
+    };
+    let listed = get("/v1/jobs", "https://dash.example.org").await.unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(
+        listed.headers()["access-control-allow-origin"],
+        "https://dash.example.org"
+    );
+    assert!(listed.headers()["vary"]
+        .to_str()
+        .unwrap()
+        .contains("Origin"));
+    assert!(!listed
+        .headers()
+        .contains_key("access-control-allow-credentials"));
+    let other = get("/v1/jobs", "https://evil.example.org").await.unwrap();
+    assert_eq!(other.status(), 200);
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    let sse = get("/v1/stream/jobs", "https://dash.example.org")
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        sse.headers()["access-control-allow-origin"],
+        "https://dash.example.org"
+    );
+    drop(sse);
+    let preflight = |origin: &str| {
+        client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/v1/jobs/42", server.base),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://dash.example.org").await.unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(
+        ok.headers()["access-control-allow-methods"],
+        "GET, PATCH, DELETE"
+    );
+    let allow_headers = ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allow_headers.contains("authorization") && allow_headers.contains("content-type"));
+    assert!(!ok
+        .headers()
+        .contains_key("access-control-allow-credentials"));
+    let refused = preflight("https://evil.example.org").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(!refused
+        .headers()
+        .contains_key("access-control-allow-origin"));
+    server.shutdown().await;
+
+    let db = TestDb::new(backend).await;
+    let config = jobscope::config::ServeConfig {
+        allowed_origins: vec!["*".into()],
+        ..common::serve_config(&db.url)
+    };
+    let server = TestServer::start_with(config, Some(db)).await;
+    let any = common::http()
+        .get(format!("{}/v1/health", server.base))
+        .header("origin", "https://anywhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(any.headers()["access-control-allow-origin"], "*");
+    assert!(!any
+        .headers()
+        .contains_key("access-control-allow-credentials"));
+    server.shutdown().await;
+}
+
 on_backends!(
+    seed000_events_route,
+    seed_websockets,
+    cors_for_listed_origins,
     seed_query_dialect,
     cursor_ahead_of_the_log_gets_reset,
     connected_shows_filters_as_json,

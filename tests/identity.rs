@@ -125,7 +125,7 @@ async fn matrix(backend: Backend) {
                     status < 400
                         || (status == 404 && path.contains("{name}"))
                         // Past authentication, the WebSocket route wants upgrade headers.
-                        || (status == 400 && path == "/v1/ws"),
+                        || (status == 400 && ["/v1/ws", "/ws", "/ws/cluster"].contains(&path.as_str())),
                     "{who}: {method} {path} answered {status}, expected allowed"
                 );
             } else {

@@ -38,6 +38,9 @@ fn the_document_lists_every_route() {
         "POST /v1/stream/tickets",
         "GET /v1/stream/status",
         "GET /v1/ws",
+        "GET /ws",
+        "GET /ws/cluster",
+        "GET /events",
         "GET /v1/jobs/{id}/report",
         "GET /v1/reports",
     ] {

@@ -537,6 +537,8 @@ async fn health_is_degraded_while_slurmrestd_is_unreachable() {
         url: url.clone(),
         user: None,
         token_file: None,
+        token: None,
+        version: None,
         interval: Duration::from_secs(1),
     });
     let server = common::TestServer::start_with(config, Some(db)).await;

@@ -36,7 +36,10 @@ pub fn allowed_methods(template: &str) -> Option<&'static str> {
         | "/v1/stream/nodes"
         | "/v1/stream/partitions"
         | "/v1/stream/status"
-        | "/v1/ws" => "GET",
+        | "/v1/ws"
+        | "/ws"
+        | "/ws/cluster"
+        | "/events" => "GET",
         _ => return None,
     })
 }

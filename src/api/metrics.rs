@@ -139,6 +139,9 @@ pub fn route_template(path: &str) -> &'static str {
         ["v1", "stream", "tickets"] => "/v1/stream/tickets",
         ["v1", "stream", "status"] => "/v1/stream/status",
         ["v1", "ws"] => "/v1/ws",
+        ["ws"] => "/ws",
+        ["ws", "cluster"] => "/ws/cluster",
+        ["events"] => "/events",
         _ => "other",
     }
 }

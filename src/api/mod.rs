@@ -8,6 +8,8 @@
 pub mod allow;
 pub mod auth;
 pub mod connections;
+mod cors;
+mod dialects;
 pub mod error;
 mod health;
 pub mod hooks;
@@ -86,6 +88,8 @@ const NODE_JOBS: &[Role] = &[Role::Reader, Role::Agent];
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let tokens = state.tokens.clone();
     let tickets = state.tickets.clone();
+    let origins = state.allowed_origins.clone();
+    let preflight_origins = state.allowed_origins.clone();
     let metrics = state.metrics.clone();
     let metrics_auth = auth::require_metrics(tokens.clone(), state.metrics_token.clone());
     let (state_for_reports, tokens_for_reports) = (state.clone(), tokens.clone());
@@ -307,14 +311,35 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .then(stream::ticket)
         .boxed();
 
-    let websocket = warp::path!("v1" / "ws")
+    // The WebSocket routes: ours, seed 000's and seed 001's (see `dialects`).
+    let ws_route = |path: BoxedFilter<()>, dialect: dialects::Dialect| {
+        path.and(warp::get())
+            .and(stream_auth())
+            .and(query_map())
+            .and(warp::header::optional::<String>("origin"))
+            .and(warp::header::optional::<String>("host"))
+            .and(warp::ws())
+            .and(st())
+            .then(move |who, params, origin, host, ws, state| {
+                ws::upgrade(dialect, who, params, origin, host, ws, state)
+            })
+            .boxed()
+    };
+    let websocket = ws_route(warp::path!("v1" / "ws").boxed(), dialects::Dialect::Native);
+    let seed_websocket = ws_route(warp::path!("ws").boxed(), dialects::Dialect::Seed000);
+    let cluster_websocket = ws_route(
+        warp::path!("ws" / "cluster").boxed(),
+        dialects::Dialect::Cluster,
+    );
+
+    // Seed 000's SSE route: `/events?stream=jobs|nodes|partitions`.
+    let seed_events = warp::path!("events")
         .and(warp::get())
         .and(stream_auth())
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("host"))
-        .and(warp::ws())
+        .and(query_map())
+        .and(warp::header::optional::<String>("last-event-id"))
         .and(st())
-        .then(ws::upgrade)
+        .then(dialects::events)
         .boxed();
 
     let stream_status = warp::path!("v1" / "stream" / "status")
@@ -340,6 +365,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(stream_status)
         .unify()
         .or(websocket)
+        .unify()
+        .or(seed_websocket)
+        .unify()
+        .or(cluster_websocket)
+        .unify()
+        .or(seed_events)
         .unify()
         .boxed();
 
@@ -400,18 +431,34 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         // Boxed so the wrapper below does not nest the whole route tree's type once more.
         .boxed();
 
+    // A CORS preflight from a browser page on another origin (see `cors`).
+    let preflight = warp::options()
+        .and(warp::header::<String>("origin"))
+        .and(warp::header::<String>("access-control-request-method"))
+        .and(warp::path::full())
+        .map(
+            move |origin: String, _method: String, path: warp::path::FullPath| {
+                cors::preflight(&preflight_origins, &origin, path.as_str())
+            },
+        )
+        .boxed();
+    let api = preflight.or(api).unify().boxed();
+
     // Every request, rejected ones included, counted under its route template.
     warp::any()
         .map(std::time::Instant::now)
         .and(warp::method())
         .and(warp::path::full())
+        .and(warp::header::optional::<String>("origin"))
         .and(api)
         .map(
             move |started: std::time::Instant,
                   method: warp::http::Method,
                   path: warp::path::FullPath,
+                  origin: Option<String>,
                   response: Response| {
                 let response = allow::add_allow(&method, path.as_str(), response);
+                let response = cors::decorate(&origins, origin.as_deref(), response);
                 self::metrics::observe(&metrics, started, &method, path.as_str(), &response);
                 response
             },

@@ -392,7 +392,7 @@ pub async fn partitions(
 }
 
 /// Default period of the cluster stream's `status` event.
-const STATUS_EVERY: Duration = Duration::from_secs(5);
+pub(super) const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// `GET /v1/stream/cluster`: a `status` event every `interval_seconds` (default 5) with the
 /// cluster at a glance, plus the same change events as `/v1/stream/jobs`.

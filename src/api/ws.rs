@@ -1,7 +1,9 @@
 //! WebSocket streams: `GET /v1/ws`. One connection carries several subscriptions to the same
-//! streams as the SSE routes (`jobs`, filtered; `job`, one job with its samples; `nodes` and
-//! `partitions`, filtered), each answered with an ack and then replayed from the event log after its
-//! `last_event_id` and followed live.
+//! streams as the SSE routes (`jobs`, filtered; `job`, one job with its samples; `cluster`, the
+//! periodic status plus the job changes; `nodes` and `partitions`, filtered), each answered with
+//! an ack and then replayed from the event log after its `last_event_id` and followed live.
+//! The seeds' WebSocket routes (`/ws`, `/ws/cluster`) are this handler speaking their
+//! [`Dialect`].
 //!
 //! Each subscription runs the SSE pump ([`stream::pump_for`]) unchanged, so replay, the no-gap /
 //! no-duplicate hand-over to live events, `reset`, `stream_closed`, falling behind and shutdown
@@ -11,12 +13,12 @@
 //! [`PING_EVERY`] and closes a connection that has not sent anything (a Pong included) for
 //! [`DEAD_AFTER`].
 
+use super::dialects::{self, ClusterFlags, Dialect, Request};
 use super::identity::Identity;
 use super::request::job_id;
 use super::stream::{self, StreamFilter, Subscription, CONNECTION_BUFFER};
 use super::AppState;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -39,15 +41,37 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Options each stream accepts in `subscribe`.
 const JOBS_OPTIONS: &[&str] = &[
     "user",
+    "user_id",
     "states",
     "partition",
     "node",
     "job_ids",
     "exclude_samples",
+    "exclude_new",
+    "exclude_completed",
+    "last_event_id",
+];
+const CLUSTER_OPTIONS: &[&str] = &[
+    "user",
+    "user_id",
+    "states",
+    "partition",
+    "node",
+    "job_ids",
+    "exclude_samples",
+    "exclude_new",
+    "exclude_completed",
+    "interval_seconds",
     "last_event_id",
 ];
 const JOB_OPTIONS: &[&str] = &["job_id", "exclude_samples", "last_event_id"];
-const NODES_OPTIONS: &[&str] = &["node_names", "states", "partition", "last_event_id"];
+const NODES_OPTIONS: &[&str] = &[
+    "node_names",
+    "states",
+    "partition",
+    "features",
+    "last_event_id",
+];
 const PARTITIONS_OPTIONS: &[&str] = &["partition_names", "states", "last_event_id"];
 
 /// The keep-alive timing of a connection; tests use shorter intervals.
@@ -64,14 +88,21 @@ impl Heartbeat {
     };
 }
 
-/// `GET /v1/ws`: checks the `Origin` (403 before upgrading), then upgrades.
+/// `GET /v1/ws`, `/ws` or `/ws/cluster` (by `dialect`): checks the query (only the URL
+/// credentials) and the `Origin` (403 before upgrading), then upgrades.
+#[allow(clippy::too_many_arguments)]
 pub async fn upgrade(
+    dialect: Dialect,
     who: Identity,
+    params: HashMap<String, String>,
     origin: Option<String>,
     host: Option<String>,
     ws: Ws,
     state: AppState,
 ) -> Response {
+    if let Err(err) = super::stream_filter::reject_unknown(&params, &[]) {
+        return err.into_response();
+    }
     if !origin_allowed(origin.as_deref(), host.as_deref(), &state.allowed_origins) {
         // The origin is a client-chosen header; it is not logged.
         let body = json!({
@@ -81,7 +112,7 @@ pub async fn upgrade(
         return warp::reply::with_status(warp::reply::json(&body), StatusCode::FORBIDDEN)
             .into_response();
     }
-    ws.on_upgrade(move |socket| serve(socket, state, who, Heartbeat::DEFAULT))
+    ws.on_upgrade(move |socket| serve(socket, state, who, Heartbeat::DEFAULT, dialect))
         .into_response()
 }
 
@@ -91,26 +122,11 @@ pub async fn upgrade(
 fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else { return true };
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    if allowed.contains(&origin) {
+    if allowed.contains(&origin) || allowed.iter().any(|o| o == "*") {
         return true;
     }
     let authority = origin.split_once("://").map(|(_, rest)| rest);
     matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h.trim()))
-}
-
-/// What a client may send.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
-    Subscribe {
-        stream: String,
-        #[serde(default)]
-        options: Map<String, Value>,
-    },
-    Unsubscribe {
-        subscription: String,
-    },
-    Ping,
 }
 
 /// One open connection's subscriptions and its outgoing channel.
@@ -123,12 +139,19 @@ struct Connection {
     subscriptions: HashMap<String, JoinHandle<()>>,
     next_id: u64,
     heartbeat: Heartbeat,
+    dialect: Dialect,
 }
 
 /// Why the reading side stopped.
 struct Closed;
 
-pub(crate) async fn serve(socket: WebSocket, state: AppState, who: Identity, heartbeat: Heartbeat) {
+pub(crate) async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    who: Identity,
+    heartbeat: Heartbeat,
+    dialect: Dialect,
+) {
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Message>(CONNECTION_BUFFER);
     let writer = tokio::spawn(async move {
@@ -149,6 +172,13 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, who: Identity, hea
         subscriptions: HashMap::new(),
         next_id: 0,
         heartbeat,
+        dialect,
+    };
+    // Seed 001's clients are subscribed to everything from the start.
+    let opened = if dialect == Dialect::Cluster {
+        conn.cluster_flags(ClusterFlags::ALL).await
+    } else {
+        Ok(())
     };
 
     let mut ping =
@@ -157,6 +187,9 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, who: Identity, hea
     let dead = tokio::time::sleep(heartbeat.dead_after);
     tokio::pin!(dead);
     let close = loop {
+        if opened.is_err() {
+            break None;
+        }
         tokio::select! {
             received = incoming.next() => {
                 let Some(Ok(message)) = received else { break None };
@@ -207,13 +240,22 @@ impl Connection {
         let Ok(text) = message.to_str() else {
             return self.error("binary messages are not supported").await;
         };
-        let parsed = match serde_json::from_str::<ClientMessage>(text) {
+        let parsed = match dialects::parse_request(text, self.dialect) {
             Ok(parsed) => parsed,
-            Err(err) => return self.error(&format!("invalid message: {err}")).await,
+            Err(err) => return self.error(&err).await,
         };
         match parsed {
-            ClientMessage::Ping => self.reply(json!({"type": "pong"})).await,
-            ClientMessage::Subscribe { stream, options } => {
+            Request::Ping => self.reply(json!({"type": "pong"})).await,
+            Request::Flags(flags) => self.cluster_flags(flags).await,
+            Request::UnsubscribeAll => {
+                let ids: Vec<String> = self.subscriptions.keys().cloned().collect();
+                for (_, task) in self.subscriptions.drain() {
+                    task.abort();
+                }
+                self.reply(json!({"type": "unsubscribed", "subscriptions": ids}))
+                    .await
+            }
+            Request::Subscribe { stream, options } => {
                 match self.subscribe(&stream, options) {
                     Ok((id, sub, start)) => {
                         // Without a cursor the subscription starts "now": fix that point before
@@ -238,7 +280,7 @@ impl Connection {
                     Err(message) => self.error(&message).await,
                 }
             }
-            ClientMessage::Unsubscribe { subscription } => {
+            Request::Unsubscribe(subscription) => {
                 match self.subscriptions.remove(&subscription) {
                     Some(task) => {
                         // Dropping the pump unregisters it and frees its feed receiver.
@@ -270,11 +312,12 @@ impl Connection {
         let allowed = match stream {
             "jobs" => JOBS_OPTIONS,
             "job" => JOB_OPTIONS,
+            "cluster" => CLUSTER_OPTIONS,
             "nodes" => NODES_OPTIONS,
             "partitions" => PARTITIONS_OPTIONS,
             other => {
                 return Err(format!(
-                    "unknown stream {other:?} (expected jobs, job, nodes or partitions)"
+                    "unknown stream {other:?} (expected jobs, job, cluster, nodes or partitions)"
                 ))
             }
         };
@@ -283,6 +326,20 @@ impl Connection {
         let sub = if stream == "jobs" {
             let filter = StreamFilter::parse(&params, true).map_err(|e| e.to_string())?;
             Subscription::new("jobs", filter)
+        } else if stream == "cluster" {
+            let every = super::request::int_param(
+                &params,
+                "interval_seconds",
+                stream::STATUS_EVERY.as_secs() as i64,
+                1,
+                3600,
+            )
+            .map_err(|e| e.to_string())?;
+            let filter = StreamFilter::parse(&params, true).map_err(|e| e.to_string())?;
+            Subscription {
+                status_every: Some(Duration::from_secs(every as u64)),
+                ..Subscription::new("cluster", filter)
+            }
         } else if stream == "nodes" {
             let filter = StreamFilter::parse_nodes(&params).map_err(|e| e.to_string())?;
             Subscription::new("nodes", filter)
@@ -308,7 +365,7 @@ impl Connection {
             }
         };
         // A user's job subscriptions carry only their own jobs (samples always only their own).
-        let see_all = self.see_all && sub.stream == "jobs";
+        let see_all = self.see_all && matches!(sub.stream, "jobs" | "cluster");
         let sub = Subscription {
             filter: sub.filter.scoped(&self.who, see_all),
             ..sub
@@ -317,12 +374,53 @@ impl Connection {
         Ok((format!("s{}", self.next_id), sub, start))
     }
 
+    /// Seed 001's subscription: whatever the connection had is replaced by one `cluster`
+    /// subscription with the status every 5 s (`status`) and the job changes
+    /// (`state_changes`), from now on; both off leaves it with none.
+    async fn cluster_flags(&mut self, flags: ClusterFlags) -> Result<(), Closed> {
+        for (_, task) in self.subscriptions.drain() {
+            task.abort();
+        }
+        if !flags.status && !flags.state_changes {
+            return self
+                .reply(json!({"type": "subscribed", "subscription": null, "stream": "cluster", "data": flags.describe()}))
+                .await;
+        }
+        let filter = if flags.state_changes {
+            let filter = match StreamFilter::parse(&HashMap::new(), true) {
+                Ok(filter) => filter,
+                Err(err) => return self.error(&err.to_string()).await,
+            };
+            filter.scoped(&self.who, self.see_all)
+        } else {
+            StreamFilter::Nothing
+        };
+        let sub = Subscription {
+            status_every: flags.status.then_some(stream::STATUS_EVERY),
+            ..Subscription::new("cluster", filter)
+        };
+        // From now on, fixed before the ack (as for `subscribe`).
+        let head = self.state.events.head();
+        let newest = self.state.store.last_event_id().await.unwrap_or(head);
+        self.next_id += 1;
+        let id = format!("s{}", self.next_id);
+        self.reply(json!({
+            "type": "subscribed",
+            "subscription": id,
+            "stream": "cluster",
+            "data": flags.describe(),
+        }))
+        .await?;
+        self.start(id, sub, Some(newest.max(head)));
+        Ok(())
+    }
+
     /// Runs the subscription's pump and re-frames its events onto the connection's channel.
     fn start(&mut self, id: String, sub: Subscription, start: Option<i64>) {
         // Capacity 1: the connection's channel is the buffer; this one only hands over.
         let (events_tx, events) = mpsc::channel::<stream::Outgoing>(1);
         let pump = stream::pump_for(&self.state, sub, "ws", start, events_tx);
-        let forward = forward(id.clone(), events, self.out.clone());
+        let forward = forward(id.clone(), events, self.out.clone(), self.dialect);
         let task = tokio::spawn(async move {
             futures_util::future::join(pump, forward).await;
         });
@@ -340,7 +438,7 @@ impl Connection {
     }
 
     async fn error(&self, message: &str) -> Result<(), Closed> {
-        self.reply(json!({"type": "error", "message": message}))
+        self.reply(dialects::error_message(message, self.dialect))
             .await
     }
 }
@@ -383,9 +481,10 @@ async fn forward(
     subscription: String,
     mut events: mpsc::Receiver<stream::Outgoing>,
     out: mpsc::Sender<Message>,
+    dialect: Dialect,
 ) {
     while let Some(event) = events.recv().await {
-        let Some(message) = ws_message(&event, &subscription) else {
+        let Some(message) = ws_message(&event, &subscription, dialect) else {
             continue;
         };
         if out.send(Message::text(message)).await.is_err() {
@@ -396,11 +495,11 @@ async fn forward(
 
 /// A stream message as a WebSocket message: its envelope plus `id` and `subscription`. The
 /// `connected` greeting is dropped: the `subscribed` ack stands in for it.
-fn ws_message(message: &stream::Outgoing, subscription: &str) -> Option<String> {
+fn ws_message(message: &stream::Outgoing, subscription: &str, dialect: Dialect) -> Option<String> {
     if message.name == "connected" {
         return None;
     }
-    Some(message.ws_text(subscription))
+    Some(dialects::frame(message, subscription, dialect))
 }
 
 #[cfg(test)]
@@ -439,7 +538,8 @@ mod tests {
             name: "job_event",
             json: r#"{"type":"job_created","stream":"jobs","data":{"a":1}}"#.into(),
         };
-        let message: Value = serde_json::from_str(&ws_message(&event, "s1").unwrap()).unwrap();
+        let message: Value =
+            serde_json::from_str(&ws_message(&event, "s1", Dialect::Native).unwrap()).unwrap();
         assert_eq!(
             message,
             json!({"type": "job_created", "stream": "jobs", "data": {"a": 1}, "id": 42, "subscription": "s1"})
@@ -449,7 +549,7 @@ mod tests {
             name: "connected",
             json: r#"{"type":"connected"}"#.into(),
         };
-        assert!(ws_message(&connected, "s1").is_none());
+        assert!(ws_message(&connected, "s1", Dialect::Native).is_none());
     }
 
     #[test]
@@ -502,7 +602,9 @@ mod tests {
         use warp::Filter;
         let route = warp::ws().map(move |ws: Ws| {
             let state = state.clone();
-            ws.on_upgrade(move |socket| serve(socket, state, Identity::Open, heartbeat))
+            ws.on_upgrade(move |socket| {
+                serve(socket, state, Identity::Open, heartbeat, Dialect::Native)
+            })
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/", listener.local_addr().unwrap());

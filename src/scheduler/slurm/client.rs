@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// API versions tried, newest first; the first one the server answers `ping` for is used.
+/// v0.0.37 (the Go service's default, also offered by Debian's 22.05) comes last: on a
+/// server that offers v0.0.38 too, that one says more (node flags, job flags).
 pub const VERSIONS: &[&str] = &[
-    "v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.39", "v0.0.38",
+    "v0.0.44", "v0.0.43", "v0.0.42", "v0.0.41", "v0.0.40", "v0.0.39", "v0.0.38", "v0.0.37",
 ];
 
 /// Limit of one request to slurmrestd.
@@ -39,11 +41,15 @@ pub enum RestError {
 struct TokenFile {
     path: Option<PathBuf>,
     cached: Mutex<Option<(SystemTime, String)>>,
+    /// Without a file: the token given as a value (`SLURM_AUTH_TOKEN`).
+    fixed: Option<super::SlurmToken>,
 }
 
 impl TokenFile {
     fn current(&self) -> Option<String> {
-        let path = self.path.as_ref()?;
+        let Some(path) = self.path.as_ref() else {
+            return self.fixed.as_ref().map(|t| t.0.clone());
+        };
         let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(m), Some((seen, token))) = (mtime, cached.as_ref()) {
@@ -77,6 +83,8 @@ pub struct SlurmRest {
     shown_url: String,
     user: Option<String>,
     token: TokenFile,
+    /// `SLURM_API_VERSION`: the only version tried.
+    pinned: Option<&'static str>,
     version: Mutex<Option<&'static str>>,
 }
 
@@ -111,7 +119,9 @@ impl SlurmRest {
             token: TokenFile {
                 path: cfg.token_file.clone(),
                 cached: Mutex::new(None),
+                fixed: cfg.token.clone(),
             },
+            pinned: cfg.version,
             version: Mutex::new(None),
         })
     }
@@ -165,7 +175,15 @@ impl SlurmRest {
     /// Finds the newest API version the server answers `ping` for. Authentication errors are
     /// returned at once (they would fail for every version).
     pub async fn negotiate(&self) -> Result<&'static str, RestError> {
-        for v in VERSIONS {
+        let pinned;
+        let versions = match self.pinned {
+            Some(v) => {
+                pinned = [v];
+                &pinned[..]
+            }
+            None => VERSIONS,
+        };
+        for v in versions {
             match self.get(&format!("/slurm/{v}/ping")).await {
                 Ok(_) => {
                     *self.version.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
@@ -185,7 +203,7 @@ impl SlurmRest {
         }
         Err(RestError::NoVersion {
             url: self.shown_url.clone(),
-            tried: VERSIONS.join(", "),
+            tried: versions.join(", "),
         })
     }
 

@@ -39,7 +39,23 @@ pub struct SlurmConfig {
     pub url: String,
     pub user: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// A token given as a value (`SLURM_AUTH_TOKEN`, the Go service's variable); the token
+    /// file wins when both are set.
+    pub token: Option<SlurmToken>,
+    /// An API version to use instead of negotiating (`SLURM_API_VERSION`), one of
+    /// [`client::VERSIONS`].
+    pub version: Option<&'static str>,
     pub interval: Duration,
+}
+
+/// A slurmrestd token given as a value. `Debug` does not show it.
+#[derive(Clone, PartialEq)]
+pub struct SlurmToken(pub String);
+
+impl std::fmt::Debug for SlurmToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlurmToken(<redacted>)")
+    }
 }
 
 /// Whether the reconciler can reach slurmrestd, for `GET /v1/health`. Shared by the reconcile
