@@ -602,3 +602,31 @@ impl Sse {
         }
     }
 }
+
+/// A value the adopted columns refuse (a state jobscope does not know) is named by the dry run
+/// and stops `serve` before anything is changed.
+#[tokio::test]
+async fn an_unknown_state_is_named_and_changes_nothing() {
+    let db = go_database(true).await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("UPDATE jobs SET state = 'TIMEOUT' WHERE id = '1004'")
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let before = (catalog(&db.url).await, go_contents(&db.url).await);
+    let text = jobscope::store::migrate(&db.url, true)
+        .await
+        .unwrap()
+        .join("\n");
+    assert!(
+        text.contains("blocked: 1 job(s) with state 'TIMEOUT'"),
+        "{text}"
+    );
+    let err = match jobscope::store::Store::connect(&db.url).await {
+        Ok(_) => panic!("adopted a job in state TIMEOUT"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("state 'TIMEOUT'"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!((catalog(&db.url).await, go_contents(&db.url).await), before);
+}
