@@ -44,9 +44,10 @@ fn exporter(jobs: usize) -> Metrics {
             "oom_kills": 0, "io_read_bytes": 1_234_567_890u64, "io_write_bytes": 987_654_321u64,
             "pids": 48, "gpus": [gpu(0, i), gpu(1, i)]
         });
-        metrics
-            .record_job_sample(&labels, &sample)
-            .expect("sample is valid");
+        metrics.record_job_sample(
+            &labels,
+            &serde_json::from_value(sample).expect("sample is valid"),
+        );
     }
     metrics
 }

@@ -8,13 +8,12 @@
 //! request's timeout, and a pass that overruns its interval skips ticks rather than queueing them.
 
 use crate::cli::AgentArgs;
+use crate::client::{self, ApiClient, Call, ClientOptions};
 use crate::collector::{open_gpus, KnownJob, PassNotes, SampleBatch, Sampler, SamplerConfig};
 use crate::domain::{now_micros, JobState};
 use crate::spool::{PushOutcome, Spool, SpoolLimits, WhenFull};
 use crate::store::{JobFilter, LatePolicy, Store};
 use anyhow::Context;
-use reqwest::header::{HeaderValue, AUTHORIZATION};
-use reqwest::StatusCode;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,12 +42,8 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     pub fn from_args(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
-        let server = reqwest::Url::parse(args.server.trim_end_matches('/')).with_context(|| {
-            format!("--server (JOBSCOPE_SERVER): {:?} is not a URL", args.server)
-        })?;
-        if !matches!(server.scheme(), "http" | "https") {
-            anyhow::bail!("--server (JOBSCOPE_SERVER): use an http:// or https:// URL");
-        }
+        let server =
+            crate::client::server_url(&args.server).context("--server (JOBSCOPE_SERVER)")?;
         let token = match &args.token_file {
             Some(path) => Some(crate::token_file::read(path).context("--token-file")?),
             None => None,
@@ -133,9 +128,7 @@ pub struct AgentTotals {
 
 /// The agent's HTTP side: who it talks to and how.
 struct Uplink {
-    client: reqwest::Client,
-    server: reqwest::Url,
-    auth: Option<HeaderValue>,
+    api: ApiClient,
     node: String,
 }
 
@@ -145,54 +138,29 @@ enum Delivery {
     Accepted { accepted: u64, rejected: u64 },
     /// The server will never take this batch as it is (malformed, too large): drop it.
     Refused(String),
-    /// Try again later: unreachable, timed out, 5xx, or a fixable setup error (see [`retry_later`]).
+    /// Try again later: unreachable, timed out, 5xx, or a fixable setup error (see [`Call::SampleBatch`]).
     Retry(String),
 }
 
 impl Uplink {
     fn new(config: &AgentConfig) -> anyhow::Result<Uplink> {
-        crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .build()
-            .context("cannot build the HTTP client")?;
-        let auth = match &config.token {
-            Some(t) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
-                    .context("--token-file: the token has characters a header cannot carry")?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
+        let options = ClientOptions {
+            timeout: Some(config.timeout),
+            connect_timeout: config.timeout.min(Duration::from_secs(5)),
+            user_agent: None,
         };
         Ok(Uplink {
-            client,
-            server: config.server.clone(),
-            auth,
+            api: ApiClient::new(config.server.clone(), config.token.as_deref(), options)
+                .context("--token-file")?,
             node: config.sampler.node.clone(),
         })
     }
 
-    fn url(&self, path: &str) -> reqwest::Url {
-        let mut url = self.server.clone();
-        let base = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base}{path}"));
-        url
-    }
-
-    fn with_auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
-            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
-            None => request,
-        }
-    }
-
     /// The server's running jobs on this node.
     async fn running_jobs(&self) -> anyhow::Result<Vec<KnownJob>> {
-        let mut url = self.url(&format!("/v1/nodes/{}/jobs", encode_segment(&self.node)));
+        let mut url = self.api.url(&["v1", "nodes", &self.node, "jobs"]);
         url.set_query(Some("limit=10000"));
-        let response = self.with_auth(self.client.get(url)).send().await?;
+        let response = self.api.get(url).send().await?;
         let status = response.status();
         if !status.is_success() {
             anyhow::bail!("server answered {status}");
@@ -206,13 +174,13 @@ impl Uplink {
 
     async fn post(&self, body: Vec<u8>) -> Delivery {
         let request = self
-            .client
-            .post(self.url("/v1/samples"))
+            .api
+            .post(self.api.url(&["v1", "samples"]))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        let response = match self.with_auth(request).send().await {
+        let response = match request.send().await {
             Ok(r) => r,
-            Err(err) => return Delivery::Retry(describe(&err)),
+            Err(err) => return Delivery::Retry(client::describe(&err)),
         };
         let status = response.status();
         if status.is_success() {
@@ -228,51 +196,12 @@ impl Uplink {
         }
         let text = response.text().await.unwrap_or_default();
         let detail = format!("{status}: {}", text.chars().take(300).collect::<String>());
-        if retry_later(status) {
+        if Call::SampleBatch.retry(status) {
             Delivery::Retry(detail)
         } else {
             Delivery::Refused(detail)
         }
     }
-}
-
-/// Whether a batch the server did not take may be taken later as it is: the server or the setup
-/// is at fault (down, overloaded, a token or `--server` URL an admin will fix, a proxy without
-/// the route yet), not the batch. Only a refusal of the batch itself (400, 413, 422) drops it.
-fn retry_later(status: StatusCode) -> bool {
-    status.is_server_error()
-        || matches!(
-            status,
-            StatusCode::UNAUTHORIZED
-                | StatusCode::FORBIDDEN
-                | StatusCode::NOT_FOUND
-                | StatusCode::METHOD_NOT_ALLOWED
-                | StatusCode::REQUEST_TIMEOUT
-                | StatusCode::TOO_MANY_REQUESTS
-        )
-}
-
-fn describe(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        "timed out".into()
-    } else if err.is_connect() {
-        "cannot connect".into()
-    } else {
-        err.to_string()
-    }
-}
-
-/// Percent-encodes a path segment (node names are plain, but nothing is assumed).
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Runs the agent until `stop` turns true.
@@ -587,11 +516,7 @@ pub async fn collect_in_process(
             ..JobFilter::default()
         };
         let known: Vec<KnownJob> = match store.list_jobs(&filter).await {
-            Ok((jobs, _)) => jobs
-                .iter()
-                .filter_map(|j| serde_json::to_value(j).ok())
-                .filter_map(|j| KnownJob::from_json(&j))
-                .collect(),
+            Ok((jobs, _)) => jobs.iter().map(KnownJob::from_job).collect(),
             Err(err) => {
                 tracing::warn!(error = %err, "collector cannot list running jobs; skipping a pass");
                 continue;
@@ -640,17 +565,18 @@ pub async fn collect_in_process(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::StatusCode;
 
     #[test]
     fn only_a_refusal_of_the_batch_itself_drops_it() {
         for kept in [401, 403, 404, 405, 408, 429, 500, 502, 503] {
             assert!(
-                retry_later(StatusCode::from_u16(kept).unwrap()),
+                Call::SampleBatch.retry(StatusCode::from_u16(kept).unwrap()),
                 "{kept} must keep the batch for later"
             );
         }
         for dropped in [400, 413, 422] {
-            assert!(!retry_later(StatusCode::from_u16(dropped).unwrap()));
+            assert!(!Call::SampleBatch.retry(StatusCode::from_u16(dropped).unwrap()));
         }
     }
 }

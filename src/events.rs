@@ -10,7 +10,14 @@
 //! Event ids are handed out in commit order (SQLite has one writer; on PostgreSQL the store takes
 //! a transaction lock before appending events), so reading the log by "id greater than the last
 //! one seen" after a commit never skips a row.
+//!
+//! What a row says is typed once, in [`crate::domain::event`] (re-exported here): its
+//! [`EventKind`] and the payload type of each kind, which the store writes and every reader reads.
 
+pub use crate::domain::event::{
+    EventKind, JobChange, JobReport, JobSample, JobSummary, NodeChange, PartitionChange, Payload,
+    SummaryScheduler,
+};
 use crate::store::{Store, StoredEvent};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -3,11 +3,25 @@
 //! Slurm's prolog and epilog post lifecycle events to `serve`; every change goes through the
 //! [`store`] in one transaction with its audit row and an event-log row; the [`api`] serves the
 //! `/v1` REST surface wire-compatible with the Go service jobscope replaces.
+//!
+//! The modules, lowest first:
+//! - [`domain`]: the job model, its rules and the event contract ([`domain::event`]: an
+//!   [`events::EventKind`] and one payload type per kind); pure, no I/O;
+//! - [`collector`]: what a node measures (cgroups, GPUs, `/proc`); [`spool`]: the on-disk queue
+//!   of what could not be delivered; [`token_file`]: the one token-file rule;
+//! - [`store`]: the database (SQLite or PostgreSQL), one transaction per change, and the event
+//!   log it writes the contract's payloads into;
+//! - [`events`] (the feed of committed events), [`metrics`], [`report_events`] and
+//!   [`scheduler`] sit on the store; [`api`] and [`console`] serve them;
+//! - [`client`]: the one client of our own API (URL join, token, retries, error text);
+//! - the commands on top: [`app`] (`serve`), [`agent`], [`hook`], [`watch`], [`report`];
+//!   [`cli`] and [`config`] turn arguments into their settings.
 
 pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod collector;
 pub mod config;
 pub mod console;

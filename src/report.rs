@@ -2,11 +2,10 @@
 //! JSON, and a user's (or everyone's) jobs since a time, worst first, with what they left
 //! unused. It asks a `jobscope serve` (`GET /v1/jobs/{id}/report`, `GET /v1/reports`).
 
+use crate::client::{self, ApiClient, ClientOptions};
 use crate::domain::report::{render, render_list, Report, ReportList};
 use anyhow::{bail, Context};
 use clap::Args;
-use reqwest::header::AUTHORIZATION;
-use reqwest::Url;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,22 +62,11 @@ pub async fn run(args: ReportArgs) -> ExitCode {
 
 /// The text `jobscope report` prints for `args`.
 pub async fn fetch(args: &ReportArgs) -> anyhow::Result<String> {
-    let mut url = Url::parse(&args.server)
-        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
-    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        bail!("--server must be an http:// or https:// URL");
-    }
-    url.set_query(None);
-    {
-        let mut path = url
-            .path_segments_mut()
-            .map_err(|_| anyhow::anyhow!("--server cannot take a path"))?;
-        path.pop_if_empty();
-        match &args.job_id {
-            Some(id) => path.extend(["v1", "jobs", id, "report"]),
-            None => path.extend(["v1", "reports"]),
-        };
-    }
+    let base = client::server_url(&args.server)?;
+    let mut url = match &args.job_id {
+        Some(id) => client::join(&base, &["v1", "jobs", id, "report"]),
+        None => client::join(&base, &["v1", "reports"]),
+    };
     if args.job_id.is_none() {
         let mut query = url.query_pairs_mut();
         query
@@ -88,29 +76,23 @@ pub async fn fetch(args: &ReportArgs) -> anyhow::Result<String> {
             query.append_pair("user", user);
         }
     }
-    crate::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .context("cannot build the HTTP client")?;
-    let mut request = client.get(url.clone());
-    if let Some(path) = &args.token_file {
-        let contents = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?;
-        request = request.header(AUTHORIZATION, crate::watch::bearer(&contents)?);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", args.server))?;
+    let token = match &args.token_file {
+        Some(path) => Some(crate::token_file::read(path)?),
+        None => None,
+    };
+    let options = ClientOptions {
+        timeout: Some(std::time::Duration::from_secs(120)),
+        connect_timeout: std::time::Duration::from_secs(10),
+        user_agent: None,
+    };
+    let api = ApiClient::new(base, token.as_deref(), options)?;
+    let response = api.get(url).send().await.map_err(|err| {
+        anyhow::anyhow!("cannot reach {}: {}", args.server, client::describe(&err))
+    })?;
     let status = response.status();
     let body = response.text().await.context("reading the answer")?;
     if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or(body);
+        let message = client::server_message(&body).unwrap_or(body);
         bail!("the server answered {status}: {message}");
     }
     if args.json {

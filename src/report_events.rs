@@ -9,12 +9,11 @@
 //! [`RECOVERY_GRACES`] grace windows (at least [`RECOVERY_FLOOR`]) and have no `job_report`
 //! logged get one, when their grace is over (at most [`RECOVERY_LIMIT`] of them).
 
-use crate::domain::report::{compute, Report, Thresholds};
-use crate::domain::{now_micros, Job};
-use crate::events::EventFeed;
+use crate::domain::now_micros;
+use crate::domain::report::{compute, Thresholds};
+use crate::events::{EventFeed, EventKind, JobReport};
 use crate::store::{Store, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -31,24 +30,6 @@ pub const RECOVERY_FLOOR: Duration = Duration::from_secs(600);
 
 /// Most reports the start-up recovery makes.
 pub const RECOVERY_LIMIT: i64 = 1000;
-
-/// The `job_report` payload: the job's summary (what the stream filters read: user, state,
-/// nodes, partition) and the report itself.
-pub fn payload(job: &Job, report: &Report) -> Value {
-    json!({
-        "job_id": job.id,
-        "job": {
-            "id": job.id,
-            "user": job.user,
-            "state": job.state.as_str(),
-            "nodes": job.nodes,
-            "scheduler": {
-                "partition": job.scheduler.as_ref().and_then(|s| s.partition.clone()),
-            },
-        },
-        "report": report,
-    })
-}
 
 /// Computes job `id`'s report now and logs it unless it is gone, unfinished or reported
 /// already; `true` when logged.
@@ -67,7 +48,7 @@ pub async fn publish(store: &Store, id: &str) -> StoreResult<bool> {
     // A report logged since an hour before the job's end is this end's report.
     let since = job.end_time.unwrap_or_else(now_micros) - chrono::Duration::hours(1);
     store
-        .append_job_report(id, since, &payload(&job, &report))
+        .append_job_report(id, since, &JobReport::new(&job, &report))
         .await
 }
 
@@ -105,7 +86,7 @@ pub async fn run(store: Store, feed: EventFeed, grace: Duration, mut stop: watch
             }
             received = events.recv() => match received {
                 Ok(event) => {
-                    if event.kind == "job_finished" {
+                    if event.kind == EventKind::JobFinished {
                         if let Some(id) = &event.job_id {
                             due.entry(Instant::now() + grace).or_default().push(id.clone());
                         }

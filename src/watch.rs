@@ -18,10 +18,11 @@
 //! lines of spec, and reconnection needs the parser's `id` bookkeeping anyway.
 
 use crate::cli::WatchArgs;
-use anyhow::{bail, Context};
+use crate::client::{self, ApiClient, Call, ClientOptions};
+use crate::events::EventKind;
 use chrono::{DateTime, Local, Utc};
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::header::ACCEPT;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use std::io::Write;
@@ -94,10 +95,9 @@ impl From<anyhow::Error> for Fatal {
 
 /// Where to connect and as whom.
 struct Target {
-    client: reqwest::Client,
+    api: ApiClient,
     stream_url: Url,
     job_url: Option<Url>,
-    auth: std::sync::Mutex<Option<HeaderValue>>,
     /// No --token-file and `scontrol` on the PATH: the token comes from `scontrol token`, and
     /// a 401 fetches a fresh one (once per refusal).
     from_scontrol: bool,
@@ -105,28 +105,14 @@ struct Target {
 
 impl Target {
     fn new(args: &WatchArgs) -> anyhow::Result<Target> {
-        let mut base = Url::parse(&args.server)
-            .with_context(|| format!("--server {:?} is not a URL", args.server))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            bail!("--server must be an http:// or https:// URL");
-        }
-        base.set_query(None);
-        base.set_fragment(None);
-        let with_path = |segments: &[&str]| -> anyhow::Result<Url> {
-            let mut url = base.clone();
-            url.path_segments_mut()
-                .map_err(|_| anyhow::anyhow!("--server cannot take a path"))?
-                .pop_if_empty()
-                .extend(segments);
-            Ok(url)
-        };
+        let base = client::server_url(&args.server)?;
         let (stream_url, job_url) = match &args.job_id {
             Some(id) => (
-                with_path(&["v1", "stream", "jobs", id])?,
-                Some(with_path(&["v1", "jobs", id])?),
+                client::join(&base, &["v1", "stream", "jobs", id]),
+                Some(client::join(&base, &["v1", "jobs", id])),
             ),
             None => {
-                let mut url = with_path(&["v1", "stream", "jobs"])?;
+                let mut url = client::join(&base, &["v1", "stream", "jobs"]);
                 {
                     let mut query = url.query_pairs_mut();
                     if let Some(user) = &args.user {
@@ -142,32 +128,26 @@ impl Target {
                 (url, None)
             }
         };
-        let auth = match &args.token_file {
-            Some(path) => Some(header_for(&crate::token_file::read(path)?)?),
+        let token = match &args.token_file {
+            Some(path) => Some(crate::token_file::read(path)?),
             None => None,
         };
-        let from_scontrol = auth.is_none() && crate::token_file::scontrol_on_path();
-        crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let from_scontrol = token.is_none() && crate::token_file::scontrol_on_path();
+        let options = ClientOptions {
+            timeout: None,
+            connect_timeout: Duration::from_secs(10),
+            user_agent: None,
+        };
         Ok(Target {
-            client,
+            api: ApiClient::new(base, token.as_deref(), options)?,
             stream_url,
             job_url,
-            auth: std::sync::Mutex::new(auth),
             from_scontrol,
         })
     }
 
     fn get(&self, url: &Url) -> reqwest::RequestBuilder {
-        let request = self.client.get(url.clone());
-        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match auth {
-            Some(auth) => request.header(AUTHORIZATION, auth),
-            None => request,
-        }
+        self.api.get(url.clone())
     }
 
     /// A token from `scontrol token` when that is the source; a failure is said on stderr and
@@ -178,32 +158,15 @@ impl Target {
         }
         let fetched = crate::token_file::from_scontrol(Duration::from_secs(15))
             .await
-            .and_then(|token| header_for(&token));
+            .and_then(|token| self.api.set_token(&token));
         match fetched {
-            Ok(value) => {
-                *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-                true
-            }
+            Ok(()) => true,
             Err(err) => {
                 eprintln!("jobscope watch: no token from scontrol: {err:#}");
                 false
             }
         }
     }
-}
-
-/// The `Authorization` value from a token file's text ([`crate::token_file`]'s rule). The
-/// token itself never appears in an error.
-pub(crate) fn bearer(contents: &str) -> anyhow::Result<HeaderValue> {
-    header_for(&crate::token_file::parse(contents)?)
-}
-
-/// The sensitive `Authorization: Bearer` value for a token.
-fn header_for(token: &str) -> anyhow::Result<HeaderValue> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| anyhow::anyhow!("the token file holds characters a header cannot carry"))?;
-    value.set_sensitive(true);
-    Ok(value)
 }
 
 /// What a finished connection left to do.
@@ -268,7 +231,7 @@ async fn connect(target: &Target, state: &mut WatchState) -> Result<Ended, Fatal
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(err) => return Ok(Ended::Dropped(describe(&err))),
+        Err(err) => return Ok(Ended::Dropped(client::describe(&err))),
     };
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED
@@ -280,7 +243,7 @@ async fn connect(target: &Target, state: &mut WatchState) -> Result<Ended, Fatal
         );
         return Ok(Ended::Reauthorized);
     }
-    if status.is_client_error() {
+    if !status.is_success() && !Call::Stream.retry(status) {
         return Err(Fatal::Refused(refusal(status, response).await));
     }
     if !status.is_success() {
@@ -291,7 +254,7 @@ async fn connect(target: &Target, state: &mut WatchState) -> Result<Ended, Fatal
     loop {
         let chunk = match body.next().await {
             Some(Ok(chunk)) => chunk,
-            Some(Err(err)) => return Ok(Ended::Dropped(describe(&err))),
+            Some(Err(err)) => return Ok(Ended::Dropped(client::describe(&err))),
             None => return Ok(Ended::Dropped("the server ended the stream".into())),
         };
         for event in parser.feed(&chunk) {
@@ -305,31 +268,10 @@ async fn connect(target: &Target, state: &mut WatchState) -> Result<Ended, Fatal
     }
 }
 
-/// A transport error without the URL (which could carry a user name in its query).
-fn describe(err: &reqwest::Error) -> String {
-    let kind = if err.is_connect() {
-        "cannot connect"
-    } else if err.is_timeout() {
-        "timed out"
-    } else {
-        "connection lost"
-    };
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
-    let mut detail = None;
-    while let Some(err) = source {
-        detail = Some(err.to_string());
-        source = err.source();
-    }
-    match detail {
-        Some(detail) => format!("{kind} ({detail})"),
-        None => kind.to_string(),
-    }
-}
-
 /// The message of a 4xx answer: the server's `{"error", "message"}` body when it has one.
 async fn refusal(status: StatusCode, response: reqwest::Response) -> String {
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    let message = body["message"].as_str().unwrap_or("").trim().to_owned();
+    let body = response.text().await.unwrap_or_default();
+    let message = client::server_message(&body).unwrap_or_default();
     let hint = match status {
         StatusCode::UNAUTHORIZED => "; pass a token with --token-file or JOBSCOPE_TOKEN_FILE",
         StatusCode::FORBIDDEN => "; the token's role may not read streams",
@@ -365,7 +307,7 @@ async fn handle(
             data["reason"].as_str().unwrap_or("an error")
         ),
         // The verdict, a grace after the end (`report_events`): its readable block.
-        "job_event" if envelope["type"] == "job_report" => {
+        "job_event" if event_kind(&envelope) == Some(EventKind::JobReport) => {
             if let Some(block) = format_report(data) {
                 print_line(block.trim_end())?;
             }
@@ -401,10 +343,12 @@ async fn closed(target: &Target, state: &WatchState, data: &Value) -> Result<u8,
     let Some(url) = &target.job_url else {
         return Ok(1);
     };
-    let response =
-        target.get(url).send().await.map_err(|err| {
-            Fatal::Other(anyhow::anyhow!("cannot fetch the job: {}", describe(&err)))
-        })?;
+    let response = target.get(url).send().await.map_err(|err| {
+        Fatal::Other(anyhow::anyhow!(
+            "cannot fetch the job: {}",
+            client::describe(&err)
+        ))
+    })?;
     match response.status() {
         StatusCode::NOT_FOUND => {
             eprintln!("jobscope watch: job {job_id} not found");
@@ -415,7 +359,7 @@ async fn closed(target: &Target, state: &WatchState, data: &Value) -> Result<u8,
                 .json()
                 .await
                 .map_err(|err| Fatal::Other(anyhow::anyhow!("unreadable job: {err}")))?;
-            let line = format_state(&job, None, "job_finished");
+            let line = format_state(&job, None, Some(EventKind::JobFinished));
             print_line(&format!("{}  {line}", clock(job["end_time"].as_str())))?;
             Ok(exit_status(&job))
         }
@@ -500,7 +444,7 @@ pub fn format_event(name: &str, envelope: &Value) -> Option<String> {
         "job_event" => format_state(
             &data["job"],
             data["previous_state"].as_str(),
-            envelope["type"].as_str().unwrap_or(""),
+            event_kind(envelope),
         ),
         "reset" => {
             "missed events (too old to replay, or this client fell behind); state may have changed"
@@ -511,20 +455,25 @@ pub fn format_event(name: &str, envelope: &Value) -> Option<String> {
     Some(format!("{at}  {text}"))
 }
 
+/// The event kind an envelope's `type` names; `None` for one this client does not know.
+fn event_kind(envelope: &Value) -> Option<EventKind> {
+    envelope["type"].as_str()?.parse().ok()
+}
+
 /// `4242  alice  running → completed  exit 0`, without the time.
-fn format_state(job: &Value, previous: Option<&str>, kind: &str) -> String {
+fn format_state(job: &Value, previous: Option<&str>, kind: Option<EventKind>) -> String {
     let id = job["id"].as_str().unwrap_or("?");
     let user = job["user"].as_str().unwrap_or("?");
     let state = job["state"].as_str().unwrap_or("?");
     let change = match (kind, previous) {
-        ("job_deleted", _) => "deleted".to_owned(),
-        ("job_created", _) => format!("new → {state}"),
+        (Some(EventKind::JobDeleted), _) => "deleted".to_owned(),
+        (Some(EventKind::JobCreated), _) => format!("new → {state}"),
         (_, Some(prev)) if prev != state => format!("{prev} → {state}"),
-        ("job_updated", _) => format!("{state} (updated)"),
+        (Some(EventKind::JobUpdated), _) => format!("{state} (updated)"),
         _ => state.to_owned(),
     };
     let mut line = format!("{id}  {user}  {change}");
-    if is_terminal(job) && kind != "job_deleted" {
+    if is_terminal(job) && kind != Some(EventKind::JobDeleted) {
         if let Some(code) = job["exit_code"].as_i64() {
             line += &format!("  exit {code}");
         }
@@ -794,13 +743,5 @@ mod tests {
         assert!(backoff(0, u64::MAX) < Duration::from_millis(625));
         let mut rng = XorShift(1);
         assert_ne!(rng.next(), rng.next());
-    }
-
-    #[test]
-    fn the_token_file_gives_a_sensitive_bearer_header() {
-        let value = bearer("# reader\nreader  s3cret-token-0123456789\n").unwrap();
-        assert_eq!(value.to_str().unwrap(), "Bearer s3cret-token-0123456789");
-        assert!(value.is_sensitive());
-        assert!(bearer("\n  \n").is_err());
     }
 }

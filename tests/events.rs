@@ -41,7 +41,7 @@ on_both_backends!(live_events_arrive_in_commit_order, |app| {
             let e = next_event(&mut rx).await;
             assert!(e.id > last, "ids must increase");
             last = e.id;
-            kinds.push(e.kind.clone());
+            kinds.push(e.kind.to_string());
         }
         kinds
     };

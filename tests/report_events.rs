@@ -144,6 +144,33 @@ async fn one_report_after_the_grace(backend: Backend) {
     let efficiency = r["cpu"]["efficiency"].as_f64().expect("CPU efficiency");
     assert!((efficiency - 0.5).abs() < 0.02, "{r}");
 
+    // While the job's series are in their grace period, /metrics carries its verdict (the
+    // metrics feed follows the event log, so it may come a moment after the stream's).
+    let series = "hpc_job_cpu_efficiency_ratio{job_id=\"r1\"} ";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exported = loop {
+        let body = common::http()
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let Some(line) = body.lines().find(|l| l.starts_with(series)) {
+            break line[series.len()..].parse::<f64>().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {series} in /metrics: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        (exported - efficiency).abs() < 1e-9,
+        "{exported} vs {efficiency}"
+    );
+
     // Exactly one: nothing more about r1 comes before a later marker event, and the log
     // holds one.
     server.started("marker", "carol").await;

@@ -202,3 +202,85 @@ on_both_backends!(
         assert_eq!(r["memory"]["peak_bytes"], 1_i64 << 60, "{r}");
     }
 );
+
+// The GPU figures a report reads are folded at ingest (`job_gpu_figures`); they must be exactly
+// what folding every sample gives, whatever the order and repetition of the batches: two nodes,
+// batches sent out of order (a spooled one arriving after newer ones) and one sent twice. The
+// migration's backfill of samples stored before it must give the same rows again.
+on_both_backends!(
+    gpu_figures_kept_at_ingest_equal_the_fold_of_every_sample,
+    |app| {
+        let started = json!({"job_id": "g1", "user": "alice", "node_list": ["n1", "n2"],
+                         "timestamp": at(400), "cpu_allocation": 4, "gpu_allocation": 4});
+        app.post_event("job-started", &started).await.expect(200);
+        // Newest first on n1 (energy and memory totals must still come out by time), then n2; the
+        // last batch is sent twice (its answer was lost): stored once, folded once.
+        let again = batch("n1", "g1", 120, 180.0, 1 << 20);
+        let batches = [
+            batch("n1", "g1", 10, 300.0, 1 << 20),
+            batch("n1", "g1", 300, 20.0, 1 << 20),
+            batch("n1", "g1", 150, 150.0, 1 << 20),
+            batch("n2", "g1", 200, 80.0, 1 << 20),
+            batch("n2", "g1", 20, 250.0, 1 << 20),
+            again.clone(),
+            again,
+        ];
+        for (i, body) in batches.iter().enumerate() {
+            let reply = app
+                .request("POST", "/v1/samples", Some(body), &[])
+                .await
+                .expect(200);
+            let expected = if i == 6 { (0, 1) } else { (1, 0) };
+            let got = (reply["accepted"].as_i64(), reply["duplicates"].as_i64());
+            assert_eq!(got, (Some(expected.0), Some(expected.1)), "{reply}");
+        }
+        let job = app.store.get_job("g1").await.unwrap();
+        let thresholds = jobscope::domain::report::Thresholds::default();
+        let (_, kept) = app.store.report_inputs(&job, &thresholds).await.unwrap();
+        let folded = app
+            .store
+            .report_devices_from_samples(&job, &thresholds)
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 4, "{kept:?}");
+        assert_eq!(kept, folded);
+        let a = kept
+            .iter()
+            .find(|d| d.node == "n1" && d.index == 0)
+            .unwrap();
+        assert_eq!(a.samples, 4);
+        assert_eq!(a.energy_first, Some(100.0 * 20.0));
+        assert_eq!(a.energy_last, Some(100.0 * 300.0));
+        assert_eq!(a.memory_peak_bytes, Some(1300));
+        let idle = kept
+            .iter()
+            .find(|d| d.node == "n2" && d.index == 1)
+            .unwrap();
+        assert_eq!((idle.samples, idle.idle_samples), (2, 2));
+
+        // Rows counted below another idle threshold are not used: the report reads the samples.
+        app.execute_sql(
+        "UPDATE job_gpu_figures SET idle_samples = 0, idle_below_percent = 7 WHERE job_id = 'g1'",
+    )
+    .await;
+        let (_, fallback) = app.store.report_inputs(&job, &thresholds).await.unwrap();
+        assert_eq!(fallback, folded);
+
+        // The migration's backfill, run again over the stored samples, gives the same rows.
+        let migration = if app.db.url.starts_with("sqlite:") {
+            include_str!("../migrations/sqlite/0009_job_gpu_figures.sql")
+        } else {
+            include_str!("../migrations/postgres/0013_job_gpu_figures.sql")
+        };
+        let backfill = &migration[migration.find("INSERT INTO job_gpu_figures").unwrap()..];
+        app.execute_sql(&format!("DELETE FROM job_gpu_figures; {backfill}"))
+            .await;
+        let (_, backfilled) = app.store.report_inputs(&job, &thresholds).await.unwrap();
+        assert_eq!(backfilled, folded);
+
+        // Deleting the job deletes its figures.
+        assert_eq!(app.rows_of("job_gpu_figures", "g1").await, 4);
+        app.write("DELETE", "/v1/jobs/g1", None).await.expect(204);
+        assert_eq!(app.rows_of("job_gpu_figures", "g1").await, 0);
+    }
+);

@@ -203,9 +203,10 @@ async fn single_job_stream_closes(backend: Backend) {
         "the stream ends after stream_closed"
     );
 
-    // A finished job's stream replays and closes at once.
+    // A finished job's stream sends the job as it ended and closes at once.
     let mut late = SseClient::connect(&server.base, "/v1/stream/jobs/j1", None).await;
     assert_eq!(late.next().await.unwrap().name, "connected");
+    assert_eq!(late.next().await.unwrap().data["type"], "job_state");
     assert_eq!(late.next().await.unwrap().name, "stream_closed");
     server.shutdown().await;
 }

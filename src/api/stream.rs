@@ -26,8 +26,9 @@ use super::error::{respond, ApiError};
 use super::identity::Identity;
 use super::request::job_id;
 pub(super) use super::stream_filter::StreamFilter;
+use super::stream_filter::{reject_unknown, JOB_PARAMS, NODE_PARAMS, PARTITION_PARAMS};
 use super::AppState;
-use crate::events::{EventFeed, FeedEvent};
+use crate::events::{EventFeed, EventKind, FeedEvent};
 use crate::store::Store;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -256,22 +257,26 @@ impl Outgoing {
 }
 
 /// The SSE event name of a logged event.
-fn event_name(kind: &str) -> &'static str {
+fn event_name(kind: EventKind) -> &'static str {
     match kind {
-        "job_sample" => "job_sample",
-        "node_updated" => "node_event",
-        "partition_updated" | "partition_deleted" => "partition_event",
-        _ => "job_event",
+        EventKind::JobSample => "job_sample",
+        EventKind::NodeUpdated => "node_event",
+        EventKind::PartitionUpdated | EventKind::PartitionDeleted => "partition_event",
+        EventKind::JobCreated
+        | EventKind::JobUpdated
+        | EventKind::JobFinished
+        | EventKind::JobDeleted
+        | EventKind::JobReport => "job_event",
     }
 }
 
 fn log_event(event: &FeedEvent, stream: &str) -> Outgoing {
     let json = event.encoded(encoding_slot(stream), |e| {
-        envelope_text(&e.kind, stream, &e.payload, e.occurred_at)
+        envelope_text(e.kind.as_str(), stream, &e.payload, e.occurred_at)
     });
     Outgoing {
         id: event.id,
-        name: event_name(&event.kind),
+        name: event_name(event.kind),
         json,
     }
 }
@@ -314,6 +319,10 @@ pub(super) struct Subscription {
     pub(super) single_job: Option<String>,
     /// For `/v1/stream/cluster`: how often to send a `status` event.
     pub(super) status_every: Option<Duration>,
+    /// For a single job's stream opened without a cursor: send the job as it is now (a
+    /// `job_event` of type `job_state`) before anything else, as seed 002's streams do, so a
+    /// client that joins after the job ended still learns how it ended.
+    pub(super) current_state_first: bool,
     /// Counts the connection in `GET /v1/stream/status` while it is open.
     pub(super) _registration: Option<Registered>,
 }
@@ -325,6 +334,7 @@ impl Subscription {
             filter,
             single_job: None,
             status_every: None,
+            current_state_first: false,
             _registration: None,
         }
     }
@@ -337,11 +347,13 @@ pub async fn jobs(
     state: AppState,
 ) -> Response {
     let see_all = super::jobs::users_see_all(&state);
-    let result = StreamFilter::parse(&params, true).and_then(|filter| {
-        let filter = filter.scoped(&who, see_all);
-        let start = cursor(last_event_id, &params)?;
-        Ok(open(state, Subscription::new("jobs", filter), start))
-    });
+    let result = reject_unknown(&params, &[JOB_PARAMS])
+        .and_then(|()| StreamFilter::parse(&params, true))
+        .and_then(|filter| {
+            let filter = filter.scoped(&who, see_all);
+            let start = cursor(last_event_id, &params)?;
+            Ok(open(state, Subscription::new("jobs", filter), start))
+        });
     respond(result)
 }
 
@@ -353,10 +365,12 @@ pub async fn nodes(
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let result = StreamFilter::parse_nodes(&params).and_then(|filter| {
-        let start = cursor(last_event_id, &params)?;
-        Ok(open(state, Subscription::new("nodes", filter), start))
-    });
+    let result = reject_unknown(&params, &[NODE_PARAMS])
+        .and_then(|()| StreamFilter::parse_nodes(&params))
+        .and_then(|filter| {
+            let start = cursor(last_event_id, &params)?;
+            Ok(open(state, Subscription::new("nodes", filter), start))
+        });
     respond(result)
 }
 
@@ -368,10 +382,12 @@ pub async fn partitions(
     last_event_id: Option<String>,
     state: AppState,
 ) -> Response {
-    let result = StreamFilter::parse_partitions(&params).and_then(|filter| {
-        let start = cursor(last_event_id, &params)?;
-        Ok(open(state, Subscription::new("partitions", filter), start))
-    });
+    let result = reject_unknown(&params, &[PARTITION_PARAMS])
+        .and_then(|()| StreamFilter::parse_partitions(&params))
+        .and_then(|filter| {
+            let start = cursor(last_event_id, &params)?;
+            Ok(open(state, Subscription::new("partitions", filter), start))
+        });
     respond(result)
 }
 
@@ -388,6 +404,7 @@ pub async fn cluster(
 ) -> Response {
     let see_all = super::jobs::users_see_all(&state);
     let result = (|| {
+        reject_unknown(&params, &[JOB_PARAMS, &["interval_seconds"]])?;
         let every = super::request::int_param(
             &params,
             "interval_seconds",
@@ -463,9 +480,11 @@ pub async fn job(
         }
     }
     let result = (|| {
+        reject_unknown(&params, &[])?;
         let start = cursor(last_event_id, &params)?;
         let sub = Subscription {
             single_job: Some(id.clone()),
+            current_state_first: start.is_none(),
             ..Subscription::new(
                 "job",
                 StreamFilter::single_job(id, false).scoped(&who, false),
@@ -618,8 +637,7 @@ impl Pump {
             Some(cursor) => cursor,
             None => self.store.last_event_id().await.unwrap_or(head).max(head),
         };
-        let connected =
-            json!({ "resumed_from": start, "filters": format!("{:?}", self.sub.filter) });
+        let connected = json!({ "resumed_from": start, "filters": self.sub.filter.describe() });
         let stream = self.sub.stream;
         self.send(
             control_event("connected", self.cursor, stream, connected),
@@ -633,6 +651,9 @@ impl Pump {
             self.cursor = now_head.max(head);
             self.send(control_event("reset", self.cursor, stream, reset), false)
                 .await?;
+        }
+        if self.sub.current_state_first {
+            self.send_current_state().await?;
         }
         // The log, until a pass ends with the live receiver still holding everything since.
         for pass in 0.. {
@@ -709,12 +730,12 @@ impl Pump {
         // Only now: a lagged send did not deliver it.
         self.cursor = event.id;
         if matched && self.sub.single_job.is_some() {
-            match event.kind.as_str() {
+            match event.kind {
                 // The report comes after a grace: wait for it (or the deadline).
-                "job_finished" => {
+                EventKind::JobFinished => {
                     self.closes_at = Some(tokio::time::Instant::now() + self.report_wait);
                 }
-                "job_report" | "job_deleted" => {
+                EventKind::JobReport | EventKind::JobDeleted => {
                     self.send_closed("job finished").await?;
                     return Ok(false);
                 }
@@ -798,17 +819,47 @@ impl Pump {
         if self.sub.single_job.is_none() {
             return;
         }
-        match event.kind.as_str() {
-            "job_finished" => {
+        match event.kind {
+            EventKind::JobFinished => {
                 let since = (crate::domain::now_micros() - event.occurred_at)
                     .to_std()
                     .unwrap_or_default();
                 self.closes_at =
                     Some(tokio::time::Instant::now() + self.report_wait.saturating_sub(since));
             }
-            "job_report" | "job_deleted" => self.closes_at = None,
+            EventKind::JobReport | EventKind::JobDeleted => self.closes_at = None,
             _ => {}
         }
+    }
+
+    /// A single job's current state, read after the cursor was fixed (so a change committed
+    /// meanwhile follows it rather than being lost). A job that does not exist sends nothing;
+    /// [`Pump::close_if_finished`] then closes the stream with "job not found".
+    async fn send_current_state(&self) -> Result<(), Stop> {
+        let Some(id) = &self.sub.single_job else {
+            return Ok(());
+        };
+        let job = match self.store.get_job(id).await {
+            Ok(job) => job,
+            Err(crate::store::StoreError::NotFound) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(error = %err, "a job stream could not read its job's state");
+                return Ok(());
+            }
+        };
+        let data = json!({ "job": job });
+        let json = envelope_text(
+            "job_state",
+            self.sub.stream,
+            &data,
+            crate::domain::now_micros(),
+        );
+        let message = Outgoing {
+            id: self.cursor,
+            name: "job_event",
+            json: json.into(),
+        };
+        self.send(message, false).await
     }
 
     /// The last message of a single-job stream.
@@ -841,13 +892,21 @@ impl Pump {
     }
 }
 
-/// Whether the log still holds every event after `cursor`.
+/// Whether the log still holds every event after `cursor`, and `cursor` is one this log gave
+/// out: a cursor past the newest event (a browser tab left open while the database was
+/// recreated) would otherwise wait, forever, for ids that this log hands out to other events.
 async fn cursor_is_retained(store: &Store, cursor: i64) -> bool {
+    let Ok(newest) = store.last_event_id().await else {
+        return true;
+    };
+    if cursor > newest {
+        return false;
+    }
     match store.events_after(0, 1).await {
         Ok(first) => match first.first() {
             Some(oldest) => cursor + 1 >= oldest.id,
-            // An empty log: retained only if the client has not seen anything we lost.
-            None => cursor <= store.last_event_id().await.unwrap_or(0),
+            // An empty log at or past the cursor: nothing was lost.
+            None => true,
         },
         Err(_) => true,
     }
@@ -874,7 +933,7 @@ mod tests {
         FeedEvent::new(StoredEvent {
             id: 9,
             occurred_at: chrono::Utc::now(),
-            kind: kind.into(),
+            kind: kind.parse().expect("an event kind"),
             job_id: None,
             payload,
         })

@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::request::state_param;
 use crate::domain::validate;
 use crate::domain::{JobState, NodeState, PartitionState};
+use crate::events::EventKind;
 use crate::store::StoredEvent;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -34,6 +35,11 @@ pub(super) struct JobEvents {
     pub(super) node: Option<String>,
     pub(super) job_ids: Vec<String>,
     pub(super) exclude_samples: bool,
+    /// Seed 000's `exclude_new`: no `job_created` events.
+    pub(super) exclude_new: bool,
+    /// Seed 000's `exclude_completed`: nothing about jobs that have finished (their
+    /// `job_finished`, and later updates, reports and deletions).
+    pub(super) exclude_completed: bool,
     /// A user's scope: only jobs owned by `owner.0` (lifecycle events of every job too when
     /// `owner.1`, `--users-see-all-jobs`; samples always only their own).
     pub(super) owner: Option<(String, bool)>,
@@ -45,6 +51,8 @@ pub(super) struct NodeEvents {
     pub(super) node_names: Vec<String>,
     pub(super) states: Vec<NodeState>,
     pub(super) partition: Option<String>,
+    /// Seed 000's `features`: nodes that have every one of these Slurm features.
+    pub(super) features: Vec<String>,
 }
 
 /// Filters of the partition stream.
@@ -74,6 +82,68 @@ fn optional(params: &HashMap<String, String>, key: &str) -> Result<Option<String
     )?)
 }
 
+/// A `true`/`false` (or `1`/`0`) parameter; absent or empty is `default`.
+fn flag(params: &HashMap<String, String>, key: &str, default: bool) -> Result<bool, ApiError> {
+    match params.get(key).map(|s| s.trim()) {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(ApiError::Validation(format!("{key} must be true or false"))),
+    }
+}
+
+/// Query parameters every stream route takes besides its filters: the resume cursor and the
+/// ways to authenticate in a URL (see `auth::require_stream`).
+const COMMON_PARAMS: &[&str] = &["last_event_id", "ticket", "access_token", "token"];
+
+/// The query parameters of the job streams (`/v1/stream/jobs`, `/v1/stream/cluster` adds
+/// `interval_seconds`), seed 000's names included.
+pub(super) const JOB_PARAMS: &[&str] = &[
+    "user",
+    "user_id",
+    "states",
+    "partition",
+    "node",
+    "job_ids",
+    "exclude_samples",
+    "exclude_new",
+    "exclude_completed",
+];
+/// The query parameters of the node stream.
+pub(super) const NODE_PARAMS: &[&str] = &["node_names", "states", "partition", "features"];
+/// The query parameters of the partition stream.
+pub(super) const PARTITION_PARAMS: &[&str] = &["partition_names", "states"];
+
+/// A 400 naming every query parameter that is neither in `allowed` nor one that all streams
+/// take: a misspelt filter must not silently stream everything.
+pub(super) fn reject_unknown(
+    params: &HashMap<String, String>,
+    allowed: &[&[&str]],
+) -> Result<(), ApiError> {
+    let known =
+        |key: &str| COMMON_PARAMS.contains(&key) || allowed.iter().any(|list| list.contains(&key));
+    let mut unknown: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !known(key))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let expected: Vec<&str> = allowed
+        .iter()
+        .flat_map(|list| list.iter().copied())
+        .collect();
+    // The names are the client's own, echoed back escaped (`{:?}`), never logged.
+    let unknown: Vec<String> = unknown.iter().map(|k| format!("{k:?}")).collect();
+    Err(ApiError::InvalidRequest(format!(
+        "Unknown query parameter {} for this stream (filters: {})",
+        unknown.join(", "),
+        expected.join(", ")
+    )))
+}
+
 impl StreamFilter {
     /// The job streams' filters: `user`, `states`, `partition`, `node`, `job_ids`,
     /// `exclude_samples` (default `exclude_samples_default`).
@@ -81,31 +151,31 @@ impl StreamFilter {
         params: &HashMap<String, String>,
         exclude_samples_default: bool,
     ) -> Result<StreamFilter, ApiError> {
+        // In any case: seed 000's clients send Slurm's `RUNNING,PENDING`.
+        let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
         let states = comma_list(params, "states")
             .iter()
-            .map(|s| {
-                s.parse::<JobState>()
-                    .map_err(|_| ApiError::Validation(format!("Invalid job state {s:?} in states")))
-            })
+            .map(|s| state_param::<JobState>(s, "job", &known))
             .collect::<Result<Vec<_>, _>>()?;
         let job_ids = validate::name_list("job_ids", &comma_list(params, "job_ids"), MAX_LIST)?;
-        let exclude_samples = match params.get("exclude_samples").map(|s| s.trim()) {
-            None | Some("") => exclude_samples_default,
-            Some("true") | Some("1") => true,
-            Some("false") | Some("0") => false,
-            Some(_) => {
+        // Seed 000 names the user `user_id`; both at once must agree.
+        let user = match (optional(params, "user")?, optional(params, "user_id")?) {
+            (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::Validation(
-                    "exclude_samples must be true or false".into(),
+                    "user and user_id name the same filter; give one".into(),
                 ))
             }
+            (a, b) => a.or(b),
         };
         Ok(StreamFilter::Jobs(JobEvents {
-            user: optional(params, "user")?,
+            user,
             states,
             partition: optional(params, "partition")?,
             node: optional(params, "node")?,
             job_ids,
-            exclude_samples,
+            exclude_samples: flag(params, "exclude_samples", exclude_samples_default)?,
+            exclude_new: flag(params, "exclude_new", false)?,
+            exclude_completed: flag(params, "exclude_completed", false)?,
             owner: None,
         }))
     }
@@ -119,10 +189,12 @@ impl StreamFilter {
             .collect::<Result<Vec<_>, _>>()?;
         let node_names =
             validate::name_list("node_names", &comma_list(params, "node_names"), MAX_LIST)?;
+        let features = validate::name_list("features", &comma_list(params, "features"), MAX_LIST)?;
         Ok(StreamFilter::Nodes(NodeEvents {
             node_names,
             states,
             partition: optional(params, "partition")?,
+            features,
         }))
     }
 
@@ -170,6 +242,36 @@ impl StreamFilter {
         }
     }
 
+    /// The filters as JSON, for the `connected` event: `{"stream": "jobs", "user": ..., ...}`,
+    /// every filter of the stream named, unset ones `null` or empty.
+    pub(super) fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            StreamFilter::Jobs(f) => json!({
+                "user": f.user,
+                "states": f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "partition": f.partition,
+                "node": f.node,
+                "job_ids": f.job_ids,
+                "exclude_samples": f.exclude_samples,
+                "exclude_new": f.exclude_new,
+                "exclude_completed": f.exclude_completed,
+                // A user's own jobs only, whatever else was asked for.
+                "owner": f.owner.as_ref().map(|(user, _)| user),
+            }),
+            StreamFilter::Nodes(f) => json!({
+                "node_names": f.node_names,
+                "states": f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "partition": f.partition,
+                "features": f.features,
+            }),
+            StreamFilter::Partitions(f) => json!({
+                "partition_names": f.partition_names,
+                "states": f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
     pub(super) fn matches(&self, event: &StoredEvent) -> bool {
         match self {
             StreamFilter::Jobs(filter) => filter.matches(event),
@@ -179,23 +281,30 @@ impl StreamFilter {
     }
 }
 
-fn is_job_event(kind: &str) -> bool {
-    kind.starts_with("job_")
-}
-
 impl JobEvents {
     fn matches(&self, event: &StoredEvent) -> bool {
-        if !is_job_event(&event.kind) {
+        if !event.kind.is_about_a_job() {
             return false;
         }
-        if self.exclude_samples && event.kind == "job_sample" {
+        if self.exclude_samples && event.kind == EventKind::JobSample {
+            return false;
+        }
+        if self.exclude_new && event.kind == "job_created" {
             return false;
         }
         let job = &event.payload["job"];
+        if self.exclude_completed
+            && job["state"]
+                .as_str()
+                .and_then(|s| s.parse::<JobState>().ok())
+                .is_some_and(JobState::is_terminal)
+        {
+            return false;
+        }
         if let Some((owner, all_lifecycles)) = &self.owner {
             // Samples and reports (made of samples) stay their owner's, whatever the flag.
-            let lifecycle_ok =
-                *all_lifecycles && !matches!(event.kind.as_str(), "job_sample" | "job_report");
+            let lifecycle_ok = *all_lifecycles
+                && !matches!(event.kind, EventKind::JobSample | EventKind::JobReport);
             if !lifecycle_ok && job["user"].as_str() != Some(owner.as_str()) {
                 return false;
             }
@@ -232,7 +341,7 @@ impl JobEvents {
 
 impl NodeEvents {
     fn matches(&self, event: &StoredEvent) -> bool {
-        if event.kind != "node_updated" {
+        if event.kind != EventKind::NodeUpdated {
             return false;
         }
         let node = &event.payload["node"];
@@ -251,16 +360,15 @@ impl NodeEvents {
                 return false;
             }
         }
-        true
+        self.features
+            .iter()
+            .all(|feature| contains(&node["features"], feature))
     }
 }
 
 impl PartitionEvents {
     fn matches(&self, event: &StoredEvent) -> bool {
-        if !matches!(
-            event.kind.as_str(),
-            "partition_updated" | "partition_deleted"
-        ) {
+        if !event.kind.is_partition_change() {
             return false;
         }
         let partition = &event.payload["partition"];
@@ -290,7 +398,7 @@ mod tests {
         StoredEvent {
             id: 1,
             occurred_at: chrono::Utc::now(),
-            kind: kind.into(),
+            kind: kind.parse().expect("an event kind"),
             job_id: job_id.map(str::to_owned),
             payload,
         }

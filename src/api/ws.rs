@@ -303,6 +303,7 @@ impl Connection {
                 filter: StreamFilter::parse(&job_params, false).map_err(|e| e.to_string())?,
                 single_job: Some(id),
                 status_every: None,
+                current_state_first: start.is_none(),
                 _registration: None,
             }
         };

@@ -1,11 +1,18 @@
-//! What a job actually used, measured on its node. [`discovery`] finds the job-level cgroups of
-//! running jobs in whichever layout Slurm produced; [`cgroup`] reads one of them into a
-//! [`CgroupSample`] and turns two samples into a CPU percentage.
+//! What a job actually used, measured on its node, and what the agent sends of it.
 //!
-//! Both halves are pure functions of a directory tree (the root is a parameter), so every layout
-//! and every damaged file is tested on fixture trees, and neither owns state between intervals:
-//! the [`sampler`] that calls them owns the previous sample and each job's kept-open cgroup
-//! files ([`CgroupFiles`]), within the share of the open-files limit [`fd_limit`] grants.
+//! - [`discovery`] finds the job-level cgroups of running jobs in whichever layout Slurm produced;
+//! - [`cgroup`] reads one of them into a [`CgroupSample`] and turns two samples into a CPU
+//!   percentage;
+//! - [`gpu`] reads the node's GPUs (NVML for NVIDIA, amdgpu sysfs for AMD) into [`GpuReading`]s;
+//! - [`node`] reads the node's own figures from `/proc` (CPU, memory, load);
+//! - [`sampler`] runs one pass over the running jobs: it owns the previous sample and each job's
+//!   kept-open cgroup files ([`CgroupFiles`]), within the share of the open-files limit that
+//!   [`fd_limit`] grants;
+//! - [`report`] is the batch a pass makes (`POST /v1/samples`) and its conversion into what the
+//!   store keeps.
+//!
+//! The readers are pure functions of a directory tree (the root is a parameter), so every layout
+//! and every damaged file is tested on fixture trees, and none owns state between intervals.
 
 pub mod cgroup;
 pub mod discovery;

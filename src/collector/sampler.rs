@@ -80,6 +80,33 @@ impl KnownJob {
     }
 }
 
+impl KnownJob {
+    /// From the store's job (serve's in-process collector): the same reading as
+    /// [`KnownJob::from_json`], without the JSON.
+    pub fn from_job(job: &crate::domain::Job) -> KnownJob {
+        let text = |v: Option<&String>| v.filter(|s| !s.is_empty()).cloned();
+        let scheduler = job.scheduler.as_ref();
+        let node_count = u64::try_from(job.node_count).unwrap_or(1).max(1);
+        let cpus = job
+            .allocated_cpus
+            .and_then(|c| u64::try_from(c).ok())
+            .or_else(|| job.requested_cpus.and_then(|c| u64::try_from(c).ok()));
+        KnownJob {
+            id: job.id.clone(),
+            sluid: text(scheduler.and_then(|s| s.sluid.as_ref())),
+            cgroup_path: text(job.cgroup_path.as_ref()),
+            cpus_on_node: cpus
+                .filter(|c| *c > 0 && c % node_count == 0)
+                .and_then(|c| u32::try_from(c / node_count).ok()),
+            gpu_devices: job.gpu_devices.clone(),
+            user: text(Some(&job.user)),
+            account: text(scheduler.and_then(|s| s.account.as_ref())),
+            partition: text(scheduler.and_then(|s| s.partition.as_ref())),
+            nodes: job.nodes.clone(),
+        }
+    }
+}
+
 /// The node's name: `explicit` when given, else the host name up to its first dot (Slurm's
 /// usual node name).
 pub fn node_name(explicit: Option<&str>, proc_root: &Path) -> Option<String> {
@@ -531,6 +558,38 @@ mod tests {
             "no guess"
         );
         assert!(KnownJob::from_json(&serde_json::json!({"user": "x"})).is_none());
+    }
+
+    #[test]
+    fn a_stored_job_reads_as_its_json_does() {
+        let mut job = crate::domain::Job::new(
+            "7".into(),
+            "alice".into(),
+            vec!["n1".into(), "n2".into()],
+            crate::domain::JobState::Running,
+            "2026-11-29T23:00:00Z".parse().unwrap(),
+            "c",
+            "slurm",
+            "v",
+        );
+        job.allocated_cpus = Some(8);
+        job.gpu_devices = vec!["0".into()];
+        job.cgroup_path = Some(String::new());
+        job.scheduler = Some(crate::domain::SchedulerInfo {
+            partition: Some("gpu".into()),
+            sluid: Some("s5K1KKYAYG5D00".into()),
+            ..Default::default()
+        });
+        let via_json = KnownJob::from_json(&serde_json::to_value(&job).unwrap()).unwrap();
+        let direct = KnownJob::from_job(&job);
+        assert_eq!(direct, via_json);
+        assert_eq!(direct.cpus_on_node, Some(4));
+        assert_eq!(direct.partition.as_deref(), Some("gpu"));
+        job.allocated_cpus = Some(-1);
+        job.requested_cpus = Some(6);
+        let via_json = KnownJob::from_json(&serde_json::to_value(&job).unwrap()).unwrap();
+        assert_eq!(KnownJob::from_job(&job), via_json);
+        assert_eq!(via_json.cpus_on_node, Some(3));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! The epilog does not always know the truth (a cancelled or timed-out job looks like a success
 //! in its environment), so the mapping prefers Slurm's own state name when one is given and only
-//! falls back to the exit code and signal. One table, used by the job-finished hook and, later,
-//! by the slurmrestd reconciler.
+//! falls back to the exit code and signal. One table, used by the job-finished hook
+//! (`api::hooks`, and `hook::event` for the epilog's own guess) and by the slurmrestd
+//! reconciler (`scheduler::slurm`).
 
 use super::JobState;
 

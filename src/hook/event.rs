@@ -1,5 +1,5 @@
 //! The lifecycle event a hook sends, built from the `SLURM_*` environment of whichever of the four
-//! hook contexts runs it (see `scripts/slurm/README.md` and `/work/shared/slurm-facts.md`):
+//! hook contexts runs it (see `scripts/slurm/README.md`):
 //!
 //! | context | node list | GPUs | job name, account | exit status |
 //! |---|---|---|---|---|

@@ -21,6 +21,7 @@ pub mod event;
 pub mod nodelist;
 
 use crate::cli::HookArgs;
+use crate::client::{self, ApiClient, Call, ClientOptions};
 use crate::log_safe::Esc;
 use crate::spool::{PushOutcome, Rejected, Spool, SpoolLimits, WhenFull};
 use config::HookConfig;
@@ -60,32 +61,28 @@ pub enum Delivery {
     Failed(String),
 }
 
-/// HTTP client for the lifecycle endpoints.
+/// HTTP client for the lifecycle endpoints ([`crate::client`], [`Call::Lifecycle`]'s retries).
 #[derive(Debug, Clone)]
 pub struct HookClient {
-    http: reqwest::Client,
-    server: String,
-    token: Option<String>,
+    api: std::sync::Arc<ApiClient>,
 }
 
 impl HookClient {
     /// `server` is the base URL; `timeout` bounds each request, connection included.
-    pub fn new(server: &str, token: Option<String>, timeout: Duration) -> reqwest::Result<Self> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("jobscope-hook/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    pub fn new(server: &str, token: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
+        let options = ClientOptions {
+            timeout: Some(timeout),
+            connect_timeout: timeout,
+            user_agent: Some(concat!("jobscope-hook/", env!("CARGO_PKG_VERSION"))),
+        };
+        let api = ApiClient::new(client::server_url(server)?, token.as_deref(), options)?;
         Ok(HookClient {
-            http,
-            server: server.trim_end_matches('/').to_owned(),
-            token,
+            api: std::sync::Arc::new(api),
         })
     }
 
     /// Client for a resolved hook configuration (reads the token file).
-    pub fn from_config(cfg: &HookConfig) -> reqwest::Result<Self> {
+    pub fn from_config(cfg: &HookConfig) -> anyhow::Result<Self> {
         HookClient::new(
             &cfg.server,
             read_token(cfg.token_file.as_deref()),
@@ -95,47 +92,27 @@ impl HookClient {
 
     /// POSTs one event.
     pub async fn post(&self, event: &Event) -> Delivery {
-        let mut req = self
-            .http
-            .post(format!("{}{}", self.server, event.path))
+        let request = self
+            .api
+            .post(self.api.url_of_path(&event.path))
             .json(&event.body);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
-        match req.send().await {
-            Err(e) => Delivery::Failed(error_chain(&e)),
+        match request.send().await {
+            Err(e) => Delivery::Failed(client::describe(&e)),
             Ok(resp) => {
-                let status = resp.status().as_u16();
-                match status {
-                    200..=299 => Delivery::Accepted,
-                    404 => Delivery::NotFound,
-                    s if refused_for_good(s) => {
-                        let text = resp.text().await.unwrap_or_default();
-                        Delivery::Refused(status, text.chars().take(300).collect())
-                    }
-                    _ => Delivery::Failed(format!("HTTP {status}")),
+                let status = resp.status();
+                if status.is_success() {
+                    Delivery::Accepted
+                } else if status == reqwest::StatusCode::NOT_FOUND {
+                    Delivery::NotFound
+                } else if !Call::Lifecycle.retry(status) {
+                    let text = resp.text().await.unwrap_or_default();
+                    Delivery::Refused(status.as_u16(), text.chars().take(300).collect())
+                } else {
+                    Delivery::Failed(format!("HTTP {}", status.as_u16()))
                 }
             }
         }
     }
-}
-
-/// Whether the server refused the event itself, for good: every 4xx but 404 (handled apart),
-/// 401, 403 (a token an admin will fix), 408 and 429 (load). A spool never waits behind an
-/// event the server will never take; 5xx (503 during a database outage included) is kept.
-fn refused_for_good(status: u16) -> bool {
-    (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 429)
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The token file, read by [`crate::token_file`]'s rule. A file that cannot be read, or holds
@@ -301,7 +278,7 @@ async fn run_inner(args: HookArgs) {
     let client = match HookClient::from_config(&cfg) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %error_chain(&e), "cannot build the HTTP client");
+            tracing::error!(error = %format!("{e:#}"), "cannot build the HTTP client");
             spool_event(spool.as_ref(), &event);
             return;
         }
@@ -402,14 +379,19 @@ fn passwd_lookup(passwd: &str, uid: u32) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use crate::client::Call;
+
+    fn refused_for_good(status: u16) -> bool {
+        !Call::Lifecycle.retry(reqwest::StatusCode::from_u16(status).unwrap())
+    }
 
     #[test]
     fn a_4xx_is_final_but_for_fixable_setup_and_load() {
         for kept in [401, 403, 404, 408, 429, 500, 502, 503] {
-            assert!(!super::refused_for_good(kept), "{kept}");
+            assert!(!refused_for_good(kept), "{kept}");
         }
         for dropped in [400, 405, 409, 410, 411, 413, 414, 415, 422, 431] {
-            assert!(super::refused_for_good(dropped), "{dropped}");
+            assert!(refused_for_good(dropped), "{dropped}");
         }
     }
 

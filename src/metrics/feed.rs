@@ -43,12 +43,7 @@ async fn load(metrics: &Metrics, store: &Store) -> StoreResult<i64> {
         let before = store.last_event_id().await?;
         let (counts, _) = store.job_counts().await?;
         let running = running_jobs(store).await?;
-        let nodes: Vec<serde_json::Value> = store
-            .list_nodes()
-            .await?
-            .iter()
-            .filter_map(|n| serde_json::to_value(n).ok())
-            .collect();
+        let nodes = store.list_nodes().await?;
         let partitions = store.list_partitions().await?;
         let after = store.last_event_id().await?;
         // Events are numbered in commit order, so when none was committed between the two
@@ -76,7 +71,7 @@ async fn load(metrics: &Metrics, store: &Store) -> StoreResult<i64> {
     }
 }
 
-async fn running_jobs(store: &Store) -> StoreResult<Vec<serde_json::Value>> {
+async fn running_jobs(store: &Store) -> StoreResult<Vec<crate::domain::Job>> {
     let mut jobs = Vec::new();
     let mut offset = 0;
     loop {
@@ -89,7 +84,7 @@ async fn running_jobs(store: &Store) -> StoreResult<Vec<serde_json::Value>> {
         let (page, _) = store.list_jobs(&filter).await?;
         let full = page.len() as i64 == LOAD_PAGE;
         offset += page.len() as i64;
-        jobs.extend(page.iter().filter_map(|j| serde_json::to_value(j).ok()));
+        jobs.extend(page);
         if !full {
             return Ok(jobs);
         }

@@ -37,6 +37,7 @@ mod partitions;
 mod process;
 pub mod snapshot;
 pub mod text;
+mod verdicts;
 mod waste;
 
 pub use snapshot::{JobLabels, Snapshot};
@@ -332,17 +333,12 @@ impl Metrics {
         f(&mut snapshot)
     }
 
-    /// For the agent: the newest sample of a job on this node (`sample` is the `MetricSample`
-    /// the agent posts, or anything serializing to the same JSON). The job is tracked as running.
-    pub fn record_job_sample<S: serde::Serialize>(
-        &self,
-        job: &JobLabels,
-        sample: &S,
-    ) -> Result<(), serde_json::Error> {
-        let value = serde_json::to_value(sample)?;
+    /// For the agent: the newest sample of a job on this node (the `MetricSample` the agent
+    /// posts). The job is tracked as running.
+    pub fn record_job_sample(&self, job: &JobLabels, sample: &crate::domain::MetricSample) {
         self.update(|s| {
             s.current_at = Some(chrono::Utc::now());
-            s.record_sample(job, &value)
+            s.record_sample(job, sample)
         })
     }
 
@@ -356,13 +352,6 @@ impl Metrics {
             s.expire(now, grace);
             s.current_at = Some(chrono::Utc::now());
         });
-    }
-
-    /// For the agent: this node's own report (the `Node` JSON it sends), for the node series.
-    pub fn record_node<S: serde::Serialize>(&self, node: &S) -> Result<(), serde_json::Error> {
-        let value = serde_json::to_value(node)?;
-        self.update(|s| s.record_node(&value));
-        Ok(())
     }
 
     /// For the agent, once per collection round: every job sample of `batch` and the node's own
@@ -392,24 +381,11 @@ impl Metrics {
                     nodes: vec![node.clone()],
                     ..JobLabels::default()
                 });
-            if self.record_job_sample(&job, &item.sample).is_ok() {
-                running.push(item.job_id);
-            }
+            self.record_job_sample(&job, &item.sample);
+            running.push(item.job_id);
         }
         if let Ok(Some(report)) = batch.node_report(&node, at) {
-            let doc = serde_json::json!({
-                "name": report.name,
-                "cpus": report.cpus,
-                "memory_total_bytes": report.memory_total_bytes,
-                "memory_used_bytes": report.memory_used_bytes,
-                "cpu_usage_percent": report.cpu_usage_percent,
-                "load_1": report.load_1,
-                "gpus": report.gpus,
-                "last_report_at": report.reported_at,
-                "report_interval_seconds": report.interval_seconds,
-                "stale": false,
-            });
-            self.update(|s| s.record_node(&doc));
+            self.update(|s| s.record_node_report(&report));
         }
         self.retain_running_jobs(running.iter().map(String::as_str));
     }

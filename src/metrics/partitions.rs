@@ -5,7 +5,6 @@
 
 use super::text::{self, header, sample, sample_with, Kind};
 use crate::domain::{Partition, PartitionState};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug)]
@@ -47,18 +46,25 @@ impl PartitionSeries {
     }
 
     /// Applies a `partition_updated` (`deleted: false`) or `partition_deleted` payload.
+    #[cfg(test)]
     pub(crate) fn apply(
         &mut self,
         payload: &serde_json::Value,
         deleted: bool,
     ) -> serde_json::Result<()> {
-        let p = Partition::deserialize(&payload["partition"])?;
+        use serde::Deserialize as _;
+        let change = crate::events::PartitionChange::deserialize(payload)?;
+        self.apply_change(&change.partition, deleted);
+        Ok(())
+    }
+
+    /// Applies a partition's change (`deleted`: it is gone).
+    pub(crate) fn apply_change(&mut self, p: &Partition, deleted: bool) {
         if deleted {
             self.partitions.remove(&p.name);
         } else {
-            self.record(&p);
+            self.record(p);
         }
-        Ok(())
     }
 
     pub(crate) fn render(&self, out: &mut String) {

@@ -5,114 +5,20 @@
 //! It is fed by event-log rows (`apply_event`, in `serve`) or directly by an agent
 //! (`record_sample`, `record_node`, `retain_running`); rendering reads only this structure, so a
 //! scrape never touches the database or a file, and its cost grows with the running jobs, never
-//! with the jobs ever seen. Payloads are parsed leniently: a field of an unexpected type makes
-//! that one event be skipped (and logged), never a panic.
+//! with the jobs ever seen. Payloads are read as the event contract's types
+//! ([`crate::events::Payload`]): one that does not read makes that one event be skipped (and
+//! logged), never a panic.
 
 use super::text::{self, header, sample, sample_with, Kind};
-use crate::domain::JobState;
-use crate::store::StoredEvent;
+use crate::collector::GpuReading;
+use crate::domain::{Job, JobState, MetricSample, Node};
+use crate::events::{EventKind, JobChange, JobSample, Payload};
+use crate::store::{NodeReport, StoredEvent};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// A job as the event payloads and the API carry it; only what the series need, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct JobDoc {
-    pub id: String,
-    pub user: String,
-    pub nodes: Vec<String>,
-    pub state: Option<String>,
-    pub start_time: Option<DateTime<Utc>>,
-    pub end_time: Option<DateTime<Utc>>,
-    pub runtime_seconds: Option<f64>,
-    pub cpu_usage: Option<f64>,
-    pub memory_usage_mb: Option<f64>,
-    pub memory_usage_bytes: Option<f64>,
-    pub gpu_usage: Option<f64>,
-    pub requested_cpus: Option<f64>,
-    pub allocated_cpus: Option<f64>,
-    pub requested_memory_mb: Option<f64>,
-    pub allocated_memory_mb: Option<f64>,
-    pub requested_gpus: Option<f64>,
-    pub allocated_gpus: Option<f64>,
-    pub gpu_count: Option<f64>,
-    pub gpu_vendor: Option<String>,
-    pub scheduler: Option<SchedulerDoc>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct SchedulerDoc {
-    pub partition: Option<String>,
-    pub account: Option<String>,
-    pub time_limit_minutes: Option<f64>,
-}
-
-/// A sample (`MetricSample` JSON): the compat fields and the agent's base-unit figures.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct SampleDoc {
-    pub timestamp: Option<DateTime<Utc>>,
-    pub node: Option<String>,
-    pub cpu_usage: Option<f64>,
-    pub memory_usage_mb: Option<f64>,
-    pub memory_usage_bytes: Option<f64>,
-    pub gpu_usage: Option<f64>,
-    pub cpu_time_seconds: Option<f64>,
-    pub cpu_throttled_seconds: Option<f64>,
-    pub memory_peak_bytes: Option<f64>,
-    pub oom_kills: Option<f64>,
-    pub io_read_bytes: Option<f64>,
-    pub io_write_bytes: Option<f64>,
-    pub pids: Option<f64>,
-    pub gpus: Vec<GpuDoc>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct GpuDoc {
-    pub index: Option<u64>,
-    pub uuid: Option<String>,
-    pub vendor: Option<String>,
-    pub utilization_percent: Option<f64>,
-    pub memory_used_bytes: Option<f64>,
-    pub memory_total_bytes: Option<f64>,
-    pub power_watts: Option<f64>,
-    pub energy_joules: Option<f64>,
-    pub temperature_celsius: Option<f64>,
-}
-
-impl GpuDoc {
-    /// The `gpu_id` label: the device index, else its UUID.
-    fn id(&self) -> String {
-        match (self.index, &self.uuid) {
-            (Some(i), _) => i.to_string(),
-            (None, Some(uuid)) => uuid.clone(),
-            (None, None) => String::new(),
-        }
-    }
-}
-
-/// A node (`Node` JSON of `GET /v1/nodes` and of `node_updated` events).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct NodeDoc {
-    pub name: String,
-    pub state: Option<String>,
-    pub cpus: Option<f64>,
-    pub memory_total_bytes: Option<f64>,
-    pub cpu_usage_percent: Option<f64>,
-    pub memory_used_bytes: Option<f64>,
-    pub load_1: Option<f64>,
-    pub gpus: Vec<GpuDoc>,
-    pub last_report_at: Option<DateTime<Utc>>,
-    pub report_interval_seconds: Option<f64>,
-    pub stale: Option<bool>,
-}
 
 /// Who a job is, for a sample fed directly (the agent knows this from its cgroup and the
 /// server's job list; `serve` reads it from the event payloads).
@@ -160,17 +66,17 @@ struct GpuUsage {
 }
 
 impl GpuUsage {
-    fn from_doc(prefix: &[(&str, &str)], gpu: &GpuDoc, fallback_vendor: &str) -> GpuUsage {
-        let id = gpu.id();
-        let vendor = gpu.vendor.as_deref().unwrap_or(fallback_vendor);
+    fn from_reading(prefix: &[(&str, &str)], gpu: &GpuReading) -> GpuUsage {
+        // The `gpu_id` label is the device index.
+        let id = gpu.index.to_string();
         let mut pairs = prefix.to_vec();
-        pairs.push(("gpu_vendor", vendor));
+        pairs.push(("gpu_vendor", gpu.vendor.as_str()));
         pairs.push(("gpu_id", &id));
         GpuUsage {
             labels: text::labels(&pairs),
             utilization: gpu.utilization_percent,
-            memory_used: gpu.memory_used_bytes,
-            memory_total: gpu.memory_total_bytes,
+            memory_used: gpu.memory_used_bytes.map(|b| b as f64),
+            memory_total: gpu.memory_total_bytes.map(|b| b as f64),
             power: gpu.power_watts,
             temperature: gpu.temperature_celsius,
             energy: gpu.energy_joules,
@@ -201,6 +107,8 @@ struct JobEntry {
     ended: Option<(Instant, Option<f64>)>,
     /// Newest sample per node name.
     usage: BTreeMap<String, NodeUsage>,
+    /// The job's efficiency verdict, once its `job_report` event came (after it finished).
+    verdict: Option<super::verdicts::Verdict>,
 }
 
 impl JobEntry {
@@ -222,6 +130,7 @@ impl JobEntry {
             gpu_vendor: None,
             ended: None,
             usage: BTreeMap::new(),
+            verdict: None,
         }
     }
 
@@ -261,48 +170,32 @@ impl JobEntry {
             })
     }
 
-    /// Takes what a full job document says about identity and allocation.
-    fn update_from(&mut self, doc: &JobDoc) {
+    /// Takes who and where the job is (what is known of it: empty and `None` keep the old),
+    /// and relabels when that changed.
+    fn update_identity(
+        &mut self,
+        user: &str,
+        nodes: &[String],
+        account: Option<&str>,
+        partition: Option<&str>,
+    ) {
         let identity = (
             self.user.clone(),
             self.nodes.clone(),
             self.account.clone(),
             self.partition.clone(),
         );
-        if !doc.user.is_empty() {
-            self.user = doc.user.clone();
+        if !user.is_empty() {
+            self.user = user.to_owned();
         }
-        if !doc.nodes.is_empty() {
-            self.nodes = doc.nodes.clone();
+        if !nodes.is_empty() {
+            self.nodes = nodes.to_vec();
         }
-        if let Some(s) = &doc.scheduler {
-            if s.account.is_some() {
-                self.account = s.account.clone();
-            }
-            if s.partition.is_some() {
-                self.partition = s.partition.clone();
-            }
-            if let Some(minutes) = s.time_limit_minutes {
-                self.time_limit_seconds = Some(minutes * 60.0);
-            }
+        if let Some(account) = account {
+            self.account = Some(account.to_owned());
         }
-        self.start_time = doc.start_time.or(self.start_time);
-        self.allocated_cpus = doc
-            .allocated_cpus
-            .or(doc.requested_cpus)
-            .or(self.allocated_cpus);
-        self.allocated_memory_bytes = doc
-            .allocated_memory_mb
-            .or(doc.requested_memory_mb)
-            .map(|mb| mb * MIB)
-            .or(self.allocated_memory_bytes);
-        self.allocated_gpus = doc
-            .allocated_gpus
-            .or(doc.gpu_count)
-            .or(doc.requested_gpus)
-            .or(self.allocated_gpus);
-        if doc.gpu_vendor.is_some() {
-            self.gpu_vendor = doc.gpu_vendor.clone();
+        if let Some(partition) = partition {
+            self.partition = Some(partition.to_owned());
         }
         let now = (
             self.user.clone(),
@@ -313,6 +206,32 @@ impl JobEntry {
         if identity != now || self.labels.is_empty() {
             self.relabel();
         }
+    }
+
+    /// Takes what a full job says about identity and allocation.
+    fn update_from(&mut self, job: &Job) {
+        let scheduler = job.scheduler.as_ref();
+        if let Some(minutes) = scheduler.and_then(|s| s.time_limit_minutes) {
+            self.time_limit_seconds = Some(minutes as f64 * 60.0);
+        }
+        let figure = |v: Option<i64>| v.map(|v| v as f64);
+        self.start_time = Some(job.start_time);
+        self.allocated_cpus =
+            figure(job.allocated_cpus.or(job.requested_cpus)).or(self.allocated_cpus);
+        self.allocated_memory_bytes = figure(job.allocated_memory_mb.or(job.requested_memory_mb))
+            .map(|mb| mb * MIB)
+            .or(self.allocated_memory_bytes);
+        self.allocated_gpus = figure(job.allocated_gpus.or(job.gpu_count).or(job.requested_gpus))
+            .or(self.allocated_gpus);
+        if let Some(vendor) = job.gpu_vendor {
+            self.gpu_vendor = Some(vendor.as_str().to_owned());
+        }
+        self.update_identity(
+            &job.user,
+            &job.nodes,
+            scheduler.and_then(|s| s.account.as_deref()),
+            scheduler.and_then(|s| s.partition.as_deref()),
+        );
         // The job's current compat figures (the newest sample's, or a PATCH's) belong to its
         // first node when no per-node sample has said otherwise. A multi-node job's are the
         // whole job's sums (`domain::figures`), never one node's: its node series come from
@@ -321,10 +240,9 @@ impl JobEntry {
             return;
         }
         let (cpu, mem, gpu) = (
-            doc.cpu_usage,
-            doc.memory_usage_bytes
-                .or(doc.memory_usage_mb.map(|mb| mb * MIB)),
-            doc.gpu_usage,
+            job.cpu_usage,
+            figure(job.memory_usage_bytes).or(figure(job.memory_usage_mb).map(|mb| mb * MIB)),
+            job.gpu_usage,
         );
         if cpu.is_some() || mem.is_some() || gpu.is_some() {
             let first = self.first_node().to_owned();
@@ -336,26 +254,28 @@ impl JobEntry {
     }
 
     /// Keeps the sample; the idle CPU-seconds and GPU-seconds since the node's previous one.
-    fn record(&mut self, sample: &SampleDoc) -> (f64, f64) {
-        let node = sample
+    fn record(&mut self, sample: &MetricSample) -> (f64, f64) {
+        let detail = &sample.detail;
+        let figure = |v: Option<i64>| v.map(|v| v as f64);
+        let node = detail
             .node
             .clone()
             .unwrap_or_else(|| self.first_node().to_owned());
-        let vendor = self.gpu_vendor.clone().unwrap_or_default();
         let id = self.id.clone();
         let cpus = self
             .allocated_cpus
             .map(|c| c / self.nodes.len().max(1) as f64);
         let usage = self.usage_on(&node);
         let mut idle = (0.0, 0.0);
-        if let Some(at) = sample.timestamp {
+        {
+            let at = sample.timestamp;
             if let Some(previous) = usage.sampled_at.filter(|p| *p < at) {
                 let seconds = (at - previous).num_milliseconds() as f64 / 1000.0;
                 idle = super::waste::idle(
                     seconds,
                     cpus,
                     sample.cpu_usage,
-                    sample.gpus.iter().filter_map(|g| g.utilization_percent),
+                    detail.gpus.iter().filter_map(|g| g.utilization_percent),
                 );
             }
             if usage.sampled_at.is_none_or(|p| p < at) {
@@ -363,23 +283,22 @@ impl JobEntry {
             }
         }
         usage.cpu_usage = sample.cpu_usage.or(usage.cpu_usage);
-        usage.memory_bytes = sample
-            .memory_usage_bytes
-            .or(sample.memory_usage_mb.map(|mb| mb * MIB))
+        usage.memory_bytes = figure(detail.memory_usage_bytes)
+            .or(figure(sample.memory_usage_mb).map(|mb| mb * MIB))
             .or(usage.memory_bytes);
         usage.gpu_usage = sample.gpu_usage.or(usage.gpu_usage);
-        usage.cpu_seconds = sample.cpu_time_seconds.or(usage.cpu_seconds);
-        usage.cpu_throttled_seconds = sample.cpu_throttled_seconds.or(usage.cpu_throttled_seconds);
-        usage.memory_peak_bytes = sample.memory_peak_bytes.or(usage.memory_peak_bytes);
-        usage.oom_kills = sample.oom_kills.or(usage.oom_kills);
-        usage.io_read_bytes = sample.io_read_bytes.or(usage.io_read_bytes);
-        usage.io_write_bytes = sample.io_write_bytes.or(usage.io_write_bytes);
-        usage.pids = sample.pids.or(usage.pids);
-        if !sample.gpus.is_empty() {
-            usage.gpus = sample
+        usage.cpu_seconds = detail.cpu_time_seconds.or(usage.cpu_seconds);
+        usage.cpu_throttled_seconds = detail.cpu_throttled_seconds.or(usage.cpu_throttled_seconds);
+        usage.memory_peak_bytes = figure(detail.memory_peak_bytes).or(usage.memory_peak_bytes);
+        usage.oom_kills = figure(detail.oom_kills).or(usage.oom_kills);
+        usage.io_read_bytes = figure(detail.io_read_bytes).or(usage.io_read_bytes);
+        usage.io_write_bytes = figure(detail.io_write_bytes).or(usage.io_write_bytes);
+        usage.pids = figure(detail.pids).or(usage.pids);
+        if !detail.gpus.is_empty() {
+            usage.gpus = detail
                 .gpus
                 .iter()
-                .map(|g| GpuUsage::from_doc(&[("job_id", &id), ("node", &node)], g, &vendor))
+                .map(|g| GpuUsage::from_reading(&[("job_id", &id), ("node", &node)], g))
                 .collect();
         }
         idle
@@ -426,24 +345,67 @@ struct NodeEntry {
 }
 
 impl NodeEntry {
-    fn from_doc(doc: &NodeDoc) -> NodeEntry {
+    /// A node as the store has it (`GET /v1/nodes`, `node_updated`).
+    fn from_node(node: &Node) -> NodeEntry {
         NodeEntry {
-            labels: text::labels(&[("node", &doc.name)]),
-            state: doc.state.clone(),
-            cpus: doc.cpus,
-            memory_total: doc.memory_total_bytes,
-            cpu_usage: doc.cpu_usage_percent,
-            memory_used: doc.memory_used_bytes,
-            load_1: doc.load_1,
-            last_report: doc
-                .last_report_at
-                .map(|t| t.timestamp_micros() as f64 / 1e6),
-            report_interval: doc.report_interval_seconds,
-            stale: doc.stale,
-            gpus: doc
-                .gpus
+            state: Some(node.state.as_str().to_owned()),
+            stale: Some(node.stale),
+            ..NodeEntry::from_figures(
+                &node.name,
+                (node.cpus, node.memory_total_bytes, node.memory_used_bytes),
+                node.cpu_usage_percent,
+                node.load_1,
+                node.last_report_at,
+                node.report_interval_seconds,
+                &node.gpus,
+            )
+        }
+    }
+
+    /// An agent's report of its own node: no state (the scheduler's word), and not stale.
+    fn from_report(report: &NodeReport) -> NodeEntry {
+        NodeEntry {
+            stale: Some(false),
+            ..NodeEntry::from_figures(
+                &report.name,
+                (
+                    report.cpus,
+                    report.memory_total_bytes,
+                    report.memory_used_bytes,
+                ),
+                report.cpu_usage_percent,
+                report.load_1,
+                Some(report.reported_at),
+                report.interval_seconds,
+                &report.gpus,
+            )
+        }
+    }
+
+    fn from_figures(
+        name: &str,
+        (cpus, memory_total, memory_used): (Option<i64>, Option<i64>, Option<i64>),
+        cpu_usage: Option<f64>,
+        load_1: Option<f64>,
+        last_report_at: Option<DateTime<Utc>>,
+        report_interval: Option<f64>,
+        gpus: &[GpuReading],
+    ) -> NodeEntry {
+        let figure = |v: Option<i64>| v.map(|v| v as f64);
+        NodeEntry {
+            labels: text::labels(&[("node", name)]),
+            state: None,
+            cpus: figure(cpus),
+            memory_total: figure(memory_total),
+            cpu_usage,
+            memory_used: figure(memory_used),
+            load_1,
+            last_report: last_report_at.map(|t| t.timestamp_micros() as f64 / 1e6),
+            report_interval,
+            stale: None,
+            gpus: gpus
                 .iter()
-                .map(|g| GpuUsage::from_doc(&[("node", &doc.name)], g, ""))
+                .map(|g| GpuUsage::from_reading(&[("node", name)], g))
                 .collect(),
         }
     }
@@ -490,8 +452,8 @@ impl Snapshot {
     pub(crate) fn reset(
         &mut self,
         counts: &BTreeMap<String, i64>,
-        running: &[serde_json::Value],
-        nodes: &[serde_json::Value],
+        running: &[Job],
+        nodes: &[Node],
         cursor: i64,
     ) {
         self.jobs.clear();
@@ -503,12 +465,8 @@ impl Snapshot {
             }
         }
         self.created = self.counts.iter().map(|n| (*n).max(0) as u64).sum();
-        for job in running {
-            match JobDoc::deserialize(job) {
-                Ok(doc) if doc.state.as_deref() == Some("running") => self.upsert_job(&doc),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "metrics: skipped a job it cannot read"),
-            }
+        for job in running.iter().filter(|j| j.state == JobState::Running) {
+            self.upsert_job(job);
         }
         for node in nodes {
             self.record_node(node);
@@ -517,64 +475,61 @@ impl Snapshot {
         self.current_at = Some(Utc::now());
     }
 
-    fn upsert_job(&mut self, doc: &JobDoc) {
-        let entry = self
-            .jobs
-            .entry(doc.id.clone())
-            .or_insert_with(|| JobEntry::new(&doc.id));
-        entry.update_from(doc);
+    fn upsert_job(&mut self, job: &Job) {
+        self.entry(&job.id).update_from(job);
     }
 
-    /// Applies one event-log row. Unknown kinds and unreadable payloads are skipped.
+    fn entry(&mut self, id: &str) -> &mut JobEntry {
+        self.jobs
+            .entry(id.to_owned())
+            .or_insert_with(|| JobEntry::new(id))
+    }
+
+    /// Applies one event-log row. Payloads that do not read are skipped (and logged).
     pub(crate) fn apply_event(&mut self, event: &StoredEvent, now: Instant) {
         if event.id > self.cursor {
             self.cursor = event.id;
         }
-        let result = match event.kind.as_str() {
-            "job_created" | "job_updated" | "job_finished" | "job_deleted" => {
-                self.apply_job_event(event, now)
+        let payload = match Payload::read(event.kind, &event.payload) {
+            Ok(payload) => payload,
+            Err(err) => {
+                tracing::warn!(id = event.id, kind = %event.kind, error = %err, "metrics: skipped an event it cannot read");
+                return;
             }
-            "job_sample" => self.apply_sample_event(event),
-            "node_updated" => {
-                self.record_node(&event.payload["node"]);
-                Ok(())
-            }
-            "partition_updated" => self.partitions.apply(&event.payload, false),
-            "partition_deleted" => self.partitions.apply(&event.payload, true),
-            _ => Ok(()),
         };
-        if let Err(err) = result {
-            tracing::warn!(id = event.id, kind = %event.kind, error = %err, "metrics: skipped an event it cannot read");
+        match payload {
+            Payload::Job(change) => self.apply_job_event(event.kind, &change, now),
+            Payload::Sample(sample) => self.apply_sample_event(&sample),
+            Payload::Node(change) => self.record_node(&change.node),
+            Payload::Partition(change) => self
+                .partitions
+                .apply_change(&change.partition, event.kind == EventKind::PartitionDeleted),
+            Payload::Report(report) => {
+                if let Some(entry) = self.jobs.get_mut(report.job_id.as_ref()) {
+                    entry.verdict = Some(super::verdicts::Verdict::of(&report.report));
+                }
+            }
         }
     }
 
-    fn apply_job_event(&mut self, event: &StoredEvent, now: Instant) -> serde_json::Result<()> {
-        let doc = JobDoc::deserialize(&event.payload["job"])?;
-        let state = doc
-            .state
-            .as_deref()
-            .and_then(|s| s.parse::<JobState>().ok());
-        let previous = event.payload["previous_state"]
-            .as_str()
-            .and_then(|s| s.parse::<JobState>().ok());
-        let Some(state) = state else {
-            return Ok(());
-        };
-        match event.kind.as_str() {
-            "job_created" => {
+    fn apply_job_event(&mut self, kind: EventKind, change: &JobChange<'_>, now: Instant) {
+        let job = &*change.job;
+        let state = job.state;
+        match kind {
+            EventKind::JobCreated => {
                 self.counts[state_index(state)] += 1;
                 self.created += 1;
                 if state.is_terminal() {
                     self.count_finished(state);
                 }
             }
-            "job_deleted" => {
+            EventKind::JobDeleted => {
                 self.counts[state_index(state)] -= 1;
-                self.jobs.remove(&doc.id);
-                return Ok(());
+                self.jobs.remove(&job.id);
+                return;
             }
             _ => {
-                if let Some(previous) = previous {
+                if let Some(previous) = change.previous_state {
                     self.counts[state_index(previous)] -= 1;
                     self.counts[state_index(state)] += 1;
                     if state.is_terminal() && !previous.is_terminal() {
@@ -585,27 +540,24 @@ impl Snapshot {
         }
         match state {
             JobState::Running => {
-                self.upsert_job(&doc);
-                if let Some(entry) = self.jobs.get_mut(&doc.id) {
+                self.upsert_job(job);
+                if let Some(entry) = self.jobs.get_mut(&job.id) {
+                    // Running (again, if requeued): an earlier run's verdict is not this one's.
                     entry.ended = None;
+                    entry.verdict = None;
                 }
             }
             _ => {
-                if let Some(entry) = self.jobs.get_mut(&doc.id) {
-                    entry.update_from(&doc);
-                    let runtime = doc.runtime_seconds.or_else(|| {
+                if let Some(entry) = self.jobs.get_mut(&job.id) {
+                    entry.update_from(job);
+                    let runtime = job.runtime_seconds.or_else(|| {
                         let start = entry.start_time?;
-                        Some(crate::domain::Job::runtime_at(
-                            start,
-                            doc.end_time,
-                            doc.end_time?,
-                        ))
+                        Some(Job::runtime_at(start, job.end_time, job.end_time?))
                     });
                     entry.ended.get_or_insert((now, runtime));
                 }
             }
         }
-        Ok(())
     }
 
     fn count_finished(&mut self, state: JobState) {
@@ -614,63 +566,46 @@ impl Snapshot {
         }
     }
 
-    fn apply_sample_event(&mut self, event: &StoredEvent) -> serde_json::Result<()> {
-        let job = JobDoc::deserialize(&event.payload["job"])?;
-        let sample = SampleDoc::deserialize(&event.payload["sample"])?;
-        let id = event
-            .payload
-            .get("job_id")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .unwrap_or_else(|| job.id.clone());
-        match self.jobs.get_mut(&id) {
-            Some(entry) => {
-                let idle = entry.record(&sample);
-                entry.count_idle(&mut self.waste, idle);
-            }
+    fn apply_sample_event(&mut self, event: &JobSample<'_>) {
+        // The sample is gone (its job deleted, or pruned first): nothing to show.
+        let Some(sample) = &event.sample else {
+            return;
+        };
+        let id = event.job_id();
+        let job = &event.job;
+        if !self.jobs.contains_key(id) {
             // A sample for a running job this snapshot has not seen (it started before a
             // restart and the load missed it): track it with what the payload says.
-            None if job.state.as_deref() == Some("running") => {
-                let doc = JobDoc {
-                    id: id.clone(),
-                    ..job
-                };
-                self.upsert_job(&doc);
-                if let Some(entry) = self.jobs.get_mut(&id) {
-                    let idle = entry.record(&sample);
-                    entry.count_idle(&mut self.waste, idle);
-                }
+            if job.state != JobState::Running {
+                return;
             }
-            None => {}
+            self.entry(id).update_identity(
+                &job.user,
+                &job.nodes,
+                None,
+                job.scheduler.partition.as_deref(),
+            );
         }
-        Ok(())
+        if let Some(entry) = self.jobs.get_mut(id) {
+            let idle = entry.record(sample);
+            entry.count_idle(&mut self.waste, idle);
+        }
     }
 
     /// A sample fed directly (the agent): tracks the job as running and keeps the sample.
-    pub(crate) fn record_sample(
-        &mut self,
-        job: &JobLabels,
-        sample: &serde_json::Value,
-    ) -> serde_json::Result<()> {
-        let sample = SampleDoc::deserialize(sample)?;
-        let doc = JobDoc {
-            id: job.job_id.clone(),
-            user: job.user.clone(),
-            nodes: job.nodes.clone(),
-            scheduler: Some(SchedulerDoc {
-                partition: job.partition.clone(),
-                account: job.account.clone(),
-                time_limit_minutes: None,
-            }),
-            ..JobDoc::default()
-        };
-        self.upsert_job(&doc);
-        if let Some(entry) = self.jobs.get_mut(&job.job_id) {
-            entry.ended = None;
-            let idle = entry.record(&sample);
+    pub(crate) fn record_sample(&mut self, job: &JobLabels, sample: &MetricSample) {
+        let entry = self.entry(&job.job_id);
+        entry.update_identity(
+            &job.user,
+            &job.nodes,
+            job.account.as_deref(),
+            job.partition.as_deref(),
+        );
+        entry.ended = None;
+        let idle = entry.record(sample);
+        if let Some(entry) = self.jobs.get(&job.job_id) {
             entry.count_idle(&mut self.waste, idle);
         }
-        Ok(())
     }
 
     /// The agent's view: jobs not in `running` have ended (their grace period starts now).
@@ -688,15 +623,19 @@ impl Snapshot {
         }
     }
 
-    /// Keeps a node's report (a `Node` JSON document).
-    pub(crate) fn record_node(&mut self, node: &serde_json::Value) {
-        match NodeDoc::deserialize(node) {
-            Ok(doc) if !doc.name.is_empty() => {
-                self.nodes
-                    .insert(doc.name.clone(), NodeEntry::from_doc(&doc));
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "metrics: skipped a node it cannot read"),
+    /// Keeps a node as the store has it.
+    pub(crate) fn record_node(&mut self, node: &Node) {
+        if !node.name.is_empty() {
+            self.nodes
+                .insert(node.name.clone(), NodeEntry::from_node(node));
+        }
+    }
+
+    /// Keeps an agent's report of its own node.
+    pub(crate) fn record_node_report(&mut self, report: &NodeReport) {
+        if !report.name.is_empty() {
+            self.nodes
+                .insert(report.name.clone(), NodeEntry::from_report(report));
         }
     }
 
@@ -1206,5 +1145,10 @@ impl Snapshot {
                 }
             }
         }
+        super::verdicts::render(
+            out,
+            jobs.iter()
+                .filter_map(|j| Some((j.labels.as_str(), j.verdict.as_ref()?))),
+        );
     }
 }

@@ -10,7 +10,7 @@ fn event(id: i64, kind: &str, job_id: &str, payload: Value) -> StoredEvent {
     StoredEvent {
         id,
         occurred_at: chrono::Utc::now(),
-        kind: kind.into(),
+        kind: kind.parse().expect("an event kind"),
         job_id: Some(job_id.into()),
         payload,
     }
@@ -24,6 +24,11 @@ fn job(id: &str, user: &str, state: &str) -> Value {
         "scheduler": {"partition": "gpu", "account": "physics", "time_limit_minutes": 60},
         "cluster_name": "c", "scheduler_instance": "s", "ingest_version": "v", "sample_count": 0
     })
+}
+
+/// `value` as the contract type `T` (the snapshot takes typed jobs, nodes and samples).
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("a valid document")
 }
 
 fn sample_event(id: i64, job_id: &str, user: &str, node: &str, cpu_seconds: f64) -> StoredEvent {
@@ -177,7 +182,7 @@ fn events_drive_job_series_and_counts() {
 #[test]
 fn a_finished_jobs_series_vanish_after_the_grace_period() {
     let mut s = Snapshot::default();
-    s.reset(&counts(1), &[job("9", "bob", "running")], &[], 0);
+    s.reset(&counts(1), &[typed(job("9", "bob", "running"))], &[], 0);
     let t0 = Instant::now();
     s.apply_event(&sample_event(1, "9", "bob", "node-01", 3.0), t0);
     let mut finished = job("9", "bob", "failed");
@@ -314,7 +319,7 @@ fn node_reports_become_node_series() {
         "last_report_at": "2026-01-01T00:00:00Z", "report_interval_seconds": 15.0,
         "stale": false, "updated_at": "2026-01-01T00:00:00Z"
     });
-    s.reset(&counts(0), &[], &[node], 0);
+    s.reset(&counts(0), &[], &[typed(node)], 0);
     let text = render(&s, Instant::now());
     assert_eq!(
         value(&text, r#"hpc_node_total_cpus{node="node-07"}"#),
@@ -370,13 +375,13 @@ fn the_agent_feeds_samples_directly() {
         partition: Some("cpu".into()),
         nodes: vec!["node-03".into()],
     };
-    metrics
-        .record_job_sample(
-            &labels,
-            &json!({"timestamp": "2026-01-01T00:00:00Z", "cpu_usage": null, "memory_usage_mb": 1,
+    metrics.record_job_sample(
+        &labels,
+        &typed(
+            json!({"timestamp": "2026-01-01T00:00:00Z", "cpu_usage": null, "memory_usage_mb": 1,
                      "node": "node-03", "cpu_time_seconds": 7.0, "pids": 4}),
-        )
-        .unwrap();
+        ),
+    );
     let text = metrics.render();
     assert_eq!(
         value(
@@ -409,7 +414,7 @@ fn per_job_series_can_be_switched_off() {
         per_job: false,
         grace: Duration::from_secs(60),
     });
-    metrics.update(|s| s.reset(&counts(1), &[job("1", "dora", "running")], &[], 0));
+    metrics.update(|s| s.reset(&counts(1), &[typed(job("1", "dora", "running"))], &[], 0));
     let text = metrics.render();
     assert!(!text.contains("job_id="), "{text}");
     assert_eq!(value(&text, r#"hpc_jobs{state="running"}"#), Some(1.0));
@@ -431,7 +436,7 @@ fn scrapes_are_not_blocked_by_ingestion() {
         s.reset(
             &counts(200),
             &(0..200)
-                .map(|i| job(&i.to_string(), "u", "running"))
+                .map(|i| typed(job(&i.to_string(), "u", "running")))
                 .collect::<Vec<_>>(),
             &[],
             0,

@@ -100,6 +100,7 @@ fn ids_of_items(items: &[&SampleItem], inserted: Vec<InsertedSample>) -> Vec<Opt
 
 pub(in crate::store) mod sqlite {
     use super::*;
+    pub(in crate::store) use crate::store::gpu_figures::sqlite::keep_gpu_figures;
     pub(in crate::store) use crate::store::node_figures::sqlite::keep_node_figures;
     use sqlx::types::Json;
     use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
@@ -209,7 +210,7 @@ pub(in crate::store) mod sqlite {
             );
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(occurred_at)
-                    .push_bind(e.kind)
+                    .push_bind(e.kind.as_str())
                     .push_bind(e.job_id.as_deref())
                     .push_bind(e.payload.as_str())
                     .push_bind(e.sample_id);
@@ -222,6 +223,7 @@ pub(in crate::store) mod sqlite {
 
 pub(in crate::store) mod postgres {
     use super::*;
+    pub(in crate::store) use crate::store::gpu_figures::postgres::keep_gpu_figures;
     pub(in crate::store) use crate::store::node_figures::postgres::keep_node_figures;
     use crate::store::pg_copy::BinaryCopy;
     use sqlx::{AssertSqlSafe, PgConnection};
@@ -498,7 +500,7 @@ pub(in crate::store) mod postgres {
         if events.is_empty() {
             return Ok(());
         }
-        let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         let job_ids: Vec<Option<&str>> = events.iter().map(|e| e.job_id.as_deref()).collect();
         // The payloads go as text, copied as they are; the cast to `json` only checks them.
         let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();

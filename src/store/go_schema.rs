@@ -21,11 +21,13 @@
 //! Go service did; its `exit_code` (shown under `scheduler`) becomes `scheduler_exit_code`; a
 //! job's correlation id is that of its first audit row. Its indexes are replaced by jobscope's.
 
-use super::queries::{event_kind, payload, to_json, JobRow, JOB_COLUMNS};
+use super::queries::{to_json, JobRow, JOB_COLUMNS};
 use super::{StoreError, StoreResult};
+use crate::domain::event::{EventKind, JobChange};
 use chrono::Utc;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{PgConnection, PgPool};
+use std::borrow::Cow;
 
 /// The jobscope migration whose schema the adoption builds; later ones are applied by sqlx.
 pub const ADOPTED_VERSION: i64 = 11;
@@ -348,9 +350,9 @@ async fn seed_events(conn: &mut PgConnection) -> StoreResult<usize> {
         payloads.clear();
         for row in rows.by_ref().take(SEED_BATCH) {
             let job = row.into_job(now)?;
-            let change = payload::JobChange {
-                job: &job,
-                correlation_id: job.correlation_id.as_deref().unwrap_or_default(),
+            let change = JobChange {
+                job: Cow::Borrowed(&job),
+                correlation_id: Cow::Borrowed(job.correlation_id.as_deref().unwrap_or_default()),
                 previous_state: None,
             };
             payloads.push(to_json(&change)?);
@@ -362,7 +364,7 @@ async fn seed_events(conn: &mut PgConnection) -> StoreResult<usize> {
              FROM UNNEST($3::text[], $4::text[]) WITH ORDINALITY AS t(job_id, payload, n) ORDER BY t.n",
         )
         .bind(now)
-        .bind(event_kind::JOB_CREATED)
+        .bind(EventKind::JobCreated.as_str())
         .bind(&ids)
         .bind(&payloads)
         .execute(&mut *conn)

@@ -9,6 +9,7 @@
 
 mod bulk;
 pub mod go_schema;
+mod gpu_figures;
 mod group_commit;
 mod migrate;
 mod node_figures;
@@ -217,7 +218,7 @@ pub struct SchedulerNode {
 pub struct StoredEvent {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
-    pub kind: String,
+    pub kind: crate::domain::event::EventKind,
     pub job_id: Option<String>,
     pub payload: serde_json::Value,
 }
@@ -608,7 +609,7 @@ impl Store {
         &self,
         id: &str,
         since: DateTime<Utc>,
-        payload: &serde_json::Value,
+        payload: &crate::domain::event::JobReport<'_>,
     ) -> StoreResult<bool> {
         let result = dispatch!(
             self,

@@ -11,6 +11,7 @@
 //! the module of the backend's batch statements (`bulk::sqlite` or `bulk::postgres`: how a
 //! sample batch and the event rows reach the table, see `bulk.rs`).
 
+use crate::domain::event::{EventKind, JobSample, JobSummary, SummaryScheduler};
 use crate::domain::usage::is_stale;
 use crate::domain::{
     AuditEvent, GpuVendor, Job, JobState, MetricSample, Node, NodeState, Partition,
@@ -19,6 +20,7 @@ use crate::domain::{
 use crate::store::{LatePolicy, SampleItem, SampleRejection};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use std::borrow::Cow;
 
 /// Columns of `jobs` in the order `JobRow` and the insert statement use.
 pub(crate) const JOB_COLUMNS: &str = "id, user_name, nodes, node_count, state, start_time, end_time, \
@@ -314,19 +316,20 @@ pub(crate) struct SampledJob {
 impl SampledJob {
     /// The stored `job_sample` event payload of a sample of this job (the sample is added from
     /// its row when the log is read).
-    pub(crate) fn sample_payload<'a>(&'a self, job_id: &'a str) -> payload::JobSample<'a> {
-        payload::JobSample {
-            job_id,
-            job: payload::SampleJob {
-                id: job_id,
-                user: &self.user,
-                state: self.state.as_str(),
-                nodes: &self.nodes,
-                scheduler: payload::SampleScheduler {
-                    partition: self.partition.as_deref(),
+    pub(crate) fn sample_payload<'a>(&'a self, job_id: &'a str) -> JobSample<'a> {
+        JobSample {
+            job_id: Cow::Borrowed(job_id),
+            job: JobSummary {
+                id: Cow::Borrowed(job_id),
+                user: Cow::Borrowed(&self.user),
+                state: self.state,
+                nodes: Cow::Borrowed(&self.nodes),
+                scheduler: SummaryScheduler {
+                    partition: self.partition.as_deref().map(Cow::Borrowed),
                 },
             },
-            correlation_id: &self.correlation_id,
+            correlation_id: Cow::Borrowed(&self.correlation_id),
+            sample: None,
         }
     }
 
@@ -666,25 +669,25 @@ pub(crate) fn scheduler_merge(
 }
 
 /// An event-log row queued by a write transaction until its commit. The payload is serialized
-/// once, when it is queued, straight from the borrowed values of [`payload`]: a sample batch
+/// once, when it is queued, straight from the borrowed payloads of [`crate::domain::event`]: a sample batch
 /// queues 1,000 of them, and building, encoding and dropping `serde_json::Value` trees instead
 /// cost a third of its time (BENCHMARKS.md, "Sample ingestion"). Both backends take the text as
 /// is (SQLite stores it, PostgreSQL casts it to `json`).
 pub(crate) struct QueuedEvent {
-    pub(crate) kind: &'static str,
+    pub(crate) kind: EventKind,
     /// The job it is about; none for node and partition events.
     pub(crate) job_id: Option<String>,
     /// The payload as JSON text.
     pub(crate) payload: String,
     /// For `job_sample`: the `metric_samples` row whose figures are the payload's `sample`. The
-    /// log keeps the reference, not a second copy of the sample (see [`payload::JobSample`]).
+    /// log keeps the reference, not a second copy of the sample (see [`JobSample`]).
     pub(crate) sample_id: Option<i64>,
 }
 
 impl QueuedEvent {
     /// The row of `payload`, serialized now.
     pub(crate) fn new(
-        kind: &'static str,
+        kind: EventKind,
         job_id: Option<&str>,
         payload: &impl serde::Serialize,
         sample_id: Option<i64>,
@@ -695,85 +698,6 @@ impl QueuedEvent {
             payload: to_json(payload)?,
             sample_id,
         })
-    }
-}
-
-/// The payloads of the event log, as borrowed views serialized once into [`QueuedEvent`]. Their
-/// JSON is the stream wire format (`openapi/jobscope.yaml`, `api/stream.rs`): field names and
-/// nesting must not change.
-pub(crate) mod payload {
-    use crate::domain::{Job, Node, Partition};
-    use serde::Serialize;
-
-    /// `job_created`, `job_updated`, `job_finished`, `job_deleted`.
-    #[derive(Serialize)]
-    pub(crate) struct JobChange<'a> {
-        pub(crate) job: &'a Job,
-        pub(crate) correlation_id: &'a str,
-        /// The state before the change; absent when the job is new or deleted.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub(crate) previous_state: Option<&'a str>,
-    }
-
-    /// `job_sample`: who the sample belongs to, so stream filters (user, state, node, partition)
-    /// apply to samples without a lookup per event. The sample itself is the `metric_samples`
-    /// row the event refers to (`events.sample_id`): reading the log adds it as `sample`, so the
-    /// log does not store every sample twice (it was 87 % of the row, and the log's largest
-    /// cost; BENCHMARKS.md, "Sample ingestion").
-    #[derive(Serialize)]
-    pub(crate) struct JobSample<'a> {
-        pub(crate) job_id: &'a str,
-        pub(crate) job: SampleJob<'a>,
-        pub(crate) correlation_id: &'a str,
-    }
-
-    /// The job summary of a [`JobSample`].
-    #[derive(Serialize)]
-    pub(crate) struct SampleJob<'a> {
-        pub(crate) id: &'a str,
-        pub(crate) user: &'a str,
-        pub(crate) state: &'a str,
-        pub(crate) nodes: &'a [String],
-        pub(crate) scheduler: SampleScheduler<'a>,
-    }
-
-    #[derive(Serialize)]
-    pub(crate) struct SampleScheduler<'a> {
-        pub(crate) partition: Option<&'a str>,
-    }
-
-    /// `node_updated`.
-    #[derive(Serialize)]
-    pub(crate) struct NodeChange<'a> {
-        pub(crate) node: &'a Node,
-    }
-
-    /// `partition_updated`, `partition_deleted`.
-    #[derive(Serialize)]
-    pub(crate) struct PartitionChange<'a> {
-        pub(crate) partition: &'a Partition,
-    }
-}
-
-pub(crate) mod event_kind {
-    pub const JOB_CREATED: &str = "job_created";
-    pub const JOB_UPDATED: &str = "job_updated";
-    pub const JOB_FINISHED: &str = "job_finished";
-    pub const JOB_DELETED: &str = "job_deleted";
-    pub const JOB_SAMPLE: &str = "job_sample";
-    /// A finished job's efficiency report (`report_events`).
-    pub const JOB_REPORT: &str = "job_report";
-    pub const NODE_UPDATED: &str = "node_updated";
-    pub const PARTITION_UPDATED: &str = "partition_updated";
-    pub const PARTITION_DELETED: &str = "partition_deleted";
-}
-
-/// The event-log kind of a change from `before` to the job as it is now.
-pub(crate) fn change_kind(before: Option<JobState>, after: JobState) -> &'static str {
-    match before {
-        None => event_kind::JOB_CREATED,
-        Some(prev) if !prev.is_terminal() && after.is_terminal() => event_kind::JOB_FINISHED,
-        Some(_) => event_kind::JOB_UPDATED,
     }
 }
 
@@ -797,8 +721,10 @@ pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
 macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path) => {
         use $bulk as bulk;
+        use crate::domain::event::{EventKind, JobChange, JobReport, JobSample, NodeChange, PartitionChange};
+        use std::borrow::Cow;
         use crate::store::queries::{
-            change_kind, event_kind, events_after_sql, payload, snapshot, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
+            events_after_sql, snapshot, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
             JOB_COLUMNS, NODE_COLUMNS, PARTITION_COLUMNS, PartitionRow, RUNNING_JOBS_OF_NODE, SAMPLE_COLUMNS,
         };
         use crate::store::{
@@ -849,19 +775,19 @@ macro_rules! store_queries {
             }
 
             /// Queues an event about a job; `payload` is serialized now (see [`QueuedEvent`]).
-            fn append_event(&mut self, kind: &'static str, job_id: &str, payload: &impl serde::Serialize) -> StoreResult<()> {
+            fn append_event(&mut self, kind: EventKind, job_id: &str, payload: &impl serde::Serialize) -> StoreResult<()> {
                 self.events.push(QueuedEvent::new(kind, Some(job_id), payload, None)?);
                 Ok(())
             }
 
             /// Queues the `job_sample` event of the stored sample `sample_id`.
-            fn append_sample_event(&mut self, job_id: &str, payload: &payload::JobSample<'_>, sample_id: i64) -> StoreResult<()> {
-                self.events.push(QueuedEvent::new(event_kind::JOB_SAMPLE, Some(job_id), payload, Some(sample_id))?);
+            fn append_sample_event(&mut self, job_id: &str, payload: &JobSample<'_>, sample_id: i64) -> StoreResult<()> {
+                self.events.push(QueuedEvent::new(EventKind::JobSample, Some(job_id), payload, Some(sample_id))?);
                 Ok(())
             }
 
             /// An event about no job in particular (a node's or a partition's change).
-            fn append_other_event(&mut self, kind: &'static str, payload: &impl serde::Serialize) -> StoreResult<()> {
+            fn append_other_event(&mut self, kind: EventKind, payload: &impl serde::Serialize) -> StoreResult<()> {
                 self.events.push(QueuedEvent::new(kind, None, payload, None)?);
                 Ok(())
             }
@@ -935,12 +861,12 @@ macro_rules! store_queries {
             audit: &AuditContext,
         ) -> StoreResult<()> {
             tx.audits.push((job.id.clone(), change_type, audit.clone(), snapshot(job)));
-            let change = payload::JobChange {
-                job,
-                correlation_id: &audit.correlation_id,
-                previous_state: before.map(|prev| prev.as_str()),
+            let change = JobChange {
+                job: Cow::Borrowed(job),
+                correlation_id: Cow::Borrowed(&audit.correlation_id),
+                previous_state: before,
             };
-            tx.append_event(change_kind(before, job.state), &job.id, &change)
+            tx.append_event(EventKind::of_change(before, job.state), &job.id, &change)
         }
 
         /// `INSERT ... ON CONFLICT (id) DO NOTHING` of a whole job (its node rows are queued for
@@ -1230,9 +1156,10 @@ macro_rules! store_queries {
             // waited for it and sees its samples now, or finds the row gone at its update and
             // removes the samples itself (`ingest_samples`).
             sqlx::query("DELETE FROM metric_samples WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
+            sqlx::query("DELETE FROM job_gpu_figures WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
             tx.audits.push((id.to_owned(), "delete", audit.clone(), snapshot(&current)));
-            let change = payload::JobChange { job: &current, correlation_id: &audit.correlation_id, previous_state: None };
-            tx.append_event(event_kind::JOB_DELETED, id, &change)?;
+            let change = JobChange { job: Cow::Borrowed(&current), correlation_id: Cow::Borrowed(&audit.correlation_id), previous_state: None };
+            tx.append_event(EventKind::JobDeleted, id, &change)?;
             tx.commit().await?;
             Ok(())
         }
@@ -1362,6 +1289,13 @@ macro_rules! store_queries {
                 |id| jobs.get(id).map(|j| j.nodes.as_slice()),
             );
             bulk::keep_node_figures(&mut tx, &shares).await?;
+            // Each GPU's running figures, which reports read instead of the samples (see
+            // `gpu_figures.rs`).
+            let (idle_percent, gpu_rows) = crate::store::gpu_figures::fold_batch(
+                stored.iter().map(|&(_, item, _)| item),
+                |id| jobs.get(id).and_then(|j| j.nodes.first()).map(String::as_str),
+            );
+            bulk::keep_gpu_figures(&mut tx, idle_percent, &gpu_rows).await?;
 
             for &(_, item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else { continue };
@@ -1370,7 +1304,7 @@ macro_rules! store_queries {
 
             if let Some(report) = node {
                 if let Some(node) = upsert_node_report(&mut tx, report).await? {
-                    tx.append_other_event(event_kind::NODE_UPDATED, &payload::NodeChange { node: &node })?;
+                    tx.append_other_event(EventKind::NodeUpdated, &NodeChange { node: Cow::Borrowed(&node) })?;
                 }
             }
             tx.commit().await?;
@@ -1497,7 +1431,7 @@ macro_rules! store_queries {
                 .fetch_one(&mut **tx)
                 .await?;
                 let node = stored.into_node(now)?;
-                tx.append_other_event(event_kind::NODE_UPDATED, &payload::NodeChange { node: &node })?;
+                tx.append_other_event(EventKind::NodeUpdated, &NodeChange { node: Cow::Borrowed(&node) })?;
                 changed += 1;
             }
             changed += release_unlisted_nodes(&mut tx, nodes, now).await?;
@@ -1534,7 +1468,7 @@ macro_rules! store_queries {
                 .await?;
                 let node = row.into_node(now)?;
                 tracing::info!(node = %name, "Slurm no longer lists this node; its state now comes from its agent");
-                tx.append_other_event(event_kind::NODE_UPDATED, &payload::NodeChange { node: &node })?;
+                tx.append_other_event(EventKind::NodeUpdated, &NodeChange { node: Cow::Borrowed(&node) })?;
                 released += 1;
             }
             Ok(released)
@@ -1618,7 +1552,7 @@ macro_rules! store_queries {
                 .execute(&mut **tx)
                 .await?;
                 current.insert(stored.name.clone(), stored.clone());
-                tx.append_other_event(event_kind::PARTITION_UPDATED, &payload::PartitionChange { partition: &stored })?;
+                tx.append_other_event(EventKind::PartitionUpdated, &PartitionChange { partition: Cow::Borrowed(&stored) })?;
                 changed += 1;
             }
             let mut deleted = 0;
@@ -1633,7 +1567,7 @@ macro_rules! store_queries {
                         .bind(name)
                         .execute(&mut **tx)
                         .await?;
-                    tx.append_other_event(event_kind::PARTITION_DELETED, &payload::PartitionChange { partition: gone })?;
+                    tx.append_other_event(EventKind::PartitionDeleted, &PartitionChange { partition: Cow::Borrowed(gone) })?;
                     deleted += 1;
                 }
             }
@@ -1812,10 +1746,18 @@ macro_rules! store_queries {
                         fields.insert("sample".to_owned(), sample);
                     }
                 }
+                let id: i64 = r.try_get("event_id")?;
+                let kind: String = r.try_get("event_kind")?;
+                // Only the kinds of `EventKind` were ever logged; a row of another kind (a
+                // hand-made or foreign one) is no event of ours, and skipped.
+                let Ok(kind) = kind.parse::<EventKind>() else {
+                    tracing::warn!(id, kind = %kind, "skipped an event-log row of an unknown kind");
+                    continue;
+                };
                 events.push(crate::store::StoredEvent {
-                    id: r.try_get("event_id")?,
+                    id,
                     occurred_at: r.try_get("event_at")?,
-                    kind: r.try_get("event_kind")?,
+                    kind,
                     job_id: r.try_get("event_job_id")?,
                     payload,
                 });
@@ -1836,7 +1778,7 @@ macro_rules! store_queries {
             pool: &Pool<$db>,
             id: &str,
             since: DateTime<Utc>,
-            payload: &serde_json::Value,
+            payload: &JobReport<'_>,
         ) -> StoreResult<bool> {
             let mut tx = WriteTx::begin(pool).await?;
             let Some(job) = fetch_job(&mut tx, id, $row_lock).await? else {
@@ -1848,7 +1790,7 @@ macro_rules! store_queries {
             let logged: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM events WHERE kind = $1 AND job_id = $2 AND occurred_at >= $3 LIMIT 1",
             )
-            .bind(event_kind::JOB_REPORT)
+            .bind(EventKind::JobReport.as_str())
             .bind(id)
             .bind(since)
             .fetch_optional(&mut **tx)
@@ -1856,7 +1798,7 @@ macro_rules! store_queries {
             if logged.is_some() {
                 return Ok(false);
             }
-            tx.append_event(event_kind::JOB_REPORT, id, payload)?;
+            tx.append_event(EventKind::JobReport, id, payload)?;
             tx.commit().await?;
             Ok(true)
         }
@@ -1874,7 +1816,7 @@ macro_rules! store_queries {
                  AND job_id IS NOT NULL) ORDER BY end_time LIMIT $3",
             )
             .bind(since)
-            .bind(event_kind::JOB_REPORT)
+            .bind(EventKind::JobReport.as_str())
             .bind(limit)
             .fetch_all(pool)
             .await?;
@@ -1888,6 +1830,7 @@ pub(crate) use store_queries;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::JobChange;
     use serde_json::json;
 
     /// The stored part of a `job_sample` payload: everything the stream documents but the
@@ -1933,9 +1876,9 @@ mod tests {
             "slurm",
             "prolog-v1",
         );
-        let created = payload::JobChange {
-            job: &job,
-            correlation_id: "c-1",
+        let created = JobChange {
+            job: Cow::Borrowed(&job),
+            correlation_id: Cow::Borrowed("c-1"),
             previous_state: None,
         };
         let got: serde_json::Value = serde_json::from_str(&to_json(&created).unwrap()).unwrap();
@@ -1943,8 +1886,8 @@ mod tests {
             got,
             json!({ "job": snapshot(&job), "correlation_id": "c-1" })
         );
-        let updated = payload::JobChange {
-            previous_state: Some(JobState::Pending.as_str()),
+        let updated = JobChange {
+            previous_state: Some(JobState::Pending),
             ..created
         };
         let got: serde_json::Value = serde_json::from_str(&to_json(&updated).unwrap()).unwrap();

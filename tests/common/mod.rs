@@ -325,7 +325,13 @@ impl TestApp {
     /// Rows of `metric_samples` for `job_id`, read from the database itself (the API answers
     /// 404 for a deleted job's samples).
     pub async fn sample_rows(&self, job_id: &str) -> i64 {
-        let sql = "SELECT COUNT(*) FROM metric_samples WHERE job_id = $1";
+        self.rows_of("metric_samples", job_id).await
+    }
+
+    /// Rows of `table` for `job_id`, read from the database itself.
+    pub async fn rows_of(&self, table: &str, job_id: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE job_id = $1");
+        let sql = sqlx::AssertSqlSafe(sql);
         if self.db.url.starts_with("sqlite:") {
             let pool = sqlx::SqlitePool::connect(&self.db.url).await.unwrap();
             let n = sqlx::query_scalar(sql).bind(job_id).fetch_one(&pool).await;
@@ -336,6 +342,25 @@ impl TestApp {
             let n = sqlx::query_scalar(sql).bind(job_id).fetch_one(&pool).await;
             pool.close().await;
             n.unwrap()
+        }
+    }
+
+    /// Runs `sql` (several statements allowed) on the database itself, for tests that set up
+    /// or inspect what the API cannot.
+    pub async fn execute_sql(&self, sql: &str) {
+        use sqlx::Executor;
+        if self.db.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.db.url).await.unwrap();
+            pool.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
+                .await
+                .unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.db.url).await.unwrap();
+            pool.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
+                .await
+                .unwrap();
+            pool.close().await;
         }
     }
 

@@ -25,6 +25,16 @@ pub enum GpuVendor {
     Amd,
 }
 
+impl GpuVendor {
+    /// Its JSON text (and its `gpu_vendor` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuVendor::Nvidia => "nvidia",
+            GpuVendor::Amd => "amd",
+        }
+    }
+}
+
 /// One device at one instant. As everywhere in the collector, a figure the driver does not
 /// give is `None`, never 0: an idle GPU held by a job reads `Some(0.0)`, an unknown one `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

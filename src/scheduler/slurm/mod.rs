@@ -15,13 +15,13 @@
 //! picks the newest API version the server offers from v0.0.38 (Debian's 22.05) up.
 //! Each pass also reads Slurm's node list ([`nodes`]) and stores state, reason, partitions and,
 //! where no live agent reports them, CPUs, memory and load; a node Slurm stops listing falls back
-//! to what its agent says. While slurmrestd cannot be reached,
-//! It also keeps Slurm's partitions ([`partitions`]): state, nodes, limits, and the jobs running
-//! and pending in each, counted from the same job list; a partition Slurm no longer lists is
-//! deleted. Node and partition changes are events like any other (`node_updated`,
-//! `partition_updated`, `partition_deleted`).
-//! While slurmrestd cannot be reached,
-//! [`SlurmHealth`] says so and `GET /v1/health` reports `degraded`.
+//! to what its agent says. It also keeps Slurm's partitions ([`partitions`]): state, nodes,
+//! limits, and the jobs running and pending in each, counted from the same job list; a partition
+//! Slurm no longer lists is deleted. Node and partition changes are events like any other
+//! (`node_updated`, `partition_updated`, `partition_deleted`).
+//!
+//! While slurmrestd cannot be reached, [`SlurmHealth`] says so and `GET /v1/health` reports
+//! `degraded`.
 
 pub mod client;
 pub mod jobs;
