@@ -11,7 +11,9 @@
 #      rewritten; rules unchanged), loopback only, temporary storage;
 #   5. after several scrapes, every expression of every Grafana dashboard (template variables
 #      substituted with values that exist) and every recording rule is run through the HTTP
-#      query API; one that returns no data fails the script.
+#      query API; one that returns no data fails the script. A job on a node without an agent
+#      checks that node's usage is derived from its samples (source="jobs") and that the agent
+#      node's is the agent's alone.
 #
 # Usage: scripts/prometheus-e2e.sh [path/to/jobscope]   (default: cargo build, debug)
 set -euo pipefail
@@ -88,6 +90,11 @@ def post(path, body):
             return r.status, json.load(r)
     except urllib.error.HTTPError as e:
         return e.code, json.load(e)
+# A job on a node no agent reports: its node's usage series are derived from its samples
+# (source="jobs").
+status, answer = post("/v1/events/job-started", {"job_id": "e2e-noagent", "user": "e2e", "node_list": ["e2e-noagent-node"]})
+if status not in (200, 201):
+    print(f"feed: job-started answered {status}: {answer}", file=sys.stderr); sys.exit(1)
 start = time.time(); i = 0
 while True:
     i += 1
@@ -112,6 +119,9 @@ while True:
     status, answer = post(f"/v1/jobs/{job_id}/metrics", {"cpu_usage": 70.0, "memory_usage_mb": 3000, "gpu_usage": 45.0})
     if status != 201:
         print(f"feed: compat sample answered {status}: {answer}", file=sys.stderr); sys.exit(1)
+    status, answer = post("/v1/jobs/e2e-noagent/metrics", {"cpu_usage": 30.0, "memory_usage_mb": 1000})
+    if status != 201:
+        print(f"feed: agentless sample answered {status}: {answer}", file=sys.stderr); sys.exit(1)
     if i == 1:
         # A refused sample, so the 4xx and rejection panels have data too.
         post(f"/v1/jobs/{job_id}/metrics", {"cpu_usage": 170.0, "memory_usage_mb": 1})
@@ -222,6 +232,16 @@ for path in sorted(glob.glob("grafana/dashboards/*.json")):
             checked += 1
             if not query(expr):
                 failures.append(f"{path}: panel {panel['title']!r}: no data for {expr}")
+# Node usage: derived (source="jobs") where no agent reports, the agent's alone where one does.
+for expr, want in [
+    ('hpc_node_cpu_usage_percent{node="e2e-noagent-node",source="jobs"} == 30', True),
+    ('hpc_node_memory_usage_bytes{node="e2e-noagent-node",source="jobs"}', True),
+    (f'hpc_node_cpu_usage_percent{{node="{node}",source="jobs"}}', False),
+    (f'hpc_node_cpu_usage_percent{{node="{node}",source=""}}', True),
+]:
+    checked += 1
+    if bool(query(expr)) != want:
+        failures.append(f"node usage: {expr} {'has no data' if want else 'should have none'}")
 print(f"checked {checked} expressions")
 if failures:
     print("\n".join(failures), file=sys.stderr)

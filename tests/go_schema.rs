@@ -332,8 +332,20 @@ async fn serve_adopts_the_go_database_and_serves_its_rows() {
     get(&server, "/v1/reports?since=1d").await;
     let node_jobs = get(&server, "/v1/nodes/node-02/jobs").await;
     assert_eq!(ids(&node_jobs["jobs"]), ["1001"], "{node_jobs}");
-    get(&server, "/v1/nodes").await;
-    get(&server, "/v1/partitions").await;
+    // Nodes come from agents and the scheduler, never from job rows: none yet, and a name is a
+    // JSON 404, not an error of the adopted schema.
+    assert_eq!(get(&server, "/v1/nodes").await["total"], 0);
+    let resp = http()
+        .get(format!("{}/v1/nodes/node-02", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
+    assert_eq!(
+        get(&server, "/v1/partitions").await["partitions"],
+        json!([])
+    );
     get(&server, "/v1/health").await;
     get(&server, "/v1/whoami").await;
     get(&server, "/v1/openapi.yaml").await;
@@ -380,6 +392,41 @@ async fn serve_adopts_the_go_database_and_serves_its_rows() {
         )
         .await;
     assert_eq!(get(&server, "/v1/jobs/1001").await["state"], "completed");
+    // The other writes on adopted rows: a PATCH, a new job beside them, and a deletion whose
+    // audit row follows the Go service's.
+    let resp = http()
+        .patch(format!("{}/v1/jobs/1003", server.base))
+        .header("x-changed-by", "t")
+        .header("x-source", "go-schema-test")
+        .json(&json!({"state": "running"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(get(&server, "/v1/jobs/1003").await["state"], "running");
+    server
+        .post(
+            "/v1/jobs",
+            json!({"id": "2001", "user": "dave", "nodes": ["node-09"]}),
+        )
+        .await;
+    assert_eq!(get(&server, "/v1/jobs").await["total"], 5);
+    let resp = http()
+        .delete(format!("{}/v1/jobs/1002", server.base))
+        .header("x-changed-by", "t")
+        .header("x-source", "go-schema-test")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let trail = get(&server, "/v1/jobs/1002/audit").await;
+    let kinds: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["change_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["create", "update", "delete"], "{trail}");
     let (next, _) = stream.next_of("job_finished").await;
     assert_eq!(next, "job_finished");
     drop(stream);
@@ -572,4 +619,32 @@ impl Sse {
             }
         }
     }
+}
+
+/// A value the adopted columns refuse (a state jobscope does not know) is named by the dry run
+/// and stops `serve` before anything is changed.
+#[tokio::test]
+async fn an_unknown_state_is_named_and_changes_nothing() {
+    let db = go_database(true).await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("UPDATE jobs SET state = 'TIMEOUT' WHERE id = '1004'")
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let before = (catalog(&db.url).await, go_contents(&db.url).await);
+    let text = jobscope::store::migrate(&db.url, true)
+        .await
+        .unwrap()
+        .join("\n");
+    assert!(
+        text.contains("blocked: 1 job(s) with state 'TIMEOUT'"),
+        "{text}"
+    );
+    let err = match jobscope::store::Store::connect(&db.url).await {
+        Ok(_) => panic!("adopted a job in state TIMEOUT"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("state 'TIMEOUT'"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!((catalog(&db.url).await, go_contents(&db.url).await), before);
 }

@@ -61,6 +61,9 @@ pub struct GoDatabase {
     pub live_jobs: i64,
     pub samples: i64,
     pub audit_rows: i64,
+    /// States (and GPU vendors) jobscope does not know, with their job counts: the adoption
+    /// stops at the `jobs` conversion until they are corrected.
+    pub unknown_values: Vec<(String, i64)>,
 }
 
 /// One step of the adoption: what it does, in words, and its statements.
@@ -125,12 +128,27 @@ pub async fn inspect(conn: &mut PgConnection) -> StoreResult<Found> {
     )
     .fetch_one(&mut *conn)
     .await?;
+    let vendor = if column("gpu_vendor").is_some() {
+        "UNION ALL SELECT 'gpu_vendor ' || quote_literal(gpu_vendor), count(*) FROM jobs \
+         WHERE NULLIF(lower(btrim(gpu_vendor)), '') NOT IN ('none', 'nvidia', 'amd', 'mixed') \
+         GROUP BY gpu_vendor"
+    } else {
+        ""
+    };
+    let unknown_values: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT 'state ' || quote_literal(state), count(*) FROM jobs \
+         WHERE lower(btrim(state)) NOT IN ('pending', 'running', 'completed', 'failed', 'cancelled') \
+         GROUP BY state {vendor} ORDER BY 1"
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(Found::GoService(GoDatabase {
         missing_columns,
         jobs,
         live_jobs,
         samples,
         audit_rows,
+        unknown_values,
     }))
 }
 
@@ -205,7 +223,20 @@ pub fn steps(go: &GoDatabase) -> Vec<Step> {
     steps
 }
 
-/// What [`adopt`] would do to `go`, one line each, for `jobscope migrate --dry-run`.
+/// What stops the adoption of `go` (values the converted columns refuse), one line each.
+pub fn blockers(go: &GoDatabase) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (value, jobs) in &go.unknown_values {
+        lines.push(format!(
+            "blocked: {jobs} job(s) with {value}, which jobscope does not know: correct them \
+             (states pending, running, completed, failed, cancelled; GPU vendors none, nvidia, \
+             amd, mixed) or the jobs conversion fails and nothing is changed"
+        ));
+    }
+    lines
+}
+
+/// What [`adopt_if_go`] would do to `go`, one line each, for `jobscope migrate --dry-run`.
 pub fn describe(go: &GoDatabase) -> Vec<String> {
     let mut lines: Vec<String> = steps(go).into_iter().map(|s| s.what).collect();
     lines.push(format!(
@@ -241,6 +272,14 @@ pub async fn adopt_if_go(pool: &PgPool, migrator: &Migrator) -> StoreResult<Opti
     let Found::GoService(found) = inspect(&mut tx).await? else {
         return Ok(None);
     };
+    let blocked = blockers(&found);
+    if !blocked.is_empty() {
+        return Err(StoreError::Adoption(format!(
+            "the database is the Go service's, but it cannot be adopted as it is; nothing was \
+             changed. {}",
+            blocked.join("; ")
+        )));
+    }
     tracing::info!(
         jobs = found.jobs,
         samples = found.samples,

@@ -38,6 +38,7 @@ async fn migrate_postgres(url: &str, dry_run: bool) -> StoreResult<Vec<String>> 
                 format!(" (an older revision: no {})", go.missing_columns.join(", "))
             }
         ));
+        lines.extend(go_schema::blockers(go));
         lines.push(format!(
             "{} it in place, in one transaction (all rows kept):",
             if dry_run { "would adopt" } else { "adopting" }
