@@ -437,6 +437,18 @@ pub struct WatchArgs {
     pub token_file: Option<PathBuf>,
 }
 
+impl From<WatchArgs> for crate::watch::WatchConfig {
+    fn from(args: WatchArgs) -> Self {
+        crate::watch::WatchConfig {
+            job_id: args.job_id,
+            user: args.user,
+            states: args.states,
+            server: args.server,
+            token_file: args.token_file,
+        }
+    }
+}
+
 // ---- jobscope hook -----------------------------------------------------------------------------
 
 const HOOK_ABOUT: &str = "Slurm hook client. Install `jobscope hook prolog` as Prolog= and \
