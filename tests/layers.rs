@@ -43,10 +43,8 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// Upward references left, as (module, the module above it, file), with why.
 const KNOWN: &[(&str, &str, &str)] = &[
-    // The agent's and the hook's settings are still built from clap's structs inside the
-    // commands (`AgentConfig::from_args`, `hook::config::resolve`), and the agent builds a
-    // `cli::HookArgs` to resolve the hook's settings file.
-    ("agent", "cli", "agent.rs"),
+    // The hook's settings are still resolved from clap's `HookArgs` inside the hook
+    // (`hook::config::resolve`, `hook::run`).
     ("hook", "cli", "hook/config.rs"),
     ("hook", "cli", "hook/mod.rs"),
     // `serve`'s settings (config.rs) are made from `cli::ServeArgs` in config.rs itself, and
