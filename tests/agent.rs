@@ -117,6 +117,20 @@ async fn get(base: &str, path: &str) -> Value {
     resp.json().await.unwrap()
 }
 
+/// Batches waiting in the agent's spool (`*.rec` files).
+fn spooled_batches(spool: &std::path::Path) -> usize {
+    std::fs::read_dir(spool)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".rec")
+        })
+        .count()
+}
+
 /// Polls `GET path` until `done` holds, for at most `limit`.
 async fn wait_for(base: &str, path: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
     poll_until(path, limit, || async {
@@ -257,16 +271,7 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
     let db = server.stop_keeping_db().await;
     let spool_dir = t.path().join("spool");
     let spooled = poll_until("three spooled batches", Duration::from_secs(30), || async {
-        let spooled = std::fs::read_dir(&spool_dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".rec")
-            })
-            .count();
+        let spooled = spooled_batches(&spool_dir);
         if spooled >= 3 {
             Ok(spooled)
         } else {
@@ -328,17 +333,7 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
         "a {widest} ms gap in the samples: batches were lost"
     );
     wait_for(&base, "/v1/jobs/7001", Duration::from_secs(10), |_| {
-        std::fs::read_dir(t.path().join("spool"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".rec")
-            })
-            .count()
-            == 0
+        spooled_batches(&t.path().join("spool")) == 0
     })
     .await;
 
