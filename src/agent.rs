@@ -7,11 +7,10 @@
 //! hands the batch straight to the store. Sampling never waits on delivery for longer than one
 //! request's timeout, and a pass that overruns its interval skips ticks rather than queueing them.
 
-use crate::cli::AgentArgs;
 use crate::client::{self, ApiClient, Call, ClientOptions};
 use crate::collector::{open_gpus, KnownJob, PassNotes, SampleBatch, Sampler, SamplerConfig};
 use crate::domain::{now_micros, JobState};
-use crate::spool::{PushOutcome, Spool, SpoolLimits, WhenFull};
+use crate::spool::{PushOutcome, Spool, SpoolLimits};
 use crate::store::{JobFilter, LatePolicy, Store};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -38,64 +37,6 @@ pub struct AgentConfig {
     /// `--metrics-listen`: where this node's series are served, and their grace period.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub metrics_grace: Duration,
-}
-
-impl AgentConfig {
-    pub fn from_args(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
-        let server =
-            crate::client::server_url(&args.server).context("--server (JOBSCOPE_SERVER)")?;
-        let token = match &args.token_file {
-            Some(path) => Some(crate::token_file::read(path).context("--token-file")?),
-            None => None,
-        };
-        let node = crate::collector::sampler::node_name(args.node.as_deref(), &args.proc_root).context(
-            "--node (JOBSCOPE_NODE) is not set and the host name cannot be read; pass the Slurm node name",
-        )?;
-        if args.interval < Duration::from_millis(100) {
-            anyhow::bail!("--interval: at least 100ms");
-        }
-        Ok(AgentConfig {
-            server,
-            token,
-            sampler: SamplerConfig {
-                node,
-                cgroup_root: args.cgroup_root.clone(),
-                proc_root: args.proc_root.clone(),
-                drm_root: args.drm_root.clone(),
-                interval: args.interval,
-                max_open_cgroup_files: args.max_open_cgroup_files,
-            },
-            gpu: args.gpu,
-            spool_dir: args.spool_dir.clone(),
-            spool_limits: SpoolLimits {
-                max_records: usize::try_from(args.spool_max_batches).unwrap_or(usize::MAX),
-                max_bytes: args.spool_max_mb.saturating_mul(1024 * 1024),
-                when_full: WhenFull::DropOldest,
-            },
-            timeout: args.timeout,
-            hook: hook_settings(args.hook_config.clone()),
-            metrics_listen: args.metrics_listen,
-            metrics_grace: args.metrics_grace,
-        })
-    }
-}
-
-/// The hook's settings as `jobscope hook` would resolve them from its file.
-fn hook_settings(file: Option<PathBuf>) -> crate::hook::config::HookConfig {
-    let args = crate::cli::HookArgs {
-        kind: crate::hook::HookKind::Epilog,
-        config: file,
-        server: None,
-        token_file: None,
-        timeout: None,
-        spool_dir: None,
-        gpu_vendor: None,
-    };
-    let (config, warnings) = crate::hook::config::resolve(&args, &|p| std::fs::read_to_string(p));
-    for w in warnings {
-        tracing::warn!("hook settings: {w}");
-    }
-    config
 }
 
 /// The hook's spool and a client with the hook's token, when this node has a hook spool.

@@ -492,6 +492,18 @@ pub struct WatchArgs {
     pub token_file: Option<PathBuf>,
 }
 
+impl From<WatchArgs> for crate::watch::WatchConfig {
+    fn from(args: WatchArgs) -> Self {
+        crate::watch::WatchConfig {
+            job_id: args.job_id,
+            user: args.user,
+            states: args.states,
+            server: args.server,
+            token_file: args.token_file,
+        }
+    }
+}
+
 // ---- jobscope hook -----------------------------------------------------------------------------
 
 const HOOK_ABOUT: &str = "Slurm hook client. Install `jobscope hook prolog` as Prolog= and \
@@ -537,6 +549,68 @@ pub struct HookArgs {
     /// default: amd on nodes with /dev/kfd and no /dev/nvidiactl, else nvidia].
     #[arg(long, env = "JOBSCOPE_GPU_VENDOR", value_name = "VENDOR")]
     pub gpu_vendor: Option<String>,
+}
+
+// ---- settings from arguments -------------------------------------------------------------------
+
+/// `jobscope agent`'s arguments as its settings.
+impl crate::agent::AgentConfig {
+    pub fn from_args(args: &AgentArgs) -> anyhow::Result<crate::agent::AgentConfig> {
+        use anyhow::Context;
+        let server =
+            crate::client::server_url(&args.server).context("--server (JOBSCOPE_SERVER)")?;
+        let token = match &args.token_file {
+            Some(path) => Some(crate::token_file::read(path).context("--token-file")?),
+            None => None,
+        };
+        let node = crate::collector::sampler::node_name(args.node.as_deref(), &args.proc_root).context(
+            "--node (JOBSCOPE_NODE) is not set and the host name cannot be read; pass the Slurm node name",
+        )?;
+        if args.interval < std::time::Duration::from_millis(100) {
+            anyhow::bail!("--interval: at least 100ms");
+        }
+        Ok(crate::agent::AgentConfig {
+            server,
+            token,
+            sampler: crate::collector::SamplerConfig {
+                node,
+                cgroup_root: args.cgroup_root.clone(),
+                proc_root: args.proc_root.clone(),
+                drm_root: args.drm_root.clone(),
+                interval: args.interval,
+                max_open_cgroup_files: args.max_open_cgroup_files,
+            },
+            gpu: args.gpu,
+            spool_dir: args.spool_dir.clone(),
+            spool_limits: crate::spool::SpoolLimits {
+                max_records: usize::try_from(args.spool_max_batches).unwrap_or(usize::MAX),
+                max_bytes: args.spool_max_mb.saturating_mul(1024 * 1024),
+                when_full: crate::spool::WhenFull::DropOldest,
+            },
+            timeout: args.timeout,
+            hook: hook_settings(args.hook_config.clone()),
+            metrics_listen: args.metrics_listen,
+            metrics_grace: args.metrics_grace,
+        })
+    }
+}
+
+/// The hook's settings as `jobscope hook` would resolve them from its file.
+fn hook_settings(file: Option<PathBuf>) -> crate::hook::config::HookConfig {
+    let args = HookArgs {
+        kind: crate::hook::HookKind::Epilog,
+        config: file,
+        server: None,
+        token_file: None,
+        timeout: None,
+        spool_dir: None,
+        gpu_vendor: None,
+    };
+    let (config, warnings) = crate::hook::config::resolve(&args, &|p| std::fs::read_to_string(p));
+    for w in warnings {
+        tracing::warn!("hook settings: {w}");
+    }
+    config
 }
 
 #[cfg(test)]

@@ -5,17 +5,21 @@
 //! `/v1` REST surface wire-compatible with the Go service jobscope replaces.
 //!
 //! The modules, lowest first:
-//! - [`domain`]: the job model, its rules and the event contract ([`domain::event`]: an
+//! - [`domain`]: the job model, its rules, the types every layer shares (GPU readings, agent
+//!   reports, Slurm host lists) and the event contract ([`domain::event`]: an
 //!   [`events::EventKind`] and one payload type per kind); pure, no I/O;
 //! - [`collector`]: what a node measures (cgroups, GPUs, `/proc`); [`spool`]: the on-disk queue
 //!   of what could not be delivered; [`token_file`]: the one token-file rule;
 //! - [`store`]: the database (SQLite or PostgreSQL), one transaction per change, and the event
-//!   log it writes the contract's payloads into;
+//!   log it writes the contract's payloads into; it reports its timings through
+//!   [`store::StoreObserver`], which `metrics` implements;
 //! - [`events`] (the feed of committed events), [`metrics`], [`report_events`] and
 //!   [`scheduler`] sit on the store; [`api`] and [`console`] serve them;
 //! - [`client`]: the one client of our own API (URL join, token, retries, error text);
 //! - the commands on top: [`app`] (`serve`), [`agent`], [`hook`], [`watch`], [`report`];
 //!   [`cli`] and [`config`] turn arguments into their settings.
+//!
+//! tests/layers.rs checks that no module refers to one above it (and lists what still does).
 
 pub mod agent;
 pub mod api;

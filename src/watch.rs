@@ -17,7 +17,6 @@
 //! The SSE frames are parsed here ([`SseParser`]) rather than with a crate: the format is a few
 //! lines of spec, and reconnection needs the parser's `id` bookkeeping anyway.
 
-use crate::cli::WatchArgs;
 use crate::client::{self, ApiClient, Call, ClientOptions};
 use crate::events::EventKind;
 use chrono::{DateTime, Local, Utc};
@@ -59,7 +58,7 @@ const EXIT_NOT_FOUND: u8 = 124;
 const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs `jobscope watch`; reports its own errors on stderr.
-pub async fn run(args: WatchArgs) -> ExitCode {
+pub async fn run(args: WatchConfig) -> ExitCode {
     let outcome = tokio::select! {
         outcome = watch(args) => outcome,
         // Ctrl-C is how a user stops following: no message, the shell's usual status.
@@ -93,6 +92,17 @@ impl From<anyhow::Error> for Fatal {
     }
 }
 
+/// What to watch, where and as whom: `jobscope watch`'s arguments, as `cli` hands them over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// One job (exit when it ends), or every job matching `user` and `states`.
+    pub job_id: Option<String>,
+    pub user: Option<String>,
+    pub states: Option<String>,
+    pub server: String,
+    pub token_file: Option<std::path::PathBuf>,
+}
+
 /// Where to connect and as whom.
 struct Target {
     api: ApiClient,
@@ -104,7 +114,7 @@ struct Target {
 }
 
 impl Target {
-    fn new(args: &WatchArgs) -> anyhow::Result<Target> {
+    fn new(args: &WatchConfig) -> anyhow::Result<Target> {
         let base = client::server_url(&args.server)?;
         let (stream_url, job_url) = match &args.job_id {
             Some(id) => (
@@ -179,7 +189,7 @@ enum Ended {
     Reauthorized,
 }
 
-async fn watch(args: WatchArgs) -> Result<u8, Fatal> {
+async fn watch(args: WatchConfig) -> Result<u8, Fatal> {
     let target = Target::new(&args)?;
     target.fetch_scontrol_token().await;
     let mut state = WatchState::default();

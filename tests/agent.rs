@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{http, serve_config, Backend, TestDb, TestServer};
+use common::{http, poll_until, serve_config, Backend, TestDb, TestServer};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,20 +117,31 @@ async fn get(base: &str, path: &str) -> Value {
     resp.json().await.unwrap()
 }
 
+/// Batches waiting in the agent's spool (`*.rec` files).
+fn spooled_batches(spool: &std::path::Path) -> usize {
+    std::fs::read_dir(spool)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".rec")
+        })
+        .count()
+}
+
 /// Polls `GET path` until `done` holds, for at most `limit`.
 async fn wait_for(base: &str, path: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
+    poll_until(path, limit, || async {
         let body = get(base, path).await;
         if done(&body) {
-            return body;
+            Ok(body)
+        } else {
+            Err(body.to_string())
         }
-        assert!(
-            start.elapsed() < limit,
-            "waited {limit:?} on {path}; last: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 async fn start_job(server: &TestServer, id: &str, node: &str) {
@@ -258,17 +269,16 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
     // The server goes away for a while; the agent spools; it comes back on the same port.
     let addr = server.addr;
     let db = server.stop_keeping_db().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let spooled = std::fs::read_dir(t.path().join("spool"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".rec")
-        })
-        .count();
+    let spool_dir = t.path().join("spool");
+    let spooled = poll_until("three spooled batches", Duration::from_secs(30), || async {
+        let spooled = spooled_batches(&spool_dir);
+        if spooled >= 3 {
+            Ok(spooled)
+        } else {
+            Err(format!("{spooled} spooled"))
+        }
+    })
+    .await;
     assert!(
         spooled >= 3,
         "batches wait in the spool while the server is down ({spooled})"
@@ -323,17 +333,7 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
         "a {widest} ms gap in the samples: batches were lost"
     );
     wait_for(&base, "/v1/jobs/7001", Duration::from_secs(10), |_| {
-        std::fs::read_dir(t.path().join("spool"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".rec")
-            })
-            .count()
-            == 0
+        spooled_batches(&t.path().join("spool")) == 0
     })
     .await;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{http, Backend, TestDb, TestServer};
+use common::{http, poll_until, Backend, TestDb, TestServer};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -58,8 +58,7 @@ async fn run(backend: Backend) {
     let server = TestServer::start_with(config, Some(db)).await;
 
     // Nodes: fifty, as agents and the scheduler report them, one drained and one down.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let nodes = loop {
+    let nodes = poll_until("50 reporting nodes", Duration::from_secs(60), || async {
         let nodes = get(&server, "/v1/nodes").await;
         let list = nodes["nodes"].as_array().cloned().unwrap_or_default();
         let reported = list
@@ -67,11 +66,12 @@ async fn run(backend: Backend) {
             .filter(|n| n["last_report_at"].is_string())
             .count();
         if list.len() == 50 && reported >= 49 {
-            break list;
+            Ok(list)
+        } else {
+            Err(nodes.to_string())
         }
-        assert!(Instant::now() < deadline, "no 50 reporting nodes: {nodes}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let state_of = |s: &str| nodes.iter().filter(|n| n["state"] == s).count();
     assert_eq!(state_of("drained"), 1, "{nodes:?}");
     assert_eq!(state_of("down"), 1, "{nodes:?}");

@@ -118,12 +118,19 @@ on_both_backends!(a_lagging_subscriber_is_told_so, |app| {
         app.start_job(&format!("l{i}"), "carol", &["n1"]).await;
     }
     // wait until the feed has published everything
-    for _ in 0..100 {
-        if feed.head() == app.event_count().await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::poll_until(
+        "the feed to publish every event",
+        Duration::from_secs(10),
+        || async {
+            let (head, logged) = (feed.head(), app.event_count().await);
+            if head == logged {
+                Ok(())
+            } else {
+                Err(format!("head {head}, logged {logged}"))
+            }
+        },
+    )
+    .await;
     match slow.recv().await {
         Err(RecvError::Lagged(missed)) => assert!(missed >= 8, "missed {missed}"),
         other => panic!("expected a lag report, got {other:?}"),

@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{http, Backend, TestDb, TestServer};
+use common::{http, poll_until, Backend, TestDb, TestServer};
 use jobscope::config::{MetricsConfig, ServeConfig};
 use jobscope::metrics::MetricsOptions;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn config(url: &str, grace: Duration) -> ServeConfig {
     ServeConfig {
@@ -47,16 +47,16 @@ fn value(text: &str, prefix: &str) -> Option<f64> {
 
 /// Scrapes until `check` holds (the snapshot follows the feed asynchronously); fails after 15 s.
 async fn scrape_until(base: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    poll_until(what, Duration::from_secs(15), || async {
         let (status, text) = scrape(base, None).await;
         assert_eq!(status, 200);
         if check(&text) {
-            return text;
+            Ok(text)
+        } else {
+            Err(format!("\n{text}"))
         }
-        assert!(Instant::now() < deadline, "never saw {what}:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn a_jobs_life(backend: Backend) {

@@ -118,6 +118,22 @@ async fn the_served_document_is_the_repository_file() {
     app.finish().await;
 }
 
+/// Every route of the route table, and each of its methods, is documented: the table and the
+/// document cannot drift apart in either direction.
+#[test]
+fn every_route_in_the_table_is_documented() {
+    let ops = operations();
+    for route in jobscope::api::route_table::ROUTES {
+        for method in route.methods() {
+            assert!(
+                ops.iter().any(|(p, m)| p == route.template && m == method),
+                "{method} {} is routed but not in openapi/",
+                route.template
+            );
+        }
+    }
+}
+
 /// Every documented operation has its own route template (so `/metrics` does not count it as
 /// "other") and is in the `Allow` table under it (so a 405 never names the wrong methods, and a
 /// malformed request to a real route is a 400, not a 405).

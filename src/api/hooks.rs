@@ -43,18 +43,7 @@ fn outcome(status: &'static str, job_id: &str, message: &str) -> Response {
     response
 }
 
-/// The correlation id of a job's lifecycle: the caller's, or a UUID derived from the job id so
-/// that the prolog and the epilog of one job (separate requests, often from separate nodes)
-/// share it without coordinating.
-pub fn lifecycle_correlation_id(given: Option<String>, job_id: &str) -> String {
-    given.unwrap_or_else(|| {
-        uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_OID,
-            format!("jobscope:job:{job_id}").as_bytes(),
-        )
-        .to_string()
-    })
-}
+pub use crate::domain::job::lifecycle_correlation_id;
 
 /// Correlation id of one hook request (an event without a job id is rejected later; it still
 /// gets an id so its error response can be traced).

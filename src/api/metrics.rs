@@ -108,43 +108,7 @@ pub fn observe(
     }
 }
 
-/// The route template of a request path, for the request histogram: a bounded set of values,
-/// never the raw path (job ids would make a series per job).
-pub fn route_template(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["metrics"] => "/metrics",
-        ["v1", "health"] => "/v1/health",
-        ["v1", "openapi.yaml"] => "/v1/openapi.yaml",
-        ["v1", "events", "job-started"] => "/v1/events/job-started",
-        ["v1", "events", "job-finished"] => "/v1/events/job-finished",
-        ["v1", "jobs"] => "/v1/jobs",
-        ["v1", "jobs", _] => "/v1/jobs/{id}",
-        ["v1", "jobs", _, "metrics"] => "/v1/jobs/{id}/metrics",
-        ["v1", "jobs", _, "audit"] => "/v1/jobs/{id}/audit",
-        ["v1", "jobs", _, "report"] => "/v1/jobs/{id}/report",
-        ["v1", "reports"] => "/v1/reports",
-        ["v1", "whoami"] => "/v1/whoami",
-        ["v1", "samples"] => "/v1/samples",
-        ["v1", "nodes"] => "/v1/nodes",
-        ["v1", "nodes", _] => "/v1/nodes/{name}",
-        ["v1", "nodes", _, "jobs"] => "/v1/nodes/{name}/jobs",
-        ["v1", "partitions"] => "/v1/partitions",
-        ["v1", "partitions", _] => "/v1/partitions/{name}",
-        ["v1", "stream", "jobs"] => "/v1/stream/jobs",
-        ["v1", "stream", "jobs", _] => "/v1/stream/jobs/{id}",
-        ["v1", "stream", "cluster"] => "/v1/stream/cluster",
-        ["v1", "stream", "nodes"] => "/v1/stream/nodes",
-        ["v1", "stream", "partitions"] => "/v1/stream/partitions",
-        ["v1", "stream", "tickets"] => "/v1/stream/tickets",
-        ["v1", "stream", "status"] => "/v1/stream/status",
-        ["v1", "ws"] => "/v1/ws",
-        ["ws"] => "/ws",
-        ["ws", "cluster"] => "/ws/cluster",
-        ["events"] => "/events",
-        _ => "other",
-    }
-}
+pub use super::route_table::route_template;
 
 /// The method label: the methods the API knows, everything else `other`.
 pub fn method_label(method: &Method) -> &'static str {

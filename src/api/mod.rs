@@ -22,6 +22,7 @@ mod openapi;
 mod partitions;
 pub mod reports;
 pub mod request;
+pub mod route_table;
 mod samples;
 pub mod socket;
 pub mod stream;

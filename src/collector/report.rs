@@ -5,10 +5,10 @@
 //! same thing.
 
 use super::{CgroupSample, GpuReading, NodeSample};
+use crate::domain::usage::{NodeReport, SampleItem};
 use crate::domain::usage::{Pressure, PressureFigures, SampleDetail};
 use crate::domain::validate::{self, Checked, ValidationError};
 use crate::domain::MetricSample;
-use crate::store::{NodeReport, SampleItem};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

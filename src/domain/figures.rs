@@ -6,7 +6,7 @@
 //! *all* its allocated CPUs (a node that has not reported yet counts as idle, never as absent),
 //! and its GPUs are every node's. Nothing here does I/O.
 
-use crate::collector::GpuReading;
+use crate::domain::gpu::GpuReading;
 use crate::domain::MetricSample;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

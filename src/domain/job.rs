@@ -235,7 +235,7 @@ pub struct Job {
     pub max_memory_usage_bytes: Option<i64>,
     /// The job's GPUs as its newest agent sample saw them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gpus: Vec<crate::collector::GpuReading>,
+    pub gpus: Vec<crate::domain::gpu::GpuReading>,
 }
 
 impl Job {
@@ -391,6 +391,19 @@ pub struct AuditEvent {
     /// server's own changes, unauthenticated servers and rows older than identities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+}
+
+/// The correlation id of a job's lifecycle: the caller's, or a UUID derived from the job id so
+/// that the prolog and the epilog of one job (separate requests, often from separate nodes)
+/// share it without coordinating.
+pub fn lifecycle_correlation_id(given: Option<String>, job_id: &str) -> String {
+    given.unwrap_or_else(|| {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("jobscope:job:{job_id}").as_bytes(),
+        )
+        .to_string()
+    })
 }
 
 /// Current time truncated to microseconds: both databases store microseconds, so values read

@@ -4,7 +4,9 @@
 
 pub mod event;
 pub mod figures;
+pub mod gpu;
 pub mod job;
+pub mod nodelist;
 pub mod partition;
 pub mod report;
 pub mod slurm_state;

@@ -8,7 +8,7 @@
 //! from it. Every threshold lives in [`Thresholds`], which a site may override
 //! (`--report-thresholds FILE`, TOML).
 
-use crate::collector::GpuReading;
+use crate::domain::gpu::GpuReading;
 use crate::domain::{Job, MetricSample};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -1079,7 +1079,7 @@ pub fn render_list(list: &ReportList) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::GpuVendor as Vendor;
+    use crate::domain::gpu::GpuVendor as Vendor;
     use crate::domain::{JobState, SampleDetail, SchedulerInfo};
 
     fn t0() -> DateTime<Utc> {

@@ -51,6 +51,11 @@ pub fn final_state(
     }
 }
 
+/// A raw wait status as `(exit code, signal)`: WEXITSTATUS and WTERMSIG.
+pub fn decode_wait_status(status: u32) -> (i64, i64) {
+    (i64::from((status >> 8) & 0xff), i64::from(status & 0x7f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

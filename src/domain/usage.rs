@@ -5,7 +5,7 @@
 //! file that could not be read), and is never replaced by a guess. Counters are cumulative since
 //! the job's cgroup was created, so rates and efficiencies can be computed over any window.
 
-use crate::collector::GpuReading;
+use crate::domain::gpu::GpuReading;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -196,6 +196,30 @@ pub fn is_stale(last: Option<DateTime<Utc>>, interval: Option<f64>, now: DateTim
         .unwrap_or(DEFAULT_REPORT_INTERVAL_SECONDS);
     let silent = (now - last).num_milliseconds() as f64 / 1000.0;
     silent > interval * STALE_AFTER_INTERVALS
+}
+
+/// One sample of a batch, for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleItem {
+    pub job_id: String,
+    pub sample: super::MetricSample,
+}
+
+/// A node's own figures from its agent's report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeReport {
+    pub name: String,
+    pub reported_at: DateTime<Utc>,
+    /// The agent's sampling interval, so the node can be called stale after three missed.
+    pub interval_seconds: Option<f64>,
+    pub cpus: Option<i64>,
+    pub memory_total_bytes: Option<i64>,
+    pub memory_used_bytes: Option<i64>,
+    pub cpu_usage_percent: Option<f64>,
+    pub load_1: Option<f64>,
+    pub load_5: Option<f64>,
+    pub load_15: Option<f64>,
+    pub gpus: Vec<GpuReading>,
 }
 
 #[cfg(test)]

@@ -273,10 +273,7 @@ pub fn exit_status(env: &dyn Fn(&str) -> Option<String>) -> Option<(i64, i64)> {
         .map(decode_wait_status)
 }
 
-/// A raw wait status as `(exit code, signal)`: WEXITSTATUS and WTERMSIG.
-pub fn decode_wait_status(status: u32) -> (i64, i64) {
-    (i64::from((status >> 8) & 0xff), i64::from(status & 0x7f))
-}
+pub use crate::domain::slurm_state::decode_wait_status;
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,8 @@
 
 pub mod config;
 pub mod event;
-pub mod nodelist;
+/// Moved to `domain` (the Slurm backend parses host lists too); kept here by its old path.
+pub use crate::domain::nodelist;
 
 use crate::cli::HookArgs;
 use crate::client::{self, ApiClient, Call, ClientOptions};

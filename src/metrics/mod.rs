@@ -74,10 +74,8 @@ pub struct StorageMetrics {
     errors: IntCounterVec,
 }
 
-impl StorageMetrics {
-    /// One storage operation: `success` is false when the database failed (not when a job was
-    /// simply not found).
-    pub fn observe(&self, operation: &'static str, elapsed: Duration, success: bool) {
+impl crate::store::StoreObserver for StorageMetrics {
+    fn observe(&self, operation: &'static str, elapsed: Duration, success: bool) {
         self.duration
             .with_label_values(&[operation, if success { "true" } else { "false" }])
             .observe(elapsed.as_secs_f64());

@@ -17,11 +17,11 @@
 //! samples and events older than [`DEMO_RETENTION`].
 //! One tick is [`TICK`] divided by `--demo-speed`; every duration counts in ticks.
 
-use crate::api::hooks::lifecycle_correlation_id;
 use crate::collector::{
     CgroupSample, GpuReading, GpuVendor as DeviceVendor, JobReport, NodeSample, NodeStats,
     SampleBatch,
 };
+use crate::domain::job::lifecycle_correlation_id;
 use crate::domain::{
     now_micros, GpuVendor, Job, JobState, NodeState, Partition, PartitionLimits, PartitionState,
     SchedulerInfo,

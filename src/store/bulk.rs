@@ -68,7 +68,7 @@ fn stored_pressure(d: &SampleDetail) -> Option<&crate::domain::usage::Pressure> 
 }
 
 /// A sample's GPU figures as stored: none for a sample without GPUs.
-fn stored_gpus(d: &SampleDetail) -> Option<&[crate::collector::GpuReading]> {
+fn stored_gpus(d: &SampleDetail) -> Option<&[crate::domain::gpu::GpuReading]> {
     (!d.gpus.is_empty()).then_some(d.gpus.as_slice())
 }
 

@@ -23,7 +23,8 @@ pub use group_commit::LifecycleOp;
 pub use migrate::migrate;
 pub use reports::ReportFilter;
 
-use crate::collector::GpuReading;
+/// Ingestion's inputs live in `domain` (the collector, below the store, makes them).
+pub use crate::domain::usage::{NodeReport, SampleItem};
 use crate::domain::{AuditEvent, Job, JobState, MetricSample, Node, Partition};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
@@ -142,13 +143,6 @@ pub struct SampleQuery {
     pub limit: i64,
 }
 
-/// One sample of a batch, for one job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleItem {
-    pub job_id: String,
-    pub sample: MetricSample,
-}
-
 /// Which samples a finished job still takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatePolicy {
@@ -180,23 +174,6 @@ pub struct IngestOutcome {
     /// Samples already stored (a batch delivered twice); not counted again.
     pub duplicates: usize,
     pub rejected: Vec<(usize, SampleRejection)>,
-}
-
-/// A node's own figures from its agent's report.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeReport {
-    pub name: String,
-    pub reported_at: DateTime<Utc>,
-    /// The agent's sampling interval, so the node can be called stale after three missed.
-    pub interval_seconds: Option<f64>,
-    pub cpus: Option<i64>,
-    pub memory_total_bytes: Option<i64>,
-    pub memory_used_bytes: Option<i64>,
-    pub cpu_usage_percent: Option<f64>,
-    pub load_1: Option<f64>,
-    pub load_5: Option<f64>,
-    pub load_15: Option<f64>,
-    pub gpus: Vec<GpuReading>,
 }
 
 /// What a scheduler says about a node (the Slurm backend's node feed). `None` figures are
@@ -297,7 +274,7 @@ pub struct Store {
     /// Rung after every commit that wrote event-log rows (see `crate::events`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Where operation timings go once `/metrics` exists (shared by every clone).
-    observer: std::sync::Arc<std::sync::OnceLock<crate::metrics::StorageMetrics>>,
+    observer: std::sync::Arc<std::sync::OnceLock<Box<dyn StoreObserver>>>,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -313,8 +290,16 @@ macro_rules! dispatch {
     }};
 }
 
+/// Where the store reports how long each operation took: the store sits below `metrics`, so
+/// `metrics` implements this and hands itself over ([`Store::observe_with`]).
+pub trait StoreObserver: Send + Sync {
+    /// One storage operation: `success` is false when the database failed (not when a job was
+    /// simply not found).
+    fn observe(&self, operation: &'static str, elapsed: Duration, success: bool);
+}
+
 fn observe<T>(
-    observer: Option<&crate::metrics::StorageMetrics>,
+    observer: Option<&dyn StoreObserver>,
     operation: &'static str,
     started: Instant,
     result: &StoreResult<T>,
@@ -379,12 +364,17 @@ impl Store {
 
     /// Reports every storage operation's duration and outcome to `metrics` from now on (on
     /// every clone of this store). Only the first call counts.
-    pub fn observe_with(&self, metrics: crate::metrics::StorageMetrics) {
-        let _ = self.observer.set(metrics);
+    pub fn observe_with(&self, metrics: impl StoreObserver + 'static) {
+        let _ = self.observer.set(Box::new(metrics));
     }
 
     fn observe<T>(&self, operation: &'static str, started: Instant, result: &StoreResult<T>) {
-        observe(self.observer.get(), operation, started, result);
+        observe(
+            self.observer.get().map(|o| &**o),
+            operation,
+            started,
+            result,
+        );
     }
 
     /// A receiver that sees a change after every commit that appended events.

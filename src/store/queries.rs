@@ -83,7 +83,7 @@ pub(crate) struct JobRow {
     correlation_id: String,
     memory_usage_bytes: Option<i64>,
     max_memory_usage_bytes: Option<i64>,
-    gpus: Option<Json<Vec<crate::collector::GpuReading>>>,
+    gpus: Option<Json<Vec<crate::domain::gpu::GpuReading>>>,
     sluid: Option<String>,
 }
 
@@ -230,7 +230,7 @@ pub(crate) struct SampleRow {
     io_write_ops: Option<i64>,
     pids: Option<i64>,
     pressure: Option<Json<crate::domain::usage::Pressure>>,
-    gpus: Option<Json<Vec<crate::collector::GpuReading>>>,
+    gpus: Option<Json<Vec<crate::domain::gpu::GpuReading>>>,
 }
 
 impl From<SampleRow> for MetricSample {
@@ -522,7 +522,7 @@ pub(crate) struct NodeRow {
     pub(crate) load_1: Option<f64>,
     load_5: Option<f64>,
     load_15: Option<f64>,
-    gpus: Json<Vec<crate::collector::GpuReading>>,
+    gpus: Json<Vec<crate::domain::gpu::GpuReading>>,
     report_interval_seconds: Option<f64>,
     last_report_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,

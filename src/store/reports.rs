@@ -74,9 +74,9 @@ struct GpuFigures {
 }
 
 impl GpuFigures {
-    fn into_reading(self) -> crate::collector::GpuReading {
+    fn into_reading(self) -> crate::domain::gpu::GpuReading {
         let mut g =
-            crate::collector::GpuReading::new(self.index, crate::collector::GpuVendor::Nvidia);
+            crate::domain::gpu::GpuReading::new(self.index, crate::domain::gpu::GpuVendor::Nvidia);
         g.uuid = self.uuid;
         g.utilization_percent = self.utilization_percent;
         g.memory_used_bytes = self.memory_used_bytes;

@@ -566,3 +566,24 @@ impl TestApp {
         self.state.clone()
     }
 }
+
+/// Polls `check` until it gives `Some`, every `every`, for at most `limit`; the value it gave.
+/// Panics naming `what` (and the last thing `check` saw, when it said) when time runs out. The
+/// one way a test waits: on a condition, never on a clock.
+pub async fn poll_until<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let every = std::time::Duration::from_millis(20).max(limit / 100);
+    let started = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() >= limit => {
+                panic!("waited {limit:?} for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}

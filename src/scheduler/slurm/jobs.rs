@@ -4,7 +4,7 @@
 //! as `{set, infinite, number}` and `exit_code` as `{status, return_code, signal: {id}}`.
 //! A job without an id or a state is skipped; any other missing field is `None`.
 
-use crate::hook::nodelist;
+use crate::domain::nodelist;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
@@ -102,7 +102,7 @@ fn exit_status(v: Option<&Value>) -> (Option<i64>, Option<i64>) {
     match v {
         Some(Value::Number(n)) => match n.as_u64().and_then(|s| u32::try_from(s).ok()) {
             Some(s) => {
-                let (c, sig) = crate::hook::event::decode_wait_status(s);
+                let (c, sig) = crate::domain::slurm_state::decode_wait_status(s);
                 (Some(c), Some(sig))
             }
             None => (None, None),

@@ -13,8 +13,8 @@
 //! skipped.
 
 use super::jobs::{int, text, SlurmJob};
+use crate::domain::nodelist;
 use crate::domain::{Partition, PartitionLimits, PartitionState};
-use crate::hook::nodelist;
 use serde_json::Value;
 use std::collections::HashMap;
 

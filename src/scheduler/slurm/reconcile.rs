@@ -3,7 +3,7 @@
 use super::client::SlurmRest;
 use super::jobs::SlurmJob;
 use super::SlurmConfig;
-use crate::api::hooks::lifecycle_correlation_id;
+use crate::domain::job::lifecycle_correlation_id;
 use crate::domain::{now_micros, slurm_state, Job, JobState, SchedulerInfo};
 use crate::store::{Applied, AuditContext, Finish, JobFilter, Store, StoreError};
 use std::collections::{HashMap, HashSet};
