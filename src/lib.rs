@@ -15,6 +15,7 @@ pub mod domain;
 pub mod events;
 pub mod hook;
 pub mod log_safe;
+pub mod log_tail;
 pub mod metrics;
 pub mod report;
 pub mod report_events;

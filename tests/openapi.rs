@@ -40,6 +40,10 @@ fn the_document_lists_every_route() {
         "GET /v1/ws",
         "GET /v1/jobs/{id}/report",
         "GET /v1/reports",
+        "GET /v1/jobs/{id}/log",
+        "POST /v1/jobs/{id}/log",
+        "GET /v1/jobs/{id}/log/download",
+        "GET /v1/stream/jobs/{id}/log",
     ] {
         assert!(
             listed.iter().any(|l| l == want),

@@ -13,7 +13,7 @@ pub fn allowed_methods(template: &str) -> Option<&'static str> {
     Some(match template {
         "/v1/jobs" => "GET, POST",
         "/v1/jobs/{id}" => "GET, PATCH, DELETE",
-        "/v1/jobs/{id}/metrics" => "GET, POST",
+        "/v1/jobs/{id}/metrics" | "/v1/jobs/{id}/log" => "GET, POST",
         "/v1/events/job-started"
         | "/v1/events/job-finished"
         | "/v1/samples"
@@ -23,6 +23,8 @@ pub fn allowed_methods(template: &str) -> Option<&'static str> {
         | "/v1/openapi.yaml"
         | "/v1/jobs/{id}/audit"
         | "/v1/jobs/{id}/report"
+        | "/v1/jobs/{id}/log/download"
+        | "/v1/stream/jobs/{id}/log"
         | "/v1/reports"
         | "/v1/whoami"
         | "/v1/nodes"

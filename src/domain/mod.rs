@@ -4,6 +4,7 @@
 
 pub mod figures;
 pub mod job;
+pub mod joblog;
 pub mod partition;
 pub mod report;
 pub mod slurm_state;

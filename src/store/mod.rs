@@ -9,6 +9,7 @@
 
 mod bulk;
 mod group_commit;
+pub mod logs;
 mod node_figures;
 mod pg_copy;
 mod postgres;
@@ -291,6 +292,8 @@ pub struct Store {
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Where operation timings go once `/metrics` exists (shared by every clone).
     observer: std::sync::Arc<std::sync::OnceLock<crate::metrics::StorageMetrics>>,
+    /// Job output's limits and live readers (see `logs`).
+    logs: logs::LogHub,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -367,6 +370,7 @@ impl Store {
             lifecycle,
             commits,
             observer: Default::default(),
+            logs: Default::default(),
         })
     }
 
