@@ -149,6 +149,12 @@ pub struct AgentArgs {
     #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
 
+    /// Job output shipped per job and stream, in bytes per second: a job printing faster has
+    /// the oldest part of its backlog skipped (and marked in its log). 0 turns off reading
+    /// jobs' stdout/stderr files (found with `scontrol show job`, on the job's batch host).
+    #[arg(long, env = "JOBSCOPE_LOG_RATE", value_name = "BYTES", default_value_t = crate::log_tail::DEFAULT_RATE, value_parser = clap::value_parser!(u64).range(0..=1_073_741_824))]
+    pub log_rate: u64,
+
     /// The Slurm hook's settings file: the agent also delivers the events `jobscope hook` spooled
     /// on this node (with the hook token named there), so an event is not stuck until the next
     /// job's hook runs. Skipped when the hook's spool directory does not exist.

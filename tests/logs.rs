@@ -502,3 +502,105 @@ async fn live_stream_resumes_by_offset(backend: Backend) {
 }
 
 on_backends!(live_stream_resumes_by_offset);
+
+/// The agent's shipper against a real server and real files: new bytes only, nothing twice
+/// after a restart, a symlinked output path recorded as unavailable with no bytes, and the
+/// streams closed with eof once the job has left the node.
+async fn agent_ships_output(backend: Backend) {
+    use jobscope::log_tail::{JobOutput, LogShipper, DRAIN};
+    use std::collections::HashSet;
+    use std::os::unix::fs::{chown, symlink};
+    use std::time::Instant;
+    const UID: u32 = 4321;
+    let server = TestServer::start(backend).await;
+    server.started("a-1", "alice").await;
+    server.started("a-2", "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("slurm-a-1.out");
+    std::fs::write(&out, b"first\n").unwrap();
+    chown(&out, Some(UID), None).unwrap();
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, b"root:secret\n").unwrap();
+    let link = dir.path().join("slurm-a-2.out");
+    symlink(&secret, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(UID), None).unwrap();
+
+    let base: reqwest::Url = server.base.parse().unwrap();
+    let shipper = || {
+        let mut s = LogShipper::new(
+            base.clone(),
+            None,
+            "n1".into(),
+            1 << 20,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let output = |path: &std::path::Path| JobOutput {
+            stdout: Some(path.to_owned()),
+            stderr: Some(path.to_owned()),
+            uid: UID,
+            batch_host: Some("n1".into()),
+        };
+        s.track("a-1", &output(&out));
+        s.track("a-2", &output(&link));
+        s
+    };
+    let running: HashSet<String> = ["a-1".to_string(), "a-2".to_string()].into();
+    let mut agent = shipper();
+    let now = Instant::now();
+    agent.pass(&running, now).await;
+    let state = |id: &'static str| {
+        let store = server.store.clone();
+        async move {
+            store
+                .log_state(id, jobscope::domain::joblog::LogStream::Stdout)
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(state("a-1").await.end_offset, 6);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"second\n"))
+        .unwrap();
+    agent.pass(&running, now).await;
+    assert_eq!(state("a-1").await.end_offset, 13);
+    // A restarted agent starts from what the server holds.
+    let mut restarted = shipper();
+    restarted.pass(&running, now).await;
+    let chunks = server
+        .store
+        .log_chunks("a-1", jobscope::domain::joblog::LogStream::Stdout, 0, 100)
+        .await
+        .unwrap();
+    let text: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.data.clone().unwrap())
+        .collect();
+    assert_eq!(text, b"first\nsecond\n", "nothing lost, nothing twice");
+    // The symlink: no bytes, the reason recorded.
+    let a2 = state("a-2").await;
+    assert_eq!(a2.end_offset, 0);
+    assert_eq!(
+        a2.unavailable.as_deref(),
+        Some("the output path is a symbolic link")
+    );
+    // The job leaves the node: after the drain its stream is closed with eof.
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "a-1", "exit_code": 0}),
+        )
+        .await;
+    let none = HashSet::new();
+    restarted.pass(&none, now).await;
+    assert!(!state("a-1").await.eof, "still draining");
+    restarted.pass(&none, now + DRAIN).await;
+    assert!(state("a-1").await.eof);
+    assert_eq!(restarted.tracked(), 0);
+    server.shutdown().await;
+}
+
+on_backends!(agent_ships_output);
