@@ -49,6 +49,8 @@ pub enum Command {
     /// A job's efficiency report (did it use what it asked for?), or a list of jobs since a
     /// time, worst first.
     Report(crate::report::ReportArgs),
+    /// A job's output (stdout or stderr) as the server holds it; `--tail N` for the last lines.
+    Log(crate::log_cmd::LogArgs),
 }
 
 const AGENT_ABOUT: &str = "Run on every compute node. Each interval the agent asks the server \
@@ -441,6 +443,15 @@ pub struct WatchArgs {
     /// fetches a fresh one once when the server answers 401.
     #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Print the job's output as it grows (like `tail -f`) instead of its events, then exit
+    /// with the job's status. Needs JOB_ID and a token of the job's owner (or an admin).
+    #[arg(long, requires = "job_id")]
+    pub log: bool,
+
+    /// With --log: which stream, stdout or stderr.
+    #[arg(long, value_name = "STREAM", default_value = "stdout", requires = "log", value_parser = crate::log_cmd::parse_stream)]
+    pub stream: crate::domain::joblog::LogStream,
 }
 
 // ---- jobscope hook -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ pub mod console;
 pub mod domain;
 pub mod events;
 pub mod hook;
+pub mod log_cmd;
 pub mod log_safe;
 pub mod log_tail;
 pub mod metrics;

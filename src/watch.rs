@@ -59,6 +59,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs `jobscope watch`; reports its own errors on stderr.
 pub async fn run(args: WatchArgs) -> ExitCode {
+    if args.log {
+        return follow_log(args).await;
+    }
     let outcome = tokio::select! {
         outcome = watch(args) => outcome,
         // Ctrl-C is how a user stops following: no message, the shell's usual status.
@@ -71,6 +74,30 @@ pub async fn run(args: WatchArgs) -> ExitCode {
             ExitCode::from(EXIT_REFUSED)
         }
         Err(Fatal::Other(err)) => {
+            eprintln!("jobscope watch: {err:#}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+    }
+}
+
+/// `watch JOB --log`: the job's output as it grows ([`crate::log_cmd::follow`]).
+async fn follow_log(args: WatchArgs) -> ExitCode {
+    let id = args.job_id.clone().unwrap_or_default();
+    let mut out = std::io::stdout();
+    let followed = crate::log_cmd::follow(
+        &id,
+        args.stream,
+        &args.server,
+        args.token_file.as_ref(),
+        &mut out,
+    );
+    let outcome = tokio::select! {
+        outcome = followed => outcome,
+        _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
             eprintln!("jobscope watch: {err:#}");
             ExitCode::from(EXIT_REFUSED)
         }

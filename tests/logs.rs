@@ -604,3 +604,79 @@ async fn agent_ships_output(backend: Backend) {
 }
 
 on_backends!(agent_ships_output);
+
+/// `jobscope log` prints the stored output (or its tail), `jobscope watch JOB --log` follows
+/// it and exits with the job's status.
+async fn log_commands(backend: Backend) {
+    use jobscope::domain::joblog::LogStream;
+    use jobscope::log_cmd::{follow, print_history, LogArgs};
+    let server = TestServer::start(backend).await;
+    server.started("c-1", "alice").await;
+    post_raw(
+        &server,
+        "/v1/jobs/c-1/log?stream=stdout&offset=0",
+        b"a\nb\nc\n",
+    )
+    .await;
+    post_raw(
+        &server,
+        "/v1/jobs/c-1/log?stream=stderr&offset=0",
+        b"oops\n",
+    )
+    .await;
+    let args = |stream, tail| LogArgs {
+        job_id: "c-1".into(),
+        stream,
+        tail,
+        server: server.base.clone(),
+        token_file: None,
+    };
+    let mut out = Vec::new();
+    print_history(&args(LogStream::Stdout, None), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"a\nb\nc\n");
+    let mut out = Vec::new();
+    print_history(&args(LogStream::Stdout, Some(2)), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"b\nc\n");
+    let mut out = Vec::new();
+    print_history(&args(LogStream::Stderr, None), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"oops\n");
+    let mut missing = args(LogStream::Stdout, None);
+    missing.job_id = "nope".into();
+    let err = print_history(&missing, &mut Vec::new()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("404"), "{err:#}");
+
+    // Follow: what is there, what comes, then the job's exit status.
+    let base = server.base.clone();
+    let follower = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let code = follow("c-1", LogStream::Stdout, &base, None, &mut out).await;
+        (code.unwrap(), out)
+    });
+    post_raw(
+        &server,
+        "/v1/jobs/c-1/log?stream=stdout&offset=6&eof=true",
+        b"d\n",
+    )
+    .await;
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "c-1", "exit_code": 3, "final_state": "failed"}),
+        )
+        .await;
+    let (code, out) = tokio::time::timeout(Duration::from_secs(20), follower)
+        .await
+        .expect("watch --log ends with the job")
+        .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "a\nb\nc\nd\n");
+    assert_eq!(code, 3, "the failed job's exit code");
+    server.shutdown().await;
+}
+
+on_backends!(log_commands);
