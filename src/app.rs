@@ -65,6 +65,9 @@ impl Application {
                 config.listen
             );
         }
+        store
+            .logs()
+            .set_max_bytes(i64::try_from(config.log_max_bytes_per_job).unwrap_or(i64::MAX));
         let (stop, stopped) = watch::channel(false);
         let events = EventFeed::start(store.clone(), FEED_CAPACITY, stopped.clone())
             .await

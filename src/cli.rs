@@ -209,6 +209,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
 
+    /// Bytes of output kept per job and stream (stdout, stderr): past it the first half is
+    /// kept, then the newest output, with one line saying how many bytes were skipped.
+    #[arg(long, env = "JOBSCOPE_LOG_MAX_BYTES_PER_JOB", value_name = "BYTES",
+          default_value_t = crate::store::logs::DEFAULT_MAX_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(4096..=1_099_511_627_776))]
+    pub log_max_bytes_per_job: u64,
+
     /// Seed a realistic demo cluster (50 nodes, ~100 jobs with samples). Safe to repeat.
     #[arg(long, env = "SEED_DEMO", value_name = "SEED_DEMO", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true", default_value = "false")]

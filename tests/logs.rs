@@ -459,7 +459,30 @@ async fn live_stream_resumes_by_offset(backend: Backend) {
         "no replacement character, no gap"
     );
     assert_eq!(id, 18);
+    // Counted in the stream status while open, and no longer once closed.
+    let status = || async {
+        common::http()
+            .get(format!("{}/v1/stream/status", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let open = status().await;
+    assert_eq!(open["streams"]["job_log"]["sse"], 1, "{open}");
+    assert_eq!(open["jobs"]["s-1"], 1, "{open}");
     drop(sse);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = status().await;
+        if now["streams"].get("job_log").is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still counted: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Resume from an offset in the middle: exactly the rest, then completed at the end.
     let mut resumed = Sse::open(&server.base, "/v1/stream/jobs/s-1/log", Some(4)).await;

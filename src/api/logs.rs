@@ -560,7 +560,10 @@ async fn live_inner(
     // Subscribed before anything is read, so no append in between is missed.
     let live = state.store.logs().subscribe(&id);
     let (tx, mut rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
+    // Counted in `GET /v1/stream/status` (stream `job_log`, and under the job) while open.
+    let registration = state.streams.register("job_log", "sse", Some(id.clone()));
     let pump = LogPump {
+        _registration: registration,
         state: state.clone(),
         id,
         stream,
@@ -590,6 +593,7 @@ async fn live_inner(
 /// One SSE connection's pump: what the table holds from `pos`, then live appends, then
 /// `completed`.
 struct LogPump {
+    _registration: super::stream::Registered,
     state: AppState,
     id: String,
     stream: LogStream,
