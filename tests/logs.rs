@@ -703,3 +703,69 @@ async fn log_commands(backend: Backend) {
 }
 
 on_backends!(log_commands);
+
+/// `/v1/stream/logs`: every job's appends live, filtered by job ids and by owner.
+async fn global_log_stream(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.started("g-1", "alice").await;
+    server.started("g-2", "bob").await;
+    let mut by_id = Sse::open(&server.base, "/v1/stream/logs?job_ids=g-2,g-9", None).await;
+    let mut by_user = Sse::open(&server.base, "/v1/stream/logs?user=alice", None).await;
+    let mut all = Sse::open(&server.base, "/v1/stream/logs", None).await;
+    for sse in [&mut by_id, &mut by_user, &mut all] {
+        assert_eq!(sse.next().await.0, "connected");
+    }
+    post_raw(
+        &server,
+        "/v1/jobs/g-1/log?stream=stdout&offset=0",
+        b"alice's\n",
+    )
+    .await;
+    post_raw(
+        &server,
+        "/v1/jobs/g-2/log?stream=stderr&offset=0",
+        b"bob's \xe2\x98",
+    )
+    .await;
+    post_raw(
+        &server,
+        "/v1/jobs/g-2/log?stream=stderr&offset=8",
+        b"\x83\n",
+    )
+    .await;
+    let (_, _, first) = by_id.next().await;
+    assert_eq!(
+        (
+            first["job_id"].as_str(),
+            first["stream"].as_str(),
+            first["text"].as_str()
+        ),
+        (Some("g-2"), Some("stderr"), Some("bob's "))
+    );
+    let (_, _, second) = by_id.next().await;
+    assert_eq!(second["text"], "\u{2603}\n", "the split character, whole");
+    assert_eq!(second["offset"], 6);
+    let (_, _, mine) = by_user.next().await;
+    assert_eq!(
+        (mine["job_id"].as_str(), mine["text"].as_str()),
+        (Some("g-1"), Some("alice's\n"))
+    );
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (name, _, data) = all.next().await;
+        assert_eq!(name, "log");
+        seen.push(data["job_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["g-1", "g-2", "g-2"]);
+    // bob's job never reaches alice's filter: one more of alice's comes next.
+    post_raw(
+        &server,
+        "/v1/jobs/g-1/log?stream=stdout&offset=8",
+        b"again\n",
+    )
+    .await;
+    assert_eq!(by_user.next().await.2["text"], "again\n");
+    server.shutdown().await;
+}
+
+on_backends!(global_log_stream);

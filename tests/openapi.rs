@@ -44,6 +44,7 @@ fn the_document_lists_every_route() {
         "POST /v1/jobs/{id}/log",
         "GET /v1/jobs/{id}/log/download",
         "GET /v1/stream/jobs/{id}/log",
+        "GET /v1/stream/logs",
     ] {
         assert!(
             listed.iter().any(|l| l == want),

@@ -25,6 +25,7 @@ pub fn allowed_methods(template: &str) -> Option<&'static str> {
         | "/v1/jobs/{id}/report"
         | "/v1/jobs/{id}/log/download"
         | "/v1/stream/jobs/{id}/log"
+        | "/v1/stream/logs"
         | "/v1/reports"
         | "/v1/whoami"
         | "/v1/nodes"

@@ -53,6 +53,8 @@ const PING_AFTER: Duration = Duration::from_secs(15);
 
 const READ: &[Role] = &[Role::Reader];
 const AGENT: &[Role] = &[Role::Agent];
+/// Admin only.
+const ADMIN: &[Role] = &[];
 
 /// The four routes, boxed.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -91,12 +93,25 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st())
         .then(live)
         .boxed();
+    let global = warp::path!("v1" / "stream" / "logs")
+        .and(warp::get())
+        .and(require_stream(
+            state.tokens.clone(),
+            state.tickets.clone(),
+            ADMIN,
+        ))
+        .and(query_map())
+        .and(st())
+        .then(global)
+        .boxed();
     append
         .or(history)
         .unify()
         .or(download)
         .unify()
         .or(live)
+        .unify()
+        .or(global)
         .unify()
         .boxed()
 }
@@ -572,6 +587,125 @@ async fn live_inner(
         live,
     };
     tokio::spawn(pump.run());
+    let shutdown = state.shutdown.clone();
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        .map(Ok::<Event, Infallible>)
+        .take_until(async move {
+            let mut shutdown = shutdown;
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        });
+    let body = warp::sse::keep_alive()
+        .interval(PING_AFTER)
+        .text("ping")
+        .stream(events);
+    let mut response = warp::sse::reply(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// `GET /v1/stream/logs` (admin): every job's output as it arrives, live only (a client
+/// resumes one job with `/v1/stream/jobs/{id}/log`); filters `job_ids` (comma-separated) and
+/// `user`. A connection that falls behind gets a `lagged` event saying how many appends it
+/// missed.
+async fn global(who: Identity, params: HashMap<String, String>, state: AppState) -> Response {
+    respond(global_inner(who, params, state).await)
+}
+
+async fn global_inner(who: Identity, params: HashMap<String, String>, state: AppState) -> Handled {
+    if !matches!(who, Identity::Open | Identity::Role(Role::Admin)) {
+        return Err(ApiError::Forbidden);
+    }
+    let job_ids: Option<std::collections::HashSet<String>> = match params.get("job_ids") {
+        None => None,
+        Some(raw) => Some(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(job_id)
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let user =
+        crate::domain::validate::optional_name("user", params.get("user").map(String::as_str))?;
+    let mut live = state.store.logs().subscribe_all();
+    let registration = state.streams.register("logs", "sse", None);
+    let (tx, mut rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
+    let store = state.store.clone();
+    let mut shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        let _registration = registration;
+        let hello = json!({"message": "Connected to every job's output"});
+        if tx.send(event("connected", &hello, None)).await.is_err() {
+            return;
+        }
+        // Owners looked up once per job; bytes of a character split between appends.
+        let mut owners: HashMap<String, Option<String>> = HashMap::new();
+        let mut pending: HashMap<(String, LogStream), Vec<u8>> = HashMap::new();
+        loop {
+            let notice = tokio::select! {
+                n = live.recv() => n,
+                _ = stopped(&mut shutdown) => return,
+                _ = tx.closed() => return,
+            };
+            let n = match notice {
+                Ok(n) => n,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    pending.clear();
+                    let lag = json!({"missed": missed, "message": "Fell behind; fetch the logs you follow with GET /v1/jobs/{id}/log"});
+                    if tx.send(event("lagged", &lag, None)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if job_ids.as_ref().is_some_and(|ids| !ids.contains(&n.job_id)) {
+                continue;
+            }
+            if let Some(user) = &user {
+                if !owners.contains_key(&n.job_id) {
+                    let owner = store.get_job(&n.job_id).await.ok().map(|j| j.user);
+                    owners.insert(n.job_id.clone(), owner);
+                }
+                if owners[&n.job_id].as_ref() != Some(user) {
+                    continue;
+                }
+            }
+            let key = (n.job_id.clone(), n.stream);
+            // A skipped range drops a held partial character: its rest was skipped too.
+            let (mut bytes, start) = if n.skipped > 0 {
+                pending.remove(&key);
+                (skip_marker(n.skipped).into_bytes(), n.offset)
+            } else {
+                let held = pending.remove(&key).unwrap_or_default();
+                let start = n.offset - held.len() as i64;
+                (held, start)
+            };
+            bytes.extend_from_slice(&n.data);
+            let keep = if n.eof {
+                bytes.len()
+            } else {
+                complete_utf8_prefix(&bytes)
+            };
+            if keep < bytes.len() {
+                pending.insert(key, bytes.split_off(keep));
+            }
+            if bytes.is_empty() {
+                continue;
+            }
+            let data = json!({
+                "job_id": n.job_id,
+                "stream": n.stream,
+                "offset": start,
+                "text": to_text(&bytes),
+            });
+            if tx.send(event("log", &data, None)).await.is_err() {
+                return;
+            }
+        }
+    });
     let shutdown = state.shutdown.clone();
     let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
         .map(Ok::<Event, Infallible>)

@@ -141,6 +141,7 @@ pub fn route_template(path: &str) -> &'static str {
         ["v1", "stream", "partitions"] => "/v1/stream/partitions",
         ["v1", "stream", "tickets"] => "/v1/stream/tickets",
         ["v1", "stream", "status"] => "/v1/stream/status",
+        ["v1", "stream", "logs"] => "/v1/stream/logs",
         ["v1", "ws"] => "/v1/ws",
         _ => "other",
     }
