@@ -161,6 +161,8 @@ impl LogHub {
     /// The appends of job `job_id` from now on.
     pub fn subscribe(&self, job_id: &str) -> broadcast::Receiver<Arc<LogNotice>> {
         let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        // Channels whose readers all left and whose job printed nothing since go now.
+        jobs.retain(|_, tx| tx.receiver_count() > 0);
         jobs.entry(job_id.to_owned())
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
             .subscribe()
@@ -620,6 +622,38 @@ mod tests {
             newlines: 0,
             has_data,
         }
+    }
+
+    #[test]
+    fn channels_go_with_their_readers() {
+        let hub = LogHub::default();
+        let mut one = hub.subscribe("1");
+        let mut all = hub.subscribe_all();
+        let two = hub.subscribe("2");
+        assert_eq!(hub.channels(), 2);
+        hub.publish(LogNotice {
+            job_id: "1".into(),
+            stream: LogStream::Stdout,
+            offset: 0,
+            skipped: 0,
+            data: Bytes::from_static(b"x"),
+            eof: false,
+        });
+        assert_eq!(one.try_recv().unwrap().end(), 1);
+        assert_eq!(all.try_recv().unwrap().job_id, "1");
+        drop(two);
+        let _three = hub.subscribe("3");
+        assert_eq!(hub.channels(), 2, "job 2's channel went with its reader");
+        drop(one);
+        hub.publish(LogNotice {
+            job_id: "1".into(),
+            stream: LogStream::Stdout,
+            offset: 1,
+            skipped: 0,
+            data: Bytes::from_static(b"y"),
+            eof: false,
+        });
+        assert_eq!(hub.channels(), 1, "a publish to nobody drops the channel");
     }
 
     #[test]
