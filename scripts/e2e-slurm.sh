@@ -92,8 +92,13 @@ fi
 # ---- serve ------------------------------------------------------------------------------------------
 HOOK_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 READER_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf 'hook %s\nreader %s\n' "$HOOK_TOKEN" "$READER_TOKEN" >"$WORK/tokens"
+AGENT_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf 'hook %s\nreader %s\nagent %s\nadmin %s\n' "$HOOK_TOKEN" "$READER_TOKEN" "$AGENT_TOKEN" "$ADMIN_TOKEN" >"$WORK/tokens"
 chmod 0600 "$WORK/tokens"
+printf '%s\n' "$AGENT_TOKEN" >"$WORK/agent.token"
+printf '%s\n' "$ADMIN_TOKEN" >"$WORK/admin.token"
+chmod 0600 "$WORK/agent.token" "$WORK/admin.token"
 printf '%s\n' "$HOOK_TOKEN" >"$WORK/hook.token"
 chmod 0600 "$WORK/hook.token"
 
@@ -292,6 +297,47 @@ P1=$(submit -J counted --wrap 'sleep 15')
 wait_partition '.state == "up" and .jobs_running == 1 and .limits.max_time_minutes == null' 30 ||
 	bad "partition: running job not counted after 30 s ($(api /v1/partitions/debug | jq -c .))"
 scancel "$P1"
+
+# ---- job output ----------------------------------------------------------------------------------------
+# The agent on the batch host tails the job's files (paths from scontrol show job, owner checked)
+# and ships them; the SSE log stream shows every line in order while the job runs, the download
+# equals the file byte for byte, and an output path the user replaced by a symlink to a root-only
+# file yields no bytes, only the reason.
+say "=== job output"
+"$BIN" agent --server "$BASE" --token-file "$WORK/agent.token" --node "$NODE" --interval 1s \
+	--spool-dir "$WORK/agent-spool" >>"$WORK/agent.log" 2>&1 &
+AGENT_PID=$!
+OUT=$WORK/out
+mkdir -p "$OUT"
+chmod 0777 "$OUT"
+printf 'root:not-for-users\n' >"$WORK/secret"
+chmod 0600 "$WORK/secret"
+as_test() { (cd /tmp && runuser -u "$TEST_USER" -- env SLURM_CONF="$SLURM_CONF" sbatch --parsable --chdir="$OUT" "$@" | cut -d';' -f1); }
+J_LOG=$(as_test -J printer -o "$OUT/printer-%j.out" -e "$OUT/printer-%j.err" \
+	--wrap 'for i in $(seq 1 10); do echo "line $i"; echo "err $i" >&2; sleep 1; done')
+J_SYM=$(as_test -J sym -o "$OUT/sym-%j.out" --wrap "rm -f $OUT/sym-\$SLURM_JOB_ID.out; ln -s $WORK/secret $OUT/sym-\$SLURM_JOB_ID.out; sleep 6")
+wait_api "$J_LOG" '.state == "running"' 60 || bad "job $J_LOG not running in jobscope"
+as_admin() { curl -fsS -H "Authorization: Bearer $ADMIN_TOKEN" "$@"; }
+timeout 90 curl -sSN -H "Authorization: Bearer $ADMIN_TOKEN" "$BASE/v1/stream/jobs/$J_LOG/log" >"$WORK/log.sse" &
+LOG_SSE_PID=$!
+wait_final "$J_LOG" 90 || bad "job $J_LOG not finished"
+wait "$LOG_SSE_PID" 2>/dev/null || bad "log stream did not end with the job"
+wait_final "$J_SYM" 60 || bad "job $J_SYM not finished"
+kill "$AGENT_PID" 2>/dev/null || true
+wait "$AGENT_PID" 2>/dev/null || true
+expected=$(for i in $(seq 1 10); do echo "line $i"; done)
+check "log: SSE text is every line in order" "$(grep '^data:' "$WORK/log.sse" | cut -c6- | jq -j 'select(.text) | .text')" "$expected"
+check "log: SSE arrived while running (several log events)" "$(($(grep -c '^event: *log' "$WORK/log.sse") > 2))" 1
+check "log: SSE ends with completed" "$(grep '^event:' "$WORK/log.sse" | tail -n1 | tr -d ' ')" "event:completed"
+as_admin "$BASE/v1/jobs/$J_LOG/log/download" -o "$WORK/dl.out"
+as_admin "$BASE/v1/jobs/$J_LOG/log/download?stream=stderr" -o "$WORK/dl.err"
+check "log: download = the file" "$(cmp -s "$WORK/dl.out" "$OUT/printer-$J_LOG.out" && echo same)" same
+check "log: stderr download = the file" "$(cmp -s "$WORK/dl.err" "$OUT/printer-$J_LOG.err" && echo same)" same
+check "log: complete" "$(as_admin "$BASE/v1/jobs/$J_LOG/log" | jq -c '[.complete, .end_offset]')" "[true,$(stat -c %s "$OUT/printer-$J_LOG.out")]"
+check "log: jobscope log --tail 2" "$("$BIN" log "$J_LOG" --tail 2 --server "$BASE" --token-file "$WORK/admin.token")" "$(printf 'line 9\nline 10')"
+check "log: a reader may not read it" "$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $READER_TOKEN" "$BASE/v1/jobs/$J_LOG/log")" 403
+check "log: symlinked output yields no bytes" "$(as_admin "$BASE/v1/jobs/$J_SYM/log" | jq -c '[.end_offset, .log_unavailable, (.text | contains("not-for-users"))]')" \
+	'[0,"the output path is a symbolic link",false]'
 
 # ---- users: Slurm's own JWTs ---------------------------------------------------------------------------
 # alice and bob are local users (created if missing, like dev-slurm's test user); each runs a job.

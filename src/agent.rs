@@ -37,6 +37,8 @@ pub struct AgentConfig {
     /// `--metrics-listen`: where this node's series are served, and their grace period.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub metrics_grace: Duration,
+    /// `--log-rate`: job output shipped per job and stream (bytes/s); 0: not at all.
+    pub log_rate: u64,
 }
 
 /// The hook's spool and a client with the hook's token, when this node has a hook spool.
@@ -173,6 +175,7 @@ pub async fn run(
     let hook_spool = hook_drain(&config.hook);
     let mut totals = AgentTotals::default();
     let mut known: Vec<KnownJob> = Vec::new();
+    let running_ids = output_shipper(&config, &stop)?;
     let mut server_down = false;
     let mut tick = tokio::time::interval(config.sampler.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -194,7 +197,12 @@ pub async fn run(
             }
         }
         match uplink.running_jobs().await {
-            Ok(jobs) => known = jobs,
+            Ok(jobs) => {
+                known = jobs;
+                if let Some(ids) = &running_ids {
+                    ids.send_replace(known.iter().map(|j| j.id.clone()).collect());
+                }
+            }
             // Keep the last list: discovery still finds the cgroups, and the jobs the server
             // knew a moment ago are still the best guess for their sluid/cpus/GPUs.
             Err(err) => {
@@ -235,6 +243,33 @@ pub async fn run(
     }
     tracing::info!(?totals, "jobscope agent stopped");
     Ok(totals)
+}
+
+/// Starts shipping the output of the jobs running here (unless `--log-rate 0`); the agent
+/// keeps the returned list of running job ids current.
+fn output_shipper(
+    config: &AgentConfig,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<watch::Sender<std::collections::HashSet<String>>>> {
+    if config.log_rate == 0 {
+        return Ok(None);
+    }
+    let shipper = crate::log_tail::LogShipper::new(
+        config.server.clone(),
+        config.token.as_deref(),
+        config.sampler.node.clone(),
+        config.log_rate,
+        config.timeout,
+    )
+    .context("cannot build the job output client")?;
+    let (tx, rx) = watch::channel(Default::default());
+    tokio::spawn(crate::log_tail::run_shipper(
+        shipper,
+        rx,
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
+    Ok(Some(tx))
 }
 
 /// Sends one batch, or queues it behind the spooled ones (the server then receives batches

@@ -65,6 +65,9 @@ impl Application {
                 config.listen
             );
         }
+        store
+            .logs()
+            .set_max_bytes(i64::try_from(config.log_max_bytes_per_job).unwrap_or(i64::MAX));
         let (stop, stopped) = watch::channel(false);
         let events = EventFeed::start(store.clone(), FEED_CAPACITY, stopped.clone())
             .await
@@ -231,6 +234,12 @@ async fn prune_loop(store: Store, retention: Duration, mut stop: watch::Receiver
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "retention pruning failed; will retry"),
+        }
+        // Job output goes with its job's samples: streams of jobs that ended before `before`.
+        match store.prune_logs(before).await {
+            Ok(0) => {}
+            Ok(streams) => tracing::info!(streams, %before, "pruned job output past retention"),
+            Err(err) => tracing::warn!(error = %err, "pruning job output failed; will retry"),
         }
     }
 }

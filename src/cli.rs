@@ -66,6 +66,8 @@ pub enum Command {
     /// A job's efficiency report (did it use what it asked for?), or a list of jobs since a
     /// time, worst first.
     Report(crate::report::ReportArgs),
+    /// A job's output (stdout or stderr) as the server holds it; `--tail N` for the last lines.
+    Log(crate::log_cmd::LogArgs),
     /// Bring the database to this version's schema, or with --dry-run say what that would
     /// change. A PostgreSQL database created by the Go service is adopted in place (its jobs,
     /// samples and audit trail kept), as `serve` does at start.
@@ -186,6 +188,12 @@ pub struct AgentArgs {
     #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
 
+    /// Job output shipped per job and stream, in bytes per second: a job printing faster has
+    /// the oldest part of its backlog skipped (and marked in its log). 0 turns off reading
+    /// jobs' stdout/stderr files (found with `scontrol show job`, on the job's batch host).
+    #[arg(long, env = "JOBSCOPE_LOG_RATE", value_name = "BYTES", default_value_t = crate::log_tail::DEFAULT_RATE, value_parser = clap::value_parser!(u64).range(0..=1_073_741_824))]
+    pub log_rate: u64,
+
     /// The Slurm hook's settings file: the agent also delivers the events `jobscope hook` spooled
     /// on this node (with the hook token named there), so an event is not stuck until the next
     /// job's hook runs. Skipped when the hook's spool directory does not exist.
@@ -237,6 +245,13 @@ pub struct ServeArgs {
     #[arg(long, env = "METRICS_RETENTION_DAYS", value_name = "METRICS_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
+
+    /// Bytes of output kept per job and stream (stdout, stderr): past it the first half is
+    /// kept, then the newest output, with one line saying how many bytes were skipped.
+    #[arg(long, env = "JOBSCOPE_LOG_MAX_BYTES_PER_JOB", value_name = "BYTES",
+          default_value_t = crate::store::logs::DEFAULT_MAX_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(4096..=1_099_511_627_776))]
+    pub log_max_bytes_per_job: u64,
 
     /// Seed a realistic demo cluster (50 nodes, ~100 jobs with samples). Safe to repeat.
     #[arg(long, env = "SEED_DEMO", value_name = "SEED_DEMO", value_parser = BoolishValueParser::new(),
@@ -490,6 +505,15 @@ pub struct WatchArgs {
     /// fetches a fresh one once when the server answers 401.
     #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Print the job's output as it grows (like `tail -f`) instead of its events, then exit
+    /// with the job's status. Needs JOB_ID and a token of the job's owner (or an admin).
+    #[arg(long, requires = "job_id")]
+    pub log: bool,
+
+    /// With --log: which stream, stdout or stderr.
+    #[arg(long, value_name = "STREAM", default_value = "stdout", requires = "log", value_parser = crate::log_cmd::parse_stream)]
+    pub stream: crate::domain::joblog::LogStream,
 }
 
 impl From<WatchArgs> for crate::watch::WatchConfig {
@@ -500,6 +524,7 @@ impl From<WatchArgs> for crate::watch::WatchConfig {
             states: args.states,
             server: args.server,
             token_file: args.token_file,
+            log: args.log.then_some(args.stream),
         }
     }
 }
@@ -591,6 +616,7 @@ impl crate::agent::AgentConfig {
             hook: hook_settings(args.hook_config.clone()),
             metrics_listen: args.metrics_listen,
             metrics_grace: args.metrics_grace,
+            log_rate: args.log_rate,
         })
     }
 }

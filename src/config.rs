@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub console: bool,
     /// How long after a job's end its `job_report` event waits for late samples.
     pub report_grace: Duration,
+    /// `--log-max-bytes-per-job`: job output kept per job and stream.
+    pub log_max_bytes_per_job: u64,
 }
 
 impl ServeConfig {
@@ -77,6 +79,7 @@ impl ServeConfig {
             demo_speed: 1.0,
             console: true,
             report_grace: crate::report_events::DEFAULT_GRACE,
+            log_max_bytes_per_job: crate::store::logs::DEFAULT_MAX_BYTES as u64,
         }
     }
 }
@@ -229,6 +232,7 @@ impl ServeConfig {
             demo_speed: args.demo_speed,
             console: !args.no_console,
             report_grace: crate::report_events::DEFAULT_GRACE,
+            log_max_bytes_per_job: args.log_max_bytes_per_job,
         })
     }
 }

@@ -50,6 +50,7 @@ async fn main() -> ExitCode {
         // watch reports its own errors: its exit status carries the watched job's outcome.
         Command::Watch(args) => return jobscope::watch::run(args.into()).await,
         Command::Report(args) => return jobscope::report::run(args).await,
+        Command::Log(args) => return jobscope::log_cmd::run(args).await,
         Command::Agent(args) => agent(args).await,
         Command::Migrate(args) => migrate(args).await,
     };

@@ -59,6 +59,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs `jobscope watch`; reports its own errors on stderr.
 pub async fn run(args: WatchConfig) -> ExitCode {
+    if let Some(stream) = args.log {
+        return follow_log(args, stream).await;
+    }
     let outcome = tokio::select! {
         outcome = watch(args) => outcome,
         // Ctrl-C is how a user stops following: no message, the shell's usual status.
@@ -71,6 +74,30 @@ pub async fn run(args: WatchConfig) -> ExitCode {
             ExitCode::from(EXIT_REFUSED)
         }
         Err(Fatal::Other(err)) => {
+            eprintln!("jobscope watch: {err:#}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+    }
+}
+
+/// `watch JOB --log`: the job's output as it grows ([`crate::log_cmd::follow`]).
+async fn follow_log(args: WatchConfig, stream: crate::domain::joblog::LogStream) -> ExitCode {
+    let id = args.job_id.clone().unwrap_or_default();
+    let mut out = std::io::stdout();
+    let followed = crate::log_cmd::follow(
+        &id,
+        stream,
+        &args.server,
+        args.token_file.as_ref(),
+        &mut out,
+    );
+    let outcome = tokio::select! {
+        outcome = followed => outcome,
+        _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
             eprintln!("jobscope watch: {err:#}");
             ExitCode::from(EXIT_REFUSED)
         }
@@ -101,6 +128,8 @@ pub struct WatchConfig {
     pub states: Option<String>,
     pub server: String,
     pub token_file: Option<std::path::PathBuf>,
+    /// `--log`: print this output stream of the job as it grows instead of its events.
+    pub log: Option<crate::domain::joblog::LogStream>,
 }
 
 /// Where to connect and as whom.

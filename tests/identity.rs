@@ -43,7 +43,7 @@ fn user_may(method: &str, path: &str) -> bool {
     method == "GET"
         && !matches!(
             path,
-            "/metrics" | "/v1/stream/status" | "/v1/nodes/{name}/jobs"
+            "/metrics" | "/v1/stream/status" | "/v1/stream/logs" | "/v1/nodes/{name}/jobs"
         )
         || (method == "POST" && path == "/v1/stream/tickets")
 }

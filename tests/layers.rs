@@ -19,6 +19,8 @@ const LAYERS: &[(&str, u8)] = &[
     // What a node measures, and the on-disk queue of what could not be delivered.
     ("collector", 1),
     ("spool", 1),
+    // The agent's reader of jobs' output files.
+    ("log_tail", 1),
     // The database.
     ("store", 2),
     // On the store: the event feed, metrics, reports, schedulers; the client of our own API.
@@ -36,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("hook", 5),
     ("watch", 5),
     ("report", 5),
+    ("log_cmd", 5),
     ("config", 5),
     // Command-line arguments, turned into the commands' settings.
     ("cli", 6),

@@ -43,6 +43,11 @@ fn the_document_lists_every_route() {
         "GET /events",
         "GET /v1/jobs/{id}/report",
         "GET /v1/reports",
+        "GET /v1/jobs/{id}/log",
+        "POST /v1/jobs/{id}/log",
+        "GET /v1/jobs/{id}/log/download",
+        "GET /v1/stream/jobs/{id}/log",
+        "GET /v1/stream/logs",
     ] {
         assert!(
             listed.iter().any(|l| l == want),

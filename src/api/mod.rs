@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod identity;
 mod jobs;
 pub mod jwt;
+pub mod logs;
 pub mod metrics;
 mod nodes;
 mod openapi;
@@ -376,6 +377,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed();
 
     let reports = reports::routes(state_for_reports.clone(), tokens_for_reports.clone());
+    let job_logs = logs::routes(state_for_reports.clone());
 
     let prometheus = warp::path!("metrics")
         .and(warp::get())
@@ -412,6 +414,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(audit_trail)
         .unify()
         .or(reports)
+        .unify()
+        .or(job_logs)
         .unify()
         .or(ingest_samples)
         .unify()

@@ -71,7 +71,7 @@ fn holds_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-async fn read_limited<S, B>(
+pub(super) async fn read_limited<S, B>(
     declared: Option<u64>,
     body: S,
     limit: usize,

@@ -6,6 +6,7 @@ pub mod event;
 pub mod figures;
 pub mod gpu;
 pub mod job;
+pub mod joblog;
 pub mod nodelist;
 pub mod partition;
 pub mod report;

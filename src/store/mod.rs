@@ -11,6 +11,7 @@ mod bulk;
 pub mod go_schema;
 mod gpu_figures;
 mod group_commit;
+pub mod logs;
 mod migrate;
 mod node_figures;
 mod pg_copy;
@@ -275,6 +276,8 @@ pub struct Store {
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Where operation timings go once `/metrics` exists (shared by every clone).
     observer: std::sync::Arc<std::sync::OnceLock<Box<dyn StoreObserver>>>,
+    /// Job output's limits and live readers (see `logs`).
+    logs: logs::LogHub,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -359,6 +362,7 @@ impl Store {
             lifecycle,
             commits,
             observer: Default::default(),
+            logs: Default::default(),
         })
     }
 
