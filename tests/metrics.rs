@@ -459,9 +459,12 @@ async fn node_usage_without_agents(backend: Backend) {
     ] {
         server.post(&format!("/v1/jobs/{id}/metrics"), sample).await;
     }
-    let text = scrape_until(&server.base, "n1's derived usage", |t| {
+    // Until the last of the three samples (n2's) is in too: the feed applies them in order.
+    let text = scrape_until(&server.base, "n1's and n2's derived usage", |t| {
         value(t, r#"hpc_node_memory_usage_bytes{node="n1",source="jobs"}"#)
             == Some(400.0 * 1024.0 * 1024.0)
+            && value(t, r#"hpc_node_memory_usage_bytes{node="n2",source="jobs"}"#)
+                == Some(50.0 * 1024.0 * 1024.0)
     })
     .await;
     let derived =

@@ -4,79 +4,11 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::sse::SseClient;
 use common::{Backend, TestServer};
-use futures_util::{Stream, StreamExt};
 use jobscope::config::ServeConfig;
 use serde_json::{json, Value};
-use std::pin::Pin;
 use std::time::Duration;
-
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-/// One parsed SSE event.
-#[derive(Debug)]
-struct Sse {
-    name: String,
-    id: Option<i64>,
-    data: Value,
-}
-
-/// Reads SSE events from a response body.
-struct SseClient {
-    body: ByteStream,
-    buffer: String,
-}
-
-impl SseClient {
-    async fn connect(base: &str, path: &str, last_event_id: Option<i64>) -> SseClient {
-        let mut req = common::http().get(format!("{base}{path}"));
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id.to_string());
-        }
-        let resp = req.send().await.expect("stream request");
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["content-type"], "text/event-stream");
-        assert_eq!(resp.headers()["cache-control"], "no-cache");
-        assert_eq!(resp.headers()["x-accel-buffering"], "no");
-        SseClient {
-            body: Box::pin(resp.bytes_stream()),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event, or `None` when the server ended the stream.
-    async fn next(&mut self) -> Option<Sse> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        name = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().ok();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim());
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a comment (ping) or the retry hint alone
-                }
-                return Some(Sse {
-                    name,
-                    id,
-                    data: serde_json::from_str(&data).expect("data is JSON"),
-                });
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("an event within 10 s")?;
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk.expect("body chunk")));
-        }
-    }
-}
 
 async fn start(backend: Backend) -> TestServer {
     TestServer::start(backend).await

@@ -6,7 +6,7 @@
 //! the figures outlive the raw samples' retention.
 //!
 //! A batch is folded in Rust ([`DeviceFold`], the same fold the report uses over raw samples)
-//! and merged with the stored row by one multi-row upsert whose `SET` combines the two folds:
+//! and merged with the stored row by one upsert (rows from arrays on PostgreSQL) whose `SET` combines the two folds:
 //! sums add, maxima take the larger, first and last readings compare their times (a spooled
 //! batch can arrive after newer ones). Only samples the batch really inserted are folded, so a
 //! batch sent twice counts once. The idle count depends on the site's idle threshold; each row
@@ -140,48 +140,10 @@ fn bigint(bytes: Option<u64>) -> Option<i64> {
 }
 
 macro_rules! backend {
-    ($name:ident, $db:ty, $conn:ty) => {
+    ($name:ident, $db:ty) => {
         pub(in crate::store) mod $name {
             use super::*;
             use crate::store::StoreResult;
-            use sqlx::QueryBuilder;
-
-            /// Merges the batch's folds (from [`fold_batch`]) into the stored rows.
-            pub(in crate::store) async fn keep_gpu_figures(
-                conn: &mut $conn,
-                idle_percent: f64,
-                rows: &[(&str, DeviceSummary)],
-            ) -> StoreResult<()> {
-                // 17 parameters a row: 1,900 rows (32,300 parameters) stay under SQLite's
-                // limit (32,766) and PostgreSQL's (65,535), so a 1,000-job batch with two GPUs
-                // each is two statements.
-                for chunk in rows.chunks(1900) {
-                    let mut qb: QueryBuilder<$db> =
-                        QueryBuilder::new(format!("INSERT INTO job_gpu_figures AS f ({COLUMNS}) "));
-                    qb.push_values(chunk, |mut b, (job_id, d)| {
-                        b.push_bind(job_id.to_string())
-                            .push_bind(d.node.clone())
-                            .push_bind(i64::from(d.index))
-                            .push_bind(d.uuid.clone())
-                            .push_bind(d.samples)
-                            .push_bind(d.utilization_samples)
-                            .push_bind(d.utilization_sum)
-                            .push_bind(d.utilization_max)
-                            .push_bind(d.idle_samples)
-                            .push_bind(idle_percent)
-                            .push_bind(bigint(d.memory_peak_bytes))
-                            .push_bind(bigint(d.memory_total_bytes))
-                            .push_bind(d.memory_total_at)
-                            .push_bind(d.energy_first)
-                            .push_bind(d.energy_first_at)
-                            .push_bind(d.energy_last)
-                            .push_bind(d.energy_last_at);
-                    });
-                    qb.push(MERGE_SQL);
-                    qb.build().execute(&mut *conn).await?;
-                }
-                Ok(())
-            }
 
             /// The job's folded devices, or `None` when a row's idle count was not counted
             /// below `idle_percent` alone (the caller then reads the samples).
@@ -211,5 +173,138 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite, sqlx::Sqlite, sqlx::SqliteConnection);
-backend!(postgres, sqlx::Postgres, sqlx::PgConnection);
+backend!(sqlite, sqlx::Sqlite);
+backend!(postgres, sqlx::Postgres);
+
+/// Merges the batch's folds (from [`fold_batch`]) into the stored rows, as rows of
+/// bound values (SQLite's way; PostgreSQL's is [`keep_gpu_figures_unnest`]).
+pub(in crate::store) async fn keep_gpu_figures_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    idle_percent: f64,
+    rows: &[(&str, DeviceSummary)],
+) -> crate::store::StoreResult<()> {
+    // 17 parameters a row: 1,900 rows (32,300 parameters) stay under SQLite's
+    // limit (32,766) and PostgreSQL's (65,535), so a 1,000-job batch with two GPUs
+    // each is two statements.
+    for chunk in rows.chunks(1900) {
+        let mut qb: sqlx::QueryBuilder<sqlx::Sqlite> =
+            sqlx::QueryBuilder::new(format!("INSERT INTO job_gpu_figures AS f ({COLUMNS}) "));
+        qb.push_values(chunk, |mut b, (job_id, d)| {
+            b.push_bind(job_id.to_string())
+                .push_bind(d.node.clone())
+                .push_bind(i64::from(d.index))
+                .push_bind(d.uuid.clone())
+                .push_bind(d.samples)
+                .push_bind(d.utilization_samples)
+                .push_bind(d.utilization_sum)
+                .push_bind(d.utilization_max)
+                .push_bind(d.idle_samples)
+                .push_bind(idle_percent)
+                .push_bind(bigint(d.memory_peak_bytes))
+                .push_bind(bigint(d.memory_total_bytes))
+                .push_bind(d.memory_total_at)
+                .push_bind(d.energy_first)
+                .push_bind(d.energy_first_at)
+                .push_bind(d.energy_last)
+                .push_bind(d.energy_last_at);
+        });
+        qb.push(MERGE_SQL);
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// [`postgres`]'s merge of a batch's folds: one statement whose rows come from one array per
+/// column (`UNNEST`), whatever the batch's size. Rows of bound values cost PostgreSQL about three
+/// times as much for a 1,000-job batch with two GPUs each (the parse and bind of 34,000
+/// parameters; 42–50 ms against 15 ms in psql, BENCHMARKS.md "Sample ingestion").
+pub(in crate::store) async fn keep_gpu_figures_unnest(
+    conn: &mut sqlx::PgConnection,
+    idle_percent: f64,
+    rows: &[(&str, DeviceSummary)],
+) -> crate::store::StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len();
+    let (mut job_id, mut node, mut index, mut uuid) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut samples, mut utilization_samples, mut idle_samples) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut utilization_sum, mut utilization_max) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut memory_peak, mut memory_total, mut memory_total_at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut energy_first, mut energy_first_at, mut energy_last, mut energy_last_at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (job, d) in rows {
+        job_id.push(*job);
+        node.push(d.node.as_str());
+        index.push(i64::from(d.index));
+        uuid.push(d.uuid.as_deref());
+        samples.push(d.samples);
+        utilization_samples.push(d.utilization_samples);
+        utilization_sum.push(d.utilization_sum);
+        utilization_max.push(d.utilization_max);
+        idle_samples.push(d.idle_samples);
+        memory_peak.push(bigint(d.memory_peak_bytes));
+        memory_total.push(bigint(d.memory_total_bytes));
+        memory_total_at.push(d.memory_total_at);
+        energy_first.push(d.energy_first);
+        energy_first_at.push(d.energy_first_at);
+        energy_last.push(d.energy_last);
+        energy_last_at.push(d.energy_last_at);
+    }
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "INSERT INTO job_gpu_figures AS f ({COLUMNS}) \
+             SELECT t.job_id, t.node, t.gpu_index, t.uuid, t.samples, t.utilization_samples, \
+                    t.utilization_sum, t.utilization_max, t.idle_samples, $17, t.memory_peak_bytes, \
+                    t.memory_total_bytes, t.memory_total_at, t.energy_first, t.energy_first_at, \
+                    t.energy_last, t.energy_last_at \
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[], $6::int8[], \
+                         $7::float8[], $8::float8[], $9::int8[], $10::int8[], $11::int8[], \
+                         $12::timestamptz[], $13::float8[], $14::timestamptz[], $15::float8[], \
+                         $16::timestamptz[]) \
+               AS t(job_id, node, gpu_index, uuid, samples, utilization_samples, utilization_sum, \
+                    utilization_max, idle_samples, memory_peak_bytes, memory_total_bytes, \
+                    memory_total_at, energy_first, energy_first_at, energy_last, energy_last_at)\
+             {MERGE_SQL}"
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(job_id)
+        .bind(node)
+        .bind(index)
+        .bind(uuid)
+        .bind(samples)
+        .bind(utilization_samples)
+        .bind(utilization_sum)
+        .bind(utilization_max)
+        .bind(idle_samples)
+        .bind(memory_peak)
+        .bind(memory_total)
+        .bind(memory_total_at)
+        .bind(energy_first)
+        .bind(energy_first_at)
+        .bind(energy_last)
+        .bind(energy_last_at)
+        .bind(idle_percent)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod spec;
+pub mod sse;
 
 use jobscope::api::auth::Tokens;
 use jobscope::api::{routes, AppState};
