@@ -2,9 +2,7 @@
 //! `Store::get_job`, `Store::report_inputs`, `domain::report::compute`) of one job with 10,000
 //! samples from one node, each with two GPUs, on PostgreSQL and on SQLite. The job is stored
 //! through `Store::ingest_samples` in batches of 1,000, as agents send them; the report is then
-//! computed again and again, timed whole and in its parts, and after each, the same report with
-//! its GPU figures folded from every sample's GPU list (the path before `job_gpu_figures`, still
-//! the fallback), so the two are compared on the same load.
+//! computed again and again, timed whole and in its parts.
 //!
 //! Run: `cargo bench --bench job_report` (see BENCHMARKS.md). Options by environment:
 //! `BENCH_SAMPLES` (default 10000), `BENCH_RUNS` timed reports (default 50), `BENCH_BACKENDS`
@@ -108,7 +106,6 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
     fill(&store, samples).await;
     let t = Thresholds::default();
     let (mut whole, mut read, mut computing) = (Vec::new(), Vec::new(), Vec::new());
-    let mut from_samples = Vec::new();
     for i in 0..runs + 5 {
         let started = Instant::now();
         let job = store.get_job(JOB).await.unwrap();
@@ -118,35 +115,21 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
         let done = Instant::now();
         assert_eq!(report.samples, samples as i64);
         assert_eq!(report.gpu.devices.len(), 2);
-
-        // The same report with the GPU figures folded from every sample (the path before
-        // job_gpu_figures, still the fallback), right after: side by side on the same load.
-        let slow_started = Instant::now();
-        let job = store.get_job(JOB).await.unwrap();
-        let nodes = store.report_node_summaries(&job).await.unwrap();
-        let slow_devices = store.report_devices_from_samples(&job, &t).await.unwrap();
-        let slow = compute(&job, &nodes, &slow_devices, Utc::now(), &t);
-        let slow_done = Instant::now();
-        assert_eq!(slow_devices, devices, "both paths give the same figures");
-        assert_eq!(slow.gpu.devices.len(), 2);
         if i >= 5 {
             whole.push(done - started);
             read.push(read_done - started);
             computing.push(done - read_done);
-            from_samples.push(slow_done - slow_started);
         }
     }
-    for v in [&mut whole, &mut read, &mut computing, &mut from_samples] {
+    for v in [&mut whole, &mut read, &mut computing] {
         v.sort();
     }
     println!(
-        "| {backend} | {samples} | {runs} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} |",
+        "| {backend} | {samples} | {runs} | {:.2} | {:.2} | {:.2} | {:.3} |",
         percentile(&whole, 0.5),
         percentile(&whole, 0.95),
         percentile(&read, 0.5),
         percentile(&computing, 0.5),
-        percentile(&from_samples, 0.5),
-        percentile(&from_samples, 0.5) / percentile(&whole, 0.5),
     );
     store.close().await;
 }
@@ -162,11 +145,8 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    println!(
-        "| backend | samples | reports | p50 ms | p95 ms | read p50 ms | compute p50 ms \
-         | from samples p50 ms | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| backend | samples | reports | p50 ms | p95 ms | read p50 ms | compute p50 ms |");
+    println!("|---|---|---|---|---|---|---|");
     for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
         let url = match backend {
             "sqlite" => format!("sqlite://{}", dir.path().join("report.db").display()),

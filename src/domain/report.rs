@@ -143,11 +143,6 @@ pub struct DeviceSummary {
     pub memory_total_bytes: Option<u64>,
     pub energy_first: Option<f64>,
     pub energy_last: Option<f64>,
-    /// When the newest memory total and the first and last energy readings were taken, so that
-    /// folds of batches that arrive out of order combine (see `store::gpu_figures`).
-    pub memory_total_at: Option<DateTime<Utc>>,
-    pub energy_first_at: Option<DateTime<Utc>>,
-    pub energy_last_at: Option<DateTime<Utc>>,
 }
 
 /// Folds GPU readings into per-device summaries, in the order they were sampled.
@@ -165,13 +160,8 @@ impl DeviceFold {
         }
     }
 
-    /// The idle threshold the fold counts below (percent).
-    pub fn idle_percent(&self) -> f64 {
-        self.idle_percent
-    }
-
-    /// One sample's readings of `node`'s devices, taken `at`; samples must come oldest first.
-    pub fn add(&mut self, node: &str, at: DateTime<Utc>, readings: &[GpuReading]) {
+    /// One sample's readings of `node`'s devices; samples must come oldest first.
+    pub fn add(&mut self, node: &str, readings: &[GpuReading]) {
         for g in readings {
             let d = self
                 .devices
@@ -196,17 +186,10 @@ impl DeviceFold {
             if let Some(m) = g.memory_used_bytes {
                 d.memory_peak_bytes = Some(d.memory_peak_bytes.map_or(m, |p| p.max(m)));
             }
-            if let Some(total) = g.memory_total_bytes {
-                d.memory_total_bytes = Some(total);
-                d.memory_total_at = Some(at);
-            }
+            d.memory_total_bytes = g.memory_total_bytes.or(d.memory_total_bytes);
             if let Some(e) = g.energy_joules {
-                if d.energy_first.is_none() {
-                    d.energy_first = Some(e);
-                    d.energy_first_at = Some(at);
-                }
+                d.energy_first.get_or_insert(e);
                 d.energy_last = Some(e);
-                d.energy_last_at = Some(at);
             }
         }
     }
@@ -265,7 +248,7 @@ pub fn summarize(
         n.oom_kills = max_opt(n.oom_kills, d.oom_kills);
         n.io_read_bytes = max_opt(n.io_read_bytes, d.io_read_bytes);
         n.io_write_bytes = max_opt(n.io_write_bytes, d.io_write_bytes);
-        gpus.add(&name, s.timestamp, &d.gpus);
+        gpus.add(&name, &d.gpus);
     }
     let nodes = nodes
         .into_values()

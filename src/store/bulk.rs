@@ -100,7 +100,6 @@ fn ids_of_items(items: &[&SampleItem], inserted: Vec<InsertedSample>) -> Vec<Opt
 
 pub(in crate::store) mod sqlite {
     use super::*;
-    pub(in crate::store) use crate::store::gpu_figures::keep_gpu_figures_sqlite as keep_gpu_figures;
     pub(in crate::store) use crate::store::node_figures::sqlite::keep_node_figures;
     use sqlx::types::Json;
     use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
@@ -223,7 +222,6 @@ pub(in crate::store) mod sqlite {
 
 pub(in crate::store) mod postgres {
     use super::*;
-    pub(in crate::store) use crate::store::gpu_figures::keep_gpu_figures_unnest as keep_gpu_figures;
     pub(in crate::store) use crate::store::node_figures::postgres::keep_node_figures;
     use crate::store::pg_copy::BinaryCopy;
     use sqlx::{AssertSqlSafe, PgConnection};

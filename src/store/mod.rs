@@ -9,7 +9,6 @@
 
 mod bulk;
 pub mod go_schema;
-mod gpu_figures;
 mod group_commit;
 pub mod logs;
 mod migrate;

@@ -1156,7 +1156,6 @@ macro_rules! store_queries {
             // waited for it and sees its samples now, or finds the row gone at its update and
             // removes the samples itself (`ingest_samples`).
             sqlx::query("DELETE FROM metric_samples WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
-            sqlx::query("DELETE FROM job_gpu_figures WHERE job_id = $1").bind(id).execute(&mut **tx).await?;
             tx.audits.push((id.to_owned(), "delete", audit.clone(), snapshot(&current)));
             let change = JobChange { job: Cow::Borrowed(&current), correlation_id: Cow::Borrowed(&audit.correlation_id), previous_state: None };
             tx.append_event(EventKind::JobDeleted, id, &change)?;
@@ -1289,13 +1288,6 @@ macro_rules! store_queries {
                 |id| jobs.get(id).map(|j| j.nodes.as_slice()),
             );
             bulk::keep_node_figures(&mut tx, &shares).await?;
-            // Each GPU's running figures, which reports read instead of the samples (see
-            // `gpu_figures.rs`).
-            let (idle_percent, gpu_rows) = crate::store::gpu_figures::fold_batch(
-                stored.iter().map(|&(_, item, _)| item),
-                |id| jobs.get(id).and_then(|j| j.nodes.first()).map(String::as_str),
-            );
-            bulk::keep_gpu_figures(&mut tx, idle_percent, &gpu_rows).await?;
 
             for &(_, item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else { continue };

@@ -24,7 +24,7 @@ const NODE_SUMMARY_SQL: &str = "SELECT node, COUNT(*) AS samples, \
     FROM metric_samples WHERE job_id = $1 GROUP BY node ORDER BY node";
 
 /// The GPU lists of one job's samples, oldest first.
-const GPU_SQL: &str = "SELECT node, timestamp, gpus FROM metric_samples \
+const GPU_SQL: &str = "SELECT node, gpus FROM metric_samples \
     WHERE job_id = $1 AND gpus IS NOT NULL ORDER BY timestamp";
 
 #[derive(sqlx::FromRow)]
@@ -120,36 +120,15 @@ macro_rules! backend {
                 job: &Job,
                 thresholds: &Thresholds,
             ) -> StoreResult<Vec<DeviceSummary>> {
-                let folded = crate::store::gpu_figures::$name::gpu_figures(
-                    pool,
-                    &job.id,
-                    thresholds.gpu_idle_percent,
-                )
-                .await?;
-                if let Some(devices) = folded {
-                    return Ok(devices);
-                }
-                devices_from_samples(pool, job, thresholds).await
-            }
-
-            /// [`devices`] the slow way, from every sample's GPU list: for a job whose stored
-            /// idle counts were counted below another threshold than `thresholds`' (and for
-            /// the benchmark's comparison).
-            pub(super) async fn devices_from_samples(
-                pool: &Pool<$db>,
-                job: &Job,
-                thresholds: &Thresholds,
-            ) -> StoreResult<Vec<DeviceSummary>> {
                 let first = job.nodes.first().map(String::as_str).unwrap_or("");
-                let rows: Vec<(Option<String>, DateTime<Utc>, Json<Vec<GpuFigures>>)> =
-                    sqlx::query_as(GPU_SQL)
-                        .bind(&job.id)
-                        .fetch_all(pool)
-                        .await?;
+                let rows: Vec<(Option<String>, Json<Vec<GpuFigures>>)> = sqlx::query_as(GPU_SQL)
+                    .bind(&job.id)
+                    .fetch_all(pool)
+                    .await?;
                 let mut fold = DeviceFold::new(thresholds);
-                for (node, at, Json(gpus)) in rows {
+                for (node, Json(gpus)) in rows {
                     let readings: Vec<_> = gpus.into_iter().map(GpuFigures::into_reading).collect();
-                    fold.add(node.as_deref().unwrap_or(first), at, &readings);
+                    fold.add(node.as_deref().unwrap_or(first), &readings);
                 }
                 Ok(fold.finish())
             }
@@ -209,24 +188,6 @@ impl Store {
         .await;
         self.observe("report_inputs", started, &result);
         result
-    }
-
-    /// The job's GPU summaries folded from every sample's GPU list, not from the figures kept
-    /// at ingest: what [`Store::report_inputs`] falls back to, for tests and the benchmark to
-    /// compare against.
-    pub async fn report_devices_from_samples(
-        &self,
-        job: &Job,
-        thresholds: &Thresholds,
-    ) -> StoreResult<Vec<DeviceSummary>> {
-        match &self.backend {
-            super::Backend::Sqlite(pool) => {
-                sqlite::devices_from_samples(pool, job, thresholds).await
-            }
-            super::Backend::Postgres(pool) => {
-                postgres::devices_from_samples(pool, job, thresholds).await
-            }
-        }
     }
 
     /// Node summaries only (the reports list: GPU use there comes from the job's row).

@@ -346,25 +346,6 @@ impl TestApp {
         }
     }
 
-    /// Runs `sql` (several statements allowed) on the database itself, for tests that set up
-    /// or inspect what the API cannot.
-    pub async fn execute_sql(&self, sql: &str) {
-        use sqlx::Executor;
-        if self.db.url.starts_with("sqlite:") {
-            let pool = sqlx::SqlitePool::connect(&self.db.url).await.unwrap();
-            pool.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
-                .await
-                .unwrap();
-            pool.close().await;
-        } else {
-            let pool = sqlx::PgPool::connect(&self.db.url).await.unwrap();
-            pool.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-    }
-
     pub async fn event_count(&self) -> i64 {
         self.store
             .last_event_id()
