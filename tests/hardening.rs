@@ -231,6 +231,26 @@ async fn a_path_too_long_gets_the_json_error(backend: Backend) {
     server.shutdown().await;
 }
 
+/// A plain GET of a WebSocket route (`Connection: close`, no upgrade) is a 400 saying so, not a
+/// 500 (schemathesis found `Connection: keep-alive` on `/ws` answered 500).
+async fn a_websocket_route_without_an_upgrade_is_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for route in ["/v1/ws", "/ws", "/ws/cluster"] {
+        let (status, body) = raw_get(server.addr, route).await;
+        assert_eq!(status, 400, "{route}: {body}");
+        let body: Value = serde_json::from_str(&body).expect("a JSON error body");
+        assert_eq!(body["error"], "invalid_request", "{route}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("WebSocket upgrade"),
+            "{route}: {body}"
+        );
+    }
+    server.shutdown().await;
+}
+
 /// A GET sent as raw HTTP/1.1 on a new connection: the status and the body.
 async fn raw_get(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -252,6 +272,7 @@ on_backends!(
     non_ascii_audit_headers_are_400,
     method_not_allowed_says_allow,
     a_path_too_long_gets_the_json_error,
+    a_websocket_route_without_an_upgrade_is_400,
     slow_and_idle_connections_are_closed,
     past_the_cap_a_connection_gets_503,
     a_stream_is_not_cut_by_the_header_timeout

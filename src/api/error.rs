@@ -159,6 +159,13 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<Response, Infallib
         ApiError::Validation(format!("{} header is required", missing.name()))
     } else if let Some(bad) = rejection.find::<warp::reject::InvalidHeader>() {
         ApiError::InvalidRequest(format!("Invalid {} header", bad.name()))
+    } else if rejection
+        .find::<warp::ws::MissingConnectionUpgrade>()
+        .is_some()
+    {
+        ApiError::InvalidRequest(
+            "A WebSocket upgrade is required (Connection: upgrade, Upgrade: websocket)".into(),
+        )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::PayloadTooLarge(super::request::MAX_BODY_BYTES)
     } else if rejection
