@@ -20,10 +20,8 @@ use crate::domain::joblog::{
 use crate::domain::{now_micros, Job};
 use crate::store::logs::{AppendOutcome, LogAppend, LogNotice, LogState};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -49,7 +47,6 @@ const STREAM_STEP_BYTES: i64 = 256 * 1024;
 const RECHECK: Duration = Duration::from_secs(1);
 /// Events a slow SSE client may have queued before the pump waits for it.
 const CONNECTION_BUFFER: usize = 64;
-const PING_AFTER: Duration = Duration::from_secs(15);
 
 const READ: &[Role] = &[Role::Reader];
 const AGENT: &[Role] = &[Role::Agent];
@@ -587,22 +584,8 @@ async fn live_inner(
         live,
     };
     tokio::spawn(pump.run());
-    let shutdown = state.shutdown.clone();
-    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-        .map(Ok::<Event, Infallible>)
-        .take_until(async move {
-            let mut shutdown = shutdown;
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        });
-    let body = warp::sse::keep_alive()
-        .interval(PING_AFTER)
-        .text("ping")
-        .stream(events);
-    let mut response = warp::sse::reply(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(super::stream::sse_response(events, state.shutdown.clone()))
 }
 
 /// `GET /v1/stream/logs` (admin): every job's output as it arrives, live only (a client
@@ -706,22 +689,8 @@ async fn global_inner(who: Identity, params: HashMap<String, String>, state: App
             }
         }
     });
-    let shutdown = state.shutdown.clone();
-    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-        .map(Ok::<Event, Infallible>)
-        .take_until(async move {
-            let mut shutdown = shutdown;
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        });
-    let body = warp::sse::keep_alive()
-        .interval(PING_AFTER)
-        .text("ping")
-        .stream(events);
-    let mut response = warp::sse::reply(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(super::stream::sse_response(events, state.shutdown.clone()))
 }
 
 /// One SSE connection's pump: what the table holds from `pos`, then live appends, then

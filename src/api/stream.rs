@@ -534,11 +534,20 @@ fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
     tokio::spawn(pump_for(&state, sub, "sse", start, tx));
     let events =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .map(|message| Ok::<Event, Infallible>(message.sse()))
-            .take_until(async move {
-                let mut shutdown = shutdown;
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            });
+            .map(|message| message.sse());
+    sse_response(events, shutdown)
+}
+
+/// The SSE response of every stream route: `events` until the server shuts down, a `ping`
+/// comment after [`PING_AFTER`] of quiet, and headers that keep caches and proxies from
+/// holding events back.
+pub(super) fn sse_response(
+    events: impl futures_util::Stream<Item = Event> + Send + Sync + 'static,
+    mut shutdown: watch::Receiver<bool>,
+) -> Response {
+    let events = events.map(Ok::<Event, Infallible>).take_until(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
     let body = warp::sse::keep_alive()
         .interval(PING_AFTER)
         .text("ping")

@@ -17,6 +17,7 @@ use super::dialects::{self, ClusterFlags, Dialect, Request};
 use super::identity::Identity;
 use super::request::job_id;
 use super::stream::{self, StreamFilter, Subscription, CONNECTION_BUFFER};
+use super::stream_filter::{JOB_PARAMS, NODE_PARAMS, PARTITION_PARAMS};
 use super::AppState;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
@@ -38,41 +39,14 @@ const MAX_SUBSCRIPTIONS: usize = 32;
 /// How long the writer may take to flush the last messages and the close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Options each stream accepts in `subscribe`.
-const JOBS_OPTIONS: &[&str] = &[
-    "user",
-    "user_id",
-    "states",
-    "partition",
-    "node",
-    "job_ids",
-    "exclude_samples",
-    "exclude_new",
-    "exclude_completed",
-    "last_event_id",
-];
-const CLUSTER_OPTIONS: &[&str] = &[
-    "user",
-    "user_id",
-    "states",
-    "partition",
-    "node",
-    "job_ids",
-    "exclude_samples",
-    "exclude_new",
-    "exclude_completed",
-    "interval_seconds",
-    "last_event_id",
-];
-const JOB_OPTIONS: &[&str] = &["job_id", "exclude_samples", "last_event_id"];
-const NODES_OPTIONS: &[&str] = &[
-    "node_names",
-    "states",
-    "partition",
-    "features",
-    "last_event_id",
-];
-const PARTITIONS_OPTIONS: &[&str] = &["partition_names", "states", "last_event_id"];
+/// Options each stream accepts in `subscribe`: the query parameters of its SSE twin (one list,
+/// `stream_filter`'s), and a cursor.
+const CURSOR: &[&str] = &["last_event_id"];
+const JOBS_OPTIONS: &[&[&str]] = &[JOB_PARAMS, CURSOR];
+const CLUSTER_OPTIONS: &[&[&str]] = &[JOB_PARAMS, &["interval_seconds"], CURSOR];
+const JOB_OPTIONS: &[&[&str]] = &[&["job_id", "exclude_samples"], CURSOR];
+const NODES_OPTIONS: &[&[&str]] = &[NODE_PARAMS, CURSOR];
+const PARTITIONS_OPTIONS: &[&[&str]] = &[PARTITION_PARAMS, CURSOR];
 
 /// The keep-alive timing of a connection; tests use shorter intervals.
 #[derive(Debug, Clone, Copy)]
@@ -447,14 +421,14 @@ impl Connection {
 /// strings as comma lists, booleans and numbers as text; `null` is absent.
 fn option_params(
     options: Map<String, Value>,
-    allowed: &[&str],
+    allowed: &[&[&str]],
 ) -> Result<HashMap<String, String>, String> {
     let mut params = HashMap::new();
     for (key, value) in options {
-        if !allowed.contains(&key.as_str()) {
+        if !allowed.iter().any(|list| list.contains(&key.as_str())) {
             return Err(format!(
                 "unknown option {key:?} (expected one of {})",
-                allowed.join(", ")
+                allowed.concat().join(", ")
             ));
         }
         let text = match value {
