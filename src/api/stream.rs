@@ -884,11 +884,17 @@ impl Pump {
 
     /// For a single-job stream: a job that is already finished (or gone) ends the stream with
     /// `stream_closed`; `Ok(true)` then.
-    async fn close_if_finished(&self) -> Result<bool, Stop> {
-        let Some(id) = &self.sub.single_job else {
+    async fn close_if_finished(&mut self) -> Result<bool, Stop> {
+        let Some(id) = self.sub.single_job.clone() else {
             return Ok(false);
         };
-        let reason = match self.store.get_job(id).await {
+        let job = self.store.get_job(&id).await;
+        if matches!(&job, Ok(job) if job.state.is_terminal()) && self.closes_at.is_none() {
+            // It may have finished after the last replay read the log: its `job_finished` (and
+            // report) are logged with the state, so send them before deciding, not skip them.
+            self.replay().await?;
+        }
+        let reason = match job {
             // Its `job_finished` was replayed, its report not yet: wait for it live.
             Ok(job) if job.state.is_terminal() && self.closes_at.is_some() => return Ok(false),
             Ok(job) if job.state.is_terminal() => "job finished",
