@@ -248,6 +248,7 @@ wait_node() { # expr timeout_s: until the jq expression is true of the node in j
 }
 wait_node '.partitions == ["debug"]' 20 || bad "node $NODE: no partitions from Slurm after 20 s"
 check "node: partitions,cpus from Slurm" "$(api "/v1/nodes/$NODE" | jq -c '[.partitions,.cpus>=1,.memory_total_bytes>0]')" '[["debug"],true,true]'
+check "node: features from slurm.conf" "$(api "/v1/nodes?features=fakegpu" | jq -c '[.nodes[] | [.name, .features]]')" "[[\"$NODE\",[\"jobscope-dev\",\"fakegpu\"]]]"
 scontrol update nodename="$NODE" state=drain reason="e2e drain"
 wait_node '.state == "drained"' 20 || bad "node $NODE: drain not seen after 20 s"
 check "node: drained,reason" "$(api "/v1/nodes/$NODE" | jq -c '[.state,.state_reason]')" '["drained","e2e drain"]'
