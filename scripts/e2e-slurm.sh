@@ -74,6 +74,10 @@ cleanup() {
 trap cleanup EXIT
 
 [ "$(id -u)" = 0 ] || die "must run as root (Slurm runs jobs as their users)"
+# One Slurm per machine (fixed ports, one state directory, the node's cgroups): a second run
+# on the same machine waits for the first instead of tearing its Slurm down.
+exec 9>/tmp/jobscope-slurm.lock
+flock 9
 for tool in jq curl; do
 	command -v "$tool" >/dev/null || {
 		apt-get update -qq >/dev/null 2>&1 || true
