@@ -44,8 +44,8 @@ mod registry;
 
 pub(super) use encode::Outgoing;
 pub(super) use pump::pump_for;
-pub use registry::StreamRegistry;
 pub(super) use registry::Registered;
+pub use registry::StreamRegistry;
 
 /// Messages buffered per connection between its pump and the socket.
 pub(super) const CONNECTION_BUFFER: usize = 64;
@@ -55,7 +55,6 @@ const PING_AFTER: Duration = Duration::from_secs(15);
 const RETRY_HINT: Duration = Duration::from_secs(3);
 /// How long one cluster status is shared by every `/v1/stream/cluster` connection.
 const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
-
 
 /// `GET /v1/stream/status` (admin): open connections per stream and protocol, and per job.
 pub async fn status(state: AppState) -> Response {
@@ -74,7 +73,6 @@ pub async fn ticket(who: Identity, state: AppState) -> Response {
     warp::reply::with_status(warp::reply::json(&body), warp::http::StatusCode::CREATED)
         .into_response()
 }
-
 
 /// The client's resume cursor: the `Last-Event-ID` header, else `?last_event_id=`.
 pub(super) fn cursor(
@@ -281,7 +279,6 @@ pub async fn job(
     })();
     respond(result)
 }
-
 
 /// Starts the pump and returns the SSE response.
 fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {

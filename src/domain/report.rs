@@ -417,8 +417,8 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::gpu::GpuVendor as Vendor;
     use crate::domain::gpu::GpuReading;
+    use crate::domain::gpu::GpuVendor as Vendor;
     use crate::domain::{JobState, MetricSample, SampleDetail, SchedulerInfo};
 
     fn t0() -> DateTime<Utc> {

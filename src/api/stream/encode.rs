@@ -108,7 +108,12 @@ pub(super) fn log_event(event: &FeedEvent, stream: &str) -> Outgoing {
     }
 }
 
-pub(super) fn control_event(name: &'static str, cursor: i64, stream: &str, data: Value) -> Outgoing {
+pub(super) fn control_event(
+    name: &'static str,
+    cursor: i64,
+    stream: &str,
+    data: Value,
+) -> Outgoing {
     Outgoing {
         id: cursor,
         name,
@@ -119,8 +124,8 @@ pub(super) fn control_event(name: &'static str, cursor: i64, stream: &str, data:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::store::StoredEvent;
+    use serde_json::json;
 
     fn stored(kind: &str, payload: Value) -> FeedEvent {
         FeedEvent::new(StoredEvent {

@@ -1,9 +1,9 @@
 //! A reports list (`GET /v1/reports`, `jobscope report --user`): one line per job, the
 //! totals, and the `since` bound.
 
+use super::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use super::*;
 
 /// One job's line in a reports list (`GET /v1/reports`, `jobscope report --user`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,10 +2,10 @@
 //! and per GPU device ([`DeviceSummary`]), folded from a sample series by [`summarize`] (the
 //! store computes the same summaries in SQL).
 
+use super::*;
 use crate::domain::gpu::GpuReading;
 use crate::domain::{Job, MetricSample};
 use std::collections::BTreeMap;
-use super::*;
 
 /// One node's samples of a job, summarized.
 #[derive(Debug, Clone, Default, PartialEq)]
