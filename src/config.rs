@@ -3,9 +3,13 @@
 //! silently to a default.
 
 use crate::api::auth::Tokens;
-use crate::cli::{SchedulerKind, ServeArgs};
+use crate::api::connections::ConnectionLimits;
+pub use args::{LimitsArgs, SchedulerKind, ServeArgs};
+use args::{MetricsArgs, SlurmArgs};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+pub mod args;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -102,7 +106,7 @@ impl std::fmt::Debug for MetricsToken {
     }
 }
 
-fn metrics_config(args: &crate::cli::MetricsArgs) -> Result<MetricsConfig, ConfigError> {
+fn metrics_config(args: &MetricsArgs) -> Result<MetricsConfig, ConfigError> {
     let token = match args.metrics_token.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(token)
@@ -224,7 +228,7 @@ impl ServeConfig {
             collect: collect_config(args)?,
             metrics: metrics_config(&args.metrics)?,
             client_stall_timeout: Duration::from_secs(args.client_stall_timeout),
-            connections: crate::api::connections::ConnectionLimits::from_args(&args.limits)?,
+            connections: connection_limits(&args.limits)?,
             db_acquire_timeout: nonzero(
                 args.limits.db_acquire_timeout,
                 "JOBSCOPE_DB_ACQUIRE_TIMEOUT",
@@ -240,7 +244,7 @@ impl ServeConfig {
 /// `--scheduler slurm` and its flags.
 fn slurm_config(
     scheduler: SchedulerKind,
-    args: &crate::cli::SlurmArgs,
+    args: &SlurmArgs,
 ) -> Result<Option<crate::scheduler::slurm::SlurmConfig>, ConfigError> {
     if scheduler != SchedulerKind::Slurm {
         return Ok(None);
@@ -426,7 +430,15 @@ fn check_origins(origins: &[String]) -> Result<Vec<String>, ConfigError> {
 }
 
 /// A duration setting that must not be zero (`key`: its environment variable).
-pub(crate) fn nonzero(d: Duration, key: &'static str) -> Result<Duration, ConfigError> {
+/// `--header-read-timeout` and `--max-connections`.
+fn connection_limits(args: &LimitsArgs) -> Result<ConnectionLimits, ConfigError> {
+    Ok(ConnectionLimits {
+        header_read_timeout: nonzero(args.header_read_timeout, "JOBSCOPE_HEADER_READ_TIMEOUT")?,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    })
+}
+
+fn nonzero(d: Duration, key: &'static str) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         return Err(invalid(key, "must be more than 0"));
     }
@@ -436,8 +448,20 @@ pub(crate) fn nonzero(d: Duration, key: &'static str) -> Result<Duration, Config
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use clap::Parser;
+
+    /// `jobscope serve` as the command line parses it.
+    #[derive(Debug, Parser)]
+    #[command(name = "jobscope")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Command {
+        Serve(ServeArgs),
+    }
 
     /// The Go service's SLURM_BASE_URL, SLURM_API_VERSION and SLURM_AUTH_TOKEN (read from the
     /// environment through these hidden flags' `env`), and SEED_DEMO with the slurm backend.
@@ -500,9 +524,7 @@ mod tests {
         let command = Cli::try_parse_from(argv)
             .expect("valid command line")
             .command;
-        let Command::Serve(args) = command else {
-            panic!("parsed as another command: {command:?}")
-        };
+        let Command::Serve(args) = command;
         args
     }
 
@@ -623,14 +645,14 @@ mod tests {
         let err = ServeConfig::from_args(&serve_args(&["--metrics-grace", "0s"])).unwrap_err();
         assert!(err.to_string().contains("--metrics-grace"), "{err}");
         assert_eq!(
-            crate::cli::parse_duration("1h").unwrap(),
+            crate::domain::duration::parse_duration("1h").unwrap(),
             Duration::from_secs(3600)
         );
         assert_eq!(
-            crate::cli::parse_duration("250ms").unwrap(),
+            crate::domain::duration::parse_duration("250ms").unwrap(),
             Duration::from_millis(250)
         );
-        assert!(crate::cli::parse_duration("-1s").is_err());
+        assert!(crate::domain::duration::parse_duration("-1s").is_err());
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn is_hook_invocation() -> bool {
     std::env::args().skip(1).any(|a| a == "hook")
 }
 
-async fn serve(args: jobscope::cli::ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: jobscope::config::ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::from_args(&args)?;
     if let Some(path) = &args.report_thresholds {
         let text = std::fs::read_to_string(path)

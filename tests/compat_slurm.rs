@@ -66,7 +66,7 @@ async fn serve_with(
 ) -> common::TestServer {
     let db = common::TestDb::new(common::Backend::Sqlite).await;
     let mut config = common::serve_config(&db.url);
-    config.scheduler = jobscope::cli::SchedulerKind::Slurm;
+    config.scheduler = jobscope::config::SchedulerKind::Slurm;
     config.slurm = Some(jobscope::scheduler::slurm::SlurmConfig {
         url: url.to_owned(),
         user: Some("slurm".into()),

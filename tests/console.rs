@@ -265,7 +265,7 @@ async fn console_in_a_real_browser() {
     let db = TestDb::new(Backend::Sqlite).await;
     let config = jobscope::config::ServeConfig {
         demo: true,
-        scheduler: jobscope::cli::SchedulerKind::Mock,
+        scheduler: jobscope::config::SchedulerKind::Mock,
         demo_speed: 2.0,
         ..common::serve_config(&db.url)
     };

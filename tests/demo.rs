@@ -51,7 +51,7 @@ async fn run(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config = jobscope::config::ServeConfig {
         demo: true,
-        scheduler: jobscope::cli::SchedulerKind::Mock,
+        scheduler: jobscope::config::SchedulerKind::Mock,
         demo_speed: SPEED,
         ..common::serve_config(&db.url)
     };

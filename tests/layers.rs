@@ -44,18 +44,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 6),
 ];
 
-/// Upward references left, as (module, the module above it, file), with why.
-const KNOWN: &[(&str, &str, &str)] = &[
-    // The hook's settings are still resolved from clap's `HookArgs` inside the hook
-    // (`hook::config::resolve`, `hook::run`).
-    ("hook", "cli", "hook/config.rs"),
-    ("hook", "cli", "hook/mod.rs"),
-    // `serve`'s settings (config.rs) are made from `cli::ServeArgs` in config.rs itself, and
-    // the connection limits from `cli::LimitsArgs` in api/connections.rs.
-    ("config", "cli", "config.rs"),
-    ("api", "cli", "api/connections.rs"),
-    ("api", "config", "api/connections.rs"),
-];
+/// Upward references left, as (module, the module above it, file), with why. None are left:
+/// `serve`'s and the hook's flags live with their settings (`config::args`,
+/// `hook::config::HookArgs`), below `cli`, which only gathers them into subcommands.
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

@@ -532,7 +532,7 @@ async fn health_is_degraded_while_slurmrestd_is_unreachable() {
     let url = format!("http://127.0.0.1:{port}");
     let db = common::TestDb::new(common::Backend::Sqlite).await;
     let mut config = common::serve_config(&db.url);
-    config.scheduler = jobscope::cli::SchedulerKind::Slurm;
+    config.scheduler = jobscope::config::SchedulerKind::Slurm;
     config.slurm = Some(jobscope::scheduler::slurm::SlurmConfig {
         url: url.clone(),
         user: None,

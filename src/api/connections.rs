@@ -54,20 +54,6 @@ impl Default for ConnectionLimits {
     }
 }
 
-impl ConnectionLimits {
-    pub fn from_args(
-        args: &crate::cli::LimitsArgs,
-    ) -> Result<ConnectionLimits, crate::config::ConfigError> {
-        Ok(ConnectionLimits {
-            header_read_timeout: crate::config::nonzero(
-                args.header_read_timeout,
-                "JOBSCOPE_HEADER_READ_TIMEOUT",
-            )?,
-            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        })
-    }
-}
-
 /// Descriptors kept for everything but client connections: the database pool, the listener,
 /// log files, the collector's cgroup files, connections refused past the cap.
 const RESERVED_FILES: u64 = 256;

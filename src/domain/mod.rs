@@ -2,6 +2,7 @@
 //! the epilog path, and input validation. Nothing here does I/O, so every rule is unit-tested
 //! directly.
 
+pub mod duration;
 pub mod event;
 pub mod figures;
 pub mod gpu;

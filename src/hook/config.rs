@@ -6,7 +6,8 @@
 //! an unknown key or a bad value is logged and its default used; the event is still sent or
 //! spooled.
 
-use crate::cli::{parse_duration, HookArgs};
+use crate::domain::duration::parse_duration;
+use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +17,40 @@ pub const DEFAULT_SPOOL_DIR: &str = "/var/spool/jobscope";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest timeout accepted: Slurm waits for the Prolog before it starts the job.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Args)]
+pub struct HookArgs {
+    /// Which event to send: prolog (job started) or epilog (job finished).
+    #[arg(value_enum)]
+    pub kind: crate::hook::HookKind,
+
+    /// TOML settings file. A missing default file is fine; a malformed one is logged and ignored.
+    #[arg(long, env = "JOBSCOPE_HOOK_CONFIG", value_name = "FILE", default_value = None,
+          long_help = "TOML settings file [default: /etc/jobscope/hook.toml]. A missing default \
+                       file is fine; a malformed one is logged and defaults are used.")]
+    pub config: Option<PathBuf>,
+
+    /// Base URL of `jobscope serve` [file key: server; default http://127.0.0.1:8080].
+    #[arg(long, env = "JOBSCOPE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// File whose first line is the hook token [file key: token_file].
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Limit per request, connection included: 2s, 1.5, 500ms [file key: timeout; default 2s].
+    #[arg(long, env = "JOBSCOPE_TIMEOUT", value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Where undelivered events wait [file key: spool_dir; default /var/spool/jobscope].
+    #[arg(long, env = "JOBSCOPE_HOOK_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// gpu_vendor reported for the job's GPUs: nvidia, amd, mixed or none [file key: gpu_vendor;
+    /// default: amd on nodes with /dev/kfd and no /dev/nvidiactl, else nvidia].
+    #[arg(long, env = "JOBSCOPE_GPU_VENDOR", value_name = "VENDOR")]
+    pub gpu_vendor: Option<String>,
+}
 
 /// Resolved settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,8 +185,20 @@ fn set_key(cfg: &mut HookConfig, key: &str, value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use clap::Parser;
+
+    /// `jobscope hook` as the command line parses it.
+    #[derive(Debug, Parser)]
+    #[command(name = "jobscope")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Command {
+        Hook(HookArgs),
+    }
     use std::io;
 
     fn args(extra: &[&str]) -> HookArgs {
@@ -159,7 +206,6 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Hook(a) => a,
-            other => panic!("{other:?}"),
         }
     }
 

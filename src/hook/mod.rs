@@ -21,10 +21,10 @@ pub mod event;
 /// Moved to `domain` (the Slurm backend parses host lists too); kept here by its old path.
 pub use crate::domain::nodelist;
 
-use crate::cli::HookArgs;
 use crate::client::{self, ApiClient, Call, ClientOptions};
 use crate::log_safe::Esc;
 use crate::spool::{PushOutcome, Rejected, Spool, SpoolLimits, WhenFull};
+use config::HookArgs;
 use config::HookConfig;
 use event::Event;
 use std::path::Path;
