@@ -1,8 +1,8 @@
 //! Job output: agents append a stream's bytes from the offset the server holds (overlaps and
 //! gaps refused with that offset), the per-job cap keeps head and tail with one marker, a
 //! finished job's log closes after the drain, history pages by bytes and by lines, the
-//! download is the bytes as shipped, and the SSE log stream resumes by byte offset without
-//! gap or duplicate. On both backends.
+//! download is the bytes as shipped, and the SSE log stream and the WebSocket `job_log`
+//! subscription resume by byte offset without gap or duplicate. On both backends.
 
 mod common;
 
@@ -525,6 +525,208 @@ async fn live_stream_resumes_by_offset(backend: Backend) {
 }
 
 on_backends!(live_stream_resumes_by_offset);
+
+/// A WebSocket on `/v1/ws` (with `token`, if any), read as JSON messages.
+struct Ws(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl Ws {
+    async fn open(server: &TestServer, token: Option<&str>) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/v1/ws", server.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().unwrap();
+            req.headers_mut().insert("authorization", value);
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket handshake");
+        Ws(socket)
+    }
+
+    /// The next JSON message (server pings skipped).
+    async fn next(&mut self) -> Value {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.0.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("connection open")
+                .unwrap();
+            match frame {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a `job_log` subscribe and returns the answer (`subscribed` or `error`).
+    async fn subscribe_log(&mut self, options: Value) -> Value {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let message = json!({"type": "subscribe", "stream": "job_log", "options": options});
+        self.0
+            .send(Message::text(message.to_string()))
+            .await
+            .unwrap();
+        self.next().await
+    }
+
+    /// `log` texts until one reaches byte `end`; returns the text and the last id.
+    async fn text_until(&mut self, end: i64) -> (String, i64) {
+        let mut text = String::new();
+        loop {
+            let m = self.next().await;
+            assert_eq!(m["type"], "log", "{m}");
+            assert_eq!(m["stream"], "job_log", "{m}");
+            text.push_str(m["data"]["text"].as_str().unwrap());
+            let id = m["id"]
+                .as_i64()
+                .expect("log messages carry the byte offset");
+            assert_eq!(
+                m["data"]["offset"].as_i64().unwrap()
+                    + m["data"]["text"].as_str().unwrap().len() as i64,
+                id,
+                "the id is where the text ends: {m}"
+            );
+            if id >= end {
+                return (text, id);
+            }
+        }
+    }
+}
+
+/// The WebSocket `job_log` subscription has the SSE route's semantics: lines as they are
+/// appended, resume from a byte offset with no gap and no duplicate, `completed` at the end.
+async fn ws_job_log_follows_and_resumes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.started("w-1", "alice").await;
+    post_raw(&server, "/v1/jobs/w-1/log?stream=stdout&offset=0", b"one\n").await;
+    let mut ws = Ws::open(&server, None).await;
+    let ack = ws.subscribe_log(json!({"job_id": "w-1"})).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    assert_eq!(ack["stream"], "job_log");
+    assert_eq!(ws.text_until(4).await, ("one\n".to_owned(), 4));
+    // Appended while it follows, stderr (another stream) left out.
+    post_raw(&server, "/v1/jobs/w-1/log?stream=stderr&offset=0", b"err\n").await;
+    post_raw(&server, "/v1/jobs/w-1/log?stream=stdout&offset=4", b"two\n").await;
+    assert_eq!(ws.text_until(8).await, ("two\n".to_owned(), 8));
+    let status: Value = common::http()
+        .get(format!("{}/v1/stream/status", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["streams"]["job_log"]["ws"], 1, "{status}");
+
+    // A second connection resumes from the first one's offset 4: exactly what follows it.
+    let mut resumed = Ws::open(&server, None).await;
+    let ack = resumed
+        .subscribe_log(json!({"job_id": "w-1", "stream": "stdout", "last_event_id": 4}))
+        .await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    assert_eq!(resumed.text_until(8).await, ("two\n".to_owned(), 8));
+    // The last bytes, the job's end: both get them, then completed.
+    post_raw(
+        &server,
+        "/v1/jobs/w-1/log?stream=stdout&offset=8&eof=true",
+        b"three\n",
+    )
+    .await;
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "w-1", "exit_code": 0}),
+        )
+        .await;
+    for ws in [&mut ws, &mut resumed] {
+        assert_eq!(ws.text_until(14).await, ("three\n".to_owned(), 14));
+        let done = ws.next().await;
+        assert_eq!(done["type"], "completed", "{done}");
+        assert_eq!(done["data"]["offset"], 14, "{done}");
+        assert_eq!(done["id"], 14, "{done}");
+    }
+    // stderr from its start; an offset past the end and a bad stream are errors, and the
+    // connection stays usable.
+    let ack = ws
+        .subscribe_log(json!({"job_id": "w-1", "stream": "stderr", "offset": 0}))
+        .await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    assert_eq!(ws.text_until(4).await, ("err\n".to_owned(), 4));
+    let err = ws
+        .subscribe_log(json!({"job_id": "w-1", "offset": 99}))
+        .await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("past the end"),
+        "{err}"
+    );
+    let err = ws
+        .subscribe_log(json!({"job_id": "w-1", "stream": "stdin"}))
+        .await;
+    assert_eq!(err["type"], "error", "{err}");
+    server.shutdown().await;
+}
+
+/// Another non-admin user, and a service role other than admin, are refused a job's output
+/// on the WebSocket as on the SSE route; the owner and an admin are not.
+async fn ws_job_log_is_the_owners(backend: Backend) {
+    let db = common::TestDb::new(backend).await;
+    let config = jobscope::config::ServeConfig {
+        tokens: Some(tokens()),
+        ..common::serve_config(&db.url)
+    };
+    let server = TestServer::start_with(config, Some(db)).await;
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let resp = common::http()
+        .post(format!("{}/v1/events/job-started", server.base))
+        .header("authorization", &admin)
+        .json(&json!({"job_id": "w-2", "user": "alice", "node_list": ["n1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let resp = common::http()
+        .post(format!(
+            "{}/v1/jobs/w-2/log?stream=stdout&offset=0",
+            server.base
+        ))
+        .header("authorization", format!("Bearer {AGENT_TOKEN}"))
+        .body(&b"secret\n"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for refused in [BOB_TOKEN, READER_TOKEN] {
+        let mut ws = Ws::open(&server, Some(refused)).await;
+        let err = ws.subscribe_log(json!({"job_id": "w-2"})).await;
+        assert_eq!(err["type"], "error", "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        // Nothing else arrives: the next answer is to a ping.
+        use futures_util::SinkExt;
+        ws.0.send(tokio_tungstenite::tungstenite::Message::text(
+            json!({"type": "ping"}).to_string(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(ws.next().await["type"], "pong");
+    }
+    for allowed in [ALICE_TOKEN, ADMIN_TOKEN] {
+        let mut ws = Ws::open(&server, Some(allowed)).await;
+        let ack = ws.subscribe_log(json!({"job_id": "w-2"})).await;
+        assert_eq!(ack["type"], "subscribed", "{ack}");
+        assert_eq!(ws.text_until(7).await, ("secret\n".to_owned(), 7));
+    }
+    server.shutdown().await;
+}
+
+on_backends!(ws_job_log_follows_and_resumes, ws_job_log_is_the_owners);
 
 /// The agent's shipper against a real server and real files: new bytes only, nothing twice
 /// after a restart, a symlinked output path recorded as unavailable with no bytes, and the

@@ -11,6 +11,7 @@
 use super::auth::{identify, require_role, require_stream, Role};
 use super::error::{respond, ApiError};
 use super::identity::Identity;
+use super::log_stream;
 use super::request::{int_param, job_id, query_map, read_limited};
 use super::{with_state, AppState};
 use crate::domain::joblog::{
@@ -18,12 +19,11 @@ use crate::domain::joblog::{
     LogUnavailable,
 };
 use crate::domain::{now_micros, Job};
-use crate::store::logs::{AppendOutcome, LogAppend, LogNotice, LogState};
+use crate::store::logs::{AppendOutcome, LogAppend, LogState};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode};
@@ -41,12 +41,10 @@ const MAX_PAGE_BYTES: i64 = 1024 * 1024;
 /// Default and largest page by lines.
 const DEFAULT_LINES: i64 = 100;
 const MAX_LINES: i64 = 10_000;
-/// Bytes a stream reads from the database per step while it catches up.
-const STREAM_STEP_BYTES: i64 = 256 * 1024;
-/// How often a live log stream looks at the job (its end, another replica's bytes).
-const RECHECK: Duration = Duration::from_secs(1);
-/// Events a slow SSE client may have queued before the pump waits for it.
-const CONNECTION_BUFFER: usize = 64;
+/// Bytes a stream reads from the database per step (download, and a live stream catching up).
+pub(super) const STREAM_STEP_BYTES: i64 = 256 * 1024;
+/// Events a slow client may have queued before a pump waits for it.
+pub(super) const CONNECTION_BUFFER: usize = 64;
 
 const READ: &[Role] = &[Role::Reader];
 const AGENT: &[Role] = &[Role::Agent];
@@ -127,7 +125,7 @@ fn raw_body(limit: usize) -> BoxedFilter<(Bytes,)> {
 }
 
 /// `stream=stdout|stderr`; stdout when absent.
-fn stream_param(params: &HashMap<String, String>) -> Result<LogStream, ApiError> {
+pub(super) fn stream_param(params: &HashMap<String, String>) -> Result<LogStream, ApiError> {
     match params.get("stream") {
         None => Ok(LogStream::Stdout),
         Some(s) => s
@@ -147,7 +145,11 @@ fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<bool, ApiE
 }
 
 /// Job `id` if `who` may read its output: the owner, an admin, or anyone on an open server.
-async fn readable_job(who: &Identity, id: &str, state: &AppState) -> Result<Job, ApiError> {
+pub(super) async fn readable_job(
+    who: &Identity,
+    id: &str,
+    state: &AppState,
+) -> Result<Job, ApiError> {
     if matches!(who, Identity::Role(role) if *role != Role::Admin) {
         return Err(ApiError::Forbidden);
     }
@@ -156,7 +158,7 @@ async fn readable_job(who: &Identity, id: &str, state: &AppState) -> Result<Job,
 
 /// Whether a stream has all its bytes: the job ended and the agent sent its last bytes, said
 /// it could not read the file, or the drain passed.
-fn is_complete(state: &AppState, job: &Job, log: &LogState) -> bool {
+pub(super) fn is_complete(state: &AppState, job: &Job, log: &LogState) -> bool {
     job.state.is_terminal()
         && (log.eof
             || log.unavailable.is_some()
@@ -343,7 +345,7 @@ async fn byte_page(
 
 /// Whether [`slice`] holds back a character cut at the end.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Hold {
+pub(super) enum Hold {
     /// No: the end of the log (complete), bytes as they are.
     Never,
     /// Yes, unless nothing else is left to return (a page must move on).
@@ -354,7 +356,7 @@ enum Hold {
 
 /// Renders `chunks` from `from` up to `to` (a skipped range whole), holding back an incomplete
 /// character at the end as `hold` says. Returns the bytes and the offset they reach.
-fn slice(chunks: &[Chunk], from: i64, to: i64, hold: Hold) -> (Vec<u8>, i64) {
+pub(super) fn slice(chunks: &[Chunk], from: i64, to: i64, hold: Hold) -> (Vec<u8>, i64) {
     let mut out = Vec::new();
     let mut pos = from;
     let mut data_tail = 0usize;
@@ -549,7 +551,6 @@ async fn live_inner(
 ) -> Handled {
     let id = job_id(&id)?;
     let stream = stream_param(&params)?;
-    readable_job(&who, &id, &state).await?;
     let start = match last_event_id {
         Some(raw) => raw
             .trim()
@@ -559,32 +560,8 @@ async fn live_inner(
             .ok_or_else(|| ApiError::Validation("Last-Event-ID must be a byte offset".into()))?,
         None => int_param(&params, "offset", 0, 0, i64::MAX)?,
     };
-    let end = state
-        .store
-        .log_state(&id, stream)
-        .await?
-        .map_or(0, |l| l.end_offset);
-    if start > end {
-        return Err(ApiError::Validation(format!(
-            "offset is past the end of the log ({end} bytes)"
-        )));
-    }
-    // Subscribed before anything is read, so no append in between is missed.
-    let live = state.store.logs().subscribe(&id);
-    let (tx, mut rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
-    // Counted in `GET /v1/stream/status` (stream `job_log`, and under the job) while open.
-    let registration = state.streams.register("job_log", "sse", Some(id.clone()));
-    let pump = LogPump {
-        _registration: registration,
-        state: state.clone(),
-        id,
-        stream,
-        pos: start,
-        tx,
-        live,
-    };
-    tokio::spawn(pump.run());
-    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut rx = log_stream::follow(&state, &who, &id, stream, start, "sse").await?;
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|m| m.sse());
     Ok(super::stream::sse_response(events, state.shutdown.clone()))
 }
 
@@ -693,128 +670,12 @@ async fn global_inner(who: Identity, params: HashMap<String, String>, state: App
     Ok(super::stream::sse_response(events, state.shutdown.clone()))
 }
 
-/// One SSE connection's pump: what the table holds from `pos`, then live appends, then
-/// `completed`.
-struct LogPump {
-    _registration: super::stream::Registered,
-    state: AppState,
-    id: String,
-    stream: LogStream,
-    /// The next byte offset to send (the last event's id).
-    pos: i64,
-    tx: mpsc::Sender<Event>,
-    live: broadcast::Receiver<Arc<LogNotice>>,
-}
-
-/// The client went away or the server is shutting down.
-struct Gone;
-
-impl LogPump {
-    async fn run(mut self) {
-        let _ = self.pump().await;
-    }
-
-    async fn send(&self, event: Event) -> Result<(), Gone> {
-        self.tx.send(event).await.map_err(|_| Gone)
-    }
-
-    async fn pump(&mut self) -> Result<(), Gone> {
-        let connected = json!({
-            "job_id": self.id,
-            "stream": self.stream,
-            "offset": self.pos,
-            "message": format!("Connected to the {} of job {}", self.stream, self.id),
-        });
-        self.send(event("connected", &connected, None)).await?;
-        let mut shutdown = self.state.shutdown.clone();
-        loop {
-            let Some(job) = self.catch_up(false).await? else {
-                return Ok(());
-            };
-            if let Some(job) = job {
-                self.catch_up(true).await?;
-                let done = json!({
-                    "job_id": self.id,
-                    "stream": self.stream,
-                    "offset": self.pos,
-                    "state": job.state,
-                    "message": "Log stream completed",
-                });
-                return self.send(event("completed", &done, None)).await;
-            }
-            // Live: appends that start where this connection stands are sent as they come;
-            // anything else (a lag, a skipped range, a held-back character) goes back to the
-            // table.
-            let recheck = tokio::time::sleep(RECHECK);
-            tokio::pin!(recheck);
-            loop {
-                tokio::select! {
-                    notice = self.live.recv() => match notice {
-                        Ok(n) if n.stream != self.stream || n.end() <= self.pos => {}
-                        Ok(n) if n.offset == self.pos && n.skipped == 0 && !n.eof => {
-                            let keep = complete_utf8_prefix(&n.data);
-                            if keep < n.data.len() {
-                                break;
-                            }
-                            self.emit(self.pos, &n.data, n.end()).await?;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                        _ => break,
-                    },
-                    _ = &mut recheck => break,
-                    _ = stopped(&mut shutdown) => return Err(Gone),
-                    _ = self.tx.closed() => return Err(Gone),
-                }
-            }
-        }
-    }
-
-    async fn emit(&mut self, from: i64, bytes: &[u8], to: i64) -> Result<(), Gone> {
-        let data = json!({"stream": self.stream, "offset": from, "text": to_text(bytes)});
-        self.send(event("log", &data, Some(to))).await?;
-        self.pos = to;
-        Ok(())
-    }
-
-    /// Sends what the table holds past `pos` (with `flush`, a trailing incomplete character
-    /// too). Returns `None` when the job is gone, `Some(Some(job))` when the stream is
-    /// complete and every byte has been sent or is about to be flushed, `Some(None)` otherwise.
-    async fn catch_up(&mut self, flush: bool) -> Result<Option<Option<Job>>, Gone> {
-        let store = self.state.store.clone();
-        let Ok(log) = store.log_state(&self.id, self.stream).await else {
-            return Ok(Some(None));
-        };
-        let log = log.unwrap_or_default();
-        while self.pos < log.end_offset {
-            let to = (self.pos + STREAM_STEP_BYTES).min(log.end_offset);
-            let Ok(chunks) = store.log_chunks(&self.id, self.stream, self.pos, to).await else {
-                return Ok(Some(None));
-            };
-            let hold = if flush { Hold::Never } else { Hold::Always };
-            let (out, next) = slice(&chunks, self.pos, to, hold);
-            if next <= self.pos {
-                break;
-            }
-            self.emit(self.pos, &out, next).await?;
-        }
-        if flush {
-            return Ok(Some(None));
-        }
-        match store.get_job(&self.id).await {
-            Ok(job) if is_complete(&self.state, &job, &log) => Ok(Some(Some(job))),
-            Ok(_) => Ok(Some(None)),
-            Err(crate::store::StoreError::NotFound) => Ok(None),
-            Err(_) => Ok(Some(None)),
-        }
-    }
-}
-
 /// Resolves when the server shuts down (the watch guard is dropped inside, never held).
-async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-fn event(name: &str, data: &serde_json::Value, id: Option<i64>) -> Event {
+pub(super) fn event(name: &str, data: &serde_json::Value, id: Option<i64>) -> Event {
     let e = Event::default().event(name).data(data.to_string());
     match id {
         Some(id) => e.id(id.to_string()),

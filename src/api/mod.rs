@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod identity;
 mod jobs;
 pub mod jwt;
+mod log_stream;
 pub mod logs;
 pub mod metrics;
 mod nodes;

@@ -15,6 +15,7 @@
 
 use super::dialects::{self, ClusterFlags, Dialect, Request};
 use super::identity::Identity;
+use super::log_stream::{self, LogMessage};
 use super::request::job_id;
 use super::stream::{self, StreamFilter, Subscription, CONNECTION_BUFFER};
 use super::stream_filter::{JOB_PARAMS, NODE_PARAMS, PARTITION_PARAMS};
@@ -47,6 +48,9 @@ const CLUSTER_OPTIONS: &[&[&str]] = &[JOB_PARAMS, &["interval_seconds"], CURSOR]
 const JOB_OPTIONS: &[&[&str]] = &[&["job_id", "exclude_samples"], CURSOR];
 const NODES_OPTIONS: &[&[&str]] = &[NODE_PARAMS, CURSOR];
 const PARTITIONS_OPTIONS: &[&[&str]] = &[PARTITION_PARAMS, CURSOR];
+/// `job_log`: the SSE log route's parameters, the job, and the byte offset to resume from
+/// (`last_event_id`, the id of the last `log` message, wins over `offset`).
+const JOB_LOG_OPTIONS: &[&[&str]] = &[&["job_id", "stream", "offset"], CURSOR];
 
 /// The keep-alive timing of a connection; tests use shorter intervals.
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +233,9 @@ impl Connection {
                 self.reply(json!({"type": "unsubscribed", "subscriptions": ids}))
                     .await
             }
+            Request::Subscribe { stream, options } if stream == "job_log" => {
+                self.subscribe_log(options).await
+            }
             Request::Subscribe { stream, options } => {
                 match self.subscribe(&stream, options) {
                     Ok((id, sub, start)) => {
@@ -291,7 +298,7 @@ impl Connection {
             "partitions" => PARTITIONS_OPTIONS,
             other => {
                 return Err(format!(
-                    "unknown stream {other:?} (expected jobs, job, cluster, nodes or partitions)"
+                    "unknown stream {other:?} (expected jobs, job, cluster, nodes, partitions or job_log)"
                 ))
             }
         };
@@ -346,6 +353,51 @@ impl Connection {
         };
         self.next_id += 1;
         Ok((format!("s{}", self.next_id), sub, start))
+    }
+
+    /// A `job_log` subscription: the job's output from a byte offset, as on
+    /// `GET /v1/stream/jobs/{id}/log` (same pump, same owner-or-admin rule), its messages framed
+    /// like the other streams' with `stream` = `job_log` and the resume offset as `id`.
+    async fn subscribe_log(&mut self, options: Map<String, Value>) -> Result<(), Closed> {
+        self.subscriptions.retain(|_, task| !task.is_finished());
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            let message = format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection");
+            return self.error(&message).await;
+        }
+        let parsed = option_params(options, JOB_LOG_OPTIONS).and_then(|params| {
+            let id = params
+                .get("job_id")
+                .ok_or("the job_log stream needs options.job_id")?;
+            let id = job_id(id).map_err(|e| e.to_string())?;
+            let stream = super::logs::stream_param(&params).map_err(|e| e.to_string())?;
+            let start = match params.get("last_event_id").or(params.get("offset")) {
+                None => 0,
+                Some(raw) => raw
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or("last_event_id and offset must be byte offsets")?,
+            };
+            Ok::<_, String>((id, stream, start))
+        });
+        let (job, stream, start) = match parsed {
+            Ok(parsed) => parsed,
+            Err(message) => return self.error(&message).await,
+        };
+        let follow = log_stream::follow(&self.state, &self.who, &job, stream, start, "ws");
+        let messages = match follow.await {
+            Ok(messages) => messages,
+            Err(err) => return self.error(&err.to_string()).await,
+        };
+        self.next_id += 1;
+        let id = format!("s{}", self.next_id);
+        // The ack goes out before the messages are forwarded, so it precedes them.
+        self.reply(json!({"type": "subscribed", "subscription": id, "stream": "job_log"}))
+            .await?;
+        let forward = forward_log(id.clone(), messages, self.out.clone(), self.dialect);
+        self.subscriptions.insert(id, tokio::spawn(forward));
+        Ok(())
     }
 
     /// Seed 001's subscription: whatever the connection had is replaced by one `cluster`
@@ -462,6 +514,26 @@ async fn forward(
             continue;
         };
         if out.send(Message::text(message)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Moves one `job_log` subscription's messages to the connection. Dropping the receiver (the
+/// task aborted by `unsubscribe`, or the connection closing) ends its pump.
+async fn forward_log(
+    subscription: String,
+    mut messages: mpsc::Receiver<LogMessage>,
+    out: mpsc::Sender<Message>,
+    dialect: Dialect,
+) {
+    while let Some(message) = messages.recv().await {
+        let outgoing =
+            stream::Outgoing::control(message.name, message.offset, "job_log", &message.data);
+        let Some(text) = ws_message(&outgoing, &subscription, dialect) else {
+            continue;
+        };
+        if out.send(Message::text(text)).await.is_err() {
             return;
         }
     }

@@ -62,6 +62,21 @@ pub(in crate::api) struct Outgoing {
 }
 
 impl Outgoing {
+    /// A message that is not from the event log (a job's output, for one), enveloped for
+    /// `stream` with `id` as its cursor.
+    pub(in crate::api) fn control(
+        name: &'static str,
+        id: i64,
+        stream: &str,
+        data: &Value,
+    ) -> Outgoing {
+        Outgoing {
+            id,
+            name,
+            json: envelope_text(name, stream, data, crate::domain::now_micros()).into(),
+        }
+    }
+
     pub(super) fn sse(self) -> Event {
         let event = Event::default()
             .id(self.id.to_string())
@@ -114,11 +129,7 @@ pub(super) fn control_event(
     stream: &str,
     data: Value,
 ) -> Outgoing {
-    Outgoing {
-        id: cursor,
-        name,
-        json: envelope_text(name, stream, &data, crate::domain::now_micros()).into(),
-    }
+    Outgoing::control(name, cursor, stream, &data)
 }
 
 #[cfg(test)]
