@@ -3,9 +3,10 @@
 //! periodic status plus the job changes; `nodes` and `partitions`, filtered), each answered with
 //! an ack and then replayed from the event log after its `last_event_id` and followed live.
 //! The seeds' WebSocket routes (`/ws`, `/ws/cluster`) are this handler speaking their
-//! [`Dialect`].
+//! [`Dialect`]. A `job_log` subscription follows a job's output instead (the SSE log route's
+//! pump, [`log_stream::follow`]: from a byte offset, then `completed`; owner or admin only).
 //!
-//! Each subscription runs the SSE pump ([`stream::pump_for`]) unchanged, so replay, the no-gap /
+//! Each event subscription runs the SSE pump ([`stream::pump_for`]) unchanged, so replay, the no-gap /
 //! no-duplicate hand-over to live events, `reset`, `stream_closed`, falling behind and shutdown
 //! behave exactly as on the SSE routes; its events are re-framed as JSON messages carrying the
 //! event id and the subscription id. Everything the server sends goes through one bounded
