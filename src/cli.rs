@@ -205,23 +205,8 @@ pub struct WatchArgs {
     #[arg(long, value_name = "STATES", conflicts_with = "job_id")]
     pub states: Option<String>,
 
-    /// Base URL of a `jobscope serve`.
-    #[arg(
-        long,
-        env = "JOBSCOPE_SERVER",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-
-    /// File holding the API token (sent as `Authorization: Bearer`); needed when the server has
-    /// a tokens file. A reader or user token is enough. The token is the first line that is not
-    /// blank or a `#` comment (`SLURM_JWT=...` as `scontrol token` prints it works too).
-    /// Without this option, when `scontrol` is on the PATH, watch runs `scontrol token
-    /// lifespan=3600` and sends your Slurm JWT (the server needs --slurm-jwt-key-file), and
-    /// fetches a fresh one once when the server answers 401.
-    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: crate::client::ServerArgs,
 
     /// Print the job's output as it grows (like `tail -f`) instead of its events, then exit
     /// with the job's status. Needs JOB_ID and a token of the job's owner (or an admin).
@@ -239,8 +224,8 @@ impl From<WatchArgs> for crate::watch::WatchConfig {
             job_id: args.job_id,
             user: args.user,
             states: args.states,
-            server: args.server,
-            token_file: args.token_file,
+            server: args.api.server,
+            token_file: args.api.token_file,
             log: args.log.then_some(args.stream),
         }
     }

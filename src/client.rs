@@ -11,6 +11,30 @@ use reqwest::{RequestBuilder, StatusCode, Url};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// `--server` and `--token-file` of the commands that ask a `jobscope serve` for something
+/// (`watch`, `report`, `log`), flattened into each one's arguments.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ServerArgs {
+    /// Base URL of a `jobscope serve`.
+    #[arg(
+        long,
+        env = "JOBSCOPE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+
+    /// File holding the API token (sent as `Authorization: Bearer`); needed when the server has
+    /// a tokens file. The token is the first line that is not blank or a `#` comment
+    /// (`SLURM_JWT=...` as `scontrol token` prints it works too). A reader or user token is
+    /// enough for events and reports; a job's output needs its owner's token or an admin's.
+    /// Without this option, when `scontrol` is on the PATH, `watch` runs `scontrol token
+    /// lifespan=3600` and sends your Slurm JWT (the server needs --slurm-jwt-key-file), and
+    /// fetches a fresh one once when the server answers 401.
+    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
 /// What a command does with the server, and so what it does when a call does not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {

@@ -26,18 +26,8 @@ pub struct LogArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub tail: Option<u32>,
 
-    /// Base URL of a `jobscope serve`.
-    #[arg(
-        long,
-        env = "JOBSCOPE_SERVER",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-
-    /// File holding the API token (the job's owner's, or an admin's).
-    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: crate::client::ServerArgs,
 }
 
 pub fn parse_stream(text: &str) -> Result<LogStream, String> {
@@ -131,7 +121,7 @@ pub async fn run(args: LogArgs) -> ExitCode {
 
 /// Writes the job's stored output (or its last `--tail` lines) to `out`.
 pub async fn print_history(args: &LogArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let client = Client::new(&args.server, args.token_file.as_ref())?;
+    let client = Client::new(&args.api.server, args.api.token_file.as_ref())?;
     let path = ["v1", "jobs", args.job_id.as_str(), "log"];
     let stream = ("stream", args.stream.as_str().to_owned());
     if let Some(n) = args.tail {

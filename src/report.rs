@@ -2,11 +2,10 @@
 //! JSON, and a user's (or everyone's) jobs since a time, worst first, with what they left
 //! unused. It asks a `jobscope serve` (`GET /v1/jobs/{id}/report`, `GET /v1/reports`).
 
-use crate::client::{self, ApiClient, ClientOptions};
+use crate::client::{self, ApiClient, ClientOptions, ServerArgs};
 use crate::domain::report::{render, render_list, Report, ReportList};
 use anyhow::{bail, Context};
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Clone, Args)]
@@ -32,18 +31,8 @@ pub struct ReportArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Base URL of a `jobscope serve`.
-    #[arg(
-        long,
-        env = "JOBSCOPE_SERVER",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-
-    /// File holding the API token (a reader token is enough).
-    #[arg(long, env = "JOBSCOPE_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ServerArgs,
 }
 
 /// Runs `jobscope report`: 0 with the report printed, 1 on any error (said on stderr).
@@ -62,7 +51,7 @@ pub async fn run(args: ReportArgs) -> ExitCode {
 
 /// The text `jobscope report` prints for `args`.
 pub async fn fetch(args: &ReportArgs) -> anyhow::Result<String> {
-    let base = client::server_url(&args.server)?;
+    let base = client::server_url(&args.api.server)?;
     let mut url = match &args.job_id {
         Some(id) => client::join(&base, &["v1", "jobs", id, "report"]),
         None => client::join(&base, &["v1", "reports"]),
@@ -76,7 +65,7 @@ pub async fn fetch(args: &ReportArgs) -> anyhow::Result<String> {
             query.append_pair("user", user);
         }
     }
-    let token = match &args.token_file {
+    let token = match &args.api.token_file {
         Some(path) => Some(crate::token_file::read(path)?),
         None => None,
     };
@@ -87,7 +76,11 @@ pub async fn fetch(args: &ReportArgs) -> anyhow::Result<String> {
     };
     let api = ApiClient::new(base, token.as_deref(), options)?;
     let response = api.get(url).send().await.map_err(|err| {
-        anyhow::anyhow!("cannot reach {}: {}", args.server, client::describe(&err))
+        anyhow::anyhow!(
+            "cannot reach {}: {}",
+            args.api.server,
+            client::describe(&err)
+        )
     })?;
     let status = response.status();
     let body = response.text().await.context("reading the answer")?;

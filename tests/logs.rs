@@ -853,8 +853,10 @@ async fn log_commands(backend: Backend) {
         job_id: "c-1".into(),
         stream,
         tail,
-        server: server.base.clone(),
-        token_file: None,
+        api: jobscope::client::ServerArgs {
+            server: server.base.clone(),
+            token_file: None,
+        },
     };
     let mut out = Vec::new();
     print_history(&args(LogStream::Stdout, None), &mut out)

@@ -236,27 +236,21 @@ pub fn log_failure(source: Option<std::net::SocketAddr>, error: &ApiError) -> bo
 /// The request's identity: with tokens configured, a bearer token with one of `roles` (or an
 /// admin's, or a user's); 401/403 otherwise. Without tokens, [`Identity::Open`].
 pub fn identify(tokens: Option<Tokens>, roles: &'static [Role]) -> BoxedFilter<(Identity,)> {
-    warp::header::optional::<String>("authorization")
-        .and(warp::addr::remote())
-        .and_then(
-            move |header: Option<String>, source: Option<std::net::SocketAddr>| {
-                let tokens = tokens.clone();
-                async move {
-                    let Some(tokens) = tokens else {
-                        return Ok(Identity::Open);
-                    };
-                    check_identity(&tokens, bearer(header.as_deref()), roles, true).map_err(|e| {
-                        log_failure(source, &e);
-                        warp::reject::custom(e)
-                    })
-                }
-            },
-        )
-        .boxed()
+    identity(tokens, roles, true)
 }
 
-/// Like [`require`], but yields the caller's identity (for the audit log's actor).
+/// Like [`require`], but yields the caller's identity (for the audit log's actor); user
+/// tokens do not pass.
 pub fn require_role(tokens: Option<Tokens>, roles: &'static [Role]) -> BoxedFilter<(Identity,)> {
+    identity(tokens, roles, false)
+}
+
+/// [`identify`] (`users`: user tokens pass too) and [`require_role`] (they do not).
+fn identity(
+    tokens: Option<Tokens>,
+    roles: &'static [Role],
+    users: bool,
+) -> BoxedFilter<(Identity,)> {
     warp::header::optional::<String>("authorization")
         .and(warp::addr::remote())
         .and_then(
@@ -266,7 +260,7 @@ pub fn require_role(tokens: Option<Tokens>, roles: &'static [Role]) -> BoxedFilt
                     let Some(tokens) = tokens else {
                         return Ok(Identity::Open);
                     };
-                    check_identity(&tokens, bearer(header.as_deref()), roles, false).map_err(|e| {
+                    check_identity(&tokens, bearer(header.as_deref()), roles, users).map_err(|e| {
                         log_failure(source, &e);
                         warp::reject::custom(e)
                     })

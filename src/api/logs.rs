@@ -2,7 +2,8 @@
 //! server holds), `GET /v1/jobs/{id}/log` (history by bytes or by lines, with the next cursor
 //! and whether the log is complete), `GET /v1/jobs/{id}/log/download` (the whole stored
 //! stream, streamed from the database), and the SSE `GET /v1/stream/jobs/{id}/log`
-//! (`connected`, `log`, `completed`; the event id is the byte offset to resume from).
+//! (`connected`, `log`, `completed`; the event id is the byte offset to resume from), whose
+//! pump, shared with the WebSocket subscription `job_log`, is [`super::log_stream`].
 //!
 //! A job's output is its owner's and admins': a user asking for another user's job gets the
 //! missing-job answer, and service roles other than admin (reader, hook, agent) may not read
