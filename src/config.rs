@@ -448,20 +448,7 @@ fn nonzero(d: Duration, key: &'static str) -> Result<Duration, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    /// `jobscope serve` as the command line parses it.
-    #[derive(Debug, Parser)]
-    #[command(name = "jobscope")]
-    struct Cli {
-        #[command(subcommand)]
-        command: Command,
-    }
-
-    #[derive(Debug, clap::Subcommand)]
-    enum Command {
-        Serve(ServeArgs),
-    }
+    use args::parse_for_test;
 
     /// The Go service's SLURM_BASE_URL, SLURM_API_VERSION and SLURM_AUTH_TOKEN (read from the
     /// environment through these hidden flags' `env`), and SEED_DEMO with the slurm backend.
@@ -519,13 +506,9 @@ mod tests {
     }
 
     fn serve_args(extra: &[&str]) -> ServeArgs {
-        let mut argv = vec!["jobscope", "serve"];
+        let mut argv = vec!["serve"];
         argv.extend_from_slice(extra);
-        let command = Cli::try_parse_from(argv)
-            .expect("valid command line")
-            .command;
-        let Command::Serve(args) = command;
-        args
+        parse_for_test(&argv).expect("valid command line")
     }
 
     #[test]
@@ -614,9 +597,9 @@ mod tests {
         let err =
             ServeConfig::from_args(&serve_args(&["--database-url", "mysql://x"])).unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
-        let err = Cli::try_parse_from(["jobscope", "serve", "--retention-days", "0"]).unwrap_err();
+        let err = parse_for_test::<ServeArgs>(&["serve", "--retention-days", "0"]).unwrap_err();
         assert!(err.to_string().contains("--retention-days"), "{err}");
-        let err = Cli::try_parse_from(["jobscope", "serve", "--demo=banana"]).unwrap_err();
+        let err = parse_for_test::<ServeArgs>(&["serve", "--demo=banana"]).unwrap_err();
         assert!(err.to_string().contains("--demo"), "{err}");
     }
 
@@ -639,8 +622,8 @@ mod tests {
         assert_eq!(format!("{:?}", cfg.metrics.token), "Some(***)");
         let err = ServeConfig::from_args(&serve_args(&["--metrics-token", "short"])).unwrap_err();
         assert!(err.to_string().contains("JOBSCOPE_METRICS_TOKEN"), "{err}");
-        let err = Cli::try_parse_from(["jobscope", "serve", "--metrics-grace", "2 fortnights"])
-            .unwrap_err();
+        let err =
+            parse_for_test::<ServeArgs>(&["serve", "--metrics-grace", "2 fortnights"]).unwrap_err();
         assert!(err.to_string().contains("--metrics-grace"), "{err}");
         let err = ServeConfig::from_args(&serve_args(&["--metrics-grace", "0s"])).unwrap_err();
         assert!(err.to_string().contains("--metrics-grace"), "{err}");

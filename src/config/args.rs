@@ -267,3 +267,15 @@ pub struct SlurmArgs {
     )]
     pub reconcile_interval: std::time::Duration,
 }
+
+/// Parses `argv` (the command's name first) as one command's flags, for the settings' tests.
+#[cfg(test)]
+pub(crate) fn parse_for_test<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct One<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    One::<A>::try_parse_from(argv).map(|one| one.args)
+}

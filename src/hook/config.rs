@@ -185,28 +185,12 @@ fn set_key(cfg: &mut HookConfig, key: &str, value: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    /// `jobscope hook` as the command line parses it.
-    #[derive(Debug, Parser)]
-    #[command(name = "jobscope")]
-    struct Cli {
-        #[command(subcommand)]
-        command: Command,
-    }
-
-    #[derive(Debug, clap::Subcommand)]
-    enum Command {
-        Hook(HookArgs),
-    }
     use std::io;
 
     fn args(extra: &[&str]) -> HookArgs {
-        let mut argv = vec!["jobscope", "hook", "prolog"];
+        let mut argv = vec!["hook", "prolog"];
         argv.extend_from_slice(extra);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Hook(a) => a,
-        }
+        crate::config::args::parse_for_test(&argv).unwrap()
     }
 
     fn files(map: &[(&str, &str)]) -> impl Fn(&Path) -> io::Result<String> {
