@@ -6,11 +6,10 @@
 
 mod common;
 
+use common::sse::SseClient;
 use common::{http, serve_config, Backend, TestDb, TestServer};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
-use std::time::Duration;
 
 /// The Go service's start-up statements (shared/go-service-schema.md). `with_gpu_columns`:
 /// the current revision; without, an older site that never got the four later columns.
@@ -559,55 +558,22 @@ async fn event_count(url: &str) -> i64 {
     n
 }
 
-/// A minimal SSE reader: the change type and data of each event.
-struct Sse {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
+/// A stream's events as the change type and data ([`SseClient`]), `connected` skipped.
+struct Sse(SseClient);
 
 impl Sse {
     async fn connect(base: &str, path: &str, last_event_id: i64) -> Sse {
-        let resp = http()
-            .get(format!("{base}{path}"))
-            .header("last-event-id", last_event_id.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        Sse {
-            body: Box::pin(resp.bytes_stream()),
-            buffer: String::new(),
-        }
+        Sse(SseClient::connect(base, path, Some(last_event_id)).await)
     }
 
     async fn next(&mut self) -> (String, Value) {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let mut name = String::from("message");
-                let mut data = String::new();
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        name = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim());
-                    }
-                }
-                if data.is_empty() || name == "connected" {
-                    continue;
-                }
-                // The envelope names the change in `type`, the job under `data`.
-                let data: Value = serde_json::from_str(&data).unwrap();
-                let kind = data["type"].as_str().map(str::to_owned).unwrap_or(name);
-                return (kind, data["data"].clone());
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("an event within 10 s")
-                .expect("the stream is open")
-                .unwrap();
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
+        let event = self.0.next_event().await;
+        // The envelope names the change in `type`, the job under `data`.
+        let kind = event.data["type"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or(event.name);
+        (kind, event.data["data"].clone())
     }
 
     /// Skips events until one named `name` (within the 10 s of each read).

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::sse::SseClient;
 use common::{Backend, TestApp, TestServer, ADMIN_TOKEN, AGENT_TOKEN, HOOK_TOKEN, READER_TOKEN};
 use futures_util::{SinkExt, StreamExt};
 use jobscope::api::auth::Tokens;
@@ -323,49 +324,16 @@ async fn users_see_all_jobs(backend: Backend) {
 
 on_backends!(users_see_all_jobs);
 
-/// Reads SSE `data:` payloads; `None` when nothing arrives within `wait`.
-struct Sse {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
+/// A stream's `data:` payloads ([`SseClient`]).
+struct Sse(SseClient);
 
 impl Sse {
     async fn open(base: &str, path: &str, token: &str, last_event_id: Option<i64>) -> Sse {
-        let mut req = common::http()
-            .get(format!("{base}{path}"))
-            .bearer_auth(token);
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        Sse {
-            body: Box::pin(resp.bytes_stream()),
-            buffer: String::new(),
-        }
+        Sse(SseClient::connect_as(base, path, last_event_id, Some(token)).await)
     }
 
     async fn next(&mut self) -> Value {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let data: String = frame
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim)
-                    .collect();
-                if data.is_empty() {
-                    continue;
-                }
-                return serde_json::from_str(&data).unwrap();
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("an event within 10 s")
-                .expect("stream open")
-                .unwrap();
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
+        self.0.next().await.expect("stream open").data
     }
 
     /// Job ids of job events up to (and including) the one for `until`.
@@ -484,16 +452,7 @@ async fn streams_carry_only_own_jobs(backend: Backend) {
         "/v1/stream/jobs?ticket={}",
         ticket["ticket"].as_str().unwrap()
     );
-    let resp = common::http()
-        .get(format!("{}{path}", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut by_ticket = Sse {
-        body: Box::pin(resp.bytes_stream()),
-        buffer: String::new(),
-    };
+    let mut by_ticket = Sse(SseClient::connect(&server.base, &path, None).await);
     hook("b-3", "bob", "job-started").await;
     hook("a-3", "alice", "job-started").await;
     assert_eq!(

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::sse::SseClient;
 use common::{Backend, TestApp, TestServer, ADMIN_TOKEN, AGENT_TOKEN, HOOK_TOKEN, READER_TOKEN};
 use futures_util::StreamExt;
 use jobscope::api::auth::Tokens;
@@ -354,52 +355,17 @@ on_backends!(
     finished_jobs_close_their_log
 );
 
-/// Reads SSE events (name, id, data) from a real socket.
-struct Sse {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
+/// A log stream over SSE ([`SseClient`]), its events as (name, id, data).
+struct Sse(SseClient);
 
 impl Sse {
     async fn open(base: &str, path: &str, last_event_id: Option<i64>) -> Sse {
-        let mut req = common::http().get(format!("{base}{path}"));
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        Sse {
-            body: Box::pin(resp.bytes_stream()),
-            buffer: String::new(),
-        }
+        Sse(SseClient::connect(base, path, last_event_id).await)
     }
 
     async fn next(&mut self) -> (String, Option<i64>, Value) {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    frame
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
-                };
-                let Some(data) = field("data:") else { continue };
-                if data == "ping" {
-                    continue;
-                }
-                return (
-                    field("event:").unwrap_or_default(),
-                    field("id:").and_then(|i| i.parse().ok()),
-                    serde_json::from_str(&data).unwrap(),
-                );
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("an event within 10 s")
-                .expect("stream open")
-                .unwrap();
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
+        let event = self.0.next().await.expect("stream open");
+        (event.name, event.id, event.data)
     }
 
     /// `log` texts until the stream holds `want` bytes from where it started; returns the

@@ -5,16 +5,13 @@
 
 mod common;
 
+use common::sse::SseClient;
 use common::{Backend, TestServer};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// A minimal SSE reader: `(event id, data)` of each event with data.
-struct Sse {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
+/// A stream's events as `(event id, data)` ([`SseClient`]).
+struct Sse(SseClient);
 
 impl Sse {
     async fn connect(base: &str, path: &str, last_event_id: Option<i64>) -> Sse {
@@ -27,45 +24,12 @@ impl Sse {
         last_event_id: Option<i64>,
         token: Option<&str>,
     ) -> Sse {
-        let mut req = common::http().get(format!("{base}{path}"));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id.to_string());
-        }
-        let resp = req.send().await.expect("stream request");
-        assert_eq!(resp.status(), 200);
-        Sse {
-            body: Box::pin(resp.bytes_stream()),
-            buffer: String::new(),
-        }
+        Sse(SseClient::connect_as(base, path, last_event_id, token).await)
     }
 
     /// The next event's id and envelope; `None` at the end of the stream.
     async fn next(&mut self) -> Option<(Option<i64>, Value)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut data) = (None, String::new());
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().ok();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim());
-                    }
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                return Some((id, serde_json::from_str(&data).expect("data is JSON")));
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("an event within 10 s")?;
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk.expect("body chunk")));
-        }
+        self.0.next().await.map(|e| (e.id, e.data))
     }
 
     /// Events until one of type `kind` (inclusive).

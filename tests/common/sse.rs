@@ -25,12 +25,25 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(base: &str, path: &str, last_event_id: Option<i64>) -> SseClient {
+        SseClient::connect_as(base, path, last_event_id, None).await
+    }
+
+    /// Like [`SseClient::connect`], with `token` as the bearer token.
+    pub async fn connect_as(
+        base: &str,
+        path: &str,
+        last_event_id: Option<i64>,
+        token: Option<&str>,
+    ) -> SseClient {
         let mut req = super::http().get(format!("{base}{path}"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
         let resp = req.send().await.expect("stream request");
-        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.status(), 200, "{path}");
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         assert_eq!(resp.headers()["cache-control"], "no-cache");
         assert_eq!(resp.headers()["x-accel-buffering"], "no");
