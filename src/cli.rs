@@ -1,6 +1,8 @@
 //! Command-line interface: the subcommands and their flags. Every flag can also be set through
 //! the environment variable named in `--help` (the Go service's names where it had one), so
-//! existing deployments keep working.
+//! existing deployments keep working. `serve`'s flags live with its settings
+//! ([`crate::config::args`]), the hook's with its ([`crate::hook::config::HookArgs`]), and the
+//! `--server`/`--token-file` pair of the API's clients is [`crate::client::ServerArgs`].
 
 use crate::config::ServeArgs;
 use crate::domain::duration::parse_duration;

@@ -1,6 +1,7 @@
 //! Typed configuration of `serve`, built once from the parsed command line. Every check here
 //! fails with a message that names the flag and its environment variable; nothing falls back
-//! silently to a default.
+//! silently to a default. The flags themselves (clap's argument structs) are [`args`], so
+//! that the settings never look up at `cli`.
 
 use crate::api::auth::Tokens;
 use crate::api::connections::ConnectionLimits;

@@ -8,18 +8,22 @@
 //! - [`domain`]: the job model, its rules, the types every layer shares (GPU readings, agent
 //!   reports, Slurm host lists) and the event contract ([`domain::event`]: an
 //!   [`events::EventKind`] and one payload type per kind); pure, no I/O;
-//! - [`collector`]: what a node measures (cgroups, GPUs, `/proc`); [`spool`]: the on-disk queue
-//!   of what could not be delivered; [`token_file`]: the one token-file rule;
+//! - [`collector`]: what a node measures (cgroups, GPUs, `/proc`); [`log_tail`]: the agent's
+//!   reader of jobs' output files; [`spool`]: the on-disk queue of what could not be delivered;
+//!   [`token_file`]: the one token-file rule; [`log_safe`]: text fit for a log line;
 //! - [`store`]: the database (SQLite or PostgreSQL), one transaction per change, and the event
 //!   log it writes the contract's payloads into; it reports its timings through
 //!   [`store::StoreObserver`], which `metrics` implements;
 //! - [`events`] (the feed of committed events), [`metrics`], [`report_events`] and
 //!   [`scheduler`] sit on the store; [`api`] and [`console`] serve them;
-//! - [`client`]: the one client of our own API (URL join, token, retries, error text);
-//! - the commands on top: [`app`] (`serve`), [`agent`], [`hook`], [`watch`], [`report`];
-//!   [`cli`] and [`config`] turn arguments into their settings.
+//! - [`client`]: the one client of our own API (URL join, token, retries, error text, and the
+//!   `--server`/`--token-file` flags of the commands that use it);
+//! - the commands on top: [`app`] (`serve`, whose flags and checked settings are [`config`]),
+//!   [`agent`], [`hook`] (flags and settings in [`hook::config`]), [`watch`], [`report`],
+//!   [`log_cmd`]; [`cli`] gathers them into subcommands and turns the agent's and watch's
+//!   arguments into their settings.
 //!
-//! tests/layers.rs checks that no module refers to one above it (and lists what still does).
+//! tests/layers.rs checks that no module refers to one above it; none does.
 
 pub mod agent;
 pub mod api;

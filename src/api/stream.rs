@@ -1,26 +1,32 @@
-//! Server-Sent Events: `GET /v1/stream/jobs` (every job, filtered), `GET /v1/stream/jobs/{id}`
-//! (one job, its samples included, closing with `stream_closed` once the job has finished),
-//! `GET /v1/stream/nodes` (node state and usage), `GET /v1/stream/partitions` (Slurm's
-//! partitions) and `GET /v1/stream/cluster` (a periodic status plus the job changes).
+//! Server-Sent Events: `GET /v1/stream/jobs` (every job, filtered), `GET /v1/stream/jobs/{id}` (one
+//! job, its samples included, closing with `stream_closed` once the job has finished), `GET
+//! /v1/stream/nodes` (node state and usage), `GET /v1/stream/partitions` (Slurm's partitions) and
+//! `GET /v1/stream/cluster` (a periodic status plus the job changes).
 //!
 //! Each connection gets a pump task that first replays the event log after the client's cursor
 //! (`Last-Event-ID`, or `?last_event_id=`; the header wins), then forwards live events from the
-//! [`EventFeed`](crate::events::EventFeed), skipping ids it already sent: no gap, no duplicate. A cursor older than the
-//! log's retention gets a `reset` event: the client should refetch state through REST.
+//! [`EventFeed`](crate::events::EventFeed), skipping ids it already sent: no gap, no duplicate. A
+//! cursor older than the log's retention gets a `reset` event: the client should refetch state
+//! through REST.
 //!
 //! **Slow clients.** The pump writes into a small bounded channel ([`CONNECTION_BUFFER`]), so a
 //! client that does not read holds at most that many messages here; the feed never waits for
-//! anyone. Once such a client has fallen behind by more than the feed keeps, it has *lagged*:
-//! the pump drops its backlog and sends `reset` (with the last id it did deliver, so the client
-//! may also reconnect from there and replay the gap from the log), then continues live. A second
-//! lag within [`LAG_WINDOW`](pump::LAG_WINDOW) ends the stream. Lagging clients are never replayed from the log
-//! by the server itself: after a burst, thousands of them doing so at once would load the
+//! anyone. Once such a client has fallen behind by more than the feed keeps, it has *lagged*: the
+//! pump drops its backlog and sends `reset` (with the last id it did deliver, so the client may
+//! also reconnect from there and replay the gap from the log), then continues live. A second lag
+//! within [`LAG_WINDOW`](pump::LAG_WINDOW) ends the stream. Lagging clients are never replayed from
+//! the log by the server itself: after a burst, thousands of them doing so at once would load the
 //! database for nothing. What the socket holds beyond the channel (hyper's write queue, the
 //! kernel's send buffer) is bounded too; a peer that stops reading altogether is dropped by the
 //! kernel (`TCP_USER_TIMEOUT`, see [`super::socket`]).
 //!
 //! Messages are framed once per event and stream name, not once per subscriber (see
 //! [`FeedEvent::encoded`](crate::events::FeedEvent::encoded)).
+//!
+//! The pieces: [`registry`] counts the open connections and shares the cluster status; [`encode`]
+//! makes the envelope and frames it for SSE or a WebSocket; [`pump`] replays and follows one
+//! connection; this file holds the routes' handlers and the SSE response. A job's output is
+//! followed by [`super::log_stream`] instead.
 
 use super::error::{respond, ApiError};
 use super::identity::Identity;

@@ -7,7 +7,7 @@
 //! scrape never touches the database or a file, and its cost grows with the running jobs, never
 //! with the jobs ever seen. Payloads are read as the event contract's types
 //! ([`crate::events::Payload`]): one that does not read makes that one event be skipped (and
-//! logged), never a panic.
+//! logged), never a panic. The Prometheus text is written by the `render` submodule.
 
 use super::text::{self, header, sample, sample_with, Kind};
 use crate::collector::GpuReading;
