@@ -426,16 +426,7 @@ async fn live_stream_resumes_by_offset(backend: Backend) {
     );
     assert_eq!(id, 18);
     // Counted in the stream status while open, and no longer once closed.
-    let status = || async {
-        common::http()
-            .get(format!("{}/v1/stream/status", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let status = || server.get_json("/v1/stream/status");
     let open = status().await;
     assert_eq!(open["streams"]["job_log"]["sse"], 1, "{open}");
     assert_eq!(open["jobs"]["s-1"], 1, "{open}");
@@ -581,14 +572,7 @@ async fn ws_job_log_follows_and_resumes(backend: Backend) {
     post_raw(&server, "/v1/jobs/w-1/log?stream=stderr&offset=0", b"err\n").await;
     post_raw(&server, "/v1/jobs/w-1/log?stream=stdout&offset=4", b"two\n").await;
     assert_eq!(ws.text_until(8).await, ("two\n".to_owned(), 8));
-    let status: Value = common::http()
-        .get(format!("{}/v1/stream/status", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = server.get_json("/v1/stream/status").await;
     assert_eq!(status["streams"]["job_log"]["ws"], 1, "{status}");
 
     // A second connection resumes from the first one's offset 4: exactly what follows it.

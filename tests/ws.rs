@@ -316,14 +316,7 @@ async fn job_streams_close_and_connections_are_counted_and_end_on_shutdown() {
     assert_eq!(created["type"], "job_created");
     assert_eq!(created["stream"], "job");
 
-    let status: Value = common::http()
-        .get(format!("{}/v1/stream/status", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = server.get_json("/v1/stream/status").await;
     assert_eq!(status["streams"]["job"]["ws"], 1, "{status}");
     assert_eq!(status["jobs"]["j1"], 1, "{status}");
 

@@ -6,19 +6,21 @@
 //!
 //! One pump per connection reads what the table holds past its offset, then takes live appends
 //! that start exactly where it stands; anything else (a lag, a skipped range, a character cut
-//! between appends) sends it back to the table. Who may follow a job is [`readable_job`]'s
-//! rule, the same as for the history.
+//! between appends) sends it back to the table.
+//!
+//! The reading rules that the history and download routes (`super::logs`) share with it live
+//! here too: who may read a job's output ([`readable_job`]), when a stream is complete
+//! ([`is_complete`]), and cutting stored chunks at a character boundary ([`slice`]).
 
+use super::auth::Role;
 use super::error::ApiError;
 use super::identity::Identity;
-use super::logs::{
-    event, is_complete, readable_job, slice, stopped, Hold, CONNECTION_BUFFER, STREAM_STEP_BYTES,
-};
 use super::stream::Registered;
 use super::AppState;
-use crate::domain::joblog::{complete_utf8_prefix, to_text, LogStream};
+use crate::domain::joblog::{complete_utf8_prefix, skip_marker, to_text, Chunk, LogStream};
+use crate::domain::now_micros;
 use crate::domain::Job;
-use crate::store::logs::LogNotice;
+use crate::store::logs::{LogNotice, LogState};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,93 @@ use warp::sse::Event;
 
 /// How often a live log stream looks at the job (its end, another replica's bytes).
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// Bytes a stream reads from the database per step (download, and a live stream catching up).
+pub(super) const STREAM_STEP_BYTES: i64 = 256 * 1024;
+
+/// Events a slow client may have queued before a pump waits for it.
+pub(super) const CONNECTION_BUFFER: usize = 64;
+
+/// Job `id` if `who` may read its output: the owner, an admin, or anyone on an open server.
+pub(super) async fn readable_job(
+    who: &Identity,
+    id: &str,
+    state: &AppState,
+) -> Result<Job, ApiError> {
+    if matches!(who, Identity::Role(role) if *role != Role::Admin) {
+        return Err(ApiError::Forbidden);
+    }
+    super::jobs::visible_job(who, id, false, state).await
+}
+
+/// Whether a stream has all its bytes: the job ended and the agent sent its last bytes, said
+/// it could not read the file, or the drain passed.
+pub(super) fn is_complete(state: &AppState, job: &Job, log: &LogState) -> bool {
+    job.state.is_terminal()
+        && (log.eof
+            || log.unavailable.is_some()
+            || state.store.logs().drained(job.end_time, now_micros()))
+}
+
+/// Whether [`slice`] holds back a character cut at the end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// No: the end of the log (complete), bytes as they are.
+    Never,
+    /// Yes, unless nothing else is left to return (a page must move on).
+    IfProgress,
+    /// Yes, even if that leaves nothing (a live stream waits for the rest).
+    Always,
+}
+
+/// Renders `chunks` from `from` up to `to` (a skipped range whole), holding back an incomplete
+/// character at the end as `hold` says. Returns the bytes and the offset they reach.
+pub(super) fn slice(chunks: &[Chunk], from: i64, to: i64, hold: Hold) -> (Vec<u8>, i64) {
+    let mut out = Vec::new();
+    let mut pos = from;
+    let mut data_tail = 0usize;
+    for c in chunks {
+        if c.end() <= pos || c.start >= to {
+            continue;
+        }
+        match &c.data {
+            None => {
+                out.extend_from_slice(skip_marker(c.length).as_bytes());
+                pos = c.end();
+                data_tail = 0;
+            }
+            Some(data) => {
+                let a = (pos - c.start) as usize;
+                let b = ((to.min(c.end()) - c.start) as usize).min(data.len());
+                out.extend_from_slice(&data[a.min(b)..b]);
+                data_tail = b - a.min(b);
+                pos = c.start + b as i64;
+            }
+        }
+    }
+    if hold != Hold::Never {
+        let back = out.len() - complete_utf8_prefix(&out);
+        let progress = (pos - back as i64) > from;
+        if back > 0 && back <= data_tail && (progress || hold == Hold::Always) {
+            out.truncate(out.len() - back);
+            pos -= back as i64;
+        }
+    }
+    (out, pos)
+}
+
+/// Resolves when the server shuts down (the watch guard is dropped inside, never held).
+pub(super) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+pub(super) fn event(name: &str, data: &serde_json::Value, id: Option<i64>) -> Event {
+    let e = Event::default().event(name).data(data.to_string());
+    match id {
+        Some(id) => e.id(id.to_string()),
+        None => e,
+    }
+}
 
 /// One message of a followed log, before it is framed for SSE or a WebSocket.
 #[derive(Debug, Clone)]

@@ -12,15 +12,17 @@
 use super::auth::{identify, require_role, require_stream, Role};
 use super::error::{respond, ApiError};
 use super::identity::Identity;
-use super::log_stream;
+use super::log_stream::{
+    self, event, is_complete, readable_job, slice, stopped, Hold, CONNECTION_BUFFER,
+    STREAM_STEP_BYTES,
+};
 use super::request::{int_param, job_id, query_map, read_limited};
 use super::{with_state, AppState};
 use crate::domain::joblog::{
     complete_utf8_prefix, line_window, render, skip_marker, to_text, Chunk, LogStream,
     LogUnavailable,
 };
-use crate::domain::{now_micros, Job};
-use crate::store::logs::{AppendOutcome, LogAppend, LogState};
+use crate::store::logs::{AppendOutcome, LogAppend};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -42,10 +44,6 @@ const MAX_PAGE_BYTES: i64 = 1024 * 1024;
 /// Default and largest page by lines.
 const DEFAULT_LINES: i64 = 100;
 const MAX_LINES: i64 = 10_000;
-/// Bytes a stream reads from the database per step (download, and a live stream catching up).
-pub(super) const STREAM_STEP_BYTES: i64 = 256 * 1024;
-/// Events a slow client may have queued before a pump waits for it.
-pub(super) const CONNECTION_BUFFER: usize = 64;
 
 const READ: &[Role] = &[Role::Reader];
 const AGENT: &[Role] = &[Role::Agent];
@@ -143,27 +141,6 @@ fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<bool, ApiE
             "{name} must be true or false"
         ))),
     }
-}
-
-/// Job `id` if `who` may read its output: the owner, an admin, or anyone on an open server.
-pub(super) async fn readable_job(
-    who: &Identity,
-    id: &str,
-    state: &AppState,
-) -> Result<Job, ApiError> {
-    if matches!(who, Identity::Role(role) if *role != Role::Admin) {
-        return Err(ApiError::Forbidden);
-    }
-    super::jobs::visible_job(who, id, false, state).await
-}
-
-/// Whether a stream has all its bytes: the job ended and the agent sent its last bytes, said
-/// it could not read the file, or the drain passed.
-pub(super) fn is_complete(state: &AppState, job: &Job, log: &LogState) -> bool {
-    job.state.is_terminal()
-        && (log.eof
-            || log.unavailable.is_some()
-            || state.store.logs().drained(job.end_time, now_micros()))
 }
 
 async fn append(
@@ -342,53 +319,6 @@ async fn byte_page(
         "more": next < end,
         "text": to_text(&out),
     }))
-}
-
-/// Whether [`slice`] holds back a character cut at the end.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Hold {
-    /// No: the end of the log (complete), bytes as they are.
-    Never,
-    /// Yes, unless nothing else is left to return (a page must move on).
-    IfProgress,
-    /// Yes, even if that leaves nothing (a live stream waits for the rest).
-    Always,
-}
-
-/// Renders `chunks` from `from` up to `to` (a skipped range whole), holding back an incomplete
-/// character at the end as `hold` says. Returns the bytes and the offset they reach.
-pub(super) fn slice(chunks: &[Chunk], from: i64, to: i64, hold: Hold) -> (Vec<u8>, i64) {
-    let mut out = Vec::new();
-    let mut pos = from;
-    let mut data_tail = 0usize;
-    for c in chunks {
-        if c.end() <= pos || c.start >= to {
-            continue;
-        }
-        match &c.data {
-            None => {
-                out.extend_from_slice(skip_marker(c.length).as_bytes());
-                pos = c.end();
-                data_tail = 0;
-            }
-            Some(data) => {
-                let a = (pos - c.start) as usize;
-                let b = ((to.min(c.end()) - c.start) as usize).min(data.len());
-                out.extend_from_slice(&data[a.min(b)..b]);
-                data_tail = b - a.min(b);
-                pos = c.start + b as i64;
-            }
-        }
-    }
-    if hold != Hold::Never {
-        let back = out.len() - complete_utf8_prefix(&out);
-        let progress = (pos - back as i64) > from;
-        if back > 0 && back <= data_tail && (progress || hold == Hold::Always) {
-            out.truncate(out.len() - back);
-            pos -= back as i64;
-        }
-    }
-    (out, pos)
 }
 
 /// Lines `from_line..` (negative: from the end), at most `lines`, found with the chunks'
@@ -669,17 +599,4 @@ async fn global_inner(who: Identity, params: HashMap<String, String>, state: App
     });
     let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok(super::stream::sse_response(events, state.shutdown.clone()))
-}
-
-/// Resolves when the server shuts down (the watch guard is dropped inside, never held).
-pub(super) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-pub(super) fn event(name: &str, data: &serde_json::Value, id: Option<i64>) -> Event {
-    let e = Event::default().event(name).data(data.to_string());
-    match id {
-        Some(id) => e.id(id.to_string()),
-        None => e,
-    }
 }

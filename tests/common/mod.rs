@@ -427,6 +427,17 @@ impl TestServer {
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
     }
 
+    /// A GET's JSON answer (no token); asserts success.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = http()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
     /// job-started for `id` by `user` on one node.
     pub async fn started(&self, id: &str, user: &str) {
         self.post(
