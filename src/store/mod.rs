@@ -10,6 +10,7 @@
 mod bulk;
 pub mod go_schema;
 mod group_commit;
+mod lifecycle_batch;
 pub mod logs;
 mod migrate;
 mod node_figures;
