@@ -50,8 +50,12 @@ pub(super) mod postgres {
     use sqlx::{PgConnection, Postgres, QueryBuilder};
 
     /// The `jobs` row of a job-started, bound in `JOB_COLUMNS` order (see `queries.rs`).
-    pub(in crate::store) type PushJob =
-        fn(&mut sqlx::query_builder::Separated<'_, Postgres, &'static str>, &Job, &str, DateTime<Utc>);
+    pub(in crate::store) type PushJob = fn(
+        &mut sqlx::query_builder::Separated<'_, Postgres, &'static str>,
+        &Job,
+        &str,
+        DateTime<Utc>,
+    );
 
     /// Applies the new jobs and the ends of running jobs of `ops` in one statement. Returns,
     /// per op, the row written (a new job, or a job that was running and is now terminal), or
@@ -87,7 +91,9 @@ pub(super) mod postgres {
             qb.push_values(&starts, |mut b, (_, job, audit)| {
                 push_job(&mut b, job, &audit.correlation_id, now)
             });
-            qb.push(format!(" ON CONFLICT (id) DO NOTHING RETURNING {JOB_COLUMNS}), "));
+            qb.push(format!(
+                " ON CONFLICT (id) DO NOTHING RETURNING {JOB_COLUMNS}), "
+            ));
         }
         if !finishes.is_empty() {
             // The same assignments as the one-event finish of a running job (`finish_in`).
@@ -100,13 +106,28 @@ pub(super) mod postgres {
             );
             qb.push_bind(now);
             qb.push(" FROM UNNEST(");
-            qb.push_bind(finishes.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>());
+            qb.push_bind(
+                finishes
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>(),
+            );
             qb.push("::text[], ");
-            qb.push_bind(finishes.iter().map(|(_, f)| f.state.as_str()).collect::<Vec<_>>());
+            qb.push_bind(
+                finishes
+                    .iter()
+                    .map(|(_, f)| f.state.as_str())
+                    .collect::<Vec<_>>(),
+            );
             qb.push("::text[], ");
             qb.push_bind(finishes.iter().map(|(_, f)| f.end_time).collect::<Vec<_>>());
             qb.push("::timestamptz[], ");
-            qb.push_bind(finishes.iter().map(|(_, f)| f.exit_code).collect::<Vec<_>>());
+            qb.push_bind(
+                finishes
+                    .iter()
+                    .map(|(_, f)| f.exit_code)
+                    .collect::<Vec<_>>(),
+            );
             qb.push("::int8[], ");
             qb.push_bind(finishes.iter().map(|(_, f)| f.signal).collect::<Vec<_>>());
             qb.push("::int8[], ");
@@ -127,7 +148,9 @@ pub(super) mod postgres {
                 .collect();
             qb.push(format!(" RETURNING {}), ", returning.join(", ")));
         }
-        qb.push(format!("none AS (SELECT {JOB_COLUMNS} FROM jobs WHERE false) "));
+        qb.push(format!(
+            "none AS (SELECT {JOB_COLUMNS} FROM jobs WHERE false) "
+        ));
         let parts: Vec<&str> = [
             (!starts.is_empty()).then_some("s"),
             (!finishes.is_empty()).then_some("f"),
@@ -216,9 +239,19 @@ pub(super) mod postgres {
             qb.push(", e.kind, e.job_id, e.payload::json, e.sample_id FROM lock, UNNEST(");
             qb.push_bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>());
             qb.push("::text[], ");
-            qb.push_bind(events.iter().map(|e| e.job_id.as_deref()).collect::<Vec<_>>());
+            qb.push_bind(
+                events
+                    .iter()
+                    .map(|e| e.job_id.as_deref())
+                    .collect::<Vec<_>>(),
+            );
             qb.push("::text[], ");
-            qb.push_bind(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>());
+            qb.push_bind(
+                events
+                    .iter()
+                    .map(|e| e.payload.as_str())
+                    .collect::<Vec<_>>(),
+            );
             qb.push("::text[], ");
             qb.push_bind(events.iter().map(|e| e.sample_id).collect::<Vec<_>>());
             qb.push(
@@ -235,8 +268,12 @@ pub(super) mod sqlite {
     use sqlx::{Sqlite, SqliteConnection};
 
     /// Same shape as [`super::postgres::PushJob`].
-    pub(in crate::store) type PushJob =
-        fn(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &Job, &str, DateTime<Utc>);
+    pub(in crate::store) type PushJob = fn(
+        &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>,
+        &Job,
+        &str,
+        DateTime<Utc>,
+    );
 
     /// SQLite runs in-process: each statement is a function call, and the one-event path
     /// settles every op.
