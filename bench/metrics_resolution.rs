@@ -12,7 +12,7 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{create_pg_database, env_or};
+use support::{env_or, percentile_ms};
 
 use chrono::Duration as ChronoDuration;
 use jobscope::app::Application;
@@ -57,7 +57,8 @@ fn sample(at: chrono::DateTime<chrono::Utc>, i: usize) -> MetricSample {
 /// The job, started `samples` × 15 s ago (less an hour, so a week stays inside the default
 /// week of retention), with its samples.
 async fn fill(store: &Store, samples: usize) {
-    let start = now_micros() - ChronoDuration::seconds(samples as i64 * 15) + ChronoDuration::hours(1);
+    let start =
+        now_micros() - ChronoDuration::seconds(samples as i64 * 15) + ChronoDuration::hours(1);
     let mut job = Job::new(
         JOB.into(),
         "alice".into(),
@@ -91,11 +92,6 @@ async fn fill(store: &Store, samples: usize) {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 async fn timed(client: &reqwest::Client, url: &str, runs: usize) -> (Vec<Duration>, usize) {
     let mut times = Vec::with_capacity(runs);
     let mut size = 0;
@@ -119,7 +115,9 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
     let rolled = started.elapsed();
     store.close().await;
 
-    let app = Application::build(ServeConfig::loopback(url)).await.unwrap();
+    let app = Application::build(ServeConfig::loopback(url))
+        .await
+        .unwrap();
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -147,9 +145,9 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
         let (times, bytes) = timed(&client, &url, runs).await;
         println!(
             "| {backend} | {samples} | {what} | {runs} | {bytes} | {:.2} | {:.2} | {:.2} |",
-            percentile(&times, 0.5),
-            percentile(&times, 0.95),
-            percentile(&times, 0.99),
+            percentile_ms(&times, 0.5),
+            percentile_ms(&times, 0.95),
+            percentile_ms(&times, 0.99),
         );
     }
     println!(
@@ -175,11 +173,7 @@ fn main() {
     println!("| backend | samples | request | runs | bytes | p50 ms | p95 ms | p99 ms |");
     println!("|---|---|---|---|---|---|---|---|");
     for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
-        let url = match backend {
-            "sqlite" => format!("sqlite://{}", dir.path().join("resolution.db").display()),
-            "postgres" => rt.block_on(create_pg_database("jobscope_bench_resolution")),
-            other => panic!("unknown backend {other}"),
-        };
+        let url = support::backend_url(&rt, backend, dir.path(), "resolution");
         rt.block_on(run(backend, &url, samples, runs));
     }
 }

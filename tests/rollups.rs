@@ -7,6 +7,7 @@ mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use jobscope::domain::report::Thresholds;
+use jobscope::store::rollups::Retired;
 use serde_json::{json, Value};
 
 /// A 5-minute boundary `days` days ago.
@@ -207,6 +208,15 @@ on_both_backends!(resolution_is_validated_and_raw_is_unchanged, |app| {
         .expect(404);
 });
 
+/// Retention with a day of raw samples and rollups kept since `rollups_before`.
+async fn retire(store: &jobscope::store::Store, rollups_before: DateTime<Utc>) -> Retired {
+    let before = Utc::now() - Duration::days(1);
+    store
+        .retire(before, rollups_before, Thresholds::site())
+        .await
+        .expect("retention")
+}
+
 /// `n` samples of job `id` on node a, `every` apart from `from`, in batches of 200.
 async fn many(app: &common::TestApp, id: &str, from: DateTime<Utc>, every: Duration, n: i64) {
     let items: Vec<Value> = (0..n)
@@ -215,6 +225,21 @@ async fn many(app: &common::TestApp, id: &str, from: DateTime<Utc>, every: Durat
     for chunk in items.chunks(200) {
         send(app, "a", chunk.to_vec()).await;
     }
+}
+
+/// Job `id` on node a from `t` for `span`, with `n` samples `every` apart; its `auto` answer.
+async fn auto_of(
+    app: &common::TestApp,
+    id: &str,
+    t: DateTime<Utc>,
+    span: Duration,
+    (every, n): (Duration, i64),
+) -> Value {
+    start(app, id, &["a"], t).await;
+    many(app, id, t, every, n).await;
+    finish(app, id, t + span).await;
+    let path = format!("/v1/jobs/{id}/metrics?resolution=auto");
+    app.get(&path).await.expect(200)
 }
 
 on_both_backends!(auto_picks_the_finest_resolution_that_fits, |app| {
@@ -227,26 +252,14 @@ on_both_backends!(auto_picks_the_finest_resolution_that_fits, |app| {
     assert_eq!(body["resolution"], "raw", "{body}");
     assert_eq!(body["total"], 5, "{body}");
     // 1,200 samples over 5 hours: 300 one-minute points fit.
-    let t = base(1);
-    start(app, "m1", &["a"], t).await;
-    many(app, "m1", t, Duration::seconds(15), 1200).await;
-    finish(app, "m1", t + Duration::hours(5)).await;
-    let body = app
-        .get("/v1/jobs/m1/metrics?resolution=auto")
-        .await
-        .expect(200);
+    let every15 = (Duration::seconds(15), 1200);
+    let body = auto_of(app, "m1", base(1), Duration::hours(5), every15).await;
     assert_eq!(body["resolution"], "1m", "{body}");
     assert_eq!(body["total"], 300, "{body}");
     // 1,100 samples over 7 days: 10,080 one-minute and 2,016 five-minute points do not fit,
     // 672 fifteen-minute ones do.
-    let t = base(8);
-    start(app, "w1", &["a"], t).await;
-    many(app, "w1", t, Duration::seconds(550), 1100).await;
-    finish(app, "w1", t + Duration::days(7)).await;
-    let body = app
-        .get("/v1/jobs/w1/metrics?resolution=auto")
-        .await
-        .expect(200);
+    let sparse = (Duration::seconds(550), 1100);
+    let body = auto_of(app, "w1", base(8), Duration::days(7), sparse).await;
     assert_eq!(body["resolution"], "15m", "{body}");
     assert!(body["total"].as_i64().unwrap() <= 1000, "{body}");
     let samples: i64 = body["points"]
@@ -274,15 +287,7 @@ on_both_backends!(
         );
 
         // A day of retention: the job's samples (two days old) go.
-        let retired = app
-            .store
-            .retire(
-                Utc::now() - Duration::days(1),
-                Utc::now() - Duration::days(90),
-                Thresholds::site(),
-            )
-            .await
-            .unwrap();
+        let retired = retire(&app.store, Utc::now() - Duration::days(90)).await;
         assert_eq!(retired.samples, 5, "{retired:?}");
         assert_eq!(retired.archived_jobs, 1, "{retired:?}");
         assert_eq!(app.sample_rows("r1").await, 0);
@@ -312,15 +317,7 @@ on_both_backends!(
         check_known_points(&auto, t);
 
         // Rollups past their own retention go too.
-        let retired = app
-            .store
-            .retire(
-                Utc::now() - Duration::days(1),
-                Utc::now(),
-                Thresholds::site(),
-            )
-            .await
-            .unwrap();
+        let retired = retire(&app.store, Utc::now()).await;
         assert_eq!(retired.rollups, 3, "{retired:?}");
     }
 );
@@ -352,16 +349,9 @@ on_both_backends!(passes_are_idempotent_and_survive_being_cut_off, |app| {
     // A restart (a new store on the same database) between the archive and the prune, then
     // retention twice: nothing lost, nothing doubled.
     let store = jobscope::store::Store::connect(&app.db.url).await.unwrap();
-    let before = Utc::now() - Duration::days(1);
     let year = Utc::now() - Duration::days(365);
-    store
-        .retire(before, year, Thresholds::site())
-        .await
-        .unwrap();
-    let twice = store
-        .retire(before, year, Thresholds::site())
-        .await
-        .unwrap();
+    retire(&store, year).await;
+    let twice = retire(&store, year).await;
     assert_eq!((twice.samples, twice.archived_jobs), (0, 0), "{twice:?}");
     store.close().await;
     let mut after = app
