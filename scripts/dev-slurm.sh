@@ -274,7 +274,8 @@ write_config() {
 
 	node_line=$(slurm_env slurmd -C 2>/dev/null | grep -m1 '^NodeName=') || fail_start "slurmd -C printed no NodeName line"
 	# The node must be known under the name slurmd finds for itself; reach it on loopback.
-	node_line="$node_line NodeAddr=127.0.0.1 Gres=gpu:2 State=UNKNOWN"
+	# Two node features, so jobscope's feature filters have something real to read.
+	node_line="$node_line NodeAddr=127.0.0.1 Gres=gpu:2 Feature=jobscope-dev,fakegpu State=UNKNOWN"
 	NODE_NAME=${node_line#NodeName=}
 	NODE_NAME=${NODE_NAME%% *}
 

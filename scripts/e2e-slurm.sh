@@ -74,6 +74,10 @@ cleanup() {
 trap cleanup EXIT
 
 [ "$(id -u)" = 0 ] || die "must run as root (Slurm runs jobs as their users)"
+# One Slurm per machine (fixed ports, one state directory, the node's cgroups): a second run
+# on the same machine waits for the first instead of tearing its Slurm down.
+exec 9>/tmp/jobscope-slurm.lock
+flock 9
 for tool in jq curl; do
 	command -v "$tool" >/dev/null || {
 		apt-get update -qq >/dev/null 2>&1 || true
@@ -248,6 +252,7 @@ wait_node() { # expr timeout_s: until the jq expression is true of the node in j
 }
 wait_node '.partitions == ["debug"]' 20 || bad "node $NODE: no partitions from Slurm after 20 s"
 check "node: partitions,cpus from Slurm" "$(api "/v1/nodes/$NODE" | jq -c '[.partitions,.cpus>=1,.memory_total_bytes>0]')" '[["debug"],true,true]'
+check "node: features from slurm.conf" "$(api "/v1/nodes?features=fakegpu" | jq -c '[.nodes[] | [.name, .features]]')" "[[\"$NODE\",[\"jobscope-dev\",\"fakegpu\"]]]"
 scontrol update nodename="$NODE" state=drain reason="e2e drain"
 wait_node '.state == "drained"' 20 || bad "node $NODE: drain not seen after 20 s"
 check "node: drained,reason" "$(api "/v1/nodes/$NODE" | jq -c '[.state,.state_reason]')" '["drained","e2e drain"]'

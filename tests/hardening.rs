@@ -619,3 +619,28 @@ async fn client_text_cannot_forge_log_lines() {
     drop(_guard);
     app.finish().await;
 }
+
+/// A connection that never sends a byte (an HTTP client's pool keeps such connections: hyper
+/// opens one while a request waits, and pools it unused when an older one frees up first) does
+/// not hold up a graceful shutdown; it used to, until the first-byte timeout (20 s), which CI
+/// caught as a 10 s shutdown in tests/hook.rs.
+#[tokio::test]
+async fn a_connection_that_never_speaks_does_not_hold_up_shutdown() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Accepted in order: once a later connection is answered, the silent one was accepted.
+    let health = common::http()
+        .get(format!("{}/v1/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let started = Instant::now();
+    server.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}

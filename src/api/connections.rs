@@ -122,6 +122,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections that have not sent a byte yet close at shutdown instead of holding it up: an
+    // HTTP client's pool keeps such connections (hyper opens one while a request waits and
+    // pools it unused when an older one frees up first), and they may never speak.
+    let (stopping, not_yet_stopping) = tokio::sync::watch::channel(false);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -149,11 +153,16 @@ pub async fn serve(
         };
         let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
         let watcher = graceful.watcher();
+        let mut stopping = not_yet_stopping.clone();
         tokio::spawn(async move {
             // hyper's timer starts once it knows the protocol, that is after the first bytes: a
             // connection that sends nothing at all is closed here.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
+            let first_bytes = tokio::select! {
+                read = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => read,
+                _ = stopping.wait_for(|stop| *stop) => return,
+            };
+            match first_bytes {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return,
                 Err(_) => {
@@ -175,6 +184,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     graceful.shutdown().await;
 }
 

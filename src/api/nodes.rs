@@ -47,6 +47,12 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
     };
     let partition =
         validate::optional_name("partition", params.get("partition").map(String::as_str))?;
+    // Slurm node features, comma-separated: a node with any of them is listed.
+    let features = validate::name_list(
+        "features",
+        &super::stream_filter::comma_list(&params, "features"),
+        super::stream_filter::MAX_LIST,
+    )?;
     // Nodes are few (a cluster's worth) and their state is derived at read time, so filtering
     // happens here rather than in SQL.
     let nodes: Vec<Node> = state
@@ -60,6 +66,7 @@ async fn list_inner(params: HashMap<String, String>, state: AppState) -> Handled
                 .as_ref()
                 .is_none_or(|p| n.partitions.iter().any(|q| q == p))
         })
+        .filter(|n| features.is_empty() || features.iter().any(|f| n.features.contains(f)))
         .collect();
     Ok(json(&NodeList {
         total: nodes.len(),

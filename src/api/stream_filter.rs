@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 /// Most entries in a `job_ids` or `node_names` list.
-const MAX_LIST: usize = 1000;
+pub(super) const MAX_LIST: usize = 1000;
 
 /// Which events a connection wants.
 #[derive(Debug, Clone)]
@@ -54,6 +54,8 @@ pub(super) struct NodeEvents {
     pub(super) node_names: Vec<String>,
     pub(super) states: Vec<NodeState>,
     pub(super) partition: Option<String>,
+    /// Slurm node features: a node with any of them matches.
+    pub(super) features: Vec<String>,
 }
 
 /// Filters of the partition stream.
@@ -63,7 +65,7 @@ pub(super) struct PartitionEvents {
     pub(super) states: Vec<PartitionState>,
 }
 
-fn comma_list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
+pub(super) fn comma_list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
     params
         .get(key)
         .map(|v| {
@@ -181,7 +183,8 @@ impl StreamFilter {
         }))
     }
 
-    /// The node stream's filters: `node_names`, `states` (node states), `partition`.
+    /// The node stream's filters: `node_names`, `states` (node states), `partition`, `features`
+    /// (seed 000's: Slurm node features, any of them).
     pub(super) fn parse_nodes(params: &HashMap<String, String>) -> Result<StreamFilter, ApiError> {
         let known: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
         let states = comma_list(params, "states")
@@ -190,17 +193,11 @@ impl StreamFilter {
             .collect::<Result<Vec<_>, _>>()?;
         let node_names =
             validate::name_list("node_names", &comma_list(params, "node_names"), MAX_LIST)?;
-        // Seed 000's `features`: a filter on something jobscope does not store would match
-        // nothing, silently; saying so is better.
-        if !comma_list(params, "features").is_empty() {
-            return Err(ApiError::Validation(
-                "features: jobscope does not record Slurm node features yet, so it cannot filter on them".into(),
-            ));
-        }
         Ok(StreamFilter::Nodes(NodeEvents {
             node_names,
             states,
             partition: optional(params, "partition")?,
+            features: validate::name_list("features", &comma_list(params, "features"), MAX_LIST)?,
         }))
     }
 
@@ -269,6 +266,7 @@ impl StreamFilter {
                 "node_names": f.node_names,
                 "states": f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                 "partition": f.partition,
+                "features": f.features,
             }),
             StreamFilter::Partitions(f) => json!({
                 "partition_names": f.partition_names,
@@ -367,7 +365,7 @@ impl NodeEvents {
                 return false;
             }
         }
-        true
+        self.features.is_empty() || self.features.iter().any(|f| contains(&node["features"], f))
     }
 }
 
@@ -447,7 +445,28 @@ mod tests {
         assert!(!f.matches(&node("n1", "down", &["cpu"])), "partition");
         assert!(!f.matches(&event("node_updated", None, json!({}))));
 
-        for bad in [("states", "sleeping"), ("node_names", "a,\u{7}")] {
+        // Seed 000's `features`: a node with any of the listed ones.
+        let f = StreamFilter::parse_nodes(&params(&[("features", "a100, ssd")])).unwrap();
+        let with = |features: Value| {
+            event(
+                "node_updated",
+                None,
+                json!({"node": {"name": "g1", "state": "idle", "features": features}}),
+            )
+        };
+        assert!(f.matches(&with(json!(["ib", "a100"]))));
+        assert!(f.matches(&with(json!(["ssd"]))));
+        assert!(!f.matches(&with(json!(["ib"]))), "neither feature");
+        assert!(
+            !f.matches(&node("n1", "idle", &["gpu"])),
+            "no features said"
+        );
+
+        for bad in [
+            ("states", "sleeping"),
+            ("node_names", "a,\u{7}"),
+            ("features", "gpu,\u{7}"),
+        ] {
             assert!(
                 StreamFilter::parse_nodes(&params(&[bad])).is_err(),
                 "{bad:?}"

@@ -155,6 +155,9 @@ pub struct Node {
     pub state_reason: Option<String>,
     #[serde(default)]
     pub partitions: Vec<String>,
+    /// Slurm's node features (`Feature=` in slurm.conf); empty where no scheduler says.
+    #[serde(default)]
+    pub features: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

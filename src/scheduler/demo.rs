@@ -60,6 +60,8 @@ struct PartitionSpec {
     memory_gib: u64,
     gpus: u32,
     max_minutes: i64,
+    /// Slurm's node features of its nodes (`Feature=` in slurm.conf).
+    features: &'static [&'static str],
 }
 
 const PARTITIONS: &[PartitionSpec] = &[
@@ -71,6 +73,7 @@ const PARTITIONS: &[PartitionSpec] = &[
         memory_gib: 256,
         gpus: 0,
         max_minutes: 2880,
+        features: &["icelake", "avx512", "ib"],
     },
     PartitionSpec {
         name: "gpu",
@@ -80,6 +83,7 @@ const PARTITIONS: &[PartitionSpec] = &[
         memory_gib: 512,
         gpus: 4,
         max_minutes: 1440,
+        features: &["milan", "a100", "nvlink", "ib"],
     },
     PartitionSpec {
         name: "bigmem",
@@ -89,6 +93,7 @@ const PARTITIONS: &[PartitionSpec] = &[
         memory_gib: 2048,
         gpus: 0,
         max_minutes: 2880,
+        features: &["icelake", "avx512", "bigmem", "ib"],
     },
     PartitionSpec {
         name: "debug",
@@ -98,6 +103,7 @@ const PARTITIONS: &[PartitionSpec] = &[
         memory_gib: 64,
         gpus: 0,
         max_minutes: 30,
+        features: &["skylake"],
     },
 ];
 
@@ -112,6 +118,7 @@ const INACTIVE_PARTITION: PartitionSpec = PartitionSpec {
     memory_gib: 64,
     gpus: 0,
     max_minutes: 240,
+    features: &["skylake"],
 };
 
 /// (node number, state, reason): the nodes that do not take jobs.
@@ -160,6 +167,7 @@ struct DemoNode {
     cpus: u32,
     memory_bytes: u64,
     gpus: u32,
+    features: &'static [&'static str],
     /// `None` while it takes jobs; otherwise drained or down, with the reason.
     unavailable: Option<(NodeState, &'static str)>,
 }
@@ -228,6 +236,7 @@ impl Demo {
                     cpus: p.cpus,
                     memory_bytes: p.memory_gib * GIB,
                     gpus: p.gpus,
+                    features: p.features,
                     unavailable: UNAVAILABLE
                         .iter()
                         .find(|(u, _, _)| *u == n)
@@ -775,6 +784,7 @@ impl Demo {
                     state,
                     state_reason: reason,
                     partitions: Some(vec![n.partition.to_string()]),
+                    features: Some(n.features.iter().map(|f| f.to_string()).collect()),
                     cpus: Some(n.cpus as i64),
                     memory_total_bytes: Some(n.memory_bytes as i64),
                     load_1: None,

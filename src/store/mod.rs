@@ -186,6 +186,8 @@ pub struct SchedulerNode {
     pub state: crate::domain::NodeState,
     pub state_reason: Option<String>,
     pub partitions: Option<Vec<String>>,
+    /// Slurm's node features (`Feature=` in slurm.conf); `None` when the report does not say.
+    pub features: Option<Vec<String>>,
     pub cpus: Option<i64>,
     pub memory_total_bytes: Option<i64>,
     pub load_1: Option<f64>,

@@ -499,7 +499,7 @@ pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
 
 /// Columns of `nodes` that `NodeRow` reads.
 pub(crate) const NODE_COLUMNS: &str =
-    "name, state, state_reason, partitions, cpus, memory_total_bytes, \
+    "name, state, state_reason, partitions, features, cpus, memory_total_bytes, \
     cpu_usage_percent, memory_used_bytes, load_1, load_5, load_15, gpus, report_interval_seconds, \
     last_report_at, updated_at";
 
@@ -515,6 +515,7 @@ pub(crate) struct NodeRow {
     pub(crate) state: Option<String>,
     pub(crate) state_reason: Option<String>,
     pub(crate) partitions: Json<Vec<String>>,
+    pub(crate) features: Json<Vec<String>>,
     pub(crate) cpus: Option<i64>,
     pub(crate) memory_total_bytes: Option<i64>,
     cpu_usage_percent: Option<f64>,
@@ -545,6 +546,7 @@ impl NodeRow {
             state,
             state_reason: self.state_reason,
             partitions: self.partitions.0,
+            features: self.features.0,
             cpus: self.cpus,
             memory_total_bytes: self.memory_total_bytes,
             cpu_usage_percent: self.cpu_usage_percent,
@@ -625,6 +627,7 @@ pub(crate) fn scheduler_merge(
         state: None,
         state_reason: None,
         partitions: Json(Vec::new()),
+        features: Json(Vec::new()),
         cpus: None,
         memory_total_bytes: None,
         cpu_usage_percent: None,
@@ -643,6 +646,9 @@ pub(crate) fn scheduler_merge(
     if let Some(p) = &n.partitions {
         row.partitions = Json(p.clone());
     }
+    if let Some(f) = &n.features {
+        row.features = Json(f.clone());
+    }
     if !agent_live {
         row.cpus = n.cpus.or(row.cpus);
         row.memory_total_bytes = n.memory_total_bytes.or(row.memory_total_bytes);
@@ -653,6 +659,7 @@ pub(crate) fn scheduler_merge(
             &c.state,
             &c.state_reason,
             &c.partitions.0,
+            &c.features.0,
             c.cpus,
             c.memory_total_bytes,
             c.load_1,
@@ -660,6 +667,7 @@ pub(crate) fn scheduler_merge(
             &row.state,
             &row.state_reason,
             &row.partitions.0,
+            &row.features.0,
             row.cpus,
             row.memory_total_bytes,
             row.load_1,
@@ -1394,12 +1402,12 @@ macro_rules! store_queries {
                     continue;
                 };
                 let stored: NodeRow = sqlx::query_as(AssertSqlSafe(format!(
-                    "INSERT INTO nodes (name, state, state_reason, partitions, cpus, memory_total_bytes, load_1, \
-                       created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                    "INSERT INTO nodes (name, state, state_reason, partitions, features, cpus, memory_total_bytes, \
+                       load_1, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
                      ON CONFLICT (name) DO UPDATE SET \
                        state = excluded.state, state_reason = excluded.state_reason, \
-                       partitions = excluded.partitions, cpus = excluded.cpus, \
+                       partitions = excluded.partitions, features = excluded.features, cpus = excluded.cpus, \
                        memory_total_bytes = excluded.memory_total_bytes, load_1 = excluded.load_1, \
                        updated_at = excluded.updated_at \
                      RETURNING {NODE_COLUMNS}, CAST(0 AS BIGINT) AS running_jobs"
@@ -1408,6 +1416,7 @@ macro_rules! store_queries {
                 .bind(&row.state)
                 .bind(&row.state_reason)
                 .bind(&row.partitions)
+                .bind(&row.features)
                 .bind(row.cpus)
                 .bind(row.memory_total_bytes)
                 .bind(row.load_1)
@@ -1450,7 +1459,7 @@ macro_rules! store_queries {
             let mut released = 0;
             for name in owned.iter().filter(|n| !listed.contains(n.as_str())) {
                 let row: NodeRow = sqlx::query_as(AssertSqlSafe(format!(
-                    "UPDATE nodes SET state = NULL, state_reason = NULL, partitions = $2, updated_at = $3 \
+                    "UPDATE nodes SET state = NULL, state_reason = NULL, partitions = $2, features = $2, updated_at = $3 \
                      WHERE name = $1 RETURNING {NODE_COLUMNS}, {RUNNING_JOBS_OF_NODE}"
                 )))
                 .bind(name)

@@ -73,6 +73,7 @@ fn node(v: &Value) -> Option<SchedulerNode> {
         state: map_state(&base, &flags),
         state_reason: text(v.get("reason")),
         partitions,
+        features: features(v.get("features")),
         cpus: int(v.get("cpus")).filter(|c| *c > 0),
         memory_total_bytes: int(v.get("real_memory"))
             .filter(|m| *m > 0)
@@ -82,6 +83,27 @@ fn node(v: &Value) -> Option<SchedulerNode> {
             .map(|l| l as f64 / 100.0),
         name,
     })
+}
+
+/// A node's features: comma-joined text up to v0.0.39 (`"gpu,ssd"`, empty for none), a list of
+/// names from v0.0.40. Absent (or of another shape): `None`, leaving what is stored as it is.
+fn features(v: Option<&Value>) -> Option<Vec<String>> {
+    let names: Vec<String> = match v? {
+        Value::String(joined) => joined.split(',').map(str::to_owned).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => return None,
+    };
+    Some(
+        names
+            .into_iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+    )
 }
 
 /// The nodes of a `/nodes` response; entries that make no sense are skipped.
@@ -118,6 +140,8 @@ mod tests {
                 n.state_reason.as_deref(),
                 Some("disk check (jobscope test)")
             );
+            // Slurm's `"features": ""`: none configured, said.
+            assert_eq!(n.features, Some(vec![]), "{v}");
             if v == "v0.0.36" {
                 // No flags, no partitions in this version: the drain is invisible.
                 assert_eq!(n.state, Allocated);
@@ -172,6 +196,12 @@ mod tests {
         );
         assert_eq!(nodes[0].memory_total_bytes, Some(257000 * 1024 * 1024));
         assert_eq!(nodes[4].partitions, Some(vec![]));
+        // A list from v0.0.40, trimmed; a node that does not say leaves them unknown.
+        assert_eq!(
+            nodes[0].features,
+            Some(vec!["avx512".to_owned(), "ssd".to_owned()])
+        );
+        assert_eq!(nodes[1].features, None);
     }
 
     #[test]
@@ -200,7 +230,7 @@ mod tests {
             {"name": "b", "state": []},
             {"name": "c", "state": 5},
             {"name": "d", "state": "idle", "cpus": -1, "real_memory": i64::MAX,
-             "cpu_load": "x", "partitions": "debug", "reason": 3},
+             "cpu_load": "x", "partitions": "debug", "reason": 3, "features": 5},
             7
         ]});
         let nodes = parse_nodes(&body);
@@ -213,9 +243,10 @@ mod tests {
                 d.memory_total_bytes,
                 d.load_1,
                 &d.partitions,
-                &d.state_reason
+                &d.state_reason,
+                &d.features
             ),
-            (None, None, None, &None, &None)
+            (None, None, None, &None, &None, &None)
         );
         assert!(parse_nodes(&serde_json::json!({"errors": []})).is_empty());
     }
