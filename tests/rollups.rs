@@ -159,7 +159,20 @@ on_both_backends!(
             .expect(200);
         check_known_points(&body, t);
         assert!(body.get("raw_samples_since").is_none(), "{body}");
-        // ... and the same read back from the stored rollups.
+        // ... the same when the first bucket is stored and the second still read raw ...
+        let pass = app.store.roll_up(t + Duration::minutes(7)).await.unwrap();
+        assert_eq!(
+            pass.rolled_until,
+            Some(t + Duration::minutes(5)),
+            "{pass:?}"
+        );
+        assert_eq!(app.rows_of("sample_rollups", "r1").await, 2);
+        let split = app
+            .get("/v1/jobs/r1/metrics?resolution=5m")
+            .await
+            .expect(200);
+        assert_eq!(split, body);
+        // ... and read back from the stored rollups.
         let pass = app.store.roll_up(Utc::now()).await.unwrap();
         assert_eq!((pass.jobs, pass.buckets), (1, 3), "{pass:?}");
         assert_eq!(app.rows_of("sample_rollups", "r1").await, 3);
