@@ -1,13 +1,14 @@
 -- Rollups (issue 19): a job's samples folded into 5-minute buckets per node, kept past the raw
--- samples' retention (`--rollup-retention-days`). `figures` is JSON text written and read whole:
--- {"f": {figure: [n, min, sum, max]}, "g": {gpu index: {figure: [n, min, sum, max]}}} (see
--- src/domain/rollup.rs). A bucket is rewritten whole from the raw samples while they exist.
+-- samples' retention (`--rollup-retention-days`). `figures` holds each figure's count, min, sum
+-- and max, per GPU too, in a compact binary form written and read whole (29 bytes a figure; see
+-- `encode` in src/domain/rollup.rs). A bucket is rewritten whole from the raw samples while
+-- they exist.
 CREATE TABLE sample_rollups (
     job_id       TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     node         TEXT NOT NULL,
     bucket_start TEXT NOT NULL,
     samples      INTEGER NOT NULL,
-    figures      TEXT NOT NULL,
+    figures      BLOB NOT NULL,
     PRIMARY KEY (job_id, bucket_start, node)
 );
 CREATE INDEX sample_rollups_bucket_idx ON sample_rollups (bucket_start);

@@ -29,13 +29,13 @@ pub(super) fn resolution_param(params: &HashMap<String, String>) -> Result<Resol
 }
 
 #[derive(Serialize)]
-struct PointList {
+struct PointList<'a> {
     job_id: String,
     /// The bucket width answered: `1m`, `5m`, or with `auto` a coarser one (`15m`, `1h`, ...).
     resolution: String,
     bucket_seconds: i64,
     /// Newest first, at most `limit`.
-    points: Vec<serde_json::Value>,
+    points: Vec<rollup::Point<'a>>,
     /// Points in the range.
     total: i64,
     /// Raw samples before this may have expired (answered from rollups); absent when none has.
@@ -62,8 +62,15 @@ pub(super) async fn answer(
             let until = query.end.map_or(until, |e| e.min(until));
             let raw_whole = pruned.is_none_or(|p| from >= p);
             if raw_whole {
-                let (samples, total) = state.store.list_samples(&id, query).await?;
+                // Count first (a page of one): reading a page of raw samples only to drop it
+                // would cost as much as the rolled-up answer.
+                let one = SampleQuery {
+                    limit: 1,
+                    ..query.clone()
+                };
+                let (_, total) = state.store.list_samples(&id, &one).await?;
                 if total <= AUTO_MAX_POINTS {
+                    let (samples, total) = state.store.list_samples(&id, query).await?;
                     return Ok(json(&SampleList {
                         job_id: id,
                         samples,
@@ -91,7 +98,7 @@ pub(super) async fn answer(
         .iter()
         .rev()
         .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-        .map(rollup::point_json)
+        .map(rollup::Point)
         .collect();
     Ok(json(&PointList {
         job_id: id,

@@ -7,7 +7,7 @@
 use crate::domain::gpu::GpuReading;
 use crate::domain::MetricSample;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Width of the stored buckets, seconds.
@@ -73,32 +73,13 @@ pub fn bucket_start(t: DateTime<Utc>, width: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap_or(t)
 }
 
-/// One figure over a bucket: how many samples had it, and their min, sum and max. Stored as
-/// `[n, min, sum, max]`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(from = "[f64; 4]", into = "[f64; 4]")]
+/// One figure over a bucket: how many samples had it, and their min, sum and max.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stat {
     pub n: i64,
     pub min: f64,
     pub sum: f64,
     pub max: f64,
-}
-
-impl From<[f64; 4]> for Stat {
-    fn from([n, min, sum, max]: [f64; 4]) -> Stat {
-        Stat {
-            n: n as i64,
-            min,
-            sum,
-            max,
-        }
-    }
-}
-
-impl From<Stat> for [f64; 4] {
-    fn from(s: Stat) -> [f64; 4] {
-        [s.n as f64, s.min, s.sum, s.max]
-    }
 }
 
 impl Stat {
@@ -123,75 +104,101 @@ impl Stat {
     }
 }
 
-/// Figures by name.
-pub type Figures = BTreeMap<String, Stat>;
+/// Figures by name (names from [`JOB_FIGURES`] and [`GPU_FIGURES`]).
+pub type Figures = BTreeMap<&'static str, Stat>;
 
-fn add(figures: &mut Figures, name: &str, value: Option<f64>) {
+/// A sample's numeric figures, by their JSON names (pressure flattened); a name's position is
+/// its id in the stored form ([`encode`]), so names are only ever added at the end.
+pub const JOB_FIGURES: [&str; 26] = [
+    "cpu_usage",
+    "memory_usage_mb",
+    "gpu_usage",
+    "cpu_time_seconds",
+    "cpu_user_seconds",
+    "cpu_system_seconds",
+    "cpu_throttled_seconds",
+    "cpu_nr_throttled",
+    "memory_usage_bytes",
+    "memory_peak_bytes",
+    "memory_limit_bytes",
+    "memory_anon_bytes",
+    "memory_file_bytes",
+    "memory_shmem_bytes",
+    "oom_kills",
+    "io_read_bytes",
+    "io_write_bytes",
+    "io_read_ops",
+    "io_write_ops",
+    "pids",
+    "pressure_cpu_some_avg10",
+    "pressure_cpu_some_total_usec",
+    "pressure_memory_some_avg10",
+    "pressure_memory_some_total_usec",
+    "pressure_io_some_avg10",
+    "pressure_io_some_total_usec",
+];
+
+/// A GPU reading's numeric figures, as [`JOB_FIGURES`].
+pub const GPU_FIGURES: [&str; 6] = [
+    "utilization_percent",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "power_watts",
+    "energy_joules",
+    "temperature_celsius",
+];
+
+fn add(figures: &mut Figures, name: &'static str, value: Option<f64>) {
     let Some(v) = value.filter(|v| v.is_finite()) else {
         return;
     };
-    match figures.get_mut(name) {
-        Some(stat) => stat.merge(&Stat::of(v)),
-        None => {
-            figures.insert(name.to_owned(), Stat::of(v));
-        }
-    }
+    figures
+        .entry(name)
+        .and_modify(|s| s.merge(&Stat::of(v)))
+        .or_insert(Stat::of(v));
 }
 
 fn merge_figures(into: &mut Figures, from: &Figures) {
     for (name, stat) in from {
-        match into.get_mut(name) {
-            Some(s) => s.merge(stat),
-            None => {
-                into.insert(name.clone(), *stat);
-            }
-        }
+        into.entry(name)
+            .and_modify(|s| s.merge(stat))
+            .or_insert(*stat);
     }
 }
 
-/// A sample's job-level numeric figures, by their JSON names (pressure flattened as
-/// `pressure_<resource>_some_avg10` and `..._some_total_usec`).
 fn sample_figures(s: &MetricSample, figures: &mut Figures) {
     let d = &s.detail;
     let int = |v: Option<i64>| v.map(|v| v as f64);
-    let pairs = [
-        ("cpu_usage", s.cpu_usage),
-        ("memory_usage_mb", int(s.memory_usage_mb)),
-        ("gpu_usage", s.gpu_usage),
-        ("cpu_time_seconds", d.cpu_time_seconds),
-        ("cpu_user_seconds", d.cpu_user_seconds),
-        ("cpu_system_seconds", d.cpu_system_seconds),
-        ("cpu_throttled_seconds", d.cpu_throttled_seconds),
-        ("cpu_nr_throttled", int(d.cpu_nr_throttled)),
-        ("memory_usage_bytes", int(d.memory_usage_bytes)),
-        ("memory_peak_bytes", int(d.memory_peak_bytes)),
-        ("memory_limit_bytes", int(d.memory_limit_bytes)),
-        ("memory_anon_bytes", int(d.memory_anon_bytes)),
-        ("memory_file_bytes", int(d.memory_file_bytes)),
-        ("memory_shmem_bytes", int(d.memory_shmem_bytes)),
-        ("oom_kills", int(d.oom_kills)),
-        ("io_read_bytes", int(d.io_read_bytes)),
-        ("io_write_bytes", int(d.io_write_bytes)),
-        ("io_read_ops", int(d.io_read_ops)),
-        ("io_write_ops", int(d.io_write_ops)),
-        ("pids", int(d.pids)),
+    let values = [
+        s.cpu_usage,
+        int(s.memory_usage_mb),
+        s.gpu_usage,
+        d.cpu_time_seconds,
+        d.cpu_user_seconds,
+        d.cpu_system_seconds,
+        d.cpu_throttled_seconds,
+        int(d.cpu_nr_throttled),
+        int(d.memory_usage_bytes),
+        int(d.memory_peak_bytes),
+        int(d.memory_limit_bytes),
+        int(d.memory_anon_bytes),
+        int(d.memory_file_bytes),
+        int(d.memory_shmem_bytes),
+        int(d.oom_kills),
+        int(d.io_read_bytes),
+        int(d.io_write_bytes),
+        int(d.io_read_ops),
+        int(d.io_write_ops),
+        int(d.pids),
     ];
-    for (name, value) in pairs {
+    for (name, value) in JOB_FIGURES.into_iter().zip(values) {
         add(figures, name, value);
     }
     if let Some(p) = &d.pressure {
-        for (resource, f) in [("cpu", p.cpu), ("memory", p.memory), ("io", p.io)] {
+        for (at, f) in [(20, p.cpu), (22, p.memory), (24, p.io)] {
             if let Some(f) = f {
-                add(
-                    figures,
-                    &format!("pressure_{resource}_some_avg10"),
-                    Some(f.some_avg10),
-                );
-                add(
-                    figures,
-                    &format!("pressure_{resource}_some_total_usec"),
-                    Some(f.some_total_usec as f64),
-                );
+                add(figures, JOB_FIGURES[at], Some(f.some_avg10));
+                add(figures, JOB_FIGURES[at + 1], Some(f.some_total_usec as f64));
             }
         }
     }
@@ -199,20 +206,21 @@ fn sample_figures(s: &MetricSample, figures: &mut Figures) {
 
 fn gpu_figures(g: &GpuReading, figures: &mut Figures) {
     let unsigned = |v: Option<u64>| v.map(|v| v as f64);
-    add(figures, "utilization_percent", g.utilization_percent);
-    add(figures, "memory_used_bytes", unsigned(g.memory_used_bytes));
-    add(
-        figures,
-        "memory_total_bytes",
+    let values = [
+        g.utilization_percent,
+        unsigned(g.memory_used_bytes),
         unsigned(g.memory_total_bytes),
-    );
-    add(figures, "power_watts", g.power_watts);
-    add(figures, "energy_joules", g.energy_joules);
-    add(figures, "temperature_celsius", g.temperature_celsius);
+        g.power_watts,
+        g.energy_joules,
+        g.temperature_celsius,
+    ];
+    for (name, value) in GPU_FIGURES.into_iter().zip(values) {
+        add(figures, name, value);
+    }
 }
 
 /// One node's samples of one job over one bucket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
     pub start: DateTime<Utc>,
     /// The measuring node; empty for samples that named none (the Go service's route).
@@ -223,13 +231,90 @@ pub struct Bucket {
     pub gpus: BTreeMap<u32, Figures>,
 }
 
-/// What the store keeps of a bucket beside its key: `{"f": figures, "g": {index: figures}}`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct StoredFigures {
-    #[serde(default, rename = "f")]
-    pub figures: Figures,
-    #[serde(default, rename = "g", skip_serializing_if = "BTreeMap::is_empty")]
-    pub gpus: BTreeMap<u32, Figures>,
+/// Version byte of [`encode`]'s layout.
+const STORED_VERSION: u8 = 1;
+
+fn put_figures(out: &mut Vec<u8>, figures: &Figures, names: &[&str]) {
+    out.push(figures.len() as u8);
+    for (name, s) in figures {
+        let id = names.iter().position(|n| n == name).unwrap_or(usize::MAX);
+        out.push(id as u8);
+        out.extend_from_slice(&(s.n as u32).to_le_bytes());
+        for v in [s.min, s.sum, s.max] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// A bucket's figures as the store keeps them (`sample_rollups.figures`): a version byte; the
+/// job figures (a count byte, then per figure its id in [`JOB_FIGURES`], `n` as u32 and min,
+/// sum, max as f64, little-endian); a u16 count of GPUs, then per GPU its index (u32) and its
+/// figures the same way (ids in [`GPU_FIGURES`]). 29 bytes a figure, nothing to parse as text.
+pub fn encode(b: &Bucket) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 29 * (b.figures.len() + 6 * b.gpus.len()));
+    out.push(STORED_VERSION);
+    put_figures(&mut out, &b.figures, &JOB_FIGURES);
+    out.extend_from_slice(&(b.gpus.len() as u16).to_le_bytes());
+    for (index, figures) in &b.gpus {
+        out.extend_from_slice(&index.to_le_bytes());
+        put_figures(&mut out, figures, &GPU_FIGURES);
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let (head, rest) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or_else(|| "truncated rollup figures".to_owned())?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    fn figures(&mut self, names: &[&'static str]) -> Result<Figures, String> {
+        let [count] = self.take::<1>()?;
+        let mut figures = Figures::new();
+        for _ in 0..count {
+            let [id] = self.take::<1>()?;
+            let name = names
+                .get(usize::from(id))
+                .ok_or_else(|| format!("unknown rollup figure id {id}"))?;
+            let n = u32::from_le_bytes(self.take()?);
+            let mut values = [0.0; 3];
+            for v in &mut values {
+                *v = f64::from_le_bytes(self.take()?);
+            }
+            figures.insert(
+                name,
+                Stat {
+                    n: i64::from(n),
+                    min: values[0],
+                    sum: values[1],
+                    max: values[2],
+                },
+            );
+        }
+        Ok(figures)
+    }
+}
+
+/// Reads back what [`encode`] wrote: (job figures, per-GPU figures).
+pub fn decode(bytes: &[u8]) -> Result<(Figures, BTreeMap<u32, Figures>), String> {
+    let mut r = Reader(bytes);
+    let [version] = r.take::<1>()?;
+    if version != STORED_VERSION {
+        return Err(format!("unknown rollup figures version {version}"));
+    }
+    let figures = r.figures(&JOB_FIGURES)?;
+    let mut gpus = BTreeMap::new();
+    for _ in 0..u16::from_le_bytes(r.take()?) {
+        let index = u32::from_le_bytes(r.take()?);
+        gpus.insert(index, r.figures(&GPU_FIGURES)?);
+    }
+    Ok((figures, gpus))
 }
 
 impl Bucket {
@@ -292,42 +377,54 @@ struct Shown {
     max: f64,
 }
 
-fn shown(figures: &Figures, map: &mut serde_json::Map<String, serde_json::Value>) {
-    for (name, s) in figures {
-        let v = Shown {
+impl From<&Stat> for Shown {
+    fn from(s: &Stat) -> Shown {
+        Shown {
             min: s.min,
             mean: s.mean(),
             max: s.max,
-        };
-        map.insert(name.clone(), serde_json::to_value(v).unwrap_or_default());
+        }
     }
 }
 
 /// A bucket as `GET /v1/jobs/{id}/metrics` answers it: `timestamp` (the bucket's start),
 /// `node` (absent when the samples named none), `samples`, each figure as
 /// `{min, mean, max}`, and `gpus` (per index, the same shape) when any.
-pub fn point_json(b: &Bucket) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    map.insert("timestamp".into(), serde_json::json!(b.start));
-    if !b.node.is_empty() {
-        map.insert("node".into(), serde_json::json!(b.node));
+pub struct Point<'a>(pub &'a Bucket);
+
+struct GpuPoint<'a>(u32, &'a Figures);
+
+impl Serialize for GpuPoint<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1 + self.1.len()))?;
+        map.serialize_entry("index", &self.0)?;
+        for (name, s) in self.1 {
+            map.serialize_entry(name, &Shown::from(s))?;
+        }
+        map.end()
     }
-    map.insert("samples".into(), serde_json::json!(b.samples));
-    shown(&b.figures, &mut map);
-    if !b.gpus.is_empty() {
-        let gpus: Vec<_> = b
-            .gpus
-            .iter()
-            .map(|(index, figures)| {
-                let mut g = serde_json::Map::new();
-                g.insert("index".into(), serde_json::json!(index));
-                shown(figures, &mut g);
-                serde_json::Value::Object(g)
-            })
-            .collect();
-        map.insert("gpus".into(), serde_json::Value::Array(gpus));
+}
+
+impl Serialize for Point<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let b = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("timestamp", &b.start)?;
+        if !b.node.is_empty() {
+            map.serialize_entry("node", &b.node)?;
+        }
+        map.serialize_entry("samples", &b.samples)?;
+        for (name, s) in &b.figures {
+            map.serialize_entry(name, &Shown::from(s))?;
+        }
+        if !b.gpus.is_empty() {
+            let gpus: Vec<_> = b.gpus.iter().map(|(i, f)| GpuPoint(*i, f)).collect();
+            map.serialize_entry("gpus", &gpus)?;
+        }
+        map.end()
     }
-    serde_json::Value::Object(map)
 }
 
 #[cfg(test)]
@@ -398,15 +495,21 @@ mod tests {
     #[test]
     fn stats_round_trip_through_storage() {
         let mut buckets = Buckets::new();
-        fold(&[sample(0, "a", 1.5, Some(3.0))], 300, &mut buckets);
+        let mut s = sample(0, "a", 1.5, Some(3.0));
+        s.detail.pressure = Some(crate::domain::usage::Pressure {
+            io: Some(crate::domain::usage::PressureFigures {
+                some_avg10: 2.5,
+                some_total_usec: 7,
+            }),
+            ..Default::default()
+        });
+        fold(&[s, sample(10, "a", 4.0, None)], 300, &mut buckets);
         let b = buckets.into_values().next().unwrap();
-        let stored = StoredFigures {
-            figures: b.figures.clone(),
-            gpus: b.gpus.clone(),
-        };
-        let text = serde_json::to_string(&stored).unwrap();
-        let back: StoredFigures = serde_json::from_str(&text).unwrap();
-        assert_eq!((back.figures, back.gpus), (b.figures, b.gpus));
+        assert_eq!(b.figures["pressure_io_some_avg10"].max, 2.5);
+        let (figures, gpus) = decode(&encode(&b)).unwrap();
+        assert_eq!((figures, gpus), (b.figures.clone(), b.gpus.clone()));
+        assert!(decode(&encode(&b)[..10]).is_err(), "truncated");
+        assert!(decode(&[9]).is_err(), "unknown version");
     }
 
     #[test]

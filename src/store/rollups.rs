@@ -16,7 +16,7 @@
 //!   boundary, so no bucket is ever half pruned), and archives every job whose samples all go.
 
 use crate::domain::report::{DeviceSummary, NodeSummary, Thresholds};
-use crate::domain::rollup::{self, Bucket, Buckets, StoredFigures, STORED_SECONDS};
+use crate::domain::rollup::{self, Bucket, Buckets, STORED_SECONDS};
 use crate::domain::{now_micros, MetricSample};
 use crate::store::{SampleQuery, Store, StoreError, StoreResult};
 use chrono::{DateTime, Duration, Utc};
@@ -131,15 +131,11 @@ macro_rules! backend {
                         "INSERT INTO sample_rollups (job_id, node, bucket_start, samples, figures) ",
                     );
                     qb.push_values(chunk, |mut row, b| {
-                        let stored = StoredFigures {
-                            figures: b.figures.clone(),
-                            gpus: b.gpus.clone(),
-                        };
                         row.push_bind(job_id.to_owned())
                             .push_bind(b.node.clone())
                             .push_bind(b.start)
                             .push_bind(b.samples)
-                            .push_bind(serde_json::to_string(&stored).unwrap_or_default());
+                            .push_bind(rollup::encode(b));
                     });
                     qb.push(
                         " ON CONFLICT (job_id, bucket_start, node) DO UPDATE \
@@ -157,7 +153,7 @@ macro_rules! backend {
                 from: Option<DateTime<Utc>>,
                 to: DateTime<Utc>,
             ) -> StoreResult<Vec<Bucket>> {
-                let rows: Vec<(String, DateTime<Utc>, i64, String)> = sqlx::query_as(
+                let rows: Vec<(String, DateTime<Utc>, i64, Vec<u8>)> = sqlx::query_as(
                     "SELECT node, bucket_start, samples, figures FROM sample_rollups \
                      WHERE job_id = $1 AND ($2 IS NULL OR bucket_start >= $2) AND bucket_start < $3 \
                      ORDER BY bucket_start",
@@ -169,14 +165,14 @@ macro_rules! backend {
                 .await?;
                 rows.into_iter()
                     .map(|(node, start, samples, figures)| {
-                        let stored: StoredFigures = serde_json::from_str(&figures)
+                        let (figures, gpus) = rollup::decode(&figures)
                             .map_err(|e| StoreError::Corrupt(format!("sample_rollups: {e}")))?;
                         Ok(Bucket {
                             start,
                             node,
                             samples,
-                            figures: stored.figures,
-                            gpus: stored.gpus,
+                            figures,
+                            gpus,
                         })
                     })
                     .collect()
