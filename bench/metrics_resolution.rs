@@ -113,7 +113,6 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
     let started = Instant::now();
     let pass = store.roll_up(now_micros()).await.expect("roll up");
     let rolled = started.elapsed();
-    store.close().await;
 
     let app = Application::build(ServeConfig::loopback(url))
         .await
@@ -150,6 +149,23 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
             percentile_ms(&times, 0.99),
         );
     }
+    // The store's part alone: the stored buckets and the raw tail, merged (no HTTP, no JSON).
+    let width = check["bucket_seconds"].as_i64().unwrap();
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let buckets = store.rolled_up(JOB, None, None, width).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(buckets.len() as i64, points);
+    }
+    times.sort();
+    println!(
+        "| {backend} | {samples} | Store::rolled_up alone | {runs} | | {:.2} | {:.2} | {:.2} |",
+        percentile_ms(&times, 0.5),
+        percentile_ms(&times, 0.95),
+        percentile_ms(&times, 0.99),
+    );
+    store.close().await;
     println!(
         "| {backend} | {samples} | rollup pass: {} buckets | 1 | | {:.0} | | |",
         pass.buckets,
