@@ -12,7 +12,10 @@
 # reconciler, which would otherwise fill the gap itself) and checks that the spooled events arrive and
 # nothing is missing. Users sign in with Slurm's own JWTs: serve verifies them with the cluster's
 # auth/jwt key (--slurm-jwt-key-file), `scontrol token username=alice` must give a token jobscope
-# accepts, and alice must see her job and not bob's (404, absent from the list). Needs root (slurmd runs jobs as their users) and apt.
+# accepts, and alice must see her job and not bob's (404, absent from the list). Last, Slurm is
+# restarted with job cgroups (JOBSCOPE_SLURM_CGROUP=1) and an agent samples a job that burns one CPU
+# of two for 10 s and holds 200 MiB of 1 GiB: its efficiency report must say 50 % +- 5 % CPU and
+# about 20 % memory. Needs root (slurmd runs jobs as their users) and apt.
 #
 # A bash script rather than a Rust test: it installs packages, starts daemons as root and drives
 # sbatch/scancel/scontrol, which is shell work; `cargo test` stays runnable by anyone without root.
@@ -428,6 +431,70 @@ check "down2 after the outage" "$(field "$D2" '[.state,.exit_code]')" '["failed"
 check "down1 times are the hooks', not the delivery's" \
 	"$(field "$D1" "(.end_time | sub(\"\\\\.[0-9]+\";\"\") | fromdateiso8601) < $(date +%s) - 1 and .runtime_seconds < 30")" true
 check "spool empty after the outage" "$(find "$SPOOL" -name '*.rec' | wc -l)" 0
+
+# ---- the efficiency report, calibrated -------------------------------------------------------------
+# On Slurm with job cgroups (dev-slurm's JOBSCOPE_SLURM_CGROUP=1: proctrack/cgroup, task/cgroup,
+# cgroup v1, memory consumable) and an agent reading them: a job holding 2 CPUs and 1 GiB that
+# burns exactly one CPU for 10 s and holds 200 MiB must report CPU efficiency 50 % +- 5 % and
+# memory use about 20 %. Slurm is restarted for it (same state, so job ids go on), and the check
+# fails, never skips, when the cgroups are not there.
+#
+# Error budget. efficiency = CPU time / (2 CPUs x elapsed). Elapsed is the hooks' (PrologSlurmctld
+# to epilog, microseconds), not Slurm's whole-second start and end, which alone could move a
+# 10 s job by 10 %: about 10.2 s of script (the loop's 10 s plus python's start and allocation)
+# and 0.2-0.5 s of prologs and epilogs, so ~10.5 s -> 10.1 / 21 = 48 % with nothing lost. CPU time
+# is the job cgroup's cumulative counter in the last sample; the cgroup is gone before the
+# epilog, so what the job burns after that sample is lost: at most one interval of one CPU
+# (the loop ends ~0.2 s before python, so usually nothing). With --interval 200ms the worst case
+# is (10.1 - 0.2) / 21 = 47 %, and elapsed may grow to 11 s ((10.1 - 0.2) / 22 = 45 %) before
+# the check fails; at the agent's usual 1 s the loss alone could take 5 points.
+say "=== efficiency report, calibrated: Slurm with job cgroups, an agent reading them"
+"$REPO/scripts/dev-slurm.sh" stop >>"$WORK/dev-slurm.log" 2>&1
+dev_slurm_start JOBSCOPE_SLURM_CGROUP=1
+check "cgroup mode: proctrack,task" "$(grep -E '^(ProctrackType|TaskPlugin)=' "$SLURM_CONF" | cut -d= -f2 | paste -sd,)" "proctrack/cgroup,task/cgroup"
+wait_health healthy 30 || bad "health not healthy 30 s after Slurm restarted in cgroup mode"
+RUST_LOG=jobscope=debug "$BIN" agent --server "$BASE" --token-file "$WORK/agent.token" --node "$NODE" \
+	--interval 200ms --spool-dir "$WORK/agent-spool" >>"$WORK/agent-calibrate.log" 2>&1 &
+AGENT_PID=$!
+# The loop's own CPU time (`times` in its subshell: its children's user and system time), so a
+# failure says whether the machine starved the loop or jobscope measured wrong.
+cat >"$OUT/calibrate.sh" <<'JOB'
+#!/bin/bash
+t0=$(date +%s.%N)
+python3 -c 'import time; b = b"x" * (200 << 20); time.sleep(10)' &
+(
+	timeout 10 sh -c 'while :; do :; done'
+	times | tail -n1 | awk '{ gsub(/[ms]/, " "); printf "loop_cpu_seconds %.3f\n", $1 * 60 + $2 + $3 * 60 + $4 }'
+)
+wait
+awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "script_seconds %.3f\n", t1 - t0 }'
+JOB
+chmod 0755 "$OUT/calibrate.sh"
+J_CAL=$(as_test -J calibrate -c 2 --mem=1G -o "$OUT/calibrate-%j.out" "$OUT/calibrate.sh")
+wait_api "$J_CAL" '.state == "running"' 60 || bad "job $J_CAL not running in jobscope"
+# slurmstepd makes the job's cgroup just after the prologs.
+for ((i = 0; i < 50; i++)); do
+	compgen -G "/sys/fs/cgroup/cpuacct/slurm*/uid_*/job_$J_CAL" >/dev/null && break
+	sleep 0.1
+done
+compgen -G "/sys/fs/cgroup/cpuacct/slurm*/uid_*/job_$J_CAL" >/dev/null || bad "job $J_CAL: no cgroup under /sys/fs/cgroup/cpuacct/slurm*"
+wait_final "$J_CAL" 90 || bad "job $J_CAL not finished in jobscope within 90 s (Slurm: $(slurm_state "$J_CAL"))"
+# The last batch with the job's figures went out within one interval of the cgroup's removal,
+# which came before the epilog: a second (five intervals) covers its delivery.
+sleep 1
+kill "$AGENT_PID" 2>/dev/null || true
+wait "$AGENT_PID" 2>/dev/null || true
+REPORT=$(api "/v1/jobs/$J_CAL/report")
+printf '%s\n' "$REPORT" >"$WORK/calibrate-report.json"
+say "  job $J_CAL: $(tr '\n' ' ' <"$OUT/calibrate-$J_CAL.out")(measured inside the job)"
+say "  report: $(jq -c '{samples, cpu: .cpu | {allocated, efficiency, cpu_time_seconds}, elapsed: .time.elapsed_seconds, memory: .memory | {allocated_bytes, peak_bytes, use_ratio}}' <<<"$REPORT")"
+check "calibrate: allocation 2 CPUs, 1 GiB" "$(jq -c '[.cpu.allocated, .memory.allocated_bytes]' <<<"$REPORT")" "[2,$((1 << 30))]"
+check "calibrate: CPU efficiency 50 % +- 5 %" "$(jq '.cpu.efficiency != null and .cpu.efficiency >= 0.45 and .cpu.efficiency <= 0.55' <<<"$REPORT")" true
+check "calibrate: memory use about 20 %" "$(jq '.memory.use_ratio != null and .memory.use_ratio >= 0.18 and .memory.use_ratio <= 0.25' <<<"$REPORT")" true
+check "calibrate: measured by cgroup counters" "$(jq -r .cpu.method <<<"$REPORT")" cpu_time
+"$BIN" report "$J_CAL" --server "$BASE" --token-file "$WORK/admin.token" >"$WORK/calibrate-report.txt" 2>&1 ||
+	bad "jobscope report $J_CAL failed: $(cat "$WORK/calibrate-report.txt")"
+sed 's/^/  | /' "$WORK/calibrate-report.txt"
 
 say ""
 if ((FAILS)); then

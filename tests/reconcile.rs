@@ -175,6 +175,67 @@ on_both_backends!(reconciler_reads_real_22_05_responses, |app| {
     }
 });
 
+on_both_backends!(reconciler_fills_in_the_memory_no_hook_knows, |app| {
+    // The 22.05 v0.0.38 capture's running job 4 and finished job 1, given what
+    // `sbatch -c 2 --mem=1G` shows with memory consumable (CR_Core_Memory).
+    let mut body = body("jobs-v0.0.38.json");
+    for job in body["jobs"].as_array_mut().unwrap() {
+        job["memory_per_node"] = json!(1024);
+        job["tres_alloc_str"] = json!("cpu=2,mem=1G,node=1,billing=2");
+    }
+    let slurm = parse_jobs(&body);
+    let started = ago(1);
+    for id in ["1", "4"] {
+        app.post_event(
+            "job-started",
+            &json!({"job_id": id, "user": "root", "node_list": ["vm"], "cpu_allocation": 2, "timestamp": started}),
+        )
+        .await
+        .expect(200);
+    }
+    app.post_event("job-finished", &json!({"job_id": "1", "exit_code": 0, "signal": 0}))
+        .await
+        .expect(200);
+    let figures = |job: &Value| {
+        json!([
+            job["requested_memory_mb"],
+            job["allocated_memory_mb"],
+            job["allocated_cpus"]
+        ])
+    };
+    let before = app.get("/v1/jobs/4").await.expect(200);
+    assert_eq!(figures(&before), json!([null, null, 2]), "hooks know no memory");
+
+    let mut reconciler = Reconciler::default();
+    reconciler
+        .pass(&slurm, &app.store, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for id in ["1", "4"] {
+        let job = app.get(&format!("/v1/jobs/{id}")).await.expect(200);
+        assert_eq!(figures(&job), json!([1024, 1024, 2]), "job {id}");
+        // The hooks' times stay: they are finer than Slurm's whole seconds.
+        assert_eq!(job["start_time"], before["start_time"], "job {id}");
+        let report = app.get(&format!("/v1/jobs/{id}/report")).await.expect(200);
+        assert_eq!(report["memory"]["allocated_bytes"], 1u64 << 30, "job {id}");
+    }
+    let trail: Vec<String> = app
+        .audit("4")
+        .await
+        .iter()
+        .map(|a| a["changed_by"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(trail, ["slurm-prolog", "slurm-reconciler"]);
+
+    // Filled once: the next pass finds nothing missing and writes nothing.
+    let events = app.event_count().await;
+    reconciler
+        .pass(&slurm, &app.store, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(app.event_count().await, events);
+});
+
 fn node_fixture(name: &str) -> Vec<jobscope::store::SchedulerNode> {
     parse_nodes(&body(name))
 }
