@@ -502,6 +502,11 @@ check "calibrate: allocation 2 CPUs, 1 GiB" "$(jq -c '[.cpu.allocated, .memory.a
 check "calibrate: CPU efficiency 50 % +- 5 %" "$(jq '.cpu.efficiency != null and .cpu.efficiency >= 0.45 and .cpu.efficiency <= 0.55' <<<"$REPORT")" true
 check "calibrate: memory use about 20 %" "$(jq '.memory.use_ratio != null and .memory.use_ratio >= 0.18 and .memory.use_ratio <= 0.25' <<<"$REPORT")" true
 check "calibrate: measured by cgroup counters" "$(jq -r .cpu.method <<<"$REPORT")" cpu_time
+# Whatever the machine's load: the report's CPU time is what the loop burned plus python's start
+# and allocation (~0.1-0.2 s), less at most one interval lost at the end.
+loop_cpu=$(awk '/^loop_cpu_seconds/ { print $3 + $5 }' "$OUT/calibrate-$J_CAL.out")
+check "calibrate: CPU time = the loop's own + python's (-0.3..+0.5 s)" \
+	"$(jq --arg loop "${loop_cpu:-0}" '.cpu.cpu_time_seconds != null and (.cpu.cpu_time_seconds - ($loop | tonumber)) as $d | $d >= -0.3 and $d <= 0.5' <<<"$REPORT")" true
 "$BIN" report "$J_CAL" --server "$BASE" --token-file "$WORK/admin.token" >"$WORK/calibrate-report.txt" 2>&1 ||
 	bad "jobscope report $J_CAL failed: $(cat "$WORK/calibrate-report.txt")"
 sed 's/^/  | /' "$WORK/calibrate-report.txt"
