@@ -115,14 +115,24 @@ on_both_backends!(reconciler_confirms_creates_and_finalizes, |app| {
         "within the grace period"
     );
 
-    // Every change by the reconciler is in the audit trail, after the hooks' rows.
+    // Every change by the reconciler is in the audit trail, after the hooks' rows: Slurm's final
+    // word, then the CPUs the prolog did not send.
     let trail: Vec<String> = app
         .audit("3")
         .await
         .iter()
         .map(|a| a["changed_by"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(trail, ["slurm-prolog", "slurm-epilog", "slurm-reconciler"]);
+    assert_eq!(
+        trail,
+        [
+            "slurm-prolog",
+            "slurm-epilog",
+            "slurm-reconciler",
+            "slurm-reconciler"
+        ]
+    );
+    assert_eq!(app.get("/v1/jobs/3").await.expect(200)["allocated_cpus"], 1);
     let four = app.get("/v1/jobs/4").await.expect(200);
     assert_eq!(four["scheduler"]["extra"]["job_name"], "run");
     assert_eq!(four["cluster_name"], "jobscope-dev");
@@ -193,9 +203,12 @@ on_both_backends!(reconciler_fills_in_the_memory_no_hook_knows, |app| {
         .await
         .expect(200);
     }
-    app.post_event("job-finished", &json!({"job_id": "1", "exit_code": 0, "signal": 0}))
-        .await
-        .expect(200);
+    app.post_event(
+        "job-finished",
+        &json!({"job_id": "1", "exit_code": 0, "signal": 0}),
+    )
+    .await
+    .expect(200);
     let figures = |job: &Value| {
         json!([
             job["requested_memory_mb"],
@@ -204,7 +217,11 @@ on_both_backends!(reconciler_fills_in_the_memory_no_hook_knows, |app| {
         ])
     };
     let before = app.get("/v1/jobs/4").await.expect(200);
-    assert_eq!(figures(&before), json!([null, null, 2]), "hooks know no memory");
+    assert_eq!(
+        figures(&before),
+        json!([null, null, 2]),
+        "hooks know no memory"
+    );
 
     let mut reconciler = Reconciler::default();
     reconciler

@@ -164,9 +164,7 @@ fn memory(v: &Value, cpus: Option<i64>, node_count: usize) -> (Option<i64>, Opti
         .unwrap_or(node_count.max(1) as i64);
     let requested = positive(int(v.get("memory_per_node")))
         .and_then(|m| m.checked_mul(nodes))
-        .or_else(|| {
-            positive(int(v.get("memory_per_cpu"))).and_then(|m| m.checked_mul(cpus?))
-        });
+        .or_else(|| positive(int(v.get("memory_per_cpu"))).and_then(|m| m.checked_mul(cpus?)));
     (requested, positive(tres_memory(v.get("tres_alloc_str"))))
 }
 
