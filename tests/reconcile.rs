@@ -38,6 +38,15 @@ async fn state_of(app: &common::TestApp, id: &str) -> Value {
     ])
 }
 
+/// Who made each change in the job's audit trail, oldest first.
+async fn changed_by(app: &common::TestApp, id: &str) -> Vec<String> {
+    app.audit(id)
+        .await
+        .iter()
+        .map(|a| a["changed_by"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 on_both_backends!(reconciler_confirms_creates_and_finalizes, |app| {
     // v0.0.41 fixture: 1 COMPLETED, 2 FAILED 3:0, 3 CANCELLED 0:15, 4 RUNNING, 5 TIMEOUT 0:15,
     // 6 OUT_OF_MEMORY 0:9, 7 cancelled while pending.
@@ -117,12 +126,7 @@ on_both_backends!(reconciler_confirms_creates_and_finalizes, |app| {
 
     // Every change by the reconciler is in the audit trail, after the hooks' rows: Slurm's final
     // word, then the CPUs the prolog did not send.
-    let trail: Vec<String> = app
-        .audit("3")
-        .await
-        .iter()
-        .map(|a| a["changed_by"].as_str().unwrap().to_owned())
-        .collect();
+    let trail = changed_by(app, "3").await;
     assert_eq!(
         trail,
         [
@@ -236,12 +240,7 @@ on_both_backends!(reconciler_fills_in_the_memory_no_hook_knows, |app| {
         let report = app.get(&format!("/v1/jobs/{id}/report")).await.expect(200);
         assert_eq!(report["memory"]["allocated_bytes"], 1u64 << 30, "job {id}");
     }
-    let trail: Vec<String> = app
-        .audit("4")
-        .await
-        .iter()
-        .map(|a| a["changed_by"].as_str().unwrap().to_owned())
-        .collect();
+    let trail = changed_by(app, "4").await;
     assert_eq!(trail, ["slurm-prolog", "slurm-reconciler"]);
 
     // Filled once: the next pass finds nothing missing and writes nothing.
