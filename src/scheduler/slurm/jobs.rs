@@ -384,6 +384,20 @@ mod tests {
         for j in fixture("jobs-v0.0.38.json") {
             assert_eq!((j.requested_memory_mb, j.allocated_memory_mb), (None, None));
         }
+        // Captured on dev-slurm's cgroup mode (CR_Core_Memory, DefMemPerNode=512): 1 running
+        // `-c 2 --mem=1G`; pending 2 `-c 2 --mem-per-cpu=300` and 3 without --mem.
+        let memory: Vec<(Option<i64>, Option<i64>)> = fixture("jobs-v0.0.38.mem.json")
+            .iter()
+            .map(|j| (j.requested_memory_mb, j.allocated_memory_mb))
+            .collect();
+        assert_eq!(
+            memory,
+            [
+                (Some(1024), Some(1024)),
+                (Some(600), None),
+                (Some(512), None)
+            ]
+        );
         let with = |extra: Value| {
             let mut v = serde_json::json!({"job_id": 1, "job_state": "RUNNING", "cpus": 4,
                 "node_count": 2, "nodes": "n[1-2]"});
