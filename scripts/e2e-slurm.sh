@@ -1,9 +1,9 @@
 #!/bin/bash
 # e2e-slurm.sh: jobscope end to end on a real Slurm (Debian's packages, via scripts/dev-slurm.sh).
 #
-# Starts a throw-away single-node Slurm whose Prolog, Epilog, PrologSlurmctld and EpilogSlurmctld are
-# `jobscope hook`, and `jobscope serve --scheduler slurm` (SQLite, tokens, slurmrestd with JWT, reconcile
-# every 2 s), then submits real jobs and checks what the API says about each: state, exit code, signal,
+# Starts a throw-away single-node Slurm (jobs in cgroups, see E2E_SLURM_CGROUP) whose Prolog, Epilog,
+# PrologSlurmctld and EpilogSlurmctld are `jobscope hook`, and `jobscope serve --scheduler slurm`
+# (SQLite, tokens, slurmrestd with JWT, reconcile every 2 s), then submits real jobs and checks what the API says about each: state, exit code, signal,
 # user, partition, GPU devices, audit trail (prolog, epilog, reconciler). Cancelled and timed-out jobs
 # must end with Slurm's state, and a job whose epilog never reaches the server must be finalized by the
 # reconciler. Partitions come from slurmrestd (a drain is a partition_event on the SSE stream, a
