@@ -110,8 +110,8 @@ impl Thresholds {
     }
 }
 
-/// One node's samples of a job, summarized.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One node's samples of a job, summarized (archived as JSON when the samples expire).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSummary {
     pub node: String,
     pub samples: i64,
@@ -127,8 +127,8 @@ pub struct NodeSummary {
     pub io_write_bytes: Option<i64>,
 }
 
-/// One GPU device's samples, summarized.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One GPU device's samples, summarized (archived as JSON when the samples expire).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceSummary {
     pub node: String,
     pub index: u32,
@@ -882,7 +882,15 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
-    if r.advice.is_empty() {
+    let too_short = Thresholds::site().min_elapsed_seconds;
+    if r.advice.is_empty() && r.time.elapsed_seconds < too_short {
+        // No advice is drawn for short jobs at all: saying they used their share would be a guess.
+        let _ = writeln!(
+            out,
+            "  Advice:     none: too short to judge (under {})",
+            duration(too_short)
+        );
+    } else if r.advice.is_empty() {
         let _ = writeln!(out, "  Advice:     none: the job used what it asked for");
     } else {
         let _ = writeln!(out, "  Advice:");
@@ -1169,6 +1177,20 @@ mod tests {
         assert_eq!(r.advice, vec![], "{r:?}");
         assert_eq!(r.grade, Some('A'));
         assert!(render(&r).contains("none: the job used what it asked for"));
+    }
+
+    #[test]
+    fn a_short_job_is_not_said_to_have_used_what_it_asked_for() {
+        // The calibrated e2e job: 10 s, one CPU of two busy, 200 MiB of 1 GiB.
+        let j = job(&["n1"], 2, 1024, 10);
+        let r = report(&j, &[sample("n1", 10, 10.0, 200 << 20)]);
+        assert_eq!(r.advice, vec![], "{r:?}");
+        let text = render(&r);
+        assert!(
+            text.contains("none: too short to judge (under 1 min)"),
+            "{text}"
+        );
+        assert!(!text.contains("used what it asked for"), "{text}");
     }
 
     #[test]

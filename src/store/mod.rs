@@ -18,6 +18,7 @@ mod pg_copy;
 mod postgres;
 pub(crate) mod queries;
 mod reports;
+pub mod rollups;
 mod sqlite;
 
 pub use group_commit::LifecycleOp;
