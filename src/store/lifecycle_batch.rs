@@ -1,8 +1,8 @@
 //! A group-commit batch of lifecycle events in as few statements as PostgreSQL allows.
 //!
-//! On PostgreSQL every statement is a round trip to a server that shares the machine's cores,
-//! so the cost of a batch is its statement count, not its rows. A batch is applied in two
-//! statements between BEGIN and COMMIT:
+//! On PostgreSQL every statement is a round trip to a server that shares the machine's cores;
+//! here a batch costs the same number of them whatever its size (BENCHMARKS.md, "Hook
+//! ingestion"). A batch is applied in two statements between BEGIN and COMMIT:
 //! - [`postgres::prepare`]: one data-modifying CTE that inserts every started job and moves
 //!   every finished job that is running to its terminal state, returning the rows written;
 //! - [`postgres::flush`]: one data-modifying CTE that appends the node, audit and event-log
