@@ -10,14 +10,14 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{create_pg_database, env_or};
+use support::{env_or, percentile_ms};
 
 use chrono::{Duration as ChronoDuration, Utc};
 use jobscope::collector::{GpuReading, GpuVendor};
 use jobscope::domain::report::{compute, Thresholds};
 use jobscope::domain::{now_micros, Job, JobState, MetricSample, SampleDetail};
 use jobscope::store::{AuditContext, LatePolicy, SampleItem, Store};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const JOB: &str = "7000001";
 
@@ -96,11 +96,6 @@ async fn fill(store: &Store, samples: usize) {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
     let store = Store::connect(url).await.expect("store");
     fill(&store, samples).await;
@@ -126,10 +121,10 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
     }
     println!(
         "| {backend} | {samples} | {runs} | {:.2} | {:.2} | {:.2} | {:.3} |",
-        percentile(&whole, 0.5),
-        percentile(&whole, 0.95),
-        percentile(&read, 0.5),
-        percentile(&computing, 0.5),
+        percentile_ms(&whole, 0.5),
+        percentile_ms(&whole, 0.95),
+        percentile_ms(&read, 0.5),
+        percentile_ms(&computing, 0.5),
     );
     store.close().await;
 }
@@ -148,11 +143,7 @@ fn main() {
     println!("| backend | samples | reports | p50 ms | p95 ms | read p50 ms | compute p50 ms |");
     println!("|---|---|---|---|---|---|---|");
     for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
-        let url = match backend {
-            "sqlite" => format!("sqlite://{}", dir.path().join("report.db").display()),
-            "postgres" => rt.block_on(create_pg_database("jobscope_bench_report")),
-            other => panic!("unknown backend {other}"),
-        };
+        let url = support::backend_url(&rt, backend, dir.path(), "report");
         rt.block_on(run(backend, &url, samples, runs));
     }
 }

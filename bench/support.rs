@@ -91,3 +91,24 @@ pub fn begin(name: &str) -> bool {
     jobscope::install_crypto_provider();
     true
 }
+
+/// The `p` quantile (0..=1) of sorted durations, in milliseconds.
+pub fn percentile_ms(sorted: &[std::time::Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// The database URL of `backend` (`sqlite`: a file `NAME.db` in `dir`; `postgres`: a fresh
+/// database `jobscope_bench_NAME`).
+pub fn backend_url(
+    rt: &tokio::runtime::Runtime,
+    backend: &str,
+    dir: &std::path::Path,
+    name: &str,
+) -> String {
+    match backend {
+        "sqlite" => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+        "postgres" => rt.block_on(create_pg_database(&format!("jobscope_bench_{name}"))),
+        other => panic!("unknown backend {other}"),
+    }
+}

@@ -1,9 +1,9 @@
 #!/bin/bash
 # e2e-slurm.sh: jobscope end to end on a real Slurm (Debian's packages, via scripts/dev-slurm.sh).
 #
-# Starts a throw-away single-node Slurm whose Prolog, Epilog, PrologSlurmctld and EpilogSlurmctld are
-# `jobscope hook`, and `jobscope serve --scheduler slurm` (SQLite, tokens, slurmrestd with JWT, reconcile
-# every 2 s), then submits real jobs and checks what the API says about each: state, exit code, signal,
+# Starts a throw-away single-node Slurm (jobs in cgroups, see E2E_SLURM_CGROUP) whose Prolog, Epilog,
+# PrologSlurmctld and EpilogSlurmctld are `jobscope hook`, and `jobscope serve --scheduler slurm`
+# (SQLite, tokens, slurmrestd with JWT, reconcile every 2 s), then submits real jobs and checks what the API says about each: state, exit code, signal,
 # user, partition, GPU devices, audit trail (prolog, epilog, reconciler). Cancelled and timed-out jobs
 # must end with Slurm's state, and a job whose epilog never reaches the server must be finalized by the
 # reconciler. Partitions come from slurmrestd (a drain is a partition_event on the SSE stream, a
@@ -12,7 +12,10 @@
 # reconciler, which would otherwise fill the gap itself) and checks that the spooled events arrive and
 # nothing is missing. Users sign in with Slurm's own JWTs: serve verifies them with the cluster's
 # auth/jwt key (--slurm-jwt-key-file), `scontrol token username=alice` must give a token jobscope
-# accepts, and alice must see her job and not bob's (404, absent from the list). Needs root (slurmd runs jobs as their users) and apt.
+# accepts, and alice must see her job and not bob's (404, absent from the list). Last, on Slurm
+# with job cgroups (JOBSCOPE_SLURM_CGROUP=1), an agent samples a job that burns one CPU
+# of two for 10 s and holds 200 MiB of 1 GiB: its efficiency report must say 50 % +- 5 % CPU and
+# about 20 % memory. Needs root (slurmd runs jobs as their users) and apt.
 #
 # A bash script rather than a Rust test: it installs packages, starts daemons as root and drives
 # sbatch/scancel/scontrol, which is shell work; `cargo test` stays runnable by anyone without root.
@@ -20,7 +23,10 @@
 #
 #   scripts/e2e-slurm.sh            build the debug binary if needed, run everything, clean up
 # Environment: JOBSCOPE_BIN (binary to test; default $CARGO_TARGET_DIR/debug/jobscope, built if missing),
-#   E2E_PORT (serve's port, default 18080), E2E_KEEP=1 (leave the work directory and daemons for a look).
+#   E2E_PORT (serve's port, default 18080), E2E_KEEP=1 (leave the work directory and daemons for a look),
+#   E2E_SLURM_CGROUP (default 1: Slurm runs jobs in cgroups, dev-slurm's JOBSCOPE_SLURM_CGROUP=1, for
+#   the whole run; 0: the sections before the calibrated report run on proctrack/linuxproc, and Slurm
+#   is restarted with cgroups for the report, which needs them either way).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,6 +74,10 @@ cleanup() {
 	if ((rc != 0 || FAILS != 0)); then
 		say "--- serve log (last 40 lines)"
 		tail -n 40 "$WORK/serve.log" 2>/dev/null || true
+		if [ -s "$WORK/agent-calibrate.log" ]; then
+			say "--- agent log of the calibrated report (last 40 lines)"
+			tail -n 40 "$WORK/agent-calibrate.log"
+		fi
 	fi
 	rm -rf "$WORK"
 }
@@ -130,9 +140,10 @@ stop_serve() {
 api() { curl -fsS -H "Authorization: Bearer $READER_TOKEN" "$BASE$1"; }
 
 # ---- Slurm ------------------------------------------------------------------------------------------
-say "=== starting Slurm (hooks: $BIN hook prolog|epilog) and serve --scheduler slurm"
+say "=== starting Slurm (hooks: $BIN hook prolog|epilog; job cgroups: E2E_SLURM_CGROUP=${E2E_SLURM_CGROUP:-1}) and serve --scheduler slurm"
+SLURM_CGROUP=${E2E_SLURM_CGROUP:-1}
 dev_slurm_start() { # extra environment for the hook wrappers
-	env "$@" JOBSCOPE_HOOK_BIN="$BIN" JOBSCOPE_SERVER="$BASE" JOBSCOPE_TOKEN_FILE="$WORK/hook.token" \
+	env JOBSCOPE_SLURM_CGROUP="$SLURM_CGROUP" "$@" JOBSCOPE_HOOK_BIN="$BIN" JOBSCOPE_SERVER="$BASE" JOBSCOPE_TOKEN_FILE="$WORK/hook.token" \
 		JOBSCOPE_HOOK_SPOOL_DIR="$SPOOL" JOBSCOPE_TIMEOUT=2s \
 		"$REPO/scripts/dev-slurm.sh" start >>"$WORK/dev-slurm.log" 2>&1 || {
 		cat "$WORK/dev-slurm.log"
@@ -217,6 +228,9 @@ check "other user" "$(field "$J_USER" .user)" "\"$TEST_USER\""
 check "other user: state" "$(field "$J_USER" .state)" '"completed"'
 # Cancelled and timed-out jobs look like 0:0 to the epilog (slurm-facts); the reconciler sets
 # Slurm's state within two intervals.
+# Slurm says TIMEOUT once the epilogs are done; jobscope heard the epilog while it ran, and with
+# proctrack/cgroup the job stays COMPLETING a little longer.
+wait_state "$J_TIME" TIMEOUT 30 || true
 check "timeout: Slurm says" "$(slurm_state "$J_TIME")" TIMEOUT
 for j in $J_OK $J_CANCEL $J_TIME; do
 	wait_api "$j" '.scheduler.raw_state != null' 20 || bad "job $j: no state from Slurm after 20 s"
@@ -428,6 +442,78 @@ check "down2 after the outage" "$(field "$D2" '[.state,.exit_code]')" '["failed"
 check "down1 times are the hooks', not the delivery's" \
 	"$(field "$D1" "(.end_time | sub(\"\\\\.[0-9]+\";\"\") | fromdateiso8601) < $(date +%s) - 1 and .runtime_seconds < 30")" true
 check "spool empty after the outage" "$(find "$SPOOL" -name '*.rec' | wc -l)" 0
+
+# ---- the efficiency report, calibrated -------------------------------------------------------------
+# On Slurm with job cgroups (dev-slurm's JOBSCOPE_SLURM_CGROUP=1: proctrack/cgroup, task/cgroup,
+# cgroup v1, memory consumable) and an agent reading them: a job holding 2 CPUs and 1 GiB that
+# burns exactly one CPU for 10 s and holds 200 MiB must report CPU efficiency 50 % +- 5 % and
+# memory use about 20 %. With E2E_SLURM_CGROUP=0, Slurm is restarted for it (same state, so job ids
+# go on). The check fails, never skips, when the cgroups are not there.
+#
+# Error budget. efficiency = CPU time / (2 CPUs x elapsed). Elapsed is the hooks' (PrologSlurmctld
+# to epilog, microseconds), not Slurm's whole-second start and end, which alone could move a
+# 10 s job by 10 %: about 10.2 s of script (the loop's 10 s plus python's start and allocation)
+# and 0.2-0.5 s of prologs and epilogs, so ~10.5 s -> 10.1 / 21 = 48 % with nothing lost. CPU time
+# is the job cgroup's cumulative counter in the last sample; the cgroup is gone before the
+# epilog, so what the job burns after that sample is lost: at most one interval of one CPU
+# (the loop ends ~0.2 s before python, so usually nothing). With --interval 200ms the worst case
+# is (10.1 - 0.2) / 21 = 47 %, and elapsed may grow to 11 s ((10.1 - 0.2) / 22 = 45 %) before
+# the check fails; at the agent's usual 1 s the loss alone could take 5 points.
+say "=== efficiency report, calibrated: Slurm with job cgroups, an agent reading them"
+if [ "$SLURM_CGROUP" != 1 ]; then
+	"$REPO/scripts/dev-slurm.sh" stop >>"$WORK/dev-slurm.log" 2>&1
+	dev_slurm_start JOBSCOPE_SLURM_CGROUP=1
+fi
+# With the reconciler again (the outage above ran without it): it alone knows the job's memory.
+stop_serve
+start_serve "${SLURM_FLAGS[@]}"
+check "cgroup mode: proctrack,task" "$(grep -E '^(ProctrackType|TaskPlugin)=' "$SLURM_CONF" | cut -d= -f2 | paste -sd,)" "proctrack/cgroup,task/cgroup"
+wait_health healthy 30 || bad "health not healthy 30 s after Slurm restarted in cgroup mode"
+RUST_LOG=jobscope=debug "$BIN" agent --server "$BASE" --token-file "$WORK/agent.token" --node "$NODE" \
+	--interval 200ms --spool-dir "$WORK/agent-spool" >>"$WORK/agent-calibrate.log" 2>&1 &
+AGENT_PID=$!
+# The loop's own CPU time (bash's `time`), so a failure says whether the machine starved the loop
+# or jobscope measured wrong.
+cat >"$OUT/calibrate.sh" <<'JOB'
+#!/bin/bash
+t0=$(date +%s.%N)
+python3 -c 'import time; b = b"x" * (200 << 20); time.sleep(10)' &
+TIMEFORMAT='loop_cpu_seconds user %3U system %3S wall %3R'
+{ time timeout 10 sh -c 'while :; do :; done'; } 2>&1
+wait
+awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "script_seconds %.3f\n", t1 - t0 }'
+JOB
+chmod 0755 "$OUT/calibrate.sh"
+J_CAL=$(as_test -J calibrate -c 2 --mem=1G -o "$OUT/calibrate-%j.out" "$OUT/calibrate.sh")
+wait_api "$J_CAL" '.state == "running"' 60 || bad "job $J_CAL not running in jobscope"
+# slurmstepd makes the job's cgroup just after the prologs.
+for ((i = 0; i < 50; i++)); do
+	compgen -G "/sys/fs/cgroup/cpuacct/slurm*/uid_*/job_$J_CAL" >/dev/null && break
+	sleep 0.1
+done
+compgen -G "/sys/fs/cgroup/cpuacct/slurm*/uid_*/job_$J_CAL" >/dev/null || bad "job $J_CAL: no cgroup under /sys/fs/cgroup/cpuacct/slurm*"
+wait_final "$J_CAL" 90 || bad "job $J_CAL not finished in jobscope within 90 s (Slurm: $(slurm_state "$J_CAL"))"
+# The last batch with the job's figures went out within one interval of the cgroup's removal,
+# which came before the epilog: a second (five intervals) covers its delivery.
+sleep 1
+kill "$AGENT_PID" 2>/dev/null || true
+wait "$AGENT_PID" 2>/dev/null || true
+REPORT=$(api "/v1/jobs/$J_CAL/report")
+printf '%s\n' "$REPORT" >"$WORK/calibrate-report.json"
+say "  job $J_CAL: $(tr '\n' ' ' <"$OUT/calibrate-$J_CAL.out")(measured inside the job)"
+say "  report: $(jq -c '{samples, cpu: .cpu | {allocated, efficiency, cpu_time_seconds}, elapsed: .time.elapsed_seconds, memory: .memory | {allocated_bytes, peak_bytes, use_ratio}}' <<<"$REPORT")"
+check "calibrate: allocation 2 CPUs, 1 GiB" "$(jq -c '[.cpu.allocated, .memory.allocated_bytes]' <<<"$REPORT")" "[2,$((1 << 30))]"
+check "calibrate: CPU efficiency 50 % +- 5 %" "$(jq '.cpu.efficiency != null and .cpu.efficiency >= 0.45 and .cpu.efficiency <= 0.55' <<<"$REPORT")" true
+check "calibrate: memory use about 20 %" "$(jq '.memory.use_ratio != null and .memory.use_ratio >= 0.18 and .memory.use_ratio <= 0.25' <<<"$REPORT")" true
+check "calibrate: measured by cgroup counters" "$(jq -r .cpu.method <<<"$REPORT")" cpu_time
+# Whatever the machine's load: the report's CPU time is what the loop burned plus python's start
+# and allocation (~0.1-0.2 s), less at most one interval lost at the end.
+loop_cpu=$(awk '/^loop_cpu_seconds/ { print $3 + $5 }' "$OUT/calibrate-$J_CAL.out")
+check "calibrate: CPU time = the loop's own + python's (-0.3..+0.5 s)" \
+	"$(jq --arg loop "${loop_cpu:-0}" '.cpu.cpu_time_seconds != null and (.cpu.cpu_time_seconds - ($loop | tonumber)) as $d | $d >= -0.3 and $d <= 0.5' <<<"$REPORT")" true
+"$BIN" report "$J_CAL" --server "$BASE" --token-file "$WORK/admin.token" >"$WORK/calibrate-report.txt" 2>&1 ||
+	bad "jobscope report $J_CAL failed: $(cat "$WORK/calibrate-report.txt")"
+sed 's/^/  | /' "$WORK/calibrate-report.txt"
 
 say ""
 if ((FAILS)); then

@@ -17,6 +17,8 @@ use warp::Filter;
 
 /// How often old samples and events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often samples are rolled up (`store::rollups`).
+const ROLLUP_EVERY: Duration = Duration::from_secs(300);
 
 pub struct Application {
     listener: TcpListener,
@@ -115,6 +117,7 @@ impl Application {
         let pruner = tokio::spawn(prune_loop(
             self.state.store.clone(),
             self.config.retention,
+            self.config.rollup_retention,
             self.stop.subscribe(),
         ));
         let reconciler = self.config.slurm.clone().map(|cfg| {
@@ -217,20 +220,41 @@ impl Application {
     }
 }
 
-/// Prunes at start and then every [`PRUNE_EVERY`] until told to stop.
-async fn prune_loop(store: Store, retention: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
+/// Rolls samples up every [`ROLLUP_EVERY`] and applies retention at start and then every
+/// [`PRUNE_EVERY`] (rollups first, see `Store::retire`), until told to stop. One task, so a
+/// rollup pass and a prune never run at once.
+async fn prune_loop(
+    store: Store,
+    retention: Duration,
+    rollup_retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(ROLLUP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut pruned_at: Option<tokio::time::Instant> = None;
+    let days = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(7));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let before = crate::domain::now_micros()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
-        match store.prune(before).await {
-            Ok((samples, events)) if samples + events > 0 => {
-                tracing::info!(samples, events, %before, "pruned data past retention")
+        let now = crate::domain::now_micros();
+        let before = now - days(retention);
+        if pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            if let Err(err) = store.roll_up(now).await {
+                tracing::warn!(error = %err, "rolling up samples failed; will retry");
+            }
+            continue;
+        }
+        pruned_at = Some(tokio::time::Instant::now());
+        let thresholds = crate::domain::report::Thresholds::site();
+        match store
+            .retire(before, now - days(rollup_retention), thresholds)
+            .await
+        {
+            Ok(r) if r.samples + r.events + r.rollups > 0 || r.archived_jobs > 0 => {
+                tracing::info!(samples = r.samples, events = r.events, rollups = r.rollups,
+                    archived_jobs = r.archived_jobs, horizon = ?r.horizon, "pruned data past retention")
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "retention pruning failed; will retry"),

@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub database_url: String,
     pub retention: Duration,
+    /// `--rollup-retention-days`: rollups kept (never shorter than `retention`).
+    pub rollup_retention: Duration,
     pub demo: bool,
     pub scheduler: SchedulerKind,
     /// `None`: no authentication (only allowed on loopback, or with `insecure_no_auth`).
@@ -70,6 +72,7 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.to_string(),
             retention: Duration::from_secs(7 * 86_400),
+            rollup_retention: Duration::from_secs(90 * 86_400),
             demo: false,
             scheduler: SchedulerKind::None,
             tokens: None,
@@ -216,10 +219,21 @@ impl ServeConfig {
                 "--demo seeds mock jobs and needs the mock scheduler; leave --scheduler unset or set it to mock",
             ));
         }
+        if args.rollup_retention_days < args.retention_days {
+            return Err(invalid(
+                "--rollup-retention-days (METRICS_ROLLUP_RETENTION_DAYS)",
+                format!(
+                    "{} days is shorter than --retention-days ({}): rollups would expire before \
+                     the raw samples they stand for",
+                    args.rollup_retention_days, args.retention_days
+                ),
+            ));
+        }
         Ok(ServeConfig {
             listen: SocketAddr::new(ip, args.port),
             database_url,
             retention: Duration::from_secs(u64::from(args.retention_days) * 86_400),
+            rollup_retention: Duration::from_secs(u64::from(args.rollup_retention_days) * 86_400),
             demo: demo || scheduler == SchedulerKind::Mock,
             scheduler,
             tokens,
@@ -518,6 +532,7 @@ mod tests {
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(cfg.database_url, "sqlite://jobscope.db");
         assert_eq!(cfg.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(cfg.rollup_retention, Duration::from_secs(90 * 86_400));
         assert!(cfg.tokens.is_none());
         assert_eq!(cfg.scheduler, SchedulerKind::None);
         assert!(!cfg.demo);
@@ -600,6 +615,17 @@ mod tests {
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
         let err = parse_for_test::<ServeArgs>(&["serve", "--retention-days", "0"]).unwrap_err();
         assert!(err.to_string().contains("--retention-days"), "{err}");
+        let err = ServeConfig::from_args(&serve_args(&[
+            "--retention-days",
+            "30",
+            "--rollup-retention-days",
+            "10",
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("METRICS_ROLLUP_RETENTION_DAYS"),
+            "{err}"
+        );
         let err = parse_for_test::<ServeArgs>(&["serve", "--demo=banana"]).unwrap_err();
         assert!(err.to_string().contains("--demo"), "{err}");
     }

@@ -184,3 +184,99 @@ async fn events_logged_as_jsonb_read_back_after_the_json_migration() {
     assert_eq!(column_type, "json");
     pool.close().await;
 }
+
+on_both_backends!(
+    a_burst_of_mixed_lifecycle_events_keeps_each_meaning,
+    |app| {
+        // Hooks that arrive together are applied as group-commit batches (on PostgreSQL the new
+        // jobs and the ends of running jobs in one statement): each event must still mean what it
+        // means alone, and the feed must see every change once, in id order.
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let feed = EventFeed::start(app.store.clone(), 4096, stop)
+            .await
+            .unwrap();
+        for i in 0..12 {
+            app.start_job(&format!("b-run-{i}"), "alice", &["n1"]).await;
+        }
+        app.start_job("b-again", "alice", &["n1"]).await;
+        app.start_job("b-done", "alice", &["n1"]).await;
+        app.post_event("job-finished", &json!({"job_id": "b-done", "exit_code": 0}))
+            .await
+            .expect(200);
+        let before = app.event_count().await;
+        let mut rx = feed.subscribe();
+
+        let mut posts = Vec::new();
+        for i in 0..12 {
+            posts.push((
+                "job-started",
+                json!({"job_id": format!("b-new-{i}"), "user": "bob", "node_list": ["n2", "n3"]}),
+            ));
+            posts.push((
+                "job-finished",
+                json!({"job_id": format!("b-run-{i}"), "exit_code": i % 2}),
+            ));
+        }
+        posts.push(("job-finished", json!({"job_id": "b-done", "exit_code": 1})));
+        posts.push((
+            "job-finished",
+            json!({"job_id": "b-unknown", "exit_code": 0}),
+        ));
+        posts.push((
+            "job-started",
+            json!({"job_id": "b-again", "user": "alice", "node_list": ["n1"]}),
+        ));
+        let replies = futures_util::future::join_all(
+            posts.iter().map(|(kind, body)| app.post_event(kind, body)),
+        )
+        .await;
+        for (i, reply) in replies.iter().take(24).enumerate() {
+            let want = if i % 2 == 0 { "created" } else { "updated" };
+            assert_eq!(reply.expect(200)["status"], want, "reply {i}");
+        }
+        assert_eq!(replies[24].expect(200)["status"], "skipped");
+        assert_eq!(replies[25].status.as_u16(), 404);
+        assert_eq!(replies[26].expect(200)["status"], "skipped");
+
+        for i in 0..12 {
+            let new = app.get(&format!("/v1/jobs/b-new-{i}")).await.expect(200);
+            assert_eq!(new["state"], "running");
+            assert_eq!(new["nodes"], json!(["n2", "n3"]));
+            assert_eq!(app.audit(&format!("b-new-{i}")).await.len(), 1);
+            assert_eq!(app.rows_of("job_nodes", &format!("b-new-{i}")).await, 2);
+            let ended = app.get(&format!("/v1/jobs/b-run-{i}")).await.expect(200);
+            let state = if i % 2 == 0 { "completed" } else { "failed" };
+            assert_eq!(ended["state"], state, "b-run-{i}");
+            assert_eq!(ended["exit_code"], i % 2);
+            assert!(ended["end_time"].is_string());
+            assert_eq!(app.audit(&format!("b-run-{i}")).await.len(), 2);
+        }
+        let done = app.get("/v1/jobs/b-done").await.expect(200);
+        assert_eq!(
+            (done["state"].clone(), done["exit_code"].clone()),
+            (json!("completed"), json!(0))
+        );
+        assert_eq!(app.audit("b-done").await.len(), 2);
+        assert_eq!(app.audit("b-again").await.len(), 1);
+        app.get("/v1/jobs/b-unknown").await.expect(404);
+
+        // 24 changes, 24 events: each once, ids increasing, each with its change.
+        assert_eq!(app.event_count().await, before + 24);
+        let mut last = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..24 {
+            let e = next_event(&mut rx).await;
+            assert!(e.id > last, "ids must increase");
+            last = e.id;
+            let job = e.job_id.clone().expect("a job event");
+            assert!(seen.insert(job.clone()), "{job} twice");
+            if job.starts_with("b-new-") {
+                assert_eq!(e.kind.to_string(), "job_created");
+            } else {
+                assert!(job.starts_with("b-run-"), "{job}");
+                assert_eq!(e.payload["previous_state"], "running");
+            }
+        }
+        assert_eq!(feed.head(), app.event_count().await);
+    }
+);

@@ -38,6 +38,15 @@ async fn state_of(app: &common::TestApp, id: &str) -> Value {
     ])
 }
 
+/// Who made each change in the job's audit trail, oldest first.
+async fn changed_by(app: &common::TestApp, id: &str) -> Vec<String> {
+    app.audit(id)
+        .await
+        .iter()
+        .map(|a| a["changed_by"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 on_both_backends!(reconciler_confirms_creates_and_finalizes, |app| {
     // v0.0.41 fixture: 1 COMPLETED, 2 FAILED 3:0, 3 CANCELLED 0:15, 4 RUNNING, 5 TIMEOUT 0:15,
     // 6 OUT_OF_MEMORY 0:9, 7 cancelled while pending.
@@ -115,14 +124,19 @@ on_both_backends!(reconciler_confirms_creates_and_finalizes, |app| {
         "within the grace period"
     );
 
-    // Every change by the reconciler is in the audit trail, after the hooks' rows.
-    let trail: Vec<String> = app
-        .audit("3")
-        .await
-        .iter()
-        .map(|a| a["changed_by"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(trail, ["slurm-prolog", "slurm-epilog", "slurm-reconciler"]);
+    // Every change by the reconciler is in the audit trail, after the hooks' rows: Slurm's final
+    // word, then the CPUs the prolog did not send.
+    let trail = changed_by(app, "3").await;
+    assert_eq!(
+        trail,
+        [
+            "slurm-prolog",
+            "slurm-epilog",
+            "slurm-reconciler",
+            "slurm-reconciler"
+        ]
+    );
+    assert_eq!(app.get("/v1/jobs/3").await.expect(200)["allocated_cpus"], 1);
     let four = app.get("/v1/jobs/4").await.expect(200);
     assert_eq!(four["scheduler"]["extra"]["job_name"], "run");
     assert_eq!(four["cluster_name"], "jobscope-dev");
@@ -173,6 +187,69 @@ on_both_backends!(reconciler_reads_real_22_05_responses, |app| {
         assert_eq!(gpu["state"], "running");
         assert_eq!(gpu["scheduler"]["partition"], "debug");
     }
+});
+
+on_both_backends!(reconciler_fills_in_the_memory_no_hook_knows, |app| {
+    // The 22.05 v0.0.38 capture's running job 4 and finished job 1, given what
+    // `sbatch -c 2 --mem=1G` shows with memory consumable (CR_Core_Memory).
+    let mut body = body("jobs-v0.0.38.json");
+    for job in body["jobs"].as_array_mut().unwrap() {
+        job["memory_per_node"] = json!(1024);
+        job["tres_alloc_str"] = json!("cpu=2,mem=1G,node=1,billing=2");
+    }
+    let slurm = parse_jobs(&body);
+    let started = ago(1);
+    for id in ["1", "4"] {
+        app.post_event(
+            "job-started",
+            &json!({"job_id": id, "user": "root", "node_list": ["vm"], "cpu_allocation": 2, "timestamp": started}),
+        )
+        .await
+        .expect(200);
+    }
+    app.post_event(
+        "job-finished",
+        &json!({"job_id": "1", "exit_code": 0, "signal": 0}),
+    )
+    .await
+    .expect(200);
+    let figures = |job: &Value| {
+        json!([
+            job["requested_memory_mb"],
+            job["allocated_memory_mb"],
+            job["allocated_cpus"]
+        ])
+    };
+    let before = app.get("/v1/jobs/4").await.expect(200);
+    assert_eq!(
+        figures(&before),
+        json!([null, null, 2]),
+        "hooks know no memory"
+    );
+
+    let mut reconciler = Reconciler::default();
+    reconciler
+        .pass(&slurm, &app.store, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for id in ["1", "4"] {
+        let job = app.get(&format!("/v1/jobs/{id}")).await.expect(200);
+        assert_eq!(figures(&job), json!([1024, 1024, 2]), "job {id}");
+        // The hooks' times stay: they are finer than Slurm's whole seconds.
+        assert_eq!(job["start_time"], before["start_time"], "job {id}");
+        let report = app.get(&format!("/v1/jobs/{id}/report")).await.expect(200);
+        assert_eq!(report["memory"]["allocated_bytes"], 1u64 << 30, "job {id}");
+    }
+    let trail = changed_by(app, "4").await;
+    assert_eq!(trail, ["slurm-prolog", "slurm-reconciler"]);
+
+    // Filled once: the next pass finds nothing missing and writes nothing.
+    let events = app.event_count().await;
+    reconciler
+        .pass(&slurm, &app.store, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(app.event_count().await, events);
 });
 
 fn node_fixture(name: &str) -> Vec<jobscope::store::SchedulerNode> {

@@ -1,10 +1,12 @@
 //! The job resource: `GET/POST /v1/jobs`, `GET/PATCH/DELETE /v1/jobs/{id}`,
-//! `GET/POST /v1/jobs/{id}/metrics` and `GET /v1/jobs/{id}/audit`.
+//! `GET/POST /v1/jobs/{id}/metrics` (rolled-up resolutions: `api::rollups`) and
+//! `GET /v1/jobs/{id}/audit`.
 
 use super::error::ApiError;
 use super::identity::Identity;
 use super::request::{audited, int_param, job_id, time_param, AuditHeaders};
 use super::AppState;
+use crate::domain::rollup::Resolution;
 use crate::domain::validate::{self, MAX_NODES};
 use crate::domain::{now_micros, AuditEvent, Job, JobState, MetricSample, SchedulerInfo};
 use crate::store::{AuditContext, JobFilter, JobPatch, JobSort, SampleQuery};
@@ -196,13 +198,18 @@ async fn get_inner(id: String, who: Identity, state: AppState) -> Handled {
                 end: None,
                 limit: 1,
             };
-            state
+            let newest = state
                 .store
                 .list_samples(&id, &query)
                 .await?
                 .0
                 .into_iter()
-                .next()
+                .next();
+            match newest {
+                Some(sample) => Some(sample),
+                // Its samples expired: the newest one, archived then (`store::rollups`).
+                None => state.store.archived_newest_sample(&id).await?,
+            }
         }
     };
     let figures = crate::domain::figures::of_job(&job, stored, newest.as_ref());
@@ -266,10 +273,13 @@ async fn delete_inner(id: String, audit: AuditContext, state: AppState) -> Handl
 }
 
 #[derive(Serialize)]
-struct SampleList {
-    job_id: String,
-    samples: Vec<MetricSample>,
-    total: i64,
+pub(super) struct SampleList {
+    pub job_id: String,
+    pub samples: Vec<MetricSample>,
+    pub total: i64,
+    /// Only with `resolution=auto`, when it picked the raw samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<&'static str>,
 }
 
 pub async fn list_samples(
@@ -303,11 +313,16 @@ async fn list_samples_inner(
             ));
         }
     }
+    let resolution = super::rollups::resolution_param(&params)?;
+    if resolution != Resolution::Raw {
+        return super::rollups::answer(&state, id, &query, resolution).await;
+    }
     let (samples, total) = state.store.list_samples(&id, &query).await?;
     Ok(json(&SampleList {
         job_id: id,
         samples,
         total,
+        resolution: None,
     })
     .into_response())
 }

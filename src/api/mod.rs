@@ -24,6 +24,7 @@ mod openapi;
 mod partitions;
 pub mod reports;
 pub mod request;
+mod rollups;
 pub mod route_table;
 mod samples;
 pub mod socket;

@@ -42,6 +42,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
 
+    /// Days of 5-minute rollups (min, mean, max per node and GPU) to keep; past
+    /// --retention-days a job's metrics are answered from them. At least --retention-days.
+    #[arg(long, env = "METRICS_ROLLUP_RETENTION_DAYS", value_name = "METRICS_ROLLUP_RETENTION_DAYS",
+          default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub rollup_retention_days: u32,
+
     /// Bytes of output kept per job and stream (stdout, stderr): past it the first half is
     /// kept, then the newest output, with one line saying how many bytes were skipped.
     #[arg(long, env = "JOBSCOPE_LOG_MAX_BYTES_PER_JOB", value_name = "BYTES",

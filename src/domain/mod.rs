@@ -11,6 +11,7 @@ pub mod joblog;
 pub mod nodelist;
 pub mod partition;
 pub mod report;
+pub mod rollup;
 pub mod slurm_state;
 pub mod usage;
 pub mod validate;

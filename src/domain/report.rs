@@ -528,6 +528,20 @@ mod tests {
     }
 
     #[test]
+    fn a_short_job_is_not_said_to_have_used_what_it_asked_for() {
+        // The calibrated e2e job: 10 s, one CPU of two busy, 200 MiB of 1 GiB.
+        let j = job(&["n1"], 2, 1024, 10);
+        let r = report(&j, &[sample("n1", 10, 10.0, 200 << 20)]);
+        assert_eq!(r.advice, vec![], "{r:?}");
+        let text = render(&r);
+        assert!(
+            text.contains("none: too short to judge (under 1 min)"),
+            "{text}"
+        );
+        assert!(!text.contains("used what it asked for"), "{text}");
+    }
+
+    #[test]
     fn report_without_samples_says_not_measured_and_advises_nothing_from_it() {
         let mut j = job(&["n1"], 8, 4096, 600);
         j.scheduler.as_mut().unwrap().time_limit_minutes = Some(12);

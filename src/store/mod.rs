@@ -10,6 +10,7 @@
 mod bulk;
 pub mod go_schema;
 mod group_commit;
+mod lifecycle_batch;
 pub mod logs;
 mod migrate;
 mod node_figures;
@@ -17,6 +18,7 @@ mod pg_copy;
 mod postgres;
 pub(crate) mod queries;
 mod reports;
+pub mod rollups;
 mod sqlite;
 
 pub use group_commit::LifecycleOp;

@@ -81,6 +81,7 @@ pub(super) mod q {
         Some(super::EVENT_ORDER_LOCK),
         "FOR UPDATE",
         "GREATEST(0, EXTRACT(EPOCH FROM ($3 - start_time)))::DOUBLE PRECISION",
-        crate::store::bulk::postgres
+        crate::store::bulk::postgres,
+        crate::store::lifecycle_batch::postgres
     );
 }

@@ -727,8 +727,9 @@ pub(crate) fn snapshot(job: &Job) -> serde_json::Value {
 }
 
 macro_rules! store_queries {
-    ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path) => {
+    ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path, $lifecycle:path) => {
         use $bulk as bulk;
+        use $lifecycle as lifecycle;
         use crate::domain::event::{EventKind, JobChange, JobReport, JobSample, NodeChange, PartitionChange};
         use std::borrow::Cow;
         use crate::store::queries::{
@@ -798,6 +799,17 @@ macro_rules! store_queries {
             fn append_other_event(&mut self, kind: EventKind, payload: &impl serde::Serialize) -> StoreResult<()> {
                 self.events.push(QueuedEvent::new(kind, None, payload, None)?);
                 Ok(())
+            }
+
+            /// Commits a lifecycle batch: its queued rows in one statement where the backend
+            /// can (see `lifecycle_batch`), then as [`WriteTx::commit`] does.
+            async fn commit_batch(mut self) -> StoreResult<()> {
+                if lifecycle::flush(&mut self.tx, now_micros(), &self.nodes, &self.audits, &self.events).await? {
+                    self.nodes.clear();
+                    self.audits.clear();
+                    self.events.clear();
+                }
+                self.commit().await
             }
 
             /// Appends the queued rows, one multi-row insert per table, and commits.
@@ -877,66 +889,69 @@ macro_rules! store_queries {
             tx.append_event(EventKind::of_change(before, job.state), &job.id, &change)
         }
 
+        /// Binds the `jobs` row of `j` in `JOB_COLUMNS` order, as inserted at `now`.
+        fn push_job_values(b: &mut sqlx::query_builder::Separated<'_, $db, &'static str>, j: &Job, correlation_id: &str, now: DateTime<Utc>) {
+            let s = j.scheduler.clone().unwrap_or_default();
+            b.push_bind(j.id.clone())
+                .push_bind(j.user.clone())
+                .push_bind(Json(j.nodes.clone()))
+                .push_bind(j.nodes.len() as i64)
+                .push_bind(j.state.as_str())
+                .push_bind(j.start_time)
+                .push_bind(j.end_time)
+                .push_bind(j.state.is_terminal().then(|| Job::runtime_at(j.start_time, j.end_time, now)))
+                .push_bind(j.cpu_usage)
+                .push_bind(j.memory_usage_mb)
+                .push_bind(j.gpu_usage)
+                .push_bind(j.requested_cpus)
+                .push_bind(j.allocated_cpus)
+                .push_bind(j.requested_memory_mb)
+                .push_bind(j.allocated_memory_mb)
+                .push_bind(j.requested_gpus)
+                .push_bind(j.allocated_gpus)
+                .push_bind(j.cluster_name.clone())
+                .push_bind(j.scheduler_instance.clone())
+                .push_bind(j.ingest_version.clone())
+                .push_bind(j.last_sample_at)
+                .push_bind(j.sample_count)
+                .push_bind(j.avg_cpu_usage)
+                .push_bind(j.max_cpu_usage)
+                .push_bind(j.max_memory_usage_mb)
+                .push_bind(j.avg_gpu_usage)
+                .push_bind(j.max_gpu_usage)
+                .push_bind(s.kind.clone())
+                .push_bind(s.external_job_id.clone())
+                .push_bind(s.raw_state.clone())
+                .push_bind(s.submit_time)
+                .push_bind(s.partition.clone())
+                .push_bind(s.account.clone())
+                .push_bind(s.qos.clone())
+                .push_bind(s.priority)
+                .push_bind(s.exit_code)
+                .push_bind(s.state_reason.clone())
+                .push_bind(s.time_limit_minutes)
+                .push_bind(s.extra.clone().map(Json))
+                .push_bind(j.cgroup_path.clone())
+                .push_bind(j.gpu_vendor.map(|v| v.as_str()))
+                .push_bind(Json(j.gpu_devices.clone()))
+                .push_bind(j.gpu_count)
+                .push_bind(j.exit_code)
+                .push_bind(j.signal)
+                .push_bind(correlation_id.to_owned())
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(j.memory_usage_bytes)
+                .push_bind(j.max_memory_usage_bytes)
+                .push_bind((!j.gpus.is_empty()).then(|| Json(j.gpus.clone())))
+                .push_bind(s.sluid.clone());
+        }
+
         /// `INSERT ... ON CONFLICT (id) DO NOTHING` of a whole job (its node rows are queued for
         /// commit); the stored job, or `None` when the id was taken.
         async fn insert_job_row(tx: &mut Tx, job: &Job, correlation_id: &str) -> StoreResult<Option<Job>> {
             let now = now_micros();
-            let s = job.scheduler.clone().unwrap_or_default();
             let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!("INSERT INTO jobs ({JOB_COLUMNS}) "));
-            qb.push_values(std::iter::once(job), |mut b, j| {
-                b.push_bind(j.id.clone())
-                    .push_bind(j.user.clone())
-                    .push_bind(Json(j.nodes.clone()))
-                    .push_bind(j.nodes.len() as i64)
-                    .push_bind(j.state.as_str())
-                    .push_bind(j.start_time)
-                    .push_bind(j.end_time)
-                    .push_bind(j.state.is_terminal().then(|| Job::runtime_at(j.start_time, j.end_time, now)))
-                    .push_bind(j.cpu_usage)
-                    .push_bind(j.memory_usage_mb)
-                    .push_bind(j.gpu_usage)
-                    .push_bind(j.requested_cpus)
-                    .push_bind(j.allocated_cpus)
-                    .push_bind(j.requested_memory_mb)
-                    .push_bind(j.allocated_memory_mb)
-                    .push_bind(j.requested_gpus)
-                    .push_bind(j.allocated_gpus)
-                    .push_bind(j.cluster_name.clone())
-                    .push_bind(j.scheduler_instance.clone())
-                    .push_bind(j.ingest_version.clone())
-                    .push_bind(j.last_sample_at)
-                    .push_bind(j.sample_count)
-                    .push_bind(j.avg_cpu_usage)
-                    .push_bind(j.max_cpu_usage)
-                    .push_bind(j.max_memory_usage_mb)
-                    .push_bind(j.avg_gpu_usage)
-                    .push_bind(j.max_gpu_usage)
-                    .push_bind(s.kind.clone())
-                    .push_bind(s.external_job_id.clone())
-                    .push_bind(s.raw_state.clone())
-                    .push_bind(s.submit_time)
-                    .push_bind(s.partition.clone())
-                    .push_bind(s.account.clone())
-                    .push_bind(s.qos.clone())
-                    .push_bind(s.priority)
-                    .push_bind(s.exit_code)
-                    .push_bind(s.state_reason.clone())
-                    .push_bind(s.time_limit_minutes)
-                    .push_bind(s.extra.clone().map(Json))
-                    .push_bind(j.cgroup_path.clone())
-                    .push_bind(j.gpu_vendor.map(|v| v.as_str()))
-                    .push_bind(Json(j.gpu_devices.clone()))
-                    .push_bind(j.gpu_count)
-                    .push_bind(j.exit_code)
-                    .push_bind(j.signal)
-                    .push_bind(correlation_id.to_owned())
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(j.memory_usage_bytes)
-                    .push_bind(j.max_memory_usage_bytes)
-                    .push_bind((!j.gpus.is_empty()).then(|| Json(j.gpus.clone())))
-                    .push_bind(s.sluid.clone());
-            });
+            qb.push_values(std::iter::once(job), |mut b, j| push_job_values(&mut b, j, correlation_id, now));
             qb.push(format!(" ON CONFLICT (id) DO NOTHING RETURNING {JOB_COLUMNS}"));
             let row: Option<JobRow> = qb.build_query_as().fetch_optional(&mut ***tx).await?;
             let Some(row) = row else { return Ok(None) };
@@ -958,6 +973,16 @@ macro_rules! store_queries {
             let stored = insert_new_in(&mut tx, job, audit).await?.ok_or(StoreError::AlreadyExists)?;
             tx.commit().await?;
             Ok(stored)
+        }
+
+        /// Records the end of a job that was `previous` and is now `updated`.
+        async fn finished(tx: &mut Tx, previous: JobState, updated: Job, finish: &Finish, audit: &AuditContext) -> StoreResult<Applied> {
+            let audit = match (&updated.correlation_id, finish.inherit_correlation) {
+                (Some(stored), true) => AuditContext { correlation_id: stored.clone(), ..audit.clone() },
+                _ => audit.clone(),
+            };
+            record_change(tx, Some(previous), &updated, "update", &audit).await?;
+            Ok(Applied::Done(Box::new(updated)))
         }
 
         /// Moves a job to its terminal state unless it is terminal already: one statement in the
@@ -985,13 +1010,7 @@ macro_rules! store_queries {
                     .fetch_optional(&mut ***tx)
                     .await?;
                 if let Some(row) = row {
-                    let updated = row.into_job(now_micros())?;
-                    let audit = match (&updated.correlation_id, finish.inherit_correlation) {
-                        (Some(stored), true) => AuditContext { correlation_id: stored.clone(), ..audit.clone() },
-                        _ => audit.clone(),
-                    };
-                    record_change(tx, Some(previous), &updated, "update", &audit).await?;
-                    return Ok(Applied::Done(Box::new(updated)));
+                    return finished(tx, previous, row.into_job(now_micros())?, finish, audit).await;
                 }
             }
             let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
@@ -1055,22 +1074,34 @@ macro_rules! store_queries {
         /// so the caller can retry the changes one by one.
         pub async fn apply_lifecycle(pool: &Pool<$db>, ops: &[LifecycleOp]) -> StoreResult<Vec<StoreResult<Applied>>> {
             let mut tx = WriteTx::begin(pool).await?;
+            // Where the backend can, the common ops of the batch are written in one statement
+            // (see `lifecycle_batch`); the rest take the one-event path below, in op order.
+            let written = lifecycle::prepare(&mut tx.tx, ops, push_job_values, now_micros()).await?;
             let mut results = Vec::with_capacity(ops.len());
-            for op in ops {
-                let result = match op {
-                    LifecycleOp::Start { job, audit } => match insert_new_in(&mut tx, job, audit).await {
+            for (op, written) in ops.iter().zip(written) {
+                let result = match (op, written) {
+                    (LifecycleOp::Start { job, audit }, Some(stored)) => {
+                        tx.nodes.extend(job.nodes.iter().map(|n| (job.id.clone(), n.clone())));
+                        record_change(&mut tx, None, &stored, "create", audit)
+                            .await
+                            .map(|()| Applied::Done(Box::new(stored)))
+                    }
+                    (LifecycleOp::Finish { finish, audit, .. }, Some(updated)) => {
+                        finished(&mut tx, JobState::Running, updated, finish, audit).await
+                    }
+                    (LifecycleOp::Start { job, audit }, None) => match insert_new_in(&mut tx, job, audit).await {
                         Ok(Some(stored)) => Ok(Applied::Done(Box::new(stored))),
                         Ok(None) => fill_from_start_in(&mut tx, job, audit).await,
                         Err(err) => Err(err),
                     },
-                    LifecycleOp::Finish { id, finish, audit } => finish_in(&mut tx, id, finish, audit).await,
+                    (LifecycleOp::Finish { id, finish, audit }, None) => finish_in(&mut tx, id, finish, audit).await,
                 };
                 match result {
                     Err(StoreError::Database(err)) => return Err(StoreError::Database(err)),
                     other => results.push(other),
                 }
             }
-            tx.commit().await?;
+            tx.commit_batch().await?;
             Ok(results)
         }
 

@@ -187,15 +187,29 @@ impl Store {
         }
         .await;
         self.observe("report_inputs", started, &result);
-        result
+        match result {
+            // No samples left: the inputs archived when they expired (`store::rollups`).
+            Ok((nodes, devices)) if nodes.is_empty() && devices.is_empty() => Ok(self
+                .archived_report_inputs(&job.id)
+                .await?
+                .unwrap_or((nodes, devices))),
+            other => other,
+        }
     }
 
     /// Node summaries only (the reports list: GPU use there comes from the job's row).
     pub async fn report_node_summaries(&self, job: &Job) -> StoreResult<Vec<NodeSummary>> {
-        match &self.backend {
-            super::Backend::Sqlite(pool) => sqlite::nodes(pool, job).await,
-            super::Backend::Postgres(pool) => postgres::nodes(pool, job).await,
+        let nodes = match &self.backend {
+            super::Backend::Sqlite(pool) => sqlite::nodes(pool, job).await?,
+            super::Backend::Postgres(pool) => postgres::nodes(pool, job).await?,
+        };
+        if !nodes.is_empty() {
+            return Ok(nodes);
         }
+        Ok(self
+            .archived_report_inputs(&job.id)
+            .await?
+            .map_or(nodes, |(archived, _)| archived))
     }
 
     /// The jobs a reports list covers, newest start first.

@@ -36,6 +36,7 @@ pub(super) mod q {
         "",
         // julianday() is exact to about a millisecond; round rather than show float noise.
         "ROUND(MAX(0.0, (julianday($3) - julianday(start_time)) * 86400.0), 3)",
-        crate::store::bulk::sqlite
+        crate::store::bulk::sqlite,
+        crate::store::lifecycle_batch::sqlite
     );
 }

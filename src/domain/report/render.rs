@@ -139,7 +139,15 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
-    if r.advice.is_empty() {
+    let too_short = Thresholds::site().min_elapsed_seconds;
+    if r.advice.is_empty() && r.time.elapsed_seconds < too_short {
+        // No advice is drawn for short jobs at all: saying they used their share would be a guess.
+        let _ = writeln!(
+            out,
+            "  Advice:     none: too short to judge (under {})",
+            duration(too_short)
+        );
+    } else if r.advice.is_empty() {
         let _ = writeln!(out, "  Advice:     none: the job used what it asked for");
     } else {
         let _ = writeln!(out, "  Advice:");

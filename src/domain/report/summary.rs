@@ -7,8 +7,8 @@ use crate::domain::gpu::GpuReading;
 use crate::domain::{Job, MetricSample};
 use std::collections::BTreeMap;
 
-/// One node's samples of a job, summarized.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One node's samples of a job, summarized (archived as JSON when the samples expire).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSummary {
     pub node: String,
     pub samples: i64,
@@ -24,8 +24,8 @@ pub struct NodeSummary {
     pub io_write_bytes: Option<i64>,
 }
 
-/// One GPU device's samples, summarized.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One GPU device's samples, summarized (archived as JSON when the samples expire).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceSummary {
     pub node: String,
     pub index: u32,

@@ -3,6 +3,12 @@
 //! `exit_code` as the raw wait status; v0.0.40 and later give `job_state` as a list, integers
 //! as `{set, infinite, number}` and `exit_code` as `{status, return_code, signal: {id}}`.
 //! A job without an id or a state is skipped; any other missing field is `None`.
+//!
+//! Memory is only here: no hook environment carries it. The request is `memory_per_node` (times
+//! the node count) or `memory_per_cpu` (times the CPUs); the allocation is the `mem=` of
+//! `tres_alloc_str`, which Slurm only fills when memory is a consumable resource
+//! (`SelectTypeParameters=CR_*_Memory`). `tres_req_str` is not read: without `--mem` it names the
+//! whole node, which nobody asked for.
 
 use crate::domain::nodelist;
 use chrono::{DateTime, TimeZone, Utc};
@@ -23,6 +29,10 @@ pub struct SlurmJob {
     pub cluster: Option<String>,
     pub nodes: Vec<String>,
     pub cpus: Option<i64>,
+    /// Memory asked for, MiB, the whole job's.
+    pub requested_memory_mb: Option<i64>,
+    /// Memory allocated, MiB, the whole job's (only when memory is consumable).
+    pub allocated_memory_mb: Option<i64>,
     /// The array a task belongs to (its first job's id) and the task's index.
     pub array_job_id: Option<String>,
     pub array_task_id: Option<i64>,
@@ -120,6 +130,44 @@ fn exit_status(v: Option<&Value>) -> (Option<i64>, Option<i64>) {
     }
 }
 
+/// MiB of a TRES amount as Slurm prints it: `1024` or `1024M`, `1G`, `1.50G`, `2T`, `512K`.
+fn tres_mib(amount: &str) -> Option<i64> {
+    let split = amount
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(amount.len());
+    let (number, unit) = amount.split_at(split);
+    let scale = match unit {
+        "K" => 1.0 / 1024.0,
+        "" | "M" => 1.0,
+        "G" => 1024.0,
+        "T" => 1024.0 * 1024.0,
+        "P" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let mib = (number.parse::<f64>().ok()? * scale).round();
+    (mib.is_finite() && mib >= 0.0 && mib < i64::MAX as f64).then_some(mib as i64)
+}
+
+/// `mem=` of a TRES string (`cpu=2,mem=1G,node=1,billing=2`).
+fn tres_memory(tres: Option<&Value>) -> Option<i64> {
+    text(tres)?
+        .split(',')
+        .find_map(|item| item.strip_prefix("mem="))
+        .and_then(tres_mib)
+}
+
+/// `(requested, allocated)` memory of the whole job, MiB.
+fn memory(v: &Value, cpus: Option<i64>, node_count: usize) -> (Option<i64>, Option<i64>) {
+    let positive = |m: Option<i64>| m.filter(|m| *m > 0);
+    let nodes = int(v.get("node_count"))
+        .filter(|n| *n > 0)
+        .unwrap_or(node_count.max(1) as i64);
+    let requested = positive(int(v.get("memory_per_node")))
+        .and_then(|m| m.checked_mul(nodes))
+        .or_else(|| positive(int(v.get("memory_per_cpu"))).and_then(|m| m.checked_mul(cpus?)));
+    (requested, positive(tres_memory(v.get("tres_alloc_str"))))
+}
+
 fn job(v: &Value) -> Option<SlurmJob> {
     let id = match v.get("job_id")? {
         Value::Number(n) => n.as_u64()?.to_string(),
@@ -134,6 +182,8 @@ fn job(v: &Value) -> Option<SlurmJob> {
         })
         .unwrap_or_default();
     let terminal = TERMINAL.contains(&state.as_str());
+    let cpus = int(v.get("cpus"));
+    let (requested_memory_mb, allocated_memory_mb) = memory(v, cpus, nodes.len());
     Some(SlurmJob {
         id,
         exit_code,
@@ -144,7 +194,9 @@ fn job(v: &Value) -> Option<SlurmJob> {
         name: text(v.get("name")),
         cluster: text(v.get("cluster")),
         nodes,
-        cpus: int(v.get("cpus")),
+        cpus,
+        requested_memory_mb,
+        allocated_memory_mb,
         // 22.05 gives 0 and null for a job that is no array task.
         array_job_id: int(v.get("array_job_id"))
             .filter(|id| *id > 0)
@@ -323,6 +375,63 @@ mod tests {
             serde_json::json!({"return_code": {"set": false, "infinite": false, "number": 0}});
         assert_eq!(exit_status(Some(&unset)), (None, None));
         assert_eq!(exit_status(Some(&serde_json::json!("x"))), (None, None));
+    }
+
+    #[test]
+    fn memory_request_and_allocation() {
+        // The 22.05 fixtures ran on CR_Core without --mem: no request, nothing allocated,
+        // although tres_req_str names the whole node.
+        for j in fixture("jobs-v0.0.38.json") {
+            assert_eq!((j.requested_memory_mb, j.allocated_memory_mb), (None, None));
+        }
+        // Captured on dev-slurm's cgroup mode (CR_Core_Memory, DefMemPerNode=512): 1 running
+        // `-c 2 --mem=1G`; pending 2 `-c 2 --mem-per-cpu=300` and 3 without --mem.
+        let memory: Vec<(Option<i64>, Option<i64>)> = fixture("jobs-v0.0.38.mem.json")
+            .iter()
+            .map(|j| (j.requested_memory_mb, j.allocated_memory_mb))
+            .collect();
+        assert_eq!(
+            memory,
+            [
+                (Some(1024), Some(1024)),
+                (Some(600), None),
+                (Some(512), None)
+            ]
+        );
+        let with = |extra: Value| {
+            let mut v = serde_json::json!({"job_id": 1, "job_state": "RUNNING", "cpus": 4,
+                "node_count": 2, "nodes": "n[1-2]"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let j = job(&v).unwrap();
+            (j.requested_memory_mb, j.allocated_memory_mb)
+        };
+        // --mem=1G on two nodes, memory consumable (CR_Core_Memory).
+        let per_node = serde_json::json!({"memory_per_node": 1024, "memory_per_cpu": null,
+            "tres_alloc_str": "cpu=4,mem=2G,node=2,billing=4"});
+        assert_eq!(with(per_node), (Some(2048), Some(2048)));
+        // --mem-per-cpu=300, v0.0.40's number objects, memory not consumable.
+        let per_cpu = serde_json::json!({
+            "memory_per_node": {"set": false, "infinite": false, "number": 0},
+            "memory_per_cpu": {"set": true, "infinite": false, "number": 300},
+            "tres_alloc_str": "cpu=4,node=2,billing=4"});
+        assert_eq!(with(per_cpu), (Some(1200), None));
+        for (tres, mib) in [
+            ("mem=1.50G", Some(1536)),
+            ("cpu=1,mem=24105M", Some(24105)),
+            ("mem=512", Some(512)),
+            ("mem=2048K", Some(2)),
+            ("mem=1T", Some(1 << 20)),
+            ("mem=1X", None),
+            ("mem=", None),
+            ("mem=G", None),
+            ("mem=-1G", None),
+            ("cpu=1", None),
+        ] {
+            let v = serde_json::json!(tres);
+            assert_eq!(tres_memory(Some(&v)), mib, "{tres}");
+        }
     }
 
     #[test]

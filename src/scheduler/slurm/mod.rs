@@ -7,6 +7,8 @@
 //!   whether it is still running in jobscope (its epilog never arrived) or an epilog already
 //!   finished it with a guess;
 //! - creates jobs whose prolog never arrived (running, or finished having run);
+//! - fills in what the hooks cannot know of a job's allocation, memory above all (no hook
+//!   environment carries it; [`jobs`] says where slurmrestd has it), keeping the hooks' finer times;
 //! - finalizes jobs jobscope still has as running but Slurm no longer knows (it forgets finished
 //!   jobs after `MinJobAge`) as `failed` with raw state `VANISHED`: how they ended is lost.
 //!

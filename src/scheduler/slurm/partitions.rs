@@ -270,6 +270,8 @@ mod tests {
             cluster: None,
             nodes: vec![],
             cpus: None,
+            requested_memory_mb: None,
+            allocated_memory_mb: None,
             array_job_id: None,
             array_task_id: None,
             start: None,

@@ -73,6 +73,8 @@ fn job_of(j: &SlurmJob) -> Option<Job> {
     );
     job.allocated_cpus = j.cpus;
     job.requested_cpus = j.cpus;
+    job.requested_memory_mb = j.requested_memory_mb;
+    job.allocated_memory_mb = j.allocated_memory_mb;
     job.scheduler = Some(SchedulerInfo {
         kind: Some("slurm".into()),
         external_job_id: Some(j.id.clone()),
@@ -93,6 +95,16 @@ fn job_of(j: &SlurmJob) -> Option<Job> {
         job.signal = f.signal;
     }
     Some(job)
+}
+
+/// Whether Slurm knows a figure of the job's allocation that the stored job lacks. The hooks
+/// never know memory (no hook environment carries it), so every job the hooks made gets its
+/// memory here, while it runs or when it is confirmed.
+fn lacks_allocation(stored: &Job, j: &SlurmJob) -> bool {
+    let lacks = |mine: Option<i64>, slurm: Option<i64>| mine.is_none() && slurm.is_some();
+    lacks(stored.requested_memory_mb, j.requested_memory_mb)
+        || lacks(stored.allocated_memory_mb, j.allocated_memory_mb)
+        || lacks(stored.allocated_cpus, j.cpus)
 }
 
 impl Reconciler {
@@ -119,6 +131,10 @@ impl Reconciler {
                     Ok(Applied::Done(job)) => {
                         tracing::info!(job_id = %j.id, slurm_state = %j.state, state = %job.state, exit_code = ?job.exit_code, signal = ?job.signal, "final state confirmed from Slurm");
                         report.confirmed += 1;
+                        // A job too short for a pass to see it running.
+                        if lacks_allocation(&job, j) {
+                            self.fill(j, store).await?;
+                        }
                     }
                     Ok(_) => {}
                     Err(StoreError::NotFound) => {
@@ -137,7 +153,11 @@ impl Reconciler {
                         }
                     }
                     Err(e) => return Err(e),
-                    Ok(_) => {}
+                    Ok(stored) => {
+                        if lacks_allocation(&stored, j) {
+                            self.fill(j, store).await?;
+                        }
+                    }
                 }
             }
         }
@@ -182,6 +202,18 @@ impl Reconciler {
             offset += n;
         }
         Ok(report)
+    }
+
+    /// Adds what Slurm knows of a job's allocation to the stored job, keeping everything it has
+    /// (the hooks' times above all: they are finer than Slurm's whole seconds).
+    async fn fill(&self, j: &SlurmJob, store: &Store) -> Result<(), StoreError> {
+        let Some(job) = job_of(j) else {
+            return Ok(());
+        };
+        if let Applied::Filled(job) = store.insert_job_if_absent(&job, &audit(&j.id)).await? {
+            tracing::debug!(job_id = %j.id, requested_memory_mb = ?job.requested_memory_mb, allocated_memory_mb = ?job.allocated_memory_mb, "allocation filled in from Slurm");
+        }
+        Ok(())
     }
 
     async fn create(&self, j: &SlurmJob, store: &Store) -> Result<bool, StoreError> {
