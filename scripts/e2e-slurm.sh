@@ -503,12 +503,21 @@ printf '%s\n' "$REPORT" >"$WORK/calibrate-report.json"
 say "  job $J_CAL: $(tr '\n' ' ' <"$OUT/calibrate-$J_CAL.out")(measured inside the job)"
 say "  report: $(jq -c '{samples, cpu: .cpu | {allocated, efficiency, cpu_time_seconds}, elapsed: .time.elapsed_seconds, memory: .memory | {allocated_bytes, peak_bytes, use_ratio}}' <<<"$REPORT")"
 check "calibrate: allocation 2 CPUs, 1 GiB" "$(jq -c '[.cpu.allocated, .memory.allocated_bytes]' <<<"$REPORT")" "[2,$((1 << 30))]"
-check "calibrate: CPU efficiency 50 % +- 5 %" "$(jq '.cpu.efficiency != null and .cpu.efficiency >= 0.45 and .cpu.efficiency <= 0.55' <<<"$REPORT")" true
+# The loop burns one CPU of two for 10 s when the machine gives it one: 50 %. On a busy machine
+# (CI beside other builds) it gets less, and the truth is then what it got: the loop's own CPU
+# time (measured inside the job, by bash's `time`) over 2 CPUs and the job's elapsed time.
+loop_cpu=$(awk '/^loop_cpu_seconds/ { print $3 + $5 }' "$OUT/calibrate-$J_CAL.out")
+if awk -v c="${loop_cpu:-0}" 'BEGIN { exit !(c >= 9.5) }'; then
+	check "calibrate: CPU efficiency 50 % +- 5 %" "$(jq '.cpu.efficiency != null and .cpu.efficiency >= 0.45 and .cpu.efficiency <= 0.55' <<<"$REPORT")" true
+else
+	say "  the machine was busy: the loop got ${loop_cpu:-0} s of CPU in 10 s, so the truth is less than 50 %"
+	check "calibrate: CPU efficiency = loop's CPU / (2 CPUs x elapsed) +- 5 points" \
+		"$(jq --arg loop "${loop_cpu:-0}" '.cpu.efficiency != null and .time.elapsed_seconds > 0 and ((.cpu.efficiency - ($loop | tonumber) / (2 * .time.elapsed_seconds)) | fabs) <= 0.05' <<<"$REPORT")" true
+fi
 check "calibrate: memory use about 20 %" "$(jq '.memory.use_ratio != null and .memory.use_ratio >= 0.18 and .memory.use_ratio <= 0.25' <<<"$REPORT")" true
 check "calibrate: measured by cgroup counters" "$(jq -r .cpu.method <<<"$REPORT")" cpu_time
 # Whatever the machine's load: the report's CPU time is what the loop burned plus python's start
 # and allocation (~0.1-0.2 s), less at most one interval lost at the end.
-loop_cpu=$(awk '/^loop_cpu_seconds/ { print $3 + $5 }' "$OUT/calibrate-$J_CAL.out")
 check "calibrate: CPU time = the loop's own + python's (-0.3..+0.5 s)" \
 	"$(jq --arg loop "${loop_cpu:-0}" '.cpu.cpu_time_seconds != null and (.cpu.cpu_time_seconds - ($loop | tonumber)) as $d | $d >= -0.3 and $d <= 0.5' <<<"$REPORT")" true
 "$BIN" report "$J_CAL" --server "$BASE" --token-file "$WORK/admin.token" >"$WORK/calibrate-report.txt" 2>&1 ||

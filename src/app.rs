@@ -221,8 +221,8 @@ impl Application {
 }
 
 /// Rolls samples up every [`ROLLUP_EVERY`] and applies retention at start and then every
-/// [`PRUNE_EVERY`] (rollups first, see `Store::retire`), until told to stop. One task, so a
-/// rollup pass and a prune never run at once.
+/// [`PRUNE_EVERY`] (rollups first, see `Store::retire`), packing closed days after each, until
+/// told to stop. One task, so a rollup pass, a prune and packing never run at once.
 async fn prune_loop(
     store: Store,
     retention: Duration,
@@ -244,6 +244,7 @@ async fn prune_loop(
             if let Err(err) = store.roll_up(now).await {
                 tracing::warn!(error = %err, "rolling up samples failed; will retry");
             }
+            pack_closed_days(&store, now).await;
             continue;
         }
         pruned_at = Some(tokio::time::Instant::now());
@@ -265,6 +266,22 @@ async fn prune_loop(
             Ok(streams) => tracing::info!(streams, %before, "pruned job output past retention"),
             Err(err) => tracing::warn!(error = %err, "pruning job output failed; will retry"),
         }
+        pack_closed_days(&store, now).await;
+    }
+}
+
+/// Packs the sample rows of closed days (`store::sample_packs`), saying what it did.
+async fn pack_closed_days(store: &Store, now: chrono::DateTime<chrono::Utc>) {
+    let started = std::time::Instant::now();
+    match store.pack_closed_days(now).await {
+        Ok(p) if p.samples > 0 => tracing::info!(
+            samples = p.samples,
+            packs = p.packs,
+            took_ms = started.elapsed().as_millis() as u64,
+            "packed the samples of closed days"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "packing samples failed; will retry"),
     }
 }
 

@@ -404,6 +404,7 @@ mod tests {
             kind: kind.parse().expect("an event kind"),
             job_id: job_id.map(str::to_owned),
             payload,
+            missing_sample: None,
         }
     }
 

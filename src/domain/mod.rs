@@ -12,6 +12,7 @@ pub mod nodelist;
 pub mod partition;
 pub mod report;
 pub mod rollup;
+pub mod sample_pack;
 pub mod slurm_state;
 pub mod usage;
 pub mod validate;

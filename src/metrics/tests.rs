@@ -13,6 +13,7 @@ fn event(id: i64, kind: &str, job_id: &str, payload: Value) -> StoredEvent {
         kind: kind.parse().expect("an event kind"),
         job_id: Some(job_id.into()),
         payload,
+        missing_sample: None,
     }
 }
 

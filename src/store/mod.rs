@@ -19,6 +19,7 @@ mod postgres;
 pub(crate) mod queries;
 mod reports;
 pub mod rollups;
+pub mod sample_packs;
 mod sqlite;
 
 pub use group_commit::LifecycleOp;
@@ -202,6 +203,10 @@ pub struct StoredEvent {
     pub kind: crate::domain::event::EventKind,
     pub job_id: Option<String>,
     pub payload: serde_json::Value,
+    /// A `job_sample` row whose sample row is gone: its id, for `store::sample_packs` to look
+    /// up in the packs (`None` once found, or for every other row).
+    #[serde(skip)]
+    pub(crate) missing_sample: Option<i64>,
 }
 
 /// Result of an idempotent insert or update.
@@ -560,7 +565,8 @@ impl Store {
         id: &str,
         query: &SampleQuery,
     ) -> StoreResult<(Vec<MetricSample>, i64)> {
-        dispatch!(self, "list_samples", list_samples(id, query))
+        let rows = dispatch!(self, "list_samples", list_samples(id, query))?;
+        self.with_packed_samples(id, query, rows).await
     }
 
     /// The audit trail of a job, oldest first; it outlives the job.
@@ -570,7 +576,8 @@ impl Store {
 
     /// Deletes samples and event-log rows older than `before`; returns (samples, events) removed.
     pub async fn prune(&self, before: DateTime<Utc>) -> StoreResult<(u64, u64)> {
-        dispatch!(self, "prune", prune(before))
+        let (samples, events) = dispatch!(self, "prune", prune(before))?;
+        Ok((samples + self.prune_packs(before).await?, events))
     }
 
     /// Inserts samples for a job in one statement, without touching aggregates of other jobs;
@@ -597,7 +604,11 @@ impl Store {
 
     /// Up to `limit` event-log rows with an id above `after`, oldest first.
     pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
-        dispatch!(self, "events_after", events_after(after, limit))
+        let events = dispatch!(self, "events_after", events_after(after, limit))?;
+        if events.iter().any(|e| e.missing_sample.is_some()) {
+            return self.with_packed_event_samples(events).await;
+        }
+        Ok(events)
     }
 
     /// Id of the newest event-log row (0 when the log is empty).

@@ -1763,6 +1763,7 @@ macro_rules! store_queries {
             for r in &rows {
                 let Json(mut payload): Json<serde_json::Value> = r.try_get("event_payload")?;
                 let referred: Option<i64> = r.try_get("event_sample_id")?;
+                let mut missing_sample = None;
                 if referred.is_some() {
                     // A sample of another job is not this event's (ids are never reused on either
                     // backend; this only keeps a damaged log from showing another job's figures).
@@ -1772,7 +1773,12 @@ macro_rules! store_queries {
                     let sample = match stored {
                         Some(_) if sample_job == event_job => serde_json::to_value(MetricSample::from(SampleRow::from_row(r)?))
                             .map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))?,
-                        _ => serde_json::Value::Null,
+                        Some(_) => serde_json::Value::Null,
+                        // Packed since (`store::sample_packs`), or gone with its job.
+                        None => {
+                            missing_sample = referred;
+                            serde_json::Value::Null
+                        }
                     };
                     if let serde_json::Value::Object(fields) = &mut payload {
                         fields.insert("sample".to_owned(), sample);
@@ -1792,6 +1798,7 @@ macro_rules! store_queries {
                     kind,
                     job_id: r.try_get("event_job_id")?,
                     payload,
+                    missing_sample,
                 });
             }
             Ok(events)

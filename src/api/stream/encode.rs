@@ -145,6 +145,7 @@ mod tests {
             kind: kind.parse().expect("an event kind"),
             job_id: None,
             payload,
+            missing_sample: None,
         })
     }
 

@@ -1,0 +1,649 @@
+//! Sample packs: many samples of one job on one node, stored as one compressed value (issue 19).
+//!
+//! A sample row costs hundreds of bytes on disk, most of it per-row overhead and figures that
+//! barely move between two samples. Once a day is closed, the store (`store::sample_packs`)
+//! replaces that day's rows of each job and node by one pack made here: the samples laid out
+//! column by column (all timestamps, then all CPU times, ...), each column written as the
+//! differences between neighbours in variable-length integers, and the whole deflated.
+//!
+//! Packing is lossless: [`decode`] gives back exactly the samples and ids [`encode`] was given,
+//! every `f64` to the bit. Seconds that are whole microseconds (cgroup counters) are written as
+//! integers; any other `f64` as the XOR with its predecessor's bits, which is small when the
+//! two are close. GPU readings, rare and varied, are their JSON text (deflate does the rest).
+//!
+//! [`decode`] reads bytes from the database: a damaged pack is an error, never a panic, and
+//! never more than [`MAX_SAMPLES`] samples or [`MAX_INFLATED`] bytes.
+
+use crate::domain::gpu::GpuReading;
+use crate::domain::usage::{Pressure, PressureFigures, SampleDetail};
+use crate::domain::MetricSample;
+use chrono::{DateTime, Utc};
+use std::io::{Read, Write};
+
+/// The first byte of every pack: the layout below. A new layout takes a new number, and
+/// [`decode`] keeps reading the old ones.
+const FORMAT: u8 = 1;
+
+/// At most this many samples in one pack (a day of one job on one node sampled every 15 s is
+/// 5,760; at 1 s, 86,400).
+pub const MAX_SAMPLES: usize = 1 << 20;
+
+/// At most this many bytes once inflated.
+pub const MAX_INFLATED: u64 = 512 << 20;
+
+/// Why a stored pack could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PackError {
+    #[error("sample pack is damaged: {0}")]
+    Damaged(&'static str),
+    #[error("sample pack format {0} is newer than this jobscope")]
+    UnknownFormat(u8),
+}
+
+/// One stored sample: its row id (what the event log refers to) and its figures.
+pub type PackedSample = (i64, MetricSample);
+
+/// Packs `samples` (id and sample, all of one node, in any order) into one value. The node is
+/// not stored: it is the pack's key, given back to [`decode`].
+pub fn encode(samples: &[PackedSample]) -> Vec<u8> {
+    let mut sorted: Vec<&PackedSample> = samples.iter().collect();
+    sorted.sort_by_key(|(id, s)| (s.timestamp, *id));
+    let mut out = Columns::default();
+    out.varint(sorted.len() as u64);
+    out.ints(sorted.iter().map(|(id, _)| Some(*id)));
+    out.times(sorted.iter().map(|(_, s)| s.timestamp.timestamp_micros()));
+    for float in FLOATS {
+        out.floats(sorted.iter().map(|(_, s)| float(s)));
+    }
+    for int in INTS {
+        out.ints(sorted.iter().map(|(_, s)| int(s)));
+    }
+    out.presence(sorted.iter().map(|(_, s)| s.detail.pressure.is_some()));
+    for resource in PRESSURES {
+        fn figures(s: &MetricSample, resource: PressureOf) -> Option<&PressureFigures> {
+            s.detail.pressure.as_ref().and_then(resource)
+        }
+        out.presence(sorted.iter().map(|(_, s)| figures(s, resource).is_some()));
+        out.floats(
+            sorted
+                .iter()
+                .map(|(_, s)| figures(s, resource).map(|f| f.some_avg10)),
+        );
+        out.ints(
+            sorted
+                .iter()
+                .map(|(_, s)| figures(s, resource).map(|f| f.some_total_usec as i64)),
+        );
+    }
+    for (_, s) in &sorted {
+        if s.detail.gpus.is_empty() {
+            out.varint(0);
+        } else {
+            let text = serde_json::to_vec(&s.detail.gpus).unwrap_or_default();
+            out.varint(text.len() as u64);
+            out.bytes.extend_from_slice(&text);
+        }
+    }
+    let mut deflated = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(out.bytes.len() / 4 + 16),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = deflated.write_all(&out.bytes);
+    let mut packed = vec![FORMAT];
+    packed.extend(deflated.finish().unwrap_or_default());
+    packed
+}
+
+/// The samples of a pack made by [`encode`], oldest first, each with `node` as its node.
+pub fn decode(packed: &[u8], node: Option<&str>) -> Result<Vec<PackedSample>, PackError> {
+    let (&format, deflated) = packed.split_first().ok_or(PackError::Damaged("empty"))?;
+    if format != FORMAT {
+        return Err(PackError::UnknownFormat(format));
+    }
+    let mut bytes = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|_| PackError::Damaged("not deflate"))?;
+    if bytes.len() as u64 > MAX_INFLATED {
+        return Err(PackError::Damaged("too large"));
+    }
+    let mut r = Reader {
+        bytes: &bytes,
+        at: 0,
+    };
+    let n = usize::try_from(r.varint()?).map_err(|_| PackError::Damaged("count"))?;
+    if n > MAX_SAMPLES {
+        return Err(PackError::Damaged("count"));
+    }
+    let ids = r.ints(n)?;
+    let times = r.times(n)?;
+    let mut samples = Vec::with_capacity(n);
+    for (id, micros) in ids.into_iter().zip(times) {
+        let id = id.ok_or(PackError::Damaged("id"))?;
+        let timestamp =
+            DateTime::<Utc>::from_timestamp_micros(micros).ok_or(PackError::Damaged("time"))?;
+        let sample = MetricSample {
+            timestamp,
+            cpu_usage: None,
+            memory_usage_mb: None,
+            gpu_usage: None,
+            detail: SampleDetail {
+                node: node.map(str::to_owned),
+                ..SampleDetail::default()
+            },
+        };
+        samples.push((id, sample));
+    }
+    for set in SET_FLOATS {
+        for ((_, s), v) in samples.iter_mut().zip(r.floats(n)?) {
+            set(s, v);
+        }
+    }
+    for set in SET_INTS {
+        for ((_, s), v) in samples.iter_mut().zip(r.ints(n)?) {
+            set(s, v);
+        }
+    }
+    for ((_, s), present) in samples.iter_mut().zip(r.presence(n)?) {
+        s.detail.pressure = present.then(Pressure::default);
+    }
+    for set in SET_PRESSURES {
+        let present = r.presence(n)?;
+        let avg10 = r.floats(n)?;
+        let total = r.ints(n)?;
+        for (i, (_, s)) in samples.iter_mut().enumerate() {
+            if !present[i] {
+                continue;
+            }
+            let figures = PressureFigures {
+                some_avg10: avg10[i].ok_or(PackError::Damaged("pressure"))?,
+                some_total_usec: total[i].ok_or(PackError::Damaged("pressure"))? as u64,
+            };
+            let pressure = s
+                .detail
+                .pressure
+                .as_mut()
+                .ok_or(PackError::Damaged("pressure"))?;
+            set(pressure, figures);
+        }
+    }
+    for (_, s) in samples.iter_mut() {
+        let len = usize::try_from(r.varint()?).map_err(|_| PackError::Damaged("gpus"))?;
+        if len > 0 {
+            let text = r.take(len)?;
+            s.detail.gpus = serde_json::from_slice::<Vec<GpuReading>>(text)
+                .map_err(|_| PackError::Damaged("gpus"))?;
+        }
+    }
+    if r.at != bytes.len() {
+        return Err(PackError::Damaged("trailing bytes"));
+    }
+    Ok(samples)
+}
+
+type FloatOf = fn(&MetricSample) -> Option<f64>;
+type IntOf = fn(&MetricSample) -> Option<i64>;
+
+/// The `f64` figures, in pack order ([`SET_FLOATS`] is the same order).
+const FLOATS: [FloatOf; 6] = [
+    |s| s.cpu_usage,
+    |s| s.gpu_usage,
+    |s| s.detail.cpu_time_seconds,
+    |s| s.detail.cpu_user_seconds,
+    |s| s.detail.cpu_system_seconds,
+    |s| s.detail.cpu_throttled_seconds,
+];
+
+const SET_FLOATS: [fn(&mut MetricSample, Option<f64>); 6] = [
+    |s, v| s.cpu_usage = v,
+    |s, v| s.gpu_usage = v,
+    |s, v| s.detail.cpu_time_seconds = v,
+    |s, v| s.detail.cpu_user_seconds = v,
+    |s, v| s.detail.cpu_system_seconds = v,
+    |s, v| s.detail.cpu_throttled_seconds = v,
+];
+
+/// The integer figures, in pack order ([`SET_INTS`] is the same order).
+const INTS: [IntOf; 14] = [
+    |s| s.memory_usage_mb,
+    |s| s.detail.cpu_nr_throttled,
+    |s| s.detail.memory_usage_bytes,
+    |s| s.detail.memory_peak_bytes,
+    |s| s.detail.memory_limit_bytes,
+    |s| s.detail.memory_anon_bytes,
+    |s| s.detail.memory_file_bytes,
+    |s| s.detail.memory_shmem_bytes,
+    |s| s.detail.oom_kills,
+    |s| s.detail.io_read_bytes,
+    |s| s.detail.io_write_bytes,
+    |s| s.detail.io_read_ops,
+    |s| s.detail.io_write_ops,
+    |s| s.detail.pids,
+];
+
+const SET_INTS: [fn(&mut MetricSample, Option<i64>); 14] = [
+    |s, v| s.memory_usage_mb = v,
+    |s, v| s.detail.cpu_nr_throttled = v,
+    |s, v| s.detail.memory_usage_bytes = v,
+    |s, v| s.detail.memory_peak_bytes = v,
+    |s, v| s.detail.memory_limit_bytes = v,
+    |s, v| s.detail.memory_anon_bytes = v,
+    |s, v| s.detail.memory_file_bytes = v,
+    |s, v| s.detail.memory_shmem_bytes = v,
+    |s, v| s.detail.oom_kills = v,
+    |s, v| s.detail.io_read_bytes = v,
+    |s, v| s.detail.io_write_bytes = v,
+    |s, v| s.detail.io_read_ops = v,
+    |s, v| s.detail.io_write_ops = v,
+    |s, v| s.detail.pids = v,
+];
+
+type PressureOf = fn(&Pressure) -> Option<&PressureFigures>;
+
+/// The pressure resources, in pack order.
+const PRESSURES: [PressureOf; 3] = [|p| p.cpu.as_ref(), |p| p.memory.as_ref(), |p| p.io.as_ref()];
+
+const SET_PRESSURES: [fn(&mut Pressure, PressureFigures); 3] = [
+    |p, f| p.cpu = Some(f),
+    |p, f| p.memory = Some(f),
+    |p, f| p.io = Some(f),
+];
+
+/// How a column says which rows have a value.
+const NONE_PRESENT: u8 = 0;
+const ALL_PRESENT: u8 = 1;
+const BITMAP: u8 = 2;
+
+/// How a float column is written.
+const FLOAT_MICROS: u8 = 0;
+const FLOAT_XOR: u8 = 1;
+
+/// The pack being written, before deflate.
+#[derive(Default)]
+struct Columns {
+    bytes: Vec<u8>,
+}
+
+impl Columns {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.bytes.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.bytes.push(v as u8);
+    }
+
+    fn signed(&mut self, v: i64) {
+        self.varint(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    fn presence(&mut self, present: impl Iterator<Item = bool>) {
+        let present: Vec<bool> = present.collect();
+        if present.iter().all(|p| !p) {
+            self.bytes.push(NONE_PRESENT);
+        } else if present.iter().all(|p| *p) {
+            self.bytes.push(ALL_PRESENT);
+        } else {
+            self.bytes.push(BITMAP);
+            for chunk in present.chunks(8) {
+                let byte = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u8, |b, (i, p)| b | (u8::from(*p) << i));
+                self.bytes.push(byte);
+            }
+        }
+    }
+
+    /// Which values are there, then each present value as the difference from the previous one.
+    fn ints(&mut self, values: impl Iterator<Item = Option<i64>>) {
+        let values: Vec<Option<i64>> = values.collect();
+        self.presence(values.iter().map(Option::is_some));
+        let mut previous = 0i64;
+        for v in values.into_iter().flatten() {
+            self.signed(v.wrapping_sub(previous));
+            previous = v;
+        }
+    }
+
+    /// Microseconds, always present: the change of the step between neighbours (samples come
+    /// at a steady interval, so this is mostly zero or near it).
+    fn times(&mut self, values: impl Iterator<Item = i64>) {
+        let (mut previous, mut step) = (0i64, 0i64);
+        for v in values {
+            let this_step = v.wrapping_sub(previous);
+            self.signed(this_step.wrapping_sub(step));
+            previous = v;
+            step = this_step;
+        }
+    }
+
+    fn floats(&mut self, values: impl Iterator<Item = Option<f64>>) {
+        let values: Vec<Option<f64>> = values.collect();
+        let as_micros: Option<Vec<Option<i64>>> = values
+            .iter()
+            .map(|v| match v {
+                None => Some(None),
+                Some(v) => whole_micros(*v).map(Some),
+            })
+            .collect();
+        match as_micros {
+            Some(micros) => {
+                self.bytes.push(FLOAT_MICROS);
+                self.ints(micros.into_iter());
+            }
+            None => {
+                self.bytes.push(FLOAT_XOR);
+                self.presence(values.iter().map(Option::is_some));
+                let mut previous = 0u64;
+                for v in values.into_iter().flatten() {
+                    let bits = v.to_bits();
+                    self.varint(bits ^ previous);
+                    previous = bits;
+                }
+            }
+        }
+    }
+}
+
+/// `v` as a whole number of microseconds, when that number gives `v` back to the bit.
+fn whole_micros(v: f64) -> Option<i64> {
+    if !v.is_finite() || v.abs() > 9.0e12 {
+        return None;
+    }
+    let micros = (v * 1e6).round() as i64;
+    (micros_to_f64(micros).to_bits() == v.to_bits()).then_some(micros)
+}
+
+fn micros_to_f64(micros: i64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// The inflated pack being read.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, PackError> {
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or(PackError::Damaged("truncated"))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, len: usize) -> Result<&[u8], PackError> {
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or(PackError::Damaged("truncated"))?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn varint(&mut self) -> Result<u64, PackError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(PackError::Damaged("varint"))
+    }
+
+    fn signed(&mut self) -> Result<i64, PackError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn presence(&mut self, n: usize) -> Result<Vec<bool>, PackError> {
+        match self.byte()? {
+            NONE_PRESENT => Ok(vec![false; n]),
+            ALL_PRESENT => Ok(vec![true; n]),
+            BITMAP => {
+                let bitmap = self.take(n.div_ceil(8))?;
+                Ok((0..n)
+                    .map(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
+                    .collect())
+            }
+            _ => Err(PackError::Damaged("presence")),
+        }
+    }
+
+    fn ints(&mut self, n: usize) -> Result<Vec<Option<i64>>, PackError> {
+        let present = self.presence(n)?;
+        let mut previous = 0i64;
+        let mut out = Vec::with_capacity(n);
+        for p in present {
+            if p {
+                previous = previous.wrapping_add(self.signed()?);
+                out.push(Some(previous));
+            } else {
+                out.push(None);
+            }
+        }
+        Ok(out)
+    }
+
+    fn times(&mut self, n: usize) -> Result<Vec<i64>, PackError> {
+        let (mut previous, mut step) = (0i64, 0i64);
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            step = step.wrapping_add(self.signed()?);
+            previous = previous.wrapping_add(step);
+            out.push(previous);
+        }
+        Ok(out)
+    }
+
+    fn floats(&mut self, n: usize) -> Result<Vec<Option<f64>>, PackError> {
+        match self.byte()? {
+            FLOAT_MICROS => Ok(self
+                .ints(n)?
+                .into_iter()
+                .map(|m| m.map(micros_to_f64))
+                .collect()),
+            FLOAT_XOR => {
+                let present = self.presence(n)?;
+                let mut previous = 0u64;
+                let mut out = Vec::with_capacity(n);
+                for p in present {
+                    if p {
+                        previous ^= self.varint()?;
+                        out.push(Some(f64::from_bits(previous)));
+                    } else {
+                        out.push(None);
+                    }
+                }
+                Ok(out)
+            }
+            _ => Err(PackError::Damaged("float column")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::gpu::GpuVendor;
+    use chrono::TimeZone;
+
+    /// A CPU job's sample as an agent sends it every 15 s, with figures that move.
+    fn cpu_sample(i: i64) -> MetricSample {
+        let at = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::microseconds(i * 15_000_000 + (i * 7919) % 3000);
+        let cpu_time = i as f64 * 14.3 + (i % 7) as f64 * 0.000_117;
+        MetricSample {
+            timestamp: at,
+            cpu_usage: (i > 0).then(|| 95.0 + ((i * 37) % 500) as f64 / 97.0),
+            memory_usage_mb: Some(1200 + i % 13),
+            gpu_usage: None,
+            detail: SampleDetail {
+                node: Some("cn001".into()),
+                cpu_time_seconds: Some(cpu_time),
+                cpu_user_seconds: Some(cpu_time * 0.9),
+                cpu_system_seconds: Some(0.25 * i as f64),
+                cpu_throttled_seconds: Some(0.0),
+                cpu_nr_throttled: Some(0),
+                memory_usage_bytes: Some(1_258_291_200 + (i * 4096) % 1_000_000),
+                memory_peak_bytes: Some(1_300_000_000),
+                memory_limit_bytes: Some(4 << 30),
+                memory_anon_bytes: Some(1_000_000_000 + i * 4096),
+                memory_file_bytes: Some(200_000_000),
+                memory_shmem_bytes: Some(0),
+                oom_kills: Some(0),
+                io_read_bytes: Some(i * 65_536),
+                io_write_bytes: Some(i * 1_048_576),
+                io_read_ops: Some(i * 3),
+                io_write_ops: Some(i * 17),
+                pids: Some(33 + i % 2),
+                pressure: (i % 3 != 0).then(|| Pressure {
+                    cpu: Some(PressureFigures {
+                        some_avg10: (i % 5) as f64 * 0.37,
+                        some_total_usec: (i * 1234) as u64,
+                    }),
+                    memory: None,
+                    io: (i % 2 == 0).then_some(PressureFigures {
+                        some_avg10: 0.0,
+                        some_total_usec: u64::MAX - i as u64,
+                    }),
+                }),
+                gpus: Vec::new(),
+            },
+        }
+    }
+
+    fn gpu(index: u32, util: f64) -> GpuReading {
+        let mut g = GpuReading::new(index, GpuVendor::Nvidia);
+        g.uuid = Some(format!("GPU-{index:08x}-aaaa-bbbb-cccc-0123456789ab"));
+        g.pci_bus_id = Some(format!("0000:0{index}:00.0"));
+        g.minor = Some(index);
+        g.utilization_percent = Some(util);
+        g.memory_used_bytes = Some(30 << 30);
+        g.memory_total_bytes = Some(80 << 30);
+        g.power_watts = Some(312.25);
+        g.energy_joules = Some(1.0e6 + util);
+        g.temperature_celsius = Some(61.0);
+        g.processes = vec![4242];
+        g
+    }
+
+    fn day(n: i64) -> Vec<PackedSample> {
+        (0..n).map(|i| (1000 + i * 3, cpu_sample(i))).collect()
+    }
+
+    #[test]
+    fn a_day_of_samples_comes_back_exactly() {
+        let samples = day(5760);
+        let packed = encode(&samples);
+        let back = decode(&packed, Some("cn001")).unwrap();
+        assert_eq!(back, samples);
+        // Every float to the bit, not only as `==` sees it.
+        for ((_, a), (_, b)) in back.iter().zip(&samples) {
+            assert_eq!(a.cpu_usage.map(f64::to_bits), b.cpu_usage.map(f64::to_bits));
+            assert_eq!(
+                a.detail.cpu_time_seconds.map(f64::to_bits),
+                b.detail.cpu_time_seconds.map(f64::to_bits)
+            );
+        }
+    }
+
+    #[test]
+    fn a_cpu_sample_packs_into_a_few_dozen_bytes() {
+        let samples = day(5760);
+        let per_sample = encode(&samples).len() as f64 / samples.len() as f64;
+        // What a row of metric_samples takes is ~650 bytes; the goal of issue 19 is 120.
+        assert!(per_sample < 40.0, "{per_sample:.1} bytes per sample");
+    }
+
+    #[test]
+    fn odd_values_survive() {
+        let mut samples = day(40);
+        samples[3].1.cpu_usage = Some(-0.0);
+        samples[4].1.detail.cpu_time_seconds = Some(f64::MAX);
+        samples[5].1.detail.cpu_user_seconds = Some(f64::MIN_POSITIVE);
+        samples[6].1.detail.memory_usage_bytes = Some(i64::MIN);
+        samples[7].1.detail.memory_peak_bytes = Some(i64::MAX);
+        samples[8].1.memory_usage_mb = None;
+        samples[9].1.detail.gpus = vec![gpu(0, 99.5), gpu(1, 0.0)];
+        samples[10].1.detail.pressure = Some(Pressure::default());
+        samples[11].0 = i64::MAX;
+        samples[12].0 = i64::MIN;
+        samples[13].1.detail.node = None;
+        let back = decode(&encode(&samples), Some("cn001")).unwrap();
+        for ((ia, a), (ib, b)) in back.iter().zip(&samples) {
+            assert_eq!(ia, ib);
+            assert_eq!(a.timestamp, b.timestamp);
+            assert_eq!(a.cpu_usage.map(f64::to_bits), b.cpu_usage.map(f64::to_bits));
+            assert_eq!(a.detail.pressure, b.detail.pressure);
+            assert_eq!(a.detail.gpus, b.detail.gpus);
+            assert_eq!(a.detail.memory_usage_bytes, b.detail.memory_usage_bytes);
+            assert_eq!(a.detail.memory_peak_bytes, b.detail.memory_peak_bytes);
+            assert_eq!(a.detail.cpu_time_seconds, b.detail.cpu_time_seconds);
+            assert_eq!(a.detail.cpu_user_seconds, b.detail.cpu_user_seconds);
+            assert_eq!(a.memory_usage_mb, b.memory_usage_mb);
+        }
+        // The node is the pack's, not each sample's.
+        assert_eq!(back[13].1.detail.node.as_deref(), Some("cn001"));
+    }
+
+    #[test]
+    fn samples_come_back_oldest_first_whatever_order_they_were_given() {
+        let mut samples = day(10);
+        samples.reverse();
+        let back = decode(&encode(&samples), Some("cn001")).unwrap();
+        samples.reverse();
+        assert_eq!(back, samples);
+    }
+
+    #[test]
+    fn an_empty_pack_and_a_node_less_one() {
+        assert_eq!(decode(&encode(&[]), None).unwrap(), Vec::new());
+        let mut samples = day(3);
+        for (_, s) in &mut samples {
+            s.detail.node = None;
+        }
+        assert_eq!(decode(&encode(&samples), None).unwrap(), samples);
+    }
+
+    #[test]
+    fn damaged_packs_are_errors_not_panics() {
+        let packed = encode(&day(200));
+        assert_eq!(decode(&[], None), Err(PackError::Damaged("empty")));
+        assert_eq!(decode(&[9, 1, 2], None), Err(PackError::UnknownFormat(9)));
+        // Every truncation, and every single-byte change, is an error or a valid pack: never a
+        // panic (a flipped byte inside deflate's stored data may still inflate).
+        for len in 0..packed.len() {
+            let _ = decode(&packed[..len], Some("n"));
+        }
+        for at in 1..packed.len() {
+            let mut bad = packed.clone();
+            bad[at] ^= 0x5a;
+            let _ = decode(&bad, Some("n"));
+        }
+        // Inflated bytes that are not a pack.
+        let mut junk = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        junk.write_all(&[0xff; 64]).unwrap();
+        let mut bad = vec![FORMAT];
+        bad.extend(junk.finish().unwrap());
+        assert!(decode(&bad, None).is_err());
+    }
+
+    #[test]
+    fn whole_micros_only_when_exact() {
+        assert_eq!(whole_micros(14.3), Some(14_300_000));
+        assert_eq!(whole_micros(0.000_001), Some(1));
+        assert_eq!(whole_micros(1.0 / 3.0), None);
+        assert_eq!(whole_micros(f64::NAN), None);
+        assert_eq!(whole_micros(-2.5), Some(-2_500_000));
+    }
+}

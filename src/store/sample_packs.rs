@@ -1,0 +1,464 @@
+//! Sample packs (issue 19): the store side of `domain::sample_pack`. Owns `sample_packs`.
+//!
+//! Samples arrive as rows of `metric_samples`, where they are cheap to write and to read while
+//! a job runs. Once a UTC day has been closed for [`PACK_AFTER`], [`Store::pack_closed_days`]
+//! moves each job's rows of that day into one pack per node, in one transaction per job and
+//! day: the pack is written and the rows it holds are deleted together, so a reader sees every
+//! sample exactly once, in a row or in a pack.
+//!
+//! Readers never see the difference: [`Store::list_samples`] merges packs into its answer, the
+//! event log finds a packed sample by its row id ([`Store::events_after`]), and retention drops
+//! a pack once its newest sample is past it ([`Store::prune`]). A sample that arrives for a day
+//! already packed (an agent's spool after a long outage) is stored as a row as usual and merged
+//! into the day's pack by the next pass.
+
+use super::queries::{SampleRow, SAMPLE_COLUMNS};
+use super::{SampleQuery, Store, StoreError, StoreResult, StoredEvent};
+use crate::domain::sample_pack::{self, PackedSample};
+use crate::domain::MetricSample;
+use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
+
+/// A day is packed this long after it ends (batches in flight and rollups land first).
+pub const PACK_AFTER: Duration = Duration::hours(1);
+
+/// Jobs looked up per query of a pass.
+const JOBS_PAGE: i64 = 200;
+
+/// Rows deleted per statement.
+const DELETE_CHUNK: usize = 1000;
+
+/// What one [`Store::pack_closed_days`] pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PackPass {
+    /// Samples moved from rows into packs.
+    pub samples: u64,
+    /// Packs written (new, or rewritten with late samples).
+    pub packs: u64,
+}
+
+/// A pack as stored, without its data.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct PackMeta {
+    node: Option<String>,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
+    samples: i32,
+    min_id: i64,
+    max_id: i64,
+}
+
+/// A `metric_samples` row with its id.
+#[derive(sqlx::FromRow)]
+struct IdRow {
+    id: i64,
+    #[sqlx(flatten)]
+    sample: SampleRow,
+}
+
+fn damaged(e: sample_pack::PackError) -> StoreError {
+    StoreError::Corrupt(format!("sample_packs.data: {e}"))
+}
+
+/// Midnight UTC of `t`'s day.
+fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(t, |d| d.and_utc())
+}
+
+macro_rules! backend {
+    ($name:ident, $db:ty, $begin:expr) => {
+        mod $name {
+            use super::*;
+            use sqlx::{Pool, QueryBuilder};
+
+            /// Jobs with sample rows before `before`, by id after `after`.
+            pub(super) async fn jobs_with_rows_before(
+                pool: &Pool<$db>,
+                before: DateTime<Utc>,
+                after: &str,
+            ) -> StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT job_id FROM metric_samples \
+                     WHERE timestamp < $1 AND job_id > $2 ORDER BY job_id LIMIT $3",
+                )
+                .bind(before)
+                .bind(after)
+                .bind(JOBS_PAGE)
+                .fetch_all(pool)
+                .await?)
+            }
+
+            /// Moves job `job_id`'s rows of its oldest day before `before` into packs. Returns
+            /// (samples moved, packs written), or `None` when it has no rows before `before`.
+            pub(super) async fn pack_oldest_day(
+                pool: &Pool<$db>,
+                job_id: &str,
+                before: DateTime<Utc>,
+            ) -> StoreResult<Option<(u64, u64)>> {
+                let mut tx = pool.begin_with($begin).await?;
+                let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
+                    "SELECT MIN(timestamp) FROM metric_samples WHERE job_id = $1 AND timestamp < $2",
+                )
+                .bind(job_id)
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
+                let Some(oldest) = oldest else {
+                    return Ok(None);
+                };
+                let day = day_start(oldest);
+                let day_end = (day + Duration::days(1)).min(before);
+                let rows: Vec<IdRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT id, {SAMPLE_COLUMNS} FROM metric_samples \
+                     WHERE job_id = $1 AND timestamp >= $2 AND timestamp < $3"
+                )))
+                .bind(job_id)
+                .bind(day)
+                .bind(day_end)
+                .fetch_all(&mut *tx)
+                .await?;
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                let mut by_node: BTreeMap<Option<String>, Vec<PackedSample>> = BTreeMap::new();
+                for row in rows {
+                    let sample = MetricSample::from(row.sample);
+                    by_node
+                        .entry(sample.detail.node.clone())
+                        .or_default()
+                        .push((row.id, sample));
+                }
+                let moved = ids.len() as u64;
+                let mut packs = 0;
+                for (node, mut samples) in by_node {
+                    // The day's pack of this node, when late samples join it.
+                    let existing: Vec<(Vec<u8>,)> = sqlx::query_as(
+                        "SELECT data FROM sample_packs WHERE job_id = $1 \
+                         AND node IS NOT DISTINCT FROM $2 AND first_at >= $3 AND first_at < $4",
+                    )
+                    .bind(job_id)
+                    .bind(&node)
+                    .bind(day)
+                    .bind(day + Duration::days(1))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if !existing.is_empty() {
+                        let mut merged = Vec::new();
+                        for (data,) in &existing {
+                            merged.extend(
+                                sample_pack::decode(data, node.as_deref()).map_err(damaged)?,
+                            );
+                        }
+                        // A row that repeats a packed sample (same node and instant; resent
+                        // by an agent) is the same sample: the packed one stays.
+                        if node.is_some() {
+                            let packed: std::collections::HashSet<DateTime<Utc>> =
+                                merged.iter().map(|(_, s)| s.timestamp).collect();
+                            samples.retain(|(_, s)| !packed.contains(&s.timestamp));
+                        }
+                        merged.extend(samples);
+                        samples = merged;
+                        sqlx::query(
+                            "DELETE FROM sample_packs WHERE job_id = $1 \
+                             AND node IS NOT DISTINCT FROM $2 AND first_at >= $3 AND first_at < $4",
+                        )
+                        .bind(job_id)
+                        .bind(&node)
+                        .bind(day)
+                        .bind(day + Duration::days(1))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let first_at = samples.iter().map(|(_, s)| s.timestamp).min();
+                    let last_at = samples.iter().map(|(_, s)| s.timestamp).max();
+                    let min_id = samples.iter().map(|(id, _)| *id).min();
+                    let max_id = samples.iter().map(|(id, _)| *id).max();
+                    let (Some(first_at), Some(last_at), Some(min_id), Some(max_id)) =
+                        (first_at, last_at, min_id, max_id)
+                    else {
+                        continue;
+                    };
+                    let count = i32::try_from(samples.len())
+                        .map_err(|_| StoreError::Corrupt("sample pack too large".into()))?;
+                    sqlx::query(
+                        "INSERT INTO sample_packs \
+                         (job_id, node, first_at, last_at, samples, min_id, max_id, data) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(job_id)
+                    .bind(&node)
+                    .bind(first_at)
+                    .bind(last_at)
+                    .bind(count)
+                    .bind(min_id)
+                    .bind(max_id)
+                    .bind(sample_pack::encode(&samples))
+                    .execute(&mut *tx)
+                    .await?;
+                    packs += 1;
+                }
+                // By id, never by time: a row stored since the read above is not in a pack.
+                for chunk in ids.chunks(DELETE_CHUNK) {
+                    let mut qb: QueryBuilder<$db> =
+                        QueryBuilder::new("DELETE FROM metric_samples WHERE id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(Some((moved, packs)))
+            }
+
+            /// Job `job_id`'s packs that hold samples in [start, end], newest first.
+            pub(super) async fn packs_of(
+                pool: &Pool<$db>,
+                job_id: &str,
+                start: Option<DateTime<Utc>>,
+                end: Option<DateTime<Utc>>,
+            ) -> StoreResult<Vec<PackMeta>> {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT node, first_at, last_at, samples, min_id, max_id \
+                     FROM sample_packs WHERE job_id = ",
+                );
+                qb.push_bind(job_id.to_owned());
+                if let Some(start) = start {
+                    qb.push(" AND last_at >= ").push_bind(start);
+                }
+                if let Some(end) = end {
+                    qb.push(" AND first_at <= ").push_bind(end);
+                }
+                qb.push(" ORDER BY last_at DESC");
+                Ok(qb.build_query_as().fetch_all(pool).await?)
+            }
+
+            /// The data of job `job_id`'s pack of `node` that starts at `first_at`.
+            pub(super) async fn pack_data(
+                pool: &Pool<$db>,
+                job_id: &str,
+                meta: &PackMeta,
+            ) -> StoreResult<Option<Vec<u8>>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT data FROM sample_packs WHERE job_id = $1 \
+                     AND node IS NOT DISTINCT FROM $2 AND first_at = $3",
+                )
+                .bind(job_id)
+                .bind(&meta.node)
+                .bind(meta.first_at)
+                .fetch_optional(pool)
+                .await?)
+            }
+
+            /// Job `job_id`'s packs whose id range holds `sample_id`.
+            pub(super) async fn packs_holding(
+                pool: &Pool<$db>,
+                job_id: &str,
+                sample_id: i64,
+            ) -> StoreResult<Vec<(PackMeta, Vec<u8>)>> {
+                let rows: Vec<(Option<String>, DateTime<Utc>, DateTime<Utc>, i32, i64, i64, Vec<u8>)> =
+                    sqlx::query_as(
+                        "SELECT node, first_at, last_at, samples, min_id, max_id, data \
+                         FROM sample_packs WHERE job_id = $1 AND min_id <= $2 AND max_id >= $2",
+                    )
+                    .bind(job_id)
+                    .bind(sample_id)
+                    .fetch_all(pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(node, first_at, last_at, samples, min_id, max_id, data)| {
+                        (
+                            PackMeta {
+                                node,
+                                first_at,
+                                last_at,
+                                samples,
+                                min_id,
+                                max_id,
+                            },
+                            data,
+                        )
+                    })
+                    .collect())
+            }
+
+            /// Deletes the packs whose newest sample is before `before`; returns their samples.
+            pub(super) async fn prune(
+                pool: &Pool<$db>,
+                before: DateTime<Utc>,
+            ) -> StoreResult<u64> {
+                let mut tx = pool.begin_with($begin).await?;
+                let samples: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(SUM(samples) AS BIGINT) FROM sample_packs WHERE last_at < $1",
+                )
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM sample_packs WHERE last_at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(samples.unwrap_or(0).max(0) as u64)
+            }
+        }
+    };
+}
+
+backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE");
+backend!(postgres, sqlx::Postgres, "BEGIN");
+
+/// Calls the same function of this module's backend modules on the store's pool.
+macro_rules! on {
+    ($self:ident, $func:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            super::Backend::Sqlite(pool) => sqlite::$func(pool, $($arg),*).await,
+            super::Backend::Postgres(pool) => postgres::$func(pool, $($arg),*).await,
+        }
+    };
+}
+
+fn in_range(s: &MetricSample, query: &SampleQuery) -> bool {
+    query.start.is_none_or(|t| s.timestamp >= t) && query.end.is_none_or(|t| s.timestamp <= t)
+}
+
+impl Store {
+    /// Packs every job's sample rows of the UTC days that ended at least [`PACK_AFTER`] before
+    /// `now`: one transaction per job and day, so a pass cut off resumes where it was.
+    pub async fn pack_closed_days(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
+        let started = std::time::Instant::now();
+        let result = self.pack_closed_days_inner(now).await;
+        self.observe("pack_closed_days", started, &result);
+        result
+    }
+
+    async fn pack_closed_days_inner(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
+        let before = day_start(now - PACK_AFTER);
+        let mut pass = PackPass::default();
+        let mut after = String::new();
+        loop {
+            let jobs = on!(self, jobs_with_rows_before(before, &after))?;
+            let Some(last) = jobs.last() else {
+                return Ok(pass);
+            };
+            after = last.clone();
+            for job in &jobs {
+                while let Some((samples, packs)) = on!(self, pack_oldest_day(job, before))? {
+                    pass.samples += samples;
+                    pass.packs += packs;
+                }
+            }
+        }
+    }
+
+    /// `raw` (a page of job `id`'s sample rows, newest first, and the rows' count in range) with
+    /// the job's packed samples merged in: the newest `query.limit` of both, and both counted.
+    pub(super) async fn with_packed_samples(
+        &self,
+        id: &str,
+        query: &SampleQuery,
+        (mut page, mut total): (Vec<MetricSample>, i64),
+    ) -> StoreResult<(Vec<MetricSample>, i64)> {
+        let packs = on!(self, packs_of(id, query.start, query.end))?;
+        if packs.is_empty() {
+            return Ok((page, total));
+        }
+        let limit = usize::try_from(query.limit.max(0)).unwrap_or(usize::MAX);
+        let inside = |m: &PackMeta| {
+            query.start.is_none_or(|t| m.first_at >= t) && query.end.is_none_or(|t| m.last_at <= t)
+        };
+        for meta in &packs {
+            // Packs come newest first: once the page is full and holds nothing older than this
+            // pack's newest sample, this pack (and every later one) adds to the count only.
+            let page_full = page.len() >= limit
+                && page
+                    .last()
+                    .is_some_and(|oldest| oldest.timestamp >= meta.last_at);
+            if page_full && inside(meta) {
+                total += i64::from(meta.samples);
+                continue;
+            }
+            let Some(data) = on!(self, pack_data(id, meta))? else {
+                continue; // packed again or pruned since the listing: its samples moved on
+            };
+            let samples: Vec<MetricSample> = sample_pack::decode(&data, meta.node.as_deref())
+                .map_err(damaged)?
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| in_range(s, query))
+                .collect();
+            total += samples.len() as i64;
+            if !page_full {
+                page.extend(samples);
+                page.sort_by_key(|s| std::cmp::Reverse(s.timestamp));
+                page.truncate(limit);
+            }
+        }
+        Ok((page, total))
+    }
+
+    /// Fills in the `sample` of `job_sample` events whose sample row was packed.
+    pub(super) async fn with_packed_event_samples(
+        &self,
+        mut events: Vec<StoredEvent>,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let mut cache: Vec<(String, PackMeta, Vec<PackedSample>)> = Vec::new();
+        for event in &mut events {
+            let (Some(sample_id), Some(job_id)) = (event.missing_sample, event.job_id.clone())
+            else {
+                continue;
+            };
+            let cached = |cache: &[(String, PackMeta, Vec<PackedSample>)]| {
+                cache
+                    .iter()
+                    .filter(|(job, m, _)| {
+                        *job == job_id && m.min_id <= sample_id && sample_id <= m.max_id
+                    })
+                    .find_map(|(_, _, samples)| samples.iter().find(|(i, _)| *i == sample_id))
+                    .map(|(_, s)| s.clone())
+            };
+            let mut found = cached(&cache);
+            if found.is_none() {
+                for (meta, data) in on!(self, packs_holding(&job_id, sample_id))? {
+                    let samples =
+                        sample_pack::decode(&data, meta.node.as_deref()).map_err(damaged)?;
+                    cache.push((job_id.clone(), meta, samples));
+                }
+                found = cached(&cache);
+            }
+            let Some(sample) = found else {
+                continue; // gone with its job, or past retention
+            };
+            if let serde_json::Value::Object(fields) = &mut event.payload {
+                let value = serde_json::to_value(&sample)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))?;
+                fields.insert("sample".to_owned(), value);
+            }
+            event.missing_sample = None;
+        }
+        Ok(events)
+    }
+
+    /// Deletes the packs whose newest sample is before `before`; returns how many samples went.
+    pub(super) async fn prune_packs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        on!(self, prune(before))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn days_start_at_midnight_utc() {
+        let t = Utc.with_ymd_and_hms(2026, 12, 5, 13, 14, 15).unwrap();
+        assert_eq!(
+            day_start(t),
+            Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap()
+        );
+        assert_eq!(day_start(day_start(t)), day_start(t));
+    }
+}
