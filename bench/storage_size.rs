@@ -1,5 +1,5 @@
 //! Sample storage benchmark (issue 19): bytes on disk per sample on PostgreSQL, as rows of
-//! `metric_samples` and after `Store::pack_closed_days` moved them into `sample_packs`, and what
+//! `metric_samples` and after `Store::pack_closed_hours` moved them into `sample_packs`, and what
 //! reading a job's samples costs in both forms.
 //!
 //! A day of a cluster: `BENCH_JOBS` single-node jobs (default 2,000), each sampled every 15 s
@@ -135,7 +135,11 @@ async fn run(url: &str, jobs: i64, per_job: i64) {
         .expect("fill");
     pool.execute("VACUUM ANALYZE metric_samples").await.unwrap();
     let rows = count(&pool, "SELECT COUNT(*) FROM metric_samples").await;
-    let gpu_rows = count(&pool, "SELECT COUNT(*) FROM metric_samples WHERE gpus IS NOT NULL").await;
+    let gpu_rows = count(
+        &pool,
+        "SELECT COUNT(*) FROM metric_samples WHERE gpus IS NOT NULL",
+    )
+    .await;
     let raw = size(&pool, "metric_samples").await;
     println!(
         "filled {rows} rows ({gpu_rows} with 4 GPUs) in {:.0} s; load {}",
@@ -146,7 +150,7 @@ async fn run(url: &str, jobs: i64, per_job: i64) {
 
     let started = Instant::now();
     let pass = store
-        .pack_closed_days(Utc::now())
+        .pack_closed_hours(Utc::now())
         .await
         .expect("pack pass");
     let packing = started.elapsed().as_secs_f64();

@@ -244,7 +244,7 @@ async fn prune_loop(
             if let Err(err) = store.roll_up(now).await {
                 tracing::warn!(error = %err, "rolling up samples failed; will retry");
             }
-            pack_closed_days(&store, now).await;
+            pack_closed_hours(&store, now).await;
             continue;
         }
         pruned_at = Some(tokio::time::Instant::now());
@@ -266,19 +266,19 @@ async fn prune_loop(
             Ok(streams) => tracing::info!(streams, %before, "pruned job output past retention"),
             Err(err) => tracing::warn!(error = %err, "pruning job output failed; will retry"),
         }
-        pack_closed_days(&store, now).await;
+        pack_closed_hours(&store, now).await;
     }
 }
 
-/// Packs the sample rows of closed days (`store::sample_packs`), saying what it did.
-async fn pack_closed_days(store: &Store, now: chrono::DateTime<chrono::Utc>) {
+/// Packs the sample rows of closed hours (`store::sample_packs`), saying what it did.
+async fn pack_closed_hours(store: &Store, now: chrono::DateTime<chrono::Utc>) {
     let started = std::time::Instant::now();
-    match store.pack_closed_days(now).await {
+    match store.pack_closed_hours(now).await {
         Ok(p) if p.samples > 0 => tracing::info!(
             samples = p.samples,
             packs = p.packs,
             took_ms = started.elapsed().as_millis() as u64,
-            "packed the samples of closed days"
+            "packed the samples of closed hours"
         ),
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "packing samples failed; will retry"),

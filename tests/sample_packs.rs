@@ -1,7 +1,7 @@
 //! Sample packs (issue 19) through the real router and store, on SQLite and on PostgreSQL: a
-//! closed day's rows move into packs, and every reader answers exactly as before (the samples
+//! closed hour's rows move into packs, and every reader answers exactly as before (the samples
 //! route with its pages, ranges and counts; the event log's replay); late and resent samples
-//! join their day's pack once; retention and job deletion take packs with them.
+//! join their hour's pack once; retention and job deletion take packs with them.
 
 mod common;
 
@@ -55,8 +55,8 @@ async fn store_all(app: &common::TestApp, node: &str, items: Vec<Value>) {
 }
 
 /// Job `p1` on nodes a and b, started three days ago: node a sampled every 10 minutes from
-/// 22:00 two days before yesterday to 02:00 yesterday's day before (two closed days), with a
-/// GPU; node b three times on the first day; and one sample today (stays a row).
+/// 22:00 three days ago to 02:00 two days ago, with a GPU; node b three times between 22:00 and
+/// 22:30; and one sample a minute ago (its hour is not closed: it stays a row).
 async fn job_over_two_days(app: &common::TestApp) -> (DateTime<Utc>, usize) {
     let day2 = midnight(2);
     let from = day2 - Duration::hours(2);
@@ -101,7 +101,7 @@ async fn sample_events(app: &common::TestApp) -> Vec<Value> {
         .collect()
 }
 
-on_both_backends!(closed_days_are_packed_and_read_back_unchanged, |app| {
+on_both_backends!(closed_hours_are_packed_and_read_back_unchanged, |app| {
     let (from, sent) = job_over_two_days(app).await;
     let enc = |t: DateTime<Utc>| t.to_rfc3339().replace('+', "%2B");
     let queries = [
@@ -126,12 +126,12 @@ on_both_backends!(closed_days_are_packed_and_read_back_unchanged, |app| {
     assert_eq!(events_before.len(), sent);
     assert!(events_before.iter().all(|e| e["sample"].is_object()));
 
-    let pass = app.store.pack_closed_days(Utc::now()).await.unwrap();
+    let pass = app.store.pack_closed_hours(Utc::now()).await.unwrap();
     assert_eq!(pass.samples as usize, sent - 1, "all but today's sample");
-    // Node a on two days, node b on one.
-    assert_eq!(pass.packs, 3);
+    // Node a in five hours (22:00 to 02:00), node b in one.
+    assert_eq!(pass.packs, 6);
     assert_eq!(app.sample_rows("p1").await, 1);
-    assert_eq!(app.rows_of("sample_packs", "p1").await, 3);
+    assert_eq!(app.rows_of("sample_packs", "p1").await, 6);
 
     for (q, expected) in queries.iter().zip(&before) {
         assert_eq!(&samples(app, q).await, expected, "GET metrics?{q}");
@@ -139,13 +139,13 @@ on_both_backends!(closed_days_are_packed_and_read_back_unchanged, |app| {
     assert_eq!(sample_events(app).await, events_before);
 
     // A second pass finds nothing to do.
-    let again = app.store.pack_closed_days(Utc::now()).await.unwrap();
+    let again = app.store.pack_closed_hours(Utc::now()).await.unwrap();
     assert_eq!((again.samples, again.packs), (0, 0));
 });
 
-on_both_backends!(late_and_resent_samples_join_their_days_pack_once, |app| {
+on_both_backends!(late_and_resent_samples_join_their_hours_pack_once, |app| {
     let (from, sent) = job_over_two_days(app).await;
-    app.store.pack_closed_days(Utc::now()).await.unwrap();
+    app.store.pack_closed_hours(Utc::now()).await.unwrap();
     // An agent's spool, days late: one new sample of the packed first day, and one that the
     // pack already holds (same node, same instant).
     let reply = send(
@@ -161,10 +161,10 @@ on_both_backends!(late_and_resent_samples_join_their_days_pack_once, |app| {
         reply["accepted"], 2,
         "the rows table cannot see the packs: {reply}"
     );
-    let pass = app.store.pack_closed_days(Utc::now()).await.unwrap();
+    let pass = app.store.pack_closed_hours(Utc::now()).await.unwrap();
     assert_eq!(pass.samples, 2);
-    assert_eq!(pass.packs, 1, "node a's first day is packed again");
-    assert_eq!(app.rows_of("sample_packs", "p1").await, 3);
+    assert_eq!(pass.packs, 1, "node a's first hour is packed again");
+    assert_eq!(app.rows_of("sample_packs", "p1").await, 6);
     let all = samples(app, "limit=10000").await;
     assert_eq!(all["total"], sent + 1, "the resent sample is there once");
     let late = &all["samples"]
@@ -178,15 +178,15 @@ on_both_backends!(late_and_resent_samples_join_their_days_pack_once, |app| {
 
 on_both_backends!(retention_and_deletion_take_the_packs, |app| {
     let (_, sent) = job_over_two_days(app).await;
-    app.store.pack_closed_days(Utc::now()).await.unwrap();
-    // Past the first day's packs only: node b's pack and node a's first-day pack go.
+    app.store.pack_closed_hours(Utc::now()).await.unwrap();
+    // The packs before midnight go: node b's, and node a's of 22:00 and 23:00.
     let (samples_gone, _) = app.store.prune(midnight(2)).await.unwrap();
     assert_eq!(
         samples_gone,
         3 + 12,
         "node b's 3 and node a's 12 before midnight"
     );
-    assert_eq!(app.rows_of("sample_packs", "p1").await, 1);
+    assert_eq!(app.rows_of("sample_packs", "p1").await, 3);
     let left = samples(app, "limit=10000").await;
     assert_eq!(left["total"], sent - 15);
     for s in left["samples"].as_array().unwrap() {

@@ -1,26 +1,39 @@
 //! Sample packs (issue 19): the store side of `domain::sample_pack`. Owns `sample_packs`.
 //!
 //! Samples arrive as rows of `metric_samples`, where they are cheap to write and to read while
-//! a job runs. Once a UTC day has been closed for [`PACK_AFTER`], [`Store::pack_closed_days`]
-//! moves each job's rows of that day into one pack per node, in one transaction per job and
-//! day: the pack is written and the rows it holds are deleted together, so a reader sees every
-//! sample exactly once, in a row or in a pack.
+//! a job runs. Once an hour has been closed for [`PACK_AFTER`], [`Store::pack_closed_hours`]
+//! moves each job's rows of that hour into one pack per node ([`PERIOD`]), in one transaction
+//! per job: the packs are written and the rows they hold are deleted together, so a reader sees
+//! every sample exactly once, in a row or in a pack. Rows thus live about an hour, and the rows
+//! table stays the size of an hour of samples instead of growing with retention.
 //!
 //! Readers never see the difference: [`Store::list_samples`] merges packs into its answer, the
 //! event log finds a packed sample by its row id ([`Store::events_after`]), and retention drops
-//! a pack once its newest sample is past it ([`Store::prune`]). A sample that arrives for a day
-//! already packed (an agent's spool after a long outage) is stored as a row as usual and merged
-//! into the day's pack by the next pass.
+//! a pack once its newest sample is past it ([`Store::prune`]). A sample that arrives for an hour
+//! already packed (an agent's spool after an outage) is stored as a row as usual and merged into
+//! the hour's pack by the next pass.
 
 use super::queries::{SampleRow, SAMPLE_COLUMNS};
 use super::{SampleQuery, Store, StoreError, StoreResult, StoredEvent};
 use crate::domain::sample_pack::{self, PackedSample};
 use crate::domain::MetricSample;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use std::collections::BTreeMap;
 
-/// A day is packed this long after it ends (batches in flight and rollups land first).
-pub const PACK_AFTER: Duration = Duration::hours(1);
+/// Samples are packed by the hour: one pack per job, node and UTC hour (240 samples at 15 s).
+/// Rows then live about an hour, and a pack is small enough to decode for a page of samples.
+pub const PERIOD: Duration = Duration::hours(1);
+
+/// An hour is packed this long after it ends (batches in flight land first; later ones are
+/// merged into its pack by a later pass).
+pub const PACK_AFTER: Duration = Duration::minutes(10);
+
+/// One transaction packs at most this much of one job's time (a backlog of rows, after an
+/// upgrade, goes a day at a time).
+const TX_SPAN: Duration = Duration::days(1);
+
+/// What a pack is of: a node (none for samples posted without one) and an hour.
+type PackKey = (Option<String>, DateTime<Utc>);
 
 /// Jobs looked up per query of a pass.
 const JOBS_PAGE: i64 = 200;
@@ -28,7 +41,7 @@ const JOBS_PAGE: i64 = 200;
 /// Rows deleted per statement.
 const DELETE_CHUNK: usize = 1000;
 
-/// What one [`Store::pack_closed_days`] pass did.
+/// What one [`Store::pack_closed_hours`] pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PackPass {
     /// Samples moved from rows into packs.
@@ -60,11 +73,9 @@ fn damaged(e: sample_pack::PackError) -> StoreError {
     StoreError::Corrupt(format!("sample_packs.data: {e}"))
 }
 
-/// Midnight UTC of `t`'s day.
-fn day_start(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map_or(t, |d| d.and_utc())
+/// The start of the [`PERIOD`] that holds `t`.
+fn period_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(PERIOD).unwrap_or(t)
 }
 
 macro_rules! backend {
@@ -90,9 +101,10 @@ macro_rules! backend {
                 .await?)
             }
 
-            /// Moves job `job_id`'s rows of its oldest day before `before` into packs. Returns
-            /// (samples moved, packs written), or `None` when it has no rows before `before`.
-            pub(super) async fn pack_oldest_day(
+            /// Moves job `job_id`'s rows before `before` into packs, at most [`TX_SPAN`] of
+            /// them from the oldest on. Returns (samples moved, packs written), or `None` when
+            /// it has no rows before `before`.
+            pub(super) async fn pack_oldest(
                 pool: &Pool<$db>,
                 job_id: &str,
                 before: DateTime<Utc>,
@@ -108,46 +120,59 @@ macro_rules! backend {
                 let Some(oldest) = oldest else {
                     return Ok(None);
                 };
-                let day = day_start(oldest);
-                let day_end = (day + Duration::days(1)).min(before);
+                let from = period_start(oldest);
+                let to = (from + TX_SPAN).min(before);
                 let rows: Vec<IdRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT id, {SAMPLE_COLUMNS} FROM metric_samples \
                      WHERE job_id = $1 AND timestamp >= $2 AND timestamp < $3"
                 )))
                 .bind(job_id)
-                .bind(day)
-                .bind(day_end)
+                .bind(from)
+                .bind(to)
                 .fetch_all(&mut *tx)
                 .await?;
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                let mut by_node: BTreeMap<Option<String>, Vec<PackedSample>> = BTreeMap::new();
+                let mut groups: BTreeMap<PackKey, Vec<PackedSample>> = BTreeMap::new();
                 for row in rows {
                     let sample = MetricSample::from(row.sample);
-                    by_node
-                        .entry(sample.detail.node.clone())
-                        .or_default()
-                        .push((row.id, sample));
+                    let key = (sample.detail.node.clone(), period_start(sample.timestamp));
+                    groups.entry(key).or_default().push((row.id, sample));
                 }
+                // Packs already made of these hours, which late rows join.
+                let existing: Vec<(Option<String>, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+                    "SELECT node, first_at, data FROM sample_packs \
+                     WHERE job_id = $1 AND first_at >= $2 AND first_at < $3",
+                )
+                .bind(job_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut existing: BTreeMap<PackKey, Vec<(DateTime<Utc>, Vec<u8>)>> =
+                    existing.into_iter().fold(BTreeMap::new(), |mut m, (node, first_at, data)| {
+                        m.entry((node, period_start(first_at)))
+                            .or_insert_with(Vec::new)
+                            .push((first_at, data));
+                        m
+                    });
                 let moved = ids.len() as u64;
                 let mut packs = 0;
-                for (node, mut samples) in by_node {
-                    // The day's pack of this node, when late samples join it.
-                    let existing: Vec<(Vec<u8>,)> = sqlx::query_as(
-                        "SELECT data FROM sample_packs WHERE job_id = $1 \
-                         AND node IS NOT DISTINCT FROM $2 AND first_at >= $3 AND first_at < $4",
-                    )
-                    .bind(job_id)
-                    .bind(&node)
-                    .bind(day)
-                    .bind(day + Duration::days(1))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    if !existing.is_empty() {
+                for ((node, period), mut samples) in groups {
+                    if let Some(old) = existing.remove(&(node.clone(), period)) {
                         let mut merged = Vec::new();
-                        for (data,) in &existing {
+                        for (first_at, data) in old {
                             merged.extend(
-                                sample_pack::decode(data, node.as_deref()).map_err(damaged)?,
+                                sample_pack::decode(&data, node.as_deref()).map_err(damaged)?,
                             );
+                            sqlx::query(
+                                "DELETE FROM sample_packs WHERE job_id = $1 \
+                                 AND node IS NOT DISTINCT FROM $2 AND first_at = $3",
+                            )
+                            .bind(job_id)
+                            .bind(&node)
+                            .bind(first_at)
+                            .execute(&mut *tx)
+                            .await?;
                         }
                         // A row that repeats a packed sample (same node and instant; resent
                         // by an agent) is the same sample: the packed one stays.
@@ -158,16 +183,6 @@ macro_rules! backend {
                         }
                         merged.extend(samples);
                         samples = merged;
-                        sqlx::query(
-                            "DELETE FROM sample_packs WHERE job_id = $1 \
-                             AND node IS NOT DISTINCT FROM $2 AND first_at >= $3 AND first_at < $4",
-                        )
-                        .bind(job_id)
-                        .bind(&node)
-                        .bind(day)
-                        .bind(day + Duration::days(1))
-                        .execute(&mut *tx)
-                        .await?;
                     }
                     let first_at = samples.iter().map(|(_, s)| s.timestamp).min();
                     let last_at = samples.iter().map(|(_, s)| s.timestamp).max();
@@ -325,17 +340,18 @@ fn in_range(s: &MetricSample, query: &SampleQuery) -> bool {
 }
 
 impl Store {
-    /// Packs every job's sample rows of the UTC days that ended at least [`PACK_AFTER`] before
-    /// `now`: one transaction per job and day, so a pass cut off resumes where it was.
-    pub async fn pack_closed_days(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
+    /// Packs every job's sample rows of the hours that ended at least [`PACK_AFTER`] before
+    /// `now`: one transaction per job (and per day of its backlog), so a pass cut off resumes
+    /// where it was.
+    pub async fn pack_closed_hours(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
         let started = std::time::Instant::now();
-        let result = self.pack_closed_days_inner(now).await;
-        self.observe("pack_closed_days", started, &result);
+        let result = self.pack_closed_hours_inner(now).await;
+        self.observe("pack_closed_hours", started, &result);
         result
     }
 
-    async fn pack_closed_days_inner(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
-        let before = day_start(now - PACK_AFTER);
+    async fn pack_closed_hours_inner(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
+        let before = period_start(now - PACK_AFTER);
         let mut pass = PackPass::default();
         let mut after = String::new();
         loop {
@@ -345,7 +361,7 @@ impl Store {
             };
             after = last.clone();
             for job in &jobs {
-                while let Some((samples, packs)) = on!(self, pack_oldest_day(job, before))? {
+                while let Some((samples, packs)) = on!(self, pack_oldest(job, before))? {
                     pass.samples += samples;
                     pass.packs += packs;
                 }
@@ -453,12 +469,12 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn days_start_at_midnight_utc() {
+    fn periods_start_on_the_hour() {
         let t = Utc.with_ymd_and_hms(2026, 12, 5, 13, 14, 15).unwrap();
         assert_eq!(
-            day_start(t),
-            Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap()
+            period_start(t),
+            Utc.with_ymd_and_hms(2026, 12, 5, 13, 0, 0).unwrap()
         );
-        assert_eq!(day_start(day_start(t)), day_start(t));
+        assert_eq!(period_start(period_start(t)), period_start(t));
     }
 }
