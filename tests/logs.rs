@@ -336,6 +336,35 @@ async fn finished_jobs_close_their_log(backend: Backend) {
         .await
         .expect(200);
     assert_eq!(log["log_unavailable"], "not owned by the job's user");
+    // ... and on the job itself, alone and in the list (issue #15); stderr's reason shows only
+    // where stdout has none.
+    ship(
+        &app,
+        "/v1/jobs/j-4/log?stream=stderr&unavailable=not_regular_file",
+        b"",
+    )
+    .await
+    .expect(200);
+    let job = read_as(&app, ALICE_TOKEN, "/v1/jobs/j-5").await.expect(200);
+    assert_eq!(job["log_unavailable"], "not owned by the job's user");
+    let list = read_as(&app, ALICE_TOKEN, "/v1/jobs").await.expect(200);
+    let of = |id: &str| {
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {list}"))["log_unavailable"]
+            .clone()
+    };
+    assert_eq!(of("j-5"), "not owned by the job's user");
+    assert_eq!(
+        of("j-4"),
+        jobscope::domain::joblog::LogUnavailable::NotRegularFile.message()
+    );
+    app.start_job("j-6", "alice", &["n1"]).await;
+    let job = read_as(&app, ALICE_TOKEN, "/v1/jobs/j-6").await.expect(200);
+    assert!(job["log_unavailable"].is_null(), "{job}");
     // Deleting the job deletes its output.
     app.token = Some(ADMIN_TOKEN.into());
     app.write("DELETE", "/v1/jobs/j-4", None).await.expect(204);
