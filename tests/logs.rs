@@ -711,7 +711,7 @@ on_backends!(ws_job_log_follows_and_resumes, ws_job_log_is_the_owners);
 /// after a restart, a symlinked output path recorded as unavailable with no bytes, and the
 /// streams closed with eof once the job has left the node.
 async fn agent_ships_output(backend: Backend) {
-    use jobscope::log_tail::{JobOutput, LogShipper, DRAIN};
+    use jobscope::log_tail::{JobOutput, LogShipper, DEFAULT_DRAIN};
     use std::collections::HashSet;
     use std::os::unix::fs::{chown, symlink};
     use std::time::Instant;
@@ -801,13 +801,81 @@ async fn agent_ships_output(backend: Backend) {
     let none = HashSet::new();
     restarted.pass(&none, now).await;
     assert!(!state("a-1").await.eof, "still draining");
-    restarted.pass(&none, now + DRAIN).await;
+    restarted.pass(&none, now + DEFAULT_DRAIN).await;
     assert!(state("a-1").await.eof);
     assert_eq!(restarted.tracked(), 0);
     server.shutdown().await;
 }
 
-on_backends!(agent_ships_output);
+/// `--log-drain` (issue #15): a finished job's file is still read for the drain the agent was
+/// given, not the default, and its log closed only then.
+async fn agent_drain_is_a_setting(backend: Backend) {
+    use jobscope::domain::joblog::LogStream;
+    use jobscope::log_tail::{JobOutput, LogShipper, DEFAULT_DRAIN};
+    use std::collections::HashSet;
+    use std::time::Instant;
+    const UID: u32 = 4321;
+    let server = TestServer::start(backend).await;
+    server.started("d-1", "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("slurm-d-1.out");
+    std::fs::write(&out, b"early\n").unwrap();
+    std::os::unix::fs::chown(&out, Some(UID), None).unwrap();
+    let drain = Duration::from_secs(30);
+    let mut agent = LogShipper::new(
+        server.base.parse().unwrap(),
+        None,
+        "n1".into(),
+        1 << 20,
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .with_drain(drain);
+    agent.track(
+        "d-1",
+        &JobOutput {
+            stdout: Some(out.clone()),
+            stderr: None,
+            uid: UID,
+            batch_host: Some("n1".into()),
+        },
+    );
+    let now = Instant::now();
+    agent.pass(&["d-1".to_string()].into(), now).await;
+    let state = || async {
+        server
+            .store
+            .log_state("d-1", LogStream::Stdout)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    };
+    assert_eq!(state().await.end_offset, 6);
+    // The job leaves the node (its epilog ran); its last process flushes a line later.
+    let none = HashSet::new();
+    agent.pass(&none, now).await;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"late\n"))
+        .unwrap();
+    // Past the default drain but within the one given: still read, not closed.
+    agent.pass(&none, now + DEFAULT_DRAIN).await;
+    let log = state().await;
+    assert_eq!(log.end_offset, 11);
+    assert!(!log.eof, "closed at the default drain, not --log-drain");
+    agent
+        .pass(&none, now + drain - Duration::from_millis(1))
+        .await;
+    assert!(!state().await.eof);
+    assert_eq!(agent.tracked(), 1);
+    agent.pass(&none, now + drain).await;
+    assert!(state().await.eof, "closed once --log-drain has passed");
+    assert_eq!(agent.tracked(), 0);
+    server.shutdown().await;
+}
+
+on_backends!(agent_ships_output, agent_drain_is_a_setting);
 
 /// `jobscope log` prints the stored output (or its tail), `jobscope watch JOB --log` follows
 /// it and exits with the job's status.
