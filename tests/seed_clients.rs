@@ -610,6 +610,10 @@ ws.onmessage = (event) => {
         "{line}"
     );
     let line = client.wait_for(&[r#""message":"err one""#]).await;
+    // One connection following both streams counts once.
+    let status = server.get_json("/v1/stream/status").await;
+    assert_eq!(status["jobs"]["j4"], 1, "{status}");
+    assert_eq!(status["streams"]["job_log"]["ws"], 1, "{status}");
     assert!(
         line.contains(r#""level":"error""#) && line.contains(r#""stream":"stderr""#),
         "{line}"

@@ -278,7 +278,9 @@ async fn seed004_messages(
     let id = job_id(raw)?;
     let mut parts: Vec<Messages> = Vec::new();
     for stream in LogStream::ALL {
-        let mut rx = log_stream::follow(state, who, &id, stream, 0, protocol).await?;
+        // One connection, counted once in `GET /v1/stream/status`.
+        let counted = (stream == LogStream::Stdout).then_some(protocol);
+        let mut rx = log_stream::follow_counted(state, who, &id, stream, 0, counted).await?;
         let mut lines = Lines::default();
         let job = id.clone();
         let part = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).flat_map(move |m| {
