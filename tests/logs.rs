@@ -510,7 +510,73 @@ async fn live_stream_resumes_by_offset(backend: Backend) {
     server.shutdown().await;
 }
 
-on_backends!(live_stream_resumes_by_offset);
+/// Seed 002's line-framed alias (`/api/v1/jobs/{id}/logs/stream`): one `log` event per line
+/// whatever the appends, each with the byte offset after it as its id; `Last-Event-ID` resumes
+/// after that line, with no gap and no duplicate; an unknown parameter is a 400.
+async fn seed002_stream_resumes_by_line(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.started("l-1", "alice").await;
+    post_raw(
+        &server,
+        "/v1/jobs/l-1/log?stream=stdout&offset=0",
+        b"one\ntw",
+    )
+    .await;
+    post_raw(
+        &server,
+        "/v1/jobs/l-1/log?stream=stdout&offset=6",
+        b"o\nthree\n",
+    )
+    .await;
+    let path = "/api/v1/jobs/l-1/logs/stream";
+    let mut sse = Sse::open(&server.base, path, None).await;
+    let (name, _, data) = sse.next().await;
+    assert_eq!(name, "connected", "{data}");
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let (name, id, data) = sse.next().await;
+        assert_eq!(name, "log", "{data}");
+        lines.push((data["line"].as_str().unwrap().to_owned(), id.unwrap()));
+    }
+    let want = [("one", 4), ("two", 8), ("three", 14)];
+    let want: Vec<(String, i64)> = want.iter().map(|(l, o)| (l.to_string(), *o)).collect();
+    assert_eq!(lines, want);
+    // Resumed after "two": "three", then what comes next, and the end.
+    let mut resumed = Sse::open(&server.base, path, Some(8)).await;
+    assert_eq!(resumed.next().await.0, "connected");
+    let (_, id, data) = resumed.next().await;
+    assert_eq!((data["line"].as_str(), id), (Some("three"), Some(14)));
+    post_raw(
+        &server,
+        "/v1/jobs/l-1/log?stream=stdout&offset=14&eof=true",
+        b"four",
+    )
+    .await;
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "l-1", "exit_code": 0}),
+        )
+        .await;
+    let (_, id, data) = resumed.next().await;
+    assert_eq!((data["line"].as_str(), id), (Some("four"), Some(18)));
+    let (name, _, data) = resumed.next().await;
+    assert_eq!(name, "completed", "{data}");
+    assert_eq!(data["state"], "completed");
+    assert!(resumed.0.next().await.is_none(), "the stream ends");
+    let resp = common::http()
+        .get(format!("{}{path}?colour=red", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.shutdown().await;
+}
+
+on_backends!(
+    live_stream_resumes_by_offset,
+    seed002_stream_resumes_by_line
+);
 
 /// A WebSocket on `/v1/ws` (with `token`, if any), read as JSON messages.
 struct Ws(
