@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub metrics_grace: Duration,
     /// `--log-rate`: job output shipped per job and stream (bytes/s); 0: not at all.
     pub log_rate: u64,
+    /// `--log-drain`: how long a finished job's output files are still read.
+    pub log_drain: Duration,
 }
 
 /// The hook's spool and a client with the hook's token, when this node has a hook spool.
@@ -261,7 +263,8 @@ fn output_shipper(
         config.log_rate,
         config.timeout,
     )
-    .context("cannot build the job output client")?;
+    .context("cannot build the job output client")?
+    .with_drain(config.log_drain);
     let (tx, rx) = watch::channel(Default::default());
     tokio::spawn(crate::log_tail::run_shipper(
         shipper,

@@ -174,6 +174,12 @@ pub struct AgentArgs {
     #[arg(long, env = "JOBSCOPE_LOG_RATE", value_name = "BYTES", default_value_t = crate::log_tail::DEFAULT_RATE, value_parser = clap::value_parser!(u64).range(0..=1_073_741_824))]
     pub log_rate: u64,
 
+    /// How long the agent still reads a job's stdout/stderr files after the job has left the
+    /// node (after its epilog), for output its last processes flush late; then the job's log is
+    /// closed (complete). At most 1m: the server takes a finished job's output for 2 minutes.
+    #[arg(long, env = "JOBSCOPE_LOG_DRAIN", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub log_drain: std::time::Duration,
+
     /// The Slurm hook's settings file: the agent also delivers the events `jobscope hook` spooled
     /// on this node (with the hook token named there), so an event is not stuck until the next
     /// job's hook runs. Skipped when the hook's spool directory does not exist.
@@ -264,6 +270,12 @@ impl crate::agent::AgentConfig {
         if args.interval < std::time::Duration::from_millis(100) {
             anyhow::bail!("--interval: at least 100ms");
         }
+        if args.log_drain > crate::log_tail::MAX_DRAIN {
+            anyhow::bail!(
+                "--log-drain (JOBSCOPE_LOG_DRAIN): at most {}s (the server closes a finished job's log after 2 minutes)",
+                crate::log_tail::MAX_DRAIN.as_secs()
+            );
+        }
         Ok(crate::agent::AgentConfig {
             server,
             token,
@@ -287,6 +299,7 @@ impl crate::agent::AgentConfig {
             metrics_listen: args.metrics_listen,
             metrics_grace: args.metrics_grace,
             log_rate: args.log_rate,
+            log_drain: args.log_drain,
         })
     }
 }

@@ -281,8 +281,15 @@ pub async fn scontrol_job(id: &str, timeout: Duration) -> Option<JobOutput> {
     parse_scontrol_job(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// How long after a job leaves this node's running list its files are still read.
-pub const DRAIN: Duration = Duration::from_secs(5);
+/// Default of `--log-drain`: how long after a job leaves this node's running list (its epilog
+/// has run) its files are still read, for what the job's last processes flush late.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+/// Largest `--log-drain`: the server takes a finished job's bytes for two minutes after its
+/// end (`store::logs::DEFAULT_DRAIN`), and what the agent ships late must still arrive.
+pub const MAX_DRAIN: Duration = Duration::from_secs(60);
+/// How long past the drain a job's streams wait for the server to take their `eof` before
+/// the shipper gives up on them.
+const EOF_PATIENCE: Duration = Duration::from_secs(55);
 /// Posts one stream may make per pass (a backlog drains over a few passes).
 const POSTS_PER_PASS: usize = 4;
 
@@ -305,13 +312,16 @@ struct JobTails {
 
 /// Ships the output of the jobs running on one node (`jobscope agent`): a tailer per stream,
 /// created from `scontrol show job` when a job first appears on the node (only on its batch
-/// host), kept until the job has left the list plus [`DRAIN`], then closed with `eof`.
+/// host), kept until the job has left the list plus the drain (`--log-drain`, default
+/// [`DEFAULT_DRAIN`]), then closed with `eof`.
 pub struct LogShipper {
     client: reqwest::Client,
     server: reqwest::Url,
     auth: Option<reqwest::header::HeaderValue>,
     node: String,
     rate: u64,
+    /// `--log-drain`.
+    drain: Duration,
     jobs: std::collections::HashMap<String, JobTails>,
     /// Jobs not to tail (not the batch host, no output path, scontrol failed), with when to
     /// ask again.
@@ -342,9 +352,16 @@ impl LogShipper {
             auth,
             node,
             rate,
+            drain: DEFAULT_DRAIN,
             jobs: Default::default(),
             skipped: Default::default(),
         })
+    }
+
+    /// Reads a finished job's files for `drain` after it left the node (`--log-drain`).
+    pub fn with_drain(mut self, drain: Duration) -> LogShipper {
+        self.drain = drain;
+        self
     }
 
     /// Tails `output` for job `id` (the agent's lookup, or a test's).
@@ -415,7 +432,7 @@ impl LogShipper {
             }
             let finishing = job
                 .ended
-                .is_some_and(|e| now.saturating_duration_since(e) >= DRAIN);
+                .is_some_and(|e| now.saturating_duration_since(e) >= self.drain);
             for i in 0..job.tailers.len() {
                 if job.closed[i] {
                     continue;
@@ -438,7 +455,7 @@ impl LogShipper {
             }
             let gone_long = job
                 .ended
-                .is_some_and(|e| now.saturating_duration_since(e) >= DRAIN * 12);
+                .is_some_and(|e| now.saturating_duration_since(e) >= self.drain + EOF_PATIENCE);
             if job.closed.iter().all(|c| *c) || gone_long {
                 continue; // dropped: done (or the server never answered)
             }

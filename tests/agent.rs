@@ -641,3 +641,58 @@ async fn the_report_of_a_job_keeping_one_of_two_cpus_busy_says_50_percent() {
     assert_eq!(report["provisional"], false);
     server.shutdown().await;
 }
+
+/// `--log-drain` (`JOBSCOPE_LOG_DRAIN`): documented in `--help`, 5s by default, taken into the
+/// agent's settings, and refused past the server's window for a finished job's output.
+#[test]
+fn log_drain_is_an_agent_flag() {
+    use clap::Parser;
+    let config = |extra: &[&str]| {
+        let mut argv = vec!["jobscope", "agent", "--node", "n1"];
+        argv.extend_from_slice(extra);
+        match jobscope::cli::Cli::try_parse_from(argv).unwrap().command {
+            jobscope::cli::Command::Agent(args) => jobscope::agent::AgentConfig::from_args(&args),
+            _ => unreachable!(),
+        }
+    };
+    assert_eq!(
+        config(&[]).unwrap().log_drain,
+        jobscope::log_tail::DEFAULT_DRAIN
+    );
+    assert_eq!(
+        config(&["--log-drain", "30s"]).unwrap().log_drain,
+        Duration::from_secs(30)
+    );
+    let err = config(&["--log-drain", "2m"]).unwrap_err().to_string();
+    assert!(err.contains("--log-drain"), "{err}");
+    let help = Command::new(env!("CARGO_BIN_EXE_jobscope"))
+        .args(["agent", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--log-drain") && help.contains("JOBSCOPE_LOG_DRAIN"),
+        "{help}"
+    );
+    // The environment variable is read (and checked) like the flag.
+    // (Were it ignored, the agent would start: it is stopped after 15 s and the test fails.)
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_jobscope"))
+        .args(["agent", "--node", "n1", "--server", "http://127.0.0.1:9"])
+        .env("JOBSCOPE_LOG_DRAIN", "90s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agent.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = agent.kill();
+            panic!("the agent started despite JOBSCOPE_LOG_DRAIN=90s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = agent.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("JOBSCOPE_LOG_DRAIN"), "{stderr}");
+}

@@ -118,14 +118,7 @@ async fn node_stream_filters_on_features(backend: Backend) {
     );
     assert_eq!(event.data["data"]["node"]["features"], json!(["ib", "ssd"]));
     // The REST list takes the same filter.
-    let listed: Value = common::http()
-        .get(format!("{}/v1/nodes?features=ssd", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = server.get_json("/v1/nodes?features=ssd").await;
     let names: Vec<&str> = listed["nodes"]
         .as_array()
         .unwrap()
@@ -441,14 +434,7 @@ async fn seed_websockets(backend: Backend) {
     // Nothing is subscribed any more: the connection registry drops its cluster stream.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let status: Value = common::http()
-            .get(format!("{}/v1/stream/status", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = server.get_json("/v1/stream/status").await;
         if status["streams"]["cluster"].is_null() {
             break;
         }

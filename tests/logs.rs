@@ -336,6 +336,35 @@ async fn finished_jobs_close_their_log(backend: Backend) {
         .await
         .expect(200);
     assert_eq!(log["log_unavailable"], "not owned by the job's user");
+    // ... and on the job itself, alone and in the list (issue #15); stderr's reason shows only
+    // where stdout has none.
+    ship(
+        &app,
+        "/v1/jobs/j-4/log?stream=stderr&unavailable=not_regular_file",
+        b"",
+    )
+    .await
+    .expect(200);
+    let job = read_as(&app, ALICE_TOKEN, "/v1/jobs/j-5").await.expect(200);
+    assert_eq!(job["log_unavailable"], "not owned by the job's user");
+    let list = read_as(&app, ALICE_TOKEN, "/v1/jobs").await.expect(200);
+    let of = |id: &str| {
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {list}"))["log_unavailable"]
+            .clone()
+    };
+    assert_eq!(of("j-5"), "not owned by the job's user");
+    assert_eq!(
+        of("j-4"),
+        jobscope::domain::joblog::LogUnavailable::NotRegularFile.message()
+    );
+    app.start_job("j-6", "alice", &["n1"]).await;
+    let job = read_as(&app, ALICE_TOKEN, "/v1/jobs/j-6").await.expect(200);
+    assert!(job["log_unavailable"].is_null(), "{job}");
     // Deleting the job deletes its output.
     app.token = Some(ADMIN_TOKEN.into());
     app.write("DELETE", "/v1/jobs/j-4", None).await.expect(204);
@@ -481,7 +510,73 @@ async fn live_stream_resumes_by_offset(backend: Backend) {
     server.shutdown().await;
 }
 
-on_backends!(live_stream_resumes_by_offset);
+/// Seed 002's line-framed alias (`/api/v1/jobs/{id}/logs/stream`): one `log` event per line
+/// whatever the appends, each with the byte offset after it as its id; `Last-Event-ID` resumes
+/// after that line, with no gap and no duplicate; an unknown parameter is a 400.
+async fn seed002_stream_resumes_by_line(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.started("l-1", "alice").await;
+    post_raw(
+        &server,
+        "/v1/jobs/l-1/log?stream=stdout&offset=0",
+        b"one\ntw",
+    )
+    .await;
+    post_raw(
+        &server,
+        "/v1/jobs/l-1/log?stream=stdout&offset=6",
+        b"o\nthree\n",
+    )
+    .await;
+    let path = "/api/v1/jobs/l-1/logs/stream";
+    let mut sse = Sse::open(&server.base, path, None).await;
+    let (name, _, data) = sse.next().await;
+    assert_eq!(name, "connected", "{data}");
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let (name, id, data) = sse.next().await;
+        assert_eq!(name, "log", "{data}");
+        lines.push((data["line"].as_str().unwrap().to_owned(), id.unwrap()));
+    }
+    let want = [("one", 4), ("two", 8), ("three", 14)];
+    let want: Vec<(String, i64)> = want.iter().map(|(l, o)| (l.to_string(), *o)).collect();
+    assert_eq!(lines, want);
+    // Resumed after "two": "three", then what comes next, and the end.
+    let mut resumed = Sse::open(&server.base, path, Some(8)).await;
+    assert_eq!(resumed.next().await.0, "connected");
+    let (_, id, data) = resumed.next().await;
+    assert_eq!((data["line"].as_str(), id), (Some("three"), Some(14)));
+    post_raw(
+        &server,
+        "/v1/jobs/l-1/log?stream=stdout&offset=14&eof=true",
+        b"four",
+    )
+    .await;
+    server
+        .post(
+            "/v1/events/job-finished",
+            json!({"job_id": "l-1", "exit_code": 0}),
+        )
+        .await;
+    let (_, id, data) = resumed.next().await;
+    assert_eq!((data["line"].as_str(), id), (Some("four"), Some(18)));
+    let (name, _, data) = resumed.next().await;
+    assert_eq!(name, "completed", "{data}");
+    assert_eq!(data["state"], "completed");
+    assert!(resumed.0.next().await.is_none(), "the stream ends");
+    let resp = common::http()
+        .get(format!("{}{path}?colour=red", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.shutdown().await;
+}
+
+on_backends!(
+    live_stream_resumes_by_offset,
+    seed002_stream_resumes_by_line
+);
 
 /// A WebSocket on `/v1/ws` (with `token`, if any), read as JSON messages.
 struct Ws(
@@ -682,7 +777,7 @@ on_backends!(ws_job_log_follows_and_resumes, ws_job_log_is_the_owners);
 /// after a restart, a symlinked output path recorded as unavailable with no bytes, and the
 /// streams closed with eof once the job has left the node.
 async fn agent_ships_output(backend: Backend) {
-    use jobscope::log_tail::{JobOutput, LogShipper, DRAIN};
+    use jobscope::log_tail::{JobOutput, LogShipper, DEFAULT_DRAIN};
     use std::collections::HashSet;
     use std::os::unix::fs::{chown, symlink};
     use std::time::Instant;
@@ -772,13 +867,81 @@ async fn agent_ships_output(backend: Backend) {
     let none = HashSet::new();
     restarted.pass(&none, now).await;
     assert!(!state("a-1").await.eof, "still draining");
-    restarted.pass(&none, now + DRAIN).await;
+    restarted.pass(&none, now + DEFAULT_DRAIN).await;
     assert!(state("a-1").await.eof);
     assert_eq!(restarted.tracked(), 0);
     server.shutdown().await;
 }
 
-on_backends!(agent_ships_output);
+/// `--log-drain` (issue #15): a finished job's file is still read for the drain the agent was
+/// given, not the default, and its log closed only then.
+async fn agent_drain_is_a_setting(backend: Backend) {
+    use jobscope::domain::joblog::LogStream;
+    use jobscope::log_tail::{JobOutput, LogShipper, DEFAULT_DRAIN};
+    use std::collections::HashSet;
+    use std::time::Instant;
+    const UID: u32 = 4321;
+    let server = TestServer::start(backend).await;
+    server.started("d-1", "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("slurm-d-1.out");
+    std::fs::write(&out, b"early\n").unwrap();
+    std::os::unix::fs::chown(&out, Some(UID), None).unwrap();
+    let drain = Duration::from_secs(30);
+    let mut agent = LogShipper::new(
+        server.base.parse().unwrap(),
+        None,
+        "n1".into(),
+        1 << 20,
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .with_drain(drain);
+    agent.track(
+        "d-1",
+        &JobOutput {
+            stdout: Some(out.clone()),
+            stderr: None,
+            uid: UID,
+            batch_host: Some("n1".into()),
+        },
+    );
+    let now = Instant::now();
+    agent.pass(&["d-1".to_string()].into(), now).await;
+    let state = || async {
+        server
+            .store
+            .log_state("d-1", LogStream::Stdout)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    };
+    assert_eq!(state().await.end_offset, 6);
+    // The job leaves the node (its epilog ran); its last process flushes a line later.
+    let none = HashSet::new();
+    agent.pass(&none, now).await;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"late\n"))
+        .unwrap();
+    // Past the default drain but within the one given: still read, not closed.
+    agent.pass(&none, now + DEFAULT_DRAIN).await;
+    let log = state().await;
+    assert_eq!(log.end_offset, 11);
+    assert!(!log.eof, "closed at the default drain, not --log-drain");
+    agent
+        .pass(&none, now + drain - Duration::from_millis(1))
+        .await;
+    assert!(!state().await.eof);
+    assert_eq!(agent.tracked(), 1);
+    agent.pass(&none, now + drain).await;
+    assert!(state().await.eof, "closed once --log-drain has passed");
+    assert_eq!(agent.tracked(), 0);
+    server.shutdown().await;
+}
+
+on_backends!(agent_ships_output, agent_drain_is_a_setting);
 
 /// `jobscope log` prints the stored output (or its tail), `jobscope watch JOB --log` follows
 /// it and exits with the job's status.

@@ -103,13 +103,22 @@ async fn list_inner(who: Identity, params: HashMap<String, String>, state: AppSt
     } else {
         state.store.list_jobs(&filter).await?
     };
-    Ok(json(&JobList {
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let mut unavailable = state.store.log_unavailable_of(&ids).await?;
+    let mut body = serde_json::to_value(JobList {
         jobs,
         total,
         limit: filter.limit,
         offset: filter.offset,
     })
-    .into_response())
+    .map_err(|_| ApiError::Internal)?;
+    if let Some(list) = body["jobs"].as_array_mut() {
+        for job in list {
+            let reason = job["id"].as_str().and_then(|id| unavailable.remove(id));
+            with_log_unavailable(job, reason);
+        }
+    }
+    Ok(json(&body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -213,7 +222,23 @@ async fn get_inner(id: String, who: Identity, state: AppState) -> Handled {
         }
     };
     let figures = crate::domain::figures::of_job(&job, stored, newest.as_ref());
-    Ok(json(&crate::domain::figures::with_figures(&job, &figures)).into_response())
+    let mut body = crate::domain::figures::with_figures(&job, &figures);
+    let reason = state
+        .store
+        .log_unavailable_of(std::slice::from_ref(&id))
+        .await?
+        .remove(&id);
+    with_log_unavailable(&mut body, reason);
+    Ok(json(&body).into_response())
+}
+
+/// A job's `log_unavailable`: why the agent could not read its output (e.g. "not owned by
+/// the job's user"), `null` when it could or has not tried; `GET /v1/jobs/{id}/log` says it
+/// per stream.
+fn with_log_unavailable(job: &mut serde_json::Value, reason: Option<String>) {
+    if let Some(map) = job.as_object_mut() {
+        map.insert("log_unavailable".into(), serde_json::Value::from(reason));
+    }
 }
 
 #[derive(Deserialize)]

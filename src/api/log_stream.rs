@@ -147,6 +147,19 @@ pub(super) async fn follow(
     start: i64,
     protocol: &'static str,
 ) -> Result<mpsc::Receiver<LogMessage>, ApiError> {
+    follow_counted(state, who, id, stream, start, Some(protocol)).await
+}
+
+/// [`follow`], counted in `GET /v1/stream/status` only with a `protocol`: a connection that
+/// follows both of a job's streams (seed 004's) counts once.
+pub(super) async fn follow_counted(
+    state: &AppState,
+    who: &Identity,
+    id: &str,
+    stream: LogStream,
+    start: i64,
+    protocol: Option<&'static str>,
+) -> Result<mpsc::Receiver<LogMessage>, ApiError> {
     readable_job(who, id, state).await?;
     let end = state
         .store
@@ -162,9 +175,7 @@ pub(super) async fn follow(
     let live = state.store.logs().subscribe(id);
     let (tx, rx) = mpsc::channel::<LogMessage>(CONNECTION_BUFFER);
     // Counted in `GET /v1/stream/status` (stream `job_log`, and under the job) while open.
-    let registration = state
-        .streams
-        .register("job_log", protocol, Some(id.to_owned()));
+    let registration = protocol.map(|p| state.streams.register("job_log", p, Some(id.to_owned())));
     let pump = LogPump {
         _registration: registration,
         state: state.clone(),
@@ -181,7 +192,7 @@ pub(super) async fn follow(
 /// One connection's pump: what the table holds from `pos`, then live appends, then
 /// `completed`.
 struct LogPump {
-    _registration: Registered,
+    _registration: Option<Registered>,
     state: AppState,
     id: String,
     stream: LogStream,

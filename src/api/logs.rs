@@ -31,7 +31,6 @@ use tokio::sync::{broadcast, mpsc};
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
-use warp::sse::Event;
 use warp::Filter;
 
 type Handled = Result<Response, ApiError>;
@@ -505,6 +504,22 @@ async fn global(who: Identity, params: HashMap<String, String>, state: AppState)
 }
 
 async fn global_inner(who: Identity, params: HashMap<String, String>, state: AppState) -> Handled {
+    let mut rx = follow_all(&state, &who, &params, "sse")?;
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        .map(|(name, data)| event(name, &data, None));
+    Ok(super::stream::sse_response(events, state.shutdown.clone()))
+}
+
+/// Starts following every job's output for `who` (admin), filtered by `params` (`job_ids`,
+/// `user`), counted under `protocol` in `GET /v1/stream/status`: `connected`, then `log`
+/// messages (`{job_id, stream, offset, text}`) and `lagged` ones, by name. Shared by
+/// `/v1/stream/logs` and seed 004's global streams (`super::log_dialects`).
+pub(super) fn follow_all(
+    state: &AppState,
+    who: &Identity,
+    params: &HashMap<String, String>,
+    protocol: &'static str,
+) -> Result<mpsc::Receiver<(&'static str, serde_json::Value)>, ApiError> {
     if !matches!(who, Identity::Open | Identity::Role(Role::Admin)) {
         return Err(ApiError::Forbidden);
     }
@@ -521,14 +536,14 @@ async fn global_inner(who: Identity, params: HashMap<String, String>, state: App
     let user =
         crate::domain::validate::optional_name("user", params.get("user").map(String::as_str))?;
     let mut live = state.store.logs().subscribe_all();
-    let registration = state.streams.register("logs", "sse", None);
-    let (tx, mut rx) = mpsc::channel::<Event>(CONNECTION_BUFFER);
+    let registration = state.streams.register("logs", protocol, None);
+    let (tx, rx) = mpsc::channel::<(&'static str, serde_json::Value)>(CONNECTION_BUFFER);
     let store = state.store.clone();
     let mut shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         let _registration = registration;
         let hello = json!({"message": "Connected to every job's output"});
-        if tx.send(event("connected", &hello, None)).await.is_err() {
+        if tx.send(("connected", hello)).await.is_err() {
             return;
         }
         // Owners looked up once per job; bytes of a character split between appends.
@@ -545,7 +560,7 @@ async fn global_inner(who: Identity, params: HashMap<String, String>, state: App
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     pending.clear();
                     let lag = json!({"missed": missed, "message": "Fell behind; fetch the logs you follow with GET /v1/jobs/{id}/log"});
-                    if tx.send(event("lagged", &lag, None)).await.is_err() {
+                    if tx.send(("lagged", lag)).await.is_err() {
                         return;
                     }
                     continue;
@@ -592,11 +607,10 @@ async fn global_inner(who: Identity, params: HashMap<String, String>, state: App
                 "offset": start,
                 "text": to_text(&bytes),
             });
-            if tx.send(event("log", &data, None)).await.is_err() {
+            if tx.send(("log", data)).await.is_err() {
                 return;
             }
         }
     });
-    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Ok(super::stream::sse_response(events, state.shutdown.clone()))
+    Ok(rx)
 }

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod identity;
 mod jobs;
 pub mod jwt;
+mod log_dialects;
 mod log_stream;
 pub mod logs;
 pub mod metrics;
@@ -380,6 +381,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
     let reports = reports::routes(state_for_reports.clone(), tokens_for_reports.clone());
     let job_logs = logs::routes(state_for_reports.clone());
+    let seed_logs = log_dialects::routes(state_for_reports.clone());
 
     let prometheus = warp::path!("metrics")
         .and(warp::get())
@@ -418,6 +420,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(reports)
         .unify()
         .or(job_logs)
+        .unify()
+        .or(seed_logs)
         .unify()
         .or(ingest_samples)
         .unify()

@@ -51,6 +51,11 @@ pub const ROUTES: &[Route] = &[
     route("/ws", "GET"),
     route("/ws/cluster", "GET"),
     route("/events", "GET"),
+    // Seeds 002 and 004's log streams (see `api::log_dialects`).
+    route("/api/v1/jobs/{id}/logs/stream", "GET"),
+    route("/api/v1/jobs/{id}/events/stream", "GET"),
+    route("/api/v1/logs/stream/sse", "GET"),
+    route("/api/v1/logs/stream/ws", "GET"),
 ];
 
 impl Route {

@@ -98,7 +98,7 @@ pub async fn upgrade(
 /// Requests without an `Origin` (non-browser clients) pass; so do pages from the server's own
 /// host and the configured origins. Browsers always send `Origin` on WebSocket handshakes, so
 /// this is what stops another site's page from using a visitor's credentials.
-fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+pub(super) fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else { return true };
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
     if allowed.contains(&origin) || allowed.iter().any(|o| o == "*") {

@@ -423,6 +423,25 @@ macro_rules! backend {
                 Ok(())
             }
 
+            pub(super) async fn unavailable_of(
+                pool: &Pool<$db>,
+                job_ids: &[String],
+            ) -> StoreResult<Vec<(String, String, String)>> {
+                if job_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT job_id, stream, unavailable FROM job_log_streams \
+                     WHERE unavailable IS NOT NULL AND job_id IN (",
+                );
+                let mut ids = q.separated(", ");
+                for id in job_ids {
+                    ids.push_bind(id.as_str());
+                }
+                q.push(") ORDER BY job_id, stream DESC");
+                Ok(q.build_query_as().fetch_all(pool).await?)
+            }
+
             pub(super) async fn state(
                 pool: &Pool<$db>,
                 job_id: &str,
@@ -577,6 +596,24 @@ impl Store {
             "mark_log_unavailable",
             mark_unavailable(job_id, stream, reason.message())
         )
+    }
+
+    /// Why the agent could not read the output of each of `job_ids` that has such a record:
+    /// the job's `log_unavailable` (stdout's reason first, else stderr's).
+    pub async fn log_unavailable_of(
+        &self,
+        job_ids: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, String>> {
+        let mut out = std::collections::HashMap::new();
+        // Bound in pieces: SQLite allows a limited number of parameters per statement.
+        for ids in job_ids.chunks(500) {
+            let rows = on_backend!(self, "log_unavailable_of", unavailable_of(ids))?;
+            // Rows come stdout before stderr for each job: the first one wins.
+            for (job_id, _stream, reason) in rows {
+                out.entry(job_id).or_insert(reason);
+            }
+        }
+        Ok(out)
     }
 
     /// A stream's bookkeeping; `None` when nothing was ever shipped or recorded.
