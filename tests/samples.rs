@@ -724,3 +724,53 @@ async fn a_job_deleted_while_its_batch_is_stored_keeps_no_samples_postgres() {
     assert_eq!(job["sample_count"], 1);
     app.finish().await;
 }
+
+on_both_backends!(
+    sample_events_keep_only_the_state_and_read_back_whole,
+    |app| {
+        let post = |node: &'static str, id: &'static str| async move {
+            let body = batch(
+                node,
+                &ago(1),
+                vec![job_sample(id, Some(40.0), 1 << 20, &ago(2))],
+            );
+            app.request("POST", "/v1/samples", Some(&body), &[])
+                .await
+                .expect(200);
+        };
+        let after = app.event_count().await;
+        app.start_job("700", "dave", &["node-7"]).await;
+        post("node-7", "700").await;
+        // The log keeps the state alone (issue 19: the summary was most of the row).
+        let stored = app
+            .count(
+                "SELECT COUNT(*) FROM events WHERE job_id = $1 AND kind = 'job_sample' \
+             AND CAST(payload AS TEXT) = '{\"state\":\"running\"}'",
+                "700",
+            )
+            .await;
+        assert_eq!(stored, 1);
+        // The same id deleted and used again: each incarnation's samples keep their own job.
+        app.write("DELETE", "/v1/jobs/700", None).await.expect(204);
+        app.start_job("700", "erin", &["node-8"]).await;
+        post("node-8", "700").await;
+        let events = app.store.events_after(after, 100).await.unwrap();
+        let samples: Vec<&Value> = events
+            .iter()
+            .filter(|e| e.kind.as_str() == "job_sample")
+            .map(|e| &e.payload)
+            .collect();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[0]["job"]["user"], "dave");
+        assert_eq!(samples[0]["job"]["nodes"], json!(["node-7"]));
+        assert!(samples[0]["sample"].is_null(), "gone with the first job");
+        assert_eq!(samples[1]["job"]["user"], "erin");
+        assert_eq!(samples[1]["job"]["nodes"], json!(["node-8"]));
+        assert_eq!(samples[1]["sample"]["node"], "node-8");
+        for s in &samples {
+            let keys: Vec<&String> = s.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["correlation_id", "job", "job_id", "sample"]);
+            assert_eq!(s["job"]["state"], "running");
+        }
+    }
+);

@@ -176,6 +176,15 @@ impl JobSample<'_> {
     }
 }
 
+/// A `job_sample` row as the store keeps it (issue 19): the job's state when the sample was
+/// stored, nothing else. The store adds the rest of [`JobSample`] back when the log is read: the
+/// summary from the job (or, once it is deleted, from what was kept of it) and the sample from
+/// its row or pack. A copy of the summary in every sample's row was most of the row.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoredJobSample {
+    pub state: JobState,
+}
+
 /// `job_report`: a finished job's efficiency report, with the job's summary (what the stream
 /// filters read).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -267,8 +267,7 @@ impl From<SampleRow> for MetricSample {
 }
 
 /// Columns of `jobs` that [`SampledJobRow`] reads.
-pub(crate) const SAMPLED_JOB_COLUMNS: &str =
-    "id, state, end_time, user_name, nodes, partition, correlation_id, start_time";
+pub(crate) const SAMPLED_JOB_COLUMNS: &str = "id, state, end_time, nodes, start_time";
 
 /// A `jobs` row as a sample batch reads it (see [`SampledJob`]).
 #[derive(Debug, sqlx::FromRow)]
@@ -276,10 +275,7 @@ pub(crate) struct SampledJobRow {
     id: String,
     state: String,
     end_time: Option<DateTime<Utc>>,
-    user_name: String,
     nodes: Json<Vec<String>>,
-    partition: Option<String>,
-    correlation_id: String,
     start_time: DateTime<Utc>,
 }
 
@@ -292,10 +288,7 @@ impl SampledJobRow {
         let job = SampledJob {
             state,
             end_time: self.end_time,
-            user: self.user_name,
             nodes: self.nodes.0,
-            partition: self.partition,
-            correlation_id: self.correlation_id,
             start_time: self.start_time,
         };
         Ok((self.id, job))
@@ -306,33 +299,38 @@ impl SampledJobRow {
 pub(crate) struct SampledJob {
     pub(crate) state: JobState,
     pub(crate) end_time: Option<DateTime<Utc>>,
-    pub(crate) user: String,
     pub(crate) nodes: Vec<String>,
-    pub(crate) partition: Option<String>,
-    pub(crate) correlation_id: String,
     pub(crate) start_time: DateTime<Utc>,
 }
 
-impl SampledJob {
-    /// The stored `job_sample` event payload of a sample of this job (the sample is added from
-    /// its row when the log is read).
-    pub(crate) fn sample_payload<'a>(&'a self, job_id: &'a str) -> JobSample<'a> {
-        JobSample {
-            job_id: Cow::Borrowed(job_id),
-            job: JobSummary {
-                id: Cow::Borrowed(job_id),
-                user: Cow::Borrowed(&self.user),
-                state: self.state,
-                nodes: Cow::Borrowed(&self.nodes),
-                scheduler: SummaryScheduler {
-                    partition: self.partition.as_deref().map(Cow::Borrowed),
-                },
+/// The `job_sample` payload of a sample of job `job_id` (the sample itself is added from its row
+/// when the log is read): what the stream documents, rebuilt from a stored
+/// [`crate::domain::event::StoredJobSample`] and the job's own fields.
+pub(crate) fn job_sample_payload<'a>(
+    job_id: &'a str,
+    state: JobState,
+    user: &'a str,
+    nodes: &'a [String],
+    partition: Option<&'a str>,
+    correlation_id: &'a str,
+) -> JobSample<'a> {
+    JobSample {
+        job_id: Cow::Borrowed(job_id),
+        job: JobSummary {
+            id: Cow::Borrowed(job_id),
+            user: Cow::Borrowed(user),
+            state,
+            nodes: Cow::Borrowed(nodes),
+            scheduler: SummaryScheduler {
+                partition: partition.map(Cow::Borrowed),
             },
-            correlation_id: Cow::Borrowed(&self.correlation_id),
-            sample: None,
-        }
+        },
+        correlation_id: Cow::Borrowed(correlation_id),
+        sample: None,
     }
+}
 
+impl SampledJob {
     /// Whether a sample collected at `at` belongs to this job. An agent's last samples often
     /// arrive after the epilog: what was measured before the job's end is still the job's.
     /// What an agent measured before the job started is not, beyond the clock skew the server
@@ -479,6 +477,11 @@ pub(crate) const JOB_DELTA_SET: &str = "UPDATE jobs SET \
 /// The join is on the sample id alone, so that every plan takes the primary key: joined on the
 /// job as well, PostgreSQL with a young table's statistics chose the (job, time, node) index and
 /// read all of a job's samples for each event. `events_after` compares the jobs instead.
+///
+/// A `job_sample` row stores only its job's state (`StoredJobSample`): the rest of the summary
+/// comes from the job's row, or from `deleted_jobs` when the row the event belongs to is gone
+/// (the first deletion of the id at or after the event: a job deleted and created again is two
+/// incarnations, and an event belongs to the one alive when it was logged).
 pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     sqlx::AssertSqlSafe(SQL.get_or_init(|| {
@@ -489,8 +492,16 @@ pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
         format!(
             "SELECT e.id AS event_id, e.occurred_at AS event_at, e.kind AS event_kind, \
              e.job_id AS event_job_id, e.payload AS event_payload, e.sample_id AS event_sample_id, \
-             m.id AS stored_sample_id, {} \
+             m.id AS stored_sample_id, {}, \
+             COALESCE(d.user_name, j.user_name) AS summary_user, \
+             COALESCE(d.nodes, j.nodes) AS summary_nodes, \
+             CASE WHEN d.job_id IS NULL THEN j.partition ELSE d.partition END AS summary_partition, \
+             COALESCE(d.correlation_id, j.correlation_id) AS summary_correlation_id \
              FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id \
+             LEFT JOIN deleted_jobs d ON e.kind = 'job_sample' AND d.job_id = e.job_id \
+               AND d.deleted_at = (SELECT MIN(x.deleted_at) FROM deleted_jobs x \
+                                   WHERE x.job_id = e.job_id AND x.deleted_at >= e.occurred_at) \
+             LEFT JOIN jobs j ON e.kind = 'job_sample' AND d.job_id IS NULL AND j.id = e.job_id \
              WHERE e.id > $1 ORDER BY e.id ASC LIMIT $2",
             sample_columns.join(", ")
         )
@@ -730,7 +741,7 @@ macro_rules! store_queries {
     ($db:ty, $begin_write:expr, $event_order_lock:expr, $row_lock:expr, $runtime_until_3:expr, $bulk:path, $lifecycle:path) => {
         use $bulk as bulk;
         use $lifecycle as lifecycle;
-        use crate::domain::event::{EventKind, JobChange, JobReport, JobSample, NodeChange, PartitionChange};
+        use crate::domain::event::{EventKind, JobChange, JobReport, NodeChange, PartitionChange};
         use std::borrow::Cow;
         use crate::store::queries::{
             events_after_sql, snapshot, AuditRow, JobDelta, JobRow, NodeRow, QueuedEvent, SampleRow, SampledJob,
@@ -789,9 +800,11 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            /// Queues the `job_sample` event of the stored sample `sample_id`.
-            fn append_sample_event(&mut self, job_id: &str, payload: &JobSample<'_>, sample_id: i64) -> StoreResult<()> {
-                self.events.push(QueuedEvent::new(EventKind::JobSample, Some(job_id), payload, Some(sample_id))?);
+            /// Queues the `job_sample` event of the stored sample `sample_id` of a job in `state`
+            /// (the log keeps no more of it: see `events_after_sql`).
+            fn append_sample_event(&mut self, job_id: &str, state: JobState, sample_id: i64) -> StoreResult<()> {
+                let payload = crate::domain::event::StoredJobSample { state };
+                self.events.push(QueuedEvent::new(EventKind::JobSample, Some(job_id), &payload, Some(sample_id))?);
                 Ok(())
             }
 
@@ -1189,6 +1202,16 @@ macro_rules! store_queries {
             let current = fetch_job(&mut tx, id, $row_lock)
                 .await?
                 .ok_or(StoreError::NotFound)?;
+            // What the log's sample events of this job read of it from now on (after the row
+            // lock: every sample event of the job was logged before this instant).
+            sqlx::query(
+                "INSERT INTO deleted_jobs (job_id, deleted_at, user_name, nodes, partition, correlation_id) \
+                 SELECT id, $2, user_name, nodes, partition, correlation_id FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now_micros())
+            .execute(&mut **tx)
+            .await?;
             sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut **tx).await?;
             // Samples are not tied to their job by a foreign key on PostgreSQL (migration 0007).
             // A batch storing samples of this job either updated its row first, so this deletion
@@ -1330,7 +1353,7 @@ macro_rules! store_queries {
 
             for &(_, item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else { continue };
-                tx.append_sample_event(&item.job_id, &job.sample_payload(&item.job_id), sample_id)?;
+                tx.append_sample_event(&item.job_id, job.state, sample_id)?;
             }
 
             if let Some(report) = node {
@@ -1683,6 +1706,11 @@ macro_rules! store_queries {
                 .execute(pool)
                 .await?
                 .rows_affected();
+            // Deleted jobs whose events are all gone now.
+            sqlx::query("DELETE FROM deleted_jobs WHERE deleted_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await?;
             Ok((samples, events))
         }
 
@@ -1753,6 +1781,23 @@ macro_rules! store_queries {
         /// sample gets it back as `sample` (rows from before migration 0008 carry it inline);
         /// `sample` is `null` when the sample is gone (its job deleted, or the sample pruned
         /// first), so the log still tells every change in order.
+        /// A stored `job_sample` payload (`StoredJobSample`) with its job's summary added back
+        /// from the row's `summary_*` columns; `None` when the log knows no such job.
+        fn expand_job_sample(r: &<$db as sqlx::Database>::Row, stored: &serde_json::Value) -> StoreResult<Option<serde_json::Value>> {
+            let decode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Decode(e.into()));
+            let crate::domain::event::StoredJobSample { state } = serde_json::from_value(stored.clone()).map_err(decode)?;
+            let job_id: Option<String> = r.try_get("event_job_id")?;
+            let user: Option<String> = r.try_get("summary_user")?;
+            let (Some(job_id), Some(user)) = (job_id, user) else {
+                return Ok(None);
+            };
+            let Json(nodes): Json<Vec<String>> = r.try_get("summary_nodes")?;
+            let partition: Option<String> = r.try_get("summary_partition")?;
+            let correlation_id: String = r.try_get("summary_correlation_id")?;
+            let payload = crate::store::queries::job_sample_payload(&job_id, state, &user, &nodes, partition.as_deref(), &correlation_id);
+            serde_json::to_value(&payload).map(Some).map_err(decode)
+        }
+
         pub async fn events_after(pool: &Pool<$db>, after: i64, limit: i64) -> StoreResult<Vec<crate::store::StoredEvent>> {
             let rows = sqlx::query(events_after_sql())
                 .bind(after)
@@ -1762,6 +1807,20 @@ macro_rules! store_queries {
             let mut events = Vec::with_capacity(rows.len());
             for r in &rows {
                 let Json(mut payload): Json<serde_json::Value> = r.try_get("event_payload")?;
+                let kind: String = r.try_get("event_kind")?;
+                // A row in the stored form is `{"state": ...}` alone; older rows (and foreign
+                // ones) are read as they are.
+                let stored_form = payload.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("state"));
+                if kind == EventKind::JobSample.as_str() && stored_form {
+                    match expand_job_sample(r, &payload)? {
+                        Some(expanded) => payload = expanded,
+                        None => {
+                            let id: i64 = r.try_get("event_id")?;
+                            tracing::warn!(id, "skipped a job_sample event whose job is unknown");
+                            continue;
+                        }
+                    }
+                }
                 let referred: Option<i64> = r.try_get("event_sample_id")?;
                 let mut missing_sample = None;
                 if referred.is_some() {
@@ -1785,7 +1844,6 @@ macro_rules! store_queries {
                     }
                 }
                 let id: i64 = r.try_get("event_id")?;
-                let kind: String = r.try_get("event_kind")?;
                 // Only the kinds of `EventKind` were ever logged; a row of another kind (a
                 // hand-made or foreign one) is no event of ours, and skipped.
                 let Ok(kind) = kind.parse::<EventKind>() else {
@@ -1877,16 +1935,9 @@ mod tests {
     /// in tests/samples.rs).
     #[test]
     fn job_sample_payload_keeps_its_wire_shape() {
-        let job = SampledJob {
-            state: JobState::Running,
-            end_time: None,
-            user: "alice".into(),
-            nodes: vec!["n1".into(), "n2".into()],
-            partition: None,
-            correlation_id: "c-1".into(),
-            start_time: "2026-11-29T23:00:00Z".parse().unwrap(),
-        };
-        let text = to_json(&job.sample_payload("j-1")).unwrap();
+        let nodes = vec!["n1".to_owned(), "n2".to_owned()];
+        let payload = job_sample_payload("j-1", JobState::Running, "alice", &nodes, None, "c-1");
+        let text = to_json(&payload).unwrap();
         let got: serde_json::Value = serde_json::from_str(&text).unwrap();
         let want = json!({
             "job_id": "j-1",

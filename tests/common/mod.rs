@@ -331,8 +331,16 @@ impl TestApp {
 
     /// Rows of `table` for `job_id`, read from the database itself.
     pub async fn rows_of(&self, table: &str, job_id: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table} WHERE job_id = $1");
-        let sql = sqlx::AssertSqlSafe(sql);
+        self.count(
+            &format!("SELECT COUNT(*) FROM {table} WHERE job_id = $1"),
+            job_id,
+        )
+        .await
+    }
+
+    /// The number `sql` (a `COUNT(*)` with `$1` for `job_id`) reads from the database itself.
+    pub async fn count(&self, sql: &str, job_id: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
         if self.db.url.starts_with("sqlite:") {
             let pool = sqlx::SqlitePool::connect(&self.db.url).await.unwrap();
             let n = sqlx::query_scalar(sql).bind(job_id).fetch_one(&pool).await;
