@@ -1,7 +1,7 @@
 //! The batch statements of the store, one module per backend: the job lookup, sample insert and
 //! job update of `ingest_samples` (an agent's batch of 1,000 job samples, up to 10,000), and the
 //! event-log insert of every write transaction. These carry whole batches, so they decide how fast
-//! a batch is stored; everything else is the same SQL on both backends (`queries.rs`).
+//! a batch is stored; everything else is the same SQL on both backends (`queries/`).
 //!
 //! Both modules have the same functions with the same effect; they differ in how rows reach the
 //! database:

@@ -10,7 +10,7 @@
 //!
 //! `prepare` settles only the common cases (a new job; a running job that ends); what it leaves
 //! (a repeated job-started, a job that is pending, unknown or terminal) goes through the
-//! one-event path of `queries.rs` in the same transaction, so every event keeps its meaning.
+//! one-event path of `queries/jobs.rs` in the same transaction, so every event keeps its meaning.
 //! A batch naming one job twice is left entirely to that path: sibling CTEs see one snapshot,
 //! and the second event must see the first. SQLite runs in-process, where statements are cheap,
 //! and keeps the one-event path ([`sqlite::prepare`] settles nothing, [`sqlite::flush`] writes
@@ -49,7 +49,7 @@ pub(super) mod postgres {
     use crate::store::queries::{JobRow, JOB_COLUMNS};
     use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-    /// The `jobs` row of a job-started, bound in `JOB_COLUMNS` order (see `queries.rs`).
+    /// The `jobs` row of a job-started, bound in `JOB_COLUMNS` order (see `queries/jobs.rs`).
     pub(in crate::store) type PushJob = fn(
         &mut sqlx::query_builder::Separated<'_, Postgres, &'static str>,
         &Job,

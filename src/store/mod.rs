@@ -3,7 +3,7 @@
 //!
 //! Each mutation is one transaction that writes the job row, its audit row and its event-log row
 //! together, so the audit trail and the streams can never disagree with the data. The SQL is
-//! written once (`queries.rs`) and compiled for both backends; `sqlite.rs` and `postgres.rs` hold
+//! written once (`queries/`) and compiled for both backends; `sqlite.rs` and `postgres.rs` hold
 //! only what differs: connecting, pragmas, migrations and transaction start, and `bulk.rs` the
 //! statements that carry a whole sample batch, which each backend writes its own fastest way.
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 pub(super) const EVENTS_CHANNEL: &str = "jobscope_events";
 
 /// Run before a transaction appends event rows: the advisory lock that orders event-log ids
-/// (see `queries.rs`), and a notification that PostgreSQL delivers to every listening replica
+/// (see `queries/mod.rs`), and a notification that PostgreSQL delivers to every listening replica
 /// when (and only if) the transaction commits. One statement, one round trip.
 pub(super) const EVENT_ORDER_LOCK: &str =
     "SELECT pg_advisory_xact_lock(7411952870412), pg_notify('jobscope_events', '')";
