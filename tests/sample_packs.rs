@@ -196,3 +196,30 @@ on_both_backends!(retention_and_deletion_take_the_packs, |app| {
     app.write("DELETE", "/v1/jobs/p1", None).await.expect(204);
     assert_eq!(app.rows_of("sample_packs", "p1").await, 0);
 });
+
+on_both_backends!(
+    retention_deletes_in_chunks_until_nothing_old_is_left,
+    |app| {
+        // More old event rows than one pruning statement takes (5,000), and one that stays.
+        let old = Utc::now() - Duration::days(30);
+        let inserted = app
+            .execute_at(
+                "INSERT INTO events (occurred_at, kind, job_id, payload) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12001) \
+             SELECT $1, 'job_created', NULL, '{}' FROM n",
+                old,
+            )
+            .await;
+        assert_eq!(inserted, 12_001);
+        app.start_job("keep", "alice", &["a"]).await;
+        let (_, events) = app
+            .store
+            .prune(Utc::now() - Duration::days(1))
+            .await
+            .unwrap();
+        assert_eq!(events, 12_001);
+        let left = app.store.events_after(0, 100).await.unwrap();
+        assert_eq!(left.len(), 1, "the new job's event stays");
+        assert_eq!(left[0].job_id.as_deref(), Some("keep"));
+    }
+);

@@ -354,6 +354,22 @@ impl TestApp {
         }
     }
 
+    /// Runs `sql` (one statement, `$1` bound to `at`) on the database itself; rows affected.
+    pub async fn execute_at(&self, sql: &str, at: chrono::DateTime<chrono::Utc>) -> u64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.db.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.db.url).await.unwrap();
+            let n = sqlx::query(sql).bind(at).execute(&pool).await;
+            pool.close().await;
+            n.unwrap().rows_affected()
+        } else {
+            let pool = sqlx::PgPool::connect(&self.db.url).await.unwrap();
+            let n = sqlx::query(sql).bind(at).execute(&pool).await;
+            pool.close().await;
+            n.unwrap().rows_affected()
+        }
+    }
+
     pub async fn event_count(&self) -> i64 {
         self.store
             .last_event_id()

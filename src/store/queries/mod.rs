@@ -34,7 +34,7 @@ pub(crate) use nodes::{
 };
 pub(crate) use samples::{
     job_sample_payload, sample_queries, JobDelta, SampleRow, SampledJob, SampledJobRow,
-    JOB_DELTA_SET, SAMPLED_JOB_COLUMNS, SAMPLE_COLUMNS,
+    JOB_DELTA_SET, PRUNE_CHUNK, SAMPLED_JOB_COLUMNS, SAMPLE_COLUMNS,
 };
 
 use crate::domain::event::EventKind;

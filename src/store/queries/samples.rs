@@ -283,6 +283,9 @@ pub(crate) const JOB_DELTA_SET: &str = "UPDATE jobs SET \
         THEN (jobs.gpu_usage_sum + s.column15) / (jobs.gpu_sample_count + s.column14) ELSE jobs.avg_gpu_usage END, \
     max_gpu_usage = CASE WHEN s.column16 IS NOT NULL AND (jobs.max_gpu_usage IS NULL OR s.column16 > jobs.max_gpu_usage) THEN s.column16 ELSE jobs.max_gpu_usage END";
 
+/// Rows a pruning statement deletes at most (see `prune`).
+pub(crate) const PRUNE_CHUNK: i64 = 5000;
+
 /// The sample functions of `store_queries!`, expanded into the same backend module (its
 /// imports, `WriteTx` and the other concerns' functions are in scope there).
 // Kept exactly as moved out of the old `queries.rs`, so that sample changes made against it
@@ -431,23 +434,36 @@ macro_rules! sample_queries {
             Ok((samples, total))
         }
 
+        /// Deletes rows older than `before`, [`PRUNE_CHUNK`] rows a statement: each delete is a
+        /// short transaction, so on SQLite (one writer at a time) a prune of millions of rows
+        /// never holds agents' batches back for long (issue 19; BENCHMARKS.md, "Sample storage").
         pub async fn prune(pool: &Pool<$db>, before: DateTime<Utc>) -> StoreResult<(u64, u64)> {
-            let samples = sqlx::query("DELETE FROM metric_samples WHERE timestamp < $1")
-                .bind(before)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            let events = sqlx::query("DELETE FROM events WHERE occurred_at < $1")
-                .bind(before)
-                .execute(pool)
-                .await?
-                .rows_affected();
+            let mut counts = [0u64; 2];
+            for (count, sql) in counts.iter_mut().zip([
+                "DELETE FROM metric_samples WHERE id IN \
+                 (SELECT id FROM metric_samples WHERE timestamp < $1 LIMIT $2)",
+                "DELETE FROM events WHERE id IN \
+                 (SELECT id FROM events WHERE occurred_at < $1 LIMIT $2)",
+            ]) {
+                loop {
+                    let deleted = sqlx::query(sql)
+                        .bind(before)
+                        .bind(crate::store::queries::PRUNE_CHUNK)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
+                    *count += deleted;
+                    if deleted < crate::store::queries::PRUNE_CHUNK as u64 {
+                        break;
+                    }
+                }
+            }
             // Deleted jobs whose events are all gone now.
             sqlx::query("DELETE FROM deleted_jobs WHERE deleted_at < $1")
                 .bind(before)
                 .execute(pool)
                 .await?;
-            Ok((samples, events))
+            Ok((counts[0], counts[1]))
         }
     };
 }
