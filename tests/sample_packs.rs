@@ -200,7 +200,7 @@ on_both_backends!(retention_and_deletion_take_the_packs, |app| {
 on_both_backends!(
     retention_deletes_in_chunks_until_nothing_old_is_left,
     |app| {
-        // More old event rows than one pruning statement takes (5,000), and one that stays.
+        // More old event rows than several pruning statements take (2,000 each), and one that stays.
         let old = Utc::now() - Duration::days(30);
         let inserted = app
             .execute_at(

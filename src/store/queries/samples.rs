@@ -284,7 +284,7 @@ pub(crate) const JOB_DELTA_SET: &str = "UPDATE jobs SET \
     max_gpu_usage = CASE WHEN s.column16 IS NOT NULL AND (jobs.max_gpu_usage IS NULL OR s.column16 > jobs.max_gpu_usage) THEN s.column16 ELSE jobs.max_gpu_usage END";
 
 /// Rows a pruning statement deletes at most (see `prune`).
-pub(crate) const PRUNE_CHUNK: i64 = 5000;
+pub(crate) const PRUNE_CHUNK: i64 = 2000;
 
 /// The sample functions of `store_queries!`, expanded into the same backend module (its
 /// imports, `WriteTx` and the other concerns' functions are in scope there).
