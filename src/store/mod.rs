@@ -6,6 +6,9 @@
 //! written once (`queries/`) and compiled for both backends; `sqlite.rs` and `postgres.rs` hold
 //! only what differs: connecting, pragmas, migrations and transaction start, and `bulk.rs` the
 //! statements that carry a whole sample batch, which each backend writes its own fastest way.
+//! Samples age through three forms: rows (`metric_samples`, about an hour), packs
+//! (`sample_packs.rs`, lossless, until `--retention-days`) and 5-minute rollups (`rollups.rs`,
+//! until `--rollup-retention-days`); readers go through [`Store::list_samples`] and never see which.
 
 mod bulk;
 pub mod go_schema;
