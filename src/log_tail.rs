@@ -229,11 +229,12 @@ pub struct JobOutput {
     pub stdout: Option<PathBuf>,
     pub stderr: Option<PathBuf>,
     pub uid: u32,
+    /// The node whose agent tails the job: `BatchHost`, or the first node of `NodeList`.
     pub batch_host: Option<String>,
 }
 
 /// Parses one job of `scontrol show job -o` (one line of `Key=Value` words; `StdOut`,
-/// `StdErr`, `UserId=name(uid)`, `BatchHost`), expanding the filename patterns left in the
+/// `StdErr`, `UserId=name(uid)`, `BatchHost`, `NodeList`), expanding the filename patterns left in the
 /// paths. `None` without a uid.
 pub fn parse_scontrol_job(text: &str) -> Option<JobOutput> {
     let mut fields = std::collections::HashMap::new();
@@ -246,13 +247,24 @@ pub fn parse_scontrol_job(text: &str) -> Option<JobOutput> {
     let (user, uid) = user_id.split_once('(')?;
     let uid: u32 = uid.trim_end_matches(')').parse().ok()?;
     let job_id = fields.get("JobId").copied();
+    // The node that runs the batch script: Slurm's word, or else the allocation's first node
+    // (where Slurm starts it), so one agent tails a job, not one per node.
+    let batch_host = fields.get("BatchHost").map(|s| s.to_string()).or_else(|| {
+        let list = fields
+            .get("NodeList")
+            .filter(|l| !l.is_empty() && **l != "(null)")?;
+        crate::domain::nodelist::expand(list, 1 << 16)
+            .ok()?
+            .into_iter()
+            .next()
+    });
     let values = crate::domain::joblog::PathValues {
         job_id,
         array_job_id: fields.get("ArrayJobId").copied(),
         array_task_id: fields.get("ArrayTaskId").copied(),
         user: Some(user),
         job_name: fields.get("JobName").copied(),
-        node: fields.get("BatchHost").copied(),
+        node: batch_host.as_deref(),
     };
     let path = |key: &str| {
         fields
@@ -264,7 +276,7 @@ pub fn parse_scontrol_job(text: &str) -> Option<JobOutput> {
         stdout: path("StdOut"),
         stderr: path("StdErr"),
         uid,
-        batch_host: fields.get("BatchHost").map(|s| s.to_string()),
+        batch_host,
     })
 }
 
@@ -729,5 +741,20 @@ mod tests {
         );
         assert_eq!(out.batch_host.as_deref(), Some("n01"));
         assert!(parse_scontrol_job("JobId=1 UserId=alice").is_none());
+    }
+
+    #[test]
+    fn without_a_batch_host_the_first_node_tails() {
+        let line = "JobId=43 UserId=bob(1001) NodeList=gpu[07-09],cpu01 \
+            StdOut=/home/bob/slurm-%j-%N.out";
+        let out = parse_scontrol_job(line).unwrap();
+        assert_eq!(out.batch_host.as_deref(), Some("gpu07"));
+        assert_eq!(
+            out.stdout.unwrap(),
+            PathBuf::from("/home/bob/slurm-43-gpu07.out")
+        );
+        // A pending job has no nodes yet: nobody is named, as before.
+        let pending = parse_scontrol_job("JobId=44 UserId=bob(1001) NodeList=(null)").unwrap();
+        assert_eq!(pending.batch_host, None);
     }
 }

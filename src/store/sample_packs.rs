@@ -79,7 +79,7 @@ fn period_start(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 macro_rules! backend {
-    ($name:ident, $db:ty, $begin:expr) => {
+    ($name:ident, $db:ty, $begin:expr, $lock:literal) => {
         mod $name {
             use super::*;
             use sqlx::{Pool, QueryBuilder};
@@ -122,9 +122,12 @@ macro_rules! backend {
                 };
                 let from = period_start(oldest);
                 let to = (from + TX_SPAN).min(before);
+                // Locked (PostgreSQL): a second server packing the same job at once waits, then
+                // finds these rows gone instead of packing them twice.
                 let rows: Vec<IdRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT id, {SAMPLE_COLUMNS} FROM metric_samples \
-                     WHERE job_id = $1 AND timestamp >= $2 AND timestamp < $3"
+                     WHERE job_id = $1 AND timestamp >= $2 AND timestamp < $3{}",
+                    $lock
                 )))
                 .bind(job_id)
                 .bind(from)
@@ -322,8 +325,8 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE");
-backend!(postgres, sqlx::Postgres, "BEGIN");
+backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "");
+backend!(postgres, sqlx::Postgres, "BEGIN", " FOR UPDATE");
 
 /// Calls the same function of this module's backend modules on the store's pool.
 macro_rules! on {
