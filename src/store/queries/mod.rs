@@ -8,9 +8,10 @@
 //! lock there so event ids are handed out in commit order even with several `serve` replicas),
 //! the row-lock clause of a read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already
 //! holds the write lock), the expression for the seconds from `start_time` to the timestamp
-//! parameter `$3`, and the modules of the backend's batch statements (`bulk::sqlite` or `bulk::postgres`: how a
-//! sample batch and the event rows reach the table, see `bulk.rs`; `lifecycle_batch::sqlite` or
-//! `lifecycle_batch::postgres`: a lifecycle batch's common ops in one statement).
+//! parameter `$3`, and the modules of the backend's batch statements (`bulk::sqlite` or
+//! `bulk::postgres`: how a sample batch and the event rows reach the table, see `bulk.rs`;
+//! `lifecycle_batch::sqlite` or `lifecycle_batch::postgres`: a lifecycle batch's common ops in
+//! one statement).
 //!
 //! The functions are split by table and concern, each file holding its rows' types and a macro
 //! of its queries that `store_queries!` expands into the same backend module: `jobs.rs` (jobs,
