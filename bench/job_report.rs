@@ -10,13 +10,13 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{env_or, percentile_ms};
+use support::{create_running_job, ingest_all, main_over_backends, percentile_ms};
 
 use chrono::{Duration as ChronoDuration, Utc};
 use jobscope::collector::{GpuReading, GpuVendor};
 use jobscope::domain::report::{compute, Thresholds};
-use jobscope::domain::{now_micros, Job, JobState, MetricSample, SampleDetail};
-use jobscope::store::{AuditContext, LatePolicy, SampleItem, Store};
+use jobscope::domain::{now_micros, MetricSample, SampleDetail};
+use jobscope::store::{SampleItem, Store};
 use std::time::Instant;
 
 const JOB: &str = "7000001";
@@ -39,27 +39,13 @@ fn gpu(index: u32, busy: f64, energy: f64) -> GpuReading {
 
 async fn fill(store: &Store, samples: usize) {
     let start = now_micros() - ChronoDuration::seconds(samples as i64 * 15 + 60);
-    let mut job = Job::new(
-        JOB.into(),
-        "alice".into(),
-        vec!["node-01".into()],
-        JobState::Running,
-        start,
-        "bench",
-        "slurm",
-        "api-v1",
-    );
-    job.allocated_cpus = Some(64);
-    job.allocated_memory_mb = Some(256_000);
-    job.allocated_gpus = Some(2);
-    let audit = AuditContext {
-        changed_by: "bench".into(),
-        source: "bench".into(),
-        correlation_id: "bench".into(),
-        actor: None,
-    };
-    store.create_job(&job, &audit).await.expect("job");
-    let mut items = Vec::with_capacity(1000);
+    create_running_job(store, JOB, start, |job| {
+        job.allocated_cpus = Some(64);
+        job.allocated_memory_mb = Some(256_000);
+        job.allocated_gpus = Some(2);
+    })
+    .await;
+    let mut items = Vec::with_capacity(samples);
     for i in 0..samples {
         let at = start + ChronoDuration::seconds(15 * (i as i64 + 1));
         items.push(SampleItem {
@@ -85,15 +71,8 @@ async fn fill(store: &Store, samples: usize) {
                 },
             },
         });
-        if items.len() == 1000 || i + 1 == samples {
-            let outcome = store
-                .ingest_samples(&items, None, LatePolicy::UntilJobEnd)
-                .await
-                .expect("batch");
-            assert_eq!(outcome.accepted, items.len());
-            items.clear();
-        }
     }
+    ingest_all(store, &items).await;
 }
 
 async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
@@ -130,20 +109,20 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
 }
 
 fn main() {
-    if !support::begin("job_report") {
-        return;
-    }
-    let samples: usize = env_or("BENCH_SAMPLES", "10000").parse().unwrap();
-    let runs: usize = env_or("BENCH_RUNS", "50").parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    println!("| backend | samples | reports | p50 ms | p95 ms | read p50 ms | compute p50 ms |");
-    println!("|---|---|---|---|---|---|---|");
-    for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
-        let url = support::backend_url(&rt, backend, dir.path(), "report");
-        rt.block_on(run(backend, &url, samples, runs));
-    }
+    main_over_backends(
+        "job_report",
+        "report",
+        "10000",
+        "50",
+        &[
+            "backend",
+            "samples",
+            "reports",
+            "p50 ms",
+            "p95 ms",
+            "read p50 ms",
+            "compute p50 ms",
+        ],
+        |backend, url, samples, runs| async move { run(&backend, &url, samples, runs).await },
+    );
 }

@@ -13,11 +13,9 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{create_pg_database, env_or, post_job_started};
+use support::{create_pg_database, env_or, post_job_started, serve};
 
 use futures_util::StreamExt;
-use jobscope::app::Application;
-use jobscope::config::ServeConfig;
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -198,22 +196,15 @@ fn main() {
                 "postgres" => create_pg_database("jobscope_bench_logs").await,
                 _ => format!("sqlite://{}", dir.path().join("bench.db").display()),
             };
-            let app = Application::build(ServeConfig::loopback(&url))
-                .await
-                .unwrap();
-            let addr = app.local_addr();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(app.run_until(async move {
-                let _ = stopped.await;
-            }));
+            let served = serve(&url).await;
+            let addr = served.addr;
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()
                 .unwrap();
             ingestion(&client, addr, backend).await;
             fan_out(&client, addr, backend).await;
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+            served.stop().await;
         });
     }
 }

@@ -12,14 +12,12 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{env_or, percentile_ms};
+use support::{create_running_job, get_json, ingest_all, main_over_backends, percentile_ms, serve};
 
 use chrono::Duration as ChronoDuration;
-use jobscope::app::Application;
 use jobscope::collector::{GpuReading, GpuVendor};
-use jobscope::config::ServeConfig;
-use jobscope::domain::{now_micros, Job, JobState, MetricSample, SampleDetail};
-use jobscope::store::{AuditContext, LatePolicy, SampleItem, Store};
+use jobscope::domain::{now_micros, MetricSample, SampleDetail};
+use jobscope::store::{SampleItem, Store};
 use std::time::{Duration, Instant};
 
 const JOB: &str = "7100001";
@@ -59,37 +57,14 @@ fn sample(at: chrono::DateTime<chrono::Utc>, i: usize) -> MetricSample {
 async fn fill(store: &Store, samples: usize) {
     let start =
         now_micros() - ChronoDuration::seconds(samples as i64 * 15) + ChronoDuration::hours(1);
-    let mut job = Job::new(
-        JOB.into(),
-        "alice".into(),
-        vec!["node-01".into()],
-        JobState::Running,
-        start,
-        "bench",
-        "slurm",
-        "api-v1",
-    );
-    job.allocated_gpus = Some(2);
-    let audit = AuditContext {
-        changed_by: "bench".into(),
-        source: "bench".into(),
-        correlation_id: "bench".into(),
-        actor: None,
-    };
-    store.create_job(&job, &audit).await.expect("job");
+    create_running_job(store, JOB, start, |job| job.allocated_gpus = Some(2)).await;
     let items: Vec<SampleItem> = (0..samples)
         .map(|i| SampleItem {
             job_id: JOB.into(),
             sample: sample(start + ChronoDuration::seconds(15 * i as i64), i),
         })
         .collect();
-    for chunk in items.chunks(1000) {
-        let outcome = store
-            .ingest_samples(chunk, None, LatePolicy::UntilJobEnd)
-            .await
-            .expect("batch");
-        assert_eq!(outcome.accepted, chunk.len());
-    }
+    ingest_all(store, &items).await;
 }
 
 async fn timed(client: &reqwest::Client, url: &str, runs: usize) -> (Vec<Duration>, usize) {
@@ -114,24 +89,11 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
     let pass = store.roll_up(now_micros()).await.expect("roll up");
     let rolled = started.elapsed();
 
-    let app = Application::build(ServeConfig::loopback(url))
-        .await
-        .unwrap();
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let served = serve(url).await;
+    let addr = served.addr;
     let client = reqwest::Client::new();
     let base = format!("http://{addr}/v1/jobs/{JOB}/metrics");
-    let check: serde_json::Value = client
-        .get(format!("{base}?resolution=auto"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let check = get_json(&client, &format!("{base}?resolution=auto")).await;
     let points = check["total"].as_i64().unwrap();
     let resolution = check["resolution"].as_str().unwrap().to_owned();
     for (what, url) in [
@@ -171,25 +133,18 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
         pass.buckets,
         rolled.as_secs_f64() * 1000.0
     );
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    served.stop().await;
 }
 
 fn main() {
-    if !support::begin("metrics_resolution") {
-        return;
-    }
-    let samples: usize = env_or("BENCH_SAMPLES", "40320").parse().unwrap();
-    let runs: usize = env_or("BENCH_RUNS", "200").parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    println!("| backend | samples | request | runs | bytes | p50 ms | p95 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
-        let url = support::backend_url(&rt, backend, dir.path(), "resolution");
-        rt.block_on(run(backend, &url, samples, runs));
-    }
+    main_over_backends(
+        "metrics_resolution",
+        "resolution",
+        "40320",
+        "200",
+        &[
+            "backend", "samples", "request", "runs", "bytes", "p50 ms", "p95 ms", "p99 ms",
+        ],
+        |backend, url, samples, runs| async move { run(&backend, &url, samples, runs).await },
+    );
 }

@@ -1,7 +1,8 @@
 //! Set-up shared by the benchmarks (each includes this file with `#[path]` and uses part of it):
-//! the "only under `cargo bench`" prelude, environment knobs, a fresh PostgreSQL database per
-//! run, and the two API calls the benchmarks make to set up and check their data. `serve`
-//! in-process takes `ServeConfig::loopback`.
+//! the "only under `cargo bench`" prelude and a `main` over the backends, environment knobs, a
+//! fresh PostgreSQL database per run, a running job with its samples stored as agents send them,
+//! and the API calls the benchmarks make to set up and check their data. `serve` in-process
+//! takes `ServeConfig::loopback`.
 #![allow(dead_code)]
 
 use sqlx::{Connection, Executor};
@@ -41,14 +42,11 @@ pub async fn stored_samples(
     addr: impl std::fmt::Display,
     id: &str,
 ) -> u64 {
-    let v: serde_json::Value = client
-        .get(format!("http://{addr}/v1/jobs/{id}/metrics?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(
+        client,
+        &format!("http://{addr}/v1/jobs/{id}/metrics?limit=1"),
+    )
+    .await;
     v["total"].as_u64().unwrap_or(0)
 }
 
@@ -110,5 +108,115 @@ pub fn backend_url(
         "sqlite" => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
         "postgres" => rt.block_on(create_pg_database(&format!("jobscope_bench_{name}"))),
         other => panic!("unknown backend {other}"),
+    }
+}
+
+/// The audit context of the rows a benchmark writes itself.
+pub fn bench_audit() -> jobscope::store::AuditContext {
+    jobscope::store::AuditContext {
+        changed_by: "bench".into(),
+        source: "bench".into(),
+        correlation_id: "bench".into(),
+        actor: None,
+    }
+}
+
+/// Creates job `id`, running on `node-01` for alice since `start`, after `edit` has set what
+/// the benchmark needs (allocations).
+pub async fn create_running_job(
+    store: &jobscope::store::Store,
+    id: &str,
+    start: chrono::DateTime<chrono::Utc>,
+    edit: impl FnOnce(&mut jobscope::domain::Job),
+) {
+    let mut job = jobscope::domain::Job::new(
+        id.into(),
+        "alice".into(),
+        vec!["node-01".into()],
+        jobscope::domain::JobState::Running,
+        start,
+        "bench",
+        "slurm",
+        "api-v1",
+    );
+    edit(&mut job);
+    store.create_job(&job, &bench_audit()).await.expect("job");
+}
+
+/// Stores `items` through `Store::ingest_samples` in batches of 1,000, as agents send them;
+/// panics unless every sample is accepted.
+pub async fn ingest_all(store: &jobscope::store::Store, items: &[jobscope::store::SampleItem]) {
+    for chunk in items.chunks(1000) {
+        let outcome = store
+            .ingest_samples(chunk, None, jobscope::store::LatePolicy::UntilJobEnd)
+            .await
+            .expect("batch");
+        assert_eq!(outcome.accepted, chunk.len());
+    }
+}
+
+/// The body of `GET url` as JSON; panics on a transport or decoding error.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The `main` of a benchmark that runs once per backend of `BENCH_BACKENDS` (default
+/// "postgres,sqlite") with `BENCH_SAMPLES` samples and `BENCH_RUNS` runs (defaults given):
+/// prints the Markdown table head of `columns`, then awaits `run(backend, url, samples, runs)`
+/// for each backend on a fresh database named after `db_name` (see [`backend_url`]).
+pub fn main_over_backends<F, Fut>(
+    name: &str,
+    db_name: &str,
+    default_samples: &str,
+    default_runs: &str,
+    columns: &[&str],
+    run: F,
+) where
+    F: Fn(String, String, usize, usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if !begin(name) {
+        return;
+    }
+    let samples: usize = env_or("BENCH_SAMPLES", default_samples).parse().unwrap();
+    let runs: usize = env_or("BENCH_RUNS", default_runs).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    println!("| {} |", columns.join(" | "));
+    println!("|{}", "---|".repeat(columns.len()));
+    for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
+        let url = backend_url(&rt, backend, dir.path(), db_name);
+        rt.block_on(run(backend.to_owned(), url, samples, runs));
+    }
+}
+
+/// `serve` running in-process on a loopback socket, until [`Served::stop`].
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts `serve` over the database `url` (`ServeConfig::loopback`).
+pub async fn serve(url: &str) -> Served {
+    let app = jobscope::app::Application::build(jobscope::config::ServeConfig::loopback(url))
+        .await
+        .unwrap();
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Served { addr, stop, server }
+}
+
+impl Served {
+    /// Asks `serve` to shut down and waits for it, at most 10 s.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.server).await;
     }
 }

@@ -215,6 +215,14 @@ impl Application {
                 tracing::warn!("the Slurm reconciler did not stop within 10 s");
             }
         }
+        // The feed reads the log after every commit: let it end before the pool closes, or its
+        // last read fails on the closed pool (and says so).
+        if tokio::time::timeout(Duration::from_secs(10), self.state.events.stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the event feed did not stop within 10 s");
+        }
         self.state.store.close().await;
         Ok(())
     }

@@ -98,6 +98,10 @@ impl EventFeed {
                     _ = stop.changed() => return,
                 }
                 loop {
+                    // A backlog is read a batch at a time: stop between batches, not after.
+                    if *stop.borrow() {
+                        return;
+                    }
                     let batch = match store.events_after(cursor, READ_BATCH).await {
                         Ok(batch) => batch,
                         Err(err) => {
@@ -147,8 +151,101 @@ impl EventFeed {
         *self.head.borrow()
     }
 
+    /// Resolves once the fan-out task has ended (it ends when `stop` turns true): from then on
+    /// the feed reads the store no more, so the store can be closed without a read failing on
+    /// the closed pool. The task's end drops the sender of `head`, which is what this waits for.
+    pub async fn stopped(&self) {
+        let mut head = self.head.clone();
+        while head.changed().await.is_ok() {}
+    }
+
     /// Number of live subscribers.
     pub fn subscribers(&self) -> usize {
         self.live.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::node::tests::capturing_logs;
+    use crate::domain::{now_micros, Job, JobState, MetricSample, SampleDetail};
+    use crate::store::{AuditContext, LatePolicy, SampleItem};
+
+    /// Shutting down in `serve`'s order (stop, wait for [`EventFeed::stopped`], close the store)
+    /// while the feed is still reading a backlog: no read fails on the closed pool.
+    #[test]
+    fn a_feed_stopped_mid_backlog_reads_nothing_once_the_store_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("feed.db").display());
+        let ((), logged) = capturing_logs(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let store = Store::connect(&url).await.unwrap();
+                let (stop, stopped) = watch::channel(false);
+                let feed = EventFeed::start(store.clone(), 16, stopped).await.unwrap();
+                let start = now_micros() - chrono::Duration::hours(2);
+                let job = Job::new(
+                    "1".into(),
+                    "alice".into(),
+                    vec!["node-01".into()],
+                    JobState::Running,
+                    start,
+                    "c",
+                    "slurm",
+                    "api-v1",
+                );
+                let audit = AuditContext {
+                    changed_by: "test".into(),
+                    source: "test".into(),
+                    correlation_id: "c".into(),
+                    actor: None,
+                };
+                store.create_job(&job, &audit).await.unwrap();
+                // A backlog of several read batches, committed before the feed reads any.
+                let items: Vec<SampleItem> = (0..READ_BATCH as usize * 6)
+                    .map(|i| SampleItem {
+                        job_id: "1".into(),
+                        sample: MetricSample {
+                            timestamp: start + chrono::Duration::seconds(i as i64),
+                            cpu_usage: Some(50.0),
+                            memory_usage_mb: None,
+                            gpu_usage: None,
+                            detail: SampleDetail {
+                                node: Some("node-01".into()),
+                                ..SampleDetail::default()
+                            },
+                        },
+                    })
+                    .collect();
+                for chunk in items.chunks(1000) {
+                    store
+                        .ingest_samples(chunk, None, LatePolicy::UntilJobEnd)
+                        .await
+                        .unwrap();
+                }
+                // Stop once the feed is into the backlog, with more of it still to read.
+                let mut head = feed.head.clone();
+                while feed.head() < 1 {
+                    head.changed().await.unwrap();
+                }
+                assert!(
+                    feed.head() < items.len() as i64,
+                    "the backlog was read in one go"
+                );
+                let _ = stop.send(true);
+                feed.stopped().await;
+                store.close().await;
+                // A feed still running would try its next read (and fail) in these turns.
+                for _ in 0..100 {
+                    tokio::task::yield_now().await;
+                }
+            });
+        });
+        assert!(!logged.contains("closed pool"), "{logged}");
+        assert!(!logged.contains("could not read the log"), "{logged}");
     }
 }

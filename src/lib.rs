@@ -12,8 +12,9 @@
 //!   reader of jobs' output files; [`spool`]: the on-disk queue of what could not be delivered;
 //!   [`token_file`]: the one token-file rule; [`log_safe`]: text fit for a log line;
 //! - [`store`]: the database (SQLite or PostgreSQL), one transaction per change, and the event
-//!   log it writes the contract's payloads into; it reports its timings through
-//!   [`store::StoreObserver`], which `metrics` implements;
+//!   log it writes the contract's payloads into (the SQL of both backends, by table, in
+//!   `store/queries/`); it reports its timings through [`store::StoreObserver`], which
+//!   `metrics` implements;
 //! - [`events`] (the feed of committed events), [`metrics`], [`report_events`] and
 //!   [`scheduler`] sit on the store; [`api`] and [`console`] serve them;
 //! - [`client`]: the one client of our own API (URL join, token, retries, error text, and the

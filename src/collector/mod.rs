@@ -7,7 +7,7 @@
 //! - [`node`] reads the node's own figures from `/proc` (CPU, memory, load);
 //! - [`sampler`] runs one pass over the running jobs: it owns the previous sample and each job's
 //!   kept-open cgroup files ([`CgroupFiles`]), within the share of the open-files limit that
-//!   [`fd_limit`] grants;
+//!   [`fd_limit`] grants (its tests, over fake cgroup trees, in `sampler/tests.rs`);
 //! - [`report`] is the batch a pass makes (`POST /v1/samples`) and its conversion into what the
 //!   store keeps.
 //!

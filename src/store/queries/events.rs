@@ -5,7 +5,7 @@
 use super::SAMPLE_COLUMNS;
 
 /// The log read of `events_after`: each row with its referred sample's columns (under their own
-/// names, as [`SampleRow`] reads them; the event's own columns are renamed to stay apart).
+/// names, as [`super::SampleRow`] reads them; the event's own columns are renamed to stay apart).
 /// The join is on the sample id alone, so that every plan takes the primary key: joined on the
 /// job as well, PostgreSQL with a young table's statistics chose the (job, time, node) index and
 /// read all of a job's samples for each event. `events_after` compares the jobs instead.

@@ -6,11 +6,12 @@
 //! both; the arguments carry what does differ: the statement that opens a write transaction, an
 //! optional statement run just before an event row is appended (PostgreSQL takes a transaction
 //! lock there so event ids are handed out in commit order even with several `serve` replicas),
-//! the row-lock clause of a read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already holds the write
-//! lock), the expression for the seconds from `start_time` to the timestamp parameter `$3`, and
-//! the modules of the backend's batch statements (`bulk::sqlite` or `bulk::postgres`: how a
-//! sample batch and the event rows reach the table, see `bulk.rs`; `lifecycle_batch::sqlite` or
-//! `lifecycle_batch::postgres`: a lifecycle batch's common ops in one statement).
+//! the row-lock clause of a read-then-write (`FOR UPDATE`; SQLite's `BEGIN IMMEDIATE` already
+//! holds the write lock), the expression for the seconds from `start_time` to the timestamp
+//! parameter `$3`, and the modules of the backend's batch statements (`bulk::sqlite` or
+//! `bulk::postgres`: how a sample batch and the event rows reach the table, see `bulk.rs`;
+//! `lifecycle_batch::sqlite` or `lifecycle_batch::postgres`: a lifecycle batch's common ops in
+//! one statement).
 //!
 //! The functions are split by table and concern, each file holding its rows' types and a macro
 //! of its queries that `store_queries!` expands into the same backend module: `jobs.rs` (jobs,
@@ -54,7 +55,8 @@ pub(crate) struct QueuedEvent {
     /// The payload as JSON text.
     pub(crate) payload: String,
     /// For `job_sample`: the `metric_samples` row whose figures are the payload's `sample`. The
-    /// log keeps the reference, not a second copy of the sample (see [`JobSample`]).
+    /// log keeps the reference, not a second copy of the sample (see
+    /// [`crate::domain::event::JobSample`]).
     pub(crate) sample_id: Option<i64>,
 }
 
