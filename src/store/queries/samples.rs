@@ -288,9 +288,6 @@ pub(crate) const PRUNE_CHUNK: i64 = 2000;
 
 /// The sample functions of `store_queries!`, expanded into the same backend module (its
 /// imports, `WriteTx` and the other concerns' functions are in scope there).
-// Kept exactly as moved out of the old `queries.rs`, so that sample changes made against it
-// apply here by hand; drop the skip (and run `cargo fmt`) once they are in.
-#[rustfmt::skip]
 macro_rules! sample_queries {
     ($db:ty, $row_lock:expr, $runtime_until_3:expr) => {
         /// Stores a batch of samples in one transaction: one batch insert of the samples, one
@@ -308,11 +305,12 @@ macro_rules! sample_queries {
             let mut ids: Vec<&str> = items.iter().map(|i| i.job_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
-            let jobs: std::collections::HashMap<String, SampledJob> = bulk::select_jobs(&mut tx, &ids)
-                .await?
-                .into_iter()
-                .map(|row| row.into_sampled())
-                .collect::<StoreResult<_>>()?;
+            let jobs: std::collections::HashMap<String, SampledJob> =
+                bulk::select_jobs(&mut tx, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.into_sampled())
+                    .collect::<StoreResult<_>>()?;
 
             let mut outcome = IngestOutcome::default();
             let mut accepted: Vec<&SampleItem> = Vec::with_capacity(items.len());
@@ -354,34 +352,45 @@ macro_rules! sample_queries {
             // over its rows, locks them in the order given).
             let mut deltas = JobDelta::of(stored.iter().map(|&(_, item, id)| (item, id)));
             deltas.sort_unstable_by(|a, b| a.job_id.cmp(b.job_id));
-            let updated: std::collections::HashSet<String> =
-                bulk::update_jobs(&mut tx, &deltas).await?.into_iter().collect();
+            let updated: std::collections::HashSet<String> = bulk::update_jobs(&mut tx, &deltas)
+                .await?
+                .into_iter()
+                .collect();
             if updated.len() < deltas.len() {
-                let (kept, gone): (Vec<_>, Vec<_>) =
-                    stored.into_iter().partition(|(_, item, _)| updated.contains(&item.job_id));
+                let (kept, gone): (Vec<_>, Vec<_>) = stored
+                    .into_iter()
+                    .partition(|(_, item, _)| updated.contains(&item.job_id));
                 delete_samples(&mut tx, gone.iter().map(|&(_, _, id)| id)).await?;
-                outcome
-                    .rejected
-                    .extend(gone.iter().map(|&(index, _, _)| (index, SampleRejection::UnknownJob)));
+                outcome.rejected.extend(
+                    gone.iter()
+                        .map(|&(index, _, _)| (index, SampleRejection::UnknownJob)),
+                );
                 outcome.rejected.sort_unstable_by_key(|&(index, _)| index);
                 stored = kept;
             }
             outcome.accepted = stored.len();
             // A multi-node job's figures are the whole job's (see `node_figures.rs`).
-            let shares = crate::store::node_figures::shares(
-                stored.iter().map(|&(_, item, _)| item),
-                |id| jobs.get(id).map(|j| j.nodes.as_slice()),
-            );
+            let shares =
+                crate::store::node_figures::shares(stored.iter().map(|&(_, item, _)| item), |id| {
+                    jobs.get(id).map(|j| j.nodes.as_slice())
+                });
             bulk::keep_node_figures(&mut tx, &shares).await?;
 
             for &(_, item, sample_id) in &stored {
-                let Some(job) = jobs.get(&item.job_id) else { continue };
+                let Some(job) = jobs.get(&item.job_id) else {
+                    continue;
+                };
                 tx.append_sample_event(&item.job_id, job.state, sample_id)?;
             }
 
             if let Some(report) = node {
                 if let Some(node) = upsert_node_report(&mut tx, report).await? {
-                    tx.append_other_event(EventKind::NodeUpdated, &NodeChange { node: Cow::Borrowed(&node) })?;
+                    tx.append_other_event(
+                        EventKind::NodeUpdated,
+                        &NodeChange {
+                            node: Cow::Borrowed(&node),
+                        },
+                    )?;
                 }
             }
             tx.commit().await?;
@@ -392,7 +401,8 @@ macro_rules! sample_queries {
         async fn delete_samples(tx: &mut Tx, ids: impl Iterator<Item = i64>) -> StoreResult<()> {
             let ids: Vec<i64> = ids.collect();
             for chunk in ids.chunks(500) {
-                let mut qb: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM metric_samples WHERE id IN (");
+                let mut qb: QueryBuilder<$db> =
+                    QueryBuilder::new("DELETE FROM metric_samples WHERE id IN (");
                 let mut list = qb.separated(", ");
                 for id in chunk {
                     list.push_bind(*id);
@@ -413,7 +423,11 @@ macro_rules! sample_queries {
             }
         }
 
-        pub async fn list_samples(pool: &Pool<$db>, id: &str, query: &SampleQuery) -> StoreResult<(Vec<MetricSample>, i64)> {
+        pub async fn list_samples(
+            pool: &Pool<$db>,
+            id: &str,
+            query: &SampleQuery,
+        ) -> StoreResult<(Vec<MetricSample>, i64)> {
             let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
                 .bind(id)
                 .fetch_one(pool)
@@ -421,14 +435,16 @@ macro_rules! sample_queries {
             if exists == 0 {
                 return Err(StoreError::NotFound);
             }
-            let mut count: QueryBuilder<$db> = QueryBuilder::new("SELECT COUNT(*) FROM metric_samples");
+            let mut count: QueryBuilder<$db> =
+                QueryBuilder::new("SELECT COUNT(*) FROM metric_samples");
             push_sample_range(&mut count, id, query);
             let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
             let mut page: QueryBuilder<$db> =
                 QueryBuilder::new(format!("SELECT {SAMPLE_COLUMNS} FROM metric_samples"));
             push_sample_range(&mut page, id, query);
-            page.push(" ORDER BY timestamp DESC, id DESC LIMIT ").push_bind(query.limit);
+            page.push(" ORDER BY timestamp DESC, id DESC LIMIT ")
+                .push_bind(query.limit);
             let rows: Vec<SampleRow> = page.build_query_as().fetch_all(pool).await?;
             let samples = rows.into_iter().map(MetricSample::from).collect();
             Ok((samples, total))
