@@ -38,9 +38,6 @@ type PackKey = (Option<String>, DateTime<Utc>);
 /// Jobs looked up per query of a pass.
 const JOBS_PAGE: i64 = 200;
 
-/// Rows deleted per statement.
-const DELETE_CHUNK: usize = 1000;
-
 /// What one [`Store::pack_closed_hours`] pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PackPass {
@@ -216,16 +213,7 @@ macro_rules! backend {
                     packs += 1;
                 }
                 // By id, never by time: a row stored since the read above is not in a pack.
-                for chunk in ids.chunks(DELETE_CHUNK) {
-                    let mut qb: QueryBuilder<$db> =
-                        QueryBuilder::new("DELETE FROM metric_samples WHERE id IN (");
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    qb.push(")");
-                    qb.build().execute(&mut *tx).await?;
-                }
+                crate::store::$name::q::delete_samples(&mut *tx, ids.into_iter()).await?;
                 tx.commit().await?;
                 Ok(Some((moved, packs)))
             }

@@ -360,7 +360,7 @@ macro_rules! sample_queries {
                 let (kept, gone): (Vec<_>, Vec<_>) = stored
                     .into_iter()
                     .partition(|(_, item, _)| updated.contains(&item.job_id));
-                delete_samples(&mut tx, gone.iter().map(|&(_, _, id)| id)).await?;
+                delete_samples(&mut **tx, gone.iter().map(|&(_, _, id)| id)).await?;
                 outcome.rejected.extend(
                     gone.iter()
                         .map(|&(index, _, _)| (index, SampleRejection::UnknownJob)),
@@ -397,8 +397,12 @@ macro_rules! sample_queries {
             Ok(outcome)
         }
 
-        /// Deletes the sample rows of `ids`.
-        async fn delete_samples(tx: &mut Tx, ids: impl Iterator<Item = i64>) -> StoreResult<()> {
+        /// Deletes the sample rows of `ids` (a batch's rows of a job deleted meanwhile; the rows
+        /// `store::sample_packs` has packed).
+        pub(crate) async fn delete_samples(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            ids: impl Iterator<Item = i64>,
+        ) -> StoreResult<()> {
             let ids: Vec<i64> = ids.collect();
             for chunk in ids.chunks(500) {
                 let mut qb: QueryBuilder<$db> =
@@ -408,7 +412,7 @@ macro_rules! sample_queries {
                     list.push_bind(*id);
                 }
                 qb.push(")");
-                qb.build().execute(&mut ***tx).await?;
+                qb.build().execute(&mut *conn).await?;
             }
             Ok(())
         }
