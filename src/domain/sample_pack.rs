@@ -52,15 +52,16 @@ pub fn encode(samples: &[PackedSample]) -> Vec<u8> {
     out.varint(sorted.len() as u64);
     out.ints(sorted.iter().map(|(id, _)| Some(*id)));
     out.times(sorted.iter().map(|(_, s)| s.timestamp.timestamp_micros()));
-    for float in FLOATS {
+    for (float, _) in FLOATS {
         out.floats(sorted.iter().map(|(_, s)| float(s)));
     }
-    for int in INTS {
+    for (int, _) in INTS {
         out.ints(sorted.iter().map(|(_, s)| int(s)));
     }
     out.presence(sorted.iter().map(|(_, s)| s.detail.pressure.is_some()));
-    for resource in PRESSURES {
-        fn figures(s: &MetricSample, resource: PressureOf) -> Option<&PressureFigures> {
+    for (resource, _) in PRESSURES {
+        type Of = fn(&Pressure) -> Option<&PressureFigures>;
+        fn figures(s: &MetricSample, resource: Of) -> Option<&PressureFigures> {
             s.detail.pressure.as_ref().and_then(resource)
         }
         out.presence(sorted.iter().map(|(_, s)| figures(s, resource).is_some()));
@@ -136,12 +137,12 @@ pub fn decode(packed: &[u8], node: Option<&str>) -> Result<Vec<PackedSample>, Pa
         };
         samples.push((id, sample));
     }
-    for set in SET_FLOATS {
+    for (_, set) in FLOATS {
         for ((_, s), v) in samples.iter_mut().zip(r.floats(n)?) {
             set(s, v);
         }
     }
-    for set in SET_INTS {
+    for (_, set) in INTS {
         for ((_, s), v) in samples.iter_mut().zip(r.ints(n)?) {
             set(s, v);
         }
@@ -149,7 +150,7 @@ pub fn decode(packed: &[u8], node: Option<&str>) -> Result<Vec<PackedSample>, Pa
     for ((_, s), present) in samples.iter_mut().zip(r.presence(n)?) {
         s.detail.pressure = present.then(Pressure::default);
     }
-    for set in SET_PRESSURES {
+    for (_, set) in PRESSURES {
         let present = r.presence(n)?;
         let avg10 = r.floats(n)?;
         let total = r.ints(n)?;
@@ -183,72 +184,58 @@ pub fn decode(packed: &[u8], node: Option<&str>) -> Result<Vec<PackedSample>, Pa
     Ok(samples)
 }
 
-type FloatOf = fn(&MetricSample) -> Option<f64>;
-type IntOf = fn(&MetricSample) -> Option<i64>;
+/// A figure of a sample: how to read it, and how to set it.
+type Figure<T> = (
+    fn(&MetricSample) -> Option<T>,
+    fn(&mut MetricSample, Option<T>),
+);
 
-/// The `f64` figures, in pack order ([`SET_FLOATS`] is the same order).
-const FLOATS: [FloatOf; 6] = [
-    |s| s.cpu_usage,
-    |s| s.gpu_usage,
-    |s| s.detail.cpu_time_seconds,
-    |s| s.detail.cpu_user_seconds,
-    |s| s.detail.cpu_system_seconds,
-    |s| s.detail.cpu_throttled_seconds,
+/// One [`Figure`] per named field, in the order given: the pack's column order.
+macro_rules! figures {
+    ($($($field:ident).+),* $(,)?) => {
+        [$((|s: &MetricSample| s.$($field).+, |s: &mut MetricSample, v| s.$($field).+ = v)),*]
+    };
+}
+
+/// The `f64` figures, in pack order.
+const FLOATS: [Figure<f64>; 6] = figures![
+    cpu_usage,
+    gpu_usage,
+    detail.cpu_time_seconds,
+    detail.cpu_user_seconds,
+    detail.cpu_system_seconds,
+    detail.cpu_throttled_seconds,
 ];
 
-const SET_FLOATS: [fn(&mut MetricSample, Option<f64>); 6] = [
-    |s, v| s.cpu_usage = v,
-    |s, v| s.gpu_usage = v,
-    |s, v| s.detail.cpu_time_seconds = v,
-    |s, v| s.detail.cpu_user_seconds = v,
-    |s, v| s.detail.cpu_system_seconds = v,
-    |s, v| s.detail.cpu_throttled_seconds = v,
+/// The integer figures, in pack order.
+const INTS: [Figure<i64>; 14] = figures![
+    memory_usage_mb,
+    detail.cpu_nr_throttled,
+    detail.memory_usage_bytes,
+    detail.memory_peak_bytes,
+    detail.memory_limit_bytes,
+    detail.memory_anon_bytes,
+    detail.memory_file_bytes,
+    detail.memory_shmem_bytes,
+    detail.oom_kills,
+    detail.io_read_bytes,
+    detail.io_write_bytes,
+    detail.io_read_ops,
+    detail.io_write_ops,
+    detail.pids,
 ];
 
-/// The integer figures, in pack order ([`SET_INTS`] is the same order).
-const INTS: [IntOf; 14] = [
-    |s| s.memory_usage_mb,
-    |s| s.detail.cpu_nr_throttled,
-    |s| s.detail.memory_usage_bytes,
-    |s| s.detail.memory_peak_bytes,
-    |s| s.detail.memory_limit_bytes,
-    |s| s.detail.memory_anon_bytes,
-    |s| s.detail.memory_file_bytes,
-    |s| s.detail.memory_shmem_bytes,
-    |s| s.detail.oom_kills,
-    |s| s.detail.io_read_bytes,
-    |s| s.detail.io_write_bytes,
-    |s| s.detail.io_read_ops,
-    |s| s.detail.io_write_ops,
-    |s| s.detail.pids,
-];
-
-const SET_INTS: [fn(&mut MetricSample, Option<i64>); 14] = [
-    |s, v| s.memory_usage_mb = v,
-    |s, v| s.detail.cpu_nr_throttled = v,
-    |s, v| s.detail.memory_usage_bytes = v,
-    |s, v| s.detail.memory_peak_bytes = v,
-    |s, v| s.detail.memory_limit_bytes = v,
-    |s, v| s.detail.memory_anon_bytes = v,
-    |s, v| s.detail.memory_file_bytes = v,
-    |s, v| s.detail.memory_shmem_bytes = v,
-    |s, v| s.detail.oom_kills = v,
-    |s, v| s.detail.io_read_bytes = v,
-    |s, v| s.detail.io_write_bytes = v,
-    |s, v| s.detail.io_read_ops = v,
-    |s, v| s.detail.io_write_ops = v,
-    |s, v| s.detail.pids = v,
-];
-
-type PressureOf = fn(&Pressure) -> Option<&PressureFigures>;
+/// A pressure resource: how to read it, and how to set it.
+type Resource = (
+    fn(&Pressure) -> Option<&PressureFigures>,
+    fn(&mut Pressure, PressureFigures),
+);
 
 /// The pressure resources, in pack order.
-const PRESSURES: [PressureOf; 3] = [|p| p.cpu.as_ref(), |p| p.memory.as_ref(), |p| p.io.as_ref()];
-
-const SET_PRESSURES: [fn(&mut Pressure, PressureFigures); 3] = [
-    |p, f| p.cpu = Some(f),
-    |p, f| p.memory = Some(f),
-    |p, f| p.io = Some(f),
+const PRESSURES: [Resource; 3] = [
+    (|p| p.cpu.as_ref(), |p, f| p.cpu = Some(f)),
+    (|p| p.memory.as_ref(), |p, f| p.memory = Some(f)),
+    (|p| p.io.as_ref(), |p, f| p.io = Some(f)),
 ];
 
 /// How a column says which rows have a value.
