@@ -56,30 +56,6 @@ async fn send(app: &common::TestApp, node: &str, items: Vec<Value>) {
     assert_eq!(reply["accepted"], n, "{reply}");
 }
 
-/// Runs `sql` (one statement) against the test database; rows affected.
-async fn sql(app: &common::TestApp, sql: &str) -> u64 {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    if app.db.url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
-        let n = sqlx::query(sql)
-            .execute(&pool)
-            .await
-            .unwrap()
-            .rows_affected();
-        pool.close().await;
-        n
-    } else {
-        let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
-        let n = sqlx::query(sql)
-            .execute(&pool)
-            .await
-            .unwrap()
-            .rows_affected();
-        pool.close().await;
-        n
-    }
-}
-
 fn figure(point: &Value, name: &str) -> (f64, f64, f64) {
     let f = &point[name];
     (
@@ -346,7 +322,8 @@ on_both_backends!(passes_are_idempotent_and_survive_being_cut_off, |app| {
     app.store.roll_up(Utc::now()).await.unwrap();
     // Cut off before its watermark was written: the next pass starts over and rewrites them.
     assert_eq!(
-        sql(app, "UPDATE rollup_state SET rolled_until = NULL").await,
+        app.execute("UPDATE rollup_state SET rolled_until = NULL", None)
+            .await,
         1
     );
     let again = app.store.roll_up(Utc::now()).await.unwrap();

@@ -203,11 +203,11 @@ on_both_backends!(
         // More old event rows than several pruning statements take (2,000 each), and one that stays.
         let old = Utc::now() - Duration::days(30);
         let inserted = app
-            .execute_at(
+            .execute(
                 "INSERT INTO events (occurred_at, kind, job_id, payload) \
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12001) \
              SELECT $1, 'job_created', NULL, '{}' FROM n",
-                old,
+                Some(old),
             )
             .await;
         assert_eq!(inserted, 12_001);

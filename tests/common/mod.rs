@@ -354,17 +354,26 @@ impl TestApp {
         }
     }
 
-    /// Runs `sql` (one statement, `$1` bound to `at`) on the database itself; rows affected.
-    pub async fn execute_at(&self, sql: &str, at: chrono::DateTime<chrono::Utc>) -> u64 {
+    /// Runs `sql` (one statement; `$1` bound to `at` when given) on the database itself; rows
+    /// affected.
+    pub async fn execute(&self, sql: &str, at: Option<chrono::DateTime<chrono::Utc>>) -> u64 {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         if self.db.url.starts_with("sqlite:") {
             let pool = sqlx::SqlitePool::connect(&self.db.url).await.unwrap();
-            let n = sqlx::query(sql).bind(at).execute(&pool).await;
+            let query = sqlx::query(sql);
+            let n = match at {
+                Some(at) => query.bind(at).execute(&pool).await,
+                None => query.execute(&pool).await,
+            };
             pool.close().await;
             n.unwrap().rows_affected()
         } else {
             let pool = sqlx::PgPool::connect(&self.db.url).await.unwrap();
-            let n = sqlx::query(sql).bind(at).execute(&pool).await;
+            let query = sqlx::query(sql);
+            let n = match at {
+                Some(at) => query.bind(at).execute(&pool).await,
+                None => query.execute(&pool).await,
+            };
             pool.close().await;
             n.unwrap().rows_affected()
         }
