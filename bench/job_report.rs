@@ -2,7 +2,10 @@
 //! `Store::get_job`, `Store::report_inputs`, `domain::report::compute`) of one job with 10,000
 //! samples from one node, each with two GPUs, on PostgreSQL and on SQLite. The job is stored
 //! through `Store::ingest_samples` in batches of 1,000, as agents send them; the report is then
-//! computed again and again, timed whole and in its parts.
+//! computed again and again, timed whole and in its parts: first with every sample in a row (as
+//! just ingested), then after `serve`'s packing pass has moved the closed hours into packs (all
+//! but the newest hour: how a job of 10,000 samples at 15 s, 42 hours, is stored when it ends).
+//! Both must give the same report.
 //!
 //! Run: `cargo bench --bench job_report` (see BENCHMARKS.md). Options by environment:
 //! `BENCH_SAMPLES` (default 10000), `BENCH_RUNS` timed reports (default 50), `BENCH_BACKENDS`
@@ -12,9 +15,9 @@
 mod support;
 use support::{create_running_job, ingest_all, main_over_backends, percentile_ms};
 
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use jobscope::collector::{GpuReading, GpuVendor};
-use jobscope::domain::report::{compute, Thresholds};
+use jobscope::domain::report::{compute, Report, Thresholds};
 use jobscope::domain::{now_micros, MetricSample, SampleDetail};
 use jobscope::store::{SampleItem, Store};
 use std::time::Instant;
@@ -75,17 +78,25 @@ async fn fill(store: &Store, samples: usize) {
     ingest_all(store, &items).await;
 }
 
-async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
-    let store = Store::connect(url).await.expect("store");
-    fill(&store, samples).await;
+/// Times `runs` reports of the job (after 5 untimed ones); returns the last report and prints
+/// a table row.
+async fn time_reports(
+    store: &Store,
+    backend: &str,
+    stored: &str,
+    samples: usize,
+    runs: usize,
+    now: DateTime<Utc>,
+) -> Report {
     let t = Thresholds::default();
     let (mut whole, mut read, mut computing) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
     for i in 0..runs + 5 {
         let started = Instant::now();
         let job = store.get_job(JOB).await.unwrap();
         let (nodes, devices) = store.report_inputs(&job, &t).await.unwrap();
         let read_done = Instant::now();
-        let report = compute(&job, &nodes, &devices, Utc::now(), &t);
+        let report = compute(&job, &nodes, &devices, now, &t);
         let done = Instant::now();
         assert_eq!(report.samples, samples as i64);
         assert_eq!(report.gpu.devices.len(), 2);
@@ -94,17 +105,34 @@ async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
             read.push(read_done - started);
             computing.push(done - read_done);
         }
+        last = Some(report);
     }
     for v in [&mut whole, &mut read, &mut computing] {
         v.sort();
     }
     println!(
-        "| {backend} | {samples} | {runs} | {:.2} | {:.2} | {:.2} | {:.3} |",
+        "| {backend} | {stored} | {samples} | {runs} | {:.2} | {:.2} | {:.2} | {:.3} |",
         percentile_ms(&whole, 0.5),
         percentile_ms(&whole, 0.95),
         percentile_ms(&read, 0.5),
         percentile_ms(&computing, 0.5),
     );
+    last.expect("at least one report")
+}
+
+async fn run(backend: &str, url: &str, samples: usize, runs: usize) {
+    let store = Store::connect(url).await.expect("store");
+    fill(&store, samples).await;
+    // One instant for both: the job is running, and its report depends on the time.
+    let now = Utc::now();
+    let from_rows = time_reports(&store, backend, "rows", samples, runs, now).await;
+    let pass = store
+        .pack_closed_hours(Utc::now(), &Thresholds::default())
+        .await
+        .expect("packing");
+    assert!(pass.samples > 0, "nothing was packed");
+    let from_packs = time_reports(&store, backend, "packs + newest hour", samples, runs, now).await;
+    assert_eq!(from_packs, from_rows, "packing changed the report");
     store.close().await;
 }
 
@@ -116,6 +144,7 @@ fn main() {
         "50",
         &[
             "backend",
+            "stored as",
             "samples",
             "reports",
             "p50 ms",

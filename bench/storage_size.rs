@@ -18,6 +18,7 @@ mod support;
 use support::{env_or, percentile_ms};
 
 use chrono::{Duration, DurationRound, Utc};
+use jobscope::domain::report::Thresholds;
 use jobscope::domain::{Job, JobState};
 use jobscope::store::{AuditContext, SampleQuery, Store};
 use sqlx::{Executor, PgPool};
@@ -150,7 +151,7 @@ async fn run(url: &str, jobs: i64, per_job: i64) {
 
     let started = Instant::now();
     let pass = store
-        .pack_closed_hours(Utc::now())
+        .pack_closed_hours(Utc::now(), Thresholds::site())
         .await
         .expect("pack pass");
     let packing = started.elapsed().as_secs_f64();

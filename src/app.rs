@@ -281,10 +281,12 @@ async fn prune_loop(
 /// Packs the sample rows of closed hours (`store::sample_packs`), saying what it did.
 async fn pack_closed_hours(store: &Store, now: chrono::DateTime<chrono::Utc>) {
     let started = std::time::Instant::now();
-    match store.pack_closed_hours(now).await {
-        Ok(p) if p.samples > 0 => tracing::info!(
+    let thresholds = crate::domain::report::Thresholds::site();
+    match store.pack_closed_hours(now, thresholds).await {
+        Ok(p) if p.samples + p.digests > 0 => tracing::info!(
             samples = p.samples,
             packs = p.packs,
+            digests_filled = p.digests,
             took_ms = started.elapsed().as_millis() as u64,
             "packed the samples of closed hours"
         ),

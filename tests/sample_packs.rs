@@ -6,6 +6,7 @@
 mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use jobscope::domain::report::Thresholds;
 use serde_json::{json, Value};
 
 /// Midnight UTC `days` days ago.
@@ -126,7 +127,11 @@ on_both_backends!(closed_hours_are_packed_and_read_back_unchanged, |app| {
     assert_eq!(events_before.len(), sent);
     assert!(events_before.iter().all(|e| e["sample"].is_object()));
 
-    let pass = app.store.pack_closed_hours(Utc::now()).await.unwrap();
+    let pass = app
+        .store
+        .pack_closed_hours(Utc::now(), Thresholds::site())
+        .await
+        .unwrap();
     assert_eq!(pass.samples as usize, sent - 1, "all but today's sample");
     // Node a in five hours (22:00 to 02:00), node b in one.
     assert_eq!(pass.packs, 6);
@@ -139,13 +144,20 @@ on_both_backends!(closed_hours_are_packed_and_read_back_unchanged, |app| {
     assert_eq!(sample_events(app).await, events_before);
 
     // A second pass finds nothing to do.
-    let again = app.store.pack_closed_hours(Utc::now()).await.unwrap();
+    let again = app
+        .store
+        .pack_closed_hours(Utc::now(), Thresholds::site())
+        .await
+        .unwrap();
     assert_eq!((again.samples, again.packs), (0, 0));
 });
 
 on_both_backends!(late_and_resent_samples_join_their_hours_pack_once, |app| {
     let (from, sent) = job_over_two_days(app).await;
-    app.store.pack_closed_hours(Utc::now()).await.unwrap();
+    app.store
+        .pack_closed_hours(Utc::now(), Thresholds::site())
+        .await
+        .unwrap();
     // An agent's spool, days late: one new sample of the packed first day, and one that the
     // pack already holds (same node, same instant).
     let reply = send(
@@ -161,7 +173,11 @@ on_both_backends!(late_and_resent_samples_join_their_hours_pack_once, |app| {
         reply["accepted"], 2,
         "the rows table cannot see the packs: {reply}"
     );
-    let pass = app.store.pack_closed_hours(Utc::now()).await.unwrap();
+    let pass = app
+        .store
+        .pack_closed_hours(Utc::now(), Thresholds::site())
+        .await
+        .unwrap();
     assert_eq!(pass.samples, 2);
     assert_eq!(pass.packs, 1, "node a's first hour is packed again");
     assert_eq!(app.rows_of("sample_packs", "p1").await, 6);
@@ -178,7 +194,10 @@ on_both_backends!(late_and_resent_samples_join_their_hours_pack_once, |app| {
 
 on_both_backends!(retention_and_deletion_take_the_packs, |app| {
     let (_, sent) = job_over_two_days(app).await;
-    app.store.pack_closed_hours(Utc::now()).await.unwrap();
+    app.store
+        .pack_closed_hours(Utc::now(), Thresholds::site())
+        .await
+        .unwrap();
     // The packs before midnight go: node b's, and node a's of 22:00 and 23:00.
     let (samples_gone, _) = app.store.prune(midnight(2)).await.unwrap();
     assert_eq!(
@@ -223,3 +242,75 @@ on_both_backends!(
         assert_eq!(left[0].job_id.as_deref(), Some("keep"));
     }
 );
+
+on_both_backends!(reports_read_packs_as_they_read_rows, |app| {
+    job_over_two_days(app).await;
+    let body = json!({"job_id": "p1", "exit_code": 0, "timestamp": Utc::now().to_rfc3339()});
+    app.post_event("job-finished", &body).await.expect(200);
+    let report = || async {
+        let mut r = app.get("/v1/jobs/p1/report").await.expect(200);
+        r.as_object_mut().unwrap().remove("computed_at");
+        r
+    };
+    let list = || async {
+        app.get("/v1/reports?since=7d")
+            .await
+            .expect(200)
+            .get("jobs")
+            .cloned()
+    };
+    // Another site's idle threshold: the packs' digests, counted at the default, do not fit.
+    let strict = Thresholds {
+        gpu_idle_percent: 45.0,
+        ..Thresholds::default()
+    };
+    let inputs = |t: Thresholds| async move {
+        let job = app.store.get_job("p1").await.unwrap();
+        app.store.report_inputs(&job, &t).await.unwrap()
+    };
+    let (before, listed, strict_before) =
+        (report().await, list().await, inputs(strict.clone()).await);
+    assert_eq!(before["samples"], 29, "{before}");
+    assert!(strict_before.1[0].idle_samples > 0, "{strict_before:?}");
+
+    let pass = app
+        .store
+        .pack_closed_hours(Utc::now(), Thresholds::site())
+        .await
+        .unwrap();
+    assert_eq!(pass.packs, 6);
+    assert_eq!(
+        report().await,
+        before,
+        "from packs' digests and the newest row"
+    );
+    assert_eq!(list().await, listed);
+    assert_eq!(
+        inputs(strict.clone()).await,
+        strict_before,
+        "digests computed anew"
+    );
+
+    // Packs written before digests were kept: read from their samples, and the next pass fills
+    // their digests in.
+    let cleared = app
+        .execute("UPDATE sample_packs SET digest = NULL", None)
+        .await;
+    assert_eq!(cleared, 6);
+    assert_eq!(report().await, before, "from the packs' samples");
+    let pass = app
+        .store
+        .pack_closed_hours(Utc::now(), Thresholds::site())
+        .await
+        .unwrap();
+    assert_eq!((pass.samples, pass.digests), (0, 6));
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM sample_packs WHERE job_id = $1 AND digest IS NULL",
+            "p1"
+        )
+        .await,
+        0
+    );
+    assert_eq!(report().await, before);
+});

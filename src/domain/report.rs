@@ -2,8 +2,9 @@
 //! I/O against the allocation, plain advice backed by its figures, and a grade.
 //!
 //! Pure computation: the input is the job and a summary of its samples per node
-//! ([`NodeSummary`]) and per GPU device ([`DeviceSummary`]), which the store computes in SQL
-//! (`store/reports.rs`) and [`summarize`] computes from a sample series (tests, small jobs).
+//! ([`NodeSummary`]) and per GPU device ([`DeviceSummary`]), which [`summarize`] computes from
+//! a sample series and the store merges ([`SummaryMerge`]) from SQL over its sample rows and
+//! each sample pack's stored [`SampleDigest`] (`store/reports.rs`).
 //! A figure that was not measured is `None` and says "not measured"; no advice is ever drawn
 //! from it. Every threshold lives in [`Thresholds`], which a site may override
 //! (`--report-thresholds FILE`, TOML).
@@ -21,7 +22,9 @@ mod thresholds;
 use advice::advise;
 pub use list::{parse_since, ListTotals, ReportLine, ReportList};
 pub use render::{bytes, duration, render, render_list};
-pub use summary::{summarize, DeviceFold, DeviceSummary, NodeSummary};
+pub use summary::{
+    summarize, DeviceFold, DeviceSummary, NodeSummary, NodeTally, SampleDigest, SummaryMerge,
+};
 pub use thresholds::Thresholds;
 
 use crate::domain::Job;
@@ -691,5 +694,64 @@ mod tests {
         assert!(Thresholds::from_toml("cpu_efficiency_low = 2").is_err());
         assert!(Thresholds::from_toml("no_such = 1").is_err());
         assert!(Thresholds::from_toml("grade_a = 0.1").is_err());
+    }
+
+    #[test]
+    fn digests_of_parts_merge_into_the_summary_of_the_whole() {
+        let j = job(&["a", "b"], 8, 4096, 3600);
+        let t = Thresholds::default();
+        let mut series = Vec::new();
+        for i in 0..90i64 {
+            let node = if i % 3 == 0 { "b" } else { "a" };
+            let mut s = sample(node, i * 40, 10.0 * i as f64, (1 << 30) + (i % 17) * 4096);
+            s.cpu_usage = (i % 5 != 0).then_some(20.0 + (i % 9) as f64);
+            s.detail.gpus = vec![
+                gpu(0, Some((i * 7 % 100) as f64), 500.0 * i as f64),
+                gpu(1, (i % 4 != 0).then_some(1.0), 3.0 * i as f64),
+            ];
+            series.push(s);
+        }
+        let whole = summarize(&j, &series, &t);
+        // Parts as packs would hold them (one node, any order inside), merged in any order.
+        let mut merge = SummaryMerge::default();
+        let mut parts: Vec<(&str, Vec<MetricSample>)> = Vec::new();
+        for node in ["a", "b"] {
+            let mine: Vec<MetricSample> = series
+                .iter()
+                .filter(|s| s.detail.node.as_deref() == Some(node))
+                .cloned()
+                .collect();
+            for chunk in mine.chunks(11) {
+                let mut chunk = chunk.to_vec();
+                chunk.reverse();
+                parts.push((node, chunk));
+            }
+        }
+        parts.reverse();
+        for (node, mut part) in parts {
+            let first_at = part.iter().map(|s| s.timestamp).min().unwrap();
+            part.sort_by_key(|s| s.timestamp);
+            merge.add_digest(first_at, SampleDigest::of(node, &part, &t));
+        }
+        let (nodes, devices) = merge.finish();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(devices.len(), 4);
+        for (merged, expected) in nodes.iter().zip(&whole.0) {
+            let mean = |n: &NodeSummary| n.cpu_usage_mean.unwrap();
+            assert!((mean(merged) - mean(expected)).abs() < 1e-9);
+            let strip = |n: &NodeSummary| NodeSummary {
+                cpu_usage_mean: None,
+                ..n.clone()
+            };
+            assert_eq!(strip(merged), strip(expected));
+        }
+        assert_eq!(
+            devices, whole.1,
+            "energy from the first to the last part, idle counts summed"
+        );
+        assert_eq!(
+            compute(&j, &nodes, &devices, t0(), &t),
+            compute(&j, &whole.0, &whole.1, t0(), &t)
+        );
     }
 }

@@ -15,8 +15,9 @@
 
 use super::queries::{SampleRow, SAMPLE_COLUMNS};
 use super::{SampleQuery, Store, StoreError, StoreResult, StoredEvent};
+use crate::domain::report::{SampleDigest, SummaryMerge, Thresholds};
 use crate::domain::sample_pack::{self, PackedSample};
-use crate::domain::MetricSample;
+use crate::domain::{Job, MetricSample};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use std::collections::BTreeMap;
 
@@ -38,6 +39,9 @@ type PackKey = (Option<String>, DateTime<Utc>);
 /// Jobs looked up per query of a pass.
 const JOBS_PAGE: i64 = 200;
 
+/// Packs without a digest (written before digests were kept) given one per pass, at most.
+const DIGESTS_PER_PASS: i64 = 2_000;
+
 /// What one [`Store::pack_closed_hours`] pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PackPass {
@@ -45,6 +49,8 @@ pub struct PackPass {
     pub samples: u64,
     /// Packs written (new, or rewritten with late samples).
     pub packs: u64,
+    /// Older packs given the digest they lacked.
+    pub digests: u64,
 }
 
 /// A pack as stored, without its data.
@@ -70,6 +76,19 @@ fn damaged(e: sample_pack::PackError) -> StoreError {
     StoreError::Corrupt(format!("sample_packs.data: {e}"))
 }
 
+/// The digest of a pack's samples (in any order), as stored beside it; a pack of samples posted
+/// without a node is digested under the name "" (readers give it the job's first node, as for
+/// rows).
+fn digest_of(
+    node: Option<&str>,
+    samples: &[PackedSample],
+    thresholds: &Thresholds,
+) -> SampleDigest {
+    let mut oldest_first: Vec<&MetricSample> = samples.iter().map(|(_, s)| s).collect();
+    oldest_first.sort_by_key(|s| s.timestamp);
+    SampleDigest::of(node.unwrap_or(""), oldest_first, thresholds)
+}
+
 /// The start of the [`PERIOD`] that holds `t`.
 fn period_start(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(PERIOD).unwrap_or(t)
@@ -79,6 +98,7 @@ macro_rules! backend {
     ($name:ident, $db:ty, $begin:expr, $lock:literal) => {
         mod $name {
             use super::*;
+            use sqlx::types::Json;
             use sqlx::{Pool, QueryBuilder};
 
             /// Jobs with sample rows before `before`, by id after `after`.
@@ -105,6 +125,7 @@ macro_rules! backend {
                 pool: &Pool<$db>,
                 job_id: &str,
                 before: DateTime<Utc>,
+                thresholds: &Thresholds,
             ) -> StoreResult<Option<(u64, u64)>> {
                 let mut tx = pool.begin_with($begin).await?;
                 let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
@@ -197,8 +218,8 @@ macro_rules! backend {
                         .map_err(|_| StoreError::Corrupt("sample pack too large".into()))?;
                     sqlx::query(
                         "INSERT INTO sample_packs \
-                         (job_id, node, first_at, last_at, samples, min_id, max_id, data) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                         (job_id, node, first_at, last_at, samples, min_id, max_id, data, digest) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
                     .bind(job_id)
                     .bind(&node)
@@ -208,6 +229,7 @@ macro_rules! backend {
                     .bind(min_id)
                     .bind(max_id)
                     .bind(sample_pack::encode(&samples))
+                    .bind(Json(digest_of(node.as_deref(), &samples, thresholds)))
                     .execute(&mut *tx)
                     .await?;
                     packs += 1;
@@ -244,17 +266,68 @@ macro_rules! backend {
             pub(super) async fn pack_data(
                 pool: &Pool<$db>,
                 job_id: &str,
-                meta: &PackMeta,
+                node: &Option<String>,
+                first_at: DateTime<Utc>,
             ) -> StoreResult<Option<Vec<u8>>> {
                 Ok(sqlx::query_scalar(
                     "SELECT data FROM sample_packs WHERE job_id = $1 \
                      AND node IS NOT DISTINCT FROM $2 AND first_at = $3",
                 )
                 .bind(job_id)
-                .bind(&meta.node)
-                .bind(meta.first_at)
+                .bind(node)
+                .bind(first_at)
                 .fetch_optional(pool)
                 .await?)
+            }
+
+            /// Job `job_id`'s packs' digests (`None` for a pack written before digests were
+            /// kept), oldest first.
+            pub(super) async fn digests_of(
+                pool: &Pool<$db>,
+                job_id: &str,
+            ) -> StoreResult<Vec<(Option<String>, DateTime<Utc>, Option<Json<SampleDigest>>)>>
+            {
+                Ok(sqlx::query_as(
+                    "SELECT node, first_at, digest FROM sample_packs WHERE job_id = $1 \
+                     ORDER BY first_at",
+                )
+                .bind(job_id)
+                .fetch_all(pool)
+                .await?)
+            }
+
+            /// Gives up to `limit` packs that lack a digest theirs; returns how many.
+            pub(super) async fn fill_digests(
+                pool: &Pool<$db>,
+                thresholds: &Thresholds,
+                limit: i64,
+            ) -> StoreResult<u64> {
+                let packs: Vec<(String, Option<String>, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+                    "SELECT job_id, node, first_at, data FROM sample_packs \
+                     WHERE digest IS NULL LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                let mut filled = 0;
+                for (job_id, node, first_at, data) in packs {
+                    let samples = sample_pack::decode(&data, node.as_deref()).map_err(damaged)?;
+                    // Only if still the same pack (a packing pass may have rewritten it).
+                    filled += sqlx::query(
+                        "UPDATE sample_packs SET digest = $4 WHERE job_id = $1 \
+                         AND node IS NOT DISTINCT FROM $2 AND first_at = $3 AND digest IS NULL \
+                         AND samples = $5",
+                    )
+                    .bind(&job_id)
+                    .bind(&node)
+                    .bind(first_at)
+                    .bind(Json(digest_of(node.as_deref(), &samples, thresholds)))
+                    .bind(samples.len() as i32)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                }
+                Ok(filled)
             }
 
             /// Job `job_id`'s packs whose id range holds `sample_id`.
@@ -334,16 +407,28 @@ impl Store {
     /// Packs every job's sample rows of the hours that ended at least [`PACK_AFTER`] before
     /// `now`: one transaction per job (and per day of its backlog), so a pass cut off resumes
     /// where it was.
-    pub async fn pack_closed_hours(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
+    /// Each pack keeps a digest for reports, its GPUs' idle samples counted by `thresholds`.
+    pub async fn pack_closed_hours(
+        &self,
+        now: DateTime<Utc>,
+        thresholds: &Thresholds,
+    ) -> StoreResult<PackPass> {
         let started = std::time::Instant::now();
-        let result = self.pack_closed_hours_inner(now).await;
+        let result = self.pack_closed_hours_inner(now, thresholds).await;
         self.observe("pack_closed_hours", started, &result);
         result
     }
 
-    async fn pack_closed_hours_inner(&self, now: DateTime<Utc>) -> StoreResult<PackPass> {
+    async fn pack_closed_hours_inner(
+        &self,
+        now: DateTime<Utc>,
+        thresholds: &Thresholds,
+    ) -> StoreResult<PackPass> {
         let before = period_start(now - PACK_AFTER);
-        let mut pass = PackPass::default();
+        let mut pass = PackPass {
+            digests: on!(self, fill_digests(thresholds, DIGESTS_PER_PASS))?,
+            ..PackPass::default()
+        };
         let mut after = String::new();
         loop {
             let jobs = on!(self, jobs_with_rows_before(before, &after))?;
@@ -352,7 +437,8 @@ impl Store {
             };
             after = last.clone();
             for job in &jobs {
-                while let Some((samples, packs)) = on!(self, pack_oldest(job, before))? {
+                while let Some((samples, packs)) = on!(self, pack_oldest(job, before, thresholds))?
+                {
                     pass.samples += samples;
                     pass.packs += packs;
                 }
@@ -387,7 +473,7 @@ impl Store {
                 total += i64::from(meta.samples);
                 continue;
             }
-            let Some(data) = on!(self, pack_data(id, meta))? else {
+            let Some(data) = on!(self, pack_data(id, &meta.node, meta.first_at))? else {
                 continue; // packed again or pruned since the listing: its samples moved on
             };
             let samples: Vec<MetricSample> = sample_pack::decode(&data, meta.node.as_deref())
@@ -446,6 +532,36 @@ impl Store {
             event.missing_sample = None;
         }
         Ok(events)
+    }
+
+    /// Adds job `job`'s packs to a report's `merge`: each pack's stored digest, or, for a pack
+    /// without one or digested under another GPU idle threshold, a digest of its samples.
+    /// With `thresholds` `None` only the node tallies are wanted (any digest will do).
+    pub(super) async fn add_pack_digests(
+        &self,
+        job: &Job,
+        thresholds: Option<&Thresholds>,
+        merge: &mut SummaryMerge,
+    ) -> StoreResult<()> {
+        let first = job.nodes.first().map(String::as_str).unwrap_or("");
+        for (node, first_at, digest) in on!(self, digests_of(&job.id))? {
+            let usable = digest
+                .map(|d| d.0)
+                .filter(|d| thresholds.is_none_or(|t| d.fits(t)));
+            let mut digest = match usable {
+                Some(digest) => digest,
+                None => {
+                    let Some(data) = on!(self, pack_data(&job.id, &node, first_at))? else {
+                        continue; // packed again or pruned since the listing
+                    };
+                    let samples = sample_pack::decode(&data, node.as_deref()).map_err(damaged)?;
+                    digest_of(None, &samples, thresholds.unwrap_or(Thresholds::site()))
+                }
+            };
+            digest.rename(node.as_deref().unwrap_or(first));
+            merge.add_digest(first_at, digest);
+        }
+        Ok(())
     }
 
     /// Deletes the packs whose newest sample is before `before`; returns how many samples went.

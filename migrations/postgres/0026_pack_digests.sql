@@ -1,0 +1,7 @@
+-- A report's summary of each sample pack (issue 14): per node, the sample count, CPU time, the
+-- CPU mean as sum and count, memory peak, OOM kills and I/O; per GPU, utilization sum, maximum
+-- and idle count, memory peak, first and last energy (domain::report::SampleDigest, as JSON).
+-- A report then reads one small row per pack instead of decoding every packed sample's GPU list.
+-- Packs written before this migration have none: a report decodes those, and the next packing
+-- pass fills them in (store::sample_packs).
+ALTER TABLE sample_packs ADD COLUMN digest JSON;
