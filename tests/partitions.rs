@@ -68,3 +68,136 @@ async fn days_are_made_ahead_dropped_whole_and_rows_without_a_day_are_kept() {
     assert_eq!(app.store.events_after(0, 100).await.unwrap().len(), 1);
     app.finish().await;
 }
+
+/// Migration 0023 killed half-way (the `jobscope migrate` process, while PostgreSQL copies the
+/// log) leaves the old table as it was; the next run migrates from the start and every row is
+/// there, ids and all.
+#[tokio::test]
+async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
+    if common::skip_postgres() {
+        return;
+    }
+    let db = common::TestDb::new(Backend::Postgres).await;
+    let mut migrator =
+        sqlx::migrate::Migrator::new(std::path::Path::new("./migrations/postgres"))
+            .await
+            .unwrap();
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < 23)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    // One connection, so that every other backend of the database is the migration's.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    migrator.run(&pool).await.unwrap();
+    // Enough rows that the copy takes seconds, over three days.
+    sqlx::query(
+        "INSERT INTO events (occurred_at, kind, job_id, payload) \
+         SELECT now() - (i % 3) * INTERVAL '1 day', 'job_created', 'j' || i, '{\"n\":1}' \
+         FROM generate_series(1, 1500000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before: (i64, i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), MAX(id), SUM(id) FROM events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobscope"))
+        .args(["migrate", "--database-url", &db.url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while the copy runs.
+    common::poll_until("the copy to start", std::time::Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%events_before_0023%' \
+                 AND state = 'active' AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if n > 0 { Ok(()) } else { Err("not yet".to_owned()) }
+        }
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The server notices the client gone once the statement ends, and rolls it all back.
+    common::poll_until("the killed migration to end", std::time::Duration::from_secs(120), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if n == 0 { Ok(()) } else { Err(format!("{n} backends left")) }
+        }
+    })
+    .await;
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 23")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 0, "the killed migration is not recorded");
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kind, "r", "the old, plain table is back");
+    assert_eq!(
+        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id) FROM events")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        before
+    );
+
+    // Run again, to the end.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jobscope"))
+        .args(["migrate", "--database-url", &db.url])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kind, "p", "partitioned now");
+    assert_eq!(
+        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id) FROM events")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        before
+    );
+    let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events_default")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(in_default, 0, "every day got its partition");
+    // The sequence carried over: the next id follows.
+    let next: i64 = sqlx::query_scalar(
+        "INSERT INTO events (occurred_at, kind, payload) VALUES (now(), 'job_created', '{}') RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(next > before.1);
+    pool.close().await;
+}
