@@ -106,7 +106,7 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
     .await
     .unwrap();
     let before: (i64, i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), MAX(id), SUM(id) FROM events")
+        sqlx::query_as("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -117,12 +117,12 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it while the copy runs.
+    // Kill it while the migration runs (the statement shown begins with its comment).
     common::poll_until("the copy to start", std::time::Duration::from_secs(60), || {
         let pool = pool.clone();
         async move {
             let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%events_before_0023%' \
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%event log partitioned by UTC day%' \
                  AND state = 'active' AND pid <> pg_backend_pid()",
             )
             .fetch_one(&pool)
@@ -160,7 +160,7 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .unwrap();
     assert_eq!(kind, "r", "the old, plain table is back");
     assert_eq!(
-        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id) FROM events")
+        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
             .fetch_one(&pool)
             .await
             .unwrap(),
@@ -180,7 +180,7 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .unwrap();
     assert_eq!(kind, "p", "partitioned now");
     assert_eq!(
-        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id) FROM events")
+        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
             .fetch_one(&pool)
             .await
             .unwrap(),
