@@ -293,7 +293,9 @@ async fn maintain_partitions(store: &Store, now: chrono::DateTime<chrono::Utc>) 
             tracing::info!(created = ?u.created, "created event-log partitions ahead")
         }
         Ok(_) => {}
-        Err(err) => tracing::warn!(error = %err, "maintaining event-log partitions failed; will retry"),
+        Err(err) => {
+            tracing::warn!(error = %err, "maintaining event-log partitions failed; will retry")
+        }
     }
 }
 

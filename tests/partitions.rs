@@ -18,7 +18,10 @@ async fn days_are_made_ahead_dropped_whole_and_rows_without_a_day_are_kept() {
     let days = app.store.event_partitions().await.unwrap();
     for n in 0..=jobscope::store::partitions::AHEAD_DAYS {
         let day = (now + Duration::days(n)).date_naive();
-        assert!(days.contains(&day), "{day} missing from {days:?} ({upkeep:?})");
+        assert!(
+            days.contains(&day),
+            "{day} missing from {days:?} ({upkeep:?})"
+        );
     }
 
     // Rows of a day with no partition (an old day, as a replayed log would bring) land in the
@@ -78,10 +81,9 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         return;
     }
     let db = common::TestDb::new(Backend::Postgres).await;
-    let mut migrator =
-        sqlx::migrate::Migrator::new(std::path::Path::new("./migrations/postgres"))
-            .await
-            .unwrap();
+    let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new("./migrations/postgres"))
+        .await
+        .unwrap();
     migrator.migrations = migrator
         .migrations
         .iter()
@@ -135,35 +137,47 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
     child.kill().unwrap();
     child.wait().unwrap();
     // The server notices the client gone once the statement ends, and rolls it all back.
-    common::poll_until("the killed migration to end", std::time::Duration::from_secs(120), || {
-        let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+    common::poll_until(
+        "the killed migration to end",
+        std::time::Duration::from_secs(120),
+        || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
                  AND pid <> pg_backend_pid()",
-            )
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                if n == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} backends left"))
+                }
+            }
+        },
+    )
+    .await;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 23")
             .fetch_one(&pool)
             .await
             .unwrap();
-            if n == 0 { Ok(()) } else { Err(format!("{n} backends left")) }
-        }
-    })
-    .await;
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 23")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
     assert_eq!(applied, 0, "the killed migration is not recorded");
-    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(kind, "r", "the old, plain table is back");
-    assert_eq!(
-        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
             .fetch_one(&pool)
             .await
-            .unwrap(),
+            .unwrap();
+    assert_eq!(kind, "r", "the old, plain table is back");
+    assert_eq!(
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events"
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap(),
         before
     );
 
@@ -174,16 +188,19 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .status()
         .unwrap();
     assert!(status.success());
-    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(kind, "p", "partitioned now");
-    assert_eq!(
-        sqlx::query_as::<_, (i64, i64, i64)>("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
             .fetch_one(&pool)
             .await
-            .unwrap(),
+            .unwrap();
+    assert_eq!(kind, "p", "partitioned now");
+    assert_eq!(
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events"
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap(),
         before
     );
     let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events_default")

@@ -62,9 +62,7 @@ pub fn partition_day(name: &str) -> Option<NaiveDate> {
 
 /// Midnight (UTC) starting `day`.
 fn start_of(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
+    day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
 }
 
 /// A timestamp as a SQL literal (DDL takes no parameters; the text is our own formatting).

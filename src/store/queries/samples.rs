@@ -459,7 +459,11 @@ macro_rules! sample_queries {
         /// `store::partitions` drops whole), [`PRUNE_CHUNK`] rows a statement: each delete is a
         /// short transaction, so on SQLite (one writer at a time) a prune of millions of rows
         /// never holds agents' batches back for long (issue 19; BENCHMARKS.md, "Sample storage").
-        pub async fn prune(pool: &Pool<$db>, before: DateTime<Utc>, events_table: &'static str) -> StoreResult<(u64, u64)> {
+        pub async fn prune(
+            pool: &Pool<$db>,
+            before: DateTime<Utc>,
+            events_table: &'static str,
+        ) -> StoreResult<(u64, u64)> {
             let mut counts = [0u64; 2];
             let events_sql = format!(
                 "DELETE FROM {events_table} WHERE id IN \
@@ -489,9 +493,9 @@ macro_rules! sample_queries {
                 "DELETE FROM deleted_jobs WHERE deleted_at < $1 \
                  AND deleted_at < COALESCE((SELECT MIN(occurred_at) FROM events), $1)",
             )
-                .bind(before)
-                .execute(pool)
-                .await?;
+            .bind(before)
+            .execute(pool)
+            .await?;
             Ok((counts[0], counts[1]))
         }
     };
