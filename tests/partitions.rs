@@ -107,11 +107,7 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
     .execute(&pool)
     .await
     .unwrap();
-    let before: (i64, i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let before = counts(&pool).await;
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobscope"))
         .args(["migrate", "--database-url", &db.url])
@@ -165,21 +161,9 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
             .await
             .unwrap();
     assert_eq!(applied, 0, "the killed migration is not recorded");
-    let kind: String =
-        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (kind, rows) = log_state(&pool).await;
     assert_eq!(kind, "r", "the old, plain table is back");
-    assert_eq!(
-        sqlx::query_as::<_, (i64, i64, i64)>(
-            "SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events"
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap(),
-        before
-    );
+    assert_eq!(rows, before);
 
     // Run again, to the end.
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_jobscope"))
@@ -188,21 +172,9 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .status()
         .unwrap();
     assert!(status.success());
-    let kind: String =
-        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (kind, rows) = log_state(&pool).await;
     assert_eq!(kind, "p", "partitioned now");
-    assert_eq!(
-        sqlx::query_as::<_, (i64, i64, i64)>(
-            "SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events"
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap(),
-        before
-    );
+    assert_eq!(rows, before);
     let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events_default")
         .fetch_one(&pool)
         .await
@@ -217,4 +189,21 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
     .unwrap();
     assert!(next > before.1);
     pool.close().await;
+}
+
+/// The kind of table `events` is (`r` plain, `p` partitioned) and its (count, max id, id sum).
+async fn log_state(pool: &sqlx::PgPool) -> (String, (i64, i64, i64)) {
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    (kind, counts(pool).await)
+}
+
+async fn counts(pool: &sqlx::PgPool) -> (i64, i64, i64) {
+    sqlx::query_as("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }

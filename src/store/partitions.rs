@@ -131,22 +131,31 @@ async fn maintain(pool: &PgPool, now: DateTime<Utc>) -> StoreResult<PartitionUpk
     Ok(upkeep)
 }
 
+/// A maintenance transaction (its advisory lock and lock timeout taken), and whether the table
+/// `name` exists in it.
+async fn begin(
+    pool: &PgPool,
+    name: &str,
+) -> StoreResult<(sqlx::Transaction<'static, sqlx::Postgres>, bool)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(MAINTENANCE_LOCK).execute(&mut *tx).await?;
+    sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok((tx, exists))
+}
+
 /// Creates the partition of `day`, moving into it the rows of that day that the default
 /// partition holds; one transaction. Returns the rows moved.
 async fn create_partition(pool: &PgPool, day: NaiveDate) -> StoreResult<u64> {
     let name = partition_name(day);
     let (from, to) = (start_of(day), start_of(day) + Duration::days(1));
     let bounds = format!("FROM ({}) TO ({})", literal(from), literal(to));
-    let mut tx = pool.begin().await?;
-    sqlx::query(MAINTENANCE_LOCK).execute(&mut *tx).await?;
-    sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
-    // Another replica may have made it since the listing.
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(&name)
-        .fetch_one(&mut *tx)
-        .await?;
+    let (mut tx, exists) = begin(pool, &name).await?;
     if exists {
-        return Ok(0);
+        return Ok(0); // another replica made it since the listing
     }
     // Writers routed to the default partition wait while its rows of the day move.
     sqlx::query(AssertSqlSafe(format!(
@@ -204,13 +213,7 @@ pub(super) async fn drop_past(pool: &PgPool, before: DateTime<Utc>) -> StoreResu
             break;
         }
         let name = partition_name(day);
-        let mut tx = pool.begin().await?;
-        sqlx::query(MAINTENANCE_LOCK).execute(&mut *tx).await?;
-        sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(&name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (mut tx, exists) = begin(pool, &name).await?;
         if !exists {
             continue; // dropped by another replica since the listing
         }
