@@ -228,7 +228,8 @@ impl Application {
     }
 }
 
-/// Rolls samples up every [`ROLLUP_EVERY`] and applies retention at start and then every
+/// Creates the event log's partitions ahead (`store::partitions`) and rolls samples up every
+/// [`ROLLUP_EVERY`], and applies retention at start and then every
 /// [`PRUNE_EVERY`] (rollups first, see `Store::retire`), packing closed days after each, until
 /// told to stop. One task, so a rollup pass, a prune and packing never run at once.
 async fn prune_loop(
@@ -248,6 +249,7 @@ async fn prune_loop(
         }
         let now = crate::domain::now_micros();
         let before = now - days(retention);
+        maintain_partitions(&store, now).await;
         if pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
             if let Err(err) = store.roll_up(now).await {
                 tracing::warn!(error = %err, "rolling up samples failed; will retry");
@@ -275,6 +277,25 @@ async fn prune_loop(
             Err(err) => tracing::warn!(error = %err, "pruning job output failed; will retry"),
         }
         pack_closed_hours(&store, now).await;
+    }
+}
+
+/// Creates the event log's coming day partitions and files the rows its default partition
+/// caught (`store::partitions`; nothing on SQLite), saying what it did.
+async fn maintain_partitions(store: &Store, now: chrono::DateTime<chrono::Utc>) {
+    match store.maintain_partitions(now).await {
+        Ok(u) if u.moved > 0 => tracing::warn!(
+            created = ?u.created,
+            moved = u.moved,
+            "moved event-log rows that had no day partition into their own"
+        ),
+        Ok(u) if !u.created.is_empty() => {
+            tracing::info!(created = ?u.created, "created event-log partitions ahead")
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(error = %err, "maintaining event-log partitions failed; will retry")
+        }
     }
 }
 

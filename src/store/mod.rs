@@ -9,6 +9,8 @@
 //! Samples age through three forms: rows (`metric_samples`, about an hour), packs
 //! (`sample_packs.rs`, lossless, until `--retention-days`) and 5-minute rollups (`rollups.rs`,
 //! until `--rollup-retention-days`); readers go through [`Store::list_samples`] and never see which.
+//! On PostgreSQL the event log is partitioned by day and retention drops whole days
+//! (`partitions.rs`).
 
 mod bulk;
 pub mod go_schema;
@@ -17,6 +19,7 @@ mod lifecycle_batch;
 pub mod logs;
 mod migrate;
 mod node_figures;
+pub mod partitions;
 mod pg_copy;
 mod postgres;
 pub(crate) mod queries;
@@ -578,9 +581,20 @@ impl Store {
     }
 
     /// Deletes samples and event-log rows older than `before`; returns (samples, events) removed.
+    /// On PostgreSQL the log goes a day partition at a time, once the whole day is before
+    /// `before` (`partitions`), so it keeps up to a day more than asked.
     pub async fn prune(&self, before: DateTime<Utc>) -> StoreResult<(u64, u64)> {
-        let (samples, events) = dispatch!(self, "prune", prune(before))?;
-        Ok((samples + self.prune_packs(before).await?, events))
+        // On PostgreSQL whole day partitions of the log go first (`partitions`); the chunked
+        // delete then only sees the rows its default partition caught.
+        let (events_table, dropped) = match &self.backend {
+            Backend::Sqlite(_) => ("events", 0),
+            Backend::Postgres(pool) => (
+                partitions::DEFAULT_PARTITION,
+                partitions::drop_past(pool, before).await?,
+            ),
+        };
+        let (samples, events) = dispatch!(self, "prune", prune(before, events_table))?;
+        Ok((samples + self.prune_packs(before).await?, events + dropped))
     }
 
     /// Inserts samples for a job in one statement, without touching aggregates of other jobs;

@@ -454,19 +454,28 @@ macro_rules! sample_queries {
             Ok((samples, total))
         }
 
-        /// Deletes rows older than `before`, [`PRUNE_CHUNK`] rows a statement: each delete is a
+        /// Deletes rows older than `before` from `metric_samples` and from `events_table` (the
+        /// event log on SQLite; on PostgreSQL only its default partition, whose day partitions
+        /// `store::partitions` drops whole), [`PRUNE_CHUNK`] rows a statement: each delete is a
         /// short transaction, so on SQLite (one writer at a time) a prune of millions of rows
         /// never holds agents' batches back for long (issue 19; BENCHMARKS.md, "Sample storage").
-        pub async fn prune(pool: &Pool<$db>, before: DateTime<Utc>) -> StoreResult<(u64, u64)> {
+        pub async fn prune(
+            pool: &Pool<$db>,
+            before: DateTime<Utc>,
+            events_table: &'static str,
+        ) -> StoreResult<(u64, u64)> {
             let mut counts = [0u64; 2];
+            let events_sql = format!(
+                "DELETE FROM {events_table} WHERE id IN \
+                 (SELECT id FROM {events_table} WHERE occurred_at < $1 LIMIT $2)"
+            );
             for (count, sql) in counts.iter_mut().zip([
                 "DELETE FROM metric_samples WHERE id IN \
                  (SELECT id FROM metric_samples WHERE timestamp < $1 LIMIT $2)",
-                "DELETE FROM events WHERE id IN \
-                 (SELECT id FROM events WHERE occurred_at < $1 LIMIT $2)",
+                events_sql.as_str(),
             ]) {
                 loop {
-                    let deleted = sqlx::query(sql)
+                    let deleted = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(before)
                         .bind(crate::store::queries::PRUNE_CHUNK)
                         .execute(pool)
@@ -478,11 +487,15 @@ macro_rules! sample_queries {
                     }
                 }
             }
-            // Deleted jobs whose events are all gone now.
-            sqlx::query("DELETE FROM deleted_jobs WHERE deleted_at < $1")
-                .bind(before)
-                .execute(pool)
-                .await?;
+            // Deleted jobs whose events are all gone now (on PostgreSQL the log may keep a day
+            // past `before`: the summaries stay as long as an event of theirs).
+            sqlx::query(
+                "DELETE FROM deleted_jobs WHERE deleted_at < $1 \
+                 AND deleted_at < COALESCE((SELECT MIN(occurred_at) FROM events), $1)",
+            )
+            .bind(before)
+            .execute(pool)
+            .await?;
             Ok((counts[0], counts[1]))
         }
     };
