@@ -362,7 +362,13 @@ async fn long_job(app: &common::TestApp, t: DateTime<Utc>) {
         let items: Vec<Value> = (0..635)
             .map(|i| {
                 let gpus: Vec<_> = gpus.iter().map(|(g, _)| (*g, (i % 7) as f64)).collect();
-                item("c1", t + Duration::seconds(170 * i), (i % 100) as f64, (i % 13) << 20, &gpus)
+                item(
+                    "c1",
+                    t + Duration::seconds(170 * i),
+                    (i % 100) as f64,
+                    (i as u64 % 13) << 20,
+                    &gpus,
+                )
             })
             .collect();
         for chunk in items.chunks(200) {
@@ -401,7 +407,11 @@ on_both_backends!(coarse_levels_answer_as_the_five_minute_buckets, |app| {
     let coarse = app.rows_of("sample_rollups_coarse", "c1").await;
     assert_eq!(coarse, 2 * (121 + 31), "{coarse}");
     let with_coarse = answers(app, t).await;
-    assert_eq!(with_coarse[2].len(), 2 * 121, "15-minute points of two nodes");
+    assert_eq!(
+        with_coarse[2].len(),
+        2 * 121,
+        "15-minute points of two nodes"
+    );
     // Without the coarse levels (as before the migration): the same answers.
     app.execute("UPDATE rollup_state SET coarse_from = NULL", None)
         .await;
@@ -428,7 +438,11 @@ on_both_backends!(coarse_levels_answer_as_the_five_minute_buckets, |app| {
             "c1",
         )
         .await;
-    assert_eq!(left, 2 * 21, "the hours from the 10th after the job's first one");
+    assert_eq!(
+        left,
+        2 * 21,
+        "the hours from the 10th after the job's first one"
+    );
 });
 
 on_both_backends!(late_samples_reach_the_coarse_levels, |app| {

@@ -471,14 +471,15 @@ impl Store {
             // make), with the fresh ones in their place.
             let start = rollup::bucket_start(from, COARSEST_SECONDS);
             let mut all = Buckets::new();
-            for b in on!(self, buckets(&id, (Some(start), to), STORED_SECONDS, (to, to)))? {
+            for b in on!(
+                self,
+                buckets(&id, (Some(start), to), STORED_SECONDS, (to, to))
+            )? {
                 all.insert((b.start, b.node.clone()), b);
             }
             all.extend(buckets.iter().map(|(k, b)| (k.clone(), b.clone())));
-            let mut rows: Vec<(i64, Bucket)> = buckets
-                .into_values()
-                .map(|b| (STORED_SECONDS, b))
-                .collect();
+            let mut rows: Vec<(i64, Bucket)> =
+                buckets.into_values().map(|b| (STORED_SECONDS, b)).collect();
             rows.extend(coarse_rows(all.into_values()));
             match on!(self, put_buckets(&id, &rows)) {
                 Ok(()) => {}
