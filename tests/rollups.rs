@@ -7,6 +7,7 @@ mod common;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use jobscope::domain::report::Thresholds;
+use jobscope::domain::rollup;
 use jobscope::store::rollups::Retired;
 use serde_json::{json, Value};
 
@@ -351,4 +352,128 @@ on_both_backends!(passes_are_idempotent_and_survive_being_cut_off, |app| {
     after.as_object_mut().unwrap().remove("raw_samples_since");
     assert_eq!(after, body);
     check_known_points(&after, t);
+});
+
+/// Job `c1` on nodes a (with GPU 0) and b for 30 hours from `t`, a sample every 170 s on each
+/// (whole-number figures, so sums do not depend on the order they are added in).
+async fn long_job(app: &common::TestApp, t: DateTime<Utc>) {
+    start(app, "c1", &["a", "b"], t).await;
+    for (node, gpus) in [("a", &[(0, 0.0)][..]), ("b", &[][..])] {
+        let items: Vec<Value> = (0..635)
+            .map(|i| {
+                let gpus: Vec<_> = gpus.iter().map(|(g, _)| (*g, (i % 7) as f64)).collect();
+                item(
+                    "c1",
+                    t + Duration::seconds(170 * i),
+                    (i % 100) as f64,
+                    (i as u64 % 13) << 20,
+                    &gpus,
+                )
+            })
+            .collect();
+        for chunk in items.chunks(200) {
+            send(app, node, chunk.to_vec()).await;
+        }
+    }
+    finish(app, "c1", t + Duration::hours(30)).await;
+}
+
+/// What the store answers for `c1` at each width, over the whole job and over a range whose
+/// ends fall inside buckets.
+async fn answers(app: &common::TestApp, t: DateTime<Utc>) -> Vec<Vec<rollup::Bucket>> {
+    let mut all = Vec::new();
+    let odd = (
+        Some(t + Duration::seconds(4 * 3600 + 7 * 60 + 3)),
+        Some(t + Duration::seconds(21 * 3600 + 52 * 60 + 10)),
+    );
+    for width in [300, 900, 1800, 3600, 3 * 3600, 86_400] {
+        for (start, end) in [(None, None), odd] {
+            let buckets = app.store.rolled_up("c1", start, end, width).await.unwrap();
+            assert!(!buckets.is_empty(), "{width}");
+            all.push(buckets);
+        }
+    }
+    all
+}
+
+on_both_backends!(coarse_levels_answer_as_the_five_minute_buckets, |app| {
+    let t = (Utc::now() - Duration::days(3))
+        .duration_trunc(Duration::hours(1))
+        .unwrap()
+        + Duration::minutes(7);
+    long_job(app, t).await;
+    app.store.roll_up(Utc::now()).await.unwrap();
+    // 15-minute and hourly buckets, per node.
+    let coarse = app.rows_of("sample_rollups_coarse", "c1").await;
+    assert_eq!(coarse, 2 * (121 + 31), "{coarse}");
+    let with_coarse = answers(app, t).await;
+    assert_eq!(
+        with_coarse[2].len(),
+        2 * 121,
+        "15-minute points of two nodes"
+    );
+    // Without the coarse levels (as before the migration): the same answers.
+    app.execute("UPDATE rollup_state SET coarse_from = NULL", None)
+        .await;
+    assert_eq!(answers(app, t).await, with_coarse);
+
+    // A database migrated with its 5-minute rollups: no coarse buckets, built from a later
+    // time on. The next pass folds the older 5-minute buckets (within its week), and the
+    // answers are the same again.
+    app.execute("DELETE FROM sample_rollups_coarse", None).await;
+    app.execute("UPDATE rollup_state SET coarse_from = $1", Some(Utc::now()))
+        .await;
+    assert_eq!(answers(app, t).await, with_coarse);
+    app.store.roll_up(Utc::now()).await.unwrap();
+    assert_eq!(app.rows_of("sample_rollups_coarse", "c1").await, coarse);
+    assert_eq!(answers(app, t).await, with_coarse);
+
+    // Rollup retention takes whole hours from both levels.
+    let cut = t + Duration::hours(10) + Duration::minutes(20);
+    let retired = retire(&app.store, cut).await;
+    assert!(retired.rollups > 0, "{retired:?}");
+    let left = app
+        .count(
+            "SELECT COUNT(*) FROM sample_rollups_coarse WHERE job_id = $1 AND seconds = 3600",
+            "c1",
+        )
+        .await;
+    assert_eq!(
+        left,
+        2 * 21,
+        "the hours from the 10th after the job's first one"
+    );
+});
+
+on_both_backends!(late_samples_reach_the_coarse_levels, |app| {
+    // A job sampled up to 11 minutes before the pass at `now`, 10 minutes past an hour, rolled
+    // up; then a sample arrives late for the hour before (a bucket already rolled up, within the
+    // relook) and the next pass folds it into the stored hour as well.
+    let hour = (Utc::now() - Duration::days(1))
+        .duration_trunc(Duration::hours(1))
+        .unwrap();
+    let now = hour + Duration::minutes(10);
+    let t = now - Duration::hours(3);
+    start(app, "l1", &["a"], t).await;
+    many(app, "l1", t, Duration::seconds(60), 170).await;
+    app.store.roll_up(now).await.unwrap();
+    let before = app.store.rolled_up("l1", None, None, 3600).await.unwrap();
+    let late = hour - Duration::minutes(10) + Duration::seconds(30);
+    send(app, "a", vec![item("l1", late, 1000.0, 1 << 20, &[])]).await;
+    app.store.roll_up(now).await.unwrap();
+    let after = app.store.rolled_up("l1", None, None, 3600).await.unwrap();
+    let samples = |b: &[rollup::Bucket]| b.iter().map(|b| b.samples).sum::<i64>();
+    assert_eq!(samples(&after), samples(&before) + 1);
+    let max = after
+        .iter()
+        .map(|b| b.figures["cpu_usage"].max)
+        .fold(0.0, f64::max);
+    assert_eq!(max, 1000.0);
+    // And the coarse level agrees with the 5-minute buckets it is made of.
+    app.execute("UPDATE rollup_state SET coarse_from = NULL", None)
+        .await;
+    assert_eq!(
+        app.store.rolled_up("l1", None, None, 3600).await.unwrap(),
+        after
+    );
 });

@@ -10,8 +10,26 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Width of the stored buckets, seconds.
+/// Width of the stored buckets folded from the raw samples, seconds.
 pub const STORED_SECONDS: i64 = 300;
+
+/// Widths of the coarser stored levels, each folded from the stored [`STORED_SECONDS`] buckets
+/// (so a week's `auto` answer of 15-minute points reads a third of the rows, a month's hourly
+/// multiples a twelfth). Each divides the next, and the coarsest divides a day.
+pub const COARSE_SECONDS: [i64; 2] = [900, 3600];
+
+/// The coarsest stored level: coarse levels are rebuilt in whole buckets of this width.
+pub const COARSEST_SECONDS: i64 = COARSE_SECONDS[COARSE_SECONDS.len() - 1];
+
+/// The coarsest stored level whose buckets make up `width`-second ones exactly
+/// ([`STORED_SECONDS`] when no coarse level divides `width`).
+pub fn stored_level(width: i64) -> i64 {
+    COARSE_SECONDS
+        .into_iter()
+        .rev()
+        .find(|level| width % level == 0)
+        .unwrap_or(STORED_SECONDS)
+}
 
 /// `auto` answers at most about this many points.
 pub const AUTO_MAX_POINTS: i64 = 1000;
@@ -71,6 +89,16 @@ pub fn auto_width(span_seconds: i64, series: i64, finest: i64) -> i64 {
 pub fn bucket_start(t: DateTime<Utc>, width: i64) -> DateTime<Utc> {
     let secs = t.timestamp().div_euclid(width) * width;
     DateTime::from_timestamp(secs, 0).unwrap_or(t)
+}
+
+/// Start of the first `width`-second bucket at or after `t`.
+pub fn bucket_ceil(t: DateTime<Utc>, width: i64) -> DateTime<Utc> {
+    let start = bucket_start(t, width);
+    if start < t {
+        start + chrono::Duration::seconds(width)
+    } else {
+        start
+    }
 }
 
 /// One figure over a bucket: how many samples had it, and their min, sum and max.
@@ -359,13 +387,18 @@ pub fn fold(samples: &[MetricSample], width: i64, into: &mut Buckets) {
     }
 }
 
-/// Merges finer buckets into `width`-second ones (`width` a multiple of theirs).
+/// Merges finer buckets into `width`-second ones (`width` a multiple of theirs). The first
+/// piece of a bucket is moved in whole, so buckets already `width` wide cost no merge.
 pub fn coarsen(buckets: impl IntoIterator<Item = Bucket>, width: i64, into: &mut Buckets) {
-    for b in buckets {
-        let start = bucket_start(b.start, width);
-        into.entry((start, b.node.clone()))
-            .or_insert_with(|| Bucket::new(start, b.node.clone()))
-            .merge(&b);
+    use std::collections::btree_map::Entry;
+    for mut b in buckets {
+        b.start = bucket_start(b.start, width);
+        match into.entry((b.start, b.node.clone())) {
+            Entry::Occupied(mut e) => e.get_mut().merge(&b),
+            Entry::Vacant(e) => {
+                e.insert(b);
+            }
+        }
     }
 }
 
@@ -520,6 +553,20 @@ mod tests {
         assert_eq!(auto_width(7 * 86_400, 4, 60), 3600);
         assert_eq!(auto_width(3600, 1, 300), 300);
         assert_eq!(auto_width(10 * 365 * 86_400, 1, 60), 86_400);
+    }
+
+    #[test]
+    fn widths_read_the_coarsest_level_that_makes_them_up() {
+        assert_eq!(stored_level(300), 300);
+        assert_eq!(stored_level(900), 900);
+        assert_eq!(stored_level(1800), 900);
+        assert_eq!(stored_level(3600), 3600);
+        assert_eq!(stored_level(86_400), 3600);
+        assert_eq!(stored_level(600), 300);
+        let at = |s| DateTime::from_timestamp(s, 0).unwrap();
+        assert_eq!(bucket_ceil(at(3600), 3600), at(3600));
+        assert_eq!(bucket_ceil(at(3601), 3600), at(7200));
+        assert_eq!(bucket_ceil(at(-1), 900), at(0));
     }
 
     #[test]

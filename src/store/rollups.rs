@@ -1,22 +1,29 @@
-//! Rollups (issue 19): the store side of `domain::rollup`. Owns three tables and nothing else:
-//! `sample_rollups` (5-minute buckets per job and node), `rollup_state` (how far the raw samples
-//! are rolled up, and from where they may be gone) and `job_sample_archive` (what a job's record
-//! and report read from its samples, kept when its last raw sample expires).
+//! Rollups (issue 19): the store side of `domain::rollup`. Owns four tables and nothing else:
+//! `sample_rollups` (5-minute buckets per job and node), `sample_rollups_coarse` (the coarser
+//! levels of `rollup::COARSE_SECONDS`, 15 minutes and an hour, folded from the 5-minute
+//! buckets, so a long job's chart reads few rows), `rollup_state` (how far the raw samples are
+//! rolled up, from where the coarse levels are built, and from where raw samples may be gone)
+//! and `job_sample_archive` (what a job's record and report read from its samples, kept when
+//! its last raw sample expires).
 //!
 //! Raw samples are read only through the store's domain API ([`Store::list_samples`],
 //! [`Store::report_inputs`], [`Store::prune`]), never by their table layout, so the sample
 //! storage can change under this module.
 //!
-//! Correctness rests on three rules:
+//! Correctness rests on four rules:
 //! - a bucket is always rewritten whole from the raw samples (replace, never add), and only
 //!   while every raw sample of it exists, so a pass run twice, or cut off and run again, writes
 //!   the same rows;
+//! - a coarse bucket is rewritten whole from the 5-minute buckets, in the transaction that
+//!   writes any of them, and is read only between `coarse_from` and `rolled_until`;
 //! - `rolled_until` moves only after the buckets before it are committed;
 //! - [`Store::retire`] never prunes raw samples past `rolled_until` (nor past a 5-minute
 //!   boundary, so no bucket is ever half pruned), and archives every job whose samples all go.
 
 use crate::domain::report::{DeviceSummary, NodeSummary, Thresholds};
-use crate::domain::rollup::{self, Bucket, Buckets, STORED_SECONDS};
+use crate::domain::rollup::{
+    self, Bucket, Buckets, COARSEST_SECONDS, COARSE_SECONDS, STORED_SECONDS,
+};
 use crate::domain::{now_micros, MetricSample};
 use crate::store::{SampleQuery, Store, StoreError, StoreResult};
 use chrono::{DateTime, Duration, Utc};
@@ -30,6 +37,13 @@ pub const SETTLE: Duration = Duration::minutes(2);
 
 /// A pass rolls up at most this much time per step (and commits its progress after each).
 pub const WINDOW: Duration = Duration::hours(6);
+
+/// The coarse levels are folded from 5-minute buckets stored before them this much at a time
+/// ([`Store::roll_up`], a database migrated with its rollups).
+pub const BACKFILL_STEP: Duration = Duration::days(1);
+
+/// ... and at most this much in one pass.
+pub const BACKFILL_PER_PASS: Duration = Duration::days(7);
 
 /// Jobs archived per query page.
 const ARCHIVE_PAGE: i64 = 500;
@@ -54,6 +68,13 @@ pub struct Retired {
     pub rollups: u64,
 }
 
+/// `rollup_state`: `(rolled_until, raw_pruned_before, coarse_from)`.
+type State = (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 /// An archived job: its newest sample and its report's inputs.
 type ArchiveRow = (Option<String>, String, String);
 
@@ -63,11 +84,11 @@ macro_rules! backend {
             use super::*;
             use sqlx::{Pool, QueryBuilder};
 
-            pub(super) async fn state(
-                pool: &Pool<$db>,
-            ) -> StoreResult<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+            /// `(rolled_until, raw_pruned_before, coarse_from)`.
+            pub(super) async fn state(pool: &Pool<$db>) -> StoreResult<State> {
                 Ok(sqlx::query_as(
-                    "SELECT rolled_until, raw_pruned_before FROM rollup_state WHERE id = 1",
+                    "SELECT rolled_until, raw_pruned_before, coarse_from \
+                     FROM rollup_state WHERE id = 1",
                 )
                 .fetch_one(pool)
                 .await?)
@@ -120,17 +141,21 @@ macro_rules! backend {
                 .await?)
             }
 
+            /// Upserts `rows` (each with its width: [`STORED_SECONDS`] rows go to
+            /// `sample_rollups`, coarser ones to `sample_rollups_coarse`) in one transaction.
             pub(super) async fn put_buckets(
                 pool: &Pool<$db>,
                 job_id: &str,
-                buckets: &[Bucket],
+                rows: &[(i64, Bucket)],
             ) -> StoreResult<()> {
+                let (fine, coarse): (Vec<_>, Vec<_>) =
+                    rows.iter().partition(|(width, _)| *width == STORED_SECONDS);
                 let mut tx = pool.begin_with($begin).await?;
-                for chunk in buckets.chunks(500) {
+                for chunk in fine.chunks(500) {
                     let mut qb: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO sample_rollups (job_id, node, bucket_start, samples, figures) ",
                     );
-                    qb.push_values(chunk, |mut row, b| {
+                    qb.push_values(chunk, |mut row, (_, b)| {
                         row.push_bind(job_id.to_owned())
                             .push_bind(b.node.clone())
                             .push_bind(b.start)
@@ -143,24 +168,54 @@ macro_rules! backend {
                     );
                     qb.build().execute(&mut *tx).await?;
                 }
+                for chunk in coarse.chunks(500) {
+                    let mut qb: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO sample_rollups_coarse \
+                         (job_id, seconds, bucket_start, node, samples, figures) ",
+                    );
+                    qb.push_values(chunk, |mut row, (width, b)| {
+                        row.push_bind(job_id.to_owned())
+                            .push_bind(*width)
+                            .push_bind(b.start)
+                            .push_bind(b.node.clone())
+                            .push_bind(b.samples)
+                            .push_bind(rollup::encode(b));
+                    });
+                    qb.push(
+                        " ON CONFLICT (job_id, seconds, bucket_start, node) DO UPDATE \
+                         SET samples = excluded.samples, figures = excluded.figures",
+                    );
+                    qb.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
 
+            /// Job `job_id`'s stored buckets starting in [from, to), in one query: the
+            /// `level`-second ones (a coarse level) starting in `coarse` (a range of whole
+            /// `level` buckets; empty for none), the 5-minute ones elsewhere.
             pub(super) async fn buckets(
                 pool: &Pool<$db>,
                 job_id: &str,
-                from: Option<DateTime<Utc>>,
-                to: DateTime<Utc>,
+                (from, to): (Option<DateTime<Utc>>, DateTime<Utc>),
+                level: i64,
+                coarse: (DateTime<Utc>, DateTime<Utc>),
             ) -> StoreResult<Vec<Bucket>> {
                 let rows: Vec<(String, DateTime<Utc>, i64, Vec<u8>)> = sqlx::query_as(
                     "SELECT node, bucket_start, samples, figures FROM sample_rollups \
                      WHERE job_id = $1 AND ($2 IS NULL OR bucket_start >= $2) AND bucket_start < $3 \
+                     AND NOT (bucket_start >= $5 AND bucket_start < $6) \
+                     UNION ALL \
+                     SELECT node, bucket_start, samples, figures FROM sample_rollups_coarse \
+                     WHERE job_id = $1 AND seconds = $4 AND bucket_start >= $5 AND bucket_start < $6 \
                      ORDER BY bucket_start",
                 )
                 .bind(job_id)
                 .bind(from)
                 .bind(to)
+                .bind(level)
+                .bind(coarse.0)
+                .bind(coarse.1)
                 .fetch_all(pool)
                 .await?;
                 rows.into_iter()
@@ -178,15 +233,57 @@ macro_rules! backend {
                     .collect()
             }
 
+            pub(super) async fn set_coarse_from(
+                pool: &Pool<$db>,
+                t: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                sqlx::query("UPDATE rollup_state SET coarse_from = $1 WHERE id = 1")
+                    .bind(t)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+
+            pub(super) async fn oldest_bucket(
+                pool: &Pool<$db>,
+            ) -> StoreResult<Option<DateTime<Utc>>> {
+                Ok(sqlx::query_scalar("SELECT MIN(bucket_start) FROM sample_rollups")
+                    .fetch_one(pool)
+                    .await?)
+            }
+
+            /// Jobs with 5-minute buckets starting in [from, to).
+            pub(super) async fn jobs_with_buckets(
+                pool: &Pool<$db>,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT job_id FROM sample_rollups \
+                     WHERE bucket_start >= $1 AND bucket_start < $2 ORDER BY job_id",
+                )
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?)
+            }
+
             pub(super) async fn delete_before(
                 pool: &Pool<$db>,
                 t: DateTime<Utc>,
             ) -> StoreResult<u64> {
-                Ok(sqlx::query("DELETE FROM sample_rollups WHERE bucket_start < $1")
+                let mut tx = pool.begin_with($begin).await?;
+                let deleted = sqlx::query("DELETE FROM sample_rollups WHERE bucket_start < $1")
                     .bind(t)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?
-                    .rows_affected())
+                    .rows_affected();
+                sqlx::query("DELETE FROM sample_rollups_coarse WHERE bucket_start < $1")
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted)
             }
 
             /// Jobs not archived yet that started before `horizon` and did not end after it,
@@ -259,6 +356,16 @@ macro_rules! on {
     };
 }
 
+/// 5-minute buckets folded into each coarse level, with their widths.
+fn coarse_rows(buckets: impl IntoIterator<Item = Bucket>) -> impl Iterator<Item = (i64, Bucket)> {
+    let buckets: Vec<Bucket> = buckets.into_iter().collect();
+    COARSE_SECONDS.into_iter().flat_map(move |width| {
+        let mut coarse = Buckets::new();
+        rollup::coarsen(buckets.iter().cloned(), width, &mut coarse);
+        coarse.into_values().map(move |b| (width, b))
+    })
+}
+
 fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("job_sample_archive.{what}: {e}"))
 }
@@ -269,7 +376,8 @@ impl Store {
     pub async fn rollup_state(
         &self,
     ) -> StoreResult<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
-        on!(self, state())
+        let (rolled_until, pruned, _) = on!(self, state())?;
+        Ok((rolled_until, pruned))
     }
 
     /// All of job `id`'s samples in [from, to), as domain samples.
@@ -303,7 +411,7 @@ impl Store {
     }
 
     async fn roll_up_inner(&self, now: DateTime<Utc>) -> StoreResult<RollupPass> {
-        let (rolled_until, pruned) = self.rollup_state().await?;
+        let (rolled_until, pruned, mut coarse_from) = on!(self, state())?;
         let to = rollup::bucket_start(now - SETTLE, STORED_SECONDS);
         let from = match rolled_until {
             Some(t) => t - RELOOK,
@@ -320,15 +428,26 @@ impl Store {
         while from < to {
             let until = (from + WINDOW).min(to);
             self.roll_up_window(from, until, &mut pass).await?;
+            if coarse_from.is_none() {
+                // The first pass since the coarse levels exist: they are whole from the first
+                // coarsest bucket this window began; `backfill_coarse` folds what lies before.
+                let t = rollup::bucket_ceil(from, COARSEST_SECONDS);
+                on!(self, set_coarse_from(t))?;
+                coarse_from = Some(t);
+            }
             let watermark = pass.rolled_until.map_or(until, |t| t.max(until));
             on!(self, set_rolled_until(watermark))?;
             pass.rolled_until = Some(watermark);
             from = until;
         }
+        if let Some(t) = coarse_from {
+            self.backfill_coarse(t).await?;
+        }
         Ok(pass)
     }
 
-    /// Rewrites the buckets of [from, to) of every job with samples there.
+    /// Rewrites the buckets of [from, to) of every job with samples there, and the coarse
+    /// buckets that hold them.
     async fn roll_up_window(
         &self,
         from: DateTime<Utc>,
@@ -346,8 +465,23 @@ impl Store {
             }
             let mut buckets = Buckets::new();
             rollup::fold(&samples, STORED_SECONDS, &mut buckets);
-            let buckets: Vec<Bucket> = buckets.into_values().collect();
-            match on!(self, put_buckets(&id, &buckets)) {
+            let fresh = buckets.len();
+            // The coarse buckets from the start of the coarsest one holding `from`: the
+            // 5-minute buckets stored before `from` (and any after it the raw samples no longer
+            // make), with the fresh ones in their place.
+            let start = rollup::bucket_start(from, COARSEST_SECONDS);
+            let mut all = Buckets::new();
+            for b in on!(
+                self,
+                buckets(&id, (Some(start), to), STORED_SECONDS, (to, to))
+            )? {
+                all.insert((b.start, b.node.clone()), b);
+            }
+            all.extend(buckets.iter().map(|(k, b)| (k.clone(), b.clone())));
+            let mut rows: Vec<(i64, Bucket)> =
+                buckets.into_values().map(|b| (STORED_SECONDS, b)).collect();
+            rows.extend(coarse_rows(all.into_values()));
+            match on!(self, put_buckets(&id, &rows)) {
                 Ok(()) => {}
                 // Deleted meanwhile: its rollups would have gone with it.
                 Err(StoreError::Database(e))
@@ -359,7 +493,40 @@ impl Store {
                 Err(e) => return Err(e),
             }
             pass.jobs += 1;
-            pass.buckets += buckets.len();
+            pass.buckets += fresh;
+        }
+        Ok(())
+    }
+
+    /// Folds the 5-minute buckets stored before `coarse_from` (before the coarse levels
+    /// existed: a database migrated with its rollups) into the coarse levels, newest first, a
+    /// [`BACKFILL_STEP`] at a time, moving `coarse_from` back after each step, at most
+    /// [`BACKFILL_PER_PASS`] in one pass (the next passes go on).
+    async fn backfill_coarse(&self, mut coarse_from: DateTime<Utc>) -> StoreResult<()> {
+        let Some(oldest) = on!(self, oldest_bucket())? else {
+            return Ok(());
+        };
+        let oldest = rollup::bucket_start(oldest, COARSEST_SECONDS);
+        coarse_from = rollup::bucket_ceil(coarse_from, COARSEST_SECONDS);
+        let stop = oldest.max(coarse_from - BACKFILL_PER_PASS);
+        while coarse_from > stop {
+            let from = stop.max(coarse_from - BACKFILL_STEP);
+            for id in on!(self, jobs_with_buckets(from, coarse_from))? {
+                let stored = on!(
+                    self,
+                    buckets(&id, (Some(from), coarse_from), STORED_SECONDS, (from, from))
+                )?;
+                let rows: Vec<_> = coarse_rows(stored).collect();
+                match on!(self, put_buckets(&id, &rows)) {
+                    Ok(()) => {}
+                    Err(StoreError::Database(e))
+                        if e.as_database_error()
+                            .is_some_and(|d| d.is_foreign_key_violation()) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            on!(self, set_coarse_from(from))?;
+            coarse_from = from;
         }
         Ok(())
     }
@@ -387,6 +554,8 @@ impl Store {
             (retired.samples, retired.events) = self.prune(horizon).await?;
             retired.horizon = Some(horizon);
         }
+        // Whole coarsest buckets, so no coarse bucket outlives some of its 5-minute ones.
+        let rollups_before = rollup::bucket_start(rollups_before, COARSEST_SECONDS);
         retired.rollups = on!(self, delete_before(rollups_before))?;
         Ok(retired)
     }
@@ -462,8 +631,9 @@ impl Store {
     }
 
     /// Job `id`'s samples in [start, end] folded into `width`-second buckets per node (width
-    /// 60, or a multiple of 300): the stored rollups before `rolled_until` and the raw samples
-    /// after it (only the raw samples for widths under 300), oldest first.
+    /// 60, or a multiple of 300): the stored rollups before `rolled_until` (the coarsest
+    /// stored level that makes up `width` where it is whole, the 5-minute buckets elsewhere)
+    /// and the raw samples after it (only the raw samples for widths under 300), oldest first.
     pub async fn rolled_up(
         &self,
         id: &str,
@@ -473,13 +643,30 @@ impl Store {
     ) -> StoreResult<Vec<Bucket>> {
         let started = std::time::Instant::now();
         let result = async {
-            let (rolled_until, _) = self.rollup_state().await?;
+            let (rolled_until, _, coarse_from) = on!(self, state())?;
             let mut out = Buckets::new();
             let raw_from = match rolled_until {
                 Some(until) if width >= STORED_SECONDS && start.is_none_or(|s| s < until) => {
                     let to = end.map_or(until, |e| e.min(until));
                     let from = start.map(|s| rollup::bucket_start(s, STORED_SECONDS));
-                    let stored = on!(self, buckets(id, from, to))?;
+                    let level = rollup::stored_level(width);
+                    // The whole `level` buckets in range that are built (from `coarse_from`,
+                    // before `rolled_until`); `to` is at or before `rolled_until`.
+                    let mut coarse = (to, to);
+                    if level > STORED_SECONDS {
+                        if let Some(built) = coarse_from {
+                            let built = rollup::bucket_ceil(built, level);
+                            let first = from.map_or(built, |f| rollup::bucket_ceil(f, level));
+                            let last = rollup::bucket_start(
+                                rollup::bucket_ceil(to, STORED_SECONDS),
+                                level,
+                            );
+                            if first.max(built) < last {
+                                coarse = (first.max(built), last);
+                            }
+                        }
+                    }
+                    let stored = on!(self, buckets(id, (from, to), level, coarse))?;
                     rollup::coarsen(stored, width, &mut out);
                     Some(start.map_or(until, |s| s.max(until)))
                 }
