@@ -5,3 +5,5 @@
 -- Packs written before this migration have none: a report decodes those, and the next packing
 -- pass fills them in (store::sample_packs).
 ALTER TABLE sample_packs ADD COLUMN digest JSON;
+-- Finds the packs still lacking one without reading every pack each pass (empty once filled).
+CREATE INDEX sample_packs_undigested_idx ON sample_packs (job_id) WHERE digest IS NULL;
