@@ -481,21 +481,28 @@ impl Store {
             let mut rows: Vec<(i64, Bucket)> =
                 buckets.into_values().map(|b| (STORED_SECONDS, b)).collect();
             rows.extend(coarse_rows(all.into_values()));
-            match on!(self, put_buckets(&id, &rows)) {
-                Ok(()) => {}
-                // Deleted meanwhile: its rollups would have gone with it.
-                Err(StoreError::Database(e))
-                    if e.as_database_error()
-                        .is_some_and(|d| d.is_foreign_key_violation()) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
+            if !self.put_job_buckets(&id, &rows).await? {
+                continue;
             }
             pass.jobs += 1;
             pass.buckets += fresh;
         }
         Ok(())
+    }
+
+    /// Writes job `id`'s bucket `rows` ([`put_buckets`](sqlite::put_buckets)); `false` when the
+    /// job was deleted meanwhile (its rollups would have gone with it).
+    async fn put_job_buckets(&self, id: &str, rows: &[(i64, Bucket)]) -> StoreResult<bool> {
+        match on!(self, put_buckets(id, rows)) {
+            Ok(()) => Ok(true),
+            Err(StoreError::Database(e))
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_foreign_key_violation()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Folds the 5-minute buckets stored before `coarse_from` (before the coarse levels
@@ -517,13 +524,7 @@ impl Store {
                     buckets(&id, (Some(from), coarse_from), STORED_SECONDS, (from, from))
                 )?;
                 let rows: Vec<_> = coarse_rows(stored).collect();
-                match on!(self, put_buckets(&id, &rows)) {
-                    Ok(()) => {}
-                    Err(StoreError::Database(e))
-                        if e.as_database_error()
-                            .is_some_and(|d| d.is_foreign_key_violation()) => {}
-                    Err(e) => return Err(e),
-                }
+                self.put_job_buckets(&id, &rows).await?;
             }
             on!(self, set_coarse_from(from))?;
             coarse_from = from;
