@@ -28,6 +28,11 @@ const READ_BATCH: i64 = 500;
 /// How often the log is read without a doorbell: picks up commits of other `serve` replicas on
 /// the same database until they ring through PostgreSQL NOTIFY.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two reads of the log. Under a burst of hooks every group-commit batch
+/// rings the doorbell (twice on PostgreSQL: in-process and through NOTIFY); waiting this long
+/// after a read gathers the commits of the meantime into the next one, instead of a query per
+/// commit. Live watchers see events at most this much later.
+const READ_GAP: Duration = Duration::from_millis(5);
 
 /// How many encodings of one event are cached (one per stream name that frames it).
 pub const ENCODINGS: usize = 5;
@@ -119,6 +124,10 @@ impl EventFeed {
                     if !full {
                         break;
                     }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(READ_GAP) => {}
+                    _ = stop.changed() => return,
                 }
             }
         });

@@ -14,29 +14,55 @@ use super::SAMPLE_COLUMNS;
 /// comes from the job's row, or from `deleted_jobs` when the row the event belongs to is gone
 /// (the first deletion of the id at or after the event: a job deleted and created again is two
 /// incarnations, and an event belongs to the one alive when it was logged).
-pub(crate) fn events_after_sql() -> sqlx::AssertSqlSafe<&'static str> {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    sqlx::AssertSqlSafe(SQL.get_or_init(|| {
+///
+/// `lateral` (PostgreSQL): the page of events is cut first and each joined row is found by its
+/// own index lookup (`LATERAL ... LIMIT 1`, which the planner cannot turn into a join). The
+/// feed runs this statement after every commit, as a prepared statement whose generic plan
+/// does not know `$1`: written as plain joins, that plan estimated a third of the log after
+/// the cursor and hashed all of `jobs` and `metric_samples` on every call (BENCHMARKS.md, "Hook
+/// ingestion"). SQLite, which has no `LATERAL`, plans the joins as index lookups by itself.
+pub(crate) fn events_after_sql(lateral: bool) -> sqlx::AssertSqlSafe<&'static str> {
+    static PLAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static LATERAL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let cell = if lateral { &LATERAL } else { &PLAIN };
+    sqlx::AssertSqlSafe(cell.get_or_init(|| {
         let sample_columns: Vec<String> = SAMPLE_COLUMNS
             .split(',')
             .map(|c| format!("m.{}", c.trim()))
             .collect();
-        format!(
+        let select = format!(
             "SELECT e.id AS event_id, e.occurred_at AS event_at, e.kind AS event_kind, \
              e.job_id AS event_job_id, e.payload AS event_payload, e.sample_id AS event_sample_id, \
              m.id AS stored_sample_id, {}, \
              COALESCE(d.user_name, j.user_name) AS summary_user, \
              COALESCE(d.nodes, j.nodes) AS summary_nodes, \
              CASE WHEN d.job_id IS NULL THEN j.partition ELSE d.partition END AS summary_partition, \
-             COALESCE(d.correlation_id, j.correlation_id) AS summary_correlation_id \
-             FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id \
-             LEFT JOIN deleted_jobs d ON e.kind = 'job_sample' AND d.job_id = e.job_id \
-               AND d.deleted_at = (SELECT MIN(x.deleted_at) FROM deleted_jobs x \
-                                   WHERE x.job_id = e.job_id AND x.deleted_at >= e.occurred_at) \
-             LEFT JOIN jobs j ON e.kind = 'job_sample' AND d.job_id IS NULL AND j.id = e.job_id \
-             WHERE e.id > $1 ORDER BY e.id ASC LIMIT $2",
+             COALESCE(d.correlation_id, j.correlation_id) AS summary_correlation_id ",
             sample_columns.join(", ")
-        )
+        );
+        if lateral {
+            format!(
+                "{select} FROM (SELECT id, occurred_at, kind, job_id, payload, sample_id FROM events \
+                   WHERE id > $1 ORDER BY id LIMIT $2) e \
+                 LEFT JOIN LATERAL (SELECT * FROM metric_samples x WHERE x.id = e.sample_id LIMIT 1) m ON true \
+                 LEFT JOIN LATERAL (SELECT x.* FROM deleted_jobs x WHERE e.kind = 'job_sample' \
+                   AND x.job_id = e.job_id AND x.deleted_at >= e.occurred_at \
+                   ORDER BY x.deleted_at LIMIT 1) d ON true \
+                 LEFT JOIN LATERAL (SELECT x.user_name, x.nodes, x.partition, x.correlation_id \
+                   FROM jobs x WHERE e.kind = 'job_sample' AND d.job_id IS NULL AND x.id = e.job_id \
+                   LIMIT 1) j ON true \
+                 ORDER BY e.id ASC"
+            )
+        } else {
+            format!(
+                "{select} FROM events e LEFT JOIN metric_samples m ON m.id = e.sample_id \
+                 LEFT JOIN deleted_jobs d ON e.kind = 'job_sample' AND d.job_id = e.job_id \
+                   AND d.deleted_at = (SELECT MIN(x.deleted_at) FROM deleted_jobs x \
+                                       WHERE x.job_id = e.job_id AND x.deleted_at >= e.occurred_at) \
+                 LEFT JOIN jobs j ON e.kind = 'job_sample' AND d.job_id IS NULL AND j.id = e.job_id \
+                 WHERE e.id > $1 ORDER BY e.id ASC LIMIT $2"
+            )
+        }
     }))
 }
 
@@ -66,7 +92,7 @@ macro_rules! event_queries {
         }
 
         pub async fn events_after(pool: &Pool<$db>, after: i64, limit: i64) -> StoreResult<Vec<crate::store::StoredEvent>> {
-            let rows = sqlx::query(events_after_sql())
+            let rows = sqlx::query(events_after_sql(<$db as sqlx::Database>::NAME == "PostgreSQL"))
                 .bind(after)
                 .bind(limit)
                 .fetch_all(pool)
@@ -190,3 +216,124 @@ macro_rules! event_queries {
 }
 
 pub(crate) use event_queries;
+
+#[cfg(test)]
+mod tests {
+    use super::events_after_sql;
+    use crate::domain::{Job, JobState};
+    use crate::store::{AuditContext, Store};
+    use sqlx::{Connection, Executor, Row};
+
+    /// Every (node type, relation) of an `EXPLAIN (FORMAT JSON)` plan.
+    fn plan_nodes(plan: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        let node_type = plan["Node Type"].as_str().unwrap_or_default().to_owned();
+        let relation = plan["Relation Name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        out.push((node_type, relation));
+        for child in plan["Plans"].as_array().into_iter().flatten() {
+            plan_nodes(child, out);
+        }
+    }
+
+    /// The feed reads the log after every commit through a prepared statement, whose generic
+    /// plan does not know the cursor. That plan must still find each event's job, deleted job
+    /// and sample by key: one that scans or hashes `jobs` or `metric_samples` costs the whole
+    /// table on every commit (it did, before the `LATERAL` form).
+    #[tokio::test]
+    async fn postgres_reads_the_log_by_key_lookups_in_the_generic_plan() {
+        if std::env::var("JOBSCOPE_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+            eprintln!("skipped on purpose: JOBSCOPE_TEST_SKIP_POSTGRES=1");
+            return;
+        }
+        crate::install_crypto_provider();
+        let admin = std::env::var("JOBSCOPE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("jobscope_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL reachable (JOBSCOPE_TEST_POSTGRES_URL)");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+
+        let store = Store::connect(&url).await.expect("store");
+        let audit = AuditContext {
+            changed_by: "test".into(),
+            source: "test".into(),
+            correlation_id: "test".into(),
+            actor: None,
+        };
+        for i in 0..300 {
+            let job = Job::new(
+                format!("job-{i}"),
+                "alice".into(),
+                vec![format!("node-{}", i % 10)],
+                JobState::Running,
+                chrono::Utc::now(),
+                "default",
+                "slurm",
+                "test",
+            );
+            store.create_job(&job, &audit).await.unwrap();
+        }
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        // A log much longer than the jobs table, as samples' events make it, with statistics as
+        // young as a busy service's (autovacuum has not analyzed it yet): the old form of the
+        // read then hashed `jobs`, `metric_samples` and every partition of the log.
+        db.execute(
+            "INSERT INTO events (occurred_at, kind, job_id, payload) \
+             SELECT now(), 'job_sample', 'job-' || (i % 300), '{\"state\":\"running\"}' \
+             FROM generate_series(1, 20000) i",
+        )
+        .await
+        .unwrap();
+        db.execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .unwrap();
+        db.execute(sqlx::AssertSqlSafe(format!(
+            "PREPARE log_read(bigint, bigint) AS {}",
+            events_after_sql(true).0
+        )))
+        .await
+        .unwrap();
+        let explained: serde_json::Value = db
+            .fetch_one("EXPLAIN (FORMAT JSON) EXECUTE log_read(0, 500)")
+            .await
+            .unwrap()
+            .get::<sqlx::types::Json<serde_json::Value>, _>(0)
+            .0;
+        let mut nodes = Vec::new();
+        plan_nodes(&explained[0]["Plan"], &mut nodes);
+        for (node_type, relation) in &nodes {
+            // (The empty `metric_samples` and `deleted_jobs` may be scanned: per event, and
+            // a table's growth past its statistics replans the statement.)
+            assert!(
+                !(node_type.contains("Scan")
+                    && !node_type.starts_with("Index")
+                    && relation == "jobs"),
+                "{node_type} on jobs in the log read's generic plan: {nodes:?}"
+            );
+            assert!(
+                !["Hash Join", "Merge Join", "Hash"].contains(&node_type.as_str()),
+                "{node_type} in the log read's generic plan: {nodes:?}"
+            );
+        }
+        assert!(
+            nodes
+                .iter()
+                .any(|(t, r)| t.starts_with("Index") && r == "jobs"),
+            "the plan looks jobs up by key: {nodes:?}"
+        );
+
+        let _ = db.close().await;
+        store.close().await;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .await
+        .unwrap();
+    }
+}
