@@ -216,26 +216,26 @@ fn ticks_of_stat(stat: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// CPU time used so far by the PostgreSQL server's processes (those named `postgres`), living
-/// and exited-and-waited-for children counted by the postmaster.
-fn postgres_cpu() -> Duration {
+/// CPU time used so far by the PostgreSQL backends connected to database `db` (their process
+/// title names it), so that other work on the same server is not counted, plus what the
+/// postmaster has collected from backends that exited (pgbench's, when it ends). The server's
+/// shared processes (WAL writer, checkpointer) are left out for both sides of the comparison.
+fn postgres_cpu(db: &str) -> Duration {
+    let title = format!(" {db} ");
     let mut total = Duration::ZERO;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if stat.contains("(postgres)") {
+        if !stat.contains("(postgres)") {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains(&title) {
             total += ticks_of_stat(&stat);
-            // cutime + cstime: the postmaster's exited backends.
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.split_whitespace().collect())
-                .unwrap_or_default();
-            let children: u64 = [13, 14]
-                .iter()
-                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-                .sum();
-            total += Duration::from_millis(children * 10);
+        } else if !cmdline.starts_with("postgres:") {
+            total += children_ticks(&stat);
         }
     }
     total
@@ -339,7 +339,11 @@ struct Reference {
 
 /// CPU time (user + system) of this process's waited-for children.
 fn children_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    children_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// cutime + cstime of a `/proc/PID/stat` line: its waited-for children's CPU time.
+fn children_ticks(stat: &str) -> Duration {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
@@ -366,7 +370,8 @@ fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<Reference> {
         "\\set id random(1, 1000000000)\nINSERT INTO bench_events (job_id, payload, at) VALUES (:id, '{\"state\":\"running\"}', now());\n",
     )
     .ok()?;
-    let (client_before, pg_before) = (children_cpu(), postgres_cpu());
+    let db = url.rsplit('/').next().unwrap_or_default();
+    let (client_before, pg_before) = (children_cpu(), postgres_cpu(db));
     let out = Command::new("pgbench")
         .args([
             "-n",
@@ -382,7 +387,7 @@ fn pgbench(url: &str, clients: usize, seconds: u64) -> Option<Reference> {
         .arg(url)
         .output()
         .ok()?;
-    let (client_cpu, postgres_cpu) = (children_cpu() - client_before, postgres_cpu() - pg_before);
+    let (client_cpu, postgres_cpu) = (children_cpu() - client_before, postgres_cpu(db) - pg_before);
     let text = String::from_utf8_lossy(&out.stdout);
     let value = |prefix: &str| -> Option<f64> {
         text.lines()
@@ -471,11 +476,12 @@ fn main() {
             drive(&rt, addr, c, 1, "warmup");
             let running: usize = env_or("BENCH_RUNNING_JOBS", "0").parse().unwrap();
             rt.block_on(start_jobs(addr, running));
-            let (server_before, pg_before) = (process_cpu(), postgres_cpu());
+            let db = format!("jobscope_bench_{c}");
+            let (server_before, pg_before) = (process_cpu(), postgres_cpu(&db));
             let result = drive(&rt, addr, c, seconds, "run");
             // The server's CPU is this process's, less the clients' when they ran here.
             let server_cpu = process_cpu() - server_before;
-            let pg_cpu = postgres_cpu() - pg_before;
+            let pg_cpu = postgres_cpu(&db) - pg_before;
             let _ = stop_tx.send(());
             let _ = rt.block_on(server);
             let per_event = |d: Duration| d.as_micros() as f64 / result.events.max(1) as f64;

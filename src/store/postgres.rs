@@ -16,8 +16,11 @@ pub(super) const EVENTS_CHANNEL: &str = "jobscope_events";
 pub(super) const EVENT_ORDER_LOCK: &str =
     "SELECT pg_advisory_xact_lock(7411952870412), pg_notify('jobscope_events', '')";
 
-/// Group-commit writer tasks: enough to overlap one batch's statements with another's commit.
-pub(super) const LIFECYCLE_WRITERS: usize = 4;
+/// Group-commit writer tasks: two, so that one batch's statements overlap the other's commit.
+/// More writers make smaller batches for the same load, each paying its four round trips and
+/// a flush: 2 gave 0.28-0.31 x pgbench at 32 clients where 4 gave 0.20-0.25 (BENCHMARKS.md,
+/// "Hook ingestion").
+pub(super) const LIFECYCLE_WRITERS: usize = 2;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
