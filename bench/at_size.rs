@@ -80,13 +80,22 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Fields 14 and 15 of stat (utime, stime), counted from the state (field 3) at index 0.
     (ticks(11) + ticks(12)) / 100.0
 }
 
 fn log(msg: impl std::fmt::Display) {
-    eprintln!("[{}] {msg} (load {})", Utc::now().format("%H:%M:%S"), load());
+    eprintln!(
+        "[{}] {msg} (load {})",
+        Utc::now().format("%H:%M:%S"),
+        load()
+    );
 }
 
 async fn scalar(pool: &PgPool, sql: &str) -> i64 {
@@ -232,12 +241,11 @@ async fn generate(url: &str, pool: &PgPool, day: DateTime<Utc>, plan: &Plan) {
     )))
     .await
     .unwrap();
-    let done: Vec<(i32, Option<f64>, Option<f64>)> = sqlx::query_as(
-        "SELECT hour, packed_s, rolled_s FROM bench_at_size_progress ORDER BY hour",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let done: Vec<(i32, Option<f64>, Option<f64>)> =
+        sqlx::query_as("SELECT hour, packed_s, rolled_s FROM bench_at_size_progress ORDER BY hour")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     let filled: HashSet<i64> = done.iter().map(|d| d.0 as i64).collect();
     let to_pack: Vec<i64> = done
         .iter()
@@ -297,21 +305,30 @@ async fn generate(url: &str, pool: &PgPool, day: DateTime<Utc>, plan: &Plan) {
         let pool = pool.clone();
         tokio::spawn(async move {
             let mut spent = Spent::default();
-            while let Some(h) = roll_rx.recv().await {
+            while let Some(first) = roll_rx.recv().await {
+                // Hours packed while the previous pass ran are rolled up in one pass.
+                let mut hours = vec![first];
+                while let Ok(h) = roll_rx.try_recv() {
+                    hours.push(h);
+                }
+                let h = *hours.iter().max().unwrap();
                 let t = Instant::now();
                 let now = day + ChronoDuration::hours(h + 1) + jobscope::store::rollups::SETTLE;
                 let pass = store.roll_up(now).await.expect("roll up");
                 let took = t.elapsed().as_secs_f64();
                 spent.wall_s += took;
                 spent.samples += pass.buckets as u64;
-                sqlx::query("UPDATE bench_at_size_progress SET rolled_s = $2 WHERE hour = $1")
-                    .bind(h as i32)
-                    .bind(took)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
+                sqlx::query(
+                    "UPDATE bench_at_size_progress SET rolled_s = $2 / $3 WHERE hour = ANY($1)",
+                )
+                .bind(hours.iter().map(|&h| h as i32).collect::<Vec<i32>>())
+                .bind(took)
+                .bind(hours.len() as f64)
+                .execute(&pool)
+                .await
+                .unwrap();
                 log(format!(
-                    "hour {h}: rolled up {} jobs, {} buckets in {took:.1} s",
+                    "hours {hours:?}: rolled up {} jobs, {} buckets in {took:.1} s",
                     pass.jobs, pass.buckets
                 ));
             }
@@ -362,17 +379,21 @@ async fn generate(url: &str, pool: &PgPool, day: DateTime<Utc>, plan: &Plan) {
         .await
         .expect("events");
         let took = t.elapsed().as_secs_f64();
-        sqlx::query("INSERT INTO bench_at_size_progress (hour, filled_s, samples) VALUES ($1, $2, $3)")
-            .bind(h as i32)
-            .bind(took)
-            .bind(rows as i64)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO bench_at_size_progress (hour, filled_s, samples) VALUES ($1, $2, $3)",
+        )
+        .bind(h as i32)
+        .bind(took)
+        .bind(rows as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         fill.wall_s += took;
         fill.samples += rows;
-        log(format!("hour {h}: filled {rows} samples and events in {took:.1} s"));
+        log(format!(
+            "hour {h}: filled {rows} samples and events in {took:.1} s"
+        ));
         pack_tx.send(h).await.unwrap();
     }
     drop(pack_tx);
@@ -550,7 +571,10 @@ async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
         let (mut raw_t, mut auto_t) = (Vec::new(), Vec::new());
         let (mut raw_b, mut auto_b) = (0, 0);
         for i in 0..runs + 10 {
-            for (url, times, bytes) in [(&base, &mut raw_t, &mut raw_b), (&auto, &mut auto_t, &mut auto_b)] {
+            for (url, times, bytes) in [
+                (&base, &mut raw_t, &mut raw_b),
+                (&auto, &mut auto_t, &mut auto_b),
+            ] {
                 let t = Instant::now();
                 let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
                 if i >= 10 {
@@ -604,7 +628,11 @@ async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
 
 /// Bytes on disk of the tables the day fills, after `VACUUM ANALYZE`.
 async fn sizes(pool: &PgPool) {
-    let samples = scalar(pool, "SELECT COALESCE(SUM(samples), 0)::bigint FROM sample_packs").await
+    let samples = scalar(
+        pool,
+        "SELECT COALESCE(SUM(samples), 0)::bigint FROM sample_packs",
+    )
+    .await
         + scalar(pool, "SELECT COUNT(*) FROM metric_samples").await;
     let nodes = scalar(pool, "SELECT COUNT(DISTINCT node) FROM sample_packs").await;
     for t in [
@@ -625,7 +653,9 @@ async fn sizes(pool: &PgPool) {
         load()
     );
     println!();
-    println!("| table | rows | MB (table + TOAST + indexes) | bytes per sample | MB per node-day |");
+    println!(
+        "| table | rows | MB (table + TOAST + indexes) | bytes per sample | MB per node-day |"
+    );
     println!("|---|---|---|---|---|");
     let mut total = 0;
     for (t, size_sql, rows_sql) in [
@@ -698,7 +728,10 @@ async fn measure_prune(name: &str, day: DateTime<Utc>) {
     )))
     .await
     .unwrap();
-    log(format!("copied the database in {:.0} s", t.elapsed().as_secs_f64()));
+    log(format!(
+        "copied the database in {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     let url = format!("{base}/{copy}");
     let store = Store::connect(&url).await.expect("store");
@@ -716,11 +749,12 @@ async fn measure_prune(name: &str, day: DateTime<Utc>) {
         .await
         .expect("prune");
     let took = t.elapsed();
-    let wal: i64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint")
-        .bind(&lsn_before)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let wal: i64 =
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint")
+            .bind(&lsn_before)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     println!();
     println!("| retention of one day (`Store::prune`) | samples | event rows | packs | s | WAL MB | load before / after |");
     println!("|---|---|---|---|---|---|---|");
@@ -744,9 +778,11 @@ async fn run(name: &str, plan: Plan) {
     let url = open_database(name, fresh).await;
     let store = Store::connect(&url).await.expect("store (migrations)");
     let pool = PgPool::connect(&url).await.unwrap();
-    pool.execute("CREATE TABLE IF NOT EXISTS bench_at_size_progress_day (day TIMESTAMPTZ NOT NULL)")
-        .await
-        .unwrap();
+    pool.execute(
+        "CREATE TABLE IF NOT EXISTS bench_at_size_progress_day (day TIMESTAMPTZ NOT NULL)",
+    )
+    .await
+    .unwrap();
     let day = the_day(&pool).await;
     if scalar(&pool, "SELECT COUNT(*) FROM bench_at_size_progress_day").await == 0 {
         sqlx::query("INSERT INTO bench_at_size_progress_day VALUES ($1)")
