@@ -635,6 +635,11 @@ async fn sizes(pool: &PgPool) {
     .await
         + scalar(pool, "SELECT COUNT(*) FROM metric_samples").await;
     let nodes = scalar(pool, "SELECT COUNT(DISTINCT node) FROM sample_packs").await;
+    // The hours generated: sizes per node-day scale by 24 / hours.
+    let hours = scalar(pool, "SELECT COUNT(*) FROM bench_at_size_progress")
+        .await
+        .max(1);
+    let per_node_day = |size: i64| size as f64 / 1e6 / nodes.max(1) as f64 * 24.0 / hours as f64;
     for t in [
         "metric_samples",
         "sample_packs",
@@ -692,14 +697,14 @@ async fn sizes(pool: &PgPool) {
             "| {t} | {rows} | {:.0} | {:.1} | {:.2} |",
             size as f64 / 1e6,
             size as f64 / samples.max(1) as f64,
-            size as f64 / 1e6 / nodes.max(1) as f64
+            per_node_day(size)
         );
     }
     println!(
         "| **all of these** | | {:.0} | {:.1} | {:.2} |",
         total as f64 / 1e6,
         total as f64 / samples.max(1) as f64,
-        total as f64 / 1e6 / nodes.max(1) as f64
+        per_node_day(total)
     );
     let jobs = scalar(pool, "SELECT pg_total_relation_size('jobs')").await;
     println!(
