@@ -15,7 +15,7 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{env_or, percentile_ms};
+use support::{env_or, percentile_ms, FILL_SQL};
 
 use chrono::{Duration, DurationRound, Utc};
 use jobscope::domain::report::Thresholds;
@@ -23,33 +23,6 @@ use jobscope::domain::{Job, JobState};
 use jobscope::store::{AuditContext, SampleQuery, Store};
 use sqlx::{Executor, PgPool};
 use std::time::Instant;
-
-/// The rows of `jobs` jobs, `per_job` samples each from `day` on, every 15 s.
-const FILL_SQL: &str = "INSERT INTO metric_samples (job_id, timestamp, node, cpu_usage, memory_usage_mb, \
-    cpu_time_seconds, cpu_user_seconds, cpu_system_seconds, cpu_throttled_seconds, cpu_nr_throttled, \
-    memory_usage_bytes, memory_peak_bytes, memory_limit_bytes, memory_anon_bytes, memory_file_bytes, \
-    memory_shmem_bytes, oom_kills, io_read_bytes, io_write_bytes, io_read_ops, io_write_ops, pids, \
-    pressure, gpus) \
-    SELECT 'job-' || j, $1::timestamptz + make_interval(secs => i * 15 + (j % 15)), 'node-' || (j % 1000), \
-      CASE WHEN i = 0 THEN NULL ELSE random() * 100 END, (2000 + (sin(i / 40.0) * 50))::bigint, \
-      round((i * 55.5 + random() * 3)::numeric, 6)::float8, round((i * 50.1 + random() * 2)::numeric, 6)::float8, \
-      round((i * 5.4 + random())::numeric, 6)::float8, 0, 0, \
-      2000000000 + (sin(i / 40.0) * 50000000)::bigint + (random() * 409600)::bigint, 2100000000, 8589934592, \
-      1900000000 + (sin(i / 40.0) * 50000000)::bigint, 90000000 + (random() * 40960)::bigint, 0, 0, \
-      i * 1048576 + (random() * 65536)::bigint, i * 262144 + (random() * 4096)::bigint, i * 16, i * 4, \
-      32 + (random() * 3)::int, \
-      json_build_object( \
-        'cpu', json_build_object('some_avg10', round((random() * 2)::numeric, 2), 'some_total_usec', i * 1500 + (random() * 100)::int), \
-        'memory', json_build_object('some_avg10', 0.0, 'some_total_usec', i * 3), \
-        'io', json_build_object('some_avg10', round((random() * 0.5)::numeric, 2), 'some_total_usec', i * 700)), \
-      CASE WHEN j % 10 = 0 THEN (SELECT json_agg(json_build_object( \
-        'index', g, 'uuid', 'GPU-' || md5(j::text || '-' || g::text), 'pci_bus_id', '0000:' || (16 + g) || ':00.0', \
-        'minor', g, 'vendor', 'nvidia', 'utilization_percent', (random() * 100)::int, \
-        'memory_used_bytes', 40000000000 + (random() * 1000000)::bigint * 4096, 'memory_total_bytes', 85899345920, \
-        'power_watts', round((250 + random() * 400)::numeric, 3), 'energy_joules', round((i * 6000 + random() * 100)::numeric, 3), \
-        'temperature_celsius', 55 + (random() * 20)::int, 'processes', json_build_array(4000 + j))) \
-        FROM generate_series(0, 3) g) END \
-    FROM generate_series(1, $2::int) j, generate_series(0::bigint, $3::bigint - 1) i";
 
 async fn size(pool: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -130,7 +103,8 @@ async fn run(url: &str, jobs: i64, per_job: i64) {
     sqlx::query(FILL_SQL)
         .bind(day)
         .bind(jobs as i32)
-        .bind(per_job as i32)
+        .bind(0i64)
+        .bind(per_job)
         .execute(&pool)
         .await
         .expect("fill");
