@@ -627,6 +627,29 @@ async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
 }
 
 /// Bytes on disk of the tables the day fills, after `VACUUM ANALYZE`.
+/// Sets each running job's `sample_count` to the samples stored for it (rows and packs), as
+/// the ingestion path keeps it: `FILL_SQL` writes rows behind its back, and `resolution=auto`
+/// decides from that count whether a job is small enough to answer raw.
+async fn count_samples(pool: &PgPool) {
+    let started = Instant::now();
+    let updated = sqlx::query(
+        "UPDATE jobs j SET sample_count = s.n FROM ( \
+           SELECT job_id, SUM(n)::bigint AS n FROM ( \
+             SELECT job_id, SUM(samples) AS n FROM sample_packs GROUP BY job_id \
+             UNION ALL SELECT job_id, COUNT(*) FROM metric_samples GROUP BY job_id) parts \
+           GROUP BY job_id) s \
+         WHERE j.id = s.job_id AND j.sample_count IS DISTINCT FROM s.n",
+    )
+    .execute(pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    log(format!(
+        "sample counts of {updated} jobs set from their stored samples in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+}
+
 async fn sizes(pool: &PgPool) {
     let samples = scalar(
         pool,
@@ -806,6 +829,7 @@ async fn run(name: &str, plan: Plan) {
     if env_or("BENCH_GENERATE_ONLY", "0") == "1" {
         return;
     }
+    count_samples(&pool).await;
     sizes(&pool).await;
     let runs: usize = env_or("BENCH_RUNS", "200").parse().unwrap();
     let batches: usize = env_or("BENCH_BATCHES", "40").parse().unwrap();
