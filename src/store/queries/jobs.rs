@@ -541,7 +541,8 @@ macro_rules! job_queries {
             push_job_filter(&mut page, filter);
             let column = filter.sort.column();
             let direction = if filter.ascending { "ASC" } else { "DESC" };
-            page.push(format!(" ORDER BY ({column} IS NULL) ASC, {column} {direction}, id ASC LIMIT "))
+            let nulls_last = if filter.sort.may_be_null() { format!("({column} IS NULL) ASC, ") } else { String::new() };
+            page.push(format!(" ORDER BY {nulls_last}{column} {direction}, id ASC LIMIT "))
                 .push_bind(filter.limit)
                 .push(" OFFSET ")
                 .push_bind(filter.offset);
