@@ -35,12 +35,12 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{bench_audit, env_or, get_json, percentile_ms, FILL_SQL};
+use support::{
+    bench_audit, bench_job, env_or, get_json, percentile_ms, post_samples_timed, FILL_SQL,
+};
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
-use jobscope::app::Application;
 use jobscope::collector::{CgroupSample, GpuReading, GpuVendor, JobReport, SampleBatch};
-use jobscope::config::ServeConfig;
 use jobscope::domain::report::Thresholds;
 use jobscope::domain::{Job, JobState};
 use jobscope::store::Store;
@@ -159,22 +159,10 @@ async fn create_jobs(store: &Store, pool: &PgPool, day: DateTime<Utc>, plan: &Pl
     let audit = bench_audit();
     let mut made = 0;
     for j in 1..=plan.jobs {
-        let id = format!("job-{j}");
-        if have.contains(&id) {
+        if have.contains(&format!("job-{j}")) {
             continue;
         }
-        let mut job = Job::new(
-            id,
-            format!("user{}", j % 200),
-            vec![format!("node-{}", j % 1000)],
-            JobState::Running,
-            day - ChronoDuration::minutes(1),
-            "bench",
-            "slurm",
-            "api-v1",
-        );
-        job.allocated_cpus = Some(4);
-        job.allocated_gpus = Some(if j % 10 == 0 { 4 } else { 0 });
+        let job = bench_job(j, 200, day - ChronoDuration::minutes(1));
         store.create_job(&job, &audit).await.expect("job");
         made += 1;
     }
@@ -482,14 +470,8 @@ async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
     let rss_before = status_mb("VmRSS:");
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let app = Application::build(ServeConfig::loopback(url))
-        .await
-        .expect("serve starts");
-    let addr = app.local_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stop_rx.await;
-    }));
+    let served = support::serve(url).await;
+    let addr = served.addr;
     let metrics_bytes = loop {
         if let Ok(r) = client.get(format!("http://{addr}/metrics")).send().await {
             if r.status().is_success() {
@@ -532,19 +514,7 @@ async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
     for i in 0..batches + 3 {
         let body = serde_json::to_vec(&batch(jobs, pass0 + i as u64)).unwrap();
         body_len = body.len();
-        let t = Instant::now();
-        let r = client
-            .post(format!("http://{addr}/v1/samples"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let answer: serde_json::Value = r.json().await.unwrap();
-        let took = t.elapsed();
-        assert!(status.is_success(), "{status}: {answer}");
-        assert_eq!(answer["accepted"], jobs, "{answer}");
+        let took = post_samples_timed(&client, addr, body, jobs).await;
         if i >= 3 {
             times.push(took);
         }
@@ -622,8 +592,7 @@ async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
         status_mb("VmHWM:"),
         load()
     );
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    served.stop().await;
 }
 
 /// Bytes on disk of the tables the day fills, after `VACUUM ANALYZE`.

@@ -205,13 +205,19 @@ fn process_cpu() -> Duration {
 
 /// utime + stime of a `/proc/PID/stat` line, as a duration (at 100 ticks a second).
 fn ticks_of_stat(stat: &str) -> Duration {
-    let fields: Vec<&str> = stat
+    stat_ticks(stat, [11, 12])
+}
+
+/// The sum of two tick counts of a `/proc/PID/stat` line (`fields` counted after the command
+/// name's closing parenthesis), as a duration at 100 ticks a second.
+fn stat_ticks(stat: &str, fields: [usize; 2]) -> Duration {
+    let after_name: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks: u64 = [11, 12]
+    let ticks: u64 = fields
         .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .filter_map(|&i| after_name.get(i)?.parse::<u64>().ok())
         .sum();
     Duration::from_millis(ticks * 10)
 }
@@ -344,15 +350,7 @@ fn children_cpu() -> Duration {
 
 /// cutime + cstime of a `/proc/PID/stat` line: its waited-for children's CPU time.
 fn children_ticks(stat: &str) -> Duration {
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [13, 14]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
+    stat_ticks(stat, [13, 14])
 }
 
 /// pgbench: one single-row INSERT per transaction, `clients` connections, `seconds` long.

@@ -13,14 +13,12 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{create_pg_database, env_or, post_job_started, stored_samples};
+use support::{create_pg_database, env_or, post_job_started, post_samples_timed, stored_samples};
 
 use chrono::Utc;
-use jobscope::app::Application;
 use jobscope::collector::{
     CgroupSample, GpuReading, GpuVendor, JobReport, NodeSample, NodeStats, Pressure, SampleBatch,
 };
-use jobscope::config::ServeConfig;
 use jobscope::store::{LatePolicy, Store};
 use std::time::{Duration, Instant};
 
@@ -134,14 +132,8 @@ async fn create_jobs(client: &reqwest::Client, addr: std::net::SocketAddr, jobs:
 
 /// Times `batches` batches through the store, then through HTTP; prints two rows.
 async fn run(backend: &str, url: &str, jobs: usize, batches: usize, pause: Duration) {
-    let app = Application::build(ServeConfig::loopback(url))
-        .await
-        .expect("serve starts");
-    let addr = app.local_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stop_rx.await;
-    }));
+    let served = support::serve(url).await;
+    let addr = served.addr;
     let client = reqwest::Client::new();
     create_jobs(&client, addr, jobs).await;
     let store = Store::connect(url).await.expect("store");
@@ -182,19 +174,7 @@ async fn run(backend: &str, url: &str, jobs: usize, batches: usize, pause: Durat
         tokio::time::sleep(pause).await;
         let body = serde_json::to_vec(&batch(jobs, pass)).unwrap();
         body_len = body.len();
-        let t = Instant::now();
-        let r = client
-            .post(format!("http://{addr}/v1/samples"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let answer: serde_json::Value = r.json().await.unwrap();
-        let took = t.elapsed();
-        assert!(status.is_success(), "{status}: {answer}");
-        assert_eq!(answer["accepted"], jobs, "{answer}");
+        let took = post_samples_timed(&client, addr, body, jobs).await;
         if i >= 3 {
             http_times.push(took);
         }
@@ -202,8 +182,7 @@ async fn run(backend: &str, url: &str, jobs: usize, batches: usize, pause: Durat
     let stored = stored_samples(&client, addr, &job_id(0)).await;
     assert_eq!(stored as usize, 2 * (batches + 3), "every batch stored");
     store.close().await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    served.stop().await;
 
     let (s, h, p) = (
         Timings(store_times),

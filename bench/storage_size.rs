@@ -15,11 +15,10 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{env_or, percentile_ms, FILL_SQL};
+use support::{bench_job, env_or, percentile_ms, FILL_SQL};
 
 use chrono::{Duration, DurationRound, Utc};
 use jobscope::domain::report::Thresholds;
-use jobscope::domain::{Job, JobState};
 use jobscope::store::{AuditContext, SampleQuery, Store};
 use sqlx::{Executor, PgPool};
 use std::time::Instant;
@@ -86,18 +85,7 @@ async fn run(url: &str, jobs: i64, per_job: i64) {
     };
     let started = Instant::now();
     for j in 1..=jobs {
-        let mut job = Job::new(
-            format!("job-{j}"),
-            format!("user{}", j % 50),
-            vec![format!("node-{}", j % 1000)],
-            JobState::Running,
-            day - Duration::minutes(1),
-            "bench",
-            "slurm",
-            "api-v1",
-        );
-        job.allocated_cpus = Some(4);
-        job.allocated_gpus = Some(if j % 10 == 0 { 4 } else { 0 });
+        let job = bench_job(j, 50, day - Duration::minutes(1));
         store.create_job(&job, &audit).await.expect("job");
     }
     sqlx::query(FILL_SQL)

@@ -250,3 +250,49 @@ pub const FILL_SQL: &str = "INSERT INTO metric_samples (job_id, timestamp, node,
         'temperature_celsius', 55 + (random() * 20)::int, 'processes', json_build_array(4000 + j))) \
         FROM generate_series(0, 3) g) END \
     FROM generate_series(1, $2::int) j, generate_series($3::bigint, $4::bigint - 1) i";
+
+/// Posts one sample batch (`body`, JSON) to `serve` at `addr`; the time to its answer. Panics
+/// unless it is accepted whole (`expected` samples).
+pub async fn post_samples_timed(
+    client: &reqwest::Client,
+    addr: impl std::fmt::Display,
+    body: Vec<u8>,
+    expected: usize,
+) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    let r = client
+        .post(format!("http://{addr}/v1/samples"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let answer: serde_json::Value = r.json().await.unwrap();
+    let took = t.elapsed();
+    assert!(status.is_success(), "{status}: {answer}");
+    assert_eq!(answer["accepted"], expected, "{answer}");
+    took
+}
+
+/// Running job `job-J` of the storage benches: started at `start` on `node-(J mod 1000)` by
+/// `user(J mod users)`, 4 CPUs, and four GPUs for one job in ten.
+pub fn bench_job(
+    j: i64,
+    users: i64,
+    start: chrono::DateTime<chrono::Utc>,
+) -> jobscope::domain::Job {
+    let mut job = jobscope::domain::Job::new(
+        format!("job-{j}"),
+        format!("user{}", j % users),
+        vec![format!("node-{}", j % 1000)],
+        jobscope::domain::JobState::Running,
+        start,
+        "bench",
+        "slurm",
+        "api-v1",
+    );
+    job.allocated_cpus = Some(4);
+    job.allocated_gpus = Some(if j % 10 == 0 { 4 } else { 0 });
+    job
+}
