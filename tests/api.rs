@@ -892,6 +892,137 @@ on_both_backends!(concurrent_writers_never_lose_or_duplicate, |app| {
     assert_eq!(job["max_memory_usage_mb"], 49);
 });
 
+on_both_backends!(a_burst_of_hooks_records_each_job_as_stored, |app| {
+    // Prologs, then epilogs, of 24 jobs at once go through group commit in batches; on
+    // PostgreSQL a batch's new jobs and ends are written by one statement whose audit snapshots
+    // and event payloads are made before it runs. Each must be the job exactly as stored:
+    // nanosecond timestamps, extras, GPUs, an end before the start, two epilogs of one job.
+    let before = app.event_count().await;
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%S");
+    let ids: Vec<String> = (0..24).map(|i| format!("burst-{i}")).collect();
+    let prologs = ids.iter().enumerate().map(|(i, id)| {
+        let body = json!({
+            "job_id": id, "user": format!("usér-{i}"), "node_list": [format!("n{i}"), format!("n{}", i + 1)],
+            "timestamp": format!("{hour_ago}.{:09}Z", 123_456_789 + i * 1_001),
+            "cpu_allocation": 4 + i, "memory_allocation_mb": 1000 * i, "gpu_allocation": i % 3,
+            "gpu_vendor": if i % 3 == 0 { "none" } else { "nvidia" },
+            "gpu_devices": (0..i % 3).map(|d| d.to_string()).collect::<Vec<_>>(),
+            "partition": "gpu", "account": "physics", "job_name": format!("run {i} ✓"),
+            "array_job_id": "700", "array_task_id": i, "cluster_name": "hpc",
+            "cgroup_path": format!("/sys/fs/cgroup/system.slice/slurmstepd.scope/job_{i}"),
+        });
+        async move { app.post_event("job-started", &body).await }
+    });
+    for reply in futures_util::future::join_all(prologs).await {
+        assert_eq!(reply.expect(200)["status"], "created");
+    }
+    // The first 16 end; every other one has its epilog twice (two nodes), and one ends before
+    // it started (node clocks disagree).
+    let epilogs = ids[..16].iter().enumerate().flat_map(|(i, id)| {
+        let at = if i == 5 { "2000-01-01T00:00:00.000000999Z".to_owned() } else { format!("{hour_ago}.{:09}Z", 999_999_999 - i) };
+        let body = json!({"job_id": id, "exit_code": i % 3, "signal": if i == 7 { 9 } else { 0 }, "timestamp": at});
+        (0..1 + (i + 1) % 2).map(move |_| body.clone())
+    });
+    let replies = futures_util::future::join_all(epilogs.map(|body| async move {
+        let reply = app.post_event("job-finished", &body).await.expect(200);
+        (
+            body["job_id"].as_str().unwrap().to_owned(),
+            reply["status"].as_str().unwrap().to_owned(),
+        )
+    }))
+    .await;
+    for id in &ids[..16] {
+        let statuses: Vec<&str> = replies
+            .iter()
+            .filter(|(j, _)| j == id)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == "updated").count(),
+            1,
+            "{id}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == "updated" || *s == "skipped"),
+            "{id}: {statuses:?}"
+        );
+    }
+
+    let events = app.store.events_after(before, 1000).await.unwrap();
+    let without_runtime = |mut job: Value| {
+        job.as_object_mut().unwrap().remove("runtime_seconds");
+        job
+    };
+    for (i, id) in ids.iter().enumerate() {
+        // The job as stored, without what `GET /v1/jobs/{id}` adds to it.
+        let mut stored = app.get(&format!("/v1/jobs/{id}")).await.expect(200);
+        for added in ["per_node", "totals", "log_unavailable"] {
+            stored.as_object_mut().unwrap().remove(added);
+        }
+        let audit = app.audit(id).await;
+        let of_kind = |kind: &str| {
+            let found: Vec<&Value> = events
+                .iter()
+                .filter(|e| e.job_id.as_deref() == Some(id.as_str()) && e.kind.as_str() == kind)
+                .map(|e| &e.payload["job"])
+                .collect();
+            assert_eq!(found.len(), 1, "{id}: {kind} events");
+            found[0].clone()
+        };
+        let snapshot = |change: &str| {
+            let found: Vec<&Value> = audit
+                .iter()
+                .filter(|a| a["change_type"] == change)
+                .map(|a| &a["job_snapshot"])
+                .collect();
+            assert_eq!(found.len(), 1, "{id}: {change} audit rows");
+            found[0].clone()
+        };
+        let created = of_kind("job_created");
+        assert_eq!(snapshot("create"), created, "{id}");
+        assert!(
+            created["start_time"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(".{:06}Z", 123_456 + i)),
+            "{created}"
+        );
+        if i < 16 {
+            assert_eq!(audit.len(), 2, "{id}");
+            let finished = of_kind("job_finished");
+            assert_eq!(
+                finished, stored,
+                "{id}: the finished event's job is the stored job"
+            );
+            assert_eq!(snapshot("update"), stored, "{id}");
+            assert_eq!(stored["exit_code"], i % 3);
+            if i == 5 {
+                assert_eq!(stored["end_time"], stored["start_time"]);
+                assert_eq!(stored["runtime_seconds"], 0.0);
+            }
+            // Everything the prolog gave is as the created event said.
+            for field in [
+                "user",
+                "nodes",
+                "start_time",
+                "cgroup_path",
+                "gpu_devices",
+                "gpu_count",
+                "correlation_id",
+            ] {
+                assert_eq!(stored[field], created[field], "{id}: {field}");
+            }
+        } else {
+            assert_eq!(audit.len(), 1, "{id}");
+            assert_eq!(
+                without_runtime(created),
+                without_runtime(stored),
+                "{id}: the created event's job is the stored job"
+            );
+        }
+    }
+});
+
 on_both_backends!(oversized_and_malformed_requests, |app| {
     let big =
         json!({"job_id": "big", "user": "u", "node_list": ["n"], "account": "a".repeat(70 * 1024)});
