@@ -61,9 +61,9 @@ pub(super) mod postgres {
 
     /// What one statement is to write for a batch.
     #[derive(Default)]
-    struct Planned {
+    pub(super) struct Planned {
         /// Per op, the job as it will be once written; `None` for an op left to the one-event path.
-        jobs: Vec<Option<Job>>,
+        pub(super) jobs: Vec<Option<Job>>,
         inserts: Vec<JobRow>,
         /// Rows after their end, with the row version each was read at.
         finishes: Vec<(JobRow, String)>,
@@ -88,7 +88,7 @@ pub(super) mod postgres {
     }
 
     /// The rows of the jobs `ids`, with the row version (`xmin`) each was read at.
-    async fn read_rows(
+    pub(super) async fn read_rows(
         pool: &PgPool,
         ids: Vec<&str>,
     ) -> StoreResult<HashMap<String, (JobRow, String)>> {
@@ -110,7 +110,7 @@ pub(super) mod postgres {
             .collect()
     }
 
-    fn plan(
+    pub(super) fn plan(
         ops: &[LifecycleOp],
         mut current: HashMap<String, (JobRow, String)>,
         now: DateTime<Utc>,
@@ -183,6 +183,23 @@ pub(super) mod postgres {
         if planned.jobs.iter().all(Option::is_none) {
             return Ok(none_applied(ops));
         }
+        let written = write(pool, &planned, now).await?;
+        Ok(planned
+            .jobs
+            .into_iter()
+            .map(|job| {
+                job.filter(|j| written.contains(&j.id))
+                    .map(|j| Applied::Done(Box::new(j)))
+            })
+            .collect())
+    }
+
+    /// The statement of `planned`; the ids of the jobs it wrote.
+    pub(super) async fn write(
+        pool: &PgPool,
+        planned: &Planned,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HashSet<String>> {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("WITH s AS (");
         push_insert_of_rows(&mut qb, &planned.inserts, now)?;
         qb.push("), f AS (");
@@ -225,19 +242,11 @@ pub(super) mod postgres {
             "WHERE e.job_id IN (SELECT id FROM written)",
         );
         qb.push(") SELECT id FROM written");
-        let written: HashSet<String> = qb
+        Ok(qb
             .build_query_scalar::<String>()
             .fetch_all(pool)
             .await?
             .into_iter()
-            .collect();
-        Ok(planned
-            .jobs
-            .into_iter()
-            .map(|job| {
-                job.filter(|j| written.contains(&j.id))
-                    .map(|j| Applied::Done(Box::new(j)))
-            })
             .collect())
     }
 
@@ -375,5 +384,85 @@ pub(super) mod sqlite {
         _events: &[QueuedEvent],
     ) -> StoreResult<bool> {
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres::*;
+    use super::*;
+    use crate::domain::{Job, JobState};
+    use crate::store::{Backend, Finish};
+
+    /// A job whose row changes between the batch's read and its statement (a sample batch
+    /// raising its counts) is not ended from the stale row: the statement leaves it, writes no
+    /// audit or event row for it, and the one-event path ends it from the row as it is.
+    #[tokio::test]
+    async fn a_row_changed_after_it_was_read_is_left_to_the_one_event_path() {
+        let Some((store, url)) = crate::store::test_postgres_store().await else {
+            return;
+        };
+        let Backend::Postgres(pool) = store.backend.clone() else {
+            unreachable!("a PostgreSQL store")
+        };
+        let audit = AuditContext {
+            changed_by: "test".into(),
+            source: "test".into(),
+            correlation_id: "c-1".into(),
+            actor: None,
+        };
+        let job = Job::new(
+            "77".into(),
+            "alice".into(),
+            vec!["n1".into()],
+            JobState::Running,
+            chrono::Utc::now() - chrono::Duration::minutes(5),
+            "default",
+            "slurm",
+            "test",
+        );
+        store.create_job(&job, &audit).await.unwrap();
+        let finish = Finish {
+            state: JobState::Completed,
+            end_time: chrono::Utc::now(),
+            exit_code: Some(0),
+            signal: None,
+            raw_state: None,
+            inherit_correlation: true,
+        };
+        let ops = [LifecycleOp::Finish {
+            id: "77".into(),
+            finish: finish.clone(),
+            audit: audit.clone(),
+        }];
+        let now = crate::domain::now_micros();
+        let read = read_rows(&pool, vec!["77"]).await.unwrap();
+        let planned = plan(&ops, read, now).unwrap();
+        assert!(planned.jobs[0].is_some(), "a running job's end is planned");
+        sqlx::query("UPDATE jobs SET sample_count = 3 WHERE id = '77'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let events = store.last_event_id().await.unwrap();
+        let written = write(&pool, &planned, now).await.unwrap();
+        assert!(
+            written.is_empty(),
+            "the stale row was not written: {written:?}"
+        );
+        assert_eq!(store.last_event_id().await.unwrap(), events);
+        let stored = store.get_job("77").await.unwrap();
+        assert_eq!(stored.state, JobState::Running);
+
+        // Through group commit: the one-event path ends it, counts and all.
+        match store.finish_job("77", &finish, &audit).await.unwrap() {
+            crate::store::Applied::Done(job) => {
+                assert_eq!(job.state, JobState::Completed);
+                assert_eq!(job.sample_count, 3);
+            }
+            other => panic!("not ended: {other:?}"),
+        }
+        let trail = store.audit_trail("77").await.unwrap();
+        assert_eq!(trail.len(), 2, "{trail:?}");
+        crate::store::drop_test_postgres_store(store, &url).await;
     }
 }

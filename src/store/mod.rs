@@ -684,3 +684,49 @@ impl Store {
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
+
+/// For the store's own tests on PostgreSQL: a store over a new, empty database on the server
+/// of `JOBSCOPE_TEST_POSTGRES_URL` (default the local one), and the database's URL; `None`
+/// only when `JOBSCOPE_TEST_SKIP_POSTGRES=1` says to skip.
+#[cfg(test)]
+pub(crate) async fn test_postgres_store() -> Option<(Store, String)> {
+    use sqlx::{Connection, Executor};
+    if std::env::var("JOBSCOPE_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+        eprintln!("skipped on purpose: JOBSCOPE_TEST_SKIP_POSTGRES=1");
+        return None;
+    }
+    crate::install_crypto_provider();
+    let admin = std::env::var("JOBSCOPE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("jobscope_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable (JOBSCOPE_TEST_POSTGRES_URL)");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("CREATE DATABASE");
+    let url = format!(
+        "{}/{name}",
+        admin.rsplit_once('/').expect("a URL with a database").0
+    );
+    let store = Store::connect(&url)
+        .await
+        .expect("store over the new database");
+    Some((store, url))
+}
+
+/// Closes a store of [`test_postgres_store`] and drops its database.
+#[cfg(test)]
+pub(crate) async fn drop_test_postgres_store(store: Store, url: &str) {
+    use sqlx::{Connection, Executor};
+    store.close().await;
+    let (server, name) = url.rsplit_once('/').expect("a URL with a database");
+    let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("PostgreSQL reachable");
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .await
+    .expect("DROP DATABASE");
+}

@@ -221,7 +221,7 @@ pub(crate) use event_queries;
 mod tests {
     use super::events_after_sql;
     use crate::domain::{Job, JobState};
-    use crate::store::{AuditContext, Store};
+    use crate::store::AuditContext;
     use sqlx::{Connection, Executor, Row};
 
     /// Every (node type, relation) of an `EXPLAIN (FORMAT JSON)` plan.
@@ -243,23 +243,9 @@ mod tests {
     /// table on every commit (it did, before the `LATERAL` form).
     #[tokio::test]
     async fn postgres_reads_the_log_by_key_lookups_in_the_generic_plan() {
-        if std::env::var("JOBSCOPE_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-            eprintln!("skipped on purpose: JOBSCOPE_TEST_SKIP_POSTGRES=1");
+        let Some((store, url)) = crate::store::test_postgres_store().await else {
             return;
-        }
-        crate::install_crypto_provider();
-        let admin = std::env::var("JOBSCOPE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("jobscope_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("PostgreSQL reachable (JOBSCOPE_TEST_POSTGRES_URL)");
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-
-        let store = Store::connect(&url).await.expect("store");
+        };
         let audit = AuditContext {
             changed_by: "test".into(),
             source: "test".into(),
@@ -329,11 +315,6 @@ mod tests {
         );
 
         let _ = db.close().await;
-        store.close().await;
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+        crate::store::drop_test_postgres_store(store, &url).await;
     }
 }
