@@ -1,13 +1,9 @@
 //! Jobs: the `jobs` row ([`JobRow`]) and every query that creates, changes, reads, counts or
 //! deletes jobs, with the audit and event rows each change records (`record_change`).
 
-use super::{to_json, QueuedEvent};
-use crate::domain::event::{EventKind, JobChange};
 use crate::domain::{GpuVendor, Job, JobState, SchedulerInfo};
-use crate::store::{AuditContext, Finish, StoreResult};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use std::borrow::Cow;
 
 /// Columns of `jobs` in the order `JobRow` and the insert statement use.
 pub(crate) const JOB_COLUMNS: &str = "id, user_name, nodes, node_count, state, start_time, end_time, \
@@ -20,7 +16,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, user_name, nodes, node_count, state, s
     signal, correlation_id, created_at, updated_at, memory_usage_bytes, max_memory_usage_bytes, gpus, sluid";
 
 /// A `jobs` row as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, sqlx::FromRow)]
 pub(crate) struct JobRow {
     id: String,
     user_name: String,
@@ -75,113 +71,6 @@ pub(crate) struct JobRow {
 }
 
 impl JobRow {
-    /// The row a job-started inserts for `j` at `now`, with every value exactly as PostgreSQL
-    /// will store it (see [`as_stored`]), so that `into_job` of it is what reading the row back
-    /// gives. The same values as `push_job_values` binds.
-    pub(crate) fn new_job(j: &Job, correlation_id: &str, now: DateTime<Utc>) -> JobRow {
-        let s = j.scheduler.clone().unwrap_or_default();
-        let at = |t: Option<DateTime<Utc>>| t.map(as_stored);
-        JobRow {
-            id: j.id.clone(),
-            user_name: j.user.clone(),
-            nodes: Json(j.nodes.clone()),
-            node_count: j.nodes.len() as i64,
-            state: j.state.as_str().to_owned(),
-            start_time: as_stored(j.start_time),
-            end_time: at(j.end_time),
-            runtime_seconds: j
-                .state
-                .is_terminal()
-                .then(|| Job::runtime_at(j.start_time, j.end_time, now)),
-            cpu_usage: j.cpu_usage,
-            memory_usage_mb: j.memory_usage_mb,
-            gpu_usage: j.gpu_usage,
-            requested_cpus: j.requested_cpus,
-            allocated_cpus: j.allocated_cpus,
-            requested_memory_mb: j.requested_memory_mb,
-            allocated_memory_mb: j.allocated_memory_mb,
-            requested_gpus: j.requested_gpus,
-            allocated_gpus: j.allocated_gpus,
-            cluster_name: j.cluster_name.clone(),
-            scheduler_instance: j.scheduler_instance.clone(),
-            ingest_version: j.ingest_version.clone(),
-            last_sample_at: at(j.last_sample_at),
-            sample_count: j.sample_count,
-            avg_cpu_usage: j.avg_cpu_usage,
-            max_cpu_usage: j.max_cpu_usage,
-            max_memory_usage_mb: j.max_memory_usage_mb,
-            avg_gpu_usage: j.avg_gpu_usage,
-            max_gpu_usage: j.max_gpu_usage,
-            scheduler_type: s.kind,
-            external_job_id: s.external_job_id,
-            raw_state: s.raw_state,
-            submit_time: at(s.submit_time),
-            partition: s.partition,
-            account: s.account,
-            qos: s.qos,
-            priority: s.priority,
-            scheduler_exit_code: s.exit_code,
-            state_reason: s.state_reason,
-            time_limit_minutes: s.time_limit_minutes,
-            scheduler_extra: s.extra.map(Json),
-            cgroup_path: j.cgroup_path.clone(),
-            gpu_vendor: j.gpu_vendor.map(|v| v.as_str().to_owned()),
-            gpu_devices: Json(j.gpu_devices.clone()),
-            gpu_count: j.gpu_count,
-            exit_code: j.exit_code,
-            signal: j.signal,
-            correlation_id: correlation_id.to_owned(),
-            memory_usage_bytes: j.memory_usage_bytes,
-            max_memory_usage_bytes: j.max_memory_usage_bytes,
-            gpus: (!j.gpus.is_empty()).then(|| Json(j.gpus.clone())),
-            sluid: s.sluid,
-        }
-    }
-
-    /// This row once `finish` ends the job, with the assignments of the one-event path
-    /// (`finish_in`): an end before the start is recorded as the start, the runtime runs from
-    /// the start to the end given, and a raw state given replaces the stored one.
-    pub(crate) fn finished(mut self, finish: &Finish) -> JobRow {
-        let end = as_stored(finish.end_time);
-        self.state = finish.state.as_str().to_owned();
-        self.end_time = Some(end.max(self.start_time));
-        self.runtime_seconds = Some(Job::runtime_at(self.start_time, Some(end), end));
-        self.exit_code = finish.exit_code;
-        self.signal = finish.signal;
-        self.scheduler_exit_code = finish.exit_code;
-        if finish.raw_state.is_some() {
-            self.raw_state = finish.raw_state.clone();
-        }
-        self
-    }
-
-    pub(crate) fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub(crate) fn is_running(&self) -> bool {
-        self.state == JobState::Running.as_str()
-    }
-
-    /// True when every JSON column reads back as it is written. `jsonb` keeps numbers as
-    /// decimals, and a float such as `1e16` comes back as the integer 10000000000000000; a job
-    /// whose scheduler extras hold a float is written by the one-event path, which reads the
-    /// row back instead of predicting it.
-    pub(crate) fn reads_back_as_written(&self) -> bool {
-        fn has_float(v: &serde_json::Value) -> bool {
-            match v {
-                serde_json::Value::Number(n) => n.is_f64(),
-                serde_json::Value::Array(items) => items.iter().any(has_float),
-                serde_json::Value::Object(map) => map.values().any(has_float),
-                _ => false,
-            }
-        }
-        !self
-            .scheduler_extra
-            .as_ref()
-            .is_some_and(|Json(extra)| extra.values().any(has_float))
-    }
-
     /// The API view of the row; a running job's runtime is computed at `now`.
     pub(crate) fn into_job(self, now: DateTime<Utc>) -> Result<Job, super::StoreError> {
         let corrupt = |what: &str, value: &str| {
@@ -261,215 +150,6 @@ impl JobRow {
     }
 }
 
-/// Binds one column of `rows` as an array parameter of PostgreSQL type `$ty[]`.
-macro_rules! bind_array {
-    ($qb:expr, $rows:expr, $ty:literal, |$r:ident| $value:expr) => {{
-        $qb.push_bind($rows.iter().map(|$r| $value).collect::<Vec<_>>());
-        $qb.push_unseparated(concat!("::", $ty, "[]"));
-    }};
-}
-
-/// `INSERT INTO jobs ... SELECT ... FROM UNNEST(...) ON CONFLICT (id) DO NOTHING RETURNING id`
-/// of `rows`, one array parameter per column: the same text for any number of rows, so
-/// PostgreSQL parses and plans it once per connection. JSON columns travel as text.
-pub(crate) fn push_insert_of_rows(
-    qb: &mut sqlx::QueryBuilder<sqlx::Postgres>,
-    rows: &[JobRow],
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let nodes: Vec<String> = rows
-        .iter()
-        .map(|r| to_json(&r.nodes.0))
-        .collect::<Result<_, _>>()?;
-    let extra: Vec<Option<String>> = rows
-        .iter()
-        .map(|r| {
-            r.scheduler_extra
-                .as_ref()
-                .map(|Json(m)| to_json(m))
-                .transpose()
-        })
-        .collect::<Result<_, _>>()?;
-    let devices: Vec<String> = rows
-        .iter()
-        .map(|r| to_json(&r.gpu_devices.0))
-        .collect::<Result<_, _>>()?;
-    let gpus: Vec<Option<String>> = rows
-        .iter()
-        .map(|r| r.gpus.as_ref().map(|Json(g)| to_json(g)).transpose())
-        .collect::<Result<_, _>>()?;
-    qb.push(format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) SELECT u.id, u.user_name, u.nodes::jsonb, u.node_count, \
-         u.state, u.start_time, u.end_time, u.runtime_seconds, u.cpu_usage, u.memory_usage_mb, \
-         u.gpu_usage, u.requested_cpus, u.allocated_cpus, u.requested_memory_mb, \
-         u.allocated_memory_mb, u.requested_gpus, u.allocated_gpus, u.cluster_name, \
-         u.scheduler_instance, u.ingest_version, u.last_sample_at, u.sample_count, \
-         u.avg_cpu_usage, u.max_cpu_usage, u.max_memory_usage_mb, u.avg_gpu_usage, \
-         u.max_gpu_usage, u.scheduler_type, u.external_job_id, u.raw_state, u.submit_time, \
-         u.partition, u.account, u.qos, u.priority, u.scheduler_exit_code, u.state_reason, \
-         u.time_limit_minutes, u.scheduler_extra::jsonb, u.cgroup_path, u.gpu_vendor, \
-         u.gpu_devices::jsonb, u.gpu_count, u.exit_code, u.signal, u.correlation_id, "
-    ));
-    qb.push_bind(now);
-    qb.push(", ");
-    qb.push_bind(now);
-    qb.push(", u.memory_usage_bytes, u.max_memory_usage_bytes, u.gpus::json, u.sluid FROM UNNEST(");
-    let mut q = qb.separated(", ");
-    bind_array!(q, rows, "text", |r| r.id.clone());
-    bind_array!(q, rows, "text", |r| r.user_name.clone());
-    q.push_bind(nodes);
-    q.push_unseparated("::text[]");
-    bind_array!(q, rows, "int8", |r| r.node_count);
-    bind_array!(q, rows, "text", |r| r.state.clone());
-    bind_array!(q, rows, "timestamptz", |r| r.start_time);
-    bind_array!(q, rows, "timestamptz", |r| r.end_time);
-    bind_array!(q, rows, "float8", |r| r.runtime_seconds);
-    bind_array!(q, rows, "float8", |r| r.cpu_usage);
-    bind_array!(q, rows, "int8", |r| r.memory_usage_mb);
-    bind_array!(q, rows, "float8", |r| r.gpu_usage);
-    bind_array!(q, rows, "int8", |r| r.requested_cpus);
-    bind_array!(q, rows, "int8", |r| r.allocated_cpus);
-    bind_array!(q, rows, "int8", |r| r.requested_memory_mb);
-    bind_array!(q, rows, "int8", |r| r.allocated_memory_mb);
-    bind_array!(q, rows, "int8", |r| r.requested_gpus);
-    bind_array!(q, rows, "int8", |r| r.allocated_gpus);
-    bind_array!(q, rows, "text", |r| r.cluster_name.clone());
-    bind_array!(q, rows, "text", |r| r.scheduler_instance.clone());
-    bind_array!(q, rows, "text", |r| r.ingest_version.clone());
-    bind_array!(q, rows, "timestamptz", |r| r.last_sample_at);
-    bind_array!(q, rows, "int8", |r| r.sample_count);
-    bind_array!(q, rows, "float8", |r| r.avg_cpu_usage);
-    bind_array!(q, rows, "float8", |r| r.max_cpu_usage);
-    bind_array!(q, rows, "int8", |r| r.max_memory_usage_mb);
-    bind_array!(q, rows, "float8", |r| r.avg_gpu_usage);
-    bind_array!(q, rows, "float8", |r| r.max_gpu_usage);
-    bind_array!(q, rows, "text", |r| r.scheduler_type.clone());
-    bind_array!(q, rows, "text", |r| r.external_job_id.clone());
-    bind_array!(q, rows, "text", |r| r.raw_state.clone());
-    bind_array!(q, rows, "timestamptz", |r| r.submit_time);
-    bind_array!(q, rows, "text", |r| r.partition.clone());
-    bind_array!(q, rows, "text", |r| r.account.clone());
-    bind_array!(q, rows, "text", |r| r.qos.clone());
-    bind_array!(q, rows, "int8", |r| r.priority);
-    bind_array!(q, rows, "int8", |r| r.scheduler_exit_code);
-    bind_array!(q, rows, "text", |r| r.state_reason.clone());
-    bind_array!(q, rows, "int8", |r| r.time_limit_minutes);
-    q.push_bind(extra);
-    q.push_unseparated("::text[]");
-    bind_array!(q, rows, "text", |r| r.cgroup_path.clone());
-    bind_array!(q, rows, "text", |r| r.gpu_vendor.clone());
-    q.push_bind(devices);
-    q.push_unseparated("::text[]");
-    bind_array!(q, rows, "int8", |r| r.gpu_count);
-    bind_array!(q, rows, "int8", |r| r.exit_code);
-    bind_array!(q, rows, "int8", |r| r.signal);
-    bind_array!(q, rows, "text", |r| r.correlation_id.clone());
-    bind_array!(q, rows, "int8", |r| r.memory_usage_bytes);
-    bind_array!(q, rows, "int8", |r| r.max_memory_usage_bytes);
-    q.push_bind(gpus);
-    q.push_unseparated("::text[]");
-    bind_array!(q, rows, "text", |r| r.sluid.clone());
-    qb.push(
-        ") AS u(id, user_name, nodes, node_count, state, start_time, end_time, runtime_seconds, \
-         cpu_usage, memory_usage_mb, gpu_usage, requested_cpus, allocated_cpus, \
-         requested_memory_mb, allocated_memory_mb, requested_gpus, allocated_gpus, cluster_name, \
-         scheduler_instance, ingest_version, last_sample_at, sample_count, avg_cpu_usage, \
-         max_cpu_usage, max_memory_usage_mb, avg_gpu_usage, max_gpu_usage, scheduler_type, \
-         external_job_id, raw_state, submit_time, partition, account, qos, priority, \
-         scheduler_exit_code, state_reason, time_limit_minutes, scheduler_extra, cgroup_path, \
-         gpu_vendor, gpu_devices, gpu_count, exit_code, signal, correlation_id, \
-         memory_usage_bytes, max_memory_usage_bytes, gpus, sluid) \
-         ON CONFLICT (id) DO NOTHING RETURNING id",
-    );
-    Ok(())
-}
-
-/// `UPDATE jobs ... FROM UNNEST(...) ... RETURNING j.id` that writes the ends of `rows` (each the
-/// row after [`JobRow::finished`], with the row version `xmin` it was read at): only where the
-/// row is still that version and running, so that what was predicted is what is stored.
-pub(crate) fn push_finish_of_rows(
-    qb: &mut sqlx::QueryBuilder<sqlx::Postgres>,
-    rows: &[(JobRow, String)],
-    now: DateTime<Utc>,
-) {
-    qb.push(
-        "UPDATE jobs j SET state = u.state, end_time = u.end_time, \
-         runtime_seconds = u.runtime_seconds, exit_code = u.exit_code, signal = u.signal, \
-         scheduler_exit_code = u.exit_code, raw_state = u.raw_state, updated_at = ",
-    );
-    qb.push_bind(now);
-    qb.push(" FROM UNNEST(");
-    let mut q = qb.separated(", ");
-    bind_array!(q, rows, "text", |r| r.0.id.clone());
-    bind_array!(q, rows, "text", |r| r.1.clone());
-    bind_array!(q, rows, "text", |r| r.0.state.clone());
-    bind_array!(q, rows, "timestamptz", |r| r.0.end_time);
-    bind_array!(q, rows, "float8", |r| r.0.runtime_seconds);
-    bind_array!(q, rows, "int8", |r| r.0.exit_code);
-    bind_array!(q, rows, "int8", |r| r.0.signal);
-    bind_array!(q, rows, "text", |r| r.0.raw_state.clone());
-    qb.push(
-        ") AS u(id, seen, state, end_time, runtime_seconds, exit_code, signal, raw_state) \
-         WHERE j.id = u.id AND j.xmin = u.seen::xid AND j.state = ",
-    );
-    qb.push_bind(JobState::Running.as_str());
-    qb.push(" RETURNING j.id");
-}
-
-/// `t` as PostgreSQL stores it: sqlx sends the whole microseconds since 2000-01-01 that
-/// chrono's `num_microseconds` counts, so this is also what reading the value back gives.
-pub(crate) fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
-    const POSTGRES_EPOCH: i64 = 946_684_800;
-    let epoch = DateTime::<Utc>::from_timestamp(POSTGRES_EPOCH, 0).unwrap_or_default();
-    match (t - epoch).num_microseconds() {
-        Some(micros) => epoch + TimeDelta::microseconds(micros),
-        None => t,
-    }
-}
-
-/// An audit row as a write transaction queues it: (job id, change type, context, snapshot).
-pub(crate) type QueuedAudit = (String, &'static str, AuditContext, serde_json::Value);
-
-/// The audit row and the event-log row that record a change of `job` (from `before`; `None`
-/// for a new job).
-pub(crate) fn change_rows(
-    before: Option<JobState>,
-    job: &Job,
-    change_type: &'static str,
-    audit: &AuditContext,
-) -> StoreResult<(QueuedAudit, QueuedEvent)> {
-    let change = JobChange {
-        job: Cow::Borrowed(job),
-        correlation_id: Cow::Borrowed(&audit.correlation_id),
-        previous_state: before,
-    };
-    let event = QueuedEvent {
-        kind: EventKind::of_change(before, job.state),
-        job_id: Some(job.id.clone()),
-        payload: to_json(&change)?,
-        sample_id: None,
-    };
-    let audit_row = (
-        job.id.clone(),
-        change_type,
-        audit.clone(),
-        super::snapshot(job),
-    );
-    Ok((audit_row, event))
-}
-
-/// The audit context of a job's end: the stored correlation id where the finish asks to
-/// continue the job's trace (see [`Finish::inherit_correlation`]).
-pub(crate) fn finish_audit(updated: &Job, finish: &Finish, audit: &AuditContext) -> AuditContext {
-    match (&updated.correlation_id, finish.inherit_correlation) {
-        (Some(stored), true) => AuditContext {
-            correlation_id: stored.clone(),
-            ..audit.clone()
-        },
-        _ => audit.clone(),
-    }
-}
-
 /// The job functions of `store_queries!`, expanded into the same backend module (its
 /// imports, `WriteTx` and the other concerns' functions are in scope there).
 macro_rules! job_queries {
@@ -494,10 +174,13 @@ macro_rules! job_queries {
             change_type: &'static str,
             audit: &AuditContext,
         ) -> StoreResult<()> {
-            let (audit_row, event) = crate::store::queries::change_rows(before, job, change_type, audit)?;
-            tx.audits.push(audit_row);
-            tx.events.push(event);
-            Ok(())
+            tx.audits.push((job.id.clone(), change_type, audit.clone(), snapshot(job)));
+            let change = JobChange {
+                job: Cow::Borrowed(job),
+                correlation_id: Cow::Borrowed(&audit.correlation_id),
+                previous_state: before,
+            };
+            tx.append_event(EventKind::of_change(before, job.state), &job.id, &change)
         }
 
         /// Binds the `jobs` row of `j` in `JOB_COLUMNS` order, as inserted at `now`.
@@ -588,7 +271,10 @@ macro_rules! job_queries {
 
         /// Records the end of a job that was `previous` and is now `updated`.
         async fn finished(tx: &mut Tx, previous: JobState, updated: Job, finish: &Finish, audit: &AuditContext) -> StoreResult<Applied> {
-            let audit = crate::store::queries::finish_audit(&updated, finish, audit);
+            let audit = match (&updated.correlation_id, finish.inherit_correlation) {
+                (Some(stored), true) => AuditContext { correlation_id: stored.clone(), ..audit.clone() },
+                _ => audit.clone(),
+            };
             record_change(tx, Some(previous), &updated, "update", &audit).await?;
             Ok(Applied::Done(Box::new(updated)))
         }
@@ -677,59 +363,32 @@ macro_rules! job_queries {
             Ok(Applied::Filled(Box::new(updated)))
         }
 
-        /// Applies a batch of lifecycle changes (group commit). Each change gets its own
-        /// result. Where the backend can, the common changes of the batch are written first in
-        /// one statement of their own (see `lifecycle_batch`); the rest then take the one-event
-        /// path in one transaction, in op order. A database error there, before anything of the
-        /// batch is written, aborts the whole batch and is returned, so the caller can retry the
-        /// changes one by one; after the common changes are written, the rest are retried one by
-        /// one here, so that nothing is applied twice.
+        /// Applies a batch of lifecycle changes in one transaction (group commit). Each change
+        /// gets its own result; a database error aborts the whole batch and is returned instead,
+        /// so the caller can retry the changes one by one.
         pub async fn apply_lifecycle(pool: &Pool<$db>, ops: &[LifecycleOp]) -> StoreResult<Vec<StoreResult<Applied>>> {
-            let mut results: Vec<Option<StoreResult<Applied>>> = lifecycle::apply_common(pool, ops, now_micros())
-                .await?
-                .into_iter()
-                .map(|applied| applied.map(Ok))
-                .collect();
-            let rest: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
-            if !rest.is_empty() {
-                let some_written = rest.len() < ops.len();
-                match apply_one_by_one(pool, rest.iter().map(|&i| &ops[i])).await {
-                    Ok(applied) => {
-                        for (i, result) in rest.iter().zip(applied) {
-                            results[*i] = Some(result);
-                        }
-                    }
-                    Err(err) if !some_written => return Err(err),
-                    Err(err) if rest.len() == 1 => results[rest[0]] = Some(Err(err)),
-                    Err(err) => {
-                        tracing::warn!(error = %err, events = rest.len(), "lifecycle batch failed; retrying its remaining events one by one");
-                        for &i in &rest {
-                            let result = apply_one_by_one(pool, std::iter::once(&ops[i]))
-                                .await
-                                .and_then(|mut r| r.pop().ok_or(StoreError::Closed)?);
-                            results[i] = Some(result);
-                        }
-                    }
-                }
-            }
-            Ok(results.into_iter().map(|r| r.unwrap_or(Err(StoreError::Closed))).collect())
-        }
-
-        /// `ops` through the one-event path, in one transaction.
-        async fn apply_one_by_one<'a>(
-            pool: &Pool<$db>,
-            ops: impl Iterator<Item = &'a LifecycleOp>,
-        ) -> StoreResult<Vec<StoreResult<Applied>>> {
             let mut tx = WriteTx::begin(pool).await?;
-            let mut results = Vec::new();
-            for op in ops {
-                let result = match op {
-                    LifecycleOp::Start { job, audit } => match insert_new_in(&mut tx, job, audit).await {
+            // Where the backend can, the common ops of the batch are written in one statement
+            // (see `lifecycle_batch`); the rest take the one-event path below, in op order.
+            let written = lifecycle::prepare(&mut tx.tx, ops, push_job_values, now_micros()).await?;
+            let mut results = Vec::with_capacity(ops.len());
+            for (op, written) in ops.iter().zip(written) {
+                let result = match (op, written) {
+                    (LifecycleOp::Start { job, audit }, Some(stored)) => {
+                        tx.nodes.extend(job.nodes.iter().map(|n| (job.id.clone(), n.clone())));
+                        record_change(&mut tx, None, &stored, "create", audit)
+                            .await
+                            .map(|()| Applied::Done(Box::new(stored)))
+                    }
+                    (LifecycleOp::Finish { finish, audit, .. }, Some(updated)) => {
+                        finished(&mut tx, JobState::Running, updated, finish, audit).await
+                    }
+                    (LifecycleOp::Start { job, audit }, None) => match insert_new_in(&mut tx, job, audit).await {
                         Ok(Some(stored)) => Ok(Applied::Done(Box::new(stored))),
                         Ok(None) => fill_from_start_in(&mut tx, job, audit).await,
                         Err(err) => Err(err),
                     },
-                    LifecycleOp::Finish { id, finish, audit } => finish_in(&mut tx, id, finish, audit).await,
+                    (LifecycleOp::Finish { id, finish, audit }, None) => finish_in(&mut tx, id, finish, audit).await,
                 };
                 match result {
                     Err(StoreError::Database(err)) => return Err(StoreError::Database(err)),
@@ -963,49 +622,10 @@ pub(crate) use job_queries;
 #[cfg(test)]
 mod tests {
     use super::super::{snapshot, to_json};
-    use super::{JobRow, SchedulerInfo};
     use crate::domain::event::JobChange;
     use crate::domain::{Job, JobState};
-    use chrono::{DateTime, Utc};
     use serde_json::json;
     use std::borrow::Cow;
-
-    #[test]
-    fn a_float_in_the_extras_does_not_read_back_as_written() {
-        let mut job = Job::new(
-            "7".into(),
-            "alice".into(),
-            vec!["n1".into()],
-            JobState::Running,
-            Utc::now(),
-            "c",
-            "slurm",
-            "test",
-        );
-        let with_extra = |job: &Job, value: serde_json::Value| {
-            let mut job = job.clone();
-            let mut extra = serde_json::Map::new();
-            extra.insert("x".into(), serde_json::json!({"deep": [1, value]}));
-            job.scheduler = Some(SchedulerInfo {
-                extra: Some(extra),
-                ..Default::default()
-            });
-            JobRow::new_job(&job, "c", Utc::now())
-        };
-        assert!(JobRow::new_job(&job, "c", Utc::now()).reads_back_as_written());
-        assert!(with_extra(&job, serde_json::json!(12)).reads_back_as_written());
-        assert!(with_extra(&job, serde_json::json!("1e16")).reads_back_as_written());
-        assert!(!with_extra(&job, serde_json::json!(1e16)).reads_back_as_written());
-        job.start_time = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456789Z")
-            .unwrap()
-            .into();
-        assert_eq!(
-            JobRow::new_job(&job, "c", Utc::now())
-                .start_time
-                .to_rfc3339(),
-            "2026-01-02T03:04:05.123456+00:00"
-        );
-    }
 
     /// A job change carries `previous_state` only when there was one.
     #[test]

@@ -28,10 +28,7 @@ mod samples;
 
 pub(crate) use audit::{audit_queries, AuditRow};
 pub(crate) use events::{event_queries, events_after_sql};
-pub(crate) use jobs::{
-    change_rows, finish_audit, job_queries, push_finish_of_rows, push_insert_of_rows, JobRow,
-    QueuedAudit, JOB_COLUMNS,
-};
+pub(crate) use jobs::{job_queries, JobRow, JOB_COLUMNS};
 pub(crate) use nodes::{
     node_queries, scheduler_merge, NodeRow, PartitionRow, NODE_COLUMNS, PARTITION_COLUMNS,
     RUNNING_JOBS_OF_NODE,
