@@ -31,7 +31,27 @@ pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult
         .connect(url)
         .await?;
     migrate(&pool).await?;
+    warn_if_autovacuum_is_off(&pool).await;
     Ok(pool)
+}
+
+/// Packing deletes every raw sample row once its hour is packed (`sample_packs.rs`): some 2.4
+/// million rows an hour per 1,000 nodes, whose space only a `VACUUM` makes reusable. With the
+/// server's autovacuum off, `metric_samples` grows by every row ever packed (on the at-size
+/// bench, 32 GB in 21 hours of 1,000 nodes; BENCHMARKS.md, "At size"), so say so at start.
+async fn warn_if_autovacuum_is_off(pool: &PgPool) {
+    match sqlx::query_scalar::<_, String>("SHOW autovacuum")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(setting) if setting == "off" => tracing::warn!(
+            "PostgreSQL's autovacuum is off: the raw sample rows that packing deletes every hour \
+             are reclaimed only by a VACUUM, and metric_samples grows by ~700 bytes per sample \
+             until one runs; turn autovacuum on or run `VACUUM metric_samples` every hour"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::debug!(error = %err, "cannot read the autovacuum setting"),
+    }
 }
 
 /// Adopts a database the Go service created (see `go_schema`), then applies pending migrations.
