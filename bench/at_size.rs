@@ -36,7 +36,7 @@
 #[path = "support.rs"]
 mod support;
 use support::{
-    bench_audit, bench_job, env_or, get_json, percentile_ms, post_samples_timed, FILL_SQL,
+    bench_audit, bench_job, env_or, get_json, percentile_ms, post_samples_timed, timed, FILL_SQL,
 };
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
@@ -567,23 +567,7 @@ async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
         );
     }
     let url_running = format!("http://{addr}/v1/jobs?state=running");
-    let mut times = Vec::new();
-    let mut bytes = 0;
-    for i in 0..runs + 10 {
-        let t = Instant::now();
-        let body = client
-            .get(&url_running)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        if i >= 10 {
-            times.push(t.elapsed());
-        }
-        bytes = body.len();
-    }
+    let (mut times, bytes) = timed(&client, &url_running, runs).await;
     row("GET /v1/jobs?state=running", runs, bytes, &mut times);
     println!();
     println!(

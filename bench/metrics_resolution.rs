@@ -12,13 +12,15 @@
 
 #[path = "support.rs"]
 mod support;
-use support::{create_running_job, get_json, ingest_all, main_over_backends, percentile_ms, serve};
+use support::{
+    create_running_job, get_json, ingest_all, main_over_backends, percentile_ms, serve, timed,
+};
 
 use chrono::Duration as ChronoDuration;
 use jobscope::collector::{GpuReading, GpuVendor};
 use jobscope::domain::{now_micros, MetricSample, SampleDetail};
 use jobscope::store::{SampleItem, Store};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const JOB: &str = "7100001";
 
@@ -65,21 +67,6 @@ async fn fill(store: &Store, samples: usize) {
         })
         .collect();
     ingest_all(store, &items).await;
-}
-
-async fn timed(client: &reqwest::Client, url: &str, runs: usize) -> (Vec<Duration>, usize) {
-    let mut times = Vec::with_capacity(runs);
-    let mut size = 0;
-    for i in 0..runs + 10 {
-        let started = Instant::now();
-        let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
-        if i >= 10 {
-            times.push(started.elapsed());
-        }
-        size = body.len();
-    }
-    times.sort();
-    (times, size)
 }
 
 async fn run(backend: &str, url: &str, samples: usize, runs: usize) {

@@ -155,6 +155,27 @@ pub async fn ingest_all(store: &jobscope::store::Store, items: &[jobscope::store
     }
 }
 
+/// `runs` GETs of `url` after 10 warm-ups, each timed to its body's last byte: the times,
+/// sorted, and the body's length.
+pub async fn timed(
+    client: &reqwest::Client,
+    url: &str,
+    runs: usize,
+) -> (Vec<std::time::Duration>, usize) {
+    let mut times = Vec::with_capacity(runs);
+    let mut size = 0;
+    for i in 0..runs + 10 {
+        let started = std::time::Instant::now();
+        let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
+        if i >= 10 {
+            times.push(started.elapsed());
+        }
+        size = body.len();
+    }
+    times.sort();
+    (times, size)
+}
+
 /// The body of `GET url` as JSON; panics on a transport or decoding error.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()

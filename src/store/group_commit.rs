@@ -34,6 +34,16 @@ pub enum LifecycleOp {
     },
 }
 
+impl LifecycleOp {
+    /// The job the change is about.
+    pub(super) fn job_id(&self) -> &str {
+        match self {
+            LifecycleOp::Start { job, .. } => &job.id,
+            LifecycleOp::Finish { id, .. } => id,
+        }
+    }
+}
+
 type Request = (LifecycleOp, oneshot::Sender<StoreResult<Applied>>);
 
 #[derive(Clone)]

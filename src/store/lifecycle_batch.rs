@@ -29,14 +29,7 @@ pub(super) type AuditRows = [(String, &'static str, AuditContext, serde_json::Va
 /// statement, since sibling CTEs see one snapshot and a second op on a job must see the first.
 fn first_of_their_job(ops: &[LifecycleOp]) -> Vec<bool> {
     let mut seen = std::collections::HashSet::with_capacity(ops.len());
-    ops.iter()
-        .map(|op| {
-            seen.insert(match op {
-                LifecycleOp::Start { job, .. } => job.id.as_str(),
-                LifecycleOp::Finish { id, .. } => id.as_str(),
-            })
-        })
-        .collect()
+    ops.iter().map(|op| seen.insert(op.job_id())).collect()
 }
 
 /// One text column of the audit rows, as an array parameter.
@@ -176,12 +169,8 @@ pub(super) mod postgres {
             .map(|r| r.into_job(now).map(|j| (j.id.clone(), j)))
             .collect::<Result<_, _>>()?;
         for ((slot, op), first) in written.iter_mut().zip(ops).zip(first) {
-            let id = match op {
-                LifecycleOp::Start { job, .. } => &job.id,
-                LifecycleOp::Finish { id, .. } => id,
-            };
             if first {
-                *slot = by_id.remove(id);
+                *slot = by_id.remove(op.job_id());
             }
         }
         Ok(written)

@@ -696,8 +696,7 @@ pub(crate) async fn test_postgres_store() -> Option<(Store, String)> {
         return None;
     }
     crate::install_crypto_provider();
-    let admin = std::env::var("JOBSCOPE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = test_postgres_admin_url();
     let name = format!("jobscope_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
@@ -720,13 +719,20 @@ pub(crate) async fn test_postgres_store() -> Option<(Store, String)> {
 pub(crate) async fn drop_test_postgres_store(store: Store, url: &str) {
     use sqlx::{Connection, Executor};
     store.close().await;
-    let (server, name) = url.rsplit_once('/').expect("a URL with a database");
-    let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+    let (_, name) = url.rsplit_once('/').expect("a URL with a database");
+    let mut conn = sqlx::PgConnection::connect(&test_postgres_admin_url())
         .await
-        .expect("PostgreSQL reachable");
+        .expect("PostgreSQL reachable (JOBSCOPE_TEST_POSTGRES_URL)");
     conn.execute(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {name} WITH (FORCE)"
     )))
     .await
     .expect("DROP DATABASE");
+}
+
+/// The database the store's PostgreSQL tests create and drop theirs from.
+#[cfg(test)]
+fn test_postgres_admin_url() -> String {
+    std::env::var("JOBSCOPE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
