@@ -249,7 +249,13 @@ check "ok: raw state" "$(field "$J_OK" .scheduler.raw_state)" '"COMPLETED"'
 # Audit trail: the prologs and epilogs from the hooks, then Slurm's confirmation.
 check "ok: audit creators" "$(api "/v1/jobs/$J_OK/audit" | jq -c '[.events[].changed_by] | unique')" '["slurm-epilog","slurm-prolog","slurm-reconciler"]'
 check "ok: audit starts with create" "$(api "/v1/jobs/$J_OK/audit" | jq -r '.events[0].change_type')" create
-check "ok: one finish in the trail" "$(api "/v1/jobs/$J_OK/audit" | jq '[.events[] | select(.job_snapshot.state == "completed" and .job_snapshot.scheduler.raw_state == null)] | length')" 1
+# Two epilogs (the node's and the controller's) make one finish. A prolog that reaches the server
+# after the end (its hook timed out and spooled it) may still fill in fields: an update by
+# slurm-prolog, not a second finish.
+TRAIL=$(api "/v1/jobs/$J_OK/audit")
+FINISHES=$(jq '[.events[] | select(.changed_by == "slurm-epilog" and .job_snapshot.state == "completed")] | length' <<<"$TRAIL")
+check "ok: one finish in the trail" "$FINISHES" 1
+[ "$FINISHES" = 1 ] || say "$(jq -c '.events[] | [.change_type, .changed_by, .job_snapshot.state, .job_snapshot.scheduler.raw_state, .changed_at]' <<<"$TRAIL")"
 
 # Nodes from Slurm: partitions, CPUs and state come from slurmrestd (no agent runs here); a drain
 # with its reason shows within two reconcile intervals, and so does the resume.
