@@ -1,11 +1,15 @@
-//! The event log's day partitions on PostgreSQL (`store::partitions`, issue 19): days created
-//! ahead, retention dropping a whole day while the newer events (and a stream's resume point)
-//! stay, and a row whose day has no partition caught by the default one and filed later.
+//! The day partitions of the event log and of the sample packs on PostgreSQL
+//! (`store::partitions`, issue 19): days created ahead, retention dropping a whole day while the
+//! newer rows (and a stream's resume point) stay, a row whose day has no partition caught by the
+//! default one and filed later, and each partitioning migration killed half-way.
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use common::{Backend, TestApp};
+use jobscope::domain::report::Thresholds;
+use jobscope::store::partitions::{EVENTS, PACKS};
+use serde_json::json;
 
 #[tokio::test]
 async fn days_are_made_ahead_dropped_whole_and_rows_without_a_day_are_kept() {
@@ -42,7 +46,7 @@ async fn days_are_made_ahead_dropped_whole_and_rows_without_a_day_are_kept() {
     // Maintenance files them into a partition of their own day.
     let upkeep = app.store.maintain_partitions(now).await.unwrap();
     assert_eq!(upkeep.moved, 300, "{upkeep:?}");
-    let old_day = jobscope::store::partitions::partition_name(old.date_naive());
+    let old_day = EVENTS.partition_name(old.date_naive());
     assert_eq!(upkeep.created, vec![old_day.clone()]);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM events_default WHERE $1 <> ''", "x")
@@ -72,6 +76,92 @@ async fn days_are_made_ahead_dropped_whole_and_rows_without_a_day_are_kept() {
     app.finish().await;
 }
 
+/// Packs of days without a partition (an old day, yesterday) wait in the default partition and
+/// are read as usual; maintenance files them by day; retention drops the old day whole and
+/// counts its samples, the newer day stays, and deleting the job reaches every partition.
+#[tokio::test]
+async fn packs_are_filed_by_day_and_a_past_day_goes_whole() {
+    if common::skip_postgres() {
+        return;
+    }
+    let app = TestApp::new(Backend::Postgres).await;
+    let now = Utc::now();
+    app.store.maintain_partitions(now).await.unwrap();
+    let days = app.store.day_partitions(&PACKS).await.unwrap();
+    for n in 0..=jobscope::store::partitions::AHEAD_DAYS {
+        let day = (now + Duration::days(n)).date_naive();
+        assert!(days.contains(&day), "{day} missing from {days:?}");
+    }
+    let midnight = |days: i64| {
+        (now - Duration::days(days))
+            .duration_trunc(Duration::days(1))
+            .unwrap()
+    };
+    let (old, yesterday) = (midnight(5), midnight(1));
+    let started = json!({"job_id": "p", "user": "alice", "node_list": ["a"],
+                         "timestamp": old.to_rfc3339()});
+    app.post_event("job-started", &started).await.expect(200);
+    // Eight samples over 10:00 and 11:00 of the old day, three at noon yesterday.
+    let at = |day: DateTime<Utc>, hour: i64, i: i64| {
+        day + Duration::hours(hour) + Duration::minutes(15 * i)
+    };
+    let times: Vec<DateTime<Utc>> = (0..8)
+        .map(|i| at(old, 10, i))
+        .chain((0..3).map(|i| at(yesterday, 12, i)))
+        .collect();
+    for (i, t) in times.iter().enumerate() {
+        let sample = json!({"job_id": "p", "collected_at": t.to_rfc3339(),
+                            "cpu_usage_percent": 10.0 + i as f64, "memory_current_bytes": 1 << 20});
+        let batch = json!({"node": "a", "collected_at": t.to_rfc3339(), "jobs": [sample]});
+        let reply = app
+            .request("POST", "/v1/samples", Some(&batch), &[])
+            .await
+            .expect(200);
+        assert_eq!(reply["accepted"], 1, "{reply}");
+    }
+    let before = app.get("/v1/jobs/p/metrics?limit=100").await.expect(200);
+    assert_eq!(before["total"], 11);
+    let pass = app
+        .store
+        .pack_closed_hours(now, Thresholds::site())
+        .await
+        .unwrap();
+    assert_eq!((pass.samples, pass.packs), (11, 3));
+    let in_default = "SELECT COUNT(*) FROM sample_packs_default WHERE job_id = $1";
+    assert_eq!(app.count(in_default, "p").await, 3, "no partition for either day");
+    assert_eq!(app.get("/v1/jobs/p/metrics?limit=100").await.expect(200), before);
+
+    let upkeep = app.store.maintain_partitions(now).await.unwrap();
+    assert_eq!(upkeep.moved, 3, "{upkeep:?}");
+    for day in [old, yesterday] {
+        let name = PACKS.partition_name(day.date_naive());
+        assert!(upkeep.created.contains(&name), "{name}: {upkeep:?}");
+    }
+    assert_eq!(app.count(in_default, "p").await, 0);
+    assert_eq!(app.get("/v1/jobs/p/metrics?limit=100").await.expect(200), before);
+    // A partition made for caught rows stores pack data as the others do: not compressed again.
+    let storage = app
+        .count(
+            "SELECT COUNT(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relname LIKE 'sample\\_packs\\_p%' AND a.attname = 'data' AND a.attstorage <> $1",
+            "e",
+        )
+        .await;
+    assert_eq!(storage, 0, "every day partition keeps EXTERNAL storage");
+
+    let (samples, _) = app.store.prune(now - Duration::days(2)).await.unwrap();
+    assert_eq!(samples, 8, "the old day's packs went whole");
+    let days = app.store.day_partitions(&PACKS).await.unwrap();
+    assert!(!days.contains(&old.date_naive()), "{days:?}");
+    assert!(days.contains(&yesterday.date_naive()), "{days:?}");
+    let left = app.get("/v1/jobs/p/metrics?limit=100").await.expect(200);
+    assert_eq!(left["total"], 3);
+
+    app.write("DELETE", "/v1/jobs/p", None).await.expect(204);
+    assert_eq!(app.rows_of("sample_packs", "p").await, 0);
+    app.finish().await;
+}
+
 /// Migration 0023 killed half-way (the `jobscope migrate` process, while PostgreSQL copies the
 /// log) leaves the old table as it was; the next run migrates from the start and every row is
 /// there, ids and all.
@@ -80,6 +170,72 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
     if common::skip_postgres() {
         return;
     }
+    // Enough rows that the copy takes seconds, over three days.
+    let fill = "INSERT INTO events (occurred_at, kind, job_id, payload) \
+         SELECT now() - (i % 3) * INTERVAL '1 day', 'job_created', 'j' || i, '{\"n\":1}' \
+         FROM generate_series(1, 1500000) AS i";
+    let counts = "SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events";
+    let (_db, pool, before) = kill_migration(23, &[fill], "event log partitioned by UTC day", counts).await;
+    assert_eq!(table_kind(&pool, "events").await, "p", "partitioned now");
+    let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events_default")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(in_default, 0, "every day got its partition");
+    // The sequence carried over: the next id follows.
+    let next: i64 = sqlx::query_scalar(
+        "INSERT INTO events (occurred_at, kind, payload) VALUES (now(), 'job_created', '{}') RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(next > before.1);
+    pool.close().await;
+}
+
+/// Migration 0027 (the sample packs by day) killed half-way: the same.
+#[tokio::test]
+async fn an_interrupted_pack_partitioning_migration_rolls_back_and_runs_again() {
+    if common::skip_postgres() {
+        return;
+    }
+    // Packs of 200 jobs over three days (an hour each, 256 bytes of data), enough for seconds of copy.
+    let jobs = "INSERT INTO jobs (id, user_name, nodes, node_count, state, start_time, cluster_name, \
+         scheduler_instance, ingest_version, correlation_id, created_at, updated_at) \
+         SELECT 'j' || i, 'alice', '[\"a\"]', 1, 'running', now() - INTERVAL '3 days', 'c', 's', 'v', \
+         'c' || i, now(), now() FROM generate_series(1, 200) AS i";
+    let packs = "INSERT INTO sample_packs (job_id, node, first_at, last_at, samples, min_id, max_id, data) \
+         SELECT 'j' || (i % 200 + 1), 'a', now() - (i % 72) * INTERVAL '1 hour', \
+         now() - (i % 72) * INTERVAL '1 hour' + INTERVAL '59 minutes', 240, i, i, \
+         decode(repeat(md5(i::text), 16), 'hex') FROM generate_series(1, 300000) AS i";
+    let counts = "SELECT COUNT(*), SUM(samples)::bigint, SUM(length(data))::bigint FROM sample_packs";
+    let (_db, pool, _) = kill_migration(27, &[jobs, packs], "Sample packs partitioned by UTC day", counts).await;
+    assert_eq!(table_kind(&pool, "sample_packs").await, "p", "partitioned now");
+    let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sample_packs_default")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(in_default, 0, "every day got its partition");
+    // The packs still go with their job.
+    sqlx::query("DELETE FROM jobs WHERE id = 'j1'").execute(&pool).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sample_packs WHERE job_id = 'j1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    pool.close().await;
+}
+
+/// Migrates a new database to just before `version`, runs `fill`, then kills `jobscope migrate`
+/// while the statement that starts with `marker` runs: the migration is not recorded and
+/// `counts` reads as before. Then migrates to the end and checks `counts` again; returns the
+/// database, a pool of one connection to it, and the counts.
+async fn kill_migration(
+    version: i64,
+    fill: &[&str],
+    marker: &str,
+    counts: &str,
+) -> (common::TestDb, sqlx::PgPool, (i64, i64, i64)) {
     let db = common::TestDb::new(Backend::Postgres).await;
     let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new("./migrations/postgres"))
         .await
@@ -87,7 +243,7 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
     migrator.migrations = migrator
         .migrations
         .iter()
-        .filter(|m| m.version < 23)
+        .filter(|m| m.version < version)
         .cloned()
         .collect::<Vec<_>>()
         .into();
@@ -98,16 +254,19 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .await
         .unwrap();
     migrator.run(&pool).await.unwrap();
-    // Enough rows that the copy takes seconds, over three days.
-    sqlx::query(
-        "INSERT INTO events (occurred_at, kind, job_id, payload) \
-         SELECT now() - (i % 3) * INTERVAL '1 day', 'job_created', 'j' || i, '{\"n\":1}' \
-         FROM generate_series(1, 1500000) AS i",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let before = counts(&pool).await;
+    for sql in fill {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let read = || async {
+        sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(counts))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = read().await;
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobscope"))
         .args(["migrate", "--database-url", &db.url])
@@ -116,13 +275,15 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .spawn()
         .unwrap();
     // Kill it while the migration runs (the statement shown begins with its comment).
+    let pattern = format!("%{marker}%");
     common::poll_until("the copy to start", std::time::Duration::from_secs(60), || {
-        let pool = pool.clone();
+        let (pool, pattern) = (pool.clone(), pattern.clone());
         async move {
             let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE '%event log partitioned by UTC day%' \
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE $1 \
                  AND state = 'active' AND pid <> pg_backend_pid()",
             )
+            .bind(pattern)
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -155,15 +316,13 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         },
     )
     .await;
-    let applied: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 23")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = $1")
+        .bind(version)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(applied, 0, "the killed migration is not recorded");
-    let (kind, rows) = log_state(&pool).await;
-    assert_eq!(kind, "r", "the old, plain table is back");
-    assert_eq!(rows, before);
+    assert_eq!(read().await, before, "the old table is as it was");
 
     // Run again, to the end.
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_jobscope"))
@@ -172,37 +331,14 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
         .status()
         .unwrap();
     assert!(status.success());
-    let (kind, rows) = log_state(&pool).await;
-    assert_eq!(kind, "p", "partitioned now");
-    assert_eq!(rows, before);
-    let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events_default")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(in_default, 0, "every day got its partition");
-    // The sequence carried over: the next id follows.
-    let next: i64 = sqlx::query_scalar(
-        "INSERT INTO events (occurred_at, kind, payload) VALUES (now(), 'job_created', '{}') RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert!(next > before.1);
-    pool.close().await;
+    assert_eq!(read().await, before, "every row carried over");
+    (db, pool, before)
 }
 
-/// The kind of table `events` is (`r` plain, `p` partitioned) and its (count, max id, id sum).
-async fn log_state(pool: &sqlx::PgPool) -> (String, (i64, i64, i64)) {
-    let kind: String =
-        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    (kind, counts(pool).await)
-}
-
-async fn counts(pool: &sqlx::PgPool) -> (i64, i64, i64) {
-    sqlx::query_as("SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events")
+/// The kind of table `name` is (`r` plain, `p` partitioned).
+async fn table_kind(pool: &sqlx::PgPool, name: &str) -> String {
+    sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = $1")
+        .bind(name)
         .fetch_one(pool)
         .await
         .unwrap()

@@ -600,8 +600,8 @@ impl Store {
         let (events_table, dropped) = match &self.backend {
             Backend::Sqlite(_) => ("events", 0),
             Backend::Postgres(pool) => (
-                partitions::DEFAULT_PARTITION,
-                partitions::drop_past(pool, before).await?,
+                partitions::EVENTS.default,
+                partitions::drop_past(pool, &partitions::EVENTS, before).await?,
             ),
         };
         let (samples, events) = dispatch!(self, "prune", prune(before, events_table))?;

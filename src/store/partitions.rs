@@ -1,21 +1,23 @@
-//! Day partitions of the event log on PostgreSQL (issue 19). Owns the partitions of `events`
-//! (migration 0023 made it a table partitioned by range of `occurred_at`); SQLite has one plain
-//! table and none of this.
+//! Day partitions on PostgreSQL (issue 19). Owns the partitions of the two tables that grow
+//! with time: the event log `events` (migration 0023, by `occurred_at`) and the sample packs
+//! `sample_packs` (migration 0027, by `first_at`: a pack holds one hour, so one day). SQLite has
+//! plain tables and none of this.
 //!
-//! Each UTC day has its own partition, `events_pYYYYMMDD`. [`Store::maintain_partitions`], run by
-//! `serve`'s maintenance at start and every few minutes, creates the days from today to
-//! [`AHEAD_DAYS`] ahead, so a write never waits for one. Retention ([`Store::prune`]) drops a day's
-//! partition whole once the day's end is past it: no row-by-row `DELETE`, no dead rows, and
-//! little WAL (BENCHMARKS.md, "Event-log partitions"). The log therefore keeps between
+//! Each UTC day has its own partition of each table, `events_pYYYYMMDD` and
+//! `sample_packs_pYYYYMMDD` ([`DayTable`]). [`Store::maintain_partitions`], run by `serve`'s
+//! maintenance at start and every few minutes, creates the days from today to [`AHEAD_DAYS`]
+//! ahead, so a write never waits for one. Retention ([`Store::prune`]) drops a day's partition
+//! whole once the day's end is past it: no row-by-row `DELETE`, no dead rows, and little WAL
+//! (BENCHMARKS.md, "Event-log partitions" and "At size"). Each table therefore keeps between
 //! `--retention-days` and that plus one day.
 //!
-//! **A row with no partition.** `events_default` catches an event whose day has none (the
-//! server's clock set far ahead, partitions dropped by a prune of the future, a database written
-//! while no `serve` maintained it): the batch is stored, never refused. The next maintenance
-//! moves such rows into a partition of their own day, in one transaction (PostgreSQL refuses to
-//! create a partition whose range holds rows of the default partition, so the rows are moved
-//! out and the new table attached); rows of the default partition that are past retention are
-//! deleted by the prune in bounded chunks, as on SQLite.
+//! **A row with no partition.** Each table's default partition catches a row whose day has
+//! none (the server's clock set far ahead, partitions dropped by a prune of the future, an old
+//! spool packed late, a database written while no `serve` maintained it): the write is stored,
+//! never refused. The next maintenance moves such rows into a partition of their own day, in one
+//! transaction (PostgreSQL refuses to create a partition whose range holds rows of the default
+//! partition, so the rows are moved out and the new table attached); rows of a default partition
+//! that are past retention are deleted by the prune in bounded chunks, as on SQLite.
 //!
 //! Every change here holds the maintenance advisory lock (replicas sharing a database take
 //! turns) and a short `lock_timeout`, so it never queues writers behind it for long: a pass that
@@ -25,11 +27,8 @@ use super::{Backend, Store, StoreResult};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use sqlx::{AssertSqlSafe, PgPool};
 
-/// Days after today whose partitions exist ahead of their first event.
+/// Days after today whose partitions exist ahead of their first row.
 pub const AHEAD_DAYS: i64 = 2;
-
-/// The partition that catches rows of a day without one.
-pub const DEFAULT_PARTITION: &str = "events_default";
 
 /// How long a maintenance statement waits for a table lock before it gives up for this pass.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '5s'";
@@ -37,27 +36,65 @@ const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '5s'";
 /// Serializes partition maintenance between replicas (`pg_advisory_xact_lock`).
 const MAINTENANCE_LOCK: &str = "SELECT pg_advisory_xact_lock(7411952870413)";
 
+/// A table partitioned by range of a timestamp, one partition per UTC day.
+#[derive(Debug)]
+pub struct DayTable {
+    /// The partitioned table.
+    pub table: &'static str,
+    /// Its partition key.
+    key: &'static str,
+    /// What a partition's name starts with, before the day's `YYYYMMDD`.
+    prefix: &'static str,
+    /// The partition that catches rows of a day without one.
+    pub default: &'static str,
+    /// What a dropped partition held, as [`Store::prune`] reports it (rows, or samples).
+    measure: &'static str,
+}
+
+/// The event log, by the time of each event.
+pub const EVENTS: DayTable = DayTable {
+    table: "events",
+    key: "occurred_at",
+    prefix: "events_p",
+    default: "events_default",
+    measure: "COUNT(*)",
+};
+
+/// The sample packs, by the time of each pack's first sample; a dropped day counts its samples.
+pub const PACKS: DayTable = DayTable {
+    table: "sample_packs",
+    key: "first_at",
+    prefix: "sample_packs_p",
+    default: "sample_packs_default",
+    measure: "COALESCE(SUM(samples), 0)",
+};
+
+/// Every table partitioned by day.
+const TABLES: [&DayTable; 2] = [&EVENTS, &PACKS];
+
 /// What one maintenance pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PartitionUpkeep {
-    /// Partitions created (ahead, or for rows the default partition held).
+    /// Partitions created (ahead, or for rows a default partition held).
     pub created: Vec<String>,
-    /// Rows moved out of the default partition into their day's.
+    /// Rows moved out of default partitions into their day's.
     pub moved: u64,
 }
 
-/// The partition of `day` (UTC).
-pub fn partition_name(day: NaiveDate) -> String {
-    format!("events_p{}", day.format("%Y%m%d"))
-}
-
-/// The day a partition named by [`partition_name`] holds; `None` for any other table.
-pub fn partition_day(name: &str) -> Option<NaiveDate> {
-    let digits = name.strip_prefix("events_p")?;
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+impl DayTable {
+    /// The partition of `day` (UTC).
+    pub fn partition_name(&self, day: NaiveDate) -> String {
+        format!("{}{}", self.prefix, day.format("%Y%m%d"))
     }
-    NaiveDate::parse_from_str(digits, "%Y%m%d").ok()
+
+    /// The day a partition named by [`Self::partition_name`] holds; `None` for any other table.
+    pub fn partition_day(&self, name: &str) -> Option<NaiveDate> {
+        let digits = name.strip_prefix(self.prefix)?;
+        if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        NaiveDate::parse_from_str(digits, "%Y%m%d").ok()
+    }
 }
 
 /// Midnight (UTC) starting `day`.
@@ -71,45 +108,60 @@ fn literal(t: DateTime<Utc>) -> String {
 }
 
 impl Store {
-    /// Creates the event log's partitions from `now`'s day to [`AHEAD_DAYS`] after it and moves
-    /// the rows the default partition caught into partitions of their own days. Nothing to do
-    /// on SQLite.
+    /// Creates the day partitions of each [`DayTable`] from `now`'s day to [`AHEAD_DAYS`] after
+    /// it and moves the rows their default partitions caught into partitions of their own days.
+    /// Nothing to do on SQLite.
     pub async fn maintain_partitions(&self, now: DateTime<Utc>) -> StoreResult<PartitionUpkeep> {
-        match &self.backend {
-            Backend::Sqlite(_) => Ok(PartitionUpkeep::default()),
-            Backend::Postgres(pool) => maintain(pool, now).await,
+        let mut upkeep = PartitionUpkeep::default();
+        if let Backend::Postgres(pool) = &self.backend {
+            for table in TABLES {
+                maintain(pool, table, now, &mut upkeep).await?;
+            }
         }
+        Ok(upkeep)
     }
 
     /// The event log's day partitions, oldest first (empty on SQLite).
     pub async fn event_partitions(&self) -> StoreResult<Vec<NaiveDate>> {
+        self.day_partitions(&EVENTS).await
+    }
+
+    /// The day partitions of `table`, oldest first (empty on SQLite).
+    pub async fn day_partitions(&self, table: &DayTable) -> StoreResult<Vec<NaiveDate>> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(pool) => Ok(day_partitions(pool).await?),
+            Backend::Postgres(pool) => Ok(day_partitions(pool, table).await?),
         }
     }
 }
 
-/// The `events` partitions named by day, oldest first.
-async fn day_partitions(pool: &PgPool) -> Result<Vec<NaiveDate>, sqlx::Error> {
+/// The partitions of `table` named by day, oldest first.
+async fn day_partitions(pool: &PgPool, table: &DayTable) -> Result<Vec<NaiveDate>, sqlx::Error> {
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'events'::regclass",
+         WHERE i.inhparent = to_regclass($1)",
     )
+    .bind(table.table)
     .fetch_all(pool)
     .await?;
-    let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| partition_day(n)).collect();
+    let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| table.partition_day(n)).collect();
     days.sort();
     Ok(days)
 }
 
-async fn maintain(pool: &PgPool, now: DateTime<Utc>) -> StoreResult<PartitionUpkeep> {
-    let mut upkeep = PartitionUpkeep::default();
-    let existing = day_partitions(pool).await?;
-    // Days the default partition holds rows of (normally none: one index probe).
+async fn maintain(
+    pool: &PgPool,
+    table: &DayTable,
+    now: DateTime<Utc>,
+    upkeep: &mut PartitionUpkeep,
+) -> StoreResult<()> {
+    let existing = day_partitions(pool, table).await?;
+    // Days the default partition holds rows of (normally none).
     let caught: Vec<DateTime<Utc>> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT DISTINCT date_trunc('day', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
-         FROM {DEFAULT_PARTITION}"
+        "SELECT DISTINCT date_trunc('day', {key} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+         FROM {default}",
+        key = table.key,
+        default = table.default,
     )))
     .fetch_all(pool)
     .await?;
@@ -124,11 +176,10 @@ async fn maintain(pool: &PgPool, now: DateTime<Utc>) -> StoreResult<PartitionUpk
         if existing.contains(&day) {
             continue;
         }
-        let moved = create_partition(pool, day).await?;
-        upkeep.created.push(partition_name(day));
-        upkeep.moved += moved;
+        upkeep.moved += create_partition(pool, table, day).await?;
+        upkeep.created.push(table.partition_name(day));
     }
-    Ok(upkeep)
+    Ok(())
 }
 
 /// A maintenance transaction (its advisory lock and lock timeout taken), and whether the table
@@ -147,10 +198,16 @@ async fn begin(
     Ok((tx, exists))
 }
 
-/// Creates the partition of `day`, moving into it the rows of that day that the default
-/// partition holds; one transaction. Returns the rows moved.
-async fn create_partition(pool: &PgPool, day: NaiveDate) -> StoreResult<u64> {
-    let name = partition_name(day);
+/// Creates the partition of `day` of `table`, moving into it the rows of that day that the
+/// default partition holds; one transaction. Returns the rows moved.
+async fn create_partition(pool: &PgPool, table: &DayTable, day: NaiveDate) -> StoreResult<u64> {
+    let DayTable {
+        table: parent,
+        key,
+        default,
+        ..
+    } = table;
+    let name = table.partition_name(day);
     let (from, to) = (start_of(day), start_of(day) + Duration::days(1));
     let bounds = format!("FROM ({}) TO ({})", literal(from), literal(to));
     let (mut tx, exists) = begin(pool, &name).await?;
@@ -159,12 +216,12 @@ async fn create_partition(pool: &PgPool, day: NaiveDate) -> StoreResult<u64> {
     }
     // Writers routed to the default partition wait while its rows of the day move.
     sqlx::query(AssertSqlSafe(format!(
-        "LOCK TABLE {DEFAULT_PARTITION} IN SHARE ROW EXCLUSIVE MODE"
+        "LOCK TABLE {default} IN SHARE ROW EXCLUSIVE MODE"
     )))
     .execute(&mut *tx)
     .await?;
     let caught: bool = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE occurred_at >= $1 AND occurred_at < $2)"
+        "SELECT EXISTS (SELECT 1 FROM {default} WHERE {key} >= $1 AND {key} < $2)"
     )))
     .bind(from)
     .bind(to)
@@ -172,14 +229,15 @@ async fn create_partition(pool: &PgPool, day: NaiveDate) -> StoreResult<u64> {
     .await?;
     let mut moved = 0;
     if caught {
+        // STORAGE: a pack's data is stored as is, already deflated (migration 0021).
         sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS)"
+            "CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING STORAGE)"
         )))
         .execute(&mut *tx)
         .await?;
         moved = sqlx::query(AssertSqlSafe(format!(
-            "WITH moved AS (DELETE FROM {DEFAULT_PARTITION} \
-               WHERE occurred_at >= $1 AND occurred_at < $2 RETURNING *) \
+            "WITH moved AS (DELETE FROM {default} \
+               WHERE {key} >= $1 AND {key} < $2 RETURNING *) \
              INSERT INTO {name} SELECT * FROM moved"
         )))
         .bind(from)
@@ -187,15 +245,15 @@ async fn create_partition(pool: &PgPool, day: NaiveDate) -> StoreResult<u64> {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Attaching checks the rows against the bounds and builds the log's indexes on it.
+        // Attaching checks the rows against the bounds and builds the table's indexes on it.
         sqlx::query(AssertSqlSafe(format!(
-            "ALTER TABLE events ATTACH PARTITION {name} FOR VALUES {bounds}"
+            "ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES {bounds}"
         )))
         .execute(&mut *tx)
         .await?;
     } else {
         sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE {name} PARTITION OF events FOR VALUES {bounds}"
+            "CREATE TABLE {name} PARTITION OF {parent} FOR VALUES {bounds}"
         )))
         .execute(&mut *tx)
         .await?;
@@ -204,29 +262,37 @@ async fn create_partition(pool: &PgPool, day: NaiveDate) -> StoreResult<u64> {
     Ok(moved)
 }
 
-/// Drops the day partitions whose day ended at or before `before` (every row in them is past
-/// retention); returns the rows they held. One short transaction per partition.
-pub(super) async fn drop_past(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<u64> {
-    let mut rows = 0;
-    for day in day_partitions(pool).await? {
+/// Drops the day partitions of `table` whose day ended at or before `before` (every row in them
+/// is past retention); returns what they held, as [`DayTable`] measures it. One short
+/// transaction per partition.
+pub(super) async fn drop_past(
+    pool: &PgPool,
+    table: &DayTable,
+    before: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut held = 0;
+    for day in day_partitions(pool, table).await? {
         if start_of(day) + Duration::days(1) > before {
             break;
         }
-        let name = partition_name(day);
+        let name = table.partition_name(day);
         let (mut tx, exists) = begin(pool, &name).await?;
         if !exists {
             continue; // dropped by another replica since the listing
         }
-        let count: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {name}")))
-            .fetch_one(&mut *tx)
-            .await?;
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT CAST({} AS BIGINT) FROM {name}",
+            table.measure
+        )))
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {name}")))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        rows += count.max(0) as u64;
+        held += count.max(0) as u64;
     }
-    Ok(rows)
+    Ok(held)
 }
 
 #[cfg(test)]
@@ -236,12 +302,16 @@ mod tests {
     #[test]
     fn names_and_days_round_trip() {
         let day = NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
-        assert_eq!(partition_name(day), "events_p20261205");
-        assert_eq!(partition_day("events_p20261205"), Some(day));
-        assert_eq!(partition_day(DEFAULT_PARTITION), None);
-        assert_eq!(partition_day("events_p2026120"), None);
-        assert_eq!(partition_day("events_p20261305"), None);
-        assert_eq!(partition_day("events_p2026-1205"), None);
+        assert_eq!(EVENTS.partition_name(day), "events_p20261205");
+        assert_eq!(EVENTS.partition_day("events_p20261205"), Some(day));
+        assert_eq!(EVENTS.partition_day(EVENTS.default), None);
+        assert_eq!(EVENTS.partition_day("events_p2026120"), None);
+        assert_eq!(EVENTS.partition_day("events_p20261305"), None);
+        assert_eq!(EVENTS.partition_day("events_p2026-1205"), None);
+        assert_eq!(PACKS.partition_name(day), "sample_packs_p20261205");
+        assert_eq!(PACKS.partition_day("sample_packs_p20261205"), Some(day));
+        assert_eq!(PACKS.partition_day(PACKS.default), None);
+        assert_eq!(EVENTS.partition_day("sample_packs_p20261205"), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! already packed (an agent's spool after an outage) is stored as a row as usual and merged into
 //! the hour's pack by the next pass.
 
-use super::queries::{SampleRow, SAMPLE_COLUMNS};
+use super::partitions;
+use super::queries::{SampleRow, PRUNE_CHUNK, SAMPLE_COLUMNS};
 use super::{SampleQuery, Store, StoreError, StoreResult, StoredEvent};
 use crate::domain::report::{SampleDigest, SummaryMerge, Thresholds};
 use crate::domain::sample_pack::{self, PackedSample};
@@ -95,7 +96,7 @@ fn period_start(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 macro_rules! backend {
-    ($name:ident, $db:ty, $begin:expr, $lock:literal) => {
+    ($name:ident, $db:ty, $begin:expr, $lock:literal, $row:literal) => {
         mod $name {
             use super::*;
             use sqlx::types::Json;
@@ -364,30 +365,37 @@ macro_rules! backend {
             }
 
             /// Deletes the packs whose newest sample is before `before`; returns their samples.
+            /// Deletes the packs of `table` whose newest sample is before `before`, a bounded
+            /// chunk a statement (a writer waits for one chunk at most); returns their samples.
             pub(super) async fn prune(
                 pool: &Pool<$db>,
+                table: &str,
                 before: DateTime<Utc>,
             ) -> StoreResult<u64> {
-                let mut tx = pool.begin_with($begin).await?;
-                let samples: Option<i64> = sqlx::query_scalar(
-                    "SELECT CAST(SUM(samples) AS BIGINT) FROM sample_packs WHERE last_at < $1",
-                )
-                .bind(before)
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM sample_packs WHERE last_at < $1")
-                    .bind(before)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(samples.unwrap_or(0).max(0) as u64)
+                let sql = format!(
+                    "DELETE FROM {table} WHERE {row} IN \
+                     (SELECT {row} FROM {table} WHERE last_at < $1 LIMIT $2) RETURNING samples",
+                    row = $row,
+                );
+                let mut samples = 0u64;
+                loop {
+                    let deleted: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(before)
+                        .bind(PRUNE_CHUNK)
+                        .fetch_all(pool)
+                        .await?;
+                    samples += deleted.iter().map(|&n| n.max(0) as u64).sum::<u64>();
+                    if deleted.len() < PRUNE_CHUNK as usize {
+                        return Ok(samples);
+                    }
+                }
             }
         }
     };
 }
 
-backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "");
-backend!(postgres, sqlx::Postgres, "BEGIN", " FOR UPDATE");
+backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "rowid");
+backend!(postgres, sqlx::Postgres, "BEGIN", " FOR UPDATE", "ctid");
 
 /// Calls the same function of this module's backend modules on the store's pool.
 macro_rules! on {
@@ -565,8 +573,16 @@ impl Store {
     }
 
     /// Deletes the packs whose newest sample is before `before`; returns how many samples went.
+    /// On PostgreSQL whole day partitions go (`partitions`), then what the default partition
+    /// caught; on SQLite, chunk by chunk.
     pub(super) async fn prune_packs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        on!(self, prune(before))
+        match &self.backend {
+            super::Backend::Sqlite(pool) => sqlite::prune(pool, "sample_packs", before).await,
+            super::Backend::Postgres(pool) => {
+                let dropped = partitions::drop_past(pool, &partitions::PACKS, before).await?;
+                Ok(dropped + postgres::prune(pool, partitions::PACKS.default, before).await?)
+            }
+        }
     }
 }
 
