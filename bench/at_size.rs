@@ -14,12 +14,12 @@
 //! is kept in the table `bench_at_size_progress`, so a run cut off resumes at the next hour.
 //!
 //! **The measurements**, once the day is there: sizes (`pg_total_relation_size`, the event log
-//! summed over its partitions), then `serve` in-process over the database: the time from
+//! and the packs summed over their partitions), then `serve` in-process over the database: the time from
 //! `Application::build` to its first `/metrics` answer and that answer's bytes; `POST
 //! /v1/samples` of 1,000-sample batches; `GET /v1/jobs/{id}/metrics` raw and
 //! `resolution=auto` alternately for a CPU job and a GPU job in the middle of the range;
 //! `GET /v1/jobs?state=running`; the process's VmRSS/VmHWM after. Last, one day's retention
-//! (`Store::prune` before the day's end: the packs' delete and the partition's drop) with its
+//! (`Store::prune` before the day's end: the drop of the day's log and pack partitions) with its
 //! time and WAL, on a copy of the database (`CREATE DATABASE ... TEMPLATE`, dropped after), so
 //! the day stays for the next run.
 //!
@@ -641,8 +641,8 @@ async fn sizes(pool: &PgPool) {
     let mut total = 0;
     for (t, size_sql, rows_sql) in [
         (
-            "sample_packs",
-            "SELECT pg_total_relation_size('sample_packs')",
+            "sample_packs (all partitions)",
+            "SELECT SUM(pg_total_relation_size(relid))::bigint FROM pg_partition_tree('sample_packs')",
             "SELECT COUNT(*) FROM sample_packs",
         ),
         (
@@ -718,6 +718,13 @@ async fn measure_prune(name: &str, day: DateTime<Utc>) {
     let store = Store::connect(&url).await.expect("store");
     let pool = PgPool::connect(&url).await.unwrap();
     let before_packs = scalar(&pool, "SELECT COUNT(*) FROM sample_packs").await;
+    // Before migration 0027 the packs were one plain table, deleted row by row.
+    let packs_partitioned = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM pg_class WHERE relname = 'sample_packs' AND relkind = 'p'",
+    )
+    .await
+        == 1;
     pool.execute("CHECKPOINT").await.unwrap();
     let lsn_before: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&pool)
@@ -740,7 +747,12 @@ async fn measure_prune(name: &str, day: DateTime<Utc>) {
     println!("| retention of one day (`Store::prune`) | samples | event rows | packs | s | WAL MB | load before / after |");
     println!("|---|---|---|---|---|---|---|");
     println!(
-        "| packs deleted, event partition dropped | {samples} | {events} | {before_packs} | {:.1} | {:.1} | {load_before} / {} |",
+        "| {} | {samples} | {events} | {before_packs} | {:.1} | {:.1} | {load_before} / {} |",
+        if packs_partitioned {
+            "pack and event partitions dropped"
+        } else {
+            "packs deleted, event partition dropped"
+        },
         took.as_secs_f64(),
         wal as f64 / 1e6,
         load()
@@ -757,7 +769,12 @@ async fn measure_prune(name: &str, day: DateTime<Utc>) {
 async fn run(name: &str, plan: Plan) {
     let fresh = env_or("BENCH_FRESH", "0") == "1";
     let url = open_database(name, fresh).await;
+    let t = Instant::now();
     let store = Store::connect(&url).await.expect("store (migrations)");
+    log(format!(
+        "connected, migrations applied, in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
     let pool = PgPool::connect(&url).await.unwrap();
     pool.execute(
         "CREATE TABLE IF NOT EXISTS bench_at_size_progress_day (day TIMESTAMPTZ NOT NULL)",

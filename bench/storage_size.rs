@@ -23,9 +23,10 @@ use jobscope::store::{AuditContext, SampleQuery, Store};
 use sqlx::{Executor, PgPool};
 use std::time::Instant;
 
+/// Table, TOAST and indexes of `table`, summed over its partitions where it has them.
 async fn size(pool: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_total_relation_size('{table}')"
+        "SELECT SUM(pg_total_relation_size(relid))::bigint FROM pg_partition_tree('{table}')"
     )))
     .fetch_one(pool)
     .await

@@ -128,8 +128,15 @@ async fn packs_are_filed_by_day_and_a_past_day_goes_whole() {
         .unwrap();
     assert_eq!((pass.samples, pass.packs), (11, 3));
     let in_default = "SELECT COUNT(*) FROM sample_packs_default WHERE job_id = $1";
-    assert_eq!(app.count(in_default, "p").await, 3, "no partition for either day");
-    assert_eq!(app.get("/v1/jobs/p/metrics?limit=100").await.expect(200), before);
+    assert_eq!(
+        app.count(in_default, "p").await,
+        3,
+        "no partition for either day"
+    );
+    assert_eq!(
+        app.get("/v1/jobs/p/metrics?limit=100").await.expect(200),
+        before
+    );
 
     let upkeep = app.store.maintain_partitions(now).await.unwrap();
     assert_eq!(upkeep.moved, 3, "{upkeep:?}");
@@ -138,7 +145,10 @@ async fn packs_are_filed_by_day_and_a_past_day_goes_whole() {
         assert!(upkeep.created.contains(&name), "{name}: {upkeep:?}");
     }
     assert_eq!(app.count(in_default, "p").await, 0);
-    assert_eq!(app.get("/v1/jobs/p/metrics?limit=100").await.expect(200), before);
+    assert_eq!(
+        app.get("/v1/jobs/p/metrics?limit=100").await.expect(200),
+        before
+    );
     // A partition made for caught rows stores pack data as the others do: not compressed again.
     let storage = app
         .count(
@@ -175,7 +185,8 @@ async fn an_interrupted_partitioning_migration_rolls_back_and_runs_again() {
          SELECT now() - (i % 3) * INTERVAL '1 day', 'job_created', 'j' || i, '{\"n\":1}' \
          FROM generate_series(1, 1500000) AS i";
     let counts = "SELECT COUNT(*), MAX(id), SUM(id)::bigint FROM events";
-    let (_db, pool, before) = kill_migration(23, &[fill], "event log partitioned by UTC day", counts).await;
+    let (_db, pool, before) =
+        kill_migration(23, &[fill], "event log partitioned by UTC day", counts).await;
     assert_eq!(table_kind(&pool, "events").await, "p", "partitioned now");
     let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events_default")
         .fetch_one(&pool)
@@ -208,16 +219,30 @@ async fn an_interrupted_pack_partitioning_migration_rolls_back_and_runs_again() 
          SELECT 'j' || (i % 200 + 1), 'a', now() - (i % 72) * INTERVAL '1 hour', \
          now() - (i % 72) * INTERVAL '1 hour' + INTERVAL '59 minutes', 240, i, i, \
          decode(repeat(md5(i::text), 16), 'hex') FROM generate_series(1, 300000) AS i";
-    let counts = "SELECT COUNT(*), SUM(samples)::bigint, SUM(length(data))::bigint FROM sample_packs";
-    let (_db, pool, _) = kill_migration(27, &[jobs, packs], "Sample packs partitioned by UTC day", counts).await;
-    assert_eq!(table_kind(&pool, "sample_packs").await, "p", "partitioned now");
+    let counts =
+        "SELECT COUNT(*), SUM(samples)::bigint, SUM(length(data))::bigint FROM sample_packs";
+    let (_db, pool, _) = kill_migration(
+        27,
+        &[jobs, packs],
+        "Sample packs partitioned by UTC day",
+        counts,
+    )
+    .await;
+    assert_eq!(
+        table_kind(&pool, "sample_packs").await,
+        "p",
+        "partitioned now"
+    );
     let in_default: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sample_packs_default")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(in_default, 0, "every day got its partition");
     // The packs still go with their job.
-    sqlx::query("DELETE FROM jobs WHERE id = 'j1'").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM jobs WHERE id = 'j1'")
+        .execute(&pool)
+        .await
+        .unwrap();
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sample_packs WHERE job_id = 'j1'")
         .fetch_one(&pool)
         .await
@@ -276,20 +301,28 @@ async fn kill_migration(
         .unwrap();
     // Kill it while the migration runs (the statement shown begins with its comment).
     let pattern = format!("%{marker}%");
-    common::poll_until("the copy to start", std::time::Duration::from_secs(60), || {
-        let (pool, pattern) = (pool.clone(), pattern.clone());
-        async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE $1 \
+    common::poll_until(
+        "the copy to start",
+        std::time::Duration::from_secs(60),
+        || {
+            let (pool, pattern) = (pool.clone(), pattern.clone());
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE $1 \
                  AND state = 'active' AND pid <> pg_backend_pid()",
-            )
-            .bind(pattern)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            if n > 0 { Ok(()) } else { Err("not yet".to_owned()) }
-        }
-    })
+                )
+                .bind(pattern)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                if n > 0 {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                }
+            }
+        },
+    )
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -316,11 +349,12 @@ async fn kill_migration(
         },
     )
     .await;
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = $1")
-        .bind(version)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(applied, 0, "the killed migration is not recorded");
     assert_eq!(read().await, before, "the old table is as it was");
 

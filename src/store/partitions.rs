@@ -144,7 +144,10 @@ async fn day_partitions(pool: &PgPool, table: &DayTable) -> Result<Vec<NaiveDate
     .bind(table.table)
     .fetch_all(pool)
     .await?;
-    let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| table.partition_day(n)).collect();
+    let mut days: Vec<NaiveDate> = names
+        .iter()
+        .filter_map(|n| table.partition_day(n))
+        .collect();
     days.sort();
     Ok(days)
 }
