@@ -9,8 +9,8 @@
 //! Samples age through three forms: rows (`metric_samples`, about an hour), packs
 //! (`sample_packs.rs`, lossless, until `--retention-days`) and 5-minute rollups (`rollups.rs`,
 //! until `--rollup-retention-days`); readers go through [`Store::list_samples`] and never see which.
-//! On PostgreSQL the event log is partitioned by day and retention drops whole days
-//! (`partitions.rs`).
+//! On PostgreSQL the event log and the packs are partitioned by day and retention drops whole
+//! days (`partitions.rs`).
 
 mod bulk;
 pub mod go_schema;

@@ -9,7 +9,8 @@
 //!
 //! Readers never see the difference: [`Store::list_samples`] merges packs into its answer, the
 //! event log finds a packed sample by its row id ([`Store::events_after`]), and retention drops
-//! a pack once its newest sample is past it ([`Store::prune`]). A sample that arrives for an hour
+//! packs past it ([`Store::prune`]: on PostgreSQL a day partition of `sample_packs` at a time,
+//! `store::partitions`). A sample that arrives for an hour
 //! already packed (an agent's spool after an outage) is stored as a row as usual and merged into
 //! the hour's pack by the next pass.
 
