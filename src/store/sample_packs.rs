@@ -15,7 +15,7 @@
 //! the hour's pack by the next pass.
 
 use super::partitions;
-use super::queries::{SampleRow, PRUNE_CHUNK, SAMPLE_COLUMNS};
+use super::queries::{SampleRow, SAMPLE_COLUMNS};
 use super::{SampleQuery, Store, StoreError, StoreResult, StoredEvent};
 use crate::domain::report::{SampleDigest, SummaryMerge, Thresholds};
 use crate::domain::sample_pack::{self, PackedSample};
@@ -40,6 +40,10 @@ type PackKey = (Option<String>, DateTime<Utc>);
 
 /// Jobs looked up per query of a pass.
 const JOBS_PAGE: i64 = 200;
+
+/// Packs deleted per statement where retention deletes them (SQLite, a default partition): a pack
+/// holds up to an hour of samples, some 15 kB, so a chunk is far fewer rows than the log's.
+const PRUNE_CHUNK: i64 = 200;
 
 /// Packs without a digest (written before digests were kept) given one per pass, at most.
 const DIGESTS_PER_PASS: i64 = 2_000;
