@@ -9,12 +9,16 @@
 //! Packing is lossless: [`decode`] gives back exactly the samples and ids [`encode`] was given,
 //! every `f64` to the bit. Seconds that are whole microseconds (cgroup counters) are written as
 //! integers; any other `f64` as the XOR with its predecessor's bits, which is small when the
-//! two are close. GPU readings, rare and varied, are their JSON text (deflate does the rest).
+//! two are close. GPU readings are columns of their own (format 2): each sample's count, then
+//! every figure over the readings of the first GPU of every sample, then of the second, and so
+//! on, so that neighbours are one device at consecutive instants; UUIDs and PCI addresses are
+//! indices into the pack's table of strings. Format 1 stored each sample's readings as JSON
+//! text; it is still read.
 //!
 //! [`decode`] reads bytes from the database: a damaged pack is an error, never a panic, and
 //! never more than [`MAX_SAMPLES`] samples or [`MAX_INFLATED`] bytes.
 
-use crate::domain::gpu::GpuReading;
+use crate::domain::gpu::{GpuReading, GpuVendor};
 use crate::domain::usage::{Pressure, PressureFigures, SampleDetail};
 use crate::domain::MetricSample;
 use chrono::{DateTime, Utc};
@@ -22,7 +26,11 @@ use std::io::{Read, Write};
 
 /// The first byte of every pack: the layout below. A new layout takes a new number, and
 /// [`decode`] keeps reading the old ones.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
+
+/// The layout before GPU readings had columns: each sample's readings as JSON text. Slow to
+/// read back (most of a 4-GPU job's raw answer went into parsing it); read, no longer written.
+const FORMAT_GPU_JSON: u8 = 1;
 
 /// At most this many samples in one pack (a day of one job on one node sampled every 15 s is
 /// 5,760; at 1 s, 86,400).
@@ -46,6 +54,11 @@ pub type PackedSample = (i64, MetricSample);
 /// Packs `samples` (id and sample, all of one node, in any order) into one value. The node is
 /// not stored: it is the pack's key, given back to [`decode`].
 pub fn encode(samples: &[PackedSample]) -> Vec<u8> {
+    encode_as(samples, FORMAT)
+}
+
+/// [`encode`] in layout `format` (tests make the older layout to read it back).
+fn encode_as(samples: &[PackedSample], format: u8) -> Vec<u8> {
     let mut sorted: Vec<&PackedSample> = samples.iter().collect();
     sorted.sort_by_key(|(id, s)| (s.timestamp, *id));
     let mut out = Columns::default();
@@ -76,14 +89,19 @@ pub fn encode(samples: &[PackedSample]) -> Vec<u8> {
                 .map(|(_, s)| figures(s, resource).map(|f| f.some_total_usec as i64)),
         );
     }
-    for (_, s) in &sorted {
-        if s.detail.gpus.is_empty() {
-            out.varint(0);
-        } else {
-            let text = serde_json::to_vec(&s.detail.gpus).unwrap_or_default();
-            out.varint(text.len() as u64);
-            out.bytes.extend_from_slice(&text);
+    let gpu_lists: Vec<&[GpuReading]> = sorted.iter().map(|(_, s)| &s.detail.gpus[..]).collect();
+    if format == FORMAT_GPU_JSON {
+        for gpus in gpu_lists {
+            if gpus.is_empty() {
+                out.varint(0);
+            } else {
+                let text = serde_json::to_vec(gpus).unwrap_or_default();
+                out.varint(text.len() as u64);
+                out.bytes.extend_from_slice(&text);
+            }
         }
+    } else {
+        out.gpus(&gpu_lists);
     }
     let mut deflated = flate2::write::DeflateEncoder::new(
         Vec::with_capacity(out.bytes.len() / 4 + 16),
@@ -91,7 +109,7 @@ pub fn encode(samples: &[PackedSample]) -> Vec<u8> {
     );
     // Writing into a Vec cannot fail.
     let _ = deflated.write_all(&out.bytes);
-    let mut packed = vec![FORMAT];
+    let mut packed = vec![format];
     packed.extend(deflated.finish().unwrap_or_default());
     packed
 }
@@ -99,7 +117,7 @@ pub fn encode(samples: &[PackedSample]) -> Vec<u8> {
 /// The samples of a pack made by [`encode`], oldest first, each with `node` as its node.
 pub fn decode(packed: &[u8], node: Option<&str>) -> Result<Vec<PackedSample>, PackError> {
     let (&format, deflated) = packed.split_first().ok_or(PackError::Damaged("empty"))?;
-    if format != FORMAT {
+    if format != FORMAT && format != FORMAT_GPU_JSON {
         return Err(PackError::UnknownFormat(format));
     }
     let mut bytes = Vec::new();
@@ -170,12 +188,19 @@ pub fn decode(packed: &[u8], node: Option<&str>) -> Result<Vec<PackedSample>, Pa
             set(pressure, figures);
         }
     }
-    for (_, s) in samples.iter_mut() {
-        let len = usize::try_from(r.varint()?).map_err(|_| PackError::Damaged("gpus"))?;
-        if len > 0 {
-            let text = r.take(len)?;
-            s.detail.gpus = serde_json::from_slice::<Vec<GpuReading>>(text)
-                .map_err(|_| PackError::Damaged("gpus"))?;
+    if format == FORMAT_GPU_JSON {
+        for (_, s) in samples.iter_mut() {
+            let len = usize::try_from(r.varint()?).map_err(|_| PackError::Damaged("gpus"))?;
+            if len > 0 {
+                let text = r.take(len)?;
+                s.detail.gpus = serde_json::from_slice::<Vec<GpuReading>>(text)
+                    .map_err(|_| PackError::Damaged("gpus"))?;
+            }
+        }
+    } else {
+        let lists = r.gpus(n)?;
+        for ((_, s), gpus) in samples.iter_mut().zip(lists) {
+            s.detail.gpus = gpus;
         }
     }
     if r.at != bytes.len() {
@@ -224,6 +249,41 @@ const INTS: [Figure<i64>; 14] = figures![
     detail.io_write_ops,
     detail.pids,
 ];
+
+/// A figure of a GPU reading: how to read it, and how to set it.
+type GpuFigure<T> = (fn(&GpuReading) -> Option<T>, fn(&mut GpuReading, Option<T>));
+
+/// The `f64` figures of a GPU reading, in pack order.
+const GPU_FLOATS: [GpuFigure<f64>; 4] = [
+    (|g| g.utilization_percent, |g, v| g.utilization_percent = v),
+    (|g| g.power_watts, |g, v| g.power_watts = v),
+    (|g| g.energy_joules, |g, v| g.energy_joules = v),
+    (|g| g.temperature_celsius, |g, v| g.temperature_celsius = v),
+];
+
+/// The byte counts of a GPU reading, in pack order (stored as the `i64` of the same bits).
+const GPU_BYTES: [GpuFigure<u64>; 2] = [
+    (|g| g.memory_used_bytes, |g, v| g.memory_used_bytes = v),
+    (|g| g.memory_total_bytes, |g, v| g.memory_total_bytes = v),
+];
+
+/// The vendors as a GPU column stores them.
+const VENDORS: [GpuVendor; 2] = [GpuVendor::Nvidia, GpuVendor::Amd];
+
+/// Where the GPU readings of samples with `counts` readings each go, in pack order: the first
+/// reading of every sample that has one, then the second, and so on, as (sample, slot).
+fn by_slot(counts: &[usize]) -> Vec<(usize, usize)> {
+    let slots = counts.iter().copied().max().unwrap_or(0);
+    (0..slots)
+        .flat_map(|slot| {
+            counts
+                .iter()
+                .enumerate()
+                .filter(move |(_, &c)| c > slot)
+                .map(move |(i, _)| (i, slot))
+        })
+        .collect()
+}
 
 /// A pressure resource: how to read it, and how to set it.
 type Resource = (
@@ -305,6 +365,59 @@ impl Columns {
             previous = v;
             step = this_step;
         }
+    }
+
+    /// Each sample's GPU readings (format 2): the counts, the table of strings, then one column
+    /// per figure over the readings in [`by_slot`] order.
+    fn gpus(&mut self, lists: &[&[GpuReading]]) {
+        let counts: Vec<usize> = lists.iter().map(|l| l.len()).collect();
+        self.ints(counts.iter().map(|&c| Some(c as i64)));
+        let readings: Vec<&GpuReading> = by_slot(&counts)
+            .into_iter()
+            .map(|(i, slot)| &lists[i][slot])
+            .collect();
+        if readings.is_empty() {
+            return;
+        }
+        let mut strings: Vec<&str> = Vec::new();
+        let (mut uuids, mut buses) = (Vec::new(), Vec::new());
+        for g in &readings {
+            for (text, column) in [(&g.uuid, &mut uuids), (&g.pci_bus_id, &mut buses)] {
+                column.push(text.as_deref().map(|t| {
+                    let at = strings.iter().position(|s| *s == t).unwrap_or_else(|| {
+                        strings.push(t);
+                        strings.len() - 1
+                    });
+                    at as i64
+                }));
+            }
+        }
+        self.varint(strings.len() as u64);
+        for text in &strings {
+            self.varint(text.len() as u64);
+            self.bytes.extend_from_slice(text.as_bytes());
+        }
+        self.ints(uuids.into_iter());
+        self.ints(buses.into_iter());
+        self.ints(readings.iter().map(|g| Some(i64::from(g.index))));
+        self.ints(readings.iter().map(|g| g.minor.map(i64::from)));
+        self.ints(
+            readings
+                .iter()
+                .map(|g| Some(VENDORS.iter().position(|v| *v == g.vendor).unwrap_or(0) as i64)),
+        );
+        for (float, _) in GPU_FLOATS {
+            self.floats(readings.iter().map(|g| float(g)));
+        }
+        for (bytes, _) in GPU_BYTES {
+            self.ints(readings.iter().map(|g| bytes(g).map(|b| b as i64)));
+        }
+        self.ints(readings.iter().map(|g| Some(g.processes.len() as i64)));
+        self.ints(
+            readings
+                .iter()
+                .flat_map(|g| g.processes.iter().map(|&pid| Some(i64::from(pid)))),
+        );
     }
 
     fn floats(&mut self, values: impl Iterator<Item = Option<f64>>) {
@@ -432,6 +545,106 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// A count no larger than the bytes left (each value takes at least one): what a damaged
+    /// pack claims cannot make the reader allocate more than the pack's own size.
+    fn count(&mut self, v: Option<i64>) -> Result<usize, PackError> {
+        v.and_then(|v| usize::try_from(v).ok())
+            .filter(|&v| v <= self.bytes.len() - self.at)
+            .ok_or(PackError::Damaged("gpu count"))
+    }
+
+    /// What [`Columns::gpus`] wrote for `n` samples: each sample's readings.
+    fn gpus(&mut self, n: usize) -> Result<Vec<Vec<GpuReading>>, PackError> {
+        let counts = self
+            .ints(n)?
+            .into_iter()
+            .map(|c| self.count(c))
+            .collect::<Result<Vec<usize>, _>>()?;
+        let m = counts
+            .iter()
+            .try_fold(0usize, |sum, &c| sum.checked_add(c))
+            .and_then(|m| i64::try_from(m).ok());
+        let m = self.count(m)?;
+        let mut lists: Vec<Vec<GpuReading>> =
+            counts.iter().map(|&c| Vec::with_capacity(c)).collect();
+        if m == 0 {
+            return Ok(lists);
+        }
+        let order = by_slot(&counts);
+        let table = self.varint()?;
+        let table = self.count(i64::try_from(table).ok())?;
+        let mut strings = Vec::with_capacity(table);
+        for _ in 0..table {
+            let len = self.varint()?;
+            let len = self.count(i64::try_from(len).ok())?;
+            let text = std::str::from_utf8(self.take(len)?)
+                .map_err(|_| PackError::Damaged("gpu string"))?;
+            strings.push(text.to_owned());
+        }
+        let string = |i: Option<i64>| -> Result<Option<String>, PackError> {
+            i.map(|i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| strings.get(i))
+                    .cloned()
+                    .ok_or(PackError::Damaged("gpu string index"))
+            })
+            .transpose()
+        };
+        let small = |v: Option<i64>| -> Result<Option<u32>, PackError> {
+            v.map(|v| u32::try_from(v).map_err(|_| PackError::Damaged("gpu number")))
+                .transpose()
+        };
+        let uuids = self.ints(m)?;
+        let buses = self.ints(m)?;
+        let indices = self.ints(m)?;
+        let minors = self.ints(m)?;
+        let vendors = self.ints(m)?;
+        let mut readings = Vec::with_capacity(m);
+        for i in 0..m {
+            let index = small(indices[i])?.ok_or(PackError::Damaged("gpu index"))?;
+            let vendor = vendors[i]
+                .and_then(|v| usize::try_from(v).ok())
+                .and_then(|v| VENDORS.get(v))
+                .ok_or(PackError::Damaged("gpu vendor"))?;
+            let mut g = GpuReading::new(index, *vendor);
+            g.uuid = string(uuids[i])?;
+            g.pci_bus_id = string(buses[i])?;
+            g.minor = small(minors[i])?;
+            readings.push(g);
+        }
+        for (_, set) in GPU_FLOATS {
+            for (g, v) in readings.iter_mut().zip(self.floats(m)?) {
+                set(g, v);
+            }
+        }
+        for (_, set) in GPU_BYTES {
+            for (g, v) in readings.iter_mut().zip(self.ints(m)?) {
+                set(g, v.map(|b| b as u64));
+            }
+        }
+        let processes = self
+            .ints(m)?
+            .into_iter()
+            .map(|c| self.count(c))
+            .collect::<Result<Vec<usize>, _>>()?;
+        let total: usize = processes.iter().sum();
+        self.count(Some(total as i64))?;
+        let mut pids = self.ints(total)?.into_iter();
+        for (g, count) in readings.iter_mut().zip(processes) {
+            g.processes = pids
+                .by_ref()
+                .take(count)
+                .map(small)
+                .collect::<Result<Option<Vec<u32>>, _>>()?
+                .ok_or(PackError::Damaged("gpu process"))?;
+        }
+        for ((sample, _), reading) in order.into_iter().zip(readings) {
+            lists[sample].push(reading);
+        }
+        Ok(lists)
+    }
+
     fn floats(&mut self, n: usize) -> Result<Vec<Option<f64>>, PackError> {
         match self.byte()? {
             FLOAT_MICROS => Ok(self
@@ -461,7 +674,6 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::gpu::GpuVendor;
     use chrono::TimeZone;
 
     /// A CPU job's sample as an agent sends it every 15 s, with figures that move.
@@ -623,6 +835,110 @@ mod tests {
         let mut bad = vec![FORMAT];
         bad.extend(junk.finish().unwrap());
         assert!(decode(&bad, None).is_err());
+    }
+
+    /// A 4-GPU job's day: every sample with four readings whose figures move.
+    fn gpu_day(n: i64) -> Vec<PackedSample> {
+        let mut samples = day(n);
+        for (i, (_, s)) in samples.iter_mut().enumerate() {
+            s.detail.gpus = (0..4)
+                .map(|d| {
+                    let mut g = gpu(d, ((i * 13 + d as usize * 7) % 100) as f64);
+                    g.memory_used_bytes = Some((20 << 30) + (i as u64 * 4096 * (d as u64 + 1)));
+                    g.power_watts = Some(250.0 + ((i * 31) % 170) as f64 * 0.5);
+                    g.energy_joules = Some(1.0e6 + i as f64 * 3_900.125 + d as f64);
+                    g.temperature_celsius = Some(55.0 + (i % 9) as f64);
+                    g.processes = vec![4242, 4243 + d];
+                    g
+                })
+                .collect();
+        }
+        samples
+    }
+
+    #[test]
+    fn gpu_readings_come_back_exactly_and_cost_less_than_as_json() {
+        let samples = gpu_day(240);
+        let columns = encode(&samples);
+        let json = encode_as(&samples, FORMAT_GPU_JSON);
+        assert_eq!(columns[0], FORMAT);
+        assert_eq!(decode(&columns, Some("cn001")).unwrap(), samples);
+        assert_eq!(
+            decode(&json, Some("cn001")).unwrap(),
+            samples,
+            "format 1 still reads"
+        );
+        let per_sample = |p: &[u8]| p.len() as f64 / samples.len() as f64;
+        assert!(
+            per_sample(&columns) < per_sample(&json) * 0.8,
+            "columns {:.1} against JSON {:.1} bytes per sample",
+            per_sample(&columns),
+            per_sample(&json)
+        );
+    }
+
+    #[test]
+    fn gpu_lists_of_every_shape_survive() {
+        let mut samples = day(12);
+        let mut amd = GpuReading::new(7, GpuVendor::Amd);
+        amd.minor = Some(u32::MAX);
+        amd.memory_total_bytes = Some(u64::MAX);
+        amd.utilization_percent = Some(f64::NAN);
+        let mut bare = GpuReading::new(u32::MAX, GpuVendor::Nvidia);
+        bare.processes = (0..50).map(|p| p * 1000).collect();
+        samples[1].1.detail.gpus = vec![gpu(0, 1.0)];
+        samples[2].1.detail.gpus = vec![amd.clone(), bare.clone(), gpu(2, 3.5)];
+        samples[3].1.detail.gpus = vec![bare.clone()];
+        samples[5].1.detail.gpus = vec![gpu(0, 2.0), gpu(0, 2.0)];
+        samples[11].1.detail.gpus = vec![amd, gpu(1, -0.0)];
+        let back = decode(&encode(&samples), Some("cn001")).unwrap();
+        for ((ia, a), (ib, b)) in back.iter().zip(&samples) {
+            assert_eq!(ia, ib);
+            assert_eq!(a.detail.gpus.len(), b.detail.gpus.len());
+            for (x, y) in a.detail.gpus.iter().zip(&b.detail.gpus) {
+                // NaN is not equal to itself: compare the bits of every float.
+                let bits = |g: &GpuReading| GPU_FLOATS.map(|(f, _)| f(g).map(f64::to_bits));
+                assert_eq!(bits(x), bits(y));
+                let without_floats = |g: &GpuReading| {
+                    let mut g = g.clone();
+                    for (_, set) in GPU_FLOATS {
+                        set(&mut g, None);
+                    }
+                    g
+                };
+                assert_eq!(without_floats(x), without_floats(y));
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_gpu_columns_are_errors_not_panics() {
+        let packed = encode(&gpu_day(30));
+        let mut inflated = Vec::new();
+        flate2::read::DeflateDecoder::new(&packed[1..])
+            .read_to_end(&mut inflated)
+            .unwrap();
+        let deflate = |bytes: &[u8]| {
+            let mut d =
+                flate2::write::DeflateEncoder::new(vec![FORMAT], flate2::Compression::fast());
+            d.write_all(bytes).unwrap();
+            d.finish().unwrap()
+        };
+        assert_eq!(decode(&deflate(&inflated), None).map(|s| s.len()), Ok(30));
+        // Every truncation is an error; every changed byte an error or some pack.
+        for len in 0..inflated.len() {
+            assert!(
+                decode(&deflate(&inflated[..len]), None).is_err(),
+                "cut at {len}"
+            );
+        }
+        for at in 0..inflated.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = inflated.clone();
+                bad[at] ^= flip;
+                let _ = decode(&deflate(&bad), None);
+            }
+        }
     }
 
     #[test]
