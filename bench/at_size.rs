@@ -642,7 +642,8 @@ async fn sizes(pool: &PgPool) {
     for (t, size_sql, rows_sql) in [
         (
             "sample_packs (all partitions)",
-            "SELECT SUM(pg_total_relation_size(relid))::bigint FROM pg_partition_tree('sample_packs')",
+            "SELECT COALESCE((SELECT SUM(pg_total_relation_size(relid)) \
+             FROM pg_partition_tree('sample_packs')), pg_total_relation_size('sample_packs'))::bigint",
             "SELECT COUNT(*) FROM sample_packs",
         ),
         (

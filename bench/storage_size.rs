@@ -23,10 +23,12 @@ use jobscope::store::{AuditContext, SampleQuery, Store};
 use sqlx::{Executor, PgPool};
 use std::time::Instant;
 
-/// Table, TOAST and indexes of `table`, summed over its partitions where it has them.
+/// Table, TOAST and indexes of `table`, summed over its partitions where it has them
+/// (`pg_partition_tree` lists nothing for a plain table).
 async fn size(pool: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT SUM(pg_total_relation_size(relid))::bigint FROM pg_partition_tree('{table}')"
+        "SELECT COALESCE((SELECT SUM(pg_total_relation_size(relid)) \
+         FROM pg_partition_tree('{table}')), pg_total_relation_size('{table}'))::bigint"
     )))
     .fetch_one(pool)
     .await
