@@ -280,21 +280,21 @@ async fn prune_loop(
     }
 }
 
-/// Creates the event log's coming day partitions and files the rows its default partition
-/// caught (`store::partitions`; nothing on SQLite), saying what it did.
+/// Creates the coming day partitions of the event log and the sample packs and files the rows
+/// their default partitions caught (`store::partitions`; nothing on SQLite), saying what it did.
 async fn maintain_partitions(store: &Store, now: chrono::DateTime<chrono::Utc>) {
     match store.maintain_partitions(now).await {
         Ok(u) if u.moved > 0 => tracing::warn!(
             created = ?u.created,
             moved = u.moved,
-            "moved event-log rows that had no day partition into their own"
+            "moved rows that had no day partition (event log, sample packs) into their own"
         ),
         Ok(u) if !u.created.is_empty() => {
-            tracing::info!(created = ?u.created, "created event-log partitions ahead")
+            tracing::info!(created = ?u.created, "created day partitions ahead")
         }
         Ok(_) => {}
         Err(err) => {
-            tracing::warn!(error = %err, "maintaining event-log partitions failed; will retry")
+            tracing::warn!(error = %err, "maintaining day partitions failed; will retry")
         }
     }
 }

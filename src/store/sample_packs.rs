@@ -10,9 +10,8 @@
 //! Readers never see the difference: [`Store::list_samples`] merges packs into its answer, the
 //! event log finds a packed sample by its row id ([`Store::events_after`]), and retention drops
 //! packs past it ([`Store::prune`]: on PostgreSQL a day partition of `sample_packs` at a time,
-//! `store::partitions`). A sample that arrives for an hour
-//! already packed (an agent's spool after an outage) is stored as a row as usual and merged into
-//! the hour's pack by the next pass.
+//! `store::partitions`). A sample that arrives for an hour already packed (an agent's spool
+//! after an outage) is stored as a row as usual and merged into the hour's pack by the next pass.
 
 use super::partitions;
 use super::queries::{SampleRow, SAMPLE_COLUMNS};
@@ -369,7 +368,6 @@ macro_rules! backend {
                     .collect())
             }
 
-            /// Deletes the packs whose newest sample is before `before`; returns their samples.
             /// Deletes the packs of `table` whose newest sample is before `before`, a bounded
             /// chunk a statement (a writer waits for one chunk at most); returns their samples.
             pub(super) async fn prune(
