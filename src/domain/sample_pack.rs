@@ -209,21 +209,19 @@ pub fn decode(packed: &[u8], node: Option<&str>) -> Result<Vec<PackedSample>, Pa
     Ok(samples)
 }
 
-/// A figure of a sample: how to read it, and how to set it.
-type Figure<T> = (
-    fn(&MetricSample) -> Option<T>,
-    fn(&mut MetricSample, Option<T>),
-);
+/// A figure of a sample (`S`: [`MetricSample`], or a [`GpuReading`] of one): how to read it, and
+/// how to set it.
+type Figure<T, S = MetricSample> = (fn(&S) -> Option<T>, fn(&mut S, Option<T>));
 
-/// One [`Figure`] per named field, in the order given: the pack's column order.
+/// One [`Figure`] of `S` per named field, in the order given: the pack's column order.
 macro_rules! figures {
-    ($($($field:ident).+),* $(,)?) => {
-        [$((|s: &MetricSample| s.$($field).+, |s: &mut MetricSample, v| s.$($field).+ = v)),*]
+    ($s:ty: $($($field:ident).+),* $(,)?) => {
+        [$((|s: &$s| s.$($field).+, |s: &mut $s, v| s.$($field).+ = v)),*]
     };
 }
 
 /// The `f64` figures, in pack order.
-const FLOATS: [Figure<f64>; 6] = figures![
+const FLOATS: [Figure<f64>; 6] = figures![MetricSample:
     cpu_usage,
     gpu_usage,
     detail.cpu_time_seconds,
@@ -233,7 +231,7 @@ const FLOATS: [Figure<f64>; 6] = figures![
 ];
 
 /// The integer figures, in pack order.
-const INTS: [Figure<i64>; 14] = figures![
+const INTS: [Figure<i64>; 14] = figures![MetricSample:
     memory_usage_mb,
     detail.cpu_nr_throttled,
     detail.memory_usage_bytes,
@@ -250,25 +248,34 @@ const INTS: [Figure<i64>; 14] = figures![
     detail.pids,
 ];
 
-/// A figure of a GPU reading: how to read it, and how to set it.
-type GpuFigure<T> = (fn(&GpuReading) -> Option<T>, fn(&mut GpuReading, Option<T>));
-
 /// The `f64` figures of a GPU reading, in pack order.
-const GPU_FLOATS: [GpuFigure<f64>; 4] = [
-    (|g| g.utilization_percent, |g, v| g.utilization_percent = v),
-    (|g| g.power_watts, |g, v| g.power_watts = v),
-    (|g| g.energy_joules, |g, v| g.energy_joules = v),
-    (|g| g.temperature_celsius, |g, v| g.temperature_celsius = v),
+const GPU_FLOATS: [Figure<f64, GpuReading>; 4] = figures![GpuReading:
+    utilization_percent,
+    power_watts,
+    energy_joules,
+    temperature_celsius,
 ];
 
 /// The byte counts of a GPU reading, in pack order (stored as the `i64` of the same bits).
-const GPU_BYTES: [GpuFigure<u64>; 2] = [
-    (|g| g.memory_used_bytes, |g, v| g.memory_used_bytes = v),
-    (|g| g.memory_total_bytes, |g, v| g.memory_total_bytes = v),
-];
+const GPU_BYTES: [Figure<u64, GpuReading>; 2] =
+    figures![GpuReading: memory_used_bytes, memory_total_bytes];
 
-/// The vendors as a GPU column stores them.
-const VENDORS: [GpuVendor; 2] = [GpuVendor::Nvidia, GpuVendor::Amd];
+/// A vendor as a GPU column stores it (exhaustive: a new vendor needs a code of its own).
+fn vendor_code(vendor: GpuVendor) -> i64 {
+    match vendor {
+        GpuVendor::Nvidia => 0,
+        GpuVendor::Amd => 1,
+    }
+}
+
+/// The vendor [`vendor_code`] gave `code`.
+fn vendor_of(code: i64) -> Option<GpuVendor> {
+    match code {
+        0 => Some(GpuVendor::Nvidia),
+        1 => Some(GpuVendor::Amd),
+        _ => None,
+    }
+}
 
 /// Where the GPU readings of samples with `counts` readings each go, in pack order: the first
 /// reading of every sample that has one, then the second, and so on, as (sample, slot).
@@ -401,11 +408,7 @@ impl Columns {
         self.ints(buses.into_iter());
         self.ints(readings.iter().map(|g| Some(i64::from(g.index))));
         self.ints(readings.iter().map(|g| g.minor.map(i64::from)));
-        self.ints(
-            readings
-                .iter()
-                .map(|g| Some(VENDORS.iter().position(|v| *v == g.vendor).unwrap_or(0) as i64)),
-        );
+        self.ints(readings.iter().map(|g| Some(vendor_code(g.vendor))));
         for (float, _) in GPU_FLOATS {
             self.floats(readings.iter().map(|g| float(g)));
         }
@@ -604,10 +607,9 @@ impl Reader<'_> {
         for i in 0..m {
             let index = small(indices[i])?.ok_or(PackError::Damaged("gpu index"))?;
             let vendor = vendors[i]
-                .and_then(|v| usize::try_from(v).ok())
-                .and_then(|v| VENDORS.get(v))
+                .and_then(vendor_of)
                 .ok_or(PackError::Damaged("gpu vendor"))?;
-            let mut g = GpuReading::new(index, *vendor);
+            let mut g = GpuReading::new(index, vendor);
             g.uuid = string(uuids[i])?;
             g.pci_bus_id = string(buses[i])?;
             g.minor = small(minors[i])?;
