@@ -8,7 +8,7 @@ mod common;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use common::{Backend, TestApp};
 use jobscope::domain::report::Thresholds;
-use jobscope::store::partitions::{EVENTS, PACKS};
+use jobscope::store::partitions::{DayTable, EVENTS, PACKS};
 use serde_json::json;
 
 #[tokio::test]
@@ -18,15 +18,8 @@ async fn days_are_made_ahead_dropped_whole_and_rows_without_a_day_are_kept() {
     }
     let app = TestApp::new(Backend::Postgres).await;
     let now = Utc::now();
-    let upkeep = app.store.maintain_partitions(now).await.unwrap();
-    let days = app.store.event_partitions().await.unwrap();
-    for n in 0..=jobscope::store::partitions::AHEAD_DAYS {
-        let day = (now + Duration::days(n)).date_naive();
-        assert!(
-            days.contains(&day),
-            "{day} missing from {days:?} ({upkeep:?})"
-        );
-    }
+    app.store.maintain_partitions(now).await.unwrap();
+    assert_days_ahead(&app, &EVENTS, now).await;
 
     // Rows of a day with no partition (an old day, as a replayed log would bring) land in the
     // default partition: nothing is refused.
@@ -59,7 +52,7 @@ async fn days_are_made_ahead_dropped_whole_and_rows_without_a_day_are_kept() {
     app.start_job("keep", "alice", &["a"]).await;
     let (_, events) = app.store.prune(now - Duration::days(1)).await.unwrap();
     assert_eq!(events, 300, "the old day went whole");
-    let days = app.store.event_partitions().await.unwrap();
+    let days = app.store.day_partitions(&EVENTS).await.unwrap();
     assert!(!days.contains(&old.date_naive()), "{days:?}");
     let resumed = app.store.events_after(last_old, 100).await.unwrap();
     assert_eq!(resumed.len(), 1);
@@ -87,11 +80,7 @@ async fn packs_are_filed_by_day_and_a_past_day_goes_whole() {
     let app = TestApp::new(Backend::Postgres).await;
     let now = Utc::now();
     app.store.maintain_partitions(now).await.unwrap();
-    let days = app.store.day_partitions(&PACKS).await.unwrap();
-    for n in 0..=jobscope::store::partitions::AHEAD_DAYS {
-        let day = (now + Duration::days(n)).date_naive();
-        assert!(days.contains(&day), "{day} missing from {days:?}");
-    }
+    assert_days_ahead(&app, &PACKS, now).await;
     let midnight = |days: i64| {
         (now - Duration::days(days))
             .duration_trunc(Duration::days(1))
@@ -249,6 +238,19 @@ async fn an_interrupted_pack_partitioning_migration_rolls_back_and_runs_again() 
         .unwrap();
     assert_eq!(left, 0);
     pool.close().await;
+}
+
+/// `table` has its partitions from `now`'s day to `AHEAD_DAYS` after it.
+async fn assert_days_ahead(app: &TestApp, table: &DayTable, now: DateTime<Utc>) {
+    let days = app.store.day_partitions(table).await.unwrap();
+    for n in 0..=jobscope::store::partitions::AHEAD_DAYS {
+        let day = (now + Duration::days(n)).date_naive();
+        assert!(
+            days.contains(&day),
+            "{}: {day} missing from {days:?}",
+            table.table
+        );
+    }
 }
 
 /// Migrates a new database to just before `version`, runs `fill`, then kills `jobscope migrate`

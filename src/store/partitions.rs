@@ -121,11 +121,6 @@ impl Store {
         Ok(upkeep)
     }
 
-    /// The event log's day partitions, oldest first (empty on SQLite).
-    pub async fn event_partitions(&self) -> StoreResult<Vec<NaiveDate>> {
-        self.day_partitions(&EVENTS).await
-    }
-
     /// The day partitions of `table`, oldest first (empty on SQLite).
     pub async fn day_partitions(&self, table: &DayTable) -> StoreResult<Vec<NaiveDate>> {
         match &self.backend {
