@@ -7,8 +7,8 @@
 //! (default 30,000: 10,000 jobs at a time that last 8 hours on average end 30,000 a day) with no
 //! samples of their own. The samples of yesterday (UTC) are written an hour at a time by the
 //! `INSERT ... SELECT generate_series` of `support::FILL_SQL`, each hour with its `job_sample`
-//! event-log rows in the same transaction (the stored shape: `{"state":"running"}` and the
-//! sample's row id); a packing task runs `Store::pack_closed_hours` after each hour lands and a
+//! events in the same transaction, in the stored shape (`BATCH_EVENTS_SQL`: one log row per
+//! node and 15-second pass, as `serve` logs an agent's batch); a packing task runs `Store::pack_closed_hours` after each hour lands and a
 //! rollup task `Store::roll_up` up to that hour's end after it is packed, both timed, the three
 //! going on at once (so the raw rows never exceed about two hours of samples, ~3.5 GB). Progress
 //! is kept in the table `bench_at_size_progress`, so a run cut off resumes at the next hour.
@@ -356,11 +356,7 @@ async fn generate(url: &str, pool: &PgPool, day: DateTime<Utc>, plan: &Plan) {
             .await
             .expect("fill")
             .rows_affected();
-        sqlx::query(
-            "INSERT INTO events (occurred_at, kind, job_id, payload, sample_id) \
-             SELECT timestamp + interval '1 second', 'job_sample', job_id, '{\"state\":\"running\"}', id \
-             FROM metric_samples WHERE timestamp >= $1 AND timestamp < $2 ORDER BY id",
-        )
+        sqlx::query(BATCH_EVENTS_SQL)
         .bind(day + ChronoDuration::hours(h))
         .bind(day + ChronoDuration::hours(h + 1))
         .execute(&mut *tx)
@@ -400,6 +396,23 @@ async fn generate(url: &str, pool: &PgPool, day: DateTime<Utc>, plan: &Plan) {
         cpu_seconds() - cpu_before
     ));
 }
+
+/// The hour's `job_sample` events as `serve` logs them: one row per node and 15-second pass
+/// (that node's agent batch), in the stored form of `StoredSampleBatch` (the text `serde_json`
+/// writes), its id the last of a block of one id per sample, drawn from the log's sequence.
+const BATCH_EVENTS_SQL: &str = "WITH batches AS ( \
+      SELECT max(id) AS last_sample, count(*) AS n, max(timestamp) + interval '1 second' AS at, \
+        '{\"job_ids\":[\"' || string_agg(job_id, '\",\"' ORDER BY id) || '\"],\"sample_ids\":[' \
+          || string_agg(id::text, ',' ORDER BY id) || '],\"states\":[' \
+          || string_agg('\"running\"', ',' ORDER BY id) || ']}' AS payload \
+      FROM metric_samples WHERE timestamp >= $1 AND timestamp < $2 \
+      GROUP BY node, floor(extract(epoch FROM timestamp - $1) / 15)), \
+    block AS (SELECT nextval('events_id_seq') - 1 AS base, (SELECT sum(n) FROM batches)::bigint AS total), \
+    taken AS (SELECT setval('events_id_seq', base + total) FROM block) \
+    INSERT INTO events (id, occurred_at, kind, job_id, payload, sample_id) \
+    SELECT block.base + sum(batches.n) OVER (ORDER BY batches.last_sample), batches.at, 'job_samples', \
+      NULL, batches.payload::json, NULL \
+    FROM batches, block, taken";
 
 /// One agent's batch: a sample of each of `jobs` jobs `ingest-N` on `bench-node`, one in ten
 /// with four GPUs.

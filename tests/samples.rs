@@ -741,11 +741,12 @@ on_both_backends!(
         let after = app.event_count().await;
         app.start_job("700", "dave", &["node-7"]).await;
         post("node-7", "700").await;
-        // The log keeps the state alone (issue 19: the summary was most of the row).
+        // The log keeps the batch as one row of job ids, sample ids and states (issue 19: the
+        // summary was most of a row, and a row per sample more than the packed sample).
         let stored = app
             .count(
-                "SELECT COUNT(*) FROM events WHERE job_id = $1 AND kind = 'job_sample' \
-             AND CAST(payload AS TEXT) = '{\"state\":\"running\"}'",
+                "SELECT COUNT(*) FROM events WHERE job_id IS NULL AND kind = 'job_samples' \
+             AND CAST(payload AS TEXT) LIKE '{\"job_ids\":[\"' || $1 || '\"],\"sample_ids\":[%],\"states\":[\"running\"]}'",
                 "700",
             )
             .await;
@@ -774,3 +775,156 @@ on_both_backends!(
         }
     }
 );
+
+on_both_backends!(
+    a_batch_is_one_log_row_and_each_sample_keeps_its_own_event_id,
+    |app| {
+        for (id, user) in [("900", "alice"), ("901", "bob"), ("902", "carol")] {
+            app.start_job(id, user, &["node-9"]).await;
+        }
+        let before = app.event_count().await;
+        // Five samples, two of them a job's second: each one's figures must come back on the
+        // event of its own place in the batch.
+        let sent = [
+            ("900", 10.0, 30),
+            ("901", 20.0, 30),
+            ("902", 30.0, 30),
+            ("900", 40.0, 15),
+            ("901", 50.0, 15),
+        ];
+        let jobs = sent
+            .iter()
+            .map(|&(id, cpu, age)| job_sample(id, Some(cpu), 1 << 20, &ago(age)))
+            .collect();
+        app.request(
+            "POST",
+            "/v1/samples",
+            Some(&batch("node-9", &ago(1), jobs)),
+            &[],
+        )
+        .await
+        .expect(200);
+        let rows = app
+            .count(
+                "SELECT COUNT(*) FROM events WHERE kind = 'job_samples' AND $1 = ''",
+                "",
+            )
+            .await;
+        assert_eq!(rows, 1, "the batch's samples share one log row");
+
+        let events = app.store.events_after(before, 100).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "job_sample",
+                "job_sample",
+                "job_sample",
+                "job_sample",
+                "job_sample",
+                "node_updated"
+            ]
+        );
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        for pair in ids.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "one id per event, unbroken: {ids:?}");
+        }
+        assert!(ids[0] > before);
+        assert_eq!(
+            app.event_count().await,
+            ids[5],
+            "the newest id is the node's event's"
+        );
+        for (event, &(job, cpu, _)) in events.iter().zip(&sent) {
+            assert_eq!(event.job_id.as_deref(), Some(job));
+            assert_eq!(event.payload["job_id"], job);
+            assert_eq!(event.payload["job"]["state"], "running");
+            assert_eq!(event.payload["job"]["nodes"], json!(["node-9"]));
+            assert_eq!(
+                event.payload["sample"]["cpu_usage"], cpu,
+                "{}",
+                event.payload
+            );
+            assert_eq!(event.payload["sample"]["node"], "node-9");
+        }
+
+        // A reader that stopped inside the batch goes on from the next sample; a short page
+        // ends inside the batch and the next one takes up from there.
+        let resumed = app.store.events_after(ids[1], 100).await.unwrap();
+        assert_eq!(resumed.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
+        assert_eq!(resumed[0].payload["sample"]["cpu_usage"], 30.0);
+        let mut paged = Vec::new();
+        let mut cursor = before;
+        loop {
+            let page = app.store.events_after(cursor, 2).await.unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            cursor = last.id;
+            paged.extend(page.iter().map(|e| (e.id, e.payload.clone())));
+        }
+        assert_eq!(paged.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+        assert_eq!(
+            paged.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+            events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>()
+        );
+
+        // A job deleted since: its events keep the summary of the job they were logged for,
+        // and their samples are gone with it.
+        app.write("DELETE", "/v1/jobs/901", None).await.expect(204);
+        let after_delete = app.store.events_after(before, 100).await.unwrap();
+        let bob: Vec<&Value> = after_delete
+            .iter()
+            .filter(|e| e.kind.as_str() == "job_sample" && e.job_id.as_deref() == Some("901"))
+            .map(|e| &e.payload)
+            .collect();
+        assert_eq!(bob.len(), 2);
+        for p in bob {
+            assert_eq!(p["job"]["user"], "bob");
+            assert!(p["sample"].is_null(), "{p}");
+        }
+    }
+);
+
+on_both_backends!(batches_stored_at_once_never_share_an_event_id, |app| {
+    let nodes: Vec<String> = (0..8).map(|n| format!("node-{n}")).collect();
+    for (n, node) in nodes.iter().enumerate() {
+        for j in 0..3 {
+            app.start_job(&format!("{n}{j}"), "dave", &[node.as_str()])
+                .await;
+        }
+    }
+    let before = app.event_count().await;
+    for round in 0..3 {
+        let posts = nodes.iter().enumerate().map(|(n, node)| {
+            let jobs = (0..3)
+                .map(|j| {
+                    job_sample(
+                        &format!("{n}{j}"),
+                        Some(1.0),
+                        1 << 20,
+                        &ago(40 - round * 10),
+                    )
+                })
+                .collect();
+            let body = batch(node, &ago(1), jobs);
+            async move {
+                app.request("POST", "/v1/samples", Some(&body), &[])
+                    .await
+                    .expect(200);
+            }
+        });
+        futures_util::future::join_all(posts).await;
+    }
+    let events = app.store.events_after(before, 1000).await.unwrap();
+    let samples = events
+        .iter()
+        .filter(|e| e.kind.as_str() == "job_sample")
+        .count();
+    assert_eq!(samples, 8 * 3 * 3);
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "ids rise: {ids:?}");
+    assert_eq!(app.event_count().await, *ids.last().unwrap());
+    for e in events.iter().filter(|e| e.kind.as_str() == "job_sample") {
+        assert_eq!(e.payload["sample"]["cpu_usage"], 1.0);
+    }
+});

@@ -185,6 +185,38 @@ pub struct StoredJobSample {
     pub state: JobState,
 }
 
+/// The log row kind of [`StoredSampleBatch`]. Not an [`EventKind`]: no stream ever shows it, the
+/// store expands it into `job_sample` events when the log is read.
+pub const SAMPLE_BATCH_KIND: &str = "job_samples";
+
+/// The `job_sample` events of one stored sample batch, kept as one log row (issue 19): a row
+/// per sample cost ~137 bytes a sample, more than the packed sample itself. The row's id is the
+/// last of a block of ids, one per sample in this order, so every sample keeps its own event
+/// id (a stream resumes inside a batch as well as between two) and the log's ids stay in commit
+/// order. Entry `i` is the job's sample `sample_ids[i]`, stored while the job was `states[i]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSampleBatch<'a> {
+    pub job_ids: Vec<Cow<'a, str>>,
+    pub sample_ids: Vec<i64>,
+    pub states: Vec<JobState>,
+}
+
+impl StoredSampleBatch<'_> {
+    /// Samples (and so event ids) the row stands for.
+    pub fn len(&self) -> usize {
+        self.sample_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sample_ids.is_empty()
+    }
+
+    /// Whether the three lists agree; a row where they do not is damaged.
+    pub fn is_whole(&self) -> bool {
+        self.job_ids.len() == self.sample_ids.len() && self.states.len() == self.sample_ids.len()
+    }
+}
+
 /// `job_report`: a finished job's efficiency report, with the job's summary (what the stream
 /// filters read).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

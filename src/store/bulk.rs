@@ -19,7 +19,8 @@
 
 use crate::domain::usage::SampleDetail;
 use crate::store::queries::{
-    json_encode_error, to_json, JobDelta, QueuedEvent, SampledJobRow, JOB_DELTA_SET, SAMPLE_COLUMNS,
+    id_blocks, json_encode_error, to_json, JobDelta, QueuedEvent, SampledJobRow, JOB_DELTA_SET,
+    SAMPLE_COLUMNS,
 };
 use crate::store::{SampleItem, StoreResult};
 use chrono::{DateTime, Utc};
@@ -195,21 +196,35 @@ pub(in crate::store) mod sqlite {
         Ok(updated)
     }
 
-    /// Appends the event rows, ids in the order given.
+    /// Appends the event rows, ids in the order given. Each row's id is the last of its block
+    /// (see [`crate::domain::event::StoredSampleBatch`]), counted on from the highest id the
+    /// table ever gave (`AUTOINCREMENT` keeps it in `sqlite_sequence`, and raises it to the ids
+    /// written here); the write transaction holds the database's only write lock.
     pub(in crate::store) async fn insert_events(
         conn: &mut SqliteConnection,
         occurred_at: DateTime<Utc>,
         events: &[QueuedEvent],
     ) -> StoreResult<()> {
-        // 2,000 rows × 5 columns, under the parameter limit; chunks are inserted in order, in
-        // one transaction, so ids keep the order of `events`.
-        for chunk in events.chunks(2000) {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let given: i64 = sqlx::query_scalar(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
+             COALESCE((SELECT MAX(id) FROM events), 0))",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let (_, upto) = id_blocks(events);
+        let rows: Vec<(i64, &QueuedEvent)> = upto.iter().map(|u| given + u).zip(events).collect();
+        // 2,000 rows × 6 columns, under the parameter limit.
+        for chunk in rows.chunks(2000) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (occurred_at, kind, job_id, payload, sample_id) ",
+                "INSERT INTO events (id, occurred_at, kind, job_id, payload, sample_id) ",
             );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(occurred_at)
-                    .push_bind(e.kind.as_str())
+            qb.push_values(chunk, |mut b, (id, e)| {
+                b.push_bind(*id)
+                    .push_bind(occurred_at)
+                    .push_bind(e.stored_kind())
                     .push_bind(e.job_id.as_deref())
                     .push_bind(e.payload.as_str())
                     .push_bind(e.sample_id);
@@ -488,8 +503,10 @@ pub(in crate::store) mod postgres {
         .await?)
     }
 
-    /// Appends the event rows, ids in the order given (`ORDER BY` the arrays' ordinality: the
-    /// ids come from the sequence as the rows are inserted).
+    /// Appends the event rows, ids in the order given. The ids are one block drawn from the
+    /// sequence at once (`setval` past `nextval`), each row taking the last of its own (see
+    /// [`crate::domain::event::StoredSampleBatch`]): the block is unbroken because every
+    /// writer of the log holds the event-order lock (`EVENT_ORDER_LOCK`) while it draws.
     pub(in crate::store) async fn insert_events(
         conn: &mut PgConnection,
         occurred_at: DateTime<Utc>,
@@ -498,18 +515,22 @@ pub(in crate::store) mod postgres {
         if events.is_empty() {
             return Ok(());
         }
-        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        let (total, upto) = id_blocks(events);
+        let kinds: Vec<&str> = events.iter().map(|e| e.stored_kind()).collect();
         let job_ids: Vec<Option<&str>> = events.iter().map(|e| e.job_id.as_deref()).collect();
         // The payloads go as text, copied as they are; the cast to `json` only checks them.
         let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
         let sample_ids: Vec<Option<i64>> = events.iter().map(|e| e.sample_id).collect();
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO events (occurred_at, kind, job_id, payload, sample_id) \
-             SELECT $1, e.kind, e.job_id, e.payload::json, e.sample_id \
-             FROM {} WITH ORDINALITY AS e(kind, job_id, payload, sample_id, n) ORDER BY e.n",
-            unnest(2, &["text", "text", "text", "int8"])
+            "WITH block AS (SELECT setval('events_id_seq', nextval('events_id_seq') + $2 - 1) AS last) \
+             INSERT INTO events (id, occurred_at, kind, job_id, payload, sample_id) \
+             SELECT block.last - $2 + e.upto, $1, e.kind, e.job_id, e.payload::json, e.sample_id \
+             FROM block, {} AS e(upto, kind, job_id, payload, sample_id)",
+            unnest(3, &["int8", "text", "text", "text", "int8"])
         )))
         .bind(occurred_at)
+        .bind(total)
+        .bind(upto)
         .bind(kinds)
         .bind(job_ids)
         .bind(payloads)

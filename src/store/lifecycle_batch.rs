@@ -235,7 +235,7 @@ pub(super) mod postgres {
             ));
             qb.push_bind(now);
             qb.push(", e.kind, e.job_id, e.payload::json, e.sample_id FROM lock, UNNEST(");
-            qb.push_bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>());
+            qb.push_bind(events.iter().map(|e| e.stored_kind()).collect::<Vec<_>>());
             qb.push("::text[], ");
             qb.push_bind(
                 events

@@ -1,8 +1,87 @@
 //! The event log's reads and the job reports appended to it: [`events_after_sql`] and
 //! `events_after` (the feed of `crate::events`), `last_event_id`, `append_job_report` and
-//! `jobs_missing_report`. Rows are appended by `WriteTx::commit` (see `mod.rs`).
+//! `jobs_missing_report`. Rows are appended by `WriteTx::commit` (see `mod.rs`). A sample
+//! batch's row ([`crate::domain::event::StoredSampleBatch`]) is read back as one `job_sample`
+//! event per sample, each with its own id.
 
 use super::SAMPLE_COLUMNS;
+use crate::domain::JobState;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+/// What a `job_sample` event shows of its job, from the job's row or, once the row is gone,
+/// from `deleted_jobs` (then with the time of the deletion).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SampleSummaryRow {
+    job_id: String,
+    deleted_at: Option<DateTime<Utc>>,
+    user_name: String,
+    nodes: Json<Vec<String>>,
+    partition: Option<String>,
+    correlation_id: String,
+}
+
+/// The summary rows of `job_ids`' jobs, alive and deleted: `(SQL, the job ids' placeholder)`
+/// for each of the two tables; the caller binds the ids.
+pub(crate) const SAMPLE_SUMMARY_FROM: [&str; 2] = [
+    "SELECT id AS job_id, NULL AS deleted_at, user_name, nodes, partition, correlation_id \
+     FROM jobs WHERE id IN (",
+    "SELECT job_id, deleted_at, user_name, nodes, partition, correlation_id \
+     FROM deleted_jobs WHERE job_id IN (",
+];
+
+/// One event of a batch row being read back: where it sits in the page, and what it refers to.
+pub(crate) struct BatchedSample {
+    pub(crate) index: usize,
+    pub(crate) sample_id: i64,
+    pub(crate) state: JobState,
+}
+
+/// The summary a sample event of `job_id` logged at `at` shows: that of the first deletion of
+/// the id at or after `at` (the incarnation alive when it was logged), else the job's row.
+fn summary_at<'a>(
+    summaries: &'a [SampleSummaryRow],
+    job_id: &str,
+    at: DateTime<Utc>,
+) -> Option<&'a SampleSummaryRow> {
+    let of_job = summaries.iter().filter(|s| s.job_id == job_id);
+    of_job
+        .clone()
+        .filter(|s| s.deleted_at.is_some_and(|d| d >= at))
+        .min_by_key(|s| s.deleted_at)
+        .or_else(|| of_job.clone().find(|s| s.deleted_at.is_none()))
+}
+
+/// The payload of a batched sample's event: the job's summary and the sample (`null` when its
+/// row is gone, or is not this job's); `None` when the log knows no such job.
+pub(crate) fn batched_sample_payload(
+    job_id: &str,
+    state: JobState,
+    at: DateTime<Utc>,
+    summaries: &[SampleSummaryRow],
+    sample: Option<&(String, crate::domain::MetricSample)>,
+) -> Result<Option<serde_json::Value>, serde_json::Error> {
+    let Some(s) = summary_at(summaries, job_id, at) else {
+        return Ok(None);
+    };
+    let payload = super::job_sample_payload(
+        job_id,
+        state,
+        &s.user_name,
+        &s.nodes.0,
+        s.partition.as_deref(),
+        &s.correlation_id,
+    );
+    let mut value = serde_json::to_value(&payload)?;
+    let sample = match sample {
+        Some((sample_job, sample)) if sample_job == job_id => serde_json::to_value(sample)?,
+        _ => serde_json::Value::Null,
+    };
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.insert("sample".to_owned(), sample);
+    }
+    Ok(Some(value))
+}
 
 /// The log read of `events_after`: each row with its referred sample's columns (under their own
 /// names, as [`super::SampleRow`] reads them; the event's own columns are renamed to stay apart).
@@ -98,9 +177,17 @@ macro_rules! event_queries {
                 .fetch_all(pool)
                 .await?;
             let mut events = Vec::with_capacity(rows.len());
+            let mut batched = Vec::new();
             for r in &rows {
-                let Json(mut payload): Json<serde_json::Value> = r.try_get("event_payload")?;
+                if events.len() as i64 >= limit {
+                    break;
+                }
                 let kind: String = r.try_get("event_kind")?;
+                if kind == crate::domain::event::SAMPLE_BATCH_KIND {
+                    read_sample_batch(r, after, limit, &mut events, &mut batched)?;
+                    continue;
+                }
+                let Json(mut payload): Json<serde_json::Value> = r.try_get("event_payload")?;
                 // A row in the stored form is `{"state": ...}` alone; older rows (and foreign
                 // ones) are read as they are.
                 let stored_form = payload.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("state"));
@@ -152,7 +239,114 @@ macro_rules! event_queries {
                     missing_sample,
                 });
             }
+            if !batched.is_empty() {
+                expand_sample_batches(pool, &mut events, &batched).await?;
+            }
             Ok(events)
+        }
+
+        /// The events of a sample batch's row after `after`, up to `limit` in all, appended to
+        /// `events` with their payloads still to fill (`batched`, see `expand_sample_batches`).
+        fn read_sample_batch(
+            r: &<$db as sqlx::Database>::Row,
+            after: i64,
+            limit: i64,
+            events: &mut Vec<crate::store::StoredEvent>,
+            batched: &mut Vec<crate::store::queries::BatchedSample>,
+        ) -> StoreResult<()> {
+            let id: i64 = r.try_get("event_id")?;
+            let occurred_at: DateTime<Utc> = r.try_get("event_at")?;
+            let Json(batch): Json<crate::domain::event::StoredSampleBatch<'static>> = r.try_get("event_payload")?;
+            if !batch.is_whole() {
+                tracing::warn!(id, "skipped a damaged sample batch row of the event log");
+                return Ok(());
+            }
+            let first = id - batch.len() as i64 + 1;
+            let entries = batch.job_ids.into_iter().zip(batch.sample_ids).zip(batch.states);
+            for (offset, ((job_id, sample_id), state)) in entries.enumerate() {
+                let event_id = first + offset as i64;
+                if event_id <= after {
+                    continue;
+                }
+                if events.len() as i64 >= limit {
+                    break;
+                }
+                batched.push(crate::store::queries::BatchedSample { index: events.len(), sample_id, state });
+                events.push(crate::store::StoredEvent {
+                    id: event_id,
+                    occurred_at,
+                    kind: EventKind::JobSample,
+                    job_id: Some(job_id.into_owned()),
+                    payload: serde_json::Value::Null,
+                    missing_sample: None,
+                });
+            }
+            Ok(())
+        }
+
+        /// Fills in the payloads of a page's batched `job_sample` events: their samples and
+        /// their jobs' summaries, each read once for the page. An event whose job the log no
+        /// longer knows is dropped, as `events_after` drops a single row's.
+        async fn expand_sample_batches(
+            pool: &Pool<$db>,
+            events: &mut Vec<crate::store::StoredEvent>,
+            batched: &[crate::store::queries::BatchedSample],
+        ) -> StoreResult<()> {
+            use crate::store::queries::{batched_sample_payload, SampleSummaryRow, SAMPLE_SUMMARY_FROM};
+            let decode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Decode(e.into()));
+            let mut samples = std::collections::HashMap::with_capacity(batched.len());
+            let sample_ids: Vec<i64> = batched.iter().map(|b| b.sample_id).collect();
+            for chunk in sample_ids.chunks(500) {
+                let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!(
+                    "SELECT id AS stored_sample_id, {SAMPLE_COLUMNS} FROM metric_samples WHERE id IN ("
+                ));
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
+                for r in qb.build().fetch_all(pool).await? {
+                    let id: i64 = r.try_get("stored_sample_id")?;
+                    let job: String = r.try_get("job_id")?;
+                    samples.insert(id, (job, MetricSample::from(SampleRow::from_row(&r)?)));
+                }
+            }
+            let mut job_ids: Vec<&str> = batched.iter().filter_map(|b| events[b.index].job_id.as_deref()).collect();
+            job_ids.sort_unstable();
+            job_ids.dedup();
+            let mut summaries: Vec<SampleSummaryRow> = Vec::new();
+            for from in SAMPLE_SUMMARY_FROM {
+                for chunk in job_ids.chunks(500) {
+                    let mut qb: QueryBuilder<$db> = QueryBuilder::new(from);
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    qb.push(")");
+                    summaries.extend(qb.build_query_as::<SampleSummaryRow>().fetch_all(pool).await?);
+                }
+            }
+            let mut unknown = Vec::new();
+            for b in batched {
+                let event = &mut events[b.index];
+                let job_id = event.job_id.as_deref().unwrap_or_default();
+                let sample = samples.get(&b.sample_id);
+                match batched_sample_payload(job_id, b.state, event.occurred_at, &summaries, sample).map_err(decode)? {
+                    Some(payload) => {
+                        event.payload = payload;
+                        // Packed since (`store::sample_packs`), or gone with its job.
+                        event.missing_sample = sample.is_none().then_some(b.sample_id);
+                    }
+                    None => {
+                        tracing::warn!(id = event.id, "skipped a job_sample event whose job is unknown");
+                        unknown.push(b.index);
+                    }
+                }
+            }
+            for index in unknown.into_iter().rev() {
+                events.remove(index);
+            }
+            Ok(())
         }
 
         pub async fn last_event_id(pool: &Pool<$db>) -> StoreResult<i64> {

@@ -27,7 +27,10 @@ mod nodes;
 mod samples;
 
 pub(crate) use audit::{audit_queries, AuditRow};
-pub(crate) use events::{event_queries, events_after_sql};
+pub(crate) use events::{
+    batched_sample_payload, event_queries, events_after_sql, BatchedSample, SampleSummaryRow,
+    SAMPLE_SUMMARY_FROM,
+};
 pub(crate) use jobs::{job_queries, JobRow, JOB_COLUMNS};
 pub(crate) use nodes::{
     node_queries, scheduler_merge, NodeRow, PartitionRow, NODE_COLUMNS, PARTITION_COLUMNS,
@@ -38,7 +41,7 @@ pub(crate) use samples::{
     JOB_DELTA_SET, PRUNE_CHUNK, SAMPLED_JOB_COLUMNS, SAMPLE_COLUMNS,
 };
 
-use crate::domain::event::EventKind;
+use crate::domain::event::{EventKind, StoredSampleBatch, SAMPLE_BATCH_KIND};
 use crate::domain::Job;
 // The rows' conversions in the files below name it as `super::StoreError`.
 use super::StoreError;
@@ -58,6 +61,9 @@ pub(crate) struct QueuedEvent {
     /// log keeps the reference, not a second copy of the sample (see
     /// [`crate::domain::event::JobSample`]).
     pub(crate) sample_id: Option<i64>,
+    /// For a batch's samples kept as one row ([`StoredSampleBatch`]): the samples it stands
+    /// for, each with its own event id; the row's id is the last of them.
+    pub(crate) span: Option<i64>,
 }
 
 impl QueuedEvent {
@@ -73,8 +79,46 @@ impl QueuedEvent {
             job_id: job_id.map(str::to_owned),
             payload: to_json(payload)?,
             sample_id,
+            span: None,
         })
     }
+
+    /// The one row of a batch's `job_sample` events; `None` for a batch that stored nothing.
+    pub(crate) fn sample_batch(
+        batch: &StoredSampleBatch<'_>,
+    ) -> Result<Option<QueuedEvent>, super::StoreError> {
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(QueuedEvent {
+            kind: EventKind::JobSample,
+            job_id: None,
+            payload: to_json(batch)?,
+            sample_id: None,
+            span: Some(batch.len() as i64),
+        }))
+    }
+
+    /// The `kind` column of the row.
+    pub(crate) fn stored_kind(&self) -> &'static str {
+        match self.span {
+            Some(_) => SAMPLE_BATCH_KIND,
+            None => self.kind.as_str(),
+        }
+    }
+}
+
+/// The ids a transaction's queued rows take, as (total, per row the ids taken up to and
+/// including it): a row's id is the last of its own (see [`StoredSampleBatch`]).
+pub(crate) fn id_blocks(events: &[QueuedEvent]) -> (i64, Vec<i64>) {
+    let upto: Vec<i64> = events
+        .iter()
+        .scan(0, |taken, e| {
+            *taken += e.span.unwrap_or(1);
+            Some(*taken)
+        })
+        .collect();
+    (upto.last().copied().unwrap_or(0), upto)
 }
 
 /// `value` as JSON text; an error (a map with keys that are not strings, none of ours) is an
@@ -157,11 +201,10 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            /// Queues the `job_sample` event of the stored sample `sample_id` of a job in `state`
-            /// (the log keeps no more of it: see `events_after_sql`).
-            fn append_sample_event(&mut self, job_id: &str, state: JobState, sample_id: i64) -> StoreResult<()> {
-                let payload = crate::domain::event::StoredJobSample { state };
-                self.events.push(QueuedEvent::new(EventKind::JobSample, Some(job_id), &payload, Some(sample_id))?);
+            /// Queues the `job_sample` events of a batch's stored samples, as one row (see
+            /// [`crate::domain::event::StoredSampleBatch`]).
+            fn append_sample_events(&mut self, batch: &crate::domain::event::StoredSampleBatch<'_>) -> StoreResult<()> {
+                self.events.extend(QueuedEvent::sample_batch(batch)?);
                 Ok(())
             }
 

@@ -376,12 +376,20 @@ macro_rules! sample_queries {
                 });
             bulk::keep_node_figures(&mut tx, &shares).await?;
 
+            let mut events = crate::domain::event::StoredSampleBatch {
+                job_ids: Vec::with_capacity(stored.len()),
+                sample_ids: Vec::with_capacity(stored.len()),
+                states: Vec::with_capacity(stored.len()),
+            };
             for &(_, item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else {
                     continue;
                 };
-                tx.append_sample_event(&item.job_id, job.state, sample_id)?;
+                events.job_ids.push(Cow::Borrowed(item.job_id.as_str()));
+                events.sample_ids.push(sample_id);
+                events.states.push(job.state);
             }
+            tx.append_sample_events(&events)?;
 
             if let Some(report) = node {
                 if let Some(node) = upsert_node_report(&mut tx, report).await? {
