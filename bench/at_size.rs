@@ -357,11 +357,11 @@ async fn generate(url: &str, pool: &PgPool, day: DateTime<Utc>, plan: &Plan) {
             .expect("fill")
             .rows_affected();
         sqlx::query(BATCH_EVENTS_SQL)
-        .bind(day + ChronoDuration::hours(h))
-        .bind(day + ChronoDuration::hours(h + 1))
-        .execute(&mut *tx)
-        .await
-        .expect("events");
+            .bind(day + ChronoDuration::hours(h))
+            .bind(day + ChronoDuration::hours(h + 1))
+            .execute(&mut *tx)
+            .await
+            .expect("events");
         let took = t.elapsed().as_secs_f64();
         sqlx::query(
             "INSERT INTO bench_at_size_progress (hour, filled_s, samples) VALUES ($1, $2, $3)",

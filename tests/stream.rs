@@ -463,9 +463,69 @@ async fn partitions_stream_filters_partition_events(backend: Backend) {
     server.shutdown().await;
 }
 
+/// An agent batch is one row of the log but one event per sample: a client that stopped inside
+/// the batch resumes at the next sample, each sample with its own id.
+async fn resume_inside_an_agent_batch(backend: Backend) {
+    let server = start(backend).await;
+    for id in ["b1", "b2", "b3", "b4"] {
+        server.started(id, "erin").await;
+    }
+    let mut client = SseClient::connect(
+        &server.base,
+        "/v1/stream/jobs?exclude_samples=false&last_event_id=0",
+        None,
+    )
+    .await;
+    assert_eq!(client.next().await.unwrap().name, "connected");
+    for _ in 0..4 {
+        assert_eq!(client.next().await.unwrap().data["type"], "job_created");
+    }
+    report(&server, "node-b", &["b1", "b2", "b3", "b4"]).await;
+    let mut samples = Vec::new();
+    for _ in 0..4 {
+        let e = client.next().await.unwrap();
+        assert_eq!(e.name, "job_sample");
+        samples.push((e.id.unwrap(), e.data["data"]["job_id"].clone()));
+    }
+    assert_eq!(
+        samples
+            .iter()
+            .map(|(_, job)| job.clone())
+            .collect::<Vec<_>>(),
+        [json!("b1"), json!("b2"), json!("b3"), json!("b4")]
+    );
+    assert!(
+        samples.windows(2).all(|p| p[1].0 == p[0].0 + 1),
+        "{samples:?}"
+    );
+    drop(client);
+
+    let mut again = SseClient::connect(
+        &server.base,
+        "/v1/stream/jobs?exclude_samples=false",
+        Some(samples[1].0),
+    )
+    .await;
+    assert_eq!(again.next().await.unwrap().name, "connected");
+    for (id, job) in &samples[2..] {
+        let e = again.next().await.unwrap();
+        assert_eq!(e.name, "job_sample");
+        assert_eq!((e.id.unwrap(), &e.data["data"]["job_id"]), (*id, job));
+        assert_eq!(e.data["data"]["sample"]["node"], "node-b");
+    }
+    // then live, nothing repeated (the batch's `node_updated` is not a jobs stream's)
+    server.started("b5", "erin").await;
+    let live = again.next().await.unwrap();
+    assert_eq!(live.data["type"], "job_created");
+    assert_eq!(live.data["data"]["job"]["id"], "b5");
+    assert!(live.id.unwrap() > samples[3].0 + 1);
+    server.shutdown().await;
+}
+
 on_backends!(
     filters_envelope_and_order,
     resume_without_gap_or_duplicate,
+    resume_inside_an_agent_batch,
     single_job_stream_closes,
     expired_cursor_gets_reset,
     bad_stream_parameters_are_400,

@@ -630,7 +630,8 @@ impl Store {
         dispatch!(self, "job_counts", job_counts())
     }
 
-    /// Up to `limit` event-log rows with an id above `after`, oldest first.
+    /// Up to `limit` events with an id above `after`, oldest first (a sample batch's row gives
+    /// one per sample, and a page may end inside it).
     pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
         let events = dispatch!(self, "events_after", events_after(after, limit))?;
         if events.iter().any(|e| e.missing_sample.is_some()) {
@@ -639,7 +640,6 @@ impl Store {
         Ok(events)
     }
 
-    /// Id of the newest event-log row (0 when the log is empty).
     /// Logs the `job_report` event of a finished job once (see `queries::append_job_report`).
     pub async fn append_job_report(
         &self,
@@ -668,6 +668,8 @@ impl Store {
         )
     }
 
+    /// Id of the newest event (0 when the log is empty): a sample batch's row has the id of its
+    /// last sample.
     pub async fn last_event_id(&self) -> StoreResult<i64> {
         dispatch!(self, "last_event_id", last_event_id())
     }
