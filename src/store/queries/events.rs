@@ -21,8 +21,8 @@ pub(crate) struct SampleSummaryRow {
     correlation_id: String,
 }
 
-/// The summary rows of `job_ids`' jobs, alive and deleted: `(SQL, the job ids' placeholder)`
-/// for each of the two tables; the caller binds the ids.
+/// The reads of [`SampleSummaryRow`]s, of jobs alive and of jobs deleted, each up to its open
+/// `IN (` list: the caller binds the job ids and closes it.
 pub(crate) const SAMPLE_SUMMARY_FROM: [&str; 2] = [
     "SELECT id AS job_id, NULL AS deleted_at, user_name, nodes, partition, correlation_id \
      FROM jobs WHERE id IN (",
