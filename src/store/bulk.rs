@@ -19,8 +19,8 @@
 
 use crate::domain::usage::SampleDetail;
 use crate::store::queries::{
-    id_blocks, json_encode_error, to_json, JobDelta, QueuedEvent, SampledJobRow, JOB_DELTA_SET,
-    SAMPLE_COLUMNS,
+    id_blocks, json_encode_error, push_in_list, to_json, JobDelta, QueuedEvent, SampledJobRow,
+    JOB_DELTA_SET, SAMPLE_COLUMNS,
 };
 use crate::store::{SampleItem, StoreResult};
 use chrono::{DateTime, Utc};
@@ -116,11 +116,7 @@ pub(in crate::store) mod sqlite {
                 "SELECT {} FROM jobs WHERE id IN (",
                 crate::store::queries::SAMPLED_JOB_COLUMNS
             ));
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(id.to_string());
-            }
-            qb.push(")");
+            push_in_list(&mut qb, chunk.iter().map(|id| id.to_string()));
             rows.extend(qb.build_query_as().fetch_all(&mut *conn).await?);
         }
         Ok(rows)

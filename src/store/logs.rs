@@ -434,11 +434,8 @@ macro_rules! backend {
                     "SELECT job_id, stream, unavailable FROM job_log_streams \
                      WHERE unavailable IS NOT NULL AND job_id IN (",
                 );
-                let mut ids = q.separated(", ");
-                for id in job_ids {
-                    ids.push_bind(id.as_str());
-                }
-                q.push(") ORDER BY job_id, stream DESC");
+                crate::store::queries::push_in_list(&mut q, job_ids.iter().map(String::as_str));
+                q.push(" ORDER BY job_id, stream DESC");
                 Ok(q.build_query_as().fetch_all(pool).await?)
             }
 

@@ -37,19 +37,30 @@ pub(crate) struct BatchedSample {
     pub(crate) state: JobState,
 }
 
-/// The summary a sample event of `job_id` logged at `at` shows: that of the first deletion of
-/// the id at or after `at` (the incarnation alive when it was logged), else the job's row.
-fn summary_at<'a>(
-    summaries: &'a [SampleSummaryRow],
-    job_id: &str,
-    at: DateTime<Utc>,
-) -> Option<&'a SampleSummaryRow> {
-    let of_job = summaries.iter().filter(|s| s.job_id == job_id);
-    of_job
-        .clone()
-        .filter(|s| s.deleted_at.is_some_and(|d| d >= at))
-        .min_by_key(|s| s.deleted_at)
-        .or_else(|| of_job.clone().find(|s| s.deleted_at.is_none()))
+/// A page's [`SampleSummaryRow`]s by job id, so each event finds its job's without scanning
+/// all of them (a page of a 1,000-job batch has 1,000 of each).
+pub(crate) struct SampleSummaries(std::collections::HashMap<String, Vec<SampleSummaryRow>>);
+
+impl SampleSummaries {
+    pub(crate) fn new(rows: Vec<SampleSummaryRow>) -> SampleSummaries {
+        let mut by_job: std::collections::HashMap<String, Vec<SampleSummaryRow>> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            by_job.entry(row.job_id.clone()).or_default().push(row);
+        }
+        SampleSummaries(by_job)
+    }
+
+    /// The summary a sample event of `job_id` logged at `at` shows: that of the first deletion
+    /// of the id at or after `at` (the incarnation alive when it was logged), else the job's row.
+    fn at(&self, job_id: &str, at: DateTime<Utc>) -> Option<&SampleSummaryRow> {
+        let of_job = self.0.get(job_id)?;
+        of_job
+            .iter()
+            .filter(|s| s.deleted_at.is_some_and(|d| d >= at))
+            .min_by_key(|s| s.deleted_at)
+            .or_else(|| of_job.iter().find(|s| s.deleted_at.is_none()))
+    }
 }
 
 /// The payload of a batched sample's event: the job's summary and the sample (`null` when its
@@ -58,10 +69,10 @@ pub(crate) fn batched_sample_payload(
     job_id: &str,
     state: JobState,
     at: DateTime<Utc>,
-    summaries: &[SampleSummaryRow],
+    summaries: &SampleSummaries,
     sample: Option<&(String, crate::domain::MetricSample)>,
 ) -> Result<Option<serde_json::Value>, serde_json::Error> {
-    let Some(s) = summary_at(summaries, job_id, at) else {
+    let Some(s) = summaries.at(job_id, at) else {
         return Ok(None);
     };
     let payload = super::job_sample_payload(
@@ -292,7 +303,7 @@ macro_rules! event_queries {
             events: &mut Vec<crate::store::StoredEvent>,
             batched: &[crate::store::queries::BatchedSample],
         ) -> StoreResult<()> {
-            use crate::store::queries::{batched_sample_payload, SampleSummaryRow, SAMPLE_SUMMARY_FROM};
+            use crate::store::queries::{batched_sample_payload, SampleSummaries, SampleSummaryRow, SAMPLE_SUMMARY_FROM};
             let decode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Decode(e.into()));
             let mut samples = std::collections::HashMap::with_capacity(batched.len());
             let sample_ids: Vec<i64> = batched.iter().map(|b| b.sample_id).collect();
@@ -300,11 +311,7 @@ macro_rules! event_queries {
                 let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!(
                     "SELECT id AS stored_sample_id, {SAMPLE_COLUMNS} FROM metric_samples WHERE id IN ("
                 ));
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                qb.push(")");
+                crate::store::queries::push_in_list(&mut qb, chunk.iter().copied());
                 for r in qb.build().fetch_all(pool).await? {
                     let id: i64 = r.try_get("stored_sample_id")?;
                     let job: String = r.try_get("job_id")?;
@@ -318,14 +325,11 @@ macro_rules! event_queries {
             for from in SAMPLE_SUMMARY_FROM {
                 for chunk in job_ids.chunks(500) {
                     let mut qb: QueryBuilder<$db> = QueryBuilder::new(from);
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    qb.push(")");
+                    crate::store::queries::push_in_list(&mut qb, chunk.iter().copied());
                     summaries.extend(qb.build_query_as::<SampleSummaryRow>().fetch_all(pool).await?);
                 }
             }
+            let summaries = SampleSummaries::new(summaries);
             let mut unknown = Vec::new();
             for b in batched {
                 let event = &mut events[b.index];

@@ -28,8 +28,8 @@ mod samples;
 
 pub(crate) use audit::{audit_queries, AuditRow};
 pub(crate) use events::{
-    batched_sample_payload, event_queries, events_after_sql, BatchedSample, SampleSummaryRow,
-    SAMPLE_SUMMARY_FROM,
+    batched_sample_payload, event_queries, events_after_sql, BatchedSample, SampleSummaries,
+    SampleSummaryRow, SAMPLE_SUMMARY_FROM,
 };
 pub(crate) use jobs::{job_queries, JobRow, JOB_COLUMNS};
 pub(crate) use nodes::{
@@ -119,6 +119,21 @@ pub(crate) fn id_blocks(events: &[QueuedEvent]) -> (i64, Vec<i64>) {
         })
         .collect();
     (upto.last().copied().unwrap_or(0), upto)
+}
+
+/// Binds `values` one by one into the `IN (` list that `qb` ends with, and closes the list.
+pub(crate) fn push_in_list<'t, DB, T>(
+    qb: &mut sqlx::QueryBuilder<DB>,
+    values: impl IntoIterator<Item = T>,
+) where
+    DB: sqlx::Database,
+    T: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut list = qb.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    qb.push(")");
 }
 
 /// `value` as JSON text; an error (a map with keys that are not strings, none of ours) is an

@@ -252,11 +252,8 @@ macro_rules! node_queries {
                 let mut qb: QueryBuilder<$db> = QueryBuilder::new(format!(
                     "SELECT {NODE_COLUMNS}, CAST(0 AS BIGINT) AS running_jobs FROM nodes WHERE name IN ("
                 ));
-                let mut list = qb.separated(", ");
-                for n in chunk {
-                    list.push_bind(n.name.clone());
-                }
-                qb.push(") ").push($row_lock);
+                crate::store::queries::push_in_list(&mut qb, chunk.iter().map(|n| n.name.clone()));
+                qb.push(" ").push($row_lock);
                 let rows: Vec<NodeRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
                 current.extend(rows.into_iter().map(|r| (r.name.clone(), r)));
             }

@@ -415,11 +415,7 @@ macro_rules! sample_queries {
             for chunk in ids.chunks(500) {
                 let mut qb: QueryBuilder<$db> =
                     QueryBuilder::new("DELETE FROM metric_samples WHERE id IN (");
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                qb.push(")");
+                crate::store::queries::push_in_list(&mut qb, chunk.iter().copied());
                 qb.build().execute(&mut *conn).await?;
             }
             Ok(())
