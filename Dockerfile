@@ -3,7 +3,7 @@
 #   docker build -t jobscope .
 FROM rust:1.94-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY vendor ./vendor
 COPY src ./src
 COPY console ./console

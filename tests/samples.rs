@@ -928,3 +928,67 @@ on_both_backends!(batches_stored_at_once_never_share_an_event_id, |app| {
         assert_eq!(e.payload["sample"]["cpu_usage"], 1.0);
     }
 });
+
+on_both_backends!(
+    the_feed_builds_a_batch_it_stored_as_reading_it_back_would,
+    |app| {
+        for (id, user) in [("950", "alice"), ("951", "bob")] {
+            app.start_job(id, user, &["node-95"]).await;
+        }
+        let before = app.event_count().await;
+        // Times with nanoseconds (stored to the microsecond), GPUs, pressure with and without
+        // figures, a job's two samples: everything the stored form could change.
+        let mut bare = job_sample("951", Some(5.0), 1 << 21, &ago(20));
+        bare["cpu_pressure"] = json!(null);
+        bare["gpus"] = json!([]);
+        let jobs = vec![
+            job_sample("950", Some(12.5), 1 << 20, &ago(40)),
+            bare,
+            job_sample("950", None, 3 << 20, &ago(10)),
+        ];
+        app.request(
+            "POST",
+            "/v1/samples",
+            Some(&batch("node-95", &ago(1), jobs)),
+            &[],
+        )
+        .await
+        .expect(200);
+
+        // This store kept the batch it stored; a second store on the same database (another
+        // `serve`, or this one restarted) reads the row back from the database.
+        let kept = app.store.events_after(before, 100).await.unwrap();
+        let other = jobscope::store::Store::connect(&app.db.url).await.unwrap();
+        let read = other.events_after(before, 100).await.unwrap();
+        assert_eq!(kept.len(), 4, "three samples and the node's event");
+        let shape =
+            |events: &[jobscope::store::StoredEvent]| -> Vec<(i64, String, Option<String>, Value)> {
+                events
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.id,
+                            e.kind.as_str().to_owned(),
+                            e.job_id.clone(),
+                            e.payload.clone(),
+                        )
+                    })
+                    .collect()
+            };
+        assert_eq!(shape(&kept), shape(&read));
+
+        // The kept batch really serves the read: with the sample rows gone behind both stores'
+        // backs, the second store finds no samples (and looks for them in packs, in vain); this
+        // one still builds each event from what it stored.
+        app.execute(
+            "DELETE FROM metric_samples WHERE job_id IN ('950', '951')",
+            None,
+        )
+        .await;
+        let kept_again = app.store.events_after(before, 100).await.unwrap();
+        assert_eq!(shape(&kept_again), shape(&kept));
+        let read_again = other.events_after(before, 100).await.unwrap();
+        assert_eq!(read_again[0].payload["sample"], Value::Null);
+        other.close().await;
+    }
+);

@@ -303,6 +303,9 @@ pub struct Store {
     observer: std::sync::Arc<std::sync::OnceLock<Box<dyn StoreObserver>>>,
     /// Job output's limits and live readers (see `logs`).
     logs: logs::LogHub,
+    /// The sample batches this process stored last, for the event feed's read of them (see
+    /// `queries::LoggedSampleBatch`).
+    recent_batches: std::sync::Arc<queries::RecentSampleBatches>,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -388,6 +391,7 @@ impl Store {
             commits,
             observer: Default::default(),
             logs: Default::default(),
+            recent_batches: Default::default(),
         })
     }
 
@@ -534,7 +538,12 @@ impl Store {
         node: Option<&NodeReport>,
         policy: LatePolicy,
     ) -> StoreResult<IngestOutcome> {
-        let result = dispatch!(self, "ingest_samples", ingest_samples(items, node, policy));
+        let recent = &*self.recent_batches;
+        let result = dispatch!(
+            self,
+            "ingest_samples",
+            ingest_samples(items, node, policy, recent)
+        );
         self.ring(result)
     }
 
@@ -633,7 +642,8 @@ impl Store {
     /// Up to `limit` events with an id above `after`, oldest first (a sample batch's row gives
     /// one per sample, and a page may end inside it).
     pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
-        let events = dispatch!(self, "events_after", events_after(after, limit))?;
+        let recent = &*self.recent_batches;
+        let events = dispatch!(self, "events_after", events_after(after, limit, recent))?;
         if events.iter().any(|e| e.missing_sample.is_some()) {
             return self.with_packed_event_samples(events).await;
         }
