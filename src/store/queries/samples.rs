@@ -407,7 +407,7 @@ macro_rules! sample_queries {
                     sample_id,
                     (
                         item.job_id.clone(),
-                        item.sample.clone(),
+                        crate::store::bulk::sample_as_stored(&item.sample),
                     ),
                 );
             }
