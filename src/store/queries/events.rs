@@ -2,7 +2,8 @@
 //! `events_after` (the feed of `crate::events`), `last_event_id`, `append_job_report` and
 //! `jobs_missing_report`. Rows are appended by `WriteTx::commit` (see `mod.rs`). A sample
 //! batch's row ([`crate::domain::event::StoredSampleBatch`]) is read back as one `job_sample`
-//! event per sample, each with its own id.
+//! event per sample, each with its own id; from the batch this process stored, when it still
+//! holds it ([`RecentSampleBatches`]), else from the samples and job rows in the database.
 
 use super::SAMPLE_COLUMNS;
 use crate::domain::JobState;
@@ -62,7 +63,9 @@ pub(crate) struct BatchedSample {
 /// What reading a sample batch's row back needs, kept by the process that stored the batch:
 /// its samples by row id, as stored, and its jobs' summaries as they were read for it. The
 /// event feed reads every batch right after its commit; with these it builds the batch's
-/// events without reading a thousand samples and job rows back from the database.
+/// events without reading a thousand samples and job rows back from the database. The events
+/// are those the database gives (`tests/samples.rs` compares them), except in one race: a job
+/// deleted in the milliseconds between the commit and the feed's read still shows its sample.
 pub(crate) struct LoggedSampleBatch {
     /// The batch's row in the event log.
     pub(crate) row: i64,
