@@ -68,15 +68,6 @@ fn stored_pressure(d: &SampleDetail) -> Option<&crate::domain::usage::Pressure> 
     d.pressure.as_ref().filter(|p| !p.is_empty())
 }
 
-/// `sample` as reading its row back gives it (pressure without figures is stored as none).
-pub(crate) fn sample_as_stored(
-    sample: &crate::domain::MetricSample,
-) -> crate::domain::MetricSample {
-    let mut stored = sample.clone();
-    stored.detail.pressure = stored_pressure(&sample.detail).cloned();
-    stored
-}
-
 /// A sample's GPU figures as stored: none for a sample without GPUs.
 fn stored_gpus(d: &SampleDetail) -> Option<&[crate::domain::gpu::GpuReading]> {
     (!d.gpus.is_empty()).then_some(d.gpus.as_slice())
@@ -204,15 +195,14 @@ pub(in crate::store) mod sqlite {
     /// Appends the event rows, ids in the order given. Each row's id is the last of its block
     /// (see [`crate::domain::event::StoredSampleBatch`]), counted on from the highest id the
     /// table ever gave (`AUTOINCREMENT` keeps it in `sqlite_sequence`, and raises it to the ids
-    /// written here); the write transaction holds the database's only write lock. Returns the
-    /// rows' ids, in the order given.
+    /// written here); the write transaction holds the database's only write lock.
     pub(in crate::store) async fn insert_events(
         conn: &mut SqliteConnection,
         occurred_at: DateTime<Utc>,
         events: &[QueuedEvent],
-    ) -> StoreResult<Vec<i64>> {
+    ) -> StoreResult<()> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let given: i64 = sqlx::query_scalar(
             "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
@@ -237,7 +227,7 @@ pub(in crate::store) mod sqlite {
             });
             qb.build().execute(&mut *conn).await?;
         }
-        Ok(rows.into_iter().map(|(id, _)| id).collect())
+        Ok(())
     }
 }
 
@@ -509,17 +499,17 @@ pub(in crate::store) mod postgres {
         .await?)
     }
 
-    /// Appends the event rows, ids in the order given, and returns the ids. The ids are one block
-    /// drawn from the sequence at once (`setval` past `nextval`), each row taking the last of its
-    /// own (see [`crate::domain::event::StoredSampleBatch`]): the block is unbroken because every
+    /// Appends the event rows, ids in the order given. The ids are one block drawn from the
+    /// sequence at once (`setval` past `nextval`), each row taking the last of its own (see
+    /// [`crate::domain::event::StoredSampleBatch`]): the block is unbroken because every
     /// writer of the log holds the event-order lock (`EVENT_ORDER_LOCK`) while it draws.
     pub(in crate::store) async fn insert_events(
         conn: &mut PgConnection,
         occurred_at: DateTime<Utc>,
         events: &[QueuedEvent],
-    ) -> StoreResult<Vec<i64>> {
+    ) -> StoreResult<()> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let (total, upto) = id_blocks(events);
         let kinds: Vec<&str> = events.iter().map(|e| e.stored_kind()).collect();
@@ -527,25 +517,23 @@ pub(in crate::store) mod postgres {
         // The payloads go as text, copied as they are; the cast to `json` only checks them.
         let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
         let sample_ids: Vec<Option<i64>> = events.iter().map(|e| e.sample_id).collect();
-        // `block` is volatile, so it is evaluated once for both of its readers.
-        let last: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-            "WITH block AS (SELECT setval('events_id_seq', nextval('events_id_seq') + $2 - 1) AS last), \
-             logged AS (INSERT INTO events (id, occurred_at, kind, job_id, payload, sample_id) \
+        sqlx::query(AssertSqlSafe(format!(
+            "WITH block AS (SELECT setval('events_id_seq', nextval('events_id_seq') + $2 - 1) AS last) \
+             INSERT INTO events (id, occurred_at, kind, job_id, payload, sample_id) \
              SELECT block.last - $2 + e.upto, $1, e.kind, e.job_id, e.payload::json, e.sample_id \
-             FROM block, {} AS e(upto, kind, job_id, payload, sample_id)) \
-             SELECT last FROM block",
+             FROM block, {} AS e(upto, kind, job_id, payload, sample_id)",
             unnest(3, &["int8", "text", "text", "text", "int8"])
         )))
         .bind(occurred_at)
         .bind(total)
-        .bind(upto.as_slice())
+        .bind(upto)
         .bind(kinds)
         .bind(job_ids)
         .bind(payloads)
         .bind(sample_ids)
-        .fetch_one(conn)
+        .execute(conn)
         .await?;
-        Ok(upto.iter().map(|u| last - total + u).collect())
+        Ok(())
     }
 }
 

@@ -303,9 +303,6 @@ pub struct Store {
     observer: std::sync::Arc<std::sync::OnceLock<Box<dyn StoreObserver>>>,
     /// Job output's limits and live readers (see `logs`).
     logs: logs::LogHub,
-    /// The sample batches this process stored last, for the event feed's read of them (see
-    /// `queries::LoggedSampleBatch`).
-    recent_batches: std::sync::Arc<queries::RecentSampleBatches>,
 }
 
 /// Calls the same query function on whichever backend this store uses.
@@ -391,7 +388,6 @@ impl Store {
             commits,
             observer: Default::default(),
             logs: Default::default(),
-            recent_batches: Default::default(),
         })
     }
 
@@ -538,12 +534,7 @@ impl Store {
         node: Option<&NodeReport>,
         policy: LatePolicy,
     ) -> StoreResult<IngestOutcome> {
-        let recent = &*self.recent_batches;
-        let result = dispatch!(
-            self,
-            "ingest_samples",
-            ingest_samples(items, node, policy, recent)
-        );
+        let result = dispatch!(self, "ingest_samples", ingest_samples(items, node, policy));
         self.ring(result)
     }
 
@@ -642,8 +633,7 @@ impl Store {
     /// Up to `limit` events with an id above `after`, oldest first (a sample batch's row gives
     /// one per sample, and a page may end inside it).
     pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
-        let recent = &*self.recent_batches;
-        let events = dispatch!(self, "events_after", events_after(after, limit, recent))?;
+        let events = dispatch!(self, "events_after", events_after(after, limit))?;
         if events.iter().any(|e| e.missing_sample.is_some()) {
             return self.with_packed_event_samples(events).await;
         }

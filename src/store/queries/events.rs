@@ -2,8 +2,7 @@
 //! `events_after` (the feed of `crate::events`), `last_event_id`, `append_job_report` and
 //! `jobs_missing_report`. Rows are appended by `WriteTx::commit` (see `mod.rs`). A sample
 //! batch's row ([`crate::domain::event::StoredSampleBatch`]) is read back as one `job_sample`
-//! event per sample, each with its own id; from the batch this process stored, when it still
-//! holds it ([`RecentSampleBatches`]), else from the samples and job rows in the database.
+//! event per sample, each with its own id.
 
 use super::SAMPLE_COLUMNS;
 use crate::domain::JobState;
@@ -31,72 +30,11 @@ pub(crate) const SAMPLE_SUMMARY_FROM: [&str; 2] = [
      FROM deleted_jobs WHERE job_id IN (",
 ];
 
-impl SampleSummaryRow {
-    /// The summary of a job alive now, from the fields of its row.
-    pub(crate) fn alive(
-        job_id: String,
-        user_name: String,
-        nodes: Vec<String>,
-        partition: Option<String>,
-        correlation_id: String,
-    ) -> SampleSummaryRow {
-        SampleSummaryRow {
-            job_id,
-            deleted_at: None,
-            user_name,
-            nodes: Json(nodes),
-            partition,
-            correlation_id,
-        }
-    }
-}
-
 /// One event of a batch row being read back: where it sits in the page, and what it refers to.
 pub(crate) struct BatchedSample {
     pub(crate) index: usize,
-    /// The id of the batch row it was read from.
-    pub(crate) row: i64,
     pub(crate) sample_id: i64,
     pub(crate) state: JobState,
-}
-
-/// What reading a sample batch's row back needs, kept by the process that stored the batch:
-/// its samples by row id, as stored, and its jobs' summaries as they were read for it. The
-/// event feed reads every batch right after its commit; with these it builds the batch's
-/// events without reading a thousand samples and job rows back from the database. The events
-/// are those the database gives (`tests/samples.rs` compares them), except in one race: a job
-/// deleted in the milliseconds between the commit and the feed's read still shows its sample.
-pub(crate) struct LoggedSampleBatch {
-    /// The batch's row in the event log.
-    pub(crate) row: i64,
-    pub(crate) samples: std::collections::HashMap<i64, (String, crate::domain::MetricSample)>,
-    pub(crate) summaries: SampleSummaries,
-}
-
-/// The last few [`LoggedSampleBatch`]es this process stored, by row id. A row not here (stored
-/// by another `serve` on the same database, or long ago) is read from the database as before.
-#[derive(Default)]
-pub(crate) struct RecentSampleBatches(
-    std::sync::Mutex<std::collections::VecDeque<std::sync::Arc<LoggedSampleBatch>>>,
-);
-
-impl RecentSampleBatches {
-    /// Batches kept: the feed reads each within milliseconds of its commit, so a handful covers
-    /// every node's batch of a burst.
-    const KEEP: usize = 32;
-
-    pub(crate) fn keep(&self, batch: LoggedSampleBatch) {
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() == Self::KEEP {
-            kept.pop_front();
-        }
-        kept.push_back(std::sync::Arc::new(batch));
-    }
-
-    pub(crate) fn get(&self, row: i64) -> Option<std::sync::Arc<LoggedSampleBatch>> {
-        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        kept.iter().rev().find(|b| b.row == row).cloned()
-    }
 }
 
 /// A page's [`SampleSummaryRow`]s by job id, so each event finds its job's without scanning
@@ -243,14 +181,7 @@ macro_rules! event_queries {
             serde_json::to_value(&payload).map(Some).map_err(decode)
         }
 
-        /// The events after `after`, at most `limit`. Sample batch rows that `recent` holds are
-        /// built from it instead of read back (see [`crate::store::queries::LoggedSampleBatch`]).
-        pub async fn events_after(
-            pool: &Pool<$db>,
-            after: i64,
-            limit: i64,
-            recent: &crate::store::queries::RecentSampleBatches,
-        ) -> StoreResult<Vec<crate::store::StoredEvent>> {
+        pub async fn events_after(pool: &Pool<$db>, after: i64, limit: i64) -> StoreResult<Vec<crate::store::StoredEvent>> {
             let rows = sqlx::query(events_after_sql(<$db as sqlx::Database>::NAME == "PostgreSQL"))
                 .bind(after)
                 .bind(limit)
@@ -320,7 +251,7 @@ macro_rules! event_queries {
                 });
             }
             if !batched.is_empty() {
-                expand_sample_batches(pool, &mut events, &batched, recent).await?;
+                expand_sample_batches(pool, &mut events, &batched).await?;
             }
             Ok(events)
         }
@@ -351,7 +282,7 @@ macro_rules! event_queries {
                 if events.len() as i64 >= limit {
                     break;
                 }
-                batched.push(crate::store::queries::BatchedSample { index: events.len(), row: id, sample_id, state });
+                batched.push(crate::store::queries::BatchedSample { index: events.len(), sample_id, state });
                 events.push(crate::store::StoredEvent {
                     id: event_id,
                     occurred_at,
@@ -364,42 +295,16 @@ macro_rules! event_queries {
             Ok(())
         }
 
-        /// Fills in the payloads of a page's batched `job_sample` events: from `recent` for the
-        /// rows it holds, else from their samples and their jobs' summaries, each read once for
-        /// the page. An event whose job the log no longer knows is dropped, as `events_after`
-        /// drops a single row's.
+        /// Fills in the payloads of a page's batched `job_sample` events: their samples and
+        /// their jobs' summaries, each read once for the page. An event whose job the log no
+        /// longer knows is dropped, as `events_after` drops a single row's.
         async fn expand_sample_batches(
             pool: &Pool<$db>,
             events: &mut Vec<crate::store::StoredEvent>,
             batched: &[crate::store::queries::BatchedSample],
-            recent: &crate::store::queries::RecentSampleBatches,
         ) -> StoreResult<()> {
             use crate::store::queries::{batched_sample_payload, SampleSummaries, SampleSummaryRow, SAMPLE_SUMMARY_FROM};
             let decode = |e: serde_json::Error| StoreError::Database(sqlx::Error::Decode(e.into()));
-            let mut unknown = Vec::new();
-            let mut to_read: Vec<&crate::store::queries::BatchedSample> = Vec::with_capacity(batched.len());
-            let mut held: Option<std::sync::Arc<crate::store::queries::LoggedSampleBatch>> = None;
-            for b in batched {
-                if held.as_ref().is_none_or(|h| h.row != b.row) {
-                    held = recent.get(b.row);
-                }
-                let Some(batch) = &held else {
-                    to_read.push(b);
-                    continue;
-                };
-                let event = &mut events[b.index];
-                let job_id = event.job_id.as_deref().unwrap_or_default();
-                let payload = match batch.samples.get(&b.sample_id) {
-                    Some(sample) => batched_sample_payload(job_id, b.state, event.occurred_at, &batch.summaries, Some(sample)).map_err(decode)?,
-                    None => None,
-                };
-                match payload {
-                    Some(payload) => event.payload = payload,
-                    // Not as this process stored it: read back as any other.
-                    None => to_read.push(b),
-                }
-            }
-            let batched = to_read;
             let mut samples = std::collections::HashMap::with_capacity(batched.len());
             let sample_ids: Vec<i64> = batched.iter().map(|b| b.sample_id).collect();
             for chunk in sample_ids.chunks(500) {
@@ -425,6 +330,7 @@ macro_rules! event_queries {
                 }
             }
             let summaries = SampleSummaries::new(summaries);
+            let mut unknown = Vec::new();
             for b in batched {
                 let event = &mut events[b.index];
                 let job_id = event.job_id.as_deref().unwrap_or_default();
@@ -441,7 +347,6 @@ macro_rules! event_queries {
                     }
                 }
             }
-            unknown.sort_unstable();
             for index in unknown.into_iter().rev() {
                 events.remove(index);
             }

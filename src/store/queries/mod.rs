@@ -28,8 +28,8 @@ mod samples;
 
 pub(crate) use audit::{audit_queries, AuditRow};
 pub(crate) use events::{
-    batched_sample_payload, event_queries, events_after_sql, BatchedSample, LoggedSampleBatch,
-    RecentSampleBatches, SampleSummaries, SampleSummaryRow, SAMPLE_SUMMARY_FROM,
+    batched_sample_payload, event_queries, events_after_sql, BatchedSample, SampleSummaries,
+    SampleSummaryRow, SAMPLE_SUMMARY_FROM,
 };
 pub(crate) use jobs::{job_queries, JobRow, JOB_COLUMNS};
 pub(crate) use nodes::{
@@ -242,14 +242,6 @@ macro_rules! store_queries {
 
             /// Appends the queued rows, one multi-row insert per table, and commits.
             async fn commit(mut self) -> StoreResult<()> {
-                self.append_queued().await?;
-                self.tx.commit().await?;
-                Ok(())
-            }
-
-            /// Appends the queued rows, one multi-row insert per table; the ids of the event-log
-            /// rows, in the order they were queued. [`WriteTx::commit`] without the commit.
-            async fn append_queued(&mut self) -> StoreResult<Vec<i64>> {
                 let now = now_micros();
                 let nodes = std::mem::take(&mut self.nodes);
                 for chunk in nodes.chunks(1000) {
@@ -277,20 +269,15 @@ macro_rules! store_queries {
                     });
                     qb.build().execute(&mut *self.tx).await?;
                 }
-                let mut logged = Vec::new();
                 if !self.events.is_empty() {
                     if let Some(lock) = $event_order_lock {
                         sqlx::query(lock).execute(&mut *self.tx).await?;
                     }
                     let events = std::mem::take(&mut self.events);
-                    logged = bulk::insert_events(&mut self.tx, now, &events).await?;
+                    bulk::insert_events(&mut self.tx, now, &events).await?;
                 }
-                Ok(logged)
-            }
-
-            /// How many event-log rows are queued so far.
-            fn queued_events(&self) -> usize {
-                self.events.len()
+                self.tx.commit().await?;
+                Ok(())
             }
         }
 

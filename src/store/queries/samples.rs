@@ -78,8 +78,7 @@ impl From<SampleRow> for MetricSample {
 }
 
 /// Columns of `jobs` that [`SampledJobRow`] reads.
-pub(crate) const SAMPLED_JOB_COLUMNS: &str =
-    "id, state, end_time, nodes, start_time, user_name, partition, correlation_id";
+pub(crate) const SAMPLED_JOB_COLUMNS: &str = "id, state, end_time, nodes, start_time";
 
 /// A `jobs` row as a sample batch reads it (see [`SampledJob`]).
 #[derive(Debug, sqlx::FromRow)]
@@ -89,9 +88,6 @@ pub(crate) struct SampledJobRow {
     end_time: Option<DateTime<Utc>>,
     nodes: Json<Vec<String>>,
     start_time: DateTime<Utc>,
-    user_name: String,
-    partition: Option<String>,
-    correlation_id: String,
 }
 
 impl SampledJobRow {
@@ -105,9 +101,6 @@ impl SampledJobRow {
             end_time: self.end_time,
             nodes: self.nodes.0,
             start_time: self.start_time,
-            user_name: self.user_name,
-            partition: self.partition,
-            correlation_id: self.correlation_id,
         };
         Ok((self.id, job))
     }
@@ -119,10 +112,6 @@ pub(crate) struct SampledJob {
     pub(crate) end_time: Option<DateTime<Utc>>,
     pub(crate) nodes: Vec<String>,
     pub(crate) start_time: DateTime<Utc>,
-    /// What the batch's `job_sample` events show of the job (see [`job_sample_payload`]).
-    pub(crate) user_name: String,
-    pub(crate) partition: Option<String>,
-    pub(crate) correlation_id: String,
 }
 
 /// The `job_sample` payload of a sample of job `job_id` (the sample itself is added from its row
@@ -311,7 +300,6 @@ macro_rules! sample_queries {
             items: &[SampleItem],
             node: Option<&NodeReport>,
             policy: LatePolicy,
-            recent: &crate::store::queries::RecentSampleBatches,
         ) -> StoreResult<IngestOutcome> {
             let mut tx = WriteTx::begin(pool).await?;
             let mut ids: Vec<&str> = items.iter().map(|i| i.job_id.as_str()).collect();
@@ -393,9 +381,6 @@ macro_rules! sample_queries {
                 sample_ids: Vec::with_capacity(stored.len()),
                 states: Vec::with_capacity(stored.len()),
             };
-            // What the event feed needs to build these events without reading them back.
-            let mut logged_samples = std::collections::HashMap::with_capacity(stored.len());
-            let mut summaries = Vec::with_capacity(jobs.len());
             for &(_, item, sample_id) in &stored {
                 let Some(job) = jobs.get(&item.job_id) else {
                     continue;
@@ -403,26 +388,7 @@ macro_rules! sample_queries {
                 events.job_ids.push(Cow::Borrowed(item.job_id.as_str()));
                 events.sample_ids.push(sample_id);
                 events.states.push(job.state);
-                logged_samples.insert(
-                    sample_id,
-                    (
-                        item.job_id.clone(),
-                        crate::store::bulk::sample_as_stored(&item.sample),
-                    ),
-                );
             }
-            for (id, job) in &jobs {
-                if updated.contains(id) {
-                    summaries.push(crate::store::queries::SampleSummaryRow::alive(
-                        id.clone(),
-                        job.user_name.clone(),
-                        job.nodes.clone(),
-                        job.partition.clone(),
-                        job.correlation_id.clone(),
-                    ));
-                }
-            }
-            let batch_row = (!events.is_empty()).then(|| tx.queued_events());
             tx.append_sample_events(&events)?;
 
             if let Some(report) = node {
@@ -435,30 +401,7 @@ macro_rules! sample_queries {
                     )?;
                 }
             }
-            let rows = tx.append_queued().await?;
-            let logged = batch_row.and_then(|i| rows.get(i)).map(|&row| {
-                crate::store::queries::LoggedSampleBatch {
-                    row,
-                    samples: logged_samples,
-                    summaries: crate::store::queries::SampleSummaries::new(summaries),
-                }
-            });
-            // Kept before the commit on PostgreSQL, whose NOTIFY may ring the feed before the
-            // commit returns here: its ids are never handed out twice, so a batch rolled back
-            // leaves an entry no row will ever match. SQLite hands a rolled-back row's id out
-            // again; there the batch is kept once committed.
-            let ids_reused = <$db as sqlx::Database>::NAME == "SQLite";
-            let logged = match logged {
-                Some(logged) if !ids_reused => {
-                    recent.keep(logged);
-                    None
-                }
-                other => other,
-            };
-            tx.tx.commit().await?;
-            if let Some(logged) = logged {
-                recent.keep(logged);
-            }
+            tx.commit().await?;
             Ok(outcome)
         }
 
