@@ -30,6 +30,8 @@
 //! `BENCH_NODES`, `BENCH_JOBS_PER_NODE`, `BENCH_HOURS`, `BENCH_FINISHED`, `BENCH_DB`,
 //! `BENCH_FRESH`, `BENCH_RUNS` timed requests per kind (default 200), `BENCH_BATCHES` timed
 //! sample batches (default 40), `BENCH_PRUNE` (default 1: measure retention on a copy),
+//! `BENCH_ROLLUP_PASS` (1: time one of `serve`'s 5-minute rollup passes instead; see
+//! `measure_rollup_pass`, it writes to the database),
 //! `BENCH_GENERATE_ONLY`, `BENCH_STOP_FILE` (a path: once it exists no further hour is started,
 //! the ones under way are packed and rolled up), `JOBSCOPE_BENCH_POSTGRES_URL`.
 
@@ -478,6 +480,82 @@ fn row(what: &str, runs: usize, bytes: usize, times: &mut [Duration]) {
     );
 }
 
+/// CPU seconds (user + system) of the whole machine so far, from `/proc/stat`.
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user, nice, system, idle, iowait, irq, softirq: all but idle and iowait.
+    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
+    busy / 100.0
+}
+
+/// One of `serve`'s 5-minute rollup passes (`Store::roll_up`) in steady state at the cluster's
+/// size (`BENCH_ROLLUP_PASS=1`): the running jobs' raw samples of the pass's window (the last
+/// `RELOOK` + 5 minutes, as a pass re-reads them) are written, the previous pass is marked done 5
+/// minutes ago, and one pass is timed, with this process's and the machine's CPU. It adds those
+/// samples and their rollups to the database: run it on a copy (`CREATE DATABASE ... TEMPLATE`).
+async fn measure_rollup_pass(url: &str, pool: &PgPool, jobs: i64) {
+    use jobscope::store::rollups::{RELOOK, SETTLE};
+    let now = Utc::now();
+    let to = (now - SETTLE)
+        .duration_trunc(ChronoDuration::minutes(5))
+        .unwrap();
+    let previous = to - ChronoDuration::minutes(5);
+    let from = previous - RELOOK;
+    // Samples every 15 s from `from` to now, each job at its own offset within the 15 s.
+    let steps = (now - from).num_seconds() / 15;
+    let t = Instant::now();
+    // A rerun writes the window again.
+    sqlx::query("DELETE FROM metric_samples WHERE timestamp >= $1")
+        .bind(from - ChronoDuration::minutes(5))
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(FILL_SQL)
+        .bind(from)
+        .bind(jobs as i32)
+        .bind(0i64)
+        .bind(steps)
+        .execute(pool)
+        .await
+        .unwrap();
+    log(format!(
+        "rollup pass: wrote {} samples of {jobs} jobs from {from} in {:.1} s",
+        jobs * steps,
+        t.elapsed().as_secs_f64()
+    ));
+    sqlx::query("UPDATE rollup_state SET rolled_until = $1")
+        .bind(previous)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE metric_samples")
+        .execute(pool)
+        .await
+        .unwrap();
+    let store = Store::connect(url).await.unwrap();
+    let (cpu0, machine0, t) = (cpu_seconds(), machine_cpu_seconds(), Instant::now());
+    let pass = store.roll_up(now).await.unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    log(format!(
+        "rollup pass: {} jobs, {} buckets, rolled until {:?}: {wall:.1} s wall, {:.1} s CPU of this \
+         process, {:.1} s CPU of the machine (this process, PostgreSQL and anything else)",
+        pass.jobs,
+        pass.buckets,
+        pass.rolled_until,
+        cpu_seconds() - cpu0,
+        machine_cpu_seconds() - machine0
+    ));
+    store.close().await;
+}
+
 /// `serve` over the day: start to first `/metrics`, ingestion, reads, memory.
 async fn measure_serve(url: &str, jobs_made: i64, runs: usize, batches: usize) {
     let rss_before = status_mb("VmRSS:");
@@ -811,6 +889,11 @@ async fn run(name: &str, plan: Plan) {
     store.close().await;
     generate(&url, &pool, day, &plan).await;
     if env_or("BENCH_GENERATE_ONLY", "0") == "1" {
+        return;
+    }
+    if env_or("BENCH_ROLLUP_PASS", "0") == "1" {
+        measure_rollup_pass(&url, &pool, plan.jobs).await;
+        pool.close().await;
         return;
     }
     count_samples(&pool).await;

@@ -201,9 +201,16 @@ macro_rules! backend {
                 level: i64,
                 coarse: (DateTime<Utc>, DateTime<Utc>),
             ) -> StoreResult<Vec<Bucket>> {
+                // The bounds are on (job_id, bucket_start), which only the primary key
+                // (job_id, bucket_start, node) can take. On `bucket_start` alone, PostgreSQL
+                // preferred the index on that column for the newest hour (past the table's
+                // statistics) and read every job's buckets of the hour for each job: 72,000
+                // rows, ~85 ms a job, a 5-minute pass at 10,000 jobs 247 s (BENCHMARKS.md,
+                // "Rollups").
+                let from = from.unwrap_or(DateTime::UNIX_EPOCH);
                 let rows: Vec<(String, DateTime<Utc>, i64, Vec<u8>)> = sqlx::query_as(
                     "SELECT node, bucket_start, samples, figures FROM sample_rollups \
-                     WHERE job_id = $1 AND ($2 IS NULL OR bucket_start >= $2) AND bucket_start < $3 \
+                     WHERE job_id = $1 AND (job_id, bucket_start) >= ($1, $2) AND (job_id, bucket_start) < ($1, $3) \
                      AND NOT (bucket_start >= $5 AND bucket_start < $6) \
                      UNION ALL \
                      SELECT node, bucket_start, samples, figures FROM sample_rollups_coarse \
