@@ -45,6 +45,20 @@ pub const BACKFILL_STEP: Duration = Duration::days(1);
 /// ... and at most this much in one pass.
 pub const BACKFILL_PER_PASS: Duration = Duration::days(7);
 
+/// A job's stored buckets (see `buckets`): $1 the job, [$2, $3) the 5-minute ones, $4 the
+/// coarse level and [$5, $6) the range read from it instead. The bounds are on (job_id,
+/// bucket_start), which only the primary key (job_id, bucket_start, node) can take. Bounded on
+/// `bucket_start` alone, PostgreSQL preferred the index on that column for the newest hour
+/// (past the table's statistics) and read every job's buckets of the hour for each job: 72,000
+/// rows, ~85 ms a job, a 5-minute pass at 10,000 jobs 247 s (BENCHMARKS.md, "Rollups").
+const BUCKETS_SQL: &str = "SELECT node, bucket_start, samples, figures FROM sample_rollups \
+     WHERE job_id = $1 AND (job_id, bucket_start) >= ($1, $2) AND (job_id, bucket_start) < ($1, $3) \
+     AND NOT (bucket_start >= $5 AND bucket_start < $6) \
+     UNION ALL \
+     SELECT node, bucket_start, samples, figures FROM sample_rollups_coarse \
+     WHERE job_id = $1 AND seconds = $4 AND bucket_start >= $5 AND bucket_start < $6 \
+     ORDER BY bucket_start";
+
 /// Jobs archived per query page.
 const ARCHIVE_PAGE: i64 = 500;
 
@@ -201,22 +215,8 @@ macro_rules! backend {
                 level: i64,
                 coarse: (DateTime<Utc>, DateTime<Utc>),
             ) -> StoreResult<Vec<Bucket>> {
-                // The bounds are on (job_id, bucket_start), which only the primary key
-                // (job_id, bucket_start, node) can take. On `bucket_start` alone, PostgreSQL
-                // preferred the index on that column for the newest hour (past the table's
-                // statistics) and read every job's buckets of the hour for each job: 72,000
-                // rows, ~85 ms a job, a 5-minute pass at 10,000 jobs 247 s (BENCHMARKS.md,
-                // "Rollups").
                 let from = from.unwrap_or(DateTime::UNIX_EPOCH);
-                let rows: Vec<(String, DateTime<Utc>, i64, Vec<u8>)> = sqlx::query_as(
-                    "SELECT node, bucket_start, samples, figures FROM sample_rollups \
-                     WHERE job_id = $1 AND (job_id, bucket_start) >= ($1, $2) AND (job_id, bucket_start) < ($1, $3) \
-                     AND NOT (bucket_start >= $5 AND bucket_start < $6) \
-                     UNION ALL \
-                     SELECT node, bucket_start, samples, figures FROM sample_rollups_coarse \
-                     WHERE job_id = $1 AND seconds = $4 AND bucket_start >= $5 AND bucket_start < $6 \
-                     ORDER BY bucket_start",
-                )
+                let rows: Vec<(String, DateTime<Utc>, i64, Vec<u8>)> = sqlx::query_as(BUCKETS_SQL)
                 .bind(job_id)
                 .bind(from)
                 .bind(to)
@@ -696,5 +696,85 @@ impl Store {
         .await;
         self.observe("rolled_up", started, &result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BUCKETS_SQL;
+    use crate::domain::{Job, JobState};
+    use crate::store::AuditContext;
+    use sqlx::{Connection, Executor, Row};
+
+    /// A rollup pass reads each running job's buckets of the newest hour, which the table's
+    /// statistics do not know yet. The read must go by the primary key, not by the index on
+    /// `bucket_start` (which reads every job's buckets of that hour, for each job).
+    #[tokio::test]
+    async fn postgres_reads_a_jobs_newest_buckets_by_its_key() {
+        let Some((store, url)) = crate::store::test_postgres_store().await else {
+            return;
+        };
+        let audit = AuditContext {
+            changed_by: "test".into(),
+            source: "test".into(),
+            correlation_id: "test".into(),
+            actor: None,
+        };
+        for i in 0..200 {
+            let job = Job::new(
+                format!("job-{i}"),
+                "alice".into(),
+                vec!["node-1".into()],
+                JobState::Running,
+                chrono::Utc::now(),
+                "default",
+                "slurm",
+                "test",
+            );
+            store.create_job(&job, &audit).await.unwrap();
+        }
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let fill = |hours_ago: i64| {
+            format!(
+                "INSERT INTO sample_rollups (job_id, node, bucket_start, samples, figures) \
+                 SELECT 'job-' || (i % 200), 'node-1', \
+                   date_trunc('hour', now()) - interval '{hours_ago} hours' + (i / 200) * interval '5 minutes', 20, '\\x00' \
+                 FROM generate_series(0, 200 * 12 - 1) i"
+            )
+        };
+        for hours_ago in [4, 3, 2, 1] {
+            db.execute(sqlx::AssertSqlSafe(fill(hours_ago)))
+                .await
+                .unwrap();
+        }
+        db.execute("ANALYZE sample_rollups").await.unwrap();
+        // The newest hour, written after the statistics were taken.
+        db.execute(sqlx::AssertSqlSafe(fill(0))).await.unwrap();
+        db.execute(sqlx::AssertSqlSafe(format!(
+            "PREPARE buckets(text, timestamptz, timestamptz, bigint, timestamptz, timestamptz) AS {BUCKETS_SQL}"
+        )))
+        .await
+        .unwrap();
+        let explained: serde_json::Value = db
+            .fetch_one(
+                "EXPLAIN (FORMAT JSON) EXECUTE buckets('job-7', date_trunc('hour', now()), \
+                 date_trunc('hour', now()) + interval '65 minutes', 3600, \
+                 date_trunc('hour', now()) + interval '65 minutes', date_trunc('hour', now()) + interval '65 minutes')",
+            )
+            .await
+            .unwrap()
+            .get::<sqlx::types::Json<serde_json::Value>, _>(0)
+            .0;
+        let text = explained.to_string();
+        assert!(
+            !text.contains("sample_rollups_bucket_idx"),
+            "the newest buckets of one job read by bucket time: {text}"
+        );
+        assert!(
+            text.contains("sample_rollups_pkey"),
+            "the newest buckets of one job read by its key: {text}"
+        );
+        let _ = db.close().await;
+        crate::store::drop_test_postgres_store(store, &url).await;
     }
 }
