@@ -716,6 +716,31 @@ pub(crate) async fn test_postgres_store() -> Option<(Store, String)> {
     Some((store, url))
 }
 
+/// Creates running jobs `job-0` to `job-{count - 1}` through `store`, job `i` on node
+/// `node_of(i)`, for the store's own tests.
+#[cfg(test)]
+pub(crate) async fn create_test_jobs(store: &Store, count: usize, node_of: fn(usize) -> String) {
+    let audit = AuditContext {
+        changed_by: "test".into(),
+        source: "test".into(),
+        correlation_id: "test".into(),
+        actor: None,
+    };
+    for i in 0..count {
+        let job = crate::domain::Job::new(
+            format!("job-{i}"),
+            "alice".into(),
+            vec![node_of(i)],
+            crate::domain::JobState::Running,
+            chrono::Utc::now(),
+            "default",
+            "slurm",
+            "test",
+        );
+        store.create_job(&job, &audit).await.unwrap();
+    }
+}
+
 /// Closes a store of [`test_postgres_store`] and drops its database.
 #[cfg(test)]
 pub(crate) async fn drop_test_postgres_store(store: Store, url: &str) {

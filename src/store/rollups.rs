@@ -702,8 +702,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::BUCKETS_SQL;
-    use crate::domain::{Job, JobState};
-    use crate::store::AuditContext;
     use sqlx::{Connection, Executor, Row};
 
     /// A rollup pass reads each running job's buckets of the newest hour, which the table's
@@ -714,25 +712,7 @@ mod tests {
         let Some((store, url)) = crate::store::test_postgres_store().await else {
             return;
         };
-        let audit = AuditContext {
-            changed_by: "test".into(),
-            source: "test".into(),
-            correlation_id: "test".into(),
-            actor: None,
-        };
-        for i in 0..200 {
-            let job = Job::new(
-                format!("job-{i}"),
-                "alice".into(),
-                vec!["node-1".into()],
-                JobState::Running,
-                chrono::Utc::now(),
-                "default",
-                "slurm",
-                "test",
-            );
-            store.create_job(&job, &audit).await.unwrap();
-        }
+        crate::store::create_test_jobs(&store, 200, |_| "node-1".into()).await;
         let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
         let fill = |hours_ago: i64| {
             format!(

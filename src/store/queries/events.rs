@@ -418,8 +418,6 @@ pub(crate) use event_queries;
 #[cfg(test)]
 mod tests {
     use super::events_after_sql;
-    use crate::domain::{Job, JobState};
-    use crate::store::AuditContext;
     use sqlx::{Connection, Executor, Row};
 
     /// Every (node type, relation) of an `EXPLAIN (FORMAT JSON)` plan.
@@ -444,25 +442,7 @@ mod tests {
         let Some((store, url)) = crate::store::test_postgres_store().await else {
             return;
         };
-        let audit = AuditContext {
-            changed_by: "test".into(),
-            source: "test".into(),
-            correlation_id: "test".into(),
-            actor: None,
-        };
-        for i in 0..300 {
-            let job = Job::new(
-                format!("job-{i}"),
-                "alice".into(),
-                vec![format!("node-{}", i % 10)],
-                JobState::Running,
-                chrono::Utc::now(),
-                "default",
-                "slurm",
-                "test",
-            );
-            store.create_job(&job, &audit).await.unwrap();
-        }
+        crate::store::create_test_jobs(&store, 300, |i| format!("node-{}", i % 10)).await;
         let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
         // A log much longer than the jobs table, as samples' events make it, with statistics as
         // young as a busy service's (autovacuum has not analyzed it yet): the old form of the
