@@ -50,7 +50,7 @@ pub const BACKFILL_PER_PASS: Duration = Duration::days(7);
 /// bucket_start), which only the primary key (job_id, bucket_start, node) can take. Bounded on
 /// `bucket_start` alone, PostgreSQL preferred the index on that column for the newest hour
 /// (past the table's statistics) and read every job's buckets of the hour for each job: 72,000
-/// rows, ~85 ms a job, a 5-minute pass at 10,000 jobs 247 s (BENCHMARKS.md, "Rollups").
+/// rows, 32–200 ms a job, a 5-minute pass at 10,000 jobs 247 s (BENCHMARKS.md, "Rollups").
 const BUCKETS_SQL: &str = "SELECT node, bucket_start, samples, figures FROM sample_rollups \
      WHERE job_id = $1 AND (job_id, bucket_start) >= ($1, $2) AND (job_id, bucket_start) < ($1, $3) \
      AND NOT (bucket_start >= $5 AND bucket_start < $6) \
