@@ -205,6 +205,33 @@ async fn run(backend: &str, url: &str, jobs: usize, batches: usize, pause: Durat
     );
 }
 
+/// The HTTP path's parse of one batch's body into its type, timed beside a parse of the same
+/// body into a `serde_json::Value` (the reference: the same bytes, no type), alternately.
+fn parse_body(jobs: usize, batches: usize) {
+    let body = serde_json::to_vec(&batch(jobs, 1)).unwrap();
+    let (mut typed, mut value) = (Vec::new(), Vec::new());
+    for i in 0..batches + 3 {
+        let t = Instant::now();
+        std::hint::black_box(serde_json::from_slice::<SampleBatch>(&body).unwrap());
+        let typed_took = t.elapsed();
+        let t = Instant::now();
+        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+        if i >= 3 {
+            typed.push(typed_took);
+            value.push(t.elapsed());
+        }
+    }
+    let (typed, value) = (Timings(typed), Timings(value));
+    println!(
+        "| - | parse of the body into `SampleBatch` | {jobs} | {batches} | {:.2} | {:.2} | {:.2} | into a `Value`: p50 {:.2} ms; ratio {:.2} |",
+        typed.ms(0.5),
+        typed.ms(0.99),
+        typed.mean_ms(),
+        value.ms(0.5),
+        typed.ms(0.5) / value.ms(0.5)
+    );
+}
+
 fn main() {
     if !support::begin("sample_ingest") {
         return;
@@ -219,6 +246,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     println!("| backend | path | samples/batch | batches | p50 ms | p99 ms | mean ms | |");
     println!("|---|---|---|---|---|---|---|---|");
+    parse_body(jobs, batches);
     for backend in env_or("BENCH_BACKENDS", "postgres,sqlite").split(',') {
         let url = match backend {
             "sqlite" => format!("sqlite://{}", dir.path().join("samples.db").display()),

@@ -54,7 +54,7 @@ const NUL_REFUSED: &str =
 /// escape is the only way one arrives). A cheap scan that keeps the common body on the one-pass
 /// parse; a hit is then checked precisely by [`holds_nul`].
 fn may_hold_nul(bytes: &[u8]) -> bool {
-    bytes.windows(6).any(|w| w == b"\\u0000")
+    memchr::memmem::find(bytes, b"\\u0000").is_some()
 }
 
 /// Whether any string or object key in `value` contains a NUL character. PostgreSQL refuses NUL

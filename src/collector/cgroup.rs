@@ -34,6 +34,35 @@ pub const USER_HZ: NonZeroU64 = NonZeroU64::new(100).expect("100 is not zero");
 /// The errno of a read in a cgroup that was removed while the file was open.
 const ENODEV: i32 = 19;
 
+/// Defines [`CgroupSample`] from its one list of fields, with [`CgroupSample::read_field`]
+/// over the same list: an agent report carries these fields inline beside the job's own
+/// (`collector::report`), and reading them by name there cost half of `serde(flatten)`'s time.
+macro_rules! cgroup_sample {
+    ($(#[$meta:meta])* pub struct CgroupSample { $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct CgroupSample {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl CgroupSample {
+            /// Reads the value of `key` from `map` into the field of that name; `false` (and
+            /// nothing read) when no field has that name.
+            pub fn read_field<'de, A: serde::de::MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                match key {
+                    $(stringify!($field) => self.$field = map.next_value()?,)*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+        }
+    };
+}
+
+cgroup_sample! {
 /// What a job's cgroup said at one instant. Cumulative figures are counters since the cgroup
 /// was created; CPU times are microseconds, memory and IO are bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,6 +94,7 @@ pub struct CgroupSample {
     /// The cgroup disappeared during the read (the job ended); the figures are what was read.
     #[serde(default)]
     pub vanished: bool,
+}
 }
 
 /// The `some` line of a PSI file: share of wall time at least one task stalled.
