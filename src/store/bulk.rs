@@ -628,24 +628,14 @@ mod tests {
         let ids: Vec<String> = (0..1000)
             .map(|i| format!("job-{}-{}", i % 200, i / 200 + 1))
             .collect();
-        let explained: serde_json::Value = db
-            .fetch_one(sqlx::AssertSqlSafe(format!(
-                "EXPLAIN (FORMAT JSON) EXECUTE lookup('{{{}}}')",
-                ids.join(",")
-            )))
-            .await
-            .unwrap()
-            .get::<sqlx::types::Json<serde_json::Value>, _>(0)
-            .0;
-        let text = explained.to_string();
-        assert!(
-            !text.contains("Seq Scan"),
-            "a batch's jobs looked up by reading the table: {text}"
-        );
-        assert!(
-            text.contains("jobs_pkey"),
-            "a batch's jobs looked up by their key: {text}"
-        );
+        crate::store::assert_plan(
+            &mut db,
+            &format!("EXECUTE lookup('{{{}}}')", ids.join(",")),
+            "jobs_pkey",
+            "Seq Scan",
+            "a batch's jobs",
+        )
+        .await;
         let rows = db
             .fetch_all("EXECUTE lookup(ARRAY['job-1', 'job-1-7', 'no-such-job'])")
             .await

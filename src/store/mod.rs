@@ -741,6 +741,34 @@ pub(crate) async fn create_test_jobs(store: &Store, count: usize, node_of: fn(us
     }
 }
 
+/// Asserts that PostgreSQL's plan for `execute` (an `EXECUTE` of a statement prepared on `db`)
+/// names `wanted` (an index) and never `unwanted` (an index, or `Seq Scan`); `what` says what
+/// the statement reads, for the failure message.
+#[cfg(test)]
+pub(crate) async fn assert_plan(
+    db: &mut sqlx::PgConnection,
+    execute: &str,
+    wanted: &str,
+    unwanted: &str,
+    what: &str,
+) {
+    use sqlx::Row;
+    let plan: serde_json::Value = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (FORMAT JSON) {execute}"
+    )))
+    .fetch_one(&mut *db)
+    .await
+    .unwrap()
+    .get::<sqlx::types::Json<serde_json::Value>, _>(0)
+    .0;
+    let text = plan.to_string();
+    assert!(
+        !text.contains(unwanted),
+        "{what}, read by {unwanted}: {text}"
+    );
+    assert!(text.contains(wanted), "{what}, read by {wanted}: {text}");
+}
+
 /// Closes a store of [`test_postgres_store`] and drops its database.
 #[cfg(test)]
 pub(crate) async fn drop_test_postgres_store(store: Store, url: &str) {

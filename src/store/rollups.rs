@@ -702,7 +702,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::BUCKETS_SQL;
-    use sqlx::{Connection, Executor, Row};
+    use sqlx::{Connection, Executor};
 
     /// A rollup pass reads each running job's buckets of the newest hour, which the table's
     /// statistics do not know yet. The read must go by the primary key, not by the index on
@@ -735,25 +735,16 @@ mod tests {
         )))
         .await
         .unwrap();
-        let explained: serde_json::Value = db
-            .fetch_one(
-                "EXPLAIN (FORMAT JSON) EXECUTE buckets('job-7', date_trunc('hour', now()), \
-                 date_trunc('hour', now()) + interval '65 minutes', 3600, \
-                 date_trunc('hour', now()) + interval '65 minutes', date_trunc('hour', now()) + interval '65 minutes')",
-            )
-            .await
-            .unwrap()
-            .get::<sqlx::types::Json<serde_json::Value>, _>(0)
-            .0;
-        let text = explained.to_string();
-        assert!(
-            !text.contains("sample_rollups_bucket_idx"),
-            "the newest buckets of one job read by bucket time: {text}"
-        );
-        assert!(
-            text.contains("sample_rollups_pkey"),
-            "the newest buckets of one job read by its key: {text}"
-        );
+        crate::store::assert_plan(
+            &mut db,
+            "EXECUTE buckets('job-7', date_trunc('hour', now()), \
+             date_trunc('hour', now()) + interval '65 minutes', 3600, \
+             date_trunc('hour', now()) + interval '65 minutes', date_trunc('hour', now()) + interval '65 minutes')",
+            "sample_rollups_pkey",
+            "sample_rollups_bucket_idx",
+            "the newest buckets of one job",
+        )
+        .await;
         let _ = db.close().await;
         crate::store::drop_test_postgres_store(store, &url).await;
     }
