@@ -566,37 +566,6 @@ mod tests {
         );
     }
 
-    /// Raw samples' text keys compare byte by byte (migration 0028): the batch `COPY` into the
-    /// unique (job_id, timestamp, node) index took twice as long under the database's
-    /// `C.UTF-8` collation.
-    #[tokio::test]
-    async fn postgres_compares_sample_keys_bytewise() {
-        let Some((store, url)) = crate::store::test_postgres_store().await else {
-            return;
-        };
-        use sqlx::{Connection, Row};
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        let rows = sqlx::query(
-            "SELECT a.attname::text AS name, c.collname::text AS collation \
-             FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
-             WHERE a.attrelid = 'metric_samples'::regclass AND a.attname IN ('job_id', 'node') \
-             ORDER BY a.attname",
-        )
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-        let got: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| (r.get("name"), r.get("collation")))
-            .collect();
-        assert_eq!(
-            got,
-            [("job_id".into(), "C".into()), ("node".into(), "C".into())]
-        );
-        let _ = db.close().await;
-        crate::store::drop_test_postgres_store(store, &url).await;
-    }
-
     /// A sample batch's lookup of its jobs goes by the primary key even in a custom plan for
     /// 1,000 ids, where `id = ANY($1)` scanned all of `jobs` (see `select_jobs`).
     #[tokio::test]
