@@ -741,6 +741,21 @@ pub(crate) async fn create_test_jobs(store: &Store, count: usize, node_of: fn(us
     }
 }
 
+/// PostgreSQL's plan for `execute` (an `EXECUTE` of a statement prepared on `db`), as
+/// `EXPLAIN (FORMAT JSON)` gives it.
+#[cfg(test)]
+pub(crate) async fn explain(db: &mut sqlx::PgConnection, execute: &str) -> serde_json::Value {
+    use sqlx::Row;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (FORMAT JSON) {execute}"
+    )))
+    .fetch_one(&mut *db)
+    .await
+    .unwrap()
+    .get::<sqlx::types::Json<serde_json::Value>, _>(0)
+    .0
+}
+
 /// Asserts that PostgreSQL's plan for `execute` (an `EXECUTE` of a statement prepared on `db`)
 /// names `wanted` (an index) and never `unwanted` (an index, or `Seq Scan`); `what` says what
 /// the statement reads, for the failure message.
@@ -752,16 +767,7 @@ pub(crate) async fn assert_plan(
     unwanted: &str,
     what: &str,
 ) {
-    use sqlx::Row;
-    let plan: serde_json::Value = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN (FORMAT JSON) {execute}"
-    )))
-    .fetch_one(&mut *db)
-    .await
-    .unwrap()
-    .get::<sqlx::types::Json<serde_json::Value>, _>(0)
-    .0;
-    let text = plan.to_string();
+    let text = explain(db, execute).await.to_string();
     assert!(
         !text.contains(unwanted),
         "{what}, read by {unwanted}: {text}"

@@ -418,7 +418,7 @@ pub(crate) use event_queries;
 #[cfg(test)]
 mod tests {
     use super::events_after_sql;
-    use sqlx::{Connection, Executor, Row};
+    use sqlx::{Connection, Executor};
 
     /// Every (node type, relation) of an `EXPLAIN (FORMAT JSON)` plan.
     fn plan_nodes(plan: &serde_json::Value, out: &mut Vec<(String, String)>) {
@@ -463,12 +463,7 @@ mod tests {
         )))
         .await
         .unwrap();
-        let explained: serde_json::Value = db
-            .fetch_one("EXPLAIN (FORMAT JSON) EXECUTE log_read(0, 500)")
-            .await
-            .unwrap()
-            .get::<sqlx::types::Json<serde_json::Value>, _>(0)
-            .0;
+        let explained = crate::store::explain(&mut db, "EXECUTE log_read(0, 500)").await;
         let mut nodes = Vec::new();
         plan_nodes(&explained[0]["Plan"], &mut nodes);
         for (node_type, relation) in &nodes {
