@@ -28,5 +28,19 @@ if [[ "${JOBSCOPE_TEST_SKIP_POSTGRES:-0}" != 1 ]]; then
     fi
 fi
 
+# `--database-read-url` is tested against a real streaming replica of the local cluster
+# (tests/replica.rs). As root beside the Debian cluster this starts one on port 5433
+# (scripts/dev-replica.sh); elsewhere point JOBSCOPE_TEST_REPLICA_URL at one, or those tests
+# say they did not run.
+if [[ "${JOBSCOPE_TEST_SKIP_POSTGRES:-0}" != 1 && -z "${JOBSCOPE_TEST_REPLICA_URL:-}" \
+      && $EUID -eq 0 && "$PG_URL" == postgres://postgres@127.0.0.1:5432/* ]] \
+      && command -v pg_ctlcluster >/dev/null; then
+    if replica=$(scripts/dev-replica.sh start); then
+        export JOBSCOPE_TEST_REPLICA_URL="$replica"
+    else
+        echo "test.sh: could not start a read replica; tests/replica.rs will not run" >&2
+    fi
+fi
+
 # Benchmarks are not tests: they run with `cargo bench` (see BENCHMARKS.md).
 cargo test --lib --bins --tests "$@"

@@ -30,6 +30,8 @@ pub struct Application {
 
 /// Live events a stream subscriber may fall behind by before it replays from the log.
 const FEED_CAPACITY: usize = 4096;
+/// How long start-up waits for a read replica to replay the migrations just applied.
+const REPLICA_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Application {
     /// Everything that can fail at start-up happens here, before the first request.
@@ -42,7 +44,18 @@ impl Application {
                     redact_url(&config.database_url)
                 )
             })?;
-        tracing::info!(backend = store.backend_name(), "database ready");
+        let store = match &config.database_read_url {
+            None => store,
+            Some(url) => store
+                .with_read_replica(url, config.db_acquire_timeout, REPLICA_CATCH_UP)
+                .await
+                .with_context(|| format!("cannot use the read replica ({})", redact_url(url)))?,
+        };
+        tracing::info!(
+            backend = store.backend_name(),
+            read_replica = store.has_read_replica(),
+            "database ready"
+        );
         let metrics = crate::metrics::Metrics::new(config.metrics.options.clone());
         store.observe_with(metrics.storage());
         if config.demo {

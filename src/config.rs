@@ -30,6 +30,8 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub database_url: String,
+    /// `--database-read-url`: a read replica of `database_url` for the API's reads.
+    pub database_read_url: Option<String>,
     pub retention: Duration,
     /// `--rollup-retention-days`: rollups kept (never shorter than `retention`).
     pub rollup_retention: Duration,
@@ -71,6 +73,7 @@ impl ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.to_string(),
+            database_read_url: None,
             retention: Duration::from_secs(7 * 86_400),
             rollup_retention: Duration::from_secs(90 * 86_400),
             demo: false,
@@ -153,6 +156,11 @@ impl ServeConfig {
     pub fn from_args(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
         let ip = parse_host(&args.host)?;
         let database_url = check_database_url(&args.database_url)?;
+        let database_read_url = args
+            .database_read_url
+            .as_deref()
+            .map(|url| check_read_url(url, &database_url))
+            .transpose()?;
         let tokens = match &args.tokens_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -232,6 +240,7 @@ impl ServeConfig {
         Ok(ServeConfig {
             listen: SocketAddr::new(ip, args.port),
             database_url,
+            database_read_url,
             retention: Duration::from_secs(u64::from(args.retention_days) * 86_400),
             rollup_retention: Duration::from_secs(u64::from(args.rollup_retention_days) * 86_400),
             demo: demo || scheduler == SchedulerKind::Mock,
@@ -411,6 +420,24 @@ fn check_database_url(url: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// A read replica only makes sense beside a PostgreSQL primary (SQLite has no replicas).
+fn check_read_url(url: &str, primary: &str) -> Result<String, ConfigError> {
+    let key = "--database-read-url (DATABASE_READ_URL)";
+    if !crate::store::is_postgres_url(url) {
+        return Err(invalid(
+            key,
+            "must start with postgres:// (a PostgreSQL read replica)",
+        ));
+    }
+    if !crate::store::is_postgres_url(primary) {
+        return Err(invalid(
+            key,
+            "needs a PostgreSQL --database-url (DATABASE_URL); SQLite has no read replicas",
+        ));
+    }
+    Ok(url.to_owned())
+}
+
 /// Normalises `--allowed-origins` to what browsers send in `Origin`: lower-case
 /// `scheme://host[:port]`, no path. Empty entries (a trailing comma) are skipped.
 fn check_origins(origins: &[String]) -> Result<Vec<String>, ConfigError> {
@@ -584,6 +611,44 @@ mod tests {
             .unwrap()
             .slurm
             .is_none());
+    }
+
+    #[test]
+    fn a_read_replica_needs_a_postgres_primary_and_a_postgres_url() {
+        let pg = ["--database-url", "postgres://u@db/jobscope"];
+        let cfg = ServeConfig::from_args(&serve_args(
+            &[
+                &pg[..],
+                &["--database-read-url", "postgres://u@replica/jobscope"],
+            ]
+            .concat(),
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.database_read_url.as_deref(),
+            Some("postgres://u@replica/jobscope")
+        );
+        assert!(ServeConfig::from_args(&serve_args(&pg))
+            .unwrap()
+            .database_read_url
+            .is_none());
+        let err = ServeConfig::from_args(&serve_args(
+            &[&pg[..], &["--database-read-url", "sqlite://copy.db"]].concat(),
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("must start with postgres://"),
+            "{err}"
+        );
+        let err = ServeConfig::from_args(&serve_args(&[
+            "--database-read-url",
+            "postgres://u@replica/jobscope",
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("SQLite has no read replicas"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `GET /v1/health`: is the database reachable. Never needs a token, so load balancers and
 //! Kubernetes probes can call it. Under `--scheduler slurm` a slurmrestd that cannot be reached
-//! makes the service `degraded` (still HTTP 200: jobs keep coming from the hooks) with a reason.
+//! makes the service `degraded` (still HTTP 200: jobs keep coming from the hooks) with a reason,
+//! as does a read replica (`--database-read-url`) that does not answer; one that does says how
+//! far behind the primary it is.
 
 use super::AppState;
 use serde::Serialize;
@@ -18,6 +20,8 @@ struct Health {
     version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_replica_lag_bytes: Option<i64>,
 }
 
 pub async fn health(state: AppState) -> Response {
@@ -25,8 +29,22 @@ pub async fn health(state: AppState) -> Response {
         tokio::time::timeout(DB_PING_TIMEOUT, state.store.ping()).await,
         Ok(Ok(()))
     );
+    let (lag, replica_problem) = if state.store.has_read_replica() {
+        match tokio::time::timeout(DB_PING_TIMEOUT, state.store.read_replica_lag()).await {
+            Ok(Ok(lag)) => (lag, None),
+            _ => (
+                None,
+                Some(
+                    "the read replica does not answer: the API's reads fail until it does"
+                        .to_owned(),
+                ),
+            ),
+        }
+    } else {
+        (None, None)
+    };
     let slurm_problem = state.slurm_health.as_ref().and_then(|h| h.problem());
-    let (status, code, reason) = match (healthy, slurm_problem) {
+    let (status, code, reason) = match (healthy, replica_problem.or(slurm_problem)) {
         (false, _) => (
             "unhealthy",
             StatusCode::SERVICE_UNAVAILABLE,
@@ -40,6 +58,7 @@ pub async fn health(state: AppState) -> Response {
         timestamp: crate::domain::now_micros(),
         version: env!("CARGO_PKG_VERSION"),
         reason,
+        read_replica_lag_bytes: lag,
     };
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
 }

@@ -47,6 +47,7 @@ pub async fn list(who: Identity, params: HashMap<String, String>, state: AppStat
 }
 
 async fn list_inner(who: Identity, params: HashMap<String, String>, state: AppState) -> Handled {
+    let state = state.for_reads();
     let job_state = match params
         .get("state")
         .map(|s| s.trim())
@@ -195,6 +196,7 @@ pub async fn get(id: String, who: Identity, state: AppState) -> Response {
 }
 
 async fn get_inner(id: String, who: Identity, state: AppState) -> Handled {
+    let state = state.for_reads();
     let id = job_id(&id)?;
     let job = visible_job(&who, &id, users_see_all(&state), &state).await?;
     // The whole job's figures and each node's (see `domain::figures`).
@@ -322,6 +324,7 @@ async fn list_samples_inner(
     params: HashMap<String, String>,
     state: AppState,
 ) -> Handled {
+    let state = state.for_reads();
     let id = job_id(&id)?;
     if who.user().is_some() {
         visible_job(&who, &id, false, &state).await?;
@@ -432,6 +435,7 @@ pub async fn audit_trail(id: String, who: Identity, state: AppState) -> Response
 }
 
 async fn audit_trail_inner(id: String, who: Identity, state: AppState) -> Handled {
+    let state = state.for_reads();
     let id = job_id(&id)?;
     if who.user().is_some() {
         visible_job(&who, &id, false, &state).await?;

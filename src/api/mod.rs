@@ -67,6 +67,17 @@ pub struct AppState {
     pub report_grace: std::time::Duration,
 }
 
+impl AppState {
+    /// This state for a read-only request: its store reads from the read replica when one is
+    /// configured (`--database-read-url`, see [`Store::reader`]).
+    pub fn for_reads(self) -> AppState {
+        AppState {
+            store: self.store.reader(),
+            ..self
+        }
+    }
+}
+
 pub fn with_state(
     state: AppState,
 ) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {

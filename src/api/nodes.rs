@@ -94,6 +94,7 @@ pub async fn jobs(name: String, params: HashMap<String, String>, state: AppState
 /// Running jobs whose node list names this node. An unknown node is not an error: an agent asks
 /// before its first report has created the node.
 async fn jobs_inner(name: String, params: HashMap<String, String>, state: AppState) -> Handled {
+    let state = state.for_reads();
     let name = path_name("Node name", &name)?;
     let filter = JobFilter {
         state: Some(JobState::Running),

@@ -55,6 +55,7 @@ async fn get(id: String, who: Identity, state: AppState) -> Response {
 }
 
 async fn get_inner(id: String, who: Identity, state: AppState) -> Handled {
+    let state = state.for_reads();
     let id = job_id(&id)?;
     super::jobs::visible_job(&who, &id, false, &state).await?;
     Ok(json(&report_of(&state, &id).await?).into_response())
@@ -65,6 +66,7 @@ async fn list(who: Identity, params: HashMap<String, String>, state: AppState) -
 }
 
 async fn list_inner(who: Identity, params: HashMap<String, String>, state: AppState) -> Handled {
+    let state = state.for_reads();
     let t = Thresholds::site();
     let now = now_micros();
     let since = match params.get("since") {

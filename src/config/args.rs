@@ -37,6 +37,13 @@ pub struct ServeArgs {
     )]
     pub database_url: String,
 
+    /// A PostgreSQL read replica of DATABASE_URL (postgres://USER@HOST/DB): the API's heavy
+    /// reads (job lists, a job, its metrics, audit trail and reports) go there, so dashboards do
+    /// not load the primary. They may lag the primary by the replica's replay delay; writes,
+    /// streams and `/metrics` stay on the primary.
+    #[arg(long, env = "DATABASE_READ_URL", value_name = "DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
+
     /// Days of samples and stream events to keep; older ones are pruned hourly.
     #[arg(long, env = "METRICS_RETENTION_DAYS", value_name = "METRICS_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=3650))]

@@ -256,6 +256,9 @@ pub enum StoreError {
     Adoption(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The read replica cannot serve this database (see [`Store::with_read_replica`]).
+    #[error("read replica: {0}")]
+    Replica(String),
     #[error("the store is shutting down")]
     Closed,
 }
@@ -296,6 +299,8 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// A PostgreSQL read replica for the API's reads ([`Store::reader`]), when configured.
+    replica: Option<Backend>,
     lifecycle: group_commit::GroupCommit,
     /// Rung after every commit that wrote event-log rows (see `crate::events`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
@@ -384,11 +389,62 @@ impl Store {
         let lifecycle = group_commit::GroupCommit::start(backend.clone(), writers, commits.clone());
         Ok(Store {
             backend,
+            replica: None,
             lifecycle,
             commits,
             observer: Default::default(),
             logs: Default::default(),
         })
+    }
+
+    /// Sends the reads of [`Store::reader`] to the PostgreSQL read replica at `url` from now on
+    /// (on this handle and its clones made after). The replica must serve the primary's schema:
+    /// `serve` has just migrated the primary, so this waits up to `catch_up` for the replica to
+    /// replay the migrations, and says so when it has not.
+    pub async fn with_read_replica(
+        mut self,
+        url: &str,
+        acquire_timeout: Duration,
+        catch_up: Duration,
+    ) -> StoreResult<Store> {
+        let Backend::Postgres(primary) = &self.backend else {
+            return Err(StoreError::Replica(
+                "a read replica needs a PostgreSQL primary".into(),
+            ));
+        };
+        let replica = postgres::connect_replica(url, acquire_timeout).await?;
+        postgres::await_replica_schema(primary, &replica, catch_up).await?;
+        self.replica = Some(Backend::Postgres(replica));
+        Ok(self)
+    }
+
+    /// This store for the API's reads: the same store, its queries sent to the read replica
+    /// when one is configured. Such reads may lag the primary by the replica's replay delay,
+    /// so nothing that writes, streams the event log or must see its own writes uses it.
+    pub fn reader(&self) -> Store {
+        match &self.replica {
+            Some(replica) => Store {
+                backend: replica.clone(),
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
+    /// How many bytes of write-ahead log the read replica has still to replay (0: caught up);
+    /// `None` without a replica, or when it is not replaying (not a standby).
+    pub async fn read_replica_lag(&self) -> StoreResult<Option<i64>> {
+        let (Backend::Postgres(primary), Some(Backend::Postgres(replica))) =
+            (&self.backend, &self.replica)
+        else {
+            return Ok(None);
+        };
+        postgres::replica_lag(primary, replica).await
+    }
+
+    /// Whether [`Store::reader`] reads from a replica.
+    pub fn has_read_replica(&self) -> bool {
+        self.replica.is_some()
     }
 
     /// Reports every storage operation's duration and outcome to `metrics` from now on (on

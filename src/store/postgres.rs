@@ -35,6 +35,87 @@ pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult
     Ok(pool)
 }
 
+/// A pool on a read replica (`--database-read-url`): no migrations (a replica is read-only
+/// and replays the primary's), and every session read-only, so a write sent there by mistake
+/// fails at once instead of on the replica's own check.
+pub(super) async fn connect_replica(url: &str, acquire_timeout: Duration) -> StoreResult<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET default_transaction_read_only = on")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect(url)
+        .await?;
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&pool)
+        .await?;
+    if !in_recovery {
+        tracing::warn!(
+            "--database-read-url is not a server in recovery (not a streaming replica); \
+             reads go there all the same"
+        );
+    }
+    Ok(pool)
+}
+
+/// Waits up to `catch_up` for `replica` to hold every migration `primary` has applied: the
+/// API's reads expect the schema this build migrated the primary to.
+pub(super) async fn await_replica_schema(
+    primary: &PgPool,
+    replica: &PgPool,
+    catch_up: Duration,
+) -> StoreResult<()> {
+    const NEWEST: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+    let wanted: Option<i64> = sqlx::query_scalar(NEWEST).fetch_one(primary).await?;
+    let deadline = tokio::time::Instant::now() + catch_up;
+    loop {
+        let found: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar(NEWEST).fetch_one(replica).await;
+        match found {
+            Ok(found) if found >= wanted => return Ok(()),
+            Ok(_) | Err(sqlx::Error::Database(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Ok(found) => {
+                return Err(super::StoreError::Replica(format!(
+                    "it has schema version {} after {:?}, the primary {}; is it a replica of \
+                     DATABASE_URL's database?",
+                    found.unwrap_or(0),
+                    catch_up,
+                    wanted.unwrap_or(0)
+                )))
+            }
+            Err(err) => {
+                return Err(super::StoreError::Replica(format!(
+                    "it has no jobscope schema after {catch_up:?} ({err}); is it a replica of \
+                     DATABASE_URL's database?"
+                )))
+            }
+        }
+    }
+}
+
+/// Bytes of WAL `replica` has still to replay of what `primary` has written (read from the
+/// primary first, so a replica that keeps up shows 0, never less).
+pub(super) async fn replica_lag(primary: &PgPool, replica: &PgPool) -> StoreResult<Option<i64>> {
+    let written: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(primary)
+        .await?;
+    let behind: Option<i64> = sqlx::query_scalar(
+        "SELECT GREATEST(0, pg_wal_lsn_diff($1::pg_lsn, pg_last_wal_replay_lsn()))::int8",
+    )
+    .bind(written)
+    .fetch_one(replica)
+    .await?;
+    Ok(behind)
+}
+
 /// Packing deletes every raw sample row once its hour is packed (`sample_packs.rs`): some 2.4
 /// million rows an hour per 1,000 nodes, whose space only a `VACUUM` makes reusable. With the
 /// server's autovacuum off, `metric_samples` grows by every row ever packed (on the at-size
