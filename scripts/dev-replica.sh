@@ -7,6 +7,7 @@
 # Usage (as root, beside the Debian cluster):
 #   scripts/dev-replica.sh start   # create (or restart) it; prints its server URL
 #   scripts/dev-replica.sh stop
+#   scripts/dev-replica.sh status  # exit 0 when it is running
 #   scripts/dev-replica.sh url
 # Settings: JOBSCOPE_REPLICA_DIR (default /var/tmp/jobscope-replica),
 #           JOBSCOPE_REPLICA_PORT (default 5433).
@@ -77,9 +78,10 @@ EOF
 case "${1:-}" in
 start) start ;;
 stop) running && as_postgres "$BIN/pg_ctl" -D "$DIR" -m fast stop >/dev/null || true ;;
+status) running ;;
 url) echo "$URL" ;;
 *)
-    echo "usage: $0 start|stop|url" >&2
+    echo "usage: $0 start|stop|status|url" >&2
     exit 2
     ;;
 esac

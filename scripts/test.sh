@@ -35,6 +35,11 @@ fi
 if [[ "${JOBSCOPE_TEST_SKIP_POSTGRES:-0}" != 1 && -z "${JOBSCOPE_TEST_REPLICA_URL:-}" \
       && $EUID -eq 0 && "$PG_URL" == postgres://postgres@127.0.0.1:5432/* ]] \
       && command -v pg_ctlcluster >/dev/null; then
+    # Stopped again at exit when this run started it: a replica left replaying every write
+    # costs the machine CPU and would skew benchmarks run after the tests.
+    if ! scripts/dev-replica.sh status >/dev/null 2>&1; then
+        trap 'scripts/dev-replica.sh stop' EXIT
+    fi
     if replica=$(scripts/dev-replica.sh start); then
         export JOBSCOPE_TEST_REPLICA_URL="$replica"
     else
