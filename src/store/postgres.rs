@@ -91,12 +91,13 @@ pub(super) async fn await_replica_schema(
                     wanted.unwrap_or(0)
                 )))
             }
-            Err(err) => {
+            Err(err @ sqlx::Error::Database(_)) => {
                 return Err(super::StoreError::Replica(format!(
                     "it has no jobscope schema after {catch_up:?} ({err}); is it a replica of \
                      DATABASE_URL's database?"
                 )))
             }
+            Err(err) => return Err(err.into()),
         }
     }
 }
