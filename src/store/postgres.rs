@@ -24,12 +24,15 @@ pub(super) const LIFECYCLE_WRITERS: usize = 2;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult<PgPool> {
-    let pool = PgPoolOptions::new()
+/// The pool settings of the primary and of a read replica alike.
+fn pool_options(acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(acquire_timeout)
-        .connect(url)
-        .await?;
+}
+
+pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult<PgPool> {
+    let pool = pool_options(acquire_timeout).connect(url).await?;
     migrate(&pool).await?;
     warn_if_autovacuum_is_off(&pool).await;
     Ok(pool)
@@ -39,9 +42,7 @@ pub(super) async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult
 /// and replays the primary's), and every session read-only, so a write sent there by mistake
 /// fails at once instead of on the replica's own check.
 pub(super) async fn connect_replica(url: &str, acquire_timeout: Duration) -> StoreResult<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(acquire_timeout)
+    let pool = pool_options(acquire_timeout)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::query("SET default_transaction_read_only = on")
