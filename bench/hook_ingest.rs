@@ -421,6 +421,27 @@ async fn start_jobs(addr: std::net::SocketAddr, n: usize) {
     }
 }
 
+/// `jobscope_lifecycle_batch_events` from the server's `/metrics`: (events, transactions)
+/// committed so far.
+async fn lifecycle_batches(addr: std::net::SocketAddr) -> (f64, f64) {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("/metrics body");
+    let series = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    };
+    (
+        series("jobscope_lifecycle_batch_events_sum"),
+        series("jobscope_lifecycle_batch_events_count"),
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--clients") {
@@ -442,10 +463,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
 
     println!(
-        "| backend | clients | events/s | p50 ms | p99 ms | errors | CPU µs/event: server / clients / PostgreSQL \
-         | pgbench 1-row INSERT tps | CPU µs/tx: pgbench / PostgreSQL | ratio |"
+        "| backend | clients | events/s | p50 ms | p99 ms | errors | events/commit \
+         | CPU µs/event: server / clients / PostgreSQL | pgbench 1-row INSERT tps \
+         | CPU µs/tx: pgbench / PostgreSQL | ratio |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for backend in backends.split(',') {
         for &c in &clients {
             let (url, pg_url) = match backend {
@@ -475,11 +497,16 @@ fn main() {
             let running: usize = env_or("BENCH_RUNNING_JOBS", "0").parse().unwrap();
             rt.block_on(start_jobs(addr, running));
             let db = format!("jobscope_bench_{c}");
+            let batches_before = rt.block_on(lifecycle_batches(addr));
             let (server_before, pg_before) = (process_cpu(), postgres_cpu(&db));
             let result = drive(&rt, addr, c, seconds, "run");
             // The server's CPU is this process's, less the clients' when they ran here.
             let server_cpu = process_cpu() - server_before;
             let pg_cpu = postgres_cpu(&db) - pg_before;
+            let batches_after = rt.block_on(lifecycle_batches(addr));
+            // Group commit at work: hook events per committed transaction during the run.
+            let per_commit = (batches_after.0 - batches_before.0)
+                / (batches_after.1 - batches_before.1).max(1.0);
             let _ = stop_tx.send(());
             let _ = rt.block_on(server);
             let per_event = |d: Duration| d.as_micros() as f64 / result.events.max(1) as f64;
@@ -509,7 +536,7 @@ fn main() {
                 None => ("-".into(), "-".into(), "-".into()),
             };
             println!(
-                "| {backend} | {c} | {:.0} | {:.2} | {:.2} | {} | {cpu} | {ceiling} | {reference_cpu} | {ratio} |",
+                "| {backend} | {c} | {:.0} | {:.2} | {:.2} | {} | {per_commit:.2} | {cpu} | {ceiling} | {reference_cpu} | {ratio} |",
                 result.rate(),
                 result.percentile(0.50),
                 result.percentile(0.99),

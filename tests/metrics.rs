@@ -95,6 +95,19 @@ async fn a_jobs_life(backend: Backend) {
         ),
         Some(2.0)
     );
+    // One after the other, each hook commits in its own group-commit transaction.
+    assert_eq!(
+        value(&text, "jobscope_lifecycle_batch_events_count"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, "jobscope_lifecycle_batch_events_sum"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, r#"jobscope_lifecycle_batch_events_bucket{le="1"}"#),
+        Some(2.0)
+    );
     // Route labels are templates: the job id never becomes a label value of the histogram.
     assert!(text.contains(r#"{method="POST",route="/v1/jobs/{id}/metrics",status="201"}"#));
     assert!(!text

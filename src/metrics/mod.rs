@@ -23,6 +23,7 @@
 //! | [`Metrics::hook_event`] | `jobscope_hook_events_total{event,outcome}` |
 //! | [`Metrics::http_request`] | `jobscope_http_request_duration_seconds{route,method,status}` |
 //! | [`StorageMetrics::observe`] | `storage_operation_duration_seconds{operation,success}`, `storage_operation_errors_total{operation}` |
+//! | [`StorageMetrics::lifecycle_batch`] | `jobscope_lifecycle_batch_events` |
 //!
 //! # In the agent (`jobscope agent --metrics-listen ADDR`)
 //!
@@ -72,6 +73,7 @@ impl Default for MetricsOptions {
 pub struct StorageMetrics {
     duration: HistogramVec,
     errors: IntCounterVec,
+    lifecycle_batch: Histogram,
 }
 
 impl crate::store::StoreObserver for StorageMetrics {
@@ -82,6 +84,10 @@ impl crate::store::StoreObserver for StorageMetrics {
         if !success {
             self.errors.with_label_values(&[operation]).inc();
         }
+    }
+
+    fn lifecycle_batch(&self, events: usize) {
+        self.lifecycle_batch.observe(events as f64);
     }
 }
 
@@ -177,6 +183,14 @@ impl Metrics {
             &["operation"],
         ));
         register(Box::new(errors.clone()));
+        let lifecycle_batch = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "jobscope_lifecycle_batch_events",
+                "Hook events (job started, job finished) committed per group-commit transaction.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        ));
+        register(Box::new(lifecycle_batch.clone()));
         let samples_ingested = must(IntCounter::new(
             "jobscope_samples_ingested_total",
             "Job samples stored.",
@@ -244,7 +258,11 @@ impl Metrics {
                 snapshot: RwLock::new(Snapshot::default()),
                 http,
                 hooks,
-                storage: StorageMetrics { duration, errors },
+                storage: StorageMetrics {
+                    duration,
+                    errors,
+                    lifecycle_batch,
+                },
                 samples_ingested,
                 samples_rejected,
                 sample_batches,

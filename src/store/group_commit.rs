@@ -9,7 +9,8 @@
 //! event, so one bad event cannot fail the others.
 
 use super::{
-    observe, postgres, sqlite, Applied, AuditContext, Backend, Finish, StoreError, StoreResult,
+    observe, postgres, sqlite, Applied, AuditContext, Backend, Finish, SharedObserver, StoreError,
+    StoreResult,
 };
 use crate::domain::Job;
 use std::sync::Arc;
@@ -53,15 +54,18 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts `writers` writer tasks over `backend`; they stop when every handle is dropped.
+    /// Each committed transaction's size goes to `observer` once one is set.
     pub(super) fn start(
         backend: Backend,
         writers: usize,
         commits: Arc<watch::Sender<u64>>,
+        observer: SharedObserver,
     ) -> GroupCommit {
         let (queue, receiver) = mpsc::channel::<Request>(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
+        let committed = Committed { commits, observer };
         for _ in 0..writers.max(1) {
-            tokio::spawn(writer(backend.clone(), receiver.clone(), commits.clone()));
+            tokio::spawn(writer(backend.clone(), receiver.clone(), committed.clone()));
         }
         GroupCommit { queue }
     }
@@ -76,10 +80,26 @@ impl GroupCommit {
     }
 }
 
+/// Who hears of a committed transaction: the event feed's doorbell and the metrics.
+#[derive(Clone)]
+struct Committed {
+    commits: Arc<watch::Sender<u64>>,
+    observer: SharedObserver,
+}
+
+impl Committed {
+    fn batch(&self, events: usize) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        if let Some(observer) = self.observer.get() {
+            observer.lifecycle_batch(events);
+        }
+    }
+}
+
 async fn writer(
     backend: Backend,
     receiver: Arc<Mutex<mpsc::Receiver<Request>>>,
-    commits: Arc<watch::Sender<u64>>,
+    committed: Committed,
 ) {
     loop {
         let batch = {
@@ -98,7 +118,7 @@ async fn writer(
         tracing::trace!(events = ops.len(), "lifecycle batch");
         match apply(&backend, &ops).await {
             Ok(results) => {
-                commits.send_modify(|n| *n = n.wrapping_add(1));
+                committed.batch(ops.len());
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
@@ -113,7 +133,7 @@ async fn writer(
                         .await
                         .and_then(|mut r| r.pop().ok_or(StoreError::Closed)?);
                     if result.is_ok() {
-                        commits.send_modify(|n| *n = n.wrapping_add(1));
+                        committed.batch(1);
                     }
                     let _ = reply.send(result);
                 }

@@ -305,7 +305,7 @@ pub struct Store {
     /// Rung after every commit that wrote event-log rows (see `crate::events`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Where operation timings go once `/metrics` exists (shared by every clone).
-    observer: std::sync::Arc<std::sync::OnceLock<Box<dyn StoreObserver>>>,
+    observer: SharedObserver,
     /// Job output's limits and live readers (see `logs`).
     logs: logs::LogHub,
 }
@@ -329,7 +329,14 @@ pub trait StoreObserver: Send + Sync {
     /// One storage operation: `success` is false when the database failed (not when a job was
     /// simply not found).
     fn observe(&self, operation: &'static str, elapsed: Duration, success: bool);
+
+    /// A group-commit transaction of `events` hook events committed (see `group_commit`).
+    fn lifecycle_batch(&self, _events: usize) {}
 }
+
+/// The observer `Store::observe_with` sets once, shared by the store's clones and its
+/// group-commit writers.
+type SharedObserver = std::sync::Arc<std::sync::OnceLock<Box<dyn StoreObserver>>>;
 
 fn observe<T>(
     observer: Option<&dyn StoreObserver>,
@@ -386,13 +393,19 @@ impl Store {
         if let Backend::Postgres(pool) = &backend {
             postgres::listen_for_commits(pool.clone(), commits.clone());
         }
-        let lifecycle = group_commit::GroupCommit::start(backend.clone(), writers, commits.clone());
+        let observer = SharedObserver::default();
+        let lifecycle = group_commit::GroupCommit::start(
+            backend.clone(),
+            writers,
+            commits.clone(),
+            observer.clone(),
+        );
         Ok(Store {
             backend,
             replica: None,
             lifecycle,
             commits,
-            observer: Default::default(),
+            observer,
             logs: Default::default(),
         })
     }
