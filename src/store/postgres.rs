@@ -19,8 +19,8 @@ pub(super) const EVENT_ORDER_LOCK: &str =
 /// Group-commit writer tasks: two, so that one batch's statements overlap the other's commit.
 /// More writers make smaller batches for the same load, each paying its four round trips and
 /// a flush: 2 gave 0.28-0.31 x pgbench at 32 clients where 4 gave 0.20-0.25. One writer makes
-/// bigger commits (4.1 events each at 8 clients, against 2.6) for 5-15 % more there, but 0.25-0.40
-/// at 32 clients against 0.34-0.38 (BENCHMARKS.md, "Hook ingestion").
+/// bigger commits (4.1 events each at 8 clients, against 2.6) for 5-15 % more events there, but
+/// 2,250-3,158 events/s at 32 clients against 3,546-3,829 (BENCHMARKS.md, "Hook ingestion").
 pub(super) const LIFECYCLE_WRITERS: usize = 2;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
