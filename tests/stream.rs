@@ -522,7 +522,28 @@ async fn resume_inside_an_agent_batch(backend: Backend) {
     server.shutdown().await;
 }
 
+/// A stream opened without a cursor starts when it is answered: an event committed right after
+/// the response arrived (before the client has read anything) is delivered, every time.
+async fn answered_stream_misses_nothing(backend: Backend) {
+    let server = start(backend).await;
+    for round in 0..20 {
+        let id = format!("now{round}");
+        let path = format!("/v1/stream/jobs?job_ids={id}");
+        let mut stream = SseClient::connect(&server.base, &path, None).await;
+        server.started(&id, "alice").await;
+        let created = stream.next_event().await;
+        assert_eq!(created.data["type"], "job_created", "round {round}");
+        assert_eq!(
+            created.data["data"]["job"]["id"],
+            id.as_str(),
+            "round {round}"
+        );
+    }
+    server.shutdown().await;
+}
+
 on_backends!(
+    answered_stream_misses_nothing,
     filters_envelope_and_order,
     resume_without_gap_or_duplicate,
     resume_inside_an_agent_batch,

@@ -5,7 +5,9 @@
 //!
 //! Each connection gets a pump task that first replays the event log after the client's cursor
 //! (`Last-Event-ID`, or `?last_event_id=`; the header wins), then forwards live events from the
-//! [`EventFeed`](crate::events::EventFeed), skipping ids it already sent: no gap, no duplicate. A
+//! [`EventFeed`](crate::events::EventFeed), skipping ids it already sent: no gap, no duplicate.
+//! Without a cursor a stream starts after the newest event committed before its response went
+//! out, so a client that has its response sees every event committed from then on. A
 //! cursor older than the log's retention gets a `reset` event: the client should refetch state
 //! through REST.
 //!
@@ -28,7 +30,7 @@
 //! connection; this file holds the routes' handlers and the SSE response. A job's output is
 //! followed by [`super::log_stream`] instead.
 
-use super::error::{respond, ApiError};
+use super::error::ApiError;
 use super::identity::Identity;
 use super::request::job_id;
 pub(super) use super::stream_filter::StreamFilter;
@@ -49,7 +51,7 @@ mod pump;
 mod registry;
 
 pub(super) use encode::Outgoing;
-pub(super) use pump::pump_for;
+pub(super) use pump::{pump_for, start_now, Start};
 pub(super) use registry::Registered;
 pub use registry::StreamRegistry;
 
@@ -143,9 +145,9 @@ pub async fn jobs(
         .and_then(|filter| {
             let filter = filter.scoped(&who, see_all);
             let start = cursor(last_event_id, &params)?;
-            Ok(open(state, Subscription::new("jobs", filter), start))
+            Ok((Subscription::new("jobs", filter), start))
         });
-    respond(result)
+    open(state, result).await
 }
 
 /// `GET /v1/stream/nodes`: `node_updated` events, filtered by `node_names`, `states`,
@@ -160,9 +162,9 @@ pub async fn nodes(
         .and_then(|()| StreamFilter::parse_nodes(&params))
         .and_then(|filter| {
             let start = cursor(last_event_id, &params)?;
-            Ok(open(state, Subscription::new("nodes", filter), start))
+            Ok((Subscription::new("nodes", filter), start))
         });
-    respond(result)
+    open(state, result).await
 }
 
 /// `GET /v1/stream/partitions`: `partition_updated` and `partition_deleted` events, filtered by
@@ -177,9 +179,9 @@ pub async fn partitions(
         .and_then(|()| StreamFilter::parse_partitions(&params))
         .and_then(|filter| {
             let start = cursor(last_event_id, &params)?;
-            Ok(open(state, Subscription::new("partitions", filter), start))
+            Ok((Subscription::new("partitions", filter), start))
         });
-    respond(result)
+    open(state, result).await
 }
 
 /// Default period of the cluster stream's `status` event.
@@ -209,9 +211,9 @@ pub async fn cluster(
             status_every: Some(Duration::from_secs(every as u64)),
             ..Subscription::new("cluster", filter)
         };
-        Ok(open(state, sub, start))
+        Ok((sub, start))
     })();
-    respond(result)
+    open(state, result).await
 }
 
 /// The cluster at a glance, shared by all connections: jobs and nodes by state (every state
@@ -281,13 +283,22 @@ pub async fn job(
                 StreamFilter::single_job(id, false).scoped(&who, false),
             )
         };
-        Ok(open(state, sub, start))
+        Ok((sub, start))
     })();
-    respond(result)
+    open(state, result).await
 }
 
-/// Starts the pump and returns the SSE response.
-fn open(state: AppState, sub: Subscription, start: Option<i64>) -> Response {
+/// Starts the pump and returns the SSE response, or the request's error. A stream without a
+/// cursor starts from "now" as fixed before the response goes out (see [`start_now`]).
+async fn open(state: AppState, request: Result<(Subscription, Option<i64>), ApiError>) -> Response {
+    let (sub, start) = match request {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    let start = match start {
+        Some(cursor) => Start::After(cursor),
+        None => start_now(&state).await,
+    };
     let (tx, rx) = mpsc::channel::<Outgoing>(CONNECTION_BUFFER);
     let shutdown = state.shutdown.clone();
     tokio::spawn(pump_for(&state, sub, "sse", start, tx));

@@ -244,12 +244,8 @@ impl Connection {
                         // the ack, so an event committed after the client saw the ack is
                         // replayed from the log rather than counted as before the start.
                         let start = match start {
-                            Some(cursor) => Some(cursor),
-                            None => {
-                                let head = self.state.events.head();
-                                let newest = self.state.store.last_event_id().await.unwrap_or(head);
-                                Some(newest.max(head))
-                            }
+                            Some(cursor) => stream::Start::After(cursor),
+                            None => stream::start_now(&self.state).await,
                         };
                         // The ack goes out before the pump starts, so it precedes every event.
                         self.reply(
@@ -427,8 +423,7 @@ impl Connection {
             ..Subscription::new("cluster", filter)
         };
         // From now on, fixed before the ack (as for `subscribe`).
-        let head = self.state.events.head();
-        let newest = self.state.store.last_event_id().await.unwrap_or(head);
+        let start = stream::start_now(&self.state).await;
         self.next_id += 1;
         let id = format!("s{}", self.next_id);
         self.reply(json!({
@@ -438,12 +433,12 @@ impl Connection {
             "data": flags.describe(),
         }))
         .await?;
-        self.start(id, sub, Some(newest.max(head)));
+        self.start(id, sub, start);
         Ok(())
     }
 
     /// Runs the subscription's pump and re-frames its events onto the connection's channel.
-    fn start(&mut self, id: String, sub: Subscription, start: Option<i64>) {
+    fn start(&mut self, id: String, sub: Subscription, start: stream::Start) {
         // Capacity 1: the connection's channel is the buffer; this one only hands over.
         let (events_tx, events) = mpsc::channel::<stream::Outgoing>(1);
         let pump = stream::pump_for(&self.state, sub, "ws", start, events_tx);

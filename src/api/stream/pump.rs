@@ -23,13 +23,37 @@ const LAG_CHECK: Duration = Duration::from_millis(100);
 /// the previous one); a client still behind after them is handled as lagging.
 const CATCH_UP_PASSES: usize = 3;
 
+/// Where a connection's stream begins.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::api) enum Start {
+    /// After the client's cursor (`Last-Event-ID`, or a subscription's `last_event_id`): the log
+    /// is replayed from there, and a cursor past retention gets `reset`.
+    After(i64),
+    /// After the newest event committed when the client was answered (see [`start_now`]).
+    Now(i64),
+}
+
+/// Where a stream opened without a cursor begins: after the newest committed event. It is fixed
+/// before the client is answered (the SSE response, the WebSocket `subscribed` ack), so an event
+/// committed once the client holds that answer is always delivered, never taken for one from
+/// before the start. The feed's head may trail the log by a moment, hence the larger of the two.
+pub(in crate::api) async fn start_now(state: &AppState) -> Start {
+    Start::Now(newest_committed(&state.store, &state.events).await)
+}
+
+/// The id of the newest committed event, as far as the log and the feed know.
+async fn newest_committed(store: &Store, feed: &EventFeed) -> i64 {
+    let head = feed.head();
+    store.last_event_id().await.unwrap_or(head).max(head)
+}
+
 /// Registers `sub` under `protocol` in the connection registry and returns its pump. The feed
 /// is subscribed here, before the pump reads the log, so nothing committed in between is missed.
 pub(in crate::api) fn pump_for(
     state: &AppState,
     sub: Subscription,
     protocol: &'static str,
-    start: Option<i64>,
+    start: Start,
     tx: mpsc::Sender<Outgoing>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let registration = state
@@ -82,7 +106,7 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, start: Option<i64>, shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, start: Start, shutdown: watch::Receiver<bool>) {
         match self.catch_up(start).await {
             Ok(true) => {}
             Ok(false) | Err(Stop::Gone) => return,
@@ -127,16 +151,16 @@ impl Pump {
 
     /// `connected`, a `reset` for a cursor past retention, then the log after the cursor.
     /// `Ok(false)`: the stream is complete (a finished job's stream).
-    async fn catch_up(&mut self, start: Option<i64>) -> Result<bool, Stop> {
-        // Without a cursor the stream starts "now": after the newest committed event (the
-        // feed's head may trail the log by a moment; an event at or below the cursor is never
-        // sent).
-        let head = self.feed.head();
-        self.cursor = match start {
-            Some(cursor) => cursor,
-            None => self.store.last_event_id().await.unwrap_or(head).max(head),
+    async fn catch_up(&mut self, start: Start) -> Result<bool, Stop> {
+        let resumed_from = match start {
+            Start::After(cursor) => Some(cursor),
+            Start::Now(_) => None,
         };
-        let connected = json!({ "resumed_from": start, "filters": self.sub.filter.describe() });
+        self.cursor = match start {
+            Start::After(cursor) | Start::Now(cursor) => cursor,
+        };
+        let connected =
+            json!({ "resumed_from": resumed_from, "filters": self.sub.filter.describe() });
         let stream = self.sub.stream;
         self.send(
             control_event("connected", self.cursor, stream, connected),
@@ -144,10 +168,9 @@ impl Pump {
         )
         .await?;
 
-        if start.is_some() && !cursor_is_retained(&self.store, self.cursor).await {
+        if resumed_from.is_some() && !cursor_is_retained(&self.store, self.cursor).await {
             let reset = json!({ "reason": "the requested events are no longer retained; refetch state through the REST API" });
-            let now_head = self.store.last_event_id().await.unwrap_or(head);
-            self.cursor = now_head.max(head);
+            self.cursor = newest_committed(&self.store, &self.feed).await;
             self.send(control_event("reset", self.cursor, stream, reset), false)
                 .await?;
         }
