@@ -51,7 +51,7 @@ mod pump;
 mod registry;
 
 pub(super) use encode::Outgoing;
-pub(super) use pump::{pump_for, start_now, Start};
+pub(super) use pump::{pump_for, start_from, Start};
 pub(super) use registry::Registered;
 pub use registry::StreamRegistry;
 
@@ -289,16 +289,13 @@ pub async fn job(
 }
 
 /// Starts the pump and returns the SSE response, or the request's error. A stream without a
-/// cursor starts from "now" as fixed before the response goes out (see [`start_now`]).
+/// cursor starts from "now" as fixed before the response goes out (see [`start_from`]).
 async fn open(state: AppState, request: Result<(Subscription, Option<i64>), ApiError>) -> Response {
     let (sub, start) = match request {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    let start = match start {
-        Some(cursor) => Start::After(cursor),
-        None => start_now(&state).await,
-    };
+    let start = start_from(&state, start).await;
     let (tx, rx) = mpsc::channel::<Outgoing>(CONNECTION_BUFFER);
     let shutdown = state.shutdown.clone();
     tokio::spawn(pump_for(&state, sub, "sse", start, tx));

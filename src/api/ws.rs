@@ -243,10 +243,7 @@ impl Connection {
                         // Without a cursor the subscription starts "now": fix that point before
                         // the ack, so an event committed after the client saw the ack is
                         // replayed from the log rather than counted as before the start.
-                        let start = match start {
-                            Some(cursor) => stream::Start::After(cursor),
-                            None => stream::start_now(&self.state).await,
-                        };
+                        let start = stream::start_from(&self.state, start).await;
                         // The ack goes out before the pump starts, so it precedes every event.
                         self.reply(
                             json!({"type": "subscribed", "subscription": id, "stream": sub.stream}),
@@ -423,7 +420,7 @@ impl Connection {
             ..Subscription::new("cluster", filter)
         };
         // From now on, fixed before the ack (as for `subscribe`).
-        let start = stream::start_now(&self.state).await;
+        let start = stream::start_from(&self.state, None).await;
         self.next_id += 1;
         let id = format!("s{}", self.next_id);
         self.reply(json!({

@@ -29,19 +29,23 @@ pub(in crate::api) enum Start {
     /// After the client's cursor (`Last-Event-ID`, or a subscription's `last_event_id`): the log
     /// is replayed from there, and a cursor past retention gets `reset`.
     After(i64),
-    /// After the newest event committed when the client was answered (see [`start_now`]).
+    /// After the newest event committed when the client was answered (see [`start_from`]).
     Now(i64),
 }
 
-/// Where a stream opened without a cursor begins: after the newest committed event. It is fixed
-/// before the client is answered (the SSE response, the WebSocket `subscribed` ack), so an event
-/// committed once the client holds that answer is always delivered, never taken for one from
-/// before the start. The feed's head may trail the log by a moment, hence the larger of the two.
-pub(in crate::api) async fn start_now(state: &AppState) -> Start {
-    Start::Now(newest_committed(&state.store, &state.events).await)
+/// Where a stream begins: after the client's `cursor`, or, without one, after the newest
+/// committed event. That "now" must be fixed before the client is answered (the SSE response,
+/// the WebSocket `subscribed` ack), so an event committed once the client holds that answer is
+/// always delivered, never taken for one from before the start.
+pub(in crate::api) async fn start_from(state: &AppState, cursor: Option<i64>) -> Start {
+    match cursor {
+        Some(cursor) => Start::After(cursor),
+        None => Start::Now(newest_committed(&state.store, &state.events).await),
+    }
 }
 
-/// The id of the newest committed event, as far as the log and the feed know.
+/// The id of the newest committed event, as far as the log and the feed know (the feed's head
+/// may trail the log by a moment, hence the larger of the two).
 async fn newest_committed(store: &Store, feed: &EventFeed) -> i64 {
     let head = feed.head();
     store.last_event_id().await.unwrap_or(head).max(head)
@@ -152,13 +156,11 @@ impl Pump {
     /// `connected`, a `reset` for a cursor past retention, then the log after the cursor.
     /// `Ok(false)`: the stream is complete (a finished job's stream).
     async fn catch_up(&mut self, start: Start) -> Result<bool, Stop> {
-        let resumed_from = match start {
-            Start::After(cursor) => Some(cursor),
-            Start::Now(_) => None,
+        let (cursor, resumed_from) = match start {
+            Start::After(cursor) => (cursor, Some(cursor)),
+            Start::Now(newest) => (newest, None),
         };
-        self.cursor = match start {
-            Start::After(cursor) | Start::Now(cursor) => cursor,
-        };
+        self.cursor = cursor;
         let connected =
             json!({ "resumed_from": resumed_from, "filters": self.sub.filter.describe() });
         let stream = self.sub.stream;
