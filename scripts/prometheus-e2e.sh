@@ -56,7 +56,7 @@ printf 'reader %s\nagent %s\nadmin %s\n' "$reader" "$agent" "$admin" > "$work/to
 chmod 600 "$work/tokens"
 printf '%s' "$metrics_token" > "$work/metrics-token"
 port=$(free_port)
-JOBSCOPE_METRICS_TOKEN="$metrics_token" RUST_LOG=warn "$bin" serve --demo --port "$port" \
+JOBSCOPE_METRICS_TOKEN="$metrics_token" RUST_LOG=warn "$bin" serve --demo --demo-speed 0.1 --port "$port" \
     --database-url "sqlite://$work/jobscope.db" --tokens-file "$work/tokens" \
     > "$work/jobscope.log" 2>&1 &
 pids+=($!)
@@ -71,10 +71,24 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$base/metrics")
 [[ "$code" == 401 ]] || fail "/metrics without a token answered $code, expected 401"
 
 # The job the job-detail dashboard is checked on: a running demo job (it has a time limit,
-# an allocation, an account), and the node its agent reports from.
-job_json=$(curl -fsS -H "Authorization: Bearer $reader" "$base/v1/jobs?state=running&limit=1")
-job_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])' <<<"$job_json")
-node=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["nodes"][0])' <<<"$job_json")
+# an allocation, an account) with GPUs, and the node its agent reports from. The demo's own
+# agent reports that node too, every tick: on a node without GPUs its reports would blank the
+# node's GPU series between the feed's, and a scrape could land in the gap. The demo runs at a
+# tenth of its speed (`--demo-speed 0.1`, a 50 s tick), so no job it runs ends within the
+# test: its shortest run is six ticks.
+job_id=""
+for _ in $(seq 1 60); do
+    job_json=$(curl -fsS -H "Authorization: Bearer $reader" "$base/v1/jobs?state=running&limit=100")
+    read -r job_id node < <(python3 -c '
+import json, sys
+for job in json.load(sys.stdin)["jobs"]:
+    if (job.get("gpu_count") or 0) > 0 and job.get("nodes"):
+        print(job["id"], job["nodes"][0]); break
+' <<<"$job_json") || true
+    [[ -n "$job_id" ]] && break
+    sleep 1
+done
+[[ -n "$job_id" ]] || fail "no running demo job with GPUs in 60 s"
 echo "job $job_id on $node"
 
 # One agent batch per second: growing counters, so rate() and increase() have data.
