@@ -44,15 +44,7 @@ pub async fn health(state: AppState) -> Response {
         (None, None)
     };
     let slurm_problem = state.slurm_health.as_ref().and_then(|h| h.problem());
-    let (status, code, reason) = match (healthy, replica_problem.or(slurm_problem)) {
-        (false, _) => (
-            "unhealthy",
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("the database does not answer".to_owned()),
-        ),
-        (true, Some(problem)) => ("degraded", StatusCode::OK, Some(problem)),
-        (true, None) => ("healthy", StatusCode::OK, None),
-    };
+    let (status, code, reason) = verdict(healthy, [replica_problem, slurm_problem]);
     let body = Health {
         status,
         timestamp: crate::domain::now_micros(),
@@ -61,4 +53,73 @@ pub async fn health(state: AppState) -> Response {
         read_replica_lag_bytes: lag,
     };
     warp::reply::with_status(warp::reply::json(&body), code).into_response()
+}
+
+/// The status, its HTTP code and the reason, from whether the database answers and what else
+/// is wrong. Every problem is named, the database's first, so an operator fixing one is not
+/// surprised by the next.
+fn verdict<const N: usize>(
+    database_answers: bool,
+    problems: [Option<String>; N],
+) -> (&'static str, StatusCode, Option<String>) {
+    let database = (!database_answers).then(|| "the database does not answer".to_owned());
+    let reasons: Vec<String> = std::iter::once(database)
+        .chain(problems)
+        .flatten()
+        .collect();
+    let reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+    match (database_answers, &reason) {
+        (false, _) => ("unhealthy", StatusCode::SERVICE_UNAVAILABLE, reason),
+        (true, Some(_)) => ("degraded", StatusCode::OK, reason),
+        (true, None) => ("healthy", StatusCode::OK, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_named_the_database_first() {
+        let replica = || Some("the read replica does not answer".to_owned());
+        let slurm = || Some("cannot reach slurmrestd at http://head:6820".to_owned());
+        assert_eq!(
+            verdict(true, [None, None]),
+            ("healthy", StatusCode::OK, None)
+        );
+        assert_eq!(
+            verdict(true, [None, slurm()]),
+            ("degraded", StatusCode::OK, slurm())
+        );
+        assert_eq!(
+            verdict(true, [replica(), slurm()]),
+            (
+                "degraded",
+                StatusCode::OK,
+                Some(
+                    "the read replica does not answer; cannot reach slurmrestd at http://head:6820"
+                        .to_owned()
+                )
+            )
+        );
+        assert_eq!(
+            verdict(false, [None, slurm()]),
+            (
+                "unhealthy",
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(
+                    "the database does not answer; cannot reach slurmrestd at http://head:6820"
+                        .to_owned()
+                )
+            )
+        );
+        assert_eq!(
+            verdict(false, [None, None]),
+            (
+                "unhealthy",
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("the database does not answer".to_owned())
+            )
+        );
+    }
 }
