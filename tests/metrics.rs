@@ -91,7 +91,7 @@ async fn a_jobs_life(backend: Backend) {
     assert_eq!(
         value(
             &text,
-            r#"storage_operation_duration_seconds_count{operation="insert_job_if_absent",success="true"}"#
+            r#"storage_operation_duration_seconds_count{database="primary",operation="insert_job_if_absent",success="true"}"#
         ),
         Some(2.0)
     );

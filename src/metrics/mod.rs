@@ -22,7 +22,7 @@
 //! | [`Metrics::collector_duration`] | `jobscope_collector_duration_seconds` |
 //! | [`Metrics::hook_event`] | `jobscope_hook_events_total{event,outcome}` |
 //! | [`Metrics::http_request`] | `jobscope_http_request_duration_seconds{route,method,status}` |
-//! | [`StorageMetrics::observe`] | `storage_operation_duration_seconds{operation,success}`, `storage_operation_errors_total{operation}` |
+//! | [`StorageMetrics::observe`] | `storage_operation_duration_seconds{operation,success,database}`, `storage_operation_errors_total{operation,database}` |
 //! | [`StorageMetrics::lifecycle_batch`] | `jobscope_lifecycle_batch_events` |
 //!
 //! # In the agent (`jobscope agent --metrics-listen ADDR`)
@@ -77,12 +77,19 @@ pub struct StorageMetrics {
 }
 
 impl crate::store::StoreObserver for StorageMetrics {
-    fn observe(&self, operation: &'static str, elapsed: Duration, success: bool) {
+    fn observe(
+        &self,
+        operation: &'static str,
+        database: crate::store::Database,
+        elapsed: Duration,
+        success: bool,
+    ) {
+        let database = database.as_str();
         self.duration
-            .with_label_values(&[operation, if success { "true" } else { "false" }])
+            .with_label_values(&[operation, if success { "true" } else { "false" }, database])
             .observe(elapsed.as_secs_f64());
         if !success {
-            self.errors.with_label_values(&[operation]).inc();
+            self.errors.with_label_values(&[operation, database]).inc();
         }
     }
 
@@ -169,18 +176,18 @@ impl Metrics {
         let duration = must(HistogramVec::new(
             HistogramOpts::new(
                 "storage_operation_duration_seconds",
-                "Storage operations by operation and success.",
+                "Storage operations by operation, success and database (primary or replica).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["operation", "success"],
+            &["operation", "success", "database"],
         ));
         register(Box::new(duration.clone()));
         let errors = must(IntCounterVec::new(
             Opts::new(
                 "storage_operation_errors_total",
-                "Storage operations that failed in the database, by operation.",
+                "Storage operations that failed in the database, by operation and database.",
             ),
-            &["operation"],
+            &["operation", "database"],
         ));
         register(Box::new(errors.clone()));
         let lifecycle_batch = must(Histogram::with_opts(

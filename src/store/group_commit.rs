@@ -9,8 +9,8 @@
 //! event, so one bad event cannot fail the others.
 
 use super::{
-    observe, postgres, sqlite, Applied, AuditContext, Backend, Finish, SharedObserver, StoreError,
-    StoreResult,
+    observe, postgres, sqlite, Applied, AuditContext, Backend, Database, Finish, SharedObserver,
+    StoreError, StoreResult,
 };
 use crate::domain::Job;
 use std::sync::Arc;
@@ -149,6 +149,6 @@ async fn apply(backend: &Backend, ops: &[LifecycleOp]) -> StoreResult<Vec<StoreR
         Backend::Postgres(pool) => postgres::q::apply_lifecycle(pool, ops).await,
     };
     // Timed per operation (queue wait included) by `Store`; here only traced.
-    observe(None, "apply_lifecycle", started, &result);
+    observe(None, Database::Primary, "apply_lifecycle", started, &result);
     result
 }

@@ -301,6 +301,8 @@ pub struct Store {
     backend: Backend,
     /// A PostgreSQL read replica for the API's reads ([`Store::reader`]), when configured.
     replica: Option<Backend>,
+    /// Which database `backend` is: the read replica in a [`Store::reader`], else the primary.
+    database: Database,
     lifecycle: group_commit::GroupCommit,
     /// Rung after every commit that wrote event-log rows (see `crate::events`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
@@ -326,12 +328,34 @@ macro_rules! dispatch {
 /// Where the store reports how long each operation took: the store sits below `metrics`, so
 /// `metrics` implements this and hands itself over ([`Store::observe_with`]).
 pub trait StoreObserver: Send + Sync {
-    /// One storage operation: `success` is false when the database failed (not when a job was
-    /// simply not found).
-    fn observe(&self, operation: &'static str, elapsed: Duration, success: bool);
+    /// One storage operation on `database`: `success` is false when the database failed (not
+    /// when a job was simply not found).
+    fn observe(
+        &self,
+        operation: &'static str,
+        database: Database,
+        elapsed: Duration,
+        success: bool,
+    );
 
     /// A group-commit transaction of `events` hook events committed (see `group_commit`).
     fn lifecycle_batch(&self, _events: usize) {}
+}
+
+/// Which database an operation ran on: the primary, or the read replica of [`Store::reader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    Primary,
+    Replica,
+}
+
+impl Database {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Database::Primary => "primary",
+            Database::Replica => "replica",
+        }
+    }
 }
 
 /// The observer `Store::observe_with` sets once, shared by the store's clones and its
@@ -340,6 +364,7 @@ type SharedObserver = std::sync::Arc<std::sync::OnceLock<Box<dyn StoreObserver>>
 
 fn observe<T>(
     observer: Option<&dyn StoreObserver>,
+    database: Database,
     operation: &'static str,
     started: Instant,
     result: &StoreResult<T>,
@@ -352,11 +377,11 @@ fn observe<T>(
             result,
             Err(StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Closed)
         );
-        observer.observe(operation, elapsed, !failed);
+        observer.observe(operation, database, elapsed, !failed);
     }
     match result {
         Err(StoreError::Database(err)) => {
-            tracing::error!(operation, error = %err, elapsed_ms = elapsed.as_millis() as u64, "storage operation failed")
+            tracing::error!(operation, database = database.as_str(), error = %err, elapsed_ms = elapsed.as_millis() as u64, "storage operation failed")
         }
         _ => tracing::trace!(
             operation,
@@ -403,6 +428,7 @@ impl Store {
         Ok(Store {
             backend,
             replica: None,
+            database: Database::Primary,
             lifecycle,
             commits,
             observer,
@@ -438,6 +464,7 @@ impl Store {
         match &self.replica {
             Some(replica) => Store {
                 backend: replica.clone(),
+                database: Database::Replica,
                 ..self.clone()
             },
             None => self.clone(),
@@ -469,6 +496,7 @@ impl Store {
     fn observe<T>(&self, operation: &'static str, started: Instant, result: &StoreResult<T>) {
         observe(
             self.observer.get().map(|o| &**o),
+            self.database,
             operation,
             started,
             result,
