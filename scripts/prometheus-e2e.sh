@@ -72,10 +72,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$base/metrics")
 
 # The job the job-detail dashboard is checked on: a running demo job (it has a time limit,
 # an allocation, an account) with GPUs, and the node its agent reports from. The demo's own
-# agent reports that node too, every tick: on a node without GPUs its reports would blank the
-# node's GPU series between the feed's, and a scrape could land in the gap. The demo runs at a
-# tenth of its speed (`--demo-speed 0.1`, a 50 s tick), so no job it runs ends within the
-# test: its shortest run is six ticks.
+# agent reports that node too, every tick, with the GPUs of its partition's nodes: a node
+# without GPUs would have its GPU series blanked between the feed's reports, and a scrape could
+# land in the gap. The demo runs at a tenth of its speed (`--demo-speed 0.1`, a 50 s tick), so
+# no job it runs ends within the test: its shortest run is six ticks.
 job_id=""
 for _ in $(seq 1 60); do
     job_json=$(curl -fsS -H "Authorization: Bearer $reader" "$base/v1/jobs?state=running&limit=100")

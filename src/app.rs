@@ -59,12 +59,12 @@ impl Application {
         let metrics = crate::metrics::Metrics::new(config.metrics.options.clone());
         store.observe_with(metrics.storage());
         if config.demo {
-            let created = scheduler::mock::seed(&store)
+            let created = scheduler::demo::seed(&store)
                 .await
                 .context("seeding demo data failed")?;
             tracing::info!(
                 created,
-                total = scheduler::mock::JOB_COUNT,
+                total = scheduler::demo::JOB_COUNT,
                 "demo cluster seeded"
             );
         }

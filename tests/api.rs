@@ -1072,11 +1072,11 @@ on_both_backends!(database_errors_are_500_without_details, |app| {
 });
 
 on_both_backends!(demo_seed_is_repeatable, |app| {
-    let first = jobscope::scheduler::mock::seed(&app.store).await.unwrap();
-    assert_eq!(first, jobscope::scheduler::mock::JOB_COUNT);
+    let first = jobscope::scheduler::demo::seed(&app.store).await.unwrap();
+    assert_eq!(first, jobscope::scheduler::demo::JOB_COUNT);
     let total = app.get("/v1/jobs?limit=1").await.expect(200)["total"].clone();
     let events = app.event_count().await;
-    let second = jobscope::scheduler::mock::seed(&app.store).await.unwrap();
+    let second = jobscope::scheduler::demo::seed(&app.store).await.unwrap();
     assert_eq!(second, 0);
     assert_eq!(
         app.get("/v1/jobs?limit=1").await.expect(200)["total"],

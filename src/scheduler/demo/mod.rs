@@ -44,16 +44,54 @@ const PRUNE_EVERY_TICKS: u64 = 120;
 const GIB: u64 = 1024 * 1024 * 1024;
 
 mod agents;
+mod history;
 mod mix;
 
+pub use history::{seed, JOB_COUNT};
 pub use mix::Profile;
 use mix::{ACCOUNTS, INACTIVE_PARTITION, MIX, NAMES, PARTITIONS, UNAVAILABLE, USERS};
 
-// The demo's random draws come from the seeded demo's generator.
-use super::mock::SplitMix as Rng;
+// The demo's random draws come from the seeded history's generator.
+use history::SplitMix as Rng;
 
 fn node_name(number: usize) -> String {
     format!("node-{number:02}")
+}
+
+/// The demo's partitions as the Slurm backend would store them, with `count(partition,
+/// queued)` jobs pending (`queued`) or running in each: every partition of the make-up, and
+/// the inactive one.
+fn partitions(
+    now: chrono::DateTime<chrono::Utc>,
+    count: impl Fn(&str, bool) -> i64,
+) -> Vec<Partition> {
+    PARTITIONS
+        .iter()
+        .chain(std::iter::once(&INACTIVE_PARTITION))
+        .map(|p| {
+            let names: Vec<String> = (p.first..=p.last).map(node_name).collect();
+            Partition {
+                name: p.name.into(),
+                state: if p.name == INACTIVE_PARTITION.name {
+                    PartitionState::Inactive
+                } else {
+                    PartitionState::Up
+                },
+                is_default: p.name == "cpu",
+                total_nodes: Some(names.len() as i64),
+                total_cpus: Some(names.len() as i64 * p.cpus as i64),
+                nodes: names,
+                limits: PartitionLimits {
+                    max_time_minutes: Some(p.max_minutes),
+                    default_time_minutes: Some(p.max_minutes.min(60)),
+                    max_nodes_per_job: None,
+                },
+                jobs_running: count(p.name, false),
+                jobs_pending: count(p.name, true),
+                updated_at: now,
+            }
+        })
+        .collect()
 }
 
 struct DemoNode {
@@ -530,42 +568,14 @@ impl Demo {
             .collect();
         self.store.update_nodes_from_scheduler(&nodes).await?;
         let now = now_micros();
-        let partitions: Vec<Partition> = PARTITIONS
-            .iter()
-            .chain(std::iter::once(&INACTIVE_PARTITION))
-            .map(|p| {
-                let count = |queued: bool| {
-                    self.jobs
-                        .values()
-                        .filter(|j| {
-                            j.partition == p.name
-                                && matches!(j.phase, Phase::Queued { .. }) == queued
-                        })
-                        .count() as i64
-                };
-                let names: Vec<String> = (p.first..=p.last).map(node_name).collect();
-                Partition {
-                    name: p.name.into(),
-                    state: if p.name == INACTIVE_PARTITION.name {
-                        PartitionState::Inactive
-                    } else {
-                        PartitionState::Up
-                    },
-                    is_default: p.name == "cpu",
-                    total_nodes: Some(names.len() as i64),
-                    total_cpus: Some(names.len() as i64 * p.cpus as i64),
-                    nodes: names,
-                    limits: PartitionLimits {
-                        max_time_minutes: Some(p.max_minutes),
-                        default_time_minutes: Some(p.max_minutes.min(60)),
-                        max_nodes_per_job: None,
-                    },
-                    jobs_running: count(false),
-                    jobs_pending: count(true),
-                    updated_at: now,
-                }
-            })
-            .collect();
+        let partitions = partitions(now, |partition, queued| {
+            self.jobs
+                .values()
+                .filter(|j| {
+                    j.partition == partition && matches!(j.phase, Phase::Queued { .. }) == queued
+                })
+                .count() as i64
+        });
         self.store.sync_partitions(&partitions).await?;
         Ok(())
     }

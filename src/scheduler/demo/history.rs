@@ -1,32 +1,18 @@
-//! The demo cluster behind `--demo`: 50 mock nodes, about 100 jobs over every state, users,
-//! partitions and accounts, and a sample per minute over the last two hours for every job that
-//! ran. Ids are fixed and each job is inserted only if absent, so seeding again on restart
-//! neither fails nor duplicates anything. Every demo job says `scheduler.type = "mock"`. The four
-//! partitions are stored as the Slurm backend would store them (nodes from their jobs, running
-//! and pending counts, limits; `debug` drained), so `/v1/partitions` and `hpc_partition_*` have
-//! something to show.
+//! The demo cluster's history, seeded by `serve --demo` before the cluster comes alive: about
+//! 100 jobs over every state and a sample per minute over the last two hours for every job that
+//! ran, each on nodes of its own partition (the make-up in `mix.rs`, nodes that take jobs only),
+//! with that partition's node sizes. Ids are fixed and each job is inserted only if absent, so
+//! seeding again on restart neither fails nor duplicates anything. Every demo job says
+//! `scheduler.type = "mock"`. The partitions are stored as the living demo stores them, so
+//! `/v1/partitions` and `hpc_partition_*` have something to show from the first request.
 
-use crate::domain::{
-    now_micros, GpuVendor, Job, JobState, MetricSample, Partition, PartitionLimits, PartitionState,
-    SchedulerInfo,
-};
+use super::mix::{PartitionSpec, ACCOUNTS, PARTITIONS, UNAVAILABLE, USERS};
+use super::{node_name, partitions};
+use crate::domain::{now_micros, GpuVendor, Job, JobState, MetricSample, SchedulerInfo};
 use crate::store::{AuditContext, Store, StoreResult};
 use chrono::{DateTime, Duration, Utc};
 
-pub const NODE_COUNT: usize = 50;
 pub const JOB_COUNT: usize = 100;
-
-const USERS: &[&str] = &[
-    "alice", "bob", "carol", "dmitri", "erin", "farah", "gwen", "hiro",
-];
-const ACCOUNTS: &[&str] = &["physics", "chemistry", "genomics", "climate", "ml-lab"];
-/// (partition, cpus per node, memory MB per node, GPUs per node)
-const PARTITIONS: &[(&str, i64, i64, i64)] = &[
-    ("cpu", 32, 128_000, 0),
-    ("gpu", 16, 256_000, 4),
-    ("bigmem", 64, 1_024_000, 0),
-    ("debug", 4, 16_000, 0),
-];
 
 /// Small deterministic generator (SplitMix64), so the seeded demo is the same on every start;
 /// the living demo (`scheduler::demo`) draws from it too.
@@ -57,8 +43,11 @@ impl SplitMix {
     }
 }
 
-pub fn node_name(i: usize) -> String {
-    format!("node-{:02}", i + 1)
+/// The partition's nodes that take jobs, by number.
+fn schedulable(spec: &PartitionSpec) -> Vec<usize> {
+    (spec.first..=spec.last)
+        .filter(|n| UNAVAILABLE.iter().all(|(u, _, _)| u != n))
+        .collect()
 }
 
 /// State of demo job `i`: 20 running, 10 pending, 45 completed, 15 failed, 10 cancelled.
@@ -76,10 +65,21 @@ fn state_of(i: usize) -> JobState {
 pub fn demo_job(i: usize, now: DateTime<Utc>) -> (Job, Vec<MetricSample>) {
     let mut rng = SplitMix(0x6A6F_6273_636F_7065 ^ i as u64);
     let state = state_of(i);
-    let (partition, cpus_per_node, mem_per_node, gpus_per_node) = *rng.pick(PARTITIONS);
-    let node_count = 1 + rng.below(if partition == "debug" { 1 } else { 4 }) as usize;
-    let first = rng.below((NODE_COUNT - node_count + 1) as u64) as usize;
-    let nodes: Vec<String> = (first..first + node_count).map(node_name).collect();
+    let spec = rng.pick(PARTITIONS);
+    let partition = spec.name;
+    let (cpus_per_node, mem_per_node, gpus_per_node) = (
+        i64::from(spec.cpus),
+        spec.memory_gib as i64 * 1024,
+        i64::from(spec.gpus),
+    );
+    let available = schedulable(spec);
+    let widest = if partition == "debug" { 1 } else { 4 };
+    let node_count = 1 + rng.below(widest.min(available.len() as u64)) as usize;
+    let first = rng.below((available.len() - node_count + 1) as u64) as usize;
+    let nodes: Vec<String> = available[first..first + node_count]
+        .iter()
+        .map(|&n| node_name(n))
+        .collect();
     let user = rng.pick(USERS).to_string();
     let account = rng.pick(ACCOUNTS).to_string();
 
@@ -152,7 +152,7 @@ pub fn demo_job(i: usize, now: DateTime<Utc>) -> (Job, Vec<MetricSample>) {
         priority: Some(1000 + rng.below(9000) as i64),
         exit_code,
         state_reason: (state == JobState::Pending).then(|| "Resources".into()),
-        time_limit_minutes: Some(*rng.pick(&[60, 120, 240, 1440])),
+        time_limit_minutes: Some((*rng.pick(&[60, 120, 240, 1440])).min(spec.max_minutes)),
         extra: None,
         sluid: None,
     });
@@ -207,41 +207,21 @@ fn apply_aggregates(job: &mut Job, samples: &[MetricSample]) {
     }
 }
 
-/// The demo partitions, as the Slurm backend would have read them while `jobs` run and wait.
-pub fn demo_partitions(jobs: &[Job], now: DateTime<Utc>) -> Vec<Partition> {
-    PARTITIONS
-        .iter()
-        .map(|&(name, cpus_per_node, _, _)| {
-            let mine: Vec<&Job> = jobs
-                .iter()
-                .filter(|j| j.scheduler.as_ref().and_then(|s| s.partition.as_deref()) == Some(name))
-                .collect();
-            let nodes: std::collections::BTreeSet<&String> =
-                mine.iter().flat_map(|j| &j.nodes).collect();
-            let count = |state| mine.iter().filter(|j| j.state == state).count() as i64;
-            let (state, max_time, default_time) = match name {
-                "debug" => (PartitionState::Drain, 30, Some(10)),
-                "gpu" => (PartitionState::Up, 1440, Some(60)),
-                _ => (PartitionState::Up, 2880, None),
-            };
-            Partition {
-                name: name.into(),
-                state,
-                is_default: name == "cpu",
-                total_nodes: Some(nodes.len() as i64),
-                total_cpus: Some(nodes.len() as i64 * cpus_per_node),
-                nodes: nodes.into_iter().cloned().collect(),
-                limits: PartitionLimits {
-                    max_time_minutes: Some(max_time),
-                    default_time_minutes: default_time,
-                    max_nodes_per_job: None,
-                },
-                jobs_running: count(JobState::Running),
-                jobs_pending: count(JobState::Pending),
-                updated_at: now,
-            }
-        })
-        .collect()
+/// The demo partitions with `jobs` running and waiting in them.
+pub fn demo_partitions(jobs: &[Job], now: DateTime<Utc>) -> Vec<crate::domain::Partition> {
+    partitions(now, |partition, queued| {
+        let state = if queued {
+            JobState::Pending
+        } else {
+            JobState::Running
+        };
+        jobs.iter()
+            .filter(|j| {
+                j.state == state
+                    && j.scheduler.as_ref().and_then(|s| s.partition.as_deref()) == Some(partition)
+            })
+            .count() as i64
+    })
 }
 
 /// Seeds the demo cluster; returns how many jobs were new.
@@ -307,7 +287,47 @@ mod tests {
         }
         let nodes: std::collections::HashSet<&String> =
             jobs.iter().flat_map(|(j, _)| &j.nodes).collect();
-        assert!(nodes.len() > 30 && nodes.len() <= NODE_COUNT);
+        assert!(nodes.len() > 30, "{} nodes in use", nodes.len());
+    }
+
+    /// Each job on nodes of its own partition that take jobs, sized as those nodes are: the
+    /// living demo's agents report the same nodes (a GPU job on a node without GPUs would have
+    /// its node's GPUs blanked by them).
+    #[test]
+    fn demo_jobs_fit_their_partitions_nodes() {
+        let now = now_micros();
+        for i in 0..JOB_COUNT {
+            let job = demo_job(i, now).0;
+            let partition = job.scheduler.as_ref().and_then(|s| s.partition.clone());
+            let spec = PARTITIONS
+                .iter()
+                .find(|p| Some(p.name) == partition.as_deref())
+                .expect("a partition of the make-up");
+            let names: Vec<String> = schedulable(spec).into_iter().map(node_name).collect();
+            for node in &job.nodes {
+                assert!(
+                    names.contains(node),
+                    "{}: {node} not in {}",
+                    job.id,
+                    spec.name
+                );
+            }
+            let n = job.nodes.len() as i64;
+            assert_eq!(
+                job.allocated_cpus,
+                Some(i64::from(spec.cpus) * n),
+                "{}",
+                job.id
+            );
+            assert_eq!(
+                job.allocated_gpus,
+                Some(i64::from(spec.gpus) * n),
+                "{}",
+                job.id
+            );
+            let limit = job.scheduler.as_ref().and_then(|s| s.time_limit_minutes);
+            assert!(limit.is_some_and(|m| m <= spec.max_minutes), "{}", job.id);
+        }
     }
 
     #[test]
@@ -315,7 +335,7 @@ mod tests {
         let now = now_micros();
         let jobs: Vec<Job> = (0..JOB_COUNT).map(|i| demo_job(i, now).0).collect();
         let parts = demo_partitions(&jobs, now);
-        assert_eq!(parts.len(), PARTITIONS.len());
+        assert_eq!(parts.len(), PARTITIONS.len() + 1, "and the inactive one");
         let running: i64 = parts.iter().map(|p| p.jobs_running).sum();
         let pending: i64 = parts.iter().map(|p| p.jobs_pending).sum();
         let count = |s| jobs.iter().filter(|j| j.state == s).count() as i64;
