@@ -103,7 +103,10 @@
   }
 
   // An EventSource on `path` that reconnects with a fresh ticket and resumes after the last id.
-  function stream(path, handlers) {
+  // A connection without a last id starts at the server's "now", fixed before the response
+  // opens: `resync`, called on that open, refetches what the page drew before it, so nothing
+  // committed in between is missed.
+  function stream(path, handlers, resync) {
     let es = null;
     let closed = false;
     let lastId = null;
@@ -127,8 +130,13 @@
       if (closed) return;
       const params = new URLSearchParams({ ticket });
       if (lastId) params.set('last_event_id', lastId);
+      const fresh = !lastId;
       es = new EventSource(path + (path.includes('?') ? '&' : '?') + params);
-      es.addEventListener('open', () => { delay = 1000; setLive(true); });
+      es.addEventListener('open', () => {
+        delay = 1000;
+        setLive(true);
+        if (fresh && resync) resync();
+      });
       es.addEventListener('error', () => { es.close(); retry(); });
       for (const [name, fn] of Object.entries(handlers)) {
         es.addEventListener(name, (ev) => {
@@ -322,7 +330,7 @@
         later();
       },
       job_event: later,
-    });
+    }, later);
   }
 
   // ---- jobs page -----------------------------------------------------------------------------
@@ -425,7 +433,7 @@
       }
     } catch (e) { failure(e); return; }
     const refresh = debounce(300, () => load().catch(() => {}));
-    stream('/v1/stream/jobs?exclude_samples=true', { job_event: refresh, reset: refresh });
+    stream('/v1/stream/jobs?exclude_samples=true', { job_event: refresh, reset: refresh }, refresh);
     every(15000, refresh);
   }
 
@@ -587,9 +595,25 @@
         el('td', { text: a.changed_by }), el('td', { text: a.source }),
         el('td', {}, a.job_snapshot && a.job_snapshot.state ? badge(a.job_snapshot.state) : dash))));
     }
+    // Samples from `since` on (all when null); true when any was new.
+    async function loadSamples(since) {
+      const query = new URLSearchParams({ limit: '10000' });
+      if (since) query.set('start_time', since);
+      const history = await api(`/v1/jobs/${encodeURIComponent(id)}/metrics?${query}`);
+      let added = false;
+      for (const s of (history.samples || []).slice().reverse()) added = add(s) || added;
+      return added;
+    }
+    // The newest sample drawn, over every node's series.
+    function newestSample() {
+      let newest = null;
+      for (const s of series.values()) {
+        if (s.last && (!newest || Date.parse(s.last.timestamp) > Date.parse(newest))) newest = s.last.timestamp;
+      }
+      return newest;
+    }
     try {
-      const history = await api(`/v1/jobs/${encodeURIComponent(id)}/metrics?limit=10000`);
-      for (const s of (history.samples || []).slice().reverse()) add(s);
+      await loadSamples(null);
       build();
       await loadAudit();
     } catch (e) { failure(e); return; }
@@ -608,6 +632,9 @@
         reloadAudit(); reloadReport();
       },
       stream_closed: () => setLive(false, 'job finished'),
+    }, () => {
+      loadSamples(newestSample()).then((added) => { if (added) redraw(); }).catch(() => {});
+      reloadAudit(); reloadJob(); reloadReport();
     });
     every(10000, () => { if (job.state === 'running') drawHeader(); });
   }

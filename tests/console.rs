@@ -23,6 +23,34 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const READER: &str = "reader-token-0123456789";
 
+/// Holds back the page's next EventSources: each is created only when the test calls
+/// `window.__releaseStreams()`, so the test can commit something between a page's first load
+/// and its stream's start.
+const HOLD_STREAMS: &str = r#"
+    const Real = window.EventSource;
+    window.__heldStreams = [];
+    window.EventSource = function (url) {
+        const listeners = [];
+        const held = {
+            real: null,
+            closed: false,
+            addEventListener(name, fn) { listeners.push([name, fn]); if (this.real) this.real.addEventListener(name, fn); },
+            close() { this.closed = true; if (this.real) this.real.close(); },
+        };
+        window.__heldStreams.push(() => {
+            if (held.closed) return;
+            held.real = new Real(url);
+            for (const [name, fn] of listeners) held.real.addEventListener(name, fn);
+        });
+        return held;
+    };
+    window.__releaseStreams = () => {
+        window.EventSource = Real;
+        for (const open of window.__heldStreams.splice(0)) open();
+    };
+    return 1;
+"#;
+
 /// A chromedriver and one browser session; cleaned up on drop.
 struct Browser {
     driver: Child,
@@ -362,33 +390,50 @@ async fn console_in_a_real_browser() {
         .await;
     browser.screenshot(&out.join("jobs.png")).await;
 
-    // The job page: samples posted after it opened become chart points, one series per node.
+    // The job page: samples become chart points, one series per node; those committed after
+    // the page loaded its history but before its stream started (held back here, in the
+    // browser, by a gate on EventSource) too.
+    browser.eval(HOLD_STREAMS).await;
     browser
         .go(&format!("{}/#/jobs/web-4242", server.base))
         .await;
     browser
         .wait_for(
-            "document.querySelector('#job-header h1') && document.querySelector('#audit tr')",
+            "document.querySelector('#job-header h1') && document.querySelector('#audit tr') && window.__heldStreams.length === 1",
             Duration::from_secs(10),
-            "the job page",
+            "the job page, its stream held back",
         )
         .await;
-    for round in 0..3 {
-        for (node, cpu) in [
-            ("web-a", 40.0 + round as f64),
-            ("web-b", 60.0 + round as f64),
-        ] {
-            let at = chrono::Utc::now() - chrono::Duration::seconds(30 - round * 10);
-            post(
-                &server,
-                "/v1/samples",
-                json!({"node": node, "collected_at": at, "interval_seconds": 10,
-                       "jobs": [{"job_id": "web-4242", "cpu_usage_percent": cpu,
-                                 "memory_current_bytes": (4 + round) * 1024 * 1024 * 1024_i64}]}),
-            )
-            .await;
+    let post_round = |round: i64| {
+        let server = &server;
+        async move {
+            for (node, cpu) in [
+                ("web-a", 40.0 + round as f64),
+                ("web-b", 60.0 + round as f64),
+            ] {
+                let at = chrono::Utc::now() - chrono::Duration::seconds(30 - round * 10);
+                post(
+                    server,
+                    "/v1/samples",
+                    json!({"node": node, "collected_at": at, "interval_seconds": 10,
+                           "jobs": [{"job_id": "web-4242", "cpu_usage_percent": cpu,
+                                     "memory_current_bytes": (4 + round) * 1024 * 1024 * 1024_i64}]}),
+                )
+                .await;
+            }
         }
-    }
+    };
+    post_round(0).await;
+    browser.eval("window.__releaseStreams(); return 1;").await;
+    browser
+        .wait_for(
+            "document.getElementById('live').classList.contains('on')",
+            Duration::from_secs(10),
+            "the job's stream open",
+        )
+        .await;
+    post_round(1).await;
+    post_round(2).await;
     let (points, _) = browser
         .wait_for(
             "(() => { const f = document.getElementById('chart-cpu'); return f && f.dataset.series === '2' && Number(f.dataset.points) >= 6 ? f.dataset.points : false; })()",
