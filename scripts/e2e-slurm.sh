@@ -437,9 +437,12 @@ for j in $D1 $D2; do
 		sleep 0.3
 	done
 done
-sleep 2 # the epilogs run after the state changes
+# Two prologs and two epilogs per job (controller and node). The epilogs run after the state
+# changes, the controller's asynchronously: wait up to 20 s for all eight, then check the count.
+t0=$SECONDS
+while ((SECONDS - t0 < 20)) && (($(find "$SPOOL" -name '*.rec' | wc -l) < 8)); do sleep 0.3; done
+sleep 1 # a ninth would be a hook spooled twice: give it the time to show
 spooled=$(find "$SPOOL" -name '*.rec' | wc -l)
-# Two prologs and two epilogs per job (controller and node).
 check "spooled events with the server down" "$spooled" 8
 start_serve # without the reconciler: only the spool can bring these jobs back
 D3=$(submit -J after --wrap 'true') # its hooks drain the spool first
