@@ -345,10 +345,22 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
             json!({"job_id": "7001", "exit_code": 0}),
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let settled = get(&base, "/v1/jobs/7001").await["sample_count"]
-        .as_i64()
-        .unwrap();
+    // A batch collected before the cgroup went may still be in flight: wait (up to 10 s) for
+    // the count to hold still for three intervals; an agent still sampling never does.
+    let count = || async {
+        get(&base, "/v1/jobs/7001").await["sample_count"]
+            .as_i64()
+            .unwrap()
+    };
+    let mut settled = count().await;
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let now = count().await;
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let later = get(&base, "/v1/jobs/7001").await;
     assert_eq!(later["state"], "completed");
