@@ -243,14 +243,7 @@ async fn the_agent_samples_a_fixture_job_from_prolog_to_epilog_and_spools_throug
         "one of two CPUs busy reads about 50 %, got {cpu}"
     );
     // The agent serves its own node's series (for clusters too large to scrape centrally).
-    let scrape = http()
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = common::scrape_text(&format!("http://{metrics_addr}")).await;
     assert!(
         scrape.contains(
             r#"hpc_job_memory_usage_bytes{job_id="7001",user="alice",node="fx-node"} 104857600"#

@@ -37,13 +37,7 @@ async fn scrape(base: &str, token: Option<&str>) -> (u16, String) {
     (status, resp.text().await.unwrap())
 }
 
-/// The value of the series whose line starts with `prefix` (name and labels).
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+use common::series_value as value;
 
 /// Scrapes until `check` holds (the snapshot follows the feed asynchronously); fails after 15 s.
 async fn scrape_until(base: &str, what: &str, check: impl Fn(&str) -> bool) -> String {

@@ -172,22 +172,12 @@ async fn api_reads_come_from_the_replica_and_writes_from_the_primary() {
 
     // Storage timings say which database each operation ran on: the API's job reads on the
     // replica, the hooks' writes on the primary and never on the replica.
-    let scrape = http()
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let count = |operation: &str, database: &str| -> f64 {
+    let scrape = common::scrape_text(&server.base).await;
+    let count = |operation: &str, database: &str| {
         let series = format!(
-            r#"storage_operation_duration_seconds_count{{database="{database}",operation="{operation}",success="true"}} "#
+            r#"storage_operation_duration_seconds_count{{database="{database}",operation="{operation}",success="true"}}"#
         );
-        scrape
-            .lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .map_or(0.0, |v| v.parse().expect("a count"))
+        common::series_value(&scrape, &series).unwrap_or(0.0)
     };
     assert!(count("get_job", "replica") >= 4.0, "{scrape}");
     assert_eq!(count("insert_job_if_absent", "primary"), 2.0, "{scrape}");

@@ -110,19 +110,12 @@ async fn one_report_after_the_grace(backend: Backend) {
 
     // While the job's series are in their grace period, /metrics carries its verdict (the
     // metrics feed follows the event log, so it may come a moment after the stream's).
-    let series = "hpc_job_cpu_efficiency_ratio{job_id=\"r1\"} ";
+    let series = "hpc_job_cpu_efficiency_ratio{job_id=\"r1\"}";
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let exported = loop {
-        let body = common::http()
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if let Some(line) = body.lines().find(|l| l.starts_with(series)) {
-            break line[series.len()..].parse::<f64>().unwrap();
+        let body = common::scrape_text(&server.base).await;
+        if let Some(value) = common::series_value(&body, series) {
+            break value;
         }
         assert!(
             std::time::Instant::now() < deadline,

@@ -507,6 +507,26 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The text of `GET {base}/metrics`, asked without a token.
+pub async fn scrape_text(base: &str) -> String {
+    http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("a scrape")
+        .text()
+        .await
+        .expect("the scrape's text")
+}
+
+/// The value of `series` (its name and labels as exposed, e.g. `up{job="x"}`) in a scrape.
+pub fn series_value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
 /// For each `async fn NAME(backend: Backend)` named, the tests `NAME::sqlite` and
 /// `NAME::postgres`.
 #[macro_export]
