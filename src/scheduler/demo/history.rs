@@ -7,8 +7,8 @@
 //! `/v1/partitions` and `hpc_partition_*` have something to show from the first request.
 
 use super::mix::{PartitionSpec, ACCOUNTS, PARTITIONS, UNAVAILABLE, USERS};
-use super::{node_name, partitions};
-use crate::domain::{now_micros, GpuVendor, Job, JobState, MetricSample, SchedulerInfo};
+use super::{allocate, node_name, partitions};
+use crate::domain::{now_micros, Job, JobState, MetricSample, SchedulerInfo};
 use crate::store::{AuditContext, Store, StoreResult};
 use chrono::{DateTime, Duration, Utc};
 
@@ -106,15 +106,18 @@ pub fn demo_job(i: usize, now: DateTime<Utc>) -> (Job, Vec<MetricSample>) {
         JobState::Running => (None, None, Some("RUNNING")),
         JobState::Pending => (None, None, Some("PENDING")),
     };
-    let cpus = cpus_per_node * node_count as i64;
     let memory = mem_per_node * node_count as i64 / 2;
-    let gpus = gpus_per_node * node_count as i64;
-    let gpu_devices: Vec<String> = (0..gpus_per_node).map(|g| g.to_string()).collect();
 
     let samples = if state == JobState::Pending {
         Vec::new()
     } else {
-        demo_samples(&mut rng, start, end.unwrap_or(now), memory, gpus > 0)
+        demo_samples(
+            &mut rng,
+            start,
+            end.unwrap_or(now),
+            memory,
+            gpus_per_node > 0,
+        )
     };
     let id = format!("demo-{:04}", 1001 + i);
     let mut job = Job::new(
@@ -128,19 +131,14 @@ pub fn demo_job(i: usize, now: DateTime<Utc>) -> (Job, Vec<MetricSample>) {
         "mock-v1",
     );
     job.end_time = end;
-    job.requested_cpus = Some(cpus);
-    job.allocated_cpus = Some(cpus);
-    job.requested_memory_mb = Some(memory);
-    job.allocated_memory_mb = Some(memory);
-    job.requested_gpus = Some(gpus);
-    job.allocated_gpus = Some(gpus);
+    allocate(
+        &mut job,
+        cpus_per_node * node_count as i64,
+        memory,
+        gpus_per_node,
+    );
     job.exit_code = exit_code;
     job.signal = signal;
-    if gpus > 0 {
-        job.gpu_vendor = Some(GpuVendor::Nvidia);
-        job.gpu_count = Some(gpus);
-        job.gpu_devices = gpu_devices;
-    }
     job.scheduler = Some(SchedulerInfo {
         kind: Some("mock".into()),
         external_job_id: Some(id),

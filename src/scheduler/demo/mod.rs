@@ -58,6 +58,23 @@ fn node_name(number: usize) -> String {
     format!("node-{number:02}")
 }
 
+/// Gives `job` what it asked for and got: `cpus` and `memory_mb` in all, and `gpus_per_node`
+/// NVIDIA GPUs on each of its nodes.
+fn allocate(job: &mut Job, cpus: i64, memory_mb: i64, gpus_per_node: i64) {
+    let gpus = gpus_per_node * job.nodes.len() as i64;
+    job.requested_cpus = Some(cpus);
+    job.allocated_cpus = Some(cpus);
+    job.requested_memory_mb = Some(memory_mb);
+    job.allocated_memory_mb = Some(memory_mb);
+    job.requested_gpus = Some(gpus);
+    job.allocated_gpus = Some(gpus);
+    if gpus > 0 {
+        job.gpu_vendor = Some(GpuVendor::Nvidia);
+        job.gpu_count = Some(gpus);
+        job.gpu_devices = (0..gpus_per_node).map(|g| g.to_string()).collect();
+    }
+}
+
 /// The demo's partitions as the Slurm backend would store them, with `count(partition,
 /// queued)` jobs pending (`queued`) or running in each: every partition of the make-up, and
 /// the inactive one.
@@ -399,20 +416,12 @@ impl Demo {
                 "mock",
                 "mock-v1",
             );
-            let cpus = cpus_per_node as i64 * total_nodes;
-            let memory_mb = (memory_per_node / (1024 * 1024)) as i64 * total_nodes;
-            let gpus = gpus_per_node as i64 * total_nodes;
-            job.requested_cpus = Some(cpus);
-            job.allocated_cpus = Some(cpus);
-            job.requested_memory_mb = Some(memory_mb);
-            job.allocated_memory_mb = Some(memory_mb);
-            job.requested_gpus = Some(gpus);
-            job.allocated_gpus = Some(gpus);
-            if gpus_per_node > 0 {
-                job.gpu_vendor = Some(GpuVendor::Nvidia);
-                job.gpu_count = Some(gpus);
-                job.gpu_devices = (0..gpus_per_node).map(|g| g.to_string()).collect();
-            }
+            allocate(
+                &mut job,
+                cpus_per_node as i64 * total_nodes,
+                (memory_per_node / (1024 * 1024)) as i64 * total_nodes,
+                i64::from(gpus_per_node),
+            );
             job.scheduler = Some(SchedulerInfo {
                 kind: Some("mock".into()),
                 external_job_id: Some(job_id.clone()),
